@@ -1,0 +1,230 @@
+//! Transports: open a Modbus client context for a link, and run one read with a timeout.
+//!
+//! tokio-modbus has no timeout of its own, and a TCP context reused after a timeout mismatches
+//! headers (tokio-modbus #324), so every transaction is wrapped in a timeout and a connection
+//! that timed out or failed is dropped and reopened for the next transaction.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::slave::{Slave, SlaveContext};
+
+use crate::config::plan::{Function, Link, Parity, TcpEndpoint, Transport};
+
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect failed.
+    #[error("link `{link}`: cannot connect to {endpoint}: {source}")]
+    Tcp {
+        /// The link.
+        link: String,
+        /// Where.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP connect took longer than the link's connect timeout.
+    #[error("link `{link}`: no TCP connection to {endpoint} within {timeout_ms} ms")]
+    TcpTimeout {
+        /// The link.
+        link: String,
+        /// Where.
+        endpoint: String,
+        /// The timeout.
+        timeout_ms: u128,
+    },
+    /// The serial port could not be opened.
+    #[error("link `{link}`: cannot open serial port {path}: {source}")]
+    Serial {
+        /// The link.
+        link: String,
+        /// The port.
+        path: String,
+        /// Why.
+        #[source]
+        source: tokio_serial::Error,
+    },
+}
+
+/// The result of one read transaction.
+#[derive(Debug)]
+pub enum ReadResult {
+    /// Registers.
+    Words(Vec<u16>),
+    /// Bits.
+    Bits(Vec<bool>),
+    /// The device answered with an exception code.
+    Exception(u8),
+    /// No answer within the timeout.
+    Timeout,
+    /// The transport failed (reset, garbage frame, mismatched header).
+    Failed(String),
+}
+
+/// An open (or not yet open) client connection for one link.
+pub struct Connection {
+    link: Link,
+    ctx: Option<Context>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("link", &self.link.name)
+            .field("open", &self.ctx.is_some())
+            .finish()
+    }
+}
+
+async fn tcp(link: &str, e: &TcpEndpoint) -> Result<TcpStream, ConnectError> {
+    let endpoint = e.to_string();
+    match tokio::time::timeout(
+        e.connect_timeout,
+        TcpStream::connect((e.host.as_str(), e.port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            // Modbus is request/response with small frames: Nagle only adds latency.
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(source)) => Err(ConnectError::Tcp {
+            link: link.to_owned(),
+            endpoint,
+            source,
+        }),
+        Err(_) => Err(ConnectError::TcpTimeout {
+            link: link.to_owned(),
+            endpoint,
+            timeout_ms: e.connect_timeout.as_millis(),
+        }),
+    }
+}
+
+impl Connection {
+    /// A connection for `link`, opened on first use.
+    pub fn new(link: Link) -> Self {
+        Self { link, ctx: None }
+    }
+
+    /// The link.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Whether a context is open.
+    pub fn is_open(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    /// Silence to keep between transactions (serial buses only).
+    pub fn inter_frame_delay(&self) -> Duration {
+        match &self.link.transport {
+            Transport::Tcp(_) => Duration::ZERO,
+            Transport::Rtu(s) => s.inter_frame_delay,
+            Transport::RtuOverTcp {
+                inter_frame_delay, ..
+            } => *inter_frame_delay,
+        }
+    }
+
+    /// Opens the link if it is not open.
+    ///
+    /// # Errors
+    /// [`ConnectError`] naming the link and endpoint.
+    pub async fn ensure_open(&mut self) -> Result<(), ConnectError> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        let name = self.link.name.as_str();
+        let ctx = match &self.link.transport {
+            Transport::Tcp(e) => tokio_modbus::client::tcp::attach(tcp(name, e).await?),
+            Transport::RtuOverTcp { endpoint, .. } => {
+                tokio_modbus::client::rtu::attach(tcp(name, endpoint).await?)
+            }
+            Transport::Rtu(s) => {
+                let builder = tokio_serial::new(s.path.to_string_lossy(), s.baud)
+                    .data_bits(tokio_serial::DataBits::Eight)
+                    .parity(match s.parity {
+                        Parity::None => tokio_serial::Parity::None,
+                        Parity::Even => tokio_serial::Parity::Even,
+                        Parity::Odd => tokio_serial::Parity::Odd,
+                    })
+                    .stop_bits(if s.stop_bits == 2 {
+                        tokio_serial::StopBits::Two
+                    } else {
+                        tokio_serial::StopBits::One
+                    });
+                let port = tokio_serial::SerialStream::open(&builder).map_err(|source| {
+                    ConnectError::Serial {
+                        link: name.to_owned(),
+                        path: s.path.display().to_string(),
+                        source,
+                    }
+                })?;
+                tokio_modbus::client::rtu::attach(port)
+            }
+        };
+        self.ctx = Some(ctx);
+        Ok(())
+    }
+
+    /// Drops the connection; the next transaction reopens it.
+    pub fn close(&mut self) {
+        self.ctx = None;
+    }
+
+    /// Reads `count` registers or bits at `address` from `unit`, within `timeout`.
+    /// A timeout or transport failure closes the connection.
+    pub async fn read(
+        &mut self,
+        unit: u8,
+        function: Function,
+        address: u16,
+        count: u16,
+        timeout: Duration,
+    ) -> ReadResult {
+        let Some(ctx) = self.ctx.as_mut() else {
+            return ReadResult::Failed("link is not open".into());
+        };
+        ctx.set_slave(Slave(unit));
+        let outcome = tokio::time::timeout(timeout, async {
+            match function {
+                Function::Coil => ctx
+                    .read_coils(address, count)
+                    .await
+                    .map(|r| r.map(ReadResult::Bits)),
+                Function::DiscreteInput => ctx
+                    .read_discrete_inputs(address, count)
+                    .await
+                    .map(|r| r.map(ReadResult::Bits)),
+                Function::Holding => ctx
+                    .read_holding_registers(address, count)
+                    .await
+                    .map(|r| r.map(ReadResult::Words)),
+                Function::Input => ctx
+                    .read_input_registers(address, count)
+                    .await
+                    .map(|r| r.map(ReadResult::Words)),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(exception))) => ReadResult::Exception(u8::from(exception)),
+            Ok(Err(err)) => {
+                self.ctx = None;
+                ReadResult::Failed(err.to_string())
+            }
+            Err(_) => {
+                // A late answer would be taken for the next request's: start afresh.
+                self.ctx = None;
+                ReadResult::Timeout
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Acquisition: the I/O shell that turns Modbus devices into [`SampleBatch`]es.
+//!
+//! One task per link ([`run_link`]). A link serves its devices one transaction at a time,
+//! keeping the inter-frame silence on serial buses, each device on its own fixed tick grid.
+//! Decoding happens here, inside the link task, so what leaves on the channel is typed.
+//!
+//! Invariants:
+//! - every batch carries one sample per configured point, in config order, with a quality;
+//! - after a timeout the rest of that device's cycle is skipped (`bad:timeout`), so a dead
+//!   slave costs its bus one timeout per cycle, and after `offline_after_failures` silent
+//!   cycles it is polled only every `offline_retry_ms` (`bad:comm_lost`);
+//! - a request refused with exception 02 (illegal data address) is split and the split kept.
+
+pub mod health;
+pub mod link;
+pub mod plan;
+pub mod schedule;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Plan;
+use crate::config::plan::{Device, Link};
+use crate::decode::{decode, decode_bit};
+use crate::model::{BadReason, PointSample, Quality, SampleBatch, Timestamp};
+use health::{Health, Transition};
+use link::{Connection, ReadResult};
+use plan::Split;
+use schedule::Grid;
+
+/// Counters for one device, shared with metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    /// Cycles in which the device answered.
+    pub polls_ok: AtomicU64,
+    /// Cycles in which it did not.
+    pub polls_failed: AtomicU64,
+    /// Grid ticks skipped because the link was busy or the consumer slow.
+    pub missed_ticks: AtomicU64,
+    /// Transactions sent.
+    pub requests: AtomicU64,
+    /// Transactions that timed out.
+    pub timeouts: AtomicU64,
+    /// Exception responses.
+    pub exceptions: AtomicU64,
+    /// Duration of the last cycle, in microseconds.
+    pub last_cycle_us: AtomicU64,
+}
+
+/// Stats for every device, in plan order.
+#[derive(Debug, Clone, Default)]
+pub struct AcquireStats {
+    /// (device name, its counters).
+    pub devices: Vec<(String, Arc<DeviceStats>)>,
+}
+
+impl AcquireStats {
+    /// Sum of a counter over all devices.
+    pub fn total(&self, pick: impl Fn(&DeviceStats) -> &AtomicU64) -> u64 {
+        self.devices
+            .iter()
+            .map(|(_, s)| pick(s).load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// One device cycle's outcome.
+#[derive(Debug)]
+pub struct Polled {
+    /// The samples.
+    pub batch: SampleBatch,
+    /// Whether any transaction got an answer (exceptions count).
+    pub answered: bool,
+    /// The first link or transport failure, for logs and `read`.
+    pub error: Option<String>,
+}
+
+fn bad_all(device: &Device, ts: Timestamp, reason: BadReason) -> Vec<PointSample> {
+    device
+        .points
+        .iter()
+        .map(|p| PointSample {
+            point: p.name.clone(),
+            ts,
+            value: None,
+            quality: Quality::Bad(reason),
+        })
+        .collect()
+}
+
+/// Polls every point of `device` once over `conn`.
+pub async fn poll_device(
+    conn: &mut Connection,
+    device: &mut Device,
+    clock: &dyn Clock,
+    stats: &DeviceStats,
+) -> Polled {
+    let tick = clock.now();
+    if let Err(err) = conn.ensure_open().await {
+        return Polled {
+            batch: SampleBatch {
+                device: device.name.clone(),
+                tick,
+                samples: bad_all(device, tick, BadReason::CommLost),
+            },
+            answered: false,
+            error: Some(err.to_string()),
+        };
+    }
+    let mut samples = bad_all(device, tick, BadReason::Timeout);
+    let mut answered = false;
+    let mut error = None;
+    let mut skip_rest: Option<BadReason> = None;
+    let mut i = 0;
+    while i < device.read_plan.requests.len() {
+        let request = device.read_plan.requests[i].clone();
+        let mark = |samples: &mut Vec<PointSample>, reason: BadReason, ts: Timestamp| {
+            for slot in &request.slots {
+                samples[slot.point].quality = Quality::Bad(reason);
+                samples[slot.point].ts = ts;
+            }
+        };
+        if let Some(reason) = skip_rest {
+            mark(&mut samples, reason, tick);
+            i += 1;
+            continue;
+        }
+        let mut attempt = 0;
+        let result = loop {
+            if let Err(err) = conn.ensure_open().await {
+                break ReadResult::Failed(err.to_string());
+            }
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let r = conn
+                .read(
+                    device.unit_id,
+                    request.function,
+                    request.address,
+                    request.count,
+                    device.timeout,
+                )
+                .await;
+            match r {
+                ReadResult::Failed(_) if attempt < device.retries => {
+                    let backoff = device.retry_backoff * 2u32.saturating_pow(attempt);
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let ts = clock.now();
+        match result {
+            ReadResult::Words(words) => {
+                answered = true;
+                for slot in &request.slots {
+                    let point = &device.points[slot.point];
+                    let at = usize::from(slot.offset);
+                    let s = &mut samples[slot.point];
+                    s.ts = ts;
+                    match words.get(at..).map(|w| decode(w, &point.codec)) {
+                        Some(Ok(v)) => {
+                            s.value = Some(v);
+                            s.quality = Quality::Good;
+                        }
+                        Some(Err(err)) => {
+                            debug!(device = %device.name, point = %point.name, error = %err, "Cannot decode point.");
+                            s.quality = Quality::Bad(BadReason::Decode);
+                        }
+                        None => s.quality = Quality::Bad(BadReason::Decode),
+                    }
+                }
+            }
+            ReadResult::Bits(bits) => {
+                answered = true;
+                for slot in &request.slots {
+                    let point = &device.points[slot.point];
+                    let s = &mut samples[slot.point];
+                    s.ts = ts;
+                    match bits.get(usize::from(slot.offset)) {
+                        Some(b) => {
+                            s.value = Some(decode_bit(*b, &point.codec));
+                            s.quality = Quality::Good;
+                        }
+                        None => s.quality = Quality::Bad(BadReason::Decode),
+                    }
+                }
+            }
+            ReadResult::Exception(code) => {
+                answered = true;
+                stats.exceptions.fetch_add(1, Ordering::Relaxed);
+                if code == 2 {
+                    if let Split::Into(n) = device.read_plan.split(i, &device.points) {
+                        info!(device = %device.name, function = request.function.code(), address = request.address,
+                              count = request.count, parts = n,
+                              "Device refused a read as an illegal address; split it and will keep the split.");
+                        // Read the parts now, starting with the first one at index i.
+                        continue;
+                    }
+                }
+                debug!(device = %device.name, address = request.address, code, "Exception response.");
+                mark(&mut samples, BadReason::Exception(code), ts);
+            }
+            ReadResult::Timeout => {
+                stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                mark(&mut samples, BadReason::Timeout, ts);
+                skip_rest = Some(BadReason::Timeout);
+            }
+            ReadResult::Failed(msg) => {
+                mark(&mut samples, BadReason::CommLost, ts);
+                skip_rest = Some(BadReason::CommLost);
+                error.get_or_insert(msg);
+            }
+        }
+        i += 1;
+    }
+    Polled {
+        batch: SampleBatch {
+            device: device.name.clone(),
+            tick,
+            samples,
+        },
+        answered,
+        error,
+    }
+}
+
+/// Connects to `device`'s link and polls it once: what `plantwatch read` does.
+pub async fn poll_once(plan: &Plan, device: &Device, clock: &dyn Clock) -> Polled {
+    let mut conn = Connection::new(plan.links[device.link].clone());
+    let mut device = device.clone();
+    poll_device(&mut conn, &mut device, clock, &DeviceStats::default()).await
+}
+
+struct DeviceRun {
+    device: Device,
+    grid: Grid,
+    health: Health,
+    stats: Arc<DeviceStats>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Serves one link until `cancel` fires or the receiver is gone.
+///
+/// `first_tick` is each device's offset into its first period, so that many devices do not
+/// all poll at the same instant.
+pub async fn run_link(
+    link: Link,
+    devices: Vec<(Device, Duration, Arc<DeviceStats>)>,
+    tx: mpsc::Sender<SampleBatch>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
+    let base = tokio::time::Instant::now();
+    let link_name = link.name.clone();
+    let mut conn = Connection::new(link);
+    let mut runs: Vec<DeviceRun> = devices
+        .into_iter()
+        .map(|(device, first_tick, stats)| DeviceRun {
+            grid: Grid::new(ms(first_tick), ms(device.poll_interval)),
+            health: Health::new(device.offline_after_failures),
+            device,
+            stats,
+        })
+        .collect();
+    loop {
+        let Some((idx, due)) = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.grid.next_tick()))
+            .min_by_key(|&(_, t)| t)
+        else {
+            return;
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(base + Duration::from_millis(due)) => {}
+        }
+        let run = &mut runs[idx];
+        let fired = run.grid.fire(ms(base.elapsed()));
+        if fired.skipped > 0 {
+            run.stats
+                .missed_ticks
+                .fetch_add(fired.skipped, Ordering::Relaxed);
+            debug!(device = %run.device.name, skipped = fired.skipped, "Skipped poll ticks.");
+        }
+        let started = tokio::time::Instant::now();
+        let mut polled = poll_device(&mut conn, &mut run.device, clock.as_ref(), &run.stats).await;
+        run.stats.last_cycle_us.store(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let now_ms = ms(base.elapsed());
+        let transition = if polled.answered {
+            run.stats.polls_ok.fetch_add(1, Ordering::Relaxed);
+            run.health.on_answered(now_ms)
+        } else {
+            run.stats.polls_failed.fetch_add(1, Ordering::Relaxed);
+            run.health.on_silent(now_ms)
+        };
+        match transition {
+            Some(Transition::WentOffline { failures }) => {
+                warn!(link = %link_name, device = %run.device.name, failures,
+                      error = polled.error.as_deref().unwrap_or("timeout"),
+                      retry_ms = ms(run.device.offline_retry),
+                      "Device offline; retrying on the slow schedule.");
+                run.grid.reschedule(now_ms, ms(run.device.offline_retry));
+            }
+            Some(Transition::CameBack { outage_ms }) => {
+                info!(link = %link_name, device = %run.device.name, outage_ms, "Device back online.");
+                run.grid.reschedule(now_ms, ms(run.device.poll_interval));
+            }
+            None => {}
+        }
+        if run.health.is_offline() {
+            for s in &mut polled.batch.samples {
+                if matches!(s.quality, Quality::Bad(_)) {
+                    s.quality = Quality::Bad(BadReason::CommLost);
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            sent = tx.send(polled.batch) => if sent.is_err() { return },
+        }
+    }
+}
+
+/// Spawns one task per link of `plan` onto `tasks`, sending batches to `tx`.
+pub fn spawn_links(
+    plan: &Plan,
+    tx: &mpsc::Sender<SampleBatch>,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> AcquireStats {
+    let mut stats = AcquireStats::default();
+    let total = plan.devices.len().max(1) as u64;
+    for (index, link) in plan.links.iter().enumerate() {
+        let devices: Vec<_> = plan
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.link == index)
+            .map(|(k, d)| {
+                let s = Arc::new(DeviceStats::default());
+                stats.devices.push((d.name.to_string(), s.clone()));
+                // Spread first polls evenly over one period.
+                let offset = ms(d.poll_interval) * (k as u64) / total;
+                (d.clone(), Duration::from_millis(offset), s)
+            })
+            .collect();
+        if devices.is_empty() {
+            continue;
+        }
+        let span = tracing::info_span!("link", link = %link.name);
+        tasks.spawn(tracing::Instrument::instrument(
+            run_link(
+                link.clone(),
+                devices,
+                tx.clone(),
+                clock.clone(),
+                cancel.child_token(),
+            ),
+            span,
+        ));
+    }
+    stats
+}

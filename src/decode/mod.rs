@@ -1,0 +1,702 @@
+//! Registers and bits → typed, scaled values, and back (for the simulator and the probe).
+//!
+//! Pure: no I/O, no clock. `decode` is called inside the link task so that what crosses the
+//! first channel is already typed (DESIGN.md §1); `encode` is its exact inverse for unscaled
+//! values, which the property tests check.
+//!
+//! Byte and word order use the four usual names for a 32-bit value whose big-endian bytes are
+//! `A B C D`: `ABCD` is big-endian with the high word first (what almost every meter sends),
+//! `CDAB` swaps the words, `BADC` swaps the bytes within each word, `DCBA` is little-endian.
+//! The same two swaps extend to 64-bit values and to strings.
+
+use serde::Deserialize;
+use std::fmt;
+
+use crate::model::Value;
+
+/// The data type of a point, as written in the config (`type = "f32"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    /// A coil or discrete input (function 01/02).
+    Bool,
+    /// One bit of a 16-bit register; needs `bit`.
+    Bit,
+    /// Unsigned 16-bit.
+    U16,
+    /// Signed 16-bit.
+    I16,
+    /// Unsigned 32-bit (2 registers).
+    U32,
+    /// Signed 32-bit (2 registers).
+    I32,
+    /// Unsigned 64-bit (4 registers).
+    U64,
+    /// Signed 64-bit (4 registers).
+    I64,
+    /// IEEE-754 single (2 registers).
+    F32,
+    /// IEEE-754 double (4 registers).
+    F64,
+    /// ASCII text, two characters a register; needs `length` (registers).
+    String,
+    /// Four BCD digits in one register.
+    Bcd16,
+    /// Eight BCD digits in two registers.
+    Bcd32,
+}
+
+impl DataType {
+    /// Every type, for the probe and for tests.
+    pub const ALL: [DataType; 13] = [
+        DataType::Bool,
+        DataType::Bit,
+        DataType::U16,
+        DataType::I16,
+        DataType::U32,
+        DataType::I32,
+        DataType::U64,
+        DataType::I64,
+        DataType::F32,
+        DataType::F64,
+        DataType::String,
+        DataType::Bcd16,
+        DataType::Bcd32,
+    ];
+
+    /// Registers the type occupies (`length` for strings; 0 for `bool`, which reads bits).
+    pub fn registers(self, string_length: u16) -> u16 {
+        match self {
+            DataType::Bool => 0,
+            DataType::Bit | DataType::U16 | DataType::I16 | DataType::Bcd16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 | DataType::Bcd32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+            DataType::String => string_length,
+        }
+    }
+
+    /// The name used in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::Bit => "bit",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String => "string",
+            DataType::Bcd16 => "bcd16",
+            DataType::Bcd32 => "bcd32",
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Byte and word order of a multi-byte value (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+pub enum ByteOrder {
+    /// Big-endian, high word first.
+    #[default]
+    #[serde(rename = "ABCD")]
+    Abcd,
+    /// Words swapped (low word first), bytes big-endian.
+    #[serde(rename = "CDAB")]
+    Cdab,
+    /// High word first, bytes swapped within each word.
+    #[serde(rename = "BADC")]
+    Badc,
+    /// Little-endian.
+    #[serde(rename = "DCBA")]
+    Dcba,
+}
+
+impl ByteOrder {
+    /// All four orders.
+    pub const ALL: [ByteOrder; 4] = [
+        ByteOrder::Abcd,
+        ByteOrder::Cdab,
+        ByteOrder::Badc,
+        ByteOrder::Dcba,
+    ];
+
+    fn swaps_words(self) -> bool {
+        matches!(self, ByteOrder::Cdab | ByteOrder::Dcba)
+    }
+
+    fn swaps_bytes(self) -> bool {
+        matches!(self, ByteOrder::Badc | ByteOrder::Dcba)
+    }
+}
+
+impl fmt::Display for ByteOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ByteOrder::Abcd => "ABCD",
+            ByteOrder::Cdab => "CDAB",
+            ByteOrder::Badc => "BADC",
+            ByteOrder::Dcba => "DCBA",
+        })
+    }
+}
+
+/// How one point's raw registers become a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Codec {
+    /// The data type.
+    pub data_type: DataType,
+    /// Byte and word order.
+    pub order: ByteOrder,
+    /// Multiplier applied after decoding (includes any PT/CT ratio).
+    pub scale: f64,
+    /// Added after scaling.
+    pub offset: f64,
+    /// Bit number for `bit` (0 = least significant).
+    pub bit: u8,
+    /// Registers for `string`.
+    pub length: u16,
+}
+
+impl Codec {
+    /// A codec with no scaling and the default order.
+    pub fn plain(data_type: DataType) -> Self {
+        Self {
+            data_type,
+            order: ByteOrder::Abcd,
+            scale: 1.0,
+            offset: 0.0,
+            bit: 0,
+            length: 1,
+        }
+    }
+
+    /// Registers this codec reads.
+    pub fn registers(&self) -> u16 {
+        self.data_type.registers(self.length)
+    }
+
+    fn is_scaled(&self) -> bool {
+        #[expect(clippy::float_cmp, reason = "exact defaults, not computed values")]
+        let unscaled = self.scale == 1.0 && self.offset == 0.0;
+        !unscaled
+    }
+}
+
+/// Why registers could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Fewer registers arrived than the type needs.
+    #[error("{data_type} needs {needed} registers, got {got}")]
+    Short {
+        /// The type being decoded.
+        data_type: DataType,
+        /// Registers needed.
+        needed: usize,
+        /// Registers available.
+        got: usize,
+    },
+    /// A BCD nibble was above 9.
+    #[error("register {0:#06x} is not valid BCD")]
+    InvalidBcd(u32),
+    /// A float decoded to NaN or infinity (a meter's "no value" marker).
+    #[error("not a finite number")]
+    NotFinite,
+    /// A string was not ASCII.
+    #[error("string is not ASCII")]
+    NotAscii,
+}
+
+/// Orders registers into big-endian bytes according to `order`.
+fn to_be_bytes(words: &[u16], order: ByteOrder, out: &mut [u8]) {
+    let n = words.len();
+    for (i, slot) in out.chunks_exact_mut(2).enumerate().take(n) {
+        let word = if order.swaps_words() {
+            words[n - 1 - i]
+        } else {
+            words[i]
+        };
+        let word = if order.swaps_bytes() {
+            word.swap_bytes()
+        } else {
+            word
+        };
+        slot.copy_from_slice(&word.to_be_bytes());
+    }
+}
+
+/// Inverse of [`to_be_bytes`].
+fn from_be_bytes(bytes: &[u8], order: ByteOrder) -> Vec<u16> {
+    let mut words: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| {
+            let hi = c[0];
+            let lo = c.get(1).copied().unwrap_or(0);
+            let word = u16::from_be_bytes([hi, lo]);
+            if order.swaps_bytes() {
+                word.swap_bytes()
+            } else {
+                word
+            }
+        })
+        .collect();
+    if order.swaps_words() {
+        words.reverse();
+    }
+    words
+}
+
+fn bcd(mut raw: u32, digits: u32) -> Result<i64, DecodeError> {
+    let original = raw;
+    let mut value: i64 = 0;
+    let mut place: i64 = 1;
+    for _ in 0..digits {
+        let nibble = raw & 0xF;
+        if nibble > 9 {
+            return Err(DecodeError::InvalidBcd(original));
+        }
+        value += i64::from(nibble) * place;
+        place *= 10;
+        raw >>= 4;
+    }
+    Ok(value)
+}
+
+/// Decodes a bit read with function 01 or 02.
+pub fn decode_bit(bit: bool, codec: &Codec) -> Value {
+    if codec.is_scaled() {
+        Value::F64(f64::from(u8::from(bit)) * codec.scale + codec.offset)
+    } else {
+        Value::Bool(bit)
+    }
+}
+
+/// Decodes the registers of one point (exactly `codec.registers()` of them, or more).
+///
+/// # Errors
+/// [`DecodeError`] when too few registers arrived or their content is not valid for the type.
+pub fn decode(words: &[u16], codec: &Codec) -> Result<Value, DecodeError> {
+    let needed = usize::from(codec.registers());
+    if words.len() < needed || (needed == 0 && codec.data_type != DataType::Bool) {
+        return Err(DecodeError::Short {
+            data_type: codec.data_type,
+            needed: needed.max(1),
+            got: words.len(),
+        });
+    }
+    let words = &words[..needed];
+    let mut buf = [0u8; 8];
+    if needed <= 4 {
+        to_be_bytes(words, codec.order, &mut buf[..needed * 2]);
+    }
+    let raw = match codec.data_type {
+        DataType::Bool => {
+            return Err(DecodeError::Short {
+                data_type: DataType::Bool,
+                needed: 1,
+                got: 0,
+            });
+        }
+        DataType::Bit => {
+            // One register: the order only decides whether its two bytes are swapped.
+            let word = u16::from_be_bytes([buf[0], buf[1]]);
+            return Ok(decode_bit((word >> codec.bit) & 1 == 1, codec));
+        }
+        DataType::U16 => Raw::Int(i64::from(u16::from_be_bytes([buf[0], buf[1]]))),
+        DataType::I16 => Raw::Int(i64::from(i16::from_be_bytes([buf[0], buf[1]]))),
+        DataType::U32 => Raw::Int(i64::from(u32::from_be_bytes([
+            buf[0], buf[1], buf[2], buf[3],
+        ]))),
+        DataType::I32 => Raw::Int(i64::from(i32::from_be_bytes([
+            buf[0], buf[1], buf[2], buf[3],
+        ]))),
+        DataType::U64 => {
+            let v = u64::from_be_bytes(buf);
+            match i64::try_from(v) {
+                Ok(v) => Raw::Int(v),
+                #[expect(
+                    clippy::cast_precision_loss,
+                    reason = "beyond i64 only f64 can hold it"
+                )]
+                Err(_) => Raw::Float(v as f64),
+            }
+        }
+        DataType::I64 => Raw::Int(i64::from_be_bytes(buf)),
+        DataType::F32 => Raw::Float(f64::from(f32::from_be_bytes([
+            buf[0], buf[1], buf[2], buf[3],
+        ]))),
+        DataType::F64 => Raw::Float(f64::from_be_bytes(buf)),
+        DataType::Bcd16 => Raw::Int(bcd(u32::from(u16::from_be_bytes([buf[0], buf[1]])), 4)?),
+        DataType::Bcd32 => Raw::Int(bcd(
+            u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]),
+            8,
+        )?),
+        DataType::String => {
+            let mut bytes = vec![0u8; needed * 2];
+            to_be_bytes(words, codec.order, &mut bytes);
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            let text = &bytes[..end];
+            if !text.is_ascii() {
+                return Err(DecodeError::NotAscii);
+            }
+            return Ok(Value::Str(
+                String::from_utf8_lossy(text).trim_end().to_owned(),
+            ));
+        }
+    };
+    match raw {
+        Raw::Float(v) if !v.is_finite() => Err(DecodeError::NotFinite),
+        Raw::Float(v) => Ok(Value::F64(v * codec.scale + codec.offset)),
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "scaled values are f64 by design"
+        )]
+        Raw::Int(v) if codec.is_scaled() => Ok(Value::F64(v as f64 * codec.scale + codec.offset)),
+        Raw::Int(v) => Ok(Value::I64(v)),
+    }
+}
+
+enum Raw {
+    Int(i64),
+    Float(f64),
+}
+
+/// Why a value could not be encoded into registers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The value does not fit the type after removing scale and offset.
+    #[error("{value} does not fit {data_type}")]
+    OutOfRange {
+        /// The value, as text.
+        value: String,
+        /// The target type.
+        data_type: DataType,
+    },
+    /// Coils are written as bits, not registers.
+    #[error("bool points are bits, not registers")]
+    NotARegister,
+}
+
+fn to_bcd(mut v: u64, digits: u32) -> Option<u32> {
+    let mut out: u32 = 0;
+    for i in 0..digits {
+        let digit = u32::try_from(v % 10).ok()?;
+        out |= digit << (4 * i);
+        v /= 10;
+    }
+    (v == 0).then_some(out)
+}
+
+/// Encodes an engineering value into registers: the inverse of [`decode`].
+///
+/// Integer types round `(value - offset) / scale` to the nearest integer. A `bit` point encodes
+/// into a whole register with only that bit set (the simulator merges bits itself).
+///
+/// # Errors
+/// [`EncodeError`] when the value does not fit the type.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "every cast is range-checked first"
+)]
+pub fn encode(value: &Value, codec: &Codec) -> Result<Vec<u16>, EncodeError> {
+    let out_of_range = || EncodeError::OutOfRange {
+        value: value.to_string(),
+        data_type: codec.data_type,
+    };
+    if codec.data_type == DataType::String {
+        let text = match value {
+            Value::Str(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut bytes = text.into_bytes();
+        let len = usize::from(codec.length) * 2;
+        if bytes.len() > len {
+            return Err(out_of_range());
+        }
+        bytes.resize(len, 0);
+        return Ok(from_be_bytes(&bytes, codec.order));
+    }
+    let engineering = value.as_f64().ok_or_else(out_of_range)?;
+    let raw = (engineering - codec.offset) / codec.scale;
+    let int = |lo: f64, hi: f64| -> Result<i128, EncodeError> {
+        let r = raw.round();
+        if r.is_finite() && r >= lo && r <= hi {
+            Ok(r as i128)
+        } else {
+            Err(out_of_range())
+        }
+    };
+    let bytes: Vec<u8> = match codec.data_type {
+        DataType::Bool => return Err(EncodeError::NotARegister),
+        DataType::Bit => {
+            let on = int(0.0, 1.0)? == 1;
+            let word: u16 = if on { 1 << codec.bit } else { 0 };
+            word.to_be_bytes().to_vec()
+        }
+        DataType::U16 => (int(0.0, f64::from(u16::MAX))? as u16)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::I16 => (int(f64::from(i16::MIN), f64::from(i16::MAX))? as i16)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::U32 => (int(0.0, f64::from(u32::MAX))? as u32)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::I32 => (int(f64::from(i32::MIN), f64::from(i32::MAX))? as i32)
+            .to_be_bytes()
+            .to_vec(),
+        DataType::U64 => match value {
+            Value::I64(v) if !codec.is_scaled() && *v >= 0 => (*v as u64).to_be_bytes().to_vec(),
+            _ => (int(0.0, 1.8e19)? as u64).to_be_bytes().to_vec(),
+        },
+        DataType::I64 => match value {
+            Value::I64(v) if !codec.is_scaled() => v.to_be_bytes().to_vec(),
+            _ => (int(-9.2e18, 9.2e18)? as i64).to_be_bytes().to_vec(),
+        },
+        DataType::F32 => (raw as f32).to_be_bytes().to_vec(),
+        DataType::F64 => raw.to_be_bytes().to_vec(),
+        DataType::Bcd16 => {
+            let v = int(0.0, 9999.0)? as u64;
+            (to_bcd(v, 4).ok_or_else(out_of_range)? as u16)
+                .to_be_bytes()
+                .to_vec()
+        }
+        DataType::Bcd32 => {
+            let v = int(0.0, 99_999_999.0)? as u64;
+            to_bcd(v, 8)
+                .ok_or_else(out_of_range)?
+                .to_be_bytes()
+                .to_vec()
+        }
+        DataType::String => unreachable_string(),
+    };
+    Ok(from_be_bytes(&bytes, codec.order))
+}
+
+// Strings return early above; this keeps the match exhaustive without a panic.
+fn unreachable_string() -> Vec<u8> {
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn codec(data_type: DataType, order: ByteOrder) -> Codec {
+        Codec {
+            order,
+            ..Codec::plain(data_type)
+        }
+    }
+
+    // 0x41 0x20 0x00 0x00 is 10.0f32; 0x1234_5678 is 305419896.
+    #[test]
+    fn f32_in_all_four_orders_matches_hand_computed_registers() {
+        let cases = [
+            (ByteOrder::Abcd, [0x4120, 0x0000]),
+            (ByteOrder::Cdab, [0x0000, 0x4120]),
+            (ByteOrder::Badc, [0x2041, 0x0000]),
+            (ByteOrder::Dcba, [0x0000, 0x2041]),
+        ];
+        for (order, words) in cases {
+            assert_eq!(
+                decode(&words, &codec(DataType::F32, order)),
+                Ok(Value::F64(10.0)),
+                "{order}"
+            );
+        }
+    }
+
+    #[test]
+    fn u32_and_i32_in_all_four_orders() {
+        let cases = [
+            (ByteOrder::Abcd, [0x1234, 0x5678]),
+            (ByteOrder::Cdab, [0x5678, 0x1234]),
+            (ByteOrder::Badc, [0x3412, 0x7856]),
+            (ByteOrder::Dcba, [0x7856, 0x3412]),
+        ];
+        for (order, words) in cases {
+            assert_eq!(
+                decode(&words, &codec(DataType::U32, order)),
+                Ok(Value::I64(0x1234_5678)),
+                "{order}"
+            );
+        }
+        // -2 as i32 is 0xFFFF_FFFE.
+        assert_eq!(
+            decode(&[0xFFFE, 0xFFFF], &codec(DataType::I32, ByteOrder::Cdab)),
+            Ok(Value::I64(-2))
+        );
+    }
+
+    #[test]
+    fn sixty_four_bit_types_reverse_all_four_words_for_cdab() {
+        let words = [0x0001, 0x0203, 0x0405, 0x0607];
+        assert_eq!(
+            decode(&words, &codec(DataType::U64, ByteOrder::Abcd)),
+            Ok(Value::I64(0x0001_0203_0405_0607))
+        );
+        let reversed = [0x0607, 0x0405, 0x0203, 0x0001];
+        assert_eq!(
+            decode(&reversed, &codec(DataType::U64, ByteOrder::Cdab)),
+            Ok(Value::I64(0x0001_0203_0405_0607))
+        );
+        // 1.5f64 = 0x3FF8_0000_0000_0000, little-endian bytes.
+        assert_eq!(
+            decode(&[0, 0, 0, 0xF83F], &codec(DataType::F64, ByteOrder::Dcba)),
+            Ok(Value::F64(1.5))
+        );
+        assert_eq!(
+            decode(&[0xFFFF; 4], &codec(DataType::I64, ByteOrder::Abcd)),
+            Ok(Value::I64(-1))
+        );
+    }
+
+    #[test]
+    fn sixteen_bit_types_only_care_about_byte_swap() {
+        assert_eq!(
+            decode(&[0xFF38], &codec(DataType::I16, ByteOrder::Abcd)),
+            Ok(Value::I64(-200))
+        );
+        assert_eq!(
+            decode(&[0x38FF], &codec(DataType::I16, ByteOrder::Dcba)),
+            Ok(Value::I64(-200))
+        );
+        assert_eq!(
+            decode(&[0x38FF], &codec(DataType::U16, ByteOrder::Cdab)),
+            Ok(Value::I64(0x38FF))
+        );
+    }
+
+    #[test]
+    fn scale_and_offset_turn_raw_counts_into_engineering_units() {
+        // DTSU666 phase voltage: float in 0.1 V.
+        let dtsu = Codec {
+            scale: 0.1,
+            ..Codec::plain(DataType::F32)
+        };
+        let words = encode(&Value::F64(2314.0), &Codec::plain(DataType::F32)).unwrap();
+        let Value::F64(v) = decode(&words, &dtsu).unwrap() else {
+            panic!("float expected")
+        };
+        assert!((v - 231.4).abs() < 1e-9);
+        // A 4-20 mA transmitter scaled to -50..150 °C: raw 0..10000.
+        let temp = Codec {
+            scale: 0.02,
+            offset: -50.0,
+            ..Codec::plain(DataType::U16)
+        };
+        assert_eq!(decode(&[5000], &temp), Ok(Value::F64(50.0)));
+    }
+
+    #[test]
+    fn bits_of_a_register_follow_the_bit_number() {
+        let mut c = Codec::plain(DataType::Bit);
+        c.bit = 3;
+        assert_eq!(decode(&[0b1000], &c), Ok(Value::Bool(true)));
+        c.bit = 2;
+        assert_eq!(decode(&[0b1000], &c), Ok(Value::Bool(false)));
+        c.bit = 11;
+        c.order = ByteOrder::Badc;
+        assert_eq!(decode(&[0x0008], &c), Ok(Value::Bool(true)));
+    }
+
+    #[test]
+    fn bcd_reads_digits_and_rejects_bad_nibbles() {
+        assert_eq!(
+            decode(&[0x1234], &Codec::plain(DataType::Bcd16)),
+            Ok(Value::I64(1234))
+        );
+        assert_eq!(
+            decode(&[0x0012, 0x3456], &Codec::plain(DataType::Bcd32)),
+            Ok(Value::I64(123_456))
+        );
+        assert_eq!(
+            decode(&[0x12A4], &Codec::plain(DataType::Bcd16)),
+            Err(DecodeError::InvalidBcd(0x12A4))
+        );
+    }
+
+    #[test]
+    fn strings_stop_at_nul_and_respect_byte_swap() {
+        let mut c = Codec::plain(DataType::String);
+        c.length = 3;
+        assert_eq!(
+            decode(&[0x4454, 0x5355, 0x0000], &c),
+            Ok(Value::Str("DTSU".into()))
+        );
+        c.order = ByteOrder::Badc;
+        assert_eq!(
+            decode(&[0x5444, 0x5553, 0x0000], &c),
+            Ok(Value::Str("DTSU".into()))
+        );
+    }
+
+    #[test]
+    fn short_reads_and_nan_are_decode_errors() {
+        assert!(matches!(
+            decode(&[1], &Codec::plain(DataType::F32)),
+            Err(DecodeError::Short { .. })
+        ));
+        assert_eq!(
+            decode(&[0x7FC0, 0], &Codec::plain(DataType::F32)),
+            Err(DecodeError::NotFinite)
+        );
+    }
+
+    fn any_order() -> impl Strategy<Value = ByteOrder> {
+        prop::sample::select(ByteOrder::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn integers_round_trip_in_every_order(v in any::<i32>(), u in any::<u32>(), order in any_order()) {
+            for (value, ty) in [(i64::from(v), DataType::I32), (i64::from(u), DataType::U32),
+                                (i64::from(v as i16), DataType::I16), (i64::from(u as u16), DataType::U16),
+                                (i64::from(v) * 1_000_003, DataType::I64)] {
+                let c = codec(ty, order);
+                let words = encode(&Value::I64(value), &c).unwrap();
+                prop_assert_eq!(words.len(), usize::from(c.registers()));
+                prop_assert_eq!(decode(&words, &c), Ok(Value::I64(value)));
+            }
+        }
+
+        #[test]
+        fn floats_round_trip_in_every_order(v in -1.0e30f32..1.0e30f32, d in -1.0e300f64..1.0e300, order in any_order()) {
+            let c = codec(DataType::F32, order);
+            prop_assert_eq!(decode(&encode(&Value::F64(f64::from(v)), &c).unwrap(), &c), Ok(Value::F64(f64::from(v))));
+            let c = codec(DataType::F64, order);
+            prop_assert_eq!(decode(&encode(&Value::F64(d), &c).unwrap(), &c), Ok(Value::F64(d)));
+        }
+
+        #[test]
+        fn scaled_integers_round_trip_to_the_nearest_step(raw in 0u16..=u16::MAX, order in any_order()) {
+            let c = Codec { scale: 0.01, offset: -40.0, ..codec(DataType::U16, order) };
+            let engineering = f64::from(raw) * 0.01 - 40.0;
+            let words = encode(&Value::F64(engineering), &c).unwrap();
+            prop_assert_eq!(words, encode(&Value::I64(i64::from(raw)), &codec(DataType::U16, order)).unwrap());
+        }
+
+        #[test]
+        fn bcd_round_trips(v in 0i64..=99_999_999, order in any_order()) {
+            let c = codec(DataType::Bcd32, order);
+            prop_assert_eq!(decode(&encode(&Value::I64(v), &c).unwrap(), &c), Ok(Value::I64(v)));
+        }
+
+        #[test]
+        fn decode_never_panics_on_any_registers(words in prop::collection::vec(any::<u16>(), 0..6), ty in prop::sample::select(DataType::ALL.to_vec()), order in any_order()) {
+            let mut c = codec(ty, order);
+            c.length = 3;
+            let _ = decode(&words, &c);
+        }
+    }
+}

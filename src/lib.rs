@@ -1,0 +1,27 @@
+//! plantwatch: an edge daemon for factory gateways.
+//!
+//! One pipeline (DESIGN.md §1), data flowing one way:
+//!
+//! ```text
+//!  links (TCP / RTU / RTU-over-TCP)
+//!    └─ acquire: scheduler → read plans → Modbus transactions → raw words
+//!         └─ decode: words → typed values (type, byte/word order, scale, offset, bits)
+//!              └─ SampleBatch (one per device poll) ──► process → detect → sinks
+//! ```
+//!
+//! Module map:
+//! - [`model`]: plain data that crosses stage boundaries (names, values, quality, samples).
+//! - [`config`]: raw file → pure `resolve` (all issues at once) → typed [`config::Plan`].
+//! - [`decode`]: pure registers ↔ values codec.
+//! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
+//! - [`sim`]: a Modbus device simulator serving real sockets and ptys, with fault injection.
+//! - [`clock`]: the one place that reads wall-clock time.
+//! - [`cli`]: the command line, the only module that prints.
+
+pub mod acquire;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod decode;
+pub mod model;
+pub mod sim;

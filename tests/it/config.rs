@@ -1,0 +1,1 @@
+//! Config loading and the table of broken configs.
