@@ -1,4 +1,128 @@
-//! cli
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The command line: the one module that prints to stdout (STYLE.md C13).
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI is the one module that prints for people"
+)]
+
+mod check;
+mod demo;
+mod read;
+mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{ConfigErrors, EnvOverrides, Plan};
+
+/// plantwatch: read PLCs and energy meters over Modbus, detect anomalies and overuse, and
+/// deliver everything to the energy platform without losing a sample.
+#[derive(Debug, Parser)]
+#[command(name = "plantwatch", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Log format: `text` for terminals (compact under journald), `json` for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info`, `plantwatch=debug` (overrides RUST_LOG).
+    #[arg(long, global = true)]
+    log: Option<String>,
+    /// A directory of profile files that override or add to the built-in profiles.
+    #[arg(long, global = true, value_name = "DIR")]
+    profiles_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "\
+Start here:
+  plantwatch demo                          simulated plant, live values in seconds
+  plantwatch check plantwatch.toml         validate a config, print points and read plan
+  plantwatch read plantwatch.toml meter-1  poll one device once while commissioning
+  plantwatch read plantwatch.toml meter-1 --probe 0x2006
+                                           show a register pair as every type and order
+  plantwatch simulate --profile chint-dtsu666 --listen 127.0.0.1:5020
+                                           serve a simulated meter to test against";
+
+/// Output format for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a config: print the resolved devices, points and read plan, or every error.
+    Check(check::Args),
+    /// Poll one device once and print every point with value, unit and quality.
+    Read(read::Args),
+    /// Serve simulated Modbus devices (profiles or a config's devices) with injectable faults.
+    Simulate(simulate::Args),
+    /// Run a simulated plant and the real acquisition engine against it, printing live values.
+    Demo(demo::Args),
+}
+
+/// Runs the CLI and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.log.as_deref());
+    let result = match cli.command {
+        Command::Check(args) => check::run(&args, cli.profiles_dir.as_deref()),
+        Command::Read(args) => {
+            runtime().and_then(|rt| rt.block_on(read::run(&args, cli.profiles_dir.as_deref())))
+        }
+        Command::Simulate(args) => {
+            runtime().and_then(|rt| rt.block_on(simulate::run(args, cli.profiles_dir.as_deref())))
+        }
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(&args))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("plantwatch: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging(format: LogFormat, filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = filter
+        .map(EnvFilter::new)
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Under systemd the journal adds its own timestamps.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let _ = match (format, journald) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder.compact().try_init(),
+    };
+}
+
+/// Loads and resolves a config, printing every issue on failure.
+fn load(
+    path: &std::path::Path,
+    profiles_dir: Option<&std::path::Path>,
+) -> Result<Plan, ConfigErrors> {
+    crate::config::load_file(path, &EnvOverrides::Process, profiles_dir)
+}
+
+/// Config file path argument shared by subcommands.
+fn default_config() -> PathBuf {
+    crate::config::default_path()
 }

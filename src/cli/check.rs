@@ -1,0 +1,116 @@
+//! `plantwatch check`: validate a config and show what it resolves to.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::config::Plan;
+
+/// Arguments of `check`.
+#[derive(Debug, clap::Args)]
+pub(super) struct Args {
+    /// The config file.
+    #[arg(default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
+    config: PathBuf,
+    /// Print nothing when the config is valid (for ExecStartPre and ExecReload).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    match super::load(&args.config, profiles_dir) {
+        Ok(plan) => {
+            if !args.quiet {
+                print_plan(&args.config, &plan);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn print_plan(path: &Path, plan: &Plan) {
+    let g = &plan.gateway;
+    println!("{}: valid", path.display());
+    println!(
+        "gateway  site={} id={} timezone={}",
+        g.site, g.id, g.timezone
+    );
+    println!();
+    println!("{:<20} {:<13} ENDPOINT", "LINK", "KIND");
+    for l in &plan.links {
+        println!(
+            "{:<20} {:<13} {}",
+            l.name,
+            l.transport.kind(),
+            l.transport.describe()
+        );
+    }
+    println!();
+    println!(
+        "{:<20} {:<16} {:>4} {:<16} {:>8} {:>6} {:>8} {:>9}",
+        "DEVICE", "LINK", "UNIT", "PROFILE", "POLL_MS", "POINTS", "REQUESTS", "REGISTERS"
+    );
+    for d in &plan.devices {
+        println!(
+            "{:<20} {:<16} {:>4} {:<16} {:>8} {:>6} {:>8} {:>9}",
+            d.name,
+            plan.links[d.link].name,
+            d.unit_id,
+            d.profile.as_deref().unwrap_or("-"),
+            d.poll_interval.as_millis(),
+            d.points.len(),
+            d.read_plan.requests.len(),
+            d.read_plan.total_count()
+        );
+    }
+    for d in &plan.devices {
+        println!();
+        println!("device {}", d.name);
+        println!(
+            "  {:<18} {:<15} {:>7} {:<7} {:<5} {:>10} {:>8} {:<6} DESCRIPTION",
+            "POINT", "FUNCTION", "ADDRESS", "TYPE", "ORDER", "SCALE", "OFFSET", "UNIT"
+        );
+        for p in &d.points {
+            let ty = match p.codec.data_type {
+                crate::decode::DataType::Bit => format!("bit{}", p.codec.bit),
+                crate::decode::DataType::String => format!("str{}", p.codec.length),
+                t => t.to_string(),
+            };
+            println!(
+                "  {:<18} {:<15} {:>7} {:<7} {:<5} {:>10} {:>8} {:<6} {}",
+                p.name,
+                format!("{:02} {}", p.function.code(), p.function.name()),
+                format!("{:#06x}", p.address),
+                ty,
+                p.codec.order.to_string(),
+                p.codec.scale,
+                p.codec.offset,
+                p.unit,
+                p.description
+            );
+        }
+        println!(
+            "  read plan: {} request(s) per cycle",
+            d.read_plan.requests.len()
+        );
+        for (i, r) in d.read_plan.requests.iter().enumerate() {
+            let names: Vec<&str> = r
+                .slots
+                .iter()
+                .map(|s| d.points[s.point].name.as_str())
+                .collect();
+            println!(
+                "    #{:<3} fc{:02} {:#06x} ×{:<4}{} {}",
+                i + 1,
+                r.function.code(),
+                r.address,
+                r.count,
+                if r.bridged { " (bridges gaps)" } else { "" },
+                names.join(" ")
+            );
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! One simulated device: its points' values, the registers they encode to, and its faults.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::behaviour::{Behaviour, RATED_POWER_W, load_shape};
+use crate::config::plan::{Device, Function, Point};
+use crate::decode::{DataType, encode};
+use crate::model::{Timestamp, Value};
+
+/// A fault injected into a simulated device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Never answer.
+    NoAnswer,
+    /// Answer after this delay.
+    Slow(Duration),
+    /// Answer every read with this exception code.
+    Exception(u8),
+    /// Freeze every value where it is.
+    Stuck,
+    /// Put counters just below their register's maximum so they wrap.
+    CounterRollover,
+    /// Reset counters to zero.
+    CounterReset,
+    /// Multiply analog values by 10 for the next `n` reads.
+    Spike(u32),
+    /// Answer exception 02 for reads that touch an address no point uses.
+    StrictAddresses,
+}
+
+impl Fault {
+    /// Parses `no_answer`, `slow:500`, `exception:2`, `stuck`, `rollover`, `reset`,
+    /// `spike:3`, `strict_addresses`.
+    ///
+    /// # Errors
+    /// A message listing the valid forms.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, arg) = s.split_once(':').map_or((s, None), |(k, a)| (k, Some(a)));
+        let num = |what: &str| -> Result<u64, String> {
+            arg.ok_or_else(|| {
+                format!(
+                    "`{kind}` needs {what}, e.g. `{kind}:{}`",
+                    if kind == "slow" { 500 } else { 2 }
+                )
+            })?
+            .parse::<u64>()
+            .map_err(|_| format!("`{s}`: {what} must be a whole number"))
+        };
+        Ok(match kind {
+            "no_answer" => Fault::NoAnswer,
+            "slow" => Fault::Slow(Duration::from_millis(num("a delay in ms")?)),
+            "exception" => Fault::Exception(
+                u8::try_from(num("an exception code")?)
+                    .map_err(|_| format!("`{s}`: exception codes are 1 to 255"))?,
+            ),
+            "stuck" => Fault::Stuck,
+            "rollover" => Fault::CounterRollover,
+            "reset" => Fault::CounterReset,
+            "spike" => Fault::Spike(u32::try_from(num("a number of reads")?).unwrap_or(u32::MAX)),
+            "strict_addresses" => Fault::StrictAddresses,
+            _ => {
+                return Err(format!(
+                    "unknown fault `{s}`; valid: no_answer, slow:MS, exception:CODE, stuck, rollover, reset, spike:N, strict_addresses"
+                ));
+            }
+        })
+    }
+}
+
+/// How the device answers a read right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Registers.
+    Words(Vec<u16>),
+    /// Bits.
+    Bits(Vec<bool>),
+    /// An exception code.
+    Exception(u8),
+    /// Nothing.
+    Silence,
+}
+
+#[derive(Debug)]
+struct SimPoint {
+    point: Point,
+    behaviour: Behaviour,
+    value: f64,
+}
+
+#[derive(Debug)]
+struct State {
+    points: Vec<SimPoint>,
+    registers: BTreeMap<(Function, u16), u16>,
+    last_update: Option<Timestamp>,
+    smoothed_load: f64,
+    running: bool,
+    rng: SmallRng,
+    no_answer: bool,
+    slow: Option<Duration>,
+    exception: Option<u8>,
+    stuck: bool,
+    spike_reads: u32,
+    strict: bool,
+}
+
+/// A simulated Modbus device.
+#[derive(Debug)]
+pub struct SimDevice {
+    name: String,
+    unit_id: u8,
+    utc_offset_hours: f64,
+    state: Mutex<State>,
+}
+
+/// Values are recomputed at most this often, however often the device is read.
+const UPDATE_EVERY_MS: i64 = 100;
+
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl SimDevice {
+    /// A device serving `device`'s points, whose plant runs on UTC+`utc_offset_hours`.
+    pub fn new(device: &Device, utc_offset_hours: f64) -> Self {
+        let seed = seed_of(device.name.as_str());
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let points = device
+            .points
+            .iter()
+            .map(|p| {
+                let behaviour = Behaviour::for_point(p);
+                // Counters start somewhere plausible and distinct per device.
+                let value = match behaviour {
+                    Behaviour::Energy { share, .. } => {
+                        (1000.0 + rng.random_range(0.0..50_000.0)) * share
+                    }
+                    Behaviour::RunningHours => rng.random_range(100.0..20_000.0_f64).floor(),
+                    _ => 0.0,
+                };
+                SimPoint {
+                    point: p.clone(),
+                    behaviour,
+                    value,
+                }
+            })
+            .collect();
+        Self {
+            name: device.name.to_string(),
+            unit_id: device.unit_id,
+            utc_offset_hours,
+            state: Mutex::new(State {
+                points,
+                registers: BTreeMap::new(),
+                last_update: None,
+                smoothed_load: 0.5,
+                running: true,
+                rng,
+                no_answer: false,
+                slow: None,
+                exception: None,
+                stuck: false,
+                spike_reads: 0,
+                strict: false,
+            }),
+        }
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its unit id.
+    pub fn unit_id(&self) -> u8 {
+        self.unit_id
+    }
+
+    // The lock is never held across an await: every method here is synchronous.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Injects `fault`.
+    pub fn inject(&self, fault: Fault) {
+        let mut s = self.state();
+        match fault {
+            Fault::NoAnswer => s.no_answer = true,
+            Fault::Slow(d) => s.slow = Some(d),
+            Fault::Exception(c) => s.exception = Some(c),
+            Fault::Stuck => s.stuck = true,
+            Fault::Spike(n) => s.spike_reads = n,
+            Fault::StrictAddresses => s.strict = true,
+            Fault::CounterRollover | Fault::CounterReset => {
+                for p in &mut s.points {
+                    if p.behaviour.is_counter() {
+                        p.value = if fault == Fault::CounterReset {
+                            0.0
+                        } else {
+                            counter_near_max(&p.point)
+                        };
+                    }
+                }
+                s.last_update = None;
+            }
+        }
+    }
+
+    /// Clears every ongoing fault (counters keep their values).
+    pub fn clear_faults(&self) {
+        let mut s = self.state();
+        s.no_answer = false;
+        s.slow = None;
+        s.exception = None;
+        s.stuck = false;
+        s.spike_reads = 0;
+        s.strict = false;
+    }
+
+    /// The engineering value the device currently serves for `point`.
+    pub fn value(&self, point: &str) -> Option<f64> {
+        self.state()
+            .points
+            .iter()
+            .find(|p| p.point.name.as_str() == point)
+            .map(|p| p.value)
+    }
+
+    /// Sets `point` to `value` and freezes it there (until the next update if not stuck).
+    pub fn set_value(&self, point: &str, value: f64) -> bool {
+        let mut s = self.state();
+        let Some(i) = s.points.iter().position(|p| p.point.name.as_str() == point) else {
+            return false;
+        };
+        s.points[i].value = value;
+        let point = s.points[i].point.clone();
+        let words = encode_point(&point, value);
+        write_words(
+            &mut s.registers,
+            point.function,
+            point.address,
+            &point,
+            &words,
+        );
+        true
+    }
+
+    /// How long to wait before answering, if at all (`None` = never answer).
+    pub fn delay(&self) -> Option<Duration> {
+        let s = self.state();
+        if s.no_answer {
+            None
+        } else {
+            Some(s.slow.unwrap_or(Duration::ZERO))
+        }
+    }
+
+    /// Answers a read of `count` registers or bits at `address`, at time `now`.
+    pub fn read(&self, function: Function, address: u16, count: u16, now: Timestamp) -> Answer {
+        let mut s = self.state();
+        if s.no_answer {
+            return Answer::Silence;
+        }
+        if let Some(code) = s.exception {
+            return Answer::Exception(code);
+        }
+        let stale = s.last_update.is_none_or(|t| now.0 - t.0 >= UPDATE_EVERY_MS);
+        if stale && !s.stuck {
+            self.update(&mut s, now);
+        } else if s.last_update.is_none() {
+            self.update(&mut s, now);
+        }
+        let end = u32::from(address) + u32::from(count);
+        if count == 0 || end > 65_536 {
+            return Answer::Exception(3);
+        }
+        let spiking = s.spike_reads > 0;
+        if spiking {
+            s.spike_reads -= 1;
+        }
+        let mut words = Vec::with_capacity(usize::from(count));
+        for a in address..=u16::try_from(end - 1).unwrap_or(u16::MAX) {
+            match s.registers.get(&(function, a)) {
+                Some(w) => words.push(*w),
+                None if s.strict => return Answer::Exception(2),
+                None => words.push(0),
+            }
+        }
+        if spiking {
+            spike(&s.points, function, address, &mut words);
+        }
+        if function.is_bits() {
+            Answer::Bits(words.into_iter().map(|w| w != 0).collect())
+        } else {
+            Answer::Words(words)
+        }
+    }
+
+    fn update(&self, s: &mut State, now: Timestamp) {
+        let dt_h = s
+            .last_update
+            .map_or(0.0, |t| (now.0 - t.0).max(0) as f64 / 3_600_000.0);
+        s.last_update = Some(now);
+        let hour = (now.0 as f64 / 3_600_000.0 + self.utc_offset_hours).rem_euclid(24.0);
+        let noise: f64 = s.rng.random_range(-0.03..0.03);
+        let load = (load_shape(hour) + noise).clamp(0.0, 1.0);
+        // Temperatures lag the load: first-order filter with a ~10 minute time constant.
+        let alpha = (dt_h * 6.0).min(1.0);
+        s.smoothed_load += (load - s.smoothed_load) * alpha;
+        s.running = load > 0.2;
+        let pf = (0.9 + 0.07 * load).min(0.99);
+        let State {
+            points,
+            registers,
+            rng,
+            running,
+            smoothed_load,
+            ..
+        } = s;
+        for p in points.iter_mut() {
+            let jitter: f64 = rng.random_range(-1.0..1.0);
+            p.value = match p.behaviour {
+                Behaviour::Voltage { nominal } => nominal * (1.0 + 0.006 * jitter),
+                Behaviour::Current => {
+                    RATED_POWER_W / 3.0 / 230.0 / pf * load * (1.0 + 0.02 * jitter)
+                }
+                Behaviour::Power {
+                    kilo,
+                    share,
+                    reactive,
+                } => {
+                    let w = RATED_POWER_W * load * share * (1.0 + 0.01 * jitter);
+                    let w = if reactive {
+                        w * (1.0 - pf * pf).sqrt() / pf
+                    } else {
+                        w
+                    };
+                    if kilo { w / 1000.0 } else { w }
+                }
+                Behaviour::Energy { watt_hours, share } => {
+                    let kwh = RATED_POWER_W / 1000.0 * load * share * dt_h;
+                    p.value + if watt_hours { kwh * 1000.0 } else { kwh }
+                }
+                Behaviour::PowerFactor => pf,
+                Behaviour::Frequency => 50.0 + 0.02 * jitter,
+                Behaviour::Temperature { rise } => 25.0 + rise * *smoothed_load + 0.2 * jitter,
+                Behaviour::Vibration => 1.2 + 2.0 * load + 0.1 * jitter,
+                Behaviour::Running => f64::from(u8::from(*running)),
+                Behaviour::RunningHours => p.value + if *running { dt_h } else { 0.0 },
+                Behaviour::Speed => {
+                    if *running {
+                        1480.0 + 3.0 * jitter
+                    } else {
+                        0.0
+                    }
+                }
+                Behaviour::Constant(v) => v,
+            };
+            if p.behaviour.is_counter() {
+                p.value = wrap_counter(&p.point, p.value);
+            }
+            let words = encode_point(&p.point, p.value);
+            write_words(
+                registers,
+                p.point.function,
+                p.point.address,
+                &p.point,
+                &words,
+            );
+        }
+    }
+}
+
+/// A counter held in an integer register wraps at the register width, as real meters do.
+fn wrap_counter(point: &Point, value: f64) -> f64 {
+    let max = match point.codec.data_type {
+        DataType::U16 => f64::from(u16::MAX),
+        DataType::U32 => f64::from(u32::MAX),
+        _ => return value,
+    };
+    let raw = ((value - point.codec.offset) / point.codec.scale).round();
+    if raw > max {
+        (raw - max - 1.0) * point.codec.scale + point.codec.offset
+    } else {
+        value
+    }
+}
+
+fn counter_near_max(point: &Point) -> f64 {
+    let raw_max = match point.codec.data_type {
+        DataType::U16 => f64::from(u16::MAX),
+        DataType::U32 => f64::from(u32::MAX),
+        // Float counters cannot wrap; they restart from a small value instead.
+        _ => return 1.0,
+    };
+    (raw_max - 5.0) * point.codec.scale + point.codec.offset
+}
+
+fn encode_point(point: &Point, value: f64) -> Vec<u16> {
+    if point.function.is_bits() {
+        return vec![u16::from(value != 0.0)];
+    }
+    let v = match point.codec.data_type {
+        DataType::String => Value::Str(point.name.to_string()),
+        _ => Value::F64(value),
+    };
+    encode(&v, &point.codec).unwrap_or_else(|_| vec![0; usize::from(point.codec.registers())])
+}
+
+fn write_words(
+    registers: &mut BTreeMap<(Function, u16), u16>,
+    function: Function,
+    address: u16,
+    point: &Point,
+    words: &[u16],
+) {
+    if point.codec.data_type == DataType::Bit {
+        // Several bit points share one register: set or clear only this bit.
+        let mask = 1u16 << point.codec.bit;
+        let order_swapped = matches!(
+            point.codec.order,
+            crate::decode::ByteOrder::Badc | crate::decode::ByteOrder::Dcba
+        );
+        let mask = if order_swapped {
+            mask.swap_bytes()
+        } else {
+            mask
+        };
+        let word = registers.entry((function, address)).or_insert(0);
+        if words.first().is_some_and(|w| *w != 0) {
+            *word |= mask
+        } else {
+            *word &= !mask
+        }
+        return;
+    }
+    for (i, w) in words.iter().enumerate() {
+        let Ok(offset) = u16::try_from(i) else { break };
+        registers.insert((function, address.wrapping_add(offset)), *w);
+    }
+}
+
+fn spike(points: &[SimPoint], function: Function, address: u16, words: &mut [u16]) {
+    for p in points {
+        if p.point.function != function || p.behaviour.is_counter() || p.point.address < address {
+            continue;
+        }
+        let at = usize::from(p.point.address - address);
+        let n = usize::from(p.point.codec.registers());
+        if let Some(slot) = words.get_mut(at..at + n) {
+            let spiked = encode_point(&p.point, p.value * 10.0);
+            if spiked.len() == n {
+                slot.copy_from_slice(&spiked);
+            }
+        }
+    }
+}
