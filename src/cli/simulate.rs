@@ -97,7 +97,7 @@ fn profile_config(
                 None => (
                     host.to_owned(),
                     if port == 0 {
-                        "0".into()
+                        "502".into() // placeholder: an ephemeral port is bound instead
                     } else {
                         (u32::from(port) + u32::from(k)).to_string()
                     },

@@ -89,7 +89,10 @@ pub enum Answer {
 struct SimPoint {
     point: Point,
     behaviour: Behaviour,
+    /// The simulated quantity, unquantized (counters accumulate here).
     value: f64,
+    /// What the registers hold, decoded: exactly what a correct client reads.
+    served: f64,
 }
 
 #[derive(Debug)]
@@ -148,6 +151,7 @@ impl SimDevice {
                     point: p.clone(),
                     behaviour,
                     value,
+                    served: value,
                 }
             })
             .collect();
@@ -225,13 +229,13 @@ impl SimDevice {
         s.strict = false;
     }
 
-    /// The engineering value the device currently serves for `point`.
+    /// The engineering value the device serves for `point`, as a correct client decodes it.
     pub fn value(&self, point: &str) -> Option<f64> {
         self.state()
             .points
             .iter()
             .find(|p| p.point.name.as_str() == point)
-            .map(|p| p.value)
+            .map(|p| p.served)
     }
 
     /// Sets `point` to `value` and freezes it there (until the next update if not stuck).
@@ -243,6 +247,7 @@ impl SimDevice {
         s.points[i].value = value;
         let point = s.points[i].point.clone();
         let words = encode_point(&point, value);
+        s.points[i].served = served(&point, &words);
         write_words(
             &mut s.registers,
             point.function,
@@ -368,6 +373,7 @@ impl SimDevice {
                 p.value = wrap_counter(&p.point, p.value);
             }
             let words = encode_point(&p.point, p.value);
+            p.served = served(&p.point, &words);
             write_words(
                 registers,
                 p.point.function,
@@ -413,6 +419,17 @@ fn encode_point(point: &Point, value: f64) -> Vec<u16> {
         _ => Value::F64(value),
     };
     encode(&v, &point.codec).unwrap_or_else(|_| vec![0; usize::from(point.codec.registers())])
+}
+
+/// Decodes what was encoded, so the simulator reports what it actually serves.
+fn served(point: &Point, words: &[u16]) -> f64 {
+    if point.function.is_bits() {
+        return f64::from(words.first().copied().unwrap_or(0));
+    }
+    crate::decode::decode(words, &point.codec)
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(f64::NAN)
 }
 
 fn write_words(

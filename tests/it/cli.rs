@@ -1,0 +1,177 @@
+//! The real binary: `check`, `read`, `simulate` and `demo` as a plant engineer runs them.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use plantwatch::sim::{Bind, Fault, Simulator};
+
+use crate::harness::{bin, plan, repo};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run plantwatch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_points_and_the_read_plan_of_a_valid_config() {
+    let demo = repo().join("configs/demo.toml");
+    let (code, out, err) = run(&["check", demo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("main-meter"), "{out}");
+    assert!(out.contains("read plan: "), "{out}");
+    assert!(
+        out.contains("fc03 0x2000"),
+        "DTSU666 read starts at 0x2000: {out}"
+    );
+}
+
+#[test]
+fn check_reports_every_error_with_its_key_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"10.0.0.1\"\n\
+         [[devices]]\nname = \"m\"\nlink = \"nope\"\nprofile = \"chint-dtsu666\"\n\
+         [devices.points.ua]\nadress = 1\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("devices[0].link"), "{err}");
+    assert!(err.contains("devices[0].points.ua.adress"), "{err}");
+    assert!(err.contains("bad.toml"), "names the file: {err}");
+}
+
+#[tokio::test]
+async fn read_polls_one_device_and_prints_json_matching_the_simulator() {
+    let p = plan(
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+         [[devices]]\nname = \"pump\"\nlink = \"l\"\nprofile = \"generic-plc\"\n",
+    );
+    let sim = Simulator::start(&p, Bind::LOOPBACK).await.unwrap();
+    sim.device("pump").unwrap().inject(Fault::Stuck);
+    let port = sim.endpoints[0].1.rsplit_once(':').unwrap().1.to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plant.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             [[devices]]\nname = \"pump\"\nlink = \"l\"\nprofile = \"generic-plc\"\n"
+        ),
+    )
+    .unwrap();
+    let path_s = path.to_str().unwrap().to_owned();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run(&["read", &path_s, "pump", "--json"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(json["answered"], true);
+    let temp = json["points"]["motor_temp"]["v"].as_f64().unwrap();
+    let expected = sim.device("pump").unwrap().value("motor_temp").unwrap();
+    assert!(
+        (temp - expected).abs() < 0.051,
+        "motor_temp {temp} vs simulator {expected}"
+    );
+    assert_eq!(json["points"]["run_state"]["q"], "good");
+
+    let path_s = path.to_str().unwrap().to_owned();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run(&["read", &path_s, "pump", "--probe", "8"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ABCD") && out.contains("f32"), "{out}");
+    let current = sim.device("pump").unwrap().value("motor_current").unwrap();
+    let f32_row = out.lines().find(|l| l.starts_with("f32")).unwrap();
+    let abcd: f64 = f32_row.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        (abcd - current).abs() < 1e-3 * current.abs().max(1.0),
+        "probe f32/ABCD {abcd} vs {current}"
+    );
+
+    let path_s = path.to_str().unwrap().to_owned();
+    let (code, _, err) = tokio::task::spawn_blocking(move || run(&["read", &path_s, "nosuch"]))
+        .await
+        .unwrap();
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no device `nosuch`") && err.contains("pump"),
+        "{err}"
+    );
+    sim.shutdown().await;
+}
+
+#[test]
+fn simulate_writes_a_config_that_read_can_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sim.toml");
+    let mut child = Command::new(bin())
+        .args([
+            "simulate",
+            "--profile",
+            "chint-dtsu666",
+            "--count",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--write-config")
+        .arg(&cfg)
+        .args(["--duration", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if std::fs::read_to_string(&cfg).is_ok_and(|t| t.contains("chint-dtsu666-2")) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ready, "simulator wrote its config");
+    let (code, out, err) = run(&["read", cfg.to_str().unwrap(), "chint-dtsu666-2", "--json"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0, "{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let ua = json["points"]["ua"]["v"].as_f64().unwrap();
+    assert!((220.0..240.0).contains(&ua), "ua = {ua}");
+}
+
+#[test]
+fn demo_shows_live_values_within_seconds() {
+    let (code, out, err) = run(&["demo", "--duration", "3", "--no-faults"]);
+    assert_eq!(code, 0, "{err}");
+    for device in ["main-meter", "line1-meter", "compressor-meter", "pump-1"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(device) && l.contains("good") && l.contains('=')),
+            "{device} polled: {out}"
+        );
+    }
+}
+
+#[test]
+fn help_teaches_the_first_commands() {
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("plantwatch demo") && out.contains("--probe"),
+        "{out}"
+    );
+}

@@ -1,0 +1,33 @@
+//! Test harness: bounded waiting, configs on loopback, the real binary.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plantwatch::config::{EnvOverrides, Plan, load_str};
+
+/// Resolves `text` as a config, panicking with every issue if it is invalid.
+pub(crate) fn plan(text: &str) -> Plan {
+    match load_str("test.toml", text, &EnvOverrides::Off, Path::new("."), None) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Awaits `fut`, failing the test if it takes longer than `limit`.
+pub(crate) async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: not done within {limit:?}"),
+    }
+}
+
+/// The plantwatch binary under test.
+pub(crate) fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_plantwatch"))
+}
+
+/// The repository root.
+pub(crate) fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
