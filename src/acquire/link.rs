@@ -89,7 +89,9 @@ async fn tcp(link: &str, e: &TcpEndpoint) -> Result<TcpStream, ConnectError> {
     {
         Ok(Ok(s)) => {
             // Modbus is request/response with small frames: Nagle only adds latency.
-            let _ = s.set_nodelay(true);
+            if let Err(err) = s.set_nodelay(true) {
+                tracing::debug!(link, error = %err, "Cannot disable Nagle; continuing.");
+            }
             Ok(s)
         }
         Ok(Err(source)) => Err(ConnectError::Tcp {

@@ -107,7 +107,8 @@ fn init_logging(format: LogFormat, filter: Option<&str>) {
         .with_writer(std::io::stderr);
     // Under systemd the journal adds its own timestamps.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let _ = match (format, journald) {
+    // A second init (tests calling main twice) keeps the first subscriber; nothing to report.
+    let _already_set = match (format, journald) {
         (LogFormat::Json, _) => builder.json().try_init(),
         (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
         (LogFormat::Text, false) => builder.compact().try_init(),

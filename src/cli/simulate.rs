@@ -79,10 +79,10 @@ fn profile_config(
     };
     if args.rtu_pty {
         let path = endpoint_of("sim-bus").unwrap_or_else(|| "/dev/null".into());
-        let _ = writeln!(
+        writeln!(
             out,
             "[[links]]\nname = \"sim-bus\"\nkind = \"rtu\"\npath = \"{path}\"\nbaud = 19200\n"
-        );
+        )?;
     } else {
         for k in 0..args.count {
             let link = format!("sim-{}", k + 1);
@@ -103,10 +103,10 @@ fn profile_config(
                     },
                 ),
             };
-            let _ = writeln!(
+            writeln!(
                 out,
                 "[[links]]\nname = \"{link}\"\nkind = \"tcp\"\nhost = \"{h}\"\nport = {p}\n"
-            );
+            )?;
         }
     }
     for k in 0..args.count {
@@ -115,11 +115,11 @@ fn profile_config(
         } else {
             (format!("sim-{}", k + 1), u32::from(args.unit))
         };
-        let _ = writeln!(
+        writeln!(
             out,
             "[[devices]]\nname = \"{profile}-{}\"\nlink = \"{link}\"\nunit_id = {unit}\nprofile = \"{profile}\"\n",
             k + 1
-        );
+        )?;
     }
     Ok(out)
 }

@@ -696,7 +696,8 @@ mod tests {
         fn decode_never_panics_on_any_registers(words in prop::collection::vec(any::<u16>(), 0..6), ty in prop::sample::select(DataType::ALL.to_vec()), order in any_order()) {
             let mut c = codec(ty, order);
             c.length = 3;
-            let _ = decode(&words, &c);
+            // Any result is fine; the property is that it returns at all.
+            drop(decode(&words, &c));
         }
     }
 }

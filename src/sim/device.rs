@@ -278,9 +278,8 @@ impl SimDevice {
             return Answer::Exception(code);
         }
         let stale = s.last_update.is_none_or(|t| now.0 - t.0 >= UPDATE_EVERY_MS);
-        if stale && !s.stuck {
-            self.update(&mut s, now);
-        } else if s.last_update.is_none() {
+        // A stuck device still computes its first values once.
+        if (stale && !s.stuck) || s.last_update.is_none() {
             self.update(&mut s, now);
         }
         let end = u32::from(address) + u32::from(count);

@@ -1,5 +1,12 @@
 //! The single integration-test binary (STYLE.md C14): real sockets, real ptys, the real binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly; that is their job"
+)]
+
 mod acquire;
 mod cli;
 mod config;
