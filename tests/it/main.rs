@@ -11,3 +11,4 @@ mod acquire;
 mod cli;
 mod config;
 mod harness;
+mod profiles;
