@@ -68,6 +68,8 @@ pub enum ReadResult {
 pub struct Connection {
     link: Link,
     ctx: Option<Context>,
+    /// When the last transaction ended, to keep the RTU silent interval between frames.
+    last_frame_end: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -110,7 +112,11 @@ async fn tcp(link: &str, e: &TcpEndpoint) -> Result<TcpStream, ConnectError> {
 impl Connection {
     /// A connection for `link`, opened on first use.
     pub fn new(link: Link) -> Self {
-        Self { link, ctx: None }
+        Self {
+            link,
+            ctx: None,
+            last_frame_end: None,
+        }
     }
 
     /// The link.
@@ -190,6 +196,10 @@ impl Connection {
         count: u16,
         timeout: Duration,
     ) -> ReadResult {
+        let gap = self.inter_frame_delay();
+        if let Some(end) = self.last_frame_end.filter(|_| !gap.is_zero()) {
+            tokio::time::sleep_until(end + gap).await;
+        }
         let Some(ctx) = self.ctx.as_mut() else {
             return ReadResult::Failed("link is not open".into());
         };
@@ -215,6 +225,7 @@ impl Connection {
             }
         })
         .await;
+        self.last_frame_end = Some(tokio::time::Instant::now());
         match outcome {
             Ok(Ok(Ok(result))) => result,
             Ok(Ok(Err(exception))) => ReadResult::Exception(u8::from(exception)),

@@ -95,6 +95,80 @@ fn bad_all(device: &Device, ts: Timestamp, reason: BadReason) -> Vec<PointSample
         .collect()
 }
 
+/// Marks the points of `slots` bad for `reason` at `ts`.
+fn mark(samples: &mut [PointSample], slots: &[plan::Slot], reason: BadReason, ts: Timestamp) {
+    for slot in slots {
+        samples[slot.point].quality = Quality::Bad(reason);
+        samples[slot.point].ts = ts;
+    }
+}
+
+/// Decodes a good response into the samples of `slots`.
+fn fill(
+    samples: &mut [PointSample],
+    device: &Device,
+    slots: &[plan::Slot],
+    result: &ReadResult,
+    ts: Timestamp,
+) {
+    for slot in slots {
+        let point = &device.points[slot.point];
+        let at = usize::from(slot.offset);
+        let decoded = match result {
+            ReadResult::Words(words) => words.get(at..).map(|w| decode(w, &point.codec)),
+            ReadResult::Bits(bits) => bits.get(at).map(|b| Ok(decode_bit(*b, &point.codec))),
+            _ => None,
+        };
+        let s = &mut samples[slot.point];
+        s.ts = ts;
+        match decoded {
+            Some(Ok(v)) => {
+                s.value = Some(v);
+                s.quality = Quality::Good;
+            }
+            Some(Err(err)) => {
+                debug!(device = %device.name, point = %point.name, error = %err, "Cannot decode point.");
+                s.quality = Quality::Bad(BadReason::Decode);
+            }
+            // A response shorter than requested: the device or a gateway truncated it.
+            None => s.quality = Quality::Bad(BadReason::Decode),
+        }
+    }
+}
+
+/// Sends one request, retrying transport failures (not timeouts) with doubling backoff.
+async fn transact(
+    conn: &mut Connection,
+    device: &Device,
+    index: usize,
+    stats: &DeviceStats,
+) -> ReadResult {
+    let request = &device.read_plan.requests[index];
+    let mut attempt = 0;
+    loop {
+        if let Err(err) = conn.ensure_open().await {
+            return ReadResult::Failed(err.to_string());
+        }
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let result = conn
+            .read(
+                device.unit_id,
+                request.function,
+                request.address,
+                request.count,
+                device.timeout,
+            )
+            .await;
+        match result {
+            ReadResult::Failed(_) if attempt < device.retries => {
+                tokio::time::sleep(device.retry_backoff * 2u32.saturating_pow(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Polls every point of `device` once over `conn`.
 pub async fn poll_device(
     conn: &mut Connection,
@@ -117,106 +191,51 @@ pub async fn poll_device(
     let mut samples = bad_all(device, tick, BadReason::Timeout);
     let mut answered = false;
     let mut error = None;
-    let mut skip_rest: Option<BadReason> = None;
     let mut i = 0;
     while i < device.read_plan.requests.len() {
-        let request = device.read_plan.requests[i].clone();
-        let mark = |samples: &mut Vec<PointSample>, reason: BadReason, ts: Timestamp| {
-            for slot in &request.slots {
-                samples[slot.point].quality = Quality::Bad(reason);
-                samples[slot.point].ts = ts;
-            }
-        };
-        if let Some(reason) = skip_rest {
-            mark(&mut samples, reason, tick);
-            i += 1;
-            continue;
-        }
-        let mut attempt = 0;
-        let result = loop {
-            if let Err(err) = conn.ensure_open().await {
-                break ReadResult::Failed(err.to_string());
-            }
-            stats.requests.fetch_add(1, Ordering::Relaxed);
-            let r = conn
-                .read(
-                    device.unit_id,
-                    request.function,
-                    request.address,
-                    request.count,
-                    device.timeout,
-                )
-                .await;
-            match r {
-                ReadResult::Failed(_) if attempt < device.retries => {
-                    let backoff = device.retry_backoff * 2u32.saturating_pow(attempt);
-                    tokio::time::sleep(backoff).await;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let result = transact(conn, device, i, stats).await;
         let ts = clock.now();
+        let slots = &device.read_plan.requests[i].slots;
         match result {
-            ReadResult::Words(words) => {
+            ReadResult::Words(_) | ReadResult::Bits(_) => {
                 answered = true;
-                for slot in &request.slots {
-                    let point = &device.points[slot.point];
-                    let at = usize::from(slot.offset);
-                    let s = &mut samples[slot.point];
-                    s.ts = ts;
-                    match words.get(at..).map(|w| decode(w, &point.codec)) {
-                        Some(Ok(v)) => {
-                            s.value = Some(v);
-                            s.quality = Quality::Good;
-                        }
-                        Some(Err(err)) => {
-                            debug!(device = %device.name, point = %point.name, error = %err, "Cannot decode point.");
-                            s.quality = Quality::Bad(BadReason::Decode);
-                        }
-                        None => s.quality = Quality::Bad(BadReason::Decode),
-                    }
-                }
-            }
-            ReadResult::Bits(bits) => {
-                answered = true;
-                for slot in &request.slots {
-                    let point = &device.points[slot.point];
-                    let s = &mut samples[slot.point];
-                    s.ts = ts;
-                    match bits.get(usize::from(slot.offset)) {
-                        Some(b) => {
-                            s.value = Some(decode_bit(*b, &point.codec));
-                            s.quality = Quality::Good;
-                        }
-                        None => s.quality = Quality::Bad(BadReason::Decode),
-                    }
-                }
+                fill(&mut samples, device, slots, &result, ts);
             }
             ReadResult::Exception(code) => {
                 answered = true;
                 stats.exceptions.fetch_add(1, Ordering::Relaxed);
+                let request = &device.read_plan.requests[i];
+                let (function, address, count) =
+                    (request.function.code(), request.address, request.count);
                 if code == 2 {
-                    if let Split::Into(n) = device.read_plan.split(i, &device.points) {
-                        info!(device = %device.name, function = request.function.code(), address = request.address,
-                              count = request.count, parts = n,
+                    if let Split::Into(parts) = device.read_plan.split(i, &device.points) {
+                        info!(device = %device.name, function, address, count, parts,
                               "Device refused a read as an illegal address; split it and will keep the split.");
                         // Read the parts now, starting with the first one at index i.
                         continue;
                     }
                 }
-                debug!(device = %device.name, address = request.address, code, "Exception response.");
-                mark(&mut samples, BadReason::Exception(code), ts);
+                debug!(device = %device.name, function, address, code, "Exception response.");
+                mark(
+                    &mut samples,
+                    &device.read_plan.requests[i].slots,
+                    BadReason::Exception(code),
+                    ts,
+                );
             }
-            ReadResult::Timeout => {
-                stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                mark(&mut samples, BadReason::Timeout, ts);
-                skip_rest = Some(BadReason::Timeout);
-            }
-            ReadResult::Failed(msg) => {
-                mark(&mut samples, BadReason::CommLost, ts);
-                skip_rest = Some(BadReason::CommLost);
-                error.get_or_insert(msg);
+            ReadResult::Timeout | ReadResult::Failed(_) => {
+                let reason = if let ReadResult::Failed(msg) = result {
+                    error.get_or_insert(msg);
+                    BadReason::CommLost
+                } else {
+                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    BadReason::Timeout
+                };
+                // Skip the rest of the cycle: one dead slave must not starve its bus.
+                for request in &device.read_plan.requests[i..] {
+                    mark(&mut samples, &request.slots, reason, ts);
+                }
+                break;
             }
         }
         i += 1;

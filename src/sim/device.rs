@@ -479,3 +479,105 @@ fn spike(points: &[SimPoint], function: Function, address: u16, words: &mut [u16
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EnvOverrides, load_str};
+
+    fn sim(profile: &str) -> (Device, SimDevice) {
+        let text = format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+             [[devices]]\nname = \"d\"\nlink = \"l\"\nprofile = \"{profile}\"\n"
+        );
+        let plan = load_str(
+            "t",
+            &text,
+            &EnvOverrides::Off,
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap();
+        let device = plan.devices[0].clone();
+        let sim = SimDevice::new(&device, 8.0);
+        (device, sim)
+    }
+
+    fn read_point(device: &Device, sim: &SimDevice, name: &str, now: i64) -> f64 {
+        let p = device
+            .points
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .unwrap();
+        match sim.read(p.function, p.address, p.codec.registers(), Timestamp(now)) {
+            Answer::Words(w) => crate::decode::decode(&w, &p.codec)
+                .unwrap()
+                .as_f64()
+                .unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn energy_counters_integrate_power_and_only_rise() {
+        let (device, sim) = sim("eastron-sdm630");
+        let mut last = read_point(&device, &sim, "ep_import", 0);
+        for minute in 1..=60 {
+            let e = read_point(&device, &sim, "ep_import", minute * 60_000);
+            assert!(e >= last, "minute {minute}: {last} -> {e}");
+            last = e;
+        }
+        let first = sim.value("ep_import").unwrap();
+        assert!(first > 0.0);
+        // At least the night load (25 % of 30 kW) for an hour.
+        let hour_one = read_point(&device, &sim, "ep_import", 3_600_000);
+        let risen = read_point(&device, &sim, "ep_import", 2 * 3_600_000) - hour_one;
+        assert!(risen > 7.0, "one hour added {risen} kWh");
+    }
+
+    #[test]
+    fn an_integer_counter_wraps_at_its_register_width_after_rollover() {
+        let (device, sim) = sim("acrel-adl400");
+        read_point(&device, &sim, "ep_total", 0);
+        sim.inject(Fault::CounterRollover);
+        let near_max = read_point(&device, &sim, "ep_total", 1000);
+        assert!(
+            near_max > 42_000_000.0,
+            "u32 × 0.01 kWh near its maximum: {near_max}"
+        );
+        let wrapped = read_point(&device, &sim, "ep_total", 3_600_000);
+        assert!(wrapped < 1000.0, "wrapped to a small value: {wrapped}");
+    }
+
+    #[test]
+    fn reset_zeroes_counters_and_spike_multiplies_analog_values_once() {
+        let (device, sim) = sim("chint-dtsu666");
+        read_point(&device, &sim, "ua", 0);
+        sim.inject(Fault::CounterReset);
+        assert!(read_point(&device, &sim, "ep_import", 200) < 1.0);
+        sim.inject(Fault::Stuck);
+        let normal = read_point(&device, &sim, "ua", 400);
+        sim.inject(Fault::Spike(1));
+        let spiked = read_point(&device, &sim, "ua", 600);
+        assert!(
+            (spiked / normal - 10.0).abs() < 1e-3,
+            "{normal} -> {spiked}"
+        );
+        assert!(
+            (read_point(&device, &sim, "ua", 800) - normal).abs() < 1e-9,
+            "one read only"
+        );
+    }
+
+    #[test]
+    fn faults_parse_from_their_documented_forms() {
+        assert_eq!(
+            Fault::parse("slow:250"),
+            Ok(Fault::Slow(Duration::from_millis(250)))
+        );
+        assert_eq!(Fault::parse("exception:2"), Ok(Fault::Exception(2)));
+        assert_eq!(Fault::parse("no_answer"), Ok(Fault::NoAnswer));
+        assert!(Fault::parse("slow").unwrap_err().contains("slow:500"));
+        assert!(Fault::parse("melt").unwrap_err().contains("valid:"));
+    }
+}

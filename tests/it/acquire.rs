@@ -372,3 +372,31 @@ async fn a_stuck_device_keeps_serving_the_same_values_and_counters_only_rise() {
     assert_eq!(value(&a, "ua"), value(&b, "ua"), "stuck values do not move");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_serial_bus_keeps_the_inter_frame_silence_between_transactions() {
+    // Three points far apart: three requests, so two silences of at least 60 ms each.
+    let plan = plan(&format!(
+        "{GATEWAY}[[links]]\nname = \"bus\"\nkind = \"rtu\"\npath = \"/dev/null\"\ninter_frame_delay_ms = 60\n\
+         [[devices]]\nname = \"d\"\nlink = \"bus\"\nmax_gap_registers = 0\n\
+         [devices.points.a]\naddress = 0\n[devices.points.b]\naddress = 100\n[devices.points.c]\naddress = 200\n"
+    ));
+    let sim = Simulator::start(&plan, Bind::LOOPBACK).await.unwrap();
+    let device = sim.plan.device("d").unwrap();
+    assert_eq!(device.read_plan.requests.len(), 3);
+    let started = tokio::time::Instant::now();
+    let polled = poll_once(&sim.plan, device, &SystemClock).await;
+    let took = started.elapsed();
+    assert!(
+        polled
+            .batch
+            .samples
+            .iter()
+            .all(|s| s.quality == Quality::Good)
+    );
+    assert!(
+        took >= Duration::from_millis(120),
+        "three frames in {took:?}: the silence was not kept"
+    );
+    sim.shutdown().await;
+}
