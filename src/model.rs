@@ -40,7 +40,8 @@ impl Name {
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad` honours width and alignment, so names line up in tables.
+        f.pad(&self.0)
     }
 }
 

@@ -5,12 +5,13 @@
 //! variables override the file. Each device, link and point is deserialized on its own, so a
 //! typo in one is reported together with the problems of all the others.
 
+mod describe;
 pub mod issue;
 pub mod plan;
 pub mod profile;
 pub mod raw;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +25,10 @@ use crate::model::Name;
 pub use issue::{ConfigErrors, ConfigIssue, Issues};
 pub use plan::Plan;
 pub use profile::{Profile, Profiles};
-use raw::{Function, Ratio, RawDevice, RawGateway, RawLink, RawPoint, RawPointDefaults, RawTable};
+use raw::{
+    Function, Ratio, RawDevice, RawGateway, RawLink, RawPoint, RawPointDefaults, RawTable,
+    RawTcpLink,
+};
 
 /// The sections a config file may have.
 const SECTIONS: &[&str] = &["gateway", "links", "devices"];
@@ -87,10 +91,32 @@ pub fn load_str(
         .and_then(|g| g.get("profiles_dir").cloned())
         .and_then(|d| d.into_string().ok())
         .map(|d| base_dir.join(d));
-    for dir in [dir_in_file.as_deref(), extra_profiles]
-        .into_iter()
-        .flatten()
-    {
+    if let Some(dir) = &dir_in_file {
+        // A directory that cannot be read is the fault of `gateway.profiles_dir`.
+        profiles.add_dir(dir).map_err(|issues| {
+            let shown = dir.display().to_string();
+            fail(
+                issues
+                    .into_iter()
+                    .map(|i| {
+                        if i.key == shown {
+                            ConfigIssue::new(
+                                "gateway.profiles_dir",
+                                format!(
+                                    "{} (`{shown}`); give an existing directory, relative to \
+                                     the config file's directory",
+                                    i.message
+                                ),
+                            )
+                        } else {
+                            i
+                        }
+                    })
+                    .collect(),
+            )
+        })?;
+    }
+    if let Some(dir) = extra_profiles {
         profiles.add_dir(dir).map_err(fail)?;
     }
     resolve(table, &profiles).map_err(fail)
@@ -134,10 +160,7 @@ fn parse_with_env(
 /// Parses TOML text into a table, recording a syntax error with its line under `origin`.
 pub(crate) fn parse_toml_source(origin: &str, text: &str, issues: &mut Issues) -> Option<RawTable> {
     if let Err(err) = text.parse::<toml::Table>() {
-        issues.push(
-            origin,
-            format!("not valid TOML: {}", err.to_string().trim_end()),
-        );
+        issues.push(origin, toml_error(&err, text));
         return None;
     }
     match config::Config::builder()
@@ -153,101 +176,142 @@ pub(crate) fn parse_toml_source(origin: &str, text: &str, issues: &mut Issues) -
     }
 }
 
-/// Deserializes `value` as `T`, recording a problem under `key` (refined to the field at fault
-/// where the error names one).
+/// A TOML syntax error on one line: where, what, and the offending line.
+fn toml_error(err: &toml::de::Error, text: &str) -> String {
+    let what = err.message().trim_end();
+    let Some(span) = err.span() else {
+        return format!("not valid TOML: {what}");
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("not valid TOML at line {line}, column {column}: {what} (in `{source_line}`)")
+}
+
+/// Deserializes `value` as `T`, recording every problem under `key` (refined to the field at
+/// fault where the error names one).
+///
+/// Unknown keys are recorded and dropped, and deserialization tried again, so that one typo
+/// does not hide the element's other problems. The result is `Some` only when what is left
+/// deserializes; the caller must still treat the config as failed if issues were recorded.
 pub(crate) fn deserialize_at<T: DeserializeOwned>(
     value: config::Value,
     key: &str,
     issues: &mut Issues,
 ) -> Option<T> {
-    let table = value.clone().into_table().ok();
-    match value.try_deserialize::<T>() {
-        Ok(v) => Some(v),
-        Err(err) => {
-            let (k, message) = describe_error(&err, key, table.as_ref());
-            issues.push(k, message);
-            None
+    let mut table = value.clone().into_table().ok();
+    let mut value = value;
+    let mut suggested: Vec<String> = Vec::new();
+    // Each round drops one key, so the table's length bounds the rounds.
+    let rounds = table.as_ref().map_or(1, |t| t.len() + 1);
+    for _ in 0..rounds {
+        let err = match value.clone().try_deserialize::<T>() {
+            Ok(v) => return Some(v),
+            Err(err) => err,
+        };
+        let d = describe::describe(&err, key);
+        // "unknown `hots`, did you mean `host`?" already says that `host` is missing.
+        if d.missing.as_ref().is_some_and(|m| suggested.contains(m)) {
+            return None;
         }
-    }
-}
-
-fn backticked(message: &str, after: &str) -> Option<String> {
-    let rest = &message[message.find(after)? + after.len()..];
-    let rest = rest.strip_prefix('`')?;
-    Some(rest[..rest.find('`')?].to_owned())
-}
-
-fn describe_error(
-    err: &config::ConfigError,
-    key: &str,
-    table: Option<&RawTable>,
-) -> (String, String) {
-    use config::ConfigError;
-    match err {
-        ConfigError::Type {
-            unexpected,
-            expected,
-            key: Some(field),
-            ..
-        } => (
-            format!("{key}.{field}"),
-            format!("expected {expected}, found {unexpected}"),
-        ),
-        ConfigError::Type {
-            unexpected,
-            expected,
-            ..
-        } => (
-            key.to_owned(),
-            format!("expected {expected}, found {unexpected}"),
-        ),
-        other => {
-            let message = other.to_string();
-            if let Some(field) = backticked(&message, "unknown field ") {
-                let valid = message
-                    .split_once(", expected ")
-                    .map(|(_, v)| v.to_owned())
-                    .unwrap_or_else(|| "no keys here".into());
-                return (
-                    format!("{key}.{field}"),
-                    format!("unknown key (a typo?); valid keys: {valid}"),
-                );
-            }
-            if let Some(field) = backticked(&message, "missing field ") {
-                return (format!("{key}.{field}"), "required but missing".into());
-            }
-            if let Some(variant) = backticked(&message, "unknown variant ") {
-                // Name the field whose value is the unknown variant.
-                let field = table.and_then(|t| {
-                    t.iter().find_map(|(k, v)| {
-                        (v.clone().into_string().ok().as_deref() == Some(variant.as_str()))
-                            .then(|| k.clone())
-                    })
-                });
-                let valid = message
-                    .split_once(", expected ")
-                    .map(|(_, v)| v.to_owned())
-                    .unwrap_or_default();
-                return (
-                    field.map_or_else(|| key.to_owned(), |f| format!("{key}.{f}")),
-                    format!("`{variant}` is not valid here; expected {valid}"),
-                );
-            }
-            (key.to_owned(), message)
+        issues.push(d.key, d.message);
+        let t = table.as_mut()?;
+        if d.unknown
+            .is_none_or(|field| t.shift_remove(&field).is_none())
+        {
+            return None;
         }
+        suggested.extend(d.suggestion);
+        value = config::Value::new(None, t.clone());
     }
+    None
 }
 
-fn take_array(table: &mut RawTable, key: &str, issues: &mut Issues) -> Vec<config::Value> {
+/// The array at `key` (empty when absent), or `None` after recording why it is not an array.
+fn take_array(table: &mut RawTable, key: &str, issues: &mut Issues) -> Option<Vec<config::Value>> {
     match table.shift_remove(key) {
-        None => Vec::new(),
+        None => Some(Vec::new()),
         Some(v) => match v.into_array() {
-            Ok(a) => a,
+            Ok(a) => Some(a),
             Err(_) => {
-                issues.push(key, format!("expected an array of tables: write [[{key}]]"));
-                Vec::new()
+                issues.push(
+                    key,
+                    format!("expected an array of tables: write [[{key}]], not [{key}]"),
+                );
+                None
             }
         },
+    }
+}
+
+/// The `name` written in an element, even when the element as a whole is broken.
+fn name_in(value: &config::Value) -> Option<String> {
+    value
+        .clone()
+        .into_table()
+        .ok()?
+        .get("name")?
+        .clone()
+        .into_string()
+        .ok()
+}
+
+fn link_name(link: &RawLink) -> String {
+    match link {
+        RawLink::Tcp(l) => l.name.clone(),
+        RawLink::Rtu(l) => l.name.clone(),
+        RawLink::RtuOverTcp(l) => l.name.clone(),
+    }
+}
+
+/// Deserializes a `[[links]]` entry by its `kind`.
+///
+/// Not through `RawLink`'s own (internally tagged) `Deserialize`: serde buffers tagged enums,
+/// and the errors it then raises ("invalid value: integer `300`, expected u8") lose the key.
+fn deserialize_link(value: config::Value, key: &str, issues: &mut Issues) -> Option<RawLink> {
+    let kinds = describe::list(describe::LINK_KINDS);
+    let mut table = match value.clone().into_table() {
+        Ok(t) => t,
+        Err(_) => {
+            // Let the error say what was found instead of a table.
+            deserialize_at::<RawTcpLink>(value, key, issues);
+            return None;
+        }
+    };
+    let kind = match table.shift_remove("kind").map(config::Value::into_string) {
+        None => {
+            issues.push(
+                format!("{key}.kind"),
+                format!("required but missing; give one of {kinds}"),
+            );
+            return None;
+        }
+        Some(Err(_)) => {
+            issues.push(
+                format!("{key}.kind"),
+                format!("expected a string, one of {kinds}"),
+            );
+            return None;
+        }
+        Some(Ok(k)) => k,
+    };
+    let value = config::Value::new(None, table);
+    match kind.as_str() {
+        "tcp" => deserialize_at(value, key, issues).map(RawLink::Tcp),
+        "rtu" => deserialize_at(value, key, issues).map(RawLink::Rtu),
+        "rtu_over_tcp" => deserialize_at(value, key, issues).map(RawLink::RtuOverTcp),
+        other => {
+            let kinds = "`tcp` (Modbus TCP), `rtu` (a serial port) or `rtu_over_tcp` \
+                         (a serial-to-Ethernet converter)";
+            let message = match describe::closest(other, describe::LINK_KINDS) {
+                Some(s) => format!("`{other}` is not valid; did you mean `{s}`? Use {kinds}"),
+                None => format!("`{other}` is not valid; use {kinds}"),
+            };
+            issues.push(format!("{key}.kind"), message);
+            None
+        }
     }
 }
 
@@ -285,12 +349,19 @@ fn name_at(issues: &mut Issues, key: String, s: &str) -> Option<Name> {
 }
 
 /// Whether `host` is an IP literal or a syntactically valid host name (RFC 1123).
+///
+/// A name whose last label is all digits is rejected: it can only be a mistyped IPv4 address
+/// (`10.0.0.256`), and resolvers would treat it as one (RFC 1123 §2.1, RFC 3696 §2).
 pub fn valid_host(host: &str) -> bool {
     if host.parse::<IpAddr>().is_ok() {
         return true;
     }
     !host.is_empty()
         && host.len() <= 253
+        && !host
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -329,58 +400,77 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let gateway = gateway.and_then(|g| resolve_gateway(&g, &mut issues));
 
     let mut links = Vec::new();
+    // Every link name seen, with its index into `links` if it resolved. Broken links are
+    // remembered too, so that their devices do not add "no link named" noise.
     let mut link_index: HashMap<String, Option<usize>> = HashMap::new();
-    for (i, v) in raw_links.into_iter().enumerate() {
+    let mut link_keys: HashMap<String, String> = HashMap::new();
+    for (i, v) in raw_links.iter().flatten().cloned().enumerate() {
         let key = format!("links[{i}]");
-        let raw: Option<RawLink> = deserialize_at(v, &key, &mut issues);
-        let Some(raw) = raw else { continue };
-        let name = match &raw {
-            RawLink::Tcp(l) => &l.name,
-            RawLink::Rtu(l) => &l.name,
-            RawLink::RtuOverTcp(l) => &l.name,
-        }
-        .clone();
-        if link_index.contains_key(&name) {
+        let written_name = name_in(&v);
+        let raw = deserialize_link(v, &key, &mut issues);
+        let Some(name) = raw.as_ref().map(link_name).or(written_name) else {
+            continue;
+        };
+        if let Some(first) = link_keys.get(&name) {
             issues.push(
                 format!("{key}.name"),
-                format!("link `{name}` is defined twice"),
+                format!("link `{name}` is already defined at {first}; link names must be unique"),
             );
             continue;
         }
-        let resolved = resolve_link(&key, &raw, &mut issues);
-        // Remember the name even when the link is broken, so its devices don't add noise.
+        link_keys.insert(name.clone(), key.clone());
+        let resolved = raw.and_then(|raw| resolve_link(&key, &raw, &mut issues));
         link_index.insert(name, resolved.as_ref().map(|_| links.len()));
         if let Some(l) = resolved {
             links.push(l);
         }
     }
-    if links.is_empty() && link_index.is_empty() {
+    if raw_links.as_ref().is_some_and(Vec::is_empty) {
         issues.push(
             "links",
-            "no links: add at least one [[links]] (kind = \"tcp\", \"rtu\" or \"rtu_over_tcp\")",
+            format!(
+                "no links: add at least one [[links]] with kind = {}",
+                describe::list(describe::LINK_KINDS)
+            ),
         );
     }
 
     let mut devices = Vec::new();
-    let mut device_names = HashSet::new();
-    for (i, v) in raw_devices.into_iter().enumerate() {
+    let mut device_keys: HashMap<String, String> = HashMap::new();
+    for (i, v) in raw_devices.iter().flatten().cloned().enumerate() {
         let key = format!("devices[{i}]");
-        let Some(raw) = deserialize_at::<RawDevice>(v, &key, &mut issues) else {
+        let before = issues.0.len();
+        let written_name = name_in(&v);
+        let raw = deserialize_at::<RawDevice>(v, &key, &mut issues);
+        let Some(name) = raw.as_ref().map(|d| d.name.clone()).or(written_name) else {
             continue;
         };
-        if !device_names.insert(raw.name.clone()) {
+        if let Some(first) = device_keys.get(&name) {
             issues.push(
                 format!("{key}.name"),
-                format!("device `{}` is defined twice", raw.name),
+                format!(
+                    "device `{name}` is already defined at {first}; device names must be unique"
+                ),
             );
             continue;
         }
-        if let Some(d) = resolve_device(&key, raw, &links, &link_index, profiles, &mut issues) {
+        device_keys.insert(name, key.clone());
+        let Some(raw) = raw else { continue };
+        let context = DeviceContext {
+            links: &links,
+            link_index: &link_index,
+            profiles,
+            before,
+        };
+        if let Some(d) = resolve_device(&key, raw, &context, &mut issues) {
             devices.push(d);
         }
     }
-    if devices.is_empty() && device_names.is_empty() {
-        issues.push("devices", "no devices: add at least one [[devices]]");
+    if raw_devices.as_ref().is_some_and(Vec::is_empty) {
+        issues.push(
+            "devices",
+            "no devices: add at least one [[devices]] with `name`, `link` and a `profile` or points",
+        );
     }
     match gateway {
         Some(gateway) if issues.is_empty() => Ok(Plan {
@@ -426,13 +516,26 @@ fn endpoint(
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
+        .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
         .unwrap_or(host);
     let mut ok = true;
     if !valid_host(host) {
-        issues.push(
-            format!("{key}.host"),
-            format!("`{host}` is neither an IP address nor a valid host name"),
-        );
+        let message = if host.is_empty() {
+            "empty; give an IPv4 or IPv6 address or a host name".to_owned()
+        } else if host.contains(':') {
+            format!("`{host}` is not a valid IPv6 address (e.g. \"fe80::1\" or \"[::1]\")")
+        } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            format!(
+                "`{host}` is not a valid IPv4 address: use four numbers 0-255, e.g. \
+                 \"192.168.1.10\""
+            )
+        } else {
+            format!(
+                "`{host}` is neither an IP address nor a valid host name: use letters, \
+                 digits, `-` and `.`, e.g. \"plc-01.plant.local\""
+            )
+        };
+        issues.push(format!("{key}.host"), message);
         ok = false;
     }
     ok &= check_range(issues, format!("{key}.port"), port, 1, 65535, "");
@@ -564,6 +667,10 @@ fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
         p.address = top.address;
         p.register = top.register;
     }
+    if top.register.is_some() {
+        // A Modicon register names its own table; the profile's `function` no longer applies.
+        p.function = None;
+    }
     macro_rules! take {
         ($($f:ident),*) => { $( if top.$f.is_some() { p.$f = top.$f.clone(); } )* };
     }
@@ -582,48 +689,71 @@ fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
     p
 }
 
+/// What a device is resolved against.
+struct DeviceContext<'a> {
+    links: &'a [plan::Link],
+    link_index: &'a HashMap<String, Option<usize>>,
+    profiles: &'a Profiles,
+    /// The issue count before the device was deserialized (unknown keys may already be in).
+    before: usize,
+}
+
 fn resolve_device(
     key: &str,
     mut raw: RawDevice,
-    links: &[plan::Link],
-    link_index: &HashMap<String, Option<usize>>,
-    profiles: &Profiles,
+    cx: &DeviceContext<'_>,
     issues: &mut Issues,
 ) -> Option<plan::Device> {
-    let before = issues.0.len();
+    let DeviceContext {
+        links,
+        link_index,
+        profiles,
+        before,
+    } = *cx;
     let name = name_at(issues, format!("{key}.name"), &raw.name);
     let link = match link_index.get(&raw.link) {
         Some(l) => *l,
+        // No link at all is already reported at `links`.
+        None if link_index.is_empty() => None,
         None => {
-            let known: Vec<&str> = link_index.keys().map(String::as_str).collect();
+            let mut known: Vec<&str> = link_index.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let guess = describe::closest(&raw.link, &known)
+                .map(|g| format!(" (did you mean `{g}`?)"))
+                .unwrap_or_default();
             issues.push(
                 format!("{key}.link"),
                 format!(
-                    "no link named `{}`; defined links: {}",
+                    "no link named `{}`{guess}; use the `name` of a [[links]] entry: {}",
                     raw.link,
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
+                    known.join(", ")
                 ),
             );
             None
         }
     };
-    if let Some(l) = link.and_then(|i| links.get(i)) {
-        let (lo, hi) = match l.transport {
-            plan::Transport::Tcp(_) => (0, 255),
-            plan::Transport::Rtu(_) | plan::Transport::RtuOverTcp { .. } => (1, 247),
-        };
-        check_range(
-            issues,
-            format!("{key}.unit_id"),
-            raw.unit_id,
-            lo,
-            hi,
-            &format!(" on a {} link", l.transport.kind()),
-        );
+    match link.and_then(|i| links.get(i)) {
+        Some(l) => {
+            let (lo, hi, on) = match l.transport {
+                plan::Transport::Tcp(_) => (0, 255, " on a tcp link"),
+                plan::Transport::Rtu(_) => (1, 247, " on an rtu link (0 is broadcast)"),
+                plan::Transport::RtuOverTcp { .. } => {
+                    (1, 247, " on an rtu_over_tcp link (0 is broadcast)")
+                }
+            };
+            check_range(issues, format!("{key}.unit_id"), raw.unit_id, lo, hi, on);
+        }
+        // The link is broken or unknown: still catch what no link allows.
+        None => {
+            check_range(
+                issues,
+                format!("{key}.unit_id"),
+                raw.unit_id,
+                0,
+                255,
+                " (1 to 247 on a serial link)",
+            );
+        }
     }
     check_range(
         issues,
@@ -702,7 +832,7 @@ fn resolve_device(
         if !(v.is_finite() && v > 0.0) {
             issues.push(
                 format!("{key}.{field}"),
-                format!("{v} is not a positive number"),
+                format!("{v} is not valid; use a positive number (primary / secondary, e.g. 100)"),
             );
         }
     }
@@ -712,11 +842,15 @@ fn resolve_device(
         Some(p) => match profiles.get(p) {
             Some(p) => Some(p),
             None => {
+                let names = profiles.names();
+                let guess = describe::closest(p, &names)
+                    .map(|g| format!(" (did you mean `{g}`?)"))
+                    .unwrap_or_default();
                 issues.push(
                     format!("{key}.profile"),
                     format!(
-                        "no profile named `{p}`; known profiles: {}",
-                        profiles.names().join(", ")
+                        "no profile named `{p}`{guess}; known profiles: {}",
+                        names.join(", ")
                     ),
                 );
                 return None;
@@ -728,9 +862,14 @@ fn resolve_device(
     if let Some(profile) = profile {
         for ex in &raw.exclude_points {
             if !profile.points.iter().any(|(n, _)| n == ex) {
+                let names: Vec<&str> = profile.points.iter().map(|(n, _)| n.as_str()).collect();
                 issues.push(
                     format!("{key}.exclude_points"),
-                    format!("profile `{}` has no point `{ex}`", profile.meta.name),
+                    format!(
+                        "profile `{}` has no point `{ex}`; its points: {}",
+                        profile.meta.name,
+                        names.join(", ")
+                    ),
                 );
             }
         }
@@ -746,18 +885,47 @@ fn resolve_device(
     } else if !raw.exclude_points.is_empty() {
         issues.push(
             format!("{key}.exclude_points"),
-            "only meaningful with a `profile`",
+            "only meaningful with a `profile`; without one, leave the points out of `points`",
         );
     }
     for (n, v) in std::mem::take(&mut raw.points) {
         let pkey = format!("{key}.points.{n}");
+        let point_before = issues.0.len();
         let Some(top) = deserialize_at::<RawPoint>(v, &pkey, issues) else {
             continue;
         };
+        if issues.0.len() != point_before {
+            // An unknown key was dropped (e.g. `adress`); resolving the rest would only add
+            // "address required" noise.
+            continue;
+        }
         match merged.iter_mut().find(|(m, _, _)| *m == n) {
             Some(slot) => {
                 slot.1 = overlay(&slot.1, &top);
                 slot.2 = pkey;
+            }
+            None if top.address.is_none()
+                && top.register.is_none()
+                && profile.is_some_and(|p| !p.points.iter().any(|(m, _)| *m == n)) =>
+            {
+                // Most likely a misspelt override of a profile point.
+                let names: Vec<&str> = profile
+                    .map(|p| p.points.iter().map(|(m, _)| m.as_str()).collect())
+                    .unwrap_or_default();
+                let message = match describe::closest(&n, &names) {
+                    Some(s) => format!(
+                        "`{n}` is not a point of profile `{}` (did you mean `{s}`?), so it \
+                         needs `address` (with `function`) or a Modicon `register`",
+                        raw.profile.as_deref().unwrap_or_default()
+                    ),
+                    None => format!(
+                        "`{n}` is not a point of profile `{}`, so it needs `address` (with \
+                         `function`) or a Modicon `register`; profile points: {}",
+                        raw.profile.as_deref().unwrap_or_default(),
+                        names.join(", ")
+                    ),
+                };
+                issues.push(format!("{pkey}.address"), message);
             }
             None => merged.push((n, top, pkey)),
         }
@@ -846,9 +1014,11 @@ fn resolve_point(
                     issues.push(
                         format!("{key}.function"),
                         format!(
-                            "`{}` contradicts register {r}, which is a {} register",
+                            "`{}` contradicts register {r}, which is in the `{}` table \
+                             (function {:02}); drop `function` or give a 0-based `address`",
                             given.name(),
-                            f.name()
+                            f.name(),
+                            f.code()
                         ),
                     );
                 }
@@ -968,14 +1138,19 @@ fn resolve_point(
         if u32::from(address) + u32::from(width) > 65_536 {
             issues.push(
                 format!("{key}.address"),
-                format!("{address} + {width} registers runs past 65535"),
+                format!(
+                    "{address} + {width} registers runs past 65535; `{data_type}` needs an \
+                     address of at most {}",
+                    65_536 - u32::from(width)
+                ),
             );
         }
         if !function.is_bits() && width > limits.max_registers {
             issues.push(
                 format!("{key}.type"),
                 format!(
-                    "`{data_type}` needs {width} registers but max_registers_per_request is {}",
+                    "`{data_type}` needs {width} registers but max_registers_per_request is {}; \
+                     raise it (up to 125) or read fewer registers",
                     limits.max_registers
                 ),
             );
@@ -997,4 +1172,77 @@ fn resolve_point(
 /// The default config path under systemd.
 pub fn default_path() -> PathBuf {
     PathBuf::from("/etc/plantwatch/plantwatch.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_and_ip_literals_are_valid_hosts() {
+        for host in [
+            "127.0.0.1",
+            "::1",
+            "fe80::1",
+            "plc-01",
+            "plc-01.plant.local",
+            "a1",
+        ] {
+            assert!(valid_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn an_all_numeric_name_is_a_mistyped_ipv4_address() {
+        for host in [
+            "10.0.0.256",
+            "1.2.3",
+            "300",
+            "",
+            "a..b",
+            "-a",
+            "a_b",
+            "fe80::zz",
+        ] {
+            assert!(!valid_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn modicon_numbers_map_to_tables_and_zero_based_addresses() {
+        assert_eq!(modicon(1), Ok((Function::Coil, 0)));
+        assert_eq!(modicon(10_001), Ok((Function::DiscreteInput, 0)));
+        assert_eq!(modicon(30_001), Ok((Function::Input, 0)));
+        assert_eq!(modicon(40_001), Ok((Function::Holding, 0)));
+        assert_eq!(modicon(300_001), Ok((Function::Input, 0)));
+        assert_eq!(modicon(465_536), Ok((Function::Holding, 65_535)));
+        for bad in [0, 20_001, 50_000, 99_999, 465_537] {
+            assert!(modicon(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_toml_syntax_error_is_one_line_with_line_and_column() {
+        let mut issues = Issues::default();
+        assert!(parse_toml_source("x.toml", "a = 1\nb = \"open\n", &mut issues).is_none());
+        assert_eq!(issues.0.len(), 1);
+        let message = &issues.0[0].message;
+        assert!(message.contains("line 2, column"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+
+    #[test]
+    fn one_typo_does_not_hide_the_other_problems_of_an_element() {
+        let mut table = RawTable::new();
+        table.insert("sitename".into(), "a".into());
+        table.insert("idd".into(), "b".into());
+        table.insert("site".into(), "a".into());
+        table.insert("id".into(), "b".into());
+        let mut issues = Issues::default();
+        let gateway: Option<RawGateway> =
+            deserialize_at(config::Value::new(None, table), "gateway", &mut issues);
+        assert!(gateway.is_some());
+        let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["gateway.sitename", "gateway.idd"]);
+    }
 }

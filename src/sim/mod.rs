@@ -238,7 +238,7 @@ impl Bind {
 /// A running simulator for a config's devices.
 pub struct Simulator {
     devices: HashMap<String, Arc<SimDevice>>,
-    /// The plan, rewritten to reach the simulator where [`Bind::Loopback`] moved a link.
+    /// The plan, rewritten to reach the simulator where [`Bind`] moved a link.
     pub plan: Plan,
     /// What each link is served on, for people: (link, address or pty path).
     pub endpoints: Vec<(String, String)>,

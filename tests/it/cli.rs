@@ -136,7 +136,8 @@ fn simulate_writes_a_config_that_read_can_poll() {
         .spawn()
         .unwrap();
     let mut ready = false;
-    for _ in 0..100 {
+    // Generous: on a loaded 2-core CI machine the child may take seconds to start.
+    for _ in 0..300 {
         if std::fs::read_to_string(&cfg).is_ok_and(|t| t.contains("chint-dtsu666-2")) {
             ready = true;
             break;

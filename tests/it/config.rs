@@ -1,1 +1,522 @@
 //! Config loading and the table of broken configs.
+//!
+//! Every `tests/fixtures/configs/bad/*.toml` opens with one or more header lines
+//! `# expect: <ConfigIssue.key> | <message fragment>`; loading the file must report exactly
+//! those keys (no more, no fewer), each with a message containing its fragment. Every file in
+//! `configs/` must resolve without issues (STYLE.md C14).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use plantwatch::config::plan::{Function, Transport};
+use plantwatch::config::{ConfigErrors, ConfigIssue, EnvOverrides, Plan, load_file, load_str};
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(name: &str, text: &str) -> Result<Plan, ConfigErrors> {
+    load_str(name, text, &EnvOverrides::Off, Path::new("."), None)
+}
+
+fn ok(text: &str) -> Plan {
+    match load("test.toml", text) {
+        Ok(plan) => plan,
+        Err(errors) => panic!("expected a valid config, got {errors}"),
+    }
+}
+
+/// One expected issue from a fixture header.
+#[derive(Debug)]
+struct Expect {
+    key: String,
+    fragment: String,
+}
+
+fn expectations(text: &str) -> Vec<Expect> {
+    text.lines()
+        .map_while(|l| l.strip_prefix('#'))
+        .filter_map(|l| l.trim().strip_prefix("expect:"))
+        .map(|l| {
+            let (key, fragment) = l
+                .split_once('|')
+                .unwrap_or_else(|| panic!("`# expect: key | fragment` needs a `|`: {l}"));
+            Expect {
+                key: key.trim().to_owned(),
+                fragment: fragment.trim().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Checks one fixture; returns what is wrong with it, if anything.
+fn check_bad(name: &str, text: &str) -> Option<String> {
+    let expected = expectations(text);
+    if expected.is_empty() {
+        return Some(format!("{name}: no `# expect:` header"));
+    }
+    let issues: Vec<ConfigIssue> = match load(name, text) {
+        Ok(_) => return Some(format!("{name}: loaded without issues")),
+        Err(errors) => errors.issues,
+    };
+    let mut problems = Vec::new();
+    for e in &expected {
+        let at_key: Vec<&ConfigIssue> = issues.iter().filter(|i| i.key == e.key).collect();
+        if at_key.is_empty() {
+            problems.push(format!("no issue at `{}`", e.key));
+        } else if !at_key.iter().any(|i| i.message.contains(&e.fragment)) {
+            problems.push(format!(
+                "issue at `{}` lacks `{}`: {:?}",
+                e.key,
+                e.fragment,
+                at_key.iter().map(|i| &i.message).collect::<Vec<_>>()
+            ));
+        }
+    }
+    for i in &issues {
+        if !expected.iter().any(|e| e.key == i.key) {
+            problems.push(format!("unexpected issue {i}"));
+        }
+    }
+    (!problems.is_empty()).then(|| {
+        let got: Vec<String> = issues.iter().map(ToString::to_string).collect();
+        format!(
+            "{name}:\n    {}\n  got:\n    {}",
+            problems.join("\n    "),
+            got.join("\n    ")
+        )
+    })
+}
+
+#[test]
+fn every_bad_config_reports_its_exact_key_and_message() {
+    let dir = manifest_dir().join("tests/fixtures/configs/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 35,
+        "expected at least 35 broken configs, found {}",
+        files.len()
+    );
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let text = std::fs::read_to_string(path).unwrap();
+            check_bad(&name, &text)
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} broken configs misreported:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_config_with_many_errors_reports_all_of_them_at_once() {
+    let path = manifest_dir().join("tests/fixtures/configs/bad/many_errors.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let errors = load("many_errors.toml", &text).unwrap_err();
+    assert!(errors.issues.len() >= 3, "{errors}");
+    for key in [
+        "gateway.timezone",
+        "links[0].port",
+        "links[1].baudrate",
+        "devices[0].unit_id",
+        "devices[0].points.ua.type",
+        "devices[0].points.ub.register",
+        "devices[1].link",
+        "devices[2].profile",
+        "devices[3].points.ia.scale",
+    ] {
+        assert!(
+            errors.issues.iter().any(|i| i.key == key),
+            "no issue at {key}: {errors}"
+        );
+    }
+    assert_eq!(errors.issues.len(), 9, "{errors}");
+    let shown = errors.to_string();
+    assert!(shown.starts_with("many_errors.toml: "), "{shown}");
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line() {
+    let errors = load("syntax.toml", "[gateway]\nsite = \"a\"\nid = gw1\n").unwrap_err();
+    assert_eq!(errors.issues.len(), 1, "{errors}");
+    assert_eq!(errors.issues[0].key, "syntax.toml");
+    assert!(errors.issues[0].message.contains("line 3"), "{errors}");
+}
+
+#[test]
+fn every_shipped_config_resolves() {
+    let dir = manifest_dir().join("configs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.iter().any(|p| p.ends_with("plantwatch.toml")),
+        "configs/plantwatch.toml is missing"
+    );
+    for path in &files {
+        if let Err(errors) = load_file(path, &EnvOverrides::Off, None) {
+            panic!("{errors}");
+        }
+    }
+}
+
+#[test]
+fn the_reference_config_uses_every_link_kind_and_built_in_profile() {
+    let path = manifest_dir().join("configs/plantwatch.toml");
+    let plan = load_file(&path, &EnvOverrides::Off, None).unwrap();
+    let kinds: Vec<&str> = plan.links.iter().map(|l| l.transport.kind()).collect();
+    for kind in ["tcp", "rtu", "rtu_over_tcp"] {
+        assert!(kinds.contains(&kind), "no {kind} link in {kinds:?}");
+    }
+    let profiles: Vec<&str> = plan
+        .devices
+        .iter()
+        .filter_map(|d| d.profile.as_deref())
+        .collect();
+    for p in [
+        "chint-dtsu666",
+        "eastron-sdm630",
+        "acrel-adl400",
+        "generic-plc",
+    ] {
+        assert!(profiles.contains(&p), "no device uses {p}");
+    }
+    assert!(
+        plan.devices.iter().any(|d| d.profile.is_none()),
+        "no device with inline points only"
+    );
+}
+
+const MINIMAL: &str = r#"
+[gateway]
+site = "plant1"
+id = "gw1"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "m1"
+link = "bus"
+
+[devices.points.ua]
+address = 0
+"#;
+
+#[test]
+fn an_env_override_changes_the_site() {
+    let env = EnvOverrides::Map(HashMap::from([(
+        "PLANTWATCH__GATEWAY__SITE".to_owned(),
+        "plant-two".to_owned(),
+    )]));
+    let plan = load_str("t.toml", MINIMAL, &env, Path::new("."), None).unwrap();
+    assert_eq!(plan.gateway.site.as_str(), "plant-two");
+    assert_eq!(ok(MINIMAL).gateway.site.as_str(), "plant1");
+}
+
+#[test]
+fn an_invalid_env_override_is_reported_at_its_key() {
+    let env = EnvOverrides::Map(HashMap::from([(
+        "PLANTWATCH__GATEWAY__SITE".to_owned(),
+        "Plant Two".to_owned(),
+    )]));
+    let errors = load_str("t.toml", MINIMAL, &env, Path::new("."), None).unwrap_err();
+    assert_eq!(errors.issues.len(), 1, "{errors}");
+    assert_eq!(errors.issues[0].key, "gateway.site");
+}
+
+fn with_host(host: &str) -> String {
+    MINIMAL.replace("\"127.0.0.1\"", &format!("{host:?}"))
+}
+
+#[test]
+fn ipv6_literals_and_host_names_are_accepted() {
+    for host in [
+        "::1",
+        "[fe80::1]",
+        "2001:db8::17",
+        "plc-01.plant.local",
+        "meter1",
+    ] {
+        let plan = ok(&with_host(host));
+        let Transport::Tcp(endpoint) = &plan.links[0].transport else {
+            panic!("not tcp");
+        };
+        assert_eq!(endpoint.host, host.trim_matches(['[', ']']));
+        assert_eq!(endpoint.port, 502);
+    }
+}
+
+#[test]
+fn invalid_hosts_are_rejected() {
+    for host in [
+        "",
+        "plc_01",
+        "-plc",
+        "10.0.0.256",
+        "1.2.3",
+        "a..b",
+        "fe80::zz",
+    ] {
+        let errors = load("t.toml", &with_host(host)).unwrap_err();
+        assert_eq!(errors.issues.len(), 1, "{host}: {errors}");
+        assert_eq!(errors.issues[0].key, "links[0].host", "{host}");
+    }
+}
+
+const METER: &str = r#"
+[gateway]
+site = "plant1"
+id = "gw1"
+
+[[links]]
+name = "rs485"
+kind = "rtu"
+path = "/dev/ttyUSB0"
+
+[[devices]]
+name = "meter"
+link = "rs485"
+"#;
+
+#[test]
+fn an_inline_point_overrides_scale_and_keeps_the_profile_address() {
+    let base = ok(&format!("{METER}profile = \"chint-dtsu666\"\n"));
+    let plan = ok(&format!(
+        "{METER}profile = \"chint-dtsu666\"\n[devices.points.ua]\nscale = 1.0\n"
+    ));
+    let before = base.devices[0]
+        .points
+        .iter()
+        .find(|p| p.name.as_str() == "ua")
+        .unwrap();
+    let after = plan.devices[0]
+        .points
+        .iter()
+        .find(|p| p.name.as_str() == "ua")
+        .unwrap();
+    assert_eq!(after.address, 0x2006);
+    assert_eq!(after.address, before.address);
+    assert_eq!(after.function, Function::Holding);
+    assert_eq!(after.codec.data_type, before.codec.data_type);
+    assert!((before.codec.scale - 0.1).abs() < 1e-12);
+    assert!((after.codec.scale - 1.0).abs() < 1e-12);
+    assert_eq!(plan.devices[0].points.len(), base.devices[0].points.len());
+}
+
+#[test]
+fn an_inline_point_extends_a_profile() {
+    let plan = ok(&format!(
+        "{METER}profile = \"eastron-sdm630\"\n[devices.points.thd_ua]\nregister = 30235\ntype = \"f32\"\n"
+    ));
+    let points = &plan.devices[0].points;
+    let extra = points.last().unwrap();
+    assert_eq!(extra.name.as_str(), "thd_ua");
+    assert_eq!(extra.function, Function::Input);
+    assert_eq!(extra.address, 234);
+}
+
+#[test]
+fn an_inline_register_moves_a_profile_point_to_its_own_table() {
+    // generic-plc's `ready` is a discrete input; a Modicon register replaces its table too.
+    let plan = ok(&format!(
+        "{METER}profile = \"generic-plc\"\n\
+         [devices.points.ready]\nregister = 40101\ntype = \"bit\"\nbit = 2\n"
+    ));
+    let ready = plan.devices[0]
+        .points
+        .iter()
+        .find(|p| p.name.as_str() == "ready")
+        .unwrap();
+    assert_eq!(ready.function, Function::Holding);
+    assert_eq!(ready.address, 100);
+    assert_eq!(ready.codec.bit, 2);
+}
+
+#[test]
+fn exclude_points_removes_a_profile_point() {
+    let all = ok(&format!("{METER}profile = \"eastron-sdm630\"\n"));
+    let plan = ok(&format!(
+        "{METER}profile = \"eastron-sdm630\"\nexclude_points = [\"ep_total\", \"freq\"]\n"
+    ));
+    let names: Vec<&str> = plan.devices[0]
+        .points
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert!(!names.contains(&"ep_total"), "{names:?}");
+    assert!(!names.contains(&"freq"), "{names:?}");
+    assert!(names.contains(&"ua"), "{names:?}");
+    assert_eq!(names.len() + 2, all.devices[0].points.len());
+}
+
+#[test]
+fn ratio_pt_ct_multiplies_scale_by_both_ratios() {
+    let plan = ok(&format!(
+        "{METER}profile = \"acrel-adl400\"\npt_ratio = 10.0\nct_ratio = 40\n"
+    ));
+    let point = |n: &str| {
+        plan.devices[0]
+            .points
+            .iter()
+            .find(|p| p.name.as_str() == n)
+            .unwrap()
+    };
+    // ep_total: scale 0.01 × PT 10 × CT 40.
+    assert!((point("ep_total").codec.scale - 4.0).abs() < 1e-9);
+    // p: scale 0.001 × 400.
+    assert!((point("p").codec.scale - 0.4).abs() < 1e-9);
+    // ua has no ratio.
+    assert!((point("ua").codec.scale - 0.1).abs() < 1e-12);
+}
+
+#[test]
+fn ratio_pt_and_ct_apply_one_ratio_each() {
+    let plan = ok(&format!(
+        "{METER}pt_ratio = 100\nct_ratio = 5\n\
+         [devices.points.u]\naddress = 0\nscale = 0.1\nratio = \"pt\"\n\
+         [devices.points.i]\naddress = 1\nscale = 0.01\nratio = \"ct\"\n"
+    ));
+    let points = &plan.devices[0].points;
+    assert!((points[0].codec.scale - 10.0).abs() < 1e-9);
+    assert!((points[1].codec.scale - 0.05).abs() < 1e-9);
+}
+
+#[test]
+fn modicon_registers_map_to_table_and_zero_based_address() {
+    let plan = ok(&format!(
+        "{METER}\
+         [devices.points.h5]\nregister = 40001\n\
+         [devices.points.i6]\nregister = 300001\n\
+         [devices.points.c]\nregister = 1\n\
+         [devices.points.d]\nregister = 10002\n\
+         [devices.points.h_last]\nregister = 465536\n\
+         [devices.points.a]\nfunction = \"input\"\naddress = 0\n\
+         [devices.points.same]\nfunction = \"holding\"\nregister = 40010\n"
+    ));
+    let got: Vec<(&str, Function, u16)> = plan.devices[0]
+        .points
+        .iter()
+        .map(|p| (p.name.as_str(), p.function, p.address))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("h5", Function::Holding, 0),
+            ("i6", Function::Input, 0),
+            ("c", Function::Coil, 0),
+            ("d", Function::DiscreteInput, 1),
+            ("h_last", Function::Holding, 65535),
+            ("a", Function::Input, 0),
+            ("same", Function::Holding, 9),
+        ]
+    );
+}
+
+#[test]
+fn defaults_fill_in_what_the_file_leaves_out() {
+    let plan = ok(MINIMAL);
+    let d = &plan.devices[0];
+    assert_eq!(d.unit_id, 1);
+    assert_eq!(d.poll_interval.as_millis(), 1000);
+    assert_eq!(d.timeout.as_millis(), 500);
+    assert_eq!(d.limits.max_registers, 125);
+    assert_eq!(plan.gateway.timezone, chrono_tz::Asia::Shanghai);
+    assert_eq!(d.points[0].function, Function::Holding);
+}
+
+#[test]
+#[ignore = "prints every fixture's issues"]
+fn dump_bad_configs() {
+    let dir = manifest_dir().join("tests/fixtures/configs/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        match load(&name, &text) {
+            Ok(_) => println!("{name}: OK"),
+            Err(e) => println!("{e}"),
+        }
+    }
+}
+
+const MY_PROFILE: &str = r#"
+[profile]
+name = "my-meter"
+manufacturer = "ACME"
+model = "M1"
+description = "test meter"
+source = "test"
+
+[defaults]
+function = "input"
+type = "f32"
+
+[points.ua]
+address = 0
+unit = "V"
+"#;
+
+#[test]
+fn profiles_dir_adds_profiles_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("profiles.d")).unwrap();
+    std::fs::write(dir.path().join("profiles.d/my-meter.toml"), MY_PROFILE).unwrap();
+    let config = MINIMAL
+        .replace(
+            "id = \"gw1\"",
+            "id = \"gw1\"\nprofiles_dir = \"profiles.d\"",
+        )
+        .replace("link = \"bus\"", "link = \"bus\"\nprofile = \"my-meter\"")
+        .replace("[devices.points.ua]\naddress = 0\n", "");
+    let path = dir.path().join("plantwatch.toml");
+    std::fs::write(&path, config).unwrap();
+    let plan = load_file(&path, &EnvOverrides::Off, None).unwrap();
+    let ua = &plan.devices[0].points[0];
+    assert_eq!((ua.function, ua.address), (Function::Input, 0));
+}
+
+#[test]
+fn a_broken_profile_in_profiles_dir_is_reported_by_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = MY_PROFILE.replace("address = 0", "adress = 0");
+    std::fs::write(dir.path().join("my-meter.toml"), broken).unwrap();
+    let errors = load_str(
+        "t.toml",
+        MINIMAL,
+        &EnvOverrides::Off,
+        Path::new("."),
+        Some(dir.path()),
+    )
+    .unwrap_err();
+    assert_eq!(errors.issues.len(), 1, "{errors}");
+    let issue = &errors.issues[0];
+    assert!(
+        issue.key.ends_with("my-meter.toml: points.ua.adress"),
+        "{errors}"
+    );
+    assert!(
+        issue.message.contains("did you mean `address`?"),
+        "{errors}"
+    );
+}
