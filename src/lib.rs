@@ -23,5 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod encode;
 pub mod model;
 pub mod sim;
+pub mod sink;

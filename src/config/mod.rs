@@ -6,6 +6,7 @@
 //! typo in one is reported together with the problems of all the others.
 
 mod describe;
+pub mod daemon;
 pub mod issue;
 pub mod plan;
 pub mod profile;
@@ -31,7 +32,7 @@ use raw::{
 };
 
 /// The sections a config file may have.
-const SECTIONS: &[&str] = &["gateway", "links", "devices"];
+const SECTIONS: &[&str] = &["gateway", "links", "devices", "mqtt", "store"];
 
 /// Where environment overrides come from.
 #[derive(Debug, Clone, Default)]
@@ -391,6 +392,13 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     };
     let raw_links = take_array(&mut table, "links", &mut issues);
     let raw_devices = take_array(&mut table, "devices", &mut issues);
+    let raw_mqtt = table
+        .shift_remove("mqtt")
+        .and_then(|v| deserialize_at::<daemon::RawMqtt>(v, "mqtt", &mut issues));
+    let raw_store = match table.shift_remove("store") {
+        Some(v) => deserialize_at::<daemon::RawStore>(v, "store", &mut issues),
+        None => Some(daemon::RawStore::default()),
+    };
     for key in table.keys() {
         issues.push(
             key.clone(),
@@ -472,11 +480,19 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             "no devices: add at least one [[devices]] with `name`, `link` and a `profile` or points",
         );
     }
-    match gateway {
-        Some(gateway) if issues.is_empty() => Ok(Plan {
+    let mqtt = raw_mqtt.and_then(|m| {
+        let gw = gateway.as_ref();
+        daemon::resolve_mqtt(&m, gw.map(|g| &g.site), gw.map(|g| &g.id), &mut issues)
+    });
+    let state_directory = state_directory();
+    let store = raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
+    match (gateway, store) {
+        (Some(gateway), Some(store)) if issues.is_empty() => Ok(Plan {
             gateway,
             links,
             devices,
+            mqtt,
+            store,
         }),
         _ => Err(issues.0),
     }
@@ -1172,6 +1188,12 @@ fn resolve_point(
 /// The default config path under systemd.
 pub fn default_path() -> PathBuf {
     PathBuf::from("/etc/plantwatch/plantwatch.toml")
+}
+
+/// systemd's `$STATE_DIRECTORY`, the one environment input of resolution (read here so that
+/// `resolve` callers need not know about it).
+fn state_directory() -> Option<String> {
+    std::env::var("STATE_DIRECTORY").ok()
 }
 
 #[cfg(test)]

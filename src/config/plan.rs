@@ -18,6 +18,10 @@ pub struct Plan {
     pub links: Vec<Link>,
     /// Devices in file order.
     pub devices: Vec<Device>,
+    /// Where telemetry goes; `None` polls without delivering (commissioning).
+    pub mqtt: Option<super::daemon::Mqtt>,
+    /// The state file.
+    pub store: super::daemon::Store,
 }
 
 impl Plan {

@@ -11,4 +11,5 @@ mod acquire;
 mod cli;
 mod config;
 mod harness;
+mod mqtt;
 mod profiles;

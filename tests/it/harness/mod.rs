@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use plantwatch::config::{EnvOverrides, Plan, load_str};
 
+pub(crate) mod proxy;
+pub(crate) mod subscriber;
+
 /// Resolves `text` as a config, panicking with every issue if it is invalid.
 pub(crate) fn plan(text: &str) -> Plan {
     match load_str("test.toml", text, &EnvOverrides::Off, Path::new("."), None) {

@@ -1,0 +1,343 @@
+//! The daemon's own sections: `[mqtt]` (where to deliver) and `[store]` (the state file).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::issue::Issues;
+use super::valid_host;
+use crate::model::Name;
+
+/// `[mqtt]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    /// Broker host name or IP literal.
+    pub host: String,
+    /// Broker port (1883 plain, 8883 TLS).
+    #[serde(default)]
+    pub port: Option<u32>,
+    /// MQTT client id; default `plantwatch-{site}-{gateway}`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Topic prefix; default `plantwatch/{site}/{gateway}`.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// QoS of telemetry: 0 or 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Publishes in flight before waiting for acknowledgements.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u32,
+    /// First reconnect backoff; doubles up to `reconnect_max_ms`.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect backoff.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Backfill messages sent per live message while replaying after an outage.
+    #[serde(default = "default_backfill_ratio")]
+    pub backfill_per_live: u32,
+    /// User name, if the broker wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Name of a systemd credential (`LoadCredential=`) holding the password.
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    /// TLS settings; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// `[mqtt.tls]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of the CA(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate for mutual TLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_max_inflight() -> u32 {
+    64
+}
+fn default_reconnect_min_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_backfill_ratio() -> u32 {
+    4
+}
+
+/// `[store]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// The SQLite state file; default `$STATE_DIRECTORY/state.db` under systemd, else
+    /// `/var/lib/plantwatch/state.db`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Outbox bound in bytes; the oldest messages are dropped (and counted) beyond it.
+    #[serde(default)]
+    pub max_outbox_bytes: Option<u64>,
+    /// Longest wait to group outbox writes into one transaction (flash wear).
+    #[serde(default)]
+    pub commit_window_ms: Option<u64>,
+}
+
+/// Where the password comes from; read when the sink starts, never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// A file's first line.
+    File(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
+}
+
+/// TLS, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// CA bundle.
+    pub ca_file: PathBuf,
+    /// Client certificate and key, both or neither.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
+}
+
+/// `[mqtt]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mqtt {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id.
+    pub client_id: String,
+    /// Topic prefix without trailing slash.
+    pub topic_prefix: String,
+    /// Telemetry QoS (0 or 1).
+    pub qos: u8,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// In-flight window.
+    pub max_inflight: u16,
+    /// Reconnect backoff bounds.
+    pub reconnect: (Duration, Duration),
+    /// Backfill messages per live message.
+    pub backfill_per_live: u32,
+    /// User name.
+    pub username: Option<String>,
+    /// Password source.
+    pub password: Option<PasswordSource>,
+    /// TLS.
+    pub tls: Option<Tls>,
+}
+
+/// `[store]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    /// State file.
+    pub path: PathBuf,
+    /// Outbox bound.
+    pub max_outbox_bytes: u64,
+    /// Group-commit window.
+    pub commit_window: Duration,
+}
+
+/// 256 MiB: a day of the 200-meter workload in the compact outbox form, with room to spare.
+pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Resolves `[mqtt]`.
+pub fn resolve_mqtt(
+    raw: &RawMqtt,
+    site: Option<&Name>,
+    gateway: Option<&Name>,
+    issues: &mut Issues,
+) -> Option<Mqtt> {
+    let before = issues.0.len();
+    if !valid_host(&raw.host) {
+        issues.push(
+            "mqtt.host",
+            format!(
+                "`{}` is neither an IP address nor a valid host name",
+                raw.host
+            ),
+        );
+    }
+    let port = raw
+        .port
+        .unwrap_or(if raw.tls.is_some() { 8883 } else { 1883 });
+    if !(1..=65_535).contains(&port) {
+        issues.push(
+            "mqtt.port",
+            format!("{port} is out of range; use 1 to 65535"),
+        );
+    }
+    if raw.qos > 1 {
+        issues.push(
+            "mqtt.qos",
+            format!(
+                "{} is not supported; use 0 or 1 (QoS 1 is what the outbox relies on)",
+                raw.qos
+            ),
+        );
+    }
+    if !(5..=3600).contains(&raw.keep_alive_s) {
+        issues.push(
+            "mqtt.keep_alive_s",
+            format!("{} is out of range; use 5 to 3600 s", raw.keep_alive_s),
+        );
+    }
+    if !(1..=1000).contains(&raw.max_inflight) {
+        issues.push(
+            "mqtt.max_inflight",
+            format!("{} is out of range; use 1 to 1000", raw.max_inflight),
+        );
+    }
+    if raw.reconnect_min_ms == 0 || raw.reconnect_min_ms > raw.reconnect_max_ms {
+        issues.push(
+            "mqtt.reconnect_min_ms",
+            "must be at least 1 and at most reconnect_max_ms",
+        );
+    }
+    if raw.backfill_per_live == 0 {
+        issues.push("mqtt.backfill_per_live", "must be at least 1");
+    }
+    let password = match (&raw.password_file, &raw.password_credential) {
+        (Some(_), Some(_)) => {
+            issues.push(
+                "mqtt.password_credential",
+                "give `password_file` or `password_credential`, not both",
+            );
+            None
+        }
+        (Some(f), None) => Some(PasswordSource::File(f.clone())),
+        (None, Some(c)) => Some(PasswordSource::Credential(c.clone())),
+        (None, None) => None,
+    };
+    if password.is_some() && raw.username.is_none() {
+        issues.push(
+            "mqtt.username",
+            "a password is configured but no `username`",
+        );
+    }
+    let prefix = raw.topic_prefix.clone().unwrap_or_else(|| {
+        format!(
+            "plantwatch/{}/{}",
+            site.map_or("site", Name::as_str),
+            gateway.map_or("gateway", Name::as_str)
+        )
+    });
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    if prefix.is_empty() || prefix.contains(['+', '#']) || prefix.starts_with('$') {
+        issues.push(
+            "mqtt.topic_prefix",
+            format!("`{prefix}` is not a publishable topic: no wildcards (+ #), no leading $"),
+        );
+    }
+    let client_id = raw.client_id.clone().unwrap_or_else(|| {
+        format!(
+            "plantwatch-{}-{}",
+            site.map_or("site", Name::as_str),
+            gateway.map_or("gateway", Name::as_str)
+        )
+    });
+    if client_id.is_empty() || client_id.len() > 128 {
+        issues.push("mqtt.client_id", "must be 1 to 128 characters");
+    }
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|t| match (&t.client_cert_file, &t.client_key_file) {
+            (Some(c), Some(k)) => Some(Tls {
+                ca_file: t.ca_file.clone(),
+                client_auth: Some((c.clone(), k.clone())),
+            }),
+            (None, None) => Some(Tls {
+                ca_file: t.ca_file.clone(),
+                client_auth: None,
+            }),
+            _ => {
+                issues.push(
+                    "mqtt.tls.client_key_file",
+                    "mutual TLS needs both `client_cert_file` and `client_key_file`",
+                );
+                None
+            }
+        });
+    (issues.0.len() == before).then(|| Mqtt {
+        host: raw
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port: u16::try_from(port).unwrap_or(1883),
+        client_id,
+        topic_prefix: prefix,
+        qos: raw.qos,
+        keep_alive: Duration::from_secs(raw.keep_alive_s),
+        max_inflight: u16::try_from(raw.max_inflight).unwrap_or(64),
+        reconnect: (
+            Duration::from_millis(raw.reconnect_min_ms),
+            Duration::from_millis(raw.reconnect_max_ms),
+        ),
+        backfill_per_live: raw.backfill_per_live,
+        username: raw.username.clone(),
+        password,
+        tls,
+    })
+}
+
+/// Resolves `[store]`; `state_directory` is systemd's `$STATE_DIRECTORY`, passed in so that
+/// resolving stays pure.
+pub fn resolve_store(
+    raw: &RawStore,
+    state_directory: Option<&str>,
+    issues: &mut Issues,
+) -> Option<Store> {
+    let before = issues.0.len();
+    let path = raw.path.clone().unwrap_or_else(|| {
+        state_directory
+            .and_then(|d| d.split(':').next())
+            .map_or_else(|| PathBuf::from("/var/lib/plantwatch"), PathBuf::from)
+            .join("state.db")
+    });
+    let max = raw.max_outbox_bytes.unwrap_or(DEFAULT_MAX_OUTBOX_BYTES);
+    if max < 1024 * 1024 {
+        issues.push(
+            "store.max_outbox_bytes",
+            format!("{max} is too small; use at least 1048576 (1 MiB)"),
+        );
+    }
+    let window = raw.commit_window_ms.unwrap_or(100);
+    if window > 5000 {
+        issues.push(
+            "store.commit_window_ms",
+            format!("{window} is out of range; use 0 to 5000 ms"),
+        );
+    }
+    (issues.0.len() == before).then(|| Store {
+        path,
+        max_outbox_bytes: max,
+        commit_window: Duration::from_millis(window),
+    })
+}

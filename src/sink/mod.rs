@@ -1,0 +1,4 @@
+//! Sinks: the I/O shell for outputs. Each sink is its own task; a slow sink never slows
+//! polling or another sink (DESIGN.md §1).
+
+pub mod mqtt;
