@@ -25,5 +25,6 @@ pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod model;
+pub mod process;
 pub mod sim;
 pub mod sink;

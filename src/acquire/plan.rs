@@ -204,6 +204,7 @@ mod tests {
             codec: Codec::plain(ty),
             unit: String::new(),
             description: String::new(),
+            report: crate::config::plan::Report::default(),
         }
     }
 

@@ -5,8 +5,8 @@
 //! variables override the file. Each device, link and point is deserialized on its own, so a
 //! typo in one is reported together with the problems of all the others.
 
-mod describe;
 pub mod daemon;
+mod describe;
 pub mod issue;
 pub mod plan;
 pub mod profile;
@@ -485,7 +485,8 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         daemon::resolve_mqtt(&m, gw.map(|g| &g.site), gw.map(|g| &g.id), &mut issues)
     });
     let state_directory = state_directory();
-    let store = raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
+    let store =
+        raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
     match (gateway, store) {
         (Some(gateway), Some(store)) if issues.is_empty() => Ok(Plan {
             gateway,
@@ -700,7 +701,11 @@ fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
         bit,
         length,
         ratio,
-        description
+        description,
+        report,
+        deadband,
+        deadband_percent,
+        max_silence_ms
     );
     p
 }
@@ -1175,6 +1180,7 @@ fn resolve_point(
     if issues.0.len() != before {
         return None;
     }
+    let report = resolve_report(key, p, device, issues)?;
     Some(plan::Point {
         name: name?,
         function,
@@ -1182,7 +1188,94 @@ fn resolve_point(
         codec,
         unit: p.unit.clone().unwrap_or_default(),
         description: p.description.clone().unwrap_or_default(),
+        report,
     })
+}
+
+/// A point's reporting policy: its own keys, else its device's, else every poll.
+fn resolve_report(
+    key: &str,
+    p: &RawPoint,
+    device: &RawDevice,
+    issues: &mut Issues,
+) -> Option<plan::Report> {
+    let before = issues.0.len();
+    // A device-level key is checked once per point: report each problem once, not per point.
+    let push = |issues: &mut Issues, at: String, message: String| {
+        if !issues.0.iter().any(|i| i.key == at && i.message == message) {
+            issues.push(at, message);
+        }
+    };
+    let defaults = plan::Report::default();
+    let mode = p.report.or(device.report).unwrap_or_default();
+    let deadband = p.deadband.or(device.deadband);
+    let percent = p.deadband_percent.or(device.deadband_percent);
+    let silence = p.max_silence_ms.or(device.max_silence_ms);
+    // Name the key where the value was written: the point's own, or the device's.
+    let at = |field: &str, on_point: bool| {
+        if on_point {
+            format!("{key}.{field}")
+        } else {
+            format!(
+                "{}.{field}",
+                key.rsplit_once(".points.").map_or(key, |(d, _)| d)
+            )
+        }
+    };
+    if mode == raw::ReportMode::EveryPoll {
+        for (field, given, on_point) in [
+            ("deadband", deadband.is_some(), p.deadband.is_some()),
+            (
+                "deadband_percent",
+                percent.is_some(),
+                p.deadband_percent.is_some(),
+            ),
+            (
+                "max_silence_ms",
+                silence.is_some(),
+                p.max_silence_ms.is_some(),
+            ),
+        ] {
+            if given {
+                push(
+                    issues,
+                    at(field, on_point),
+                    "only applies with report = \"on_change\"; set that or remove this key".into(),
+                );
+            }
+        }
+    }
+    if let Some(d) = deadband.filter(|d| !d.is_finite() || *d < 0.0) {
+        push(
+            issues,
+            at("deadband", p.deadband.is_some()),
+            format!("{d} is not valid; use a number of at least 0 (engineering units)"),
+        );
+    }
+    if let Some(d) = percent.filter(|d| !d.is_finite() || !(0.0..=100.0).contains(d)) {
+        push(
+            issues,
+            at("deadband_percent", p.deadband_percent.is_some()),
+            format!("{d} is out of range; use 0 to 100"),
+        );
+    }
+    if let Some(s) = silence.filter(|s| !(1000..=604_800_000).contains(s)) {
+        push(
+            issues,
+            at("max_silence_ms", p.max_silence_ms.is_some()),
+            format!("{s} is out of range; use 1000 ms to 7 days (604800000)"),
+        );
+    }
+    if issues.0.len() != before {
+        return None;
+    }
+    let report = plan::Report {
+        mode,
+        deadband: deadband.unwrap_or(defaults.deadband),
+        deadband_percent: percent.unwrap_or(defaults.deadband_percent),
+        max_silence: silence.map_or(defaults.max_silence, Duration::from_millis),
+    };
+    Some(report)
 }
 
 /// The default config path under systemd.

@@ -7,7 +7,7 @@ use crate::acquire::plan::{ReadPlan, RequestLimits};
 use crate::decode::Codec;
 use crate::model::{DeviceId, LinkId, Name, PointId};
 
-pub use super::raw::{Function, Parity};
+pub use super::raw::{Function, Parity, ReportMode};
 
 /// Everything the daemon needs, valid as a whole.
 #[derive(Debug, Clone)]
@@ -183,6 +183,32 @@ pub struct Point {
     pub unit: String,
     /// Free text.
     pub description: String,
+    /// When its value is reported upstream.
+    pub report: Report,
+}
+
+/// A point's reporting policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Report {
+    /// Every poll, or on change.
+    pub mode: ReportMode,
+    /// Absolute deadband (engineering units); 0 reports any change.
+    pub deadband: f64,
+    /// Relative deadband in percent of the last reported value; 0 disables it.
+    pub deadband_percent: f64,
+    /// Report anyway after this long without a report.
+    pub max_silence: Duration,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            mode: ReportMode::EveryPoll,
+            deadband: 0.0,
+            deadband_percent: 0.0,
+            max_silence: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Point {

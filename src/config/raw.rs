@@ -184,6 +184,19 @@ pub struct RawDevice {
     /// Current transformer ratio, applied to points with `ratio = "ct"` or `"pt_ct"`.
     #[serde(default = "one")]
     pub ct_ratio: f64,
+    /// Reporting policy: every poll (default) or on change.
+    #[serde(default)]
+    pub report: Option<ReportMode>,
+    /// With `on_change`: report when the value moved by at least this much (engineering units).
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// With `on_change`: report when the value moved by at least this percent of the last
+    /// reported value.
+    #[serde(default)]
+    pub deadband_percent: Option<f64>,
+    /// With `on_change`: report anyway after this long without a report.
+    #[serde(default)]
+    pub max_silence_ms: Option<u64>,
 }
 
 fn default_unit_id() -> u32 {
@@ -319,6 +332,19 @@ pub struct RawPoint {
     /// Free text shown by `check` and `read`.
     #[serde(default)]
     pub description: Option<String>,
+    /// Reporting policy: every poll (default) or on change.
+    #[serde(default)]
+    pub report: Option<ReportMode>,
+    /// With `on_change`: report when the value moved by at least this much (engineering units).
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// With `on_change`: report when the value moved by at least this percent of the last
+    /// reported value.
+    #[serde(default)]
+    pub deadband_percent: Option<f64>,
+    /// With `on_change`: report anyway after this long without a report.
+    #[serde(default)]
+    pub max_silence_ms: Option<u64>,
 }
 
 /// `[defaults]` in a profile: what its points use unless they say otherwise.
@@ -334,4 +360,16 @@ pub struct RawPointDefaults {
     /// Default order.
     #[serde(default)]
     pub order: Option<ByteOrder>,
+}
+
+/// When a point's value is reported upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportMode {
+    /// Every poll.
+    #[default]
+    EveryPoll,
+    /// When it changes beyond the deadband, when its quality changes, or after the maximum
+    /// silence (for metered 4G links).
+    OnChange,
 }

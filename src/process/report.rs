@@ -1,0 +1,226 @@
+//! The reporting policy (per device or point): every poll, or on change with an absolute or
+//! percent deadband and a maximum silence, because many gateways sit on metered 4G links.
+//!
+//! Invariants: a change of quality is always reported; a point is never silent for longer than
+//! its `max_silence`; a point's first sample is always reported. Pure.
+
+use std::collections::HashMap;
+
+use crate::config::plan::{Device, Point, ReportMode};
+use crate::model::{Quality, SampleBatch, Timestamp, Value};
+
+#[derive(Debug, Clone)]
+struct Last {
+    value: Option<Value>,
+    quality: Quality,
+    at: Timestamp,
+}
+
+/// What was last reported, per device and point.
+#[derive(Debug, Default)]
+pub struct Reporter {
+    last: HashMap<String, Vec<Option<Last>>>,
+}
+
+fn moved(point: &Point, before: Option<&Value>, now: Option<&Value>) -> bool {
+    match (before, now) {
+        (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => {
+                let delta = (y - x).abs();
+                let r = &point.report;
+                if r.deadband == 0.0 && r.deadband_percent == 0.0 {
+                    return delta > 0.0;
+                }
+                (r.deadband > 0.0 && delta >= r.deadband)
+                    || (r.deadband_percent > 0.0 && delta >= x.abs() * r.deadband_percent / 100.0)
+            }
+            _ => a != b,
+        },
+        (None, None) => false,
+        _ => true,
+    }
+}
+
+impl Reporter {
+    /// Keeps the samples of `batch` that the policy reports at `now`; `None` when none are.
+    pub fn filter(
+        &mut self,
+        device: &Device,
+        mut batch: SampleBatch,
+        now: Timestamp,
+    ) -> Option<SampleBatch> {
+        let last = self
+            .last
+            .entry(device.name.to_string())
+            .or_insert_with(|| vec![None; device.points.len()]);
+        if last.len() != device.points.len() {
+            // The device's points changed (reload): start afresh.
+            *last = vec![None; device.points.len()];
+        }
+        let mut keep = Vec::with_capacity(batch.samples.len());
+        for (i, sample) in batch.samples.iter().enumerate() {
+            let Some(point) = device.points.get(i) else {
+                continue;
+            };
+            let report = match (&last[i], point.report.mode) {
+                (_, ReportMode::EveryPoll) | (None, _) => true,
+                (Some(prev), ReportMode::OnChange) => {
+                    prev.quality != sample.quality
+                        || moved(point, prev.value.as_ref(), sample.value.as_ref())
+                        || now.0 - prev.at.0
+                            >= i64::try_from(point.report.max_silence.as_millis())
+                                .unwrap_or(i64::MAX)
+                }
+            };
+            keep.push(report);
+            if report {
+                last[i] = Some(Last {
+                    value: sample.value.clone(),
+                    quality: sample.quality,
+                    at: now,
+                });
+            }
+        }
+        let mut flags = keep.into_iter();
+        batch.samples.retain(|_| flags.next().unwrap_or(false));
+        (!batch.samples.is_empty()).then_some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EnvOverrides, load_str};
+    use crate::model::{BadReason, PointSample};
+
+    fn device(report: &str) -> Device {
+        let text = format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+             [[devices]]\nname = \"d\"\nlink = \"l\"\n{report}\n[devices.points.t]\naddress = 0\n[devices.points.u]\naddress = 1\n"
+        );
+        load_str(
+            "t",
+            &text,
+            &EnvOverrides::Off,
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap()
+        .devices[0]
+            .clone()
+    }
+
+    fn batch(t: f64, u: f64, quality: Quality) -> SampleBatch {
+        let s = |n: &str, v: f64| PointSample {
+            point: crate::model::Name::new(n).unwrap(),
+            ts: Timestamp(0),
+            value: (quality == Quality::Good).then_some(Value::F64(v)),
+            quality,
+        };
+        SampleBatch {
+            device: crate::model::Name::new("d").unwrap(),
+            tick: Timestamp(0),
+            samples: vec![s("t", t), s("u", u)],
+        }
+    }
+
+    fn names(b: &Option<SampleBatch>) -> Vec<String> {
+        b.as_ref()
+            .map(|b| b.samples.iter().map(|s| s.point.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn every_poll_reports_everything() {
+        let d = device("");
+        let mut r = Reporter::default();
+        for i in 0..3 {
+            assert_eq!(
+                names(&r.filter(&d, batch(1.0, 2.0, Quality::Good), Timestamp(i))),
+                ["t", "u"]
+            );
+        }
+    }
+
+    #[test]
+    fn on_change_reports_moves_beyond_the_deadband_only() {
+        let d = device("report = \"on_change\"\ndeadband = 0.5");
+        let mut r = Reporter::default();
+        assert_eq!(
+            names(&r.filter(&d, batch(10.0, 20.0, Quality::Good), Timestamp(0))),
+            ["t", "u"],
+            "first sample"
+        );
+        assert!(
+            r.filter(&d, batch(10.4, 20.0, Quality::Good), Timestamp(1000))
+                .is_none(),
+            "inside the deadband"
+        );
+        assert_eq!(
+            names(&r.filter(&d, batch(10.5, 20.1, Quality::Good), Timestamp(2000))),
+            ["t"]
+        );
+        // The reference is the last reported value, so slow drift is still caught.
+        assert!(
+            r.filter(&d, batch(10.9, 20.2, Quality::Good), Timestamp(3000))
+                .is_none()
+        );
+        assert_eq!(
+            names(&r.filter(&d, batch(11.0, 20.2, Quality::Good), Timestamp(4000))),
+            ["t"]
+        );
+    }
+
+    #[test]
+    fn percent_deadband_scales_with_the_value() {
+        let d = device("report = \"on_change\"\ndeadband_percent = 1.0");
+        let mut r = Reporter::default();
+        r.filter(&d, batch(1000.0, 1.0, Quality::Good), Timestamp(0));
+        assert_eq!(
+            names(&r.filter(&d, batch(1009.0, 1.02, Quality::Good), Timestamp(1))),
+            ["u"]
+        );
+    }
+
+    #[test]
+    fn a_change_of_quality_is_never_dropped() {
+        let d = device("report = \"on_change\"\ndeadband = 1000.0");
+        let mut r = Reporter::default();
+        r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
+        assert_eq!(
+            names(&r.filter(
+                &d,
+                batch(0.0, 0.0, Quality::Bad(BadReason::Timeout)),
+                Timestamp(1)
+            )),
+            ["t", "u"]
+        );
+        assert_eq!(
+            names(&r.filter(
+                &d,
+                batch(0.0, 0.0, Quality::Bad(BadReason::CommLost)),
+                Timestamp(2)
+            )),
+            ["t", "u"]
+        );
+        assert_eq!(
+            names(&r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(3))),
+            ["t", "u"]
+        );
+    }
+
+    #[test]
+    fn max_silence_forces_a_report() {
+        let d = device("report = \"on_change\"\ndeadband = 5.0\nmax_silence_ms = 60000");
+        let mut r = Reporter::default();
+        r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
+        assert!(
+            r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(59_999))
+                .is_none()
+        );
+        assert_eq!(
+            names(&r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(60_000))),
+            ["t", "u"]
+        );
+    }
+}
