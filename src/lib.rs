@@ -14,6 +14,10 @@
 //! - [`config`]: raw file → pure `resolve` (all issues at once) → typed [`config::Plan`].
 //! - [`decode`]: pure registers ↔ values codec.
 //! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
+//! - [`encode`]: pure payload encoders (the JSON profile of DESIGN.md §4).
+//! - [`process`]: pure stages between acquisition and sinks (the reporting policy).
+//! - [`sink`]: the MQTT sink (outbox-driven delivery) and the embedded broker.
+//! - [`runtime`]: signals, systemd notify and watchdog, metrics over HTTP.
 //! - [`sim`]: a Modbus device simulator serving real sockets and ptys, with fault injection.
 //! - [`clock`]: the one place that reads wall-clock time.
 //! - [`cli`]: the command line, the only module that prints.
@@ -26,5 +30,6 @@ pub mod decode;
 pub mod encode;
 pub mod model;
 pub mod process;
+pub mod runtime;
 pub mod sim;
 pub mod sink;

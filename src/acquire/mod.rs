@@ -52,6 +52,26 @@ pub struct DeviceStats {
     pub exceptions: AtomicU64,
     /// Duration of the last cycle, in microseconds.
     pub last_cycle_us: AtomicU64,
+    /// Cycle durations: counts per [`LATENCY_BUCKETS_MS`] bucket, the last one for +Inf.
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    /// Sum of cycle durations, in microseconds.
+    pub latency_sum_us: AtomicU64,
+}
+
+/// Upper bounds (ms) of the poll-cycle latency histogram buckets.
+pub const LATENCY_BUCKETS_MS: [u64; 9] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+
+impl DeviceStats {
+    /// Records one cycle's duration.
+    pub fn observe_cycle(&self, us: u64) {
+        self.last_cycle_us.store(us, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&ms| us <= ms * 1000)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Stats for every device, in plan order.
@@ -316,10 +336,8 @@ pub async fn run_link(
         }
         let started = tokio::time::Instant::now();
         let mut polled = poll_device(&mut conn, &mut run.device, clock.as_ref(), &run.stats).await;
-        run.stats.last_cycle_us.store(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        run.stats
+            .observe_cycle(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
         let now_ms = ms(base.elapsed());
         let transition = if polled.answered {
             run.stats.polls_ok.fetch_add(1, Ordering::Relaxed);

@@ -3,25 +3,36 @@
 //! Invariants: every payload carries `"v":1`; telemetry carries the device's `seq`; numbers
 //! that are not finite are written as `null` (JSON has no NaN); bad points carry their reason.
 
-use serde_json::{Map, Value as Json, json};
+use serde_json::json;
 
 use crate::model::{SampleBatch, Timestamp, Value};
 
 /// The profile version written as `"v"`.
 pub const VERSION: u32 = 1;
 
-fn value_json(v: &Value) -> Json {
+/// Appends `text` as a JSON string (quoted and escaped).
+fn push_str(out: &mut Vec<u8>, text: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _infallible = serde_json::to_writer(&mut *out, text);
+}
+
+fn push_value(out: &mut Vec<u8>, v: Option<&Value>) {
     match v {
-        Value::F64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        Value::I64(i) => json!(i),
-        Value::Bool(b) => json!(b),
-        Value::Str(s) => json!(s),
+        None => out.extend_from_slice(b"null"),
+        Some(Value::F64(f)) => match serde_json::Number::from_f64(*f) {
+            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        },
+        Some(Value::I64(i)) => out.extend_from_slice(i.to_string().as_bytes()),
+        Some(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Some(Value::Str(t)) => push_str(out, t),
     }
 }
 
 /// `{"v":1,"device":…,"ts":…,"seq":…,"points":{"ua":{"v":231.4,"q":"good"},…}}`, plus
 /// `"backfill":true` for messages replayed after an outage. `ts` is when the poll's last
-/// response arrived.
+/// response arrived. Written directly (not through a map) so that points keep config order
+/// and encoding stays cheap on the hot path.
 pub fn telemetry(batch: &SampleBatch, seq: u64, backfill: bool) -> Vec<u8> {
     let ts = batch
         .samples
@@ -29,26 +40,32 @@ pub fn telemetry(batch: &SampleBatch, seq: u64, backfill: bool) -> Vec<u8> {
         .map(|s| s.ts)
         .max()
         .unwrap_or(batch.tick);
-    let mut points = Map::with_capacity(batch.samples.len());
-    for s in &batch.samples {
-        let mut p = Map::with_capacity(3);
-        p.insert("v".into(), s.value.as_ref().map_or(Json::Null, value_json));
-        p.insert("q".into(), json!(s.quality.label()));
-        if let Some(reason) = s.quality.reason() {
-            p.insert("reason".into(), json!(reason));
+    let mut out = Vec::with_capacity(64 + batch.samples.len() * 40);
+    out.extend_from_slice(b"{\"v\":1,\"device\":");
+    push_str(&mut out, batch.device.as_str());
+    out.extend_from_slice(format!(",\"ts\":{},\"seq\":{seq},\"points\":{{", ts.0).as_bytes());
+    for (i, s) in batch.samples.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        points.insert(s.point.to_string(), Json::Object(p));
+        push_str(&mut out, s.point.as_str());
+        out.extend_from_slice(b":{\"v\":");
+        push_value(&mut out, s.value.as_ref());
+        out.extend_from_slice(b",\"q\":\"");
+        out.extend_from_slice(s.quality.label().as_bytes());
+        out.push(b'"');
+        if let Some(reason) = s.quality.reason() {
+            out.extend_from_slice(b",\"reason\":");
+            push_str(&mut out, &reason);
+        }
+        out.push(b'}');
     }
-    let mut msg = Map::with_capacity(6);
-    msg.insert("v".into(), json!(VERSION));
-    msg.insert("device".into(), json!(batch.device.as_str()));
-    msg.insert("ts".into(), json!(ts.0));
-    msg.insert("seq".into(), json!(seq));
-    msg.insert("points".into(), Json::Object(points));
+    out.push(b'}');
     if backfill {
-        msg.insert("backfill".into(), json!(true));
+        out.extend_from_slice(b",\"backfill\":true");
     }
-    Json::Object(msg).to_string().into_bytes()
+    out.push(b'}');
+    out
 }
 
 /// `{"v":1,"state":"online"|"offline","ts":…,"version":"…"}` for `{prefix}/status`.
@@ -67,6 +84,7 @@ pub fn status(online: bool, ts: Timestamp) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::model::{BadReason, Name, PointSample, Quality};
+    use serde_json::Value as Json;
 
     fn batch() -> SampleBatch {
         let n = |s: &str| Name::new(s).unwrap();
@@ -126,5 +144,31 @@ mod tests {
         assert_eq!(parsed["state"], "offline");
         assert_eq!(parsed["v"], 1);
         assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_batch_encodes_to_json_that_parses_back(values in proptest::collection::vec(proptest::prelude::any::<f64>(), 0..30), text in "\\PC*", seq in 0u64..u64::MAX) {
+            let mut b = batch();
+            b.samples.truncate(1);
+            b.samples[0].value = Some(Value::Str(text.clone()));
+            for (i, v) in values.iter().enumerate() {
+                let mut s = b.samples[0].clone();
+                s.point = Name::new(&format!("p{i}")).unwrap();
+                s.value = Some(Value::F64(*v));
+                b.samples.push(s);
+            }
+            let parsed: Json = serde_json::from_slice(&telemetry(&b, seq, false)).unwrap();
+            proptest::prop_assert_eq!(parsed["seq"].as_u64(), Some(seq));
+            proptest::prop_assert_eq!(parsed["points"]["ua"]["v"].as_str(), Some(text.as_str()));
+            for (i, v) in values.iter().enumerate() {
+                let got = &parsed["points"][format!("p{i}")]["v"];
+                if v.is_finite() {
+                    // serde_json's default parser may be off by one ulp; the writer is exact (ryu).
+                    let g = got.as_f64().unwrap();
+                    proptest::prop_assert!((g - v).abs() <= v.abs() * 1e-15, "{g} vs {v}");
+                } else { proptest::prop_assert!(got.is_null()); }
+            }
+        }
     }
 }

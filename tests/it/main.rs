@@ -13,3 +13,4 @@ mod config;
 mod harness;
 mod mqtt;
 mod profiles;
+mod systemd;

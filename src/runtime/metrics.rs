@@ -1,0 +1,335 @@
+//! Self-monitoring in the Prometheus text format (exposition format 0.0.4), rendered from the
+//! stages' own atomic counters at scrape time, so nothing is counted twice and the hot paths
+//! only ever bump an atomic.
+//!
+//! Names follow `plantwatch_<subject>_<measure>_<unit>[_total]`; labels are bounded (device,
+//! link, result), never point names or error text (STYLE.md C12).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::acquire::{AcquireStats, LATENCY_BUCKETS_MS};
+use crate::sink::mqtt::MqttStats;
+
+/// Outbox gauges, refreshed by the daemon from the store every few seconds.
+#[derive(Debug, Default)]
+pub struct OutboxGauges {
+    /// Messages waiting.
+    pub rows: AtomicU64,
+    /// Their payload bytes.
+    pub bytes: AtomicU64,
+    /// Creation time (ms) of the oldest waiting message; 0 when empty.
+    pub oldest_ms: AtomicI64,
+    /// Messages dropped by the size bound, ever.
+    pub dropped: AtomicU64,
+    /// Messages stored, ever.
+    pub enqueued: AtomicU64,
+}
+
+/// InfluxDB sink counters.
+#[derive(Debug, Default)]
+pub struct InfluxStats {
+    /// Points written.
+    pub written: AtomicU64,
+    /// Points dropped (queue full or retries exhausted).
+    pub dropped: AtomicU64,
+}
+
+/// Everything `/metrics` reads.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Per-device poll counters.
+    pub acquire: AcquireStats,
+    /// MQTT counters, when a broker is configured.
+    pub mqtt: Option<Arc<MqttStats>>,
+    /// Outbox gauges.
+    pub outbox: Arc<OutboxGauges>,
+    /// InfluxDB counters, when configured.
+    pub influx: Option<Arc<InfluxStats>>,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _infallible = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every metric at `now_ms`.
+pub fn render(s: &Sources, now_ms: i64) -> String {
+    let mut out = String::with_capacity(4096 + s.acquire.devices.len() * 1024);
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    header(
+        &mut out,
+        "plantwatch_poll_cycles_total",
+        "counter",
+        "Device poll cycles by result.",
+    );
+    for (device, st) in &s.acquire.devices {
+        let d = escape(device);
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_cycles_total{{device=\"{d}\",result=\"ok\"}} {}",
+            load(&st.polls_ok)
+        );
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_cycles_total{{device=\"{d}\",result=\"failed\"}} {}",
+            load(&st.polls_failed)
+        );
+    }
+    header(
+        &mut out,
+        "plantwatch_poll_requests_total",
+        "counter",
+        "Modbus transactions sent.",
+    );
+    for (device, st) in &s.acquire.devices {
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_requests_total{{device=\"{}\"}} {}",
+            escape(device),
+            load(&st.requests)
+        );
+    }
+    header(
+        &mut out,
+        "plantwatch_poll_timeouts_total",
+        "counter",
+        "Modbus transactions that timed out.",
+    );
+    for (device, st) in &s.acquire.devices {
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_timeouts_total{{device=\"{}\"}} {}",
+            escape(device),
+            load(&st.timeouts)
+        );
+    }
+    header(
+        &mut out,
+        "plantwatch_poll_exceptions_total",
+        "counter",
+        "Modbus exception responses.",
+    );
+    for (device, st) in &s.acquire.devices {
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_exceptions_total{{device=\"{}\"}} {}",
+            escape(device),
+            load(&st.exceptions)
+        );
+    }
+    header(
+        &mut out,
+        "plantwatch_poll_missed_ticks_total",
+        "counter",
+        "Poll ticks skipped because the link or consumer was busy.",
+    );
+    for (device, st) in &s.acquire.devices {
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_missed_ticks_total{{device=\"{}\"}} {}",
+            escape(device),
+            load(&st.missed_ticks)
+        );
+    }
+    header(
+        &mut out,
+        "plantwatch_poll_duration_seconds",
+        "histogram",
+        "Duration of a device's poll cycle.",
+    );
+    for (device, st) in &s.acquire.devices {
+        let d = escape(device);
+        let mut cumulative = 0;
+        for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += load(&st.latency_buckets[i]);
+            let _w = writeln!(
+                out,
+                "plantwatch_poll_duration_seconds_bucket{{device=\"{d}\",le=\"{}\"}} {cumulative}",
+                *le as f64 / 1000.0
+            );
+        }
+        cumulative += load(&st.latency_buckets[LATENCY_BUCKETS_MS.len()]);
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_duration_seconds_bucket{{device=\"{d}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_duration_seconds_sum{{device=\"{d}\"}} {}",
+            load(&st.latency_sum_us) as f64 / 1e6
+        );
+        let _w = writeln!(
+            out,
+            "plantwatch_poll_duration_seconds_count{{device=\"{d}\"}} {cumulative}"
+        );
+    }
+    let o = &s.outbox;
+    header(
+        &mut out,
+        "plantwatch_outbox_rows",
+        "gauge",
+        "Messages waiting in the outbox.",
+    );
+    let _w = writeln!(out, "plantwatch_outbox_rows {}", load(&o.rows));
+    header(
+        &mut out,
+        "plantwatch_outbox_bytes",
+        "gauge",
+        "Payload bytes waiting in the outbox.",
+    );
+    let _w = writeln!(out, "plantwatch_outbox_bytes {}", load(&o.bytes));
+    header(
+        &mut out,
+        "plantwatch_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest waiting message.",
+    );
+    let oldest = o.oldest_ms.load(Ordering::Relaxed);
+    let age = if oldest > 0 {
+        (now_ms - oldest).max(0) as f64 / 1000.0
+    } else {
+        0.0
+    };
+    let _w = writeln!(out, "plantwatch_outbox_oldest_age_seconds {age}");
+    header(
+        &mut out,
+        "plantwatch_outbox_enqueued_total",
+        "counter",
+        "Messages stored in the outbox.",
+    );
+    let _w = writeln!(
+        out,
+        "plantwatch_outbox_enqueued_total {}",
+        load(&o.enqueued)
+    );
+    header(
+        &mut out,
+        "plantwatch_outbox_dropped_total",
+        "counter",
+        "Messages dropped by the outbox size bound.",
+    );
+    let _w = writeln!(out, "plantwatch_outbox_dropped_total {}", load(&o.dropped));
+    if let Some(m) = &s.mqtt {
+        header(
+            &mut out,
+            "plantwatch_mqtt_connected",
+            "gauge",
+            "1 while connected to the broker.",
+        );
+        let _w = writeln!(out, "plantwatch_mqtt_connected {}", load(&m.connected));
+        header(
+            &mut out,
+            "plantwatch_mqtt_connects_total",
+            "counter",
+            "Successful broker connections.",
+        );
+        let _w = writeln!(out, "plantwatch_mqtt_connects_total {}", load(&m.connects));
+        header(
+            &mut out,
+            "plantwatch_mqtt_published_total",
+            "counter",
+            "Messages handed to the MQTT client.",
+        );
+        let _w = writeln!(
+            out,
+            "plantwatch_mqtt_published_total {}",
+            load(&m.published)
+        );
+        header(
+            &mut out,
+            "plantwatch_mqtt_acked_total",
+            "counter",
+            "Messages acknowledged by the broker.",
+        );
+        let _w = writeln!(out, "plantwatch_mqtt_acked_total {}", load(&m.acked));
+        header(
+            &mut out,
+            "plantwatch_mqtt_unreadable_total",
+            "counter",
+            "Outbox rows that could not be rendered.",
+        );
+        let _w = writeln!(
+            out,
+            "plantwatch_mqtt_unreadable_total {}",
+            load(&m.unreadable)
+        );
+    }
+    if let Some(i) = &s.influx {
+        header(
+            &mut out,
+            "plantwatch_influx_written_total",
+            "counter",
+            "Points written to InfluxDB.",
+        );
+        let _w = writeln!(out, "plantwatch_influx_written_total {}", load(&i.written));
+        header(
+            &mut out,
+            "plantwatch_influx_dropped_total",
+            "counter",
+            "Points dropped by the InfluxDB sink.",
+        );
+        let _w = writeln!(out, "plantwatch_influx_dropped_total {}", load(&i.dropped));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::acquire::DeviceStats;
+
+    #[test]
+    fn renders_counters_histograms_and_gauges_in_the_text_format() {
+        let dev = Arc::new(DeviceStats::default());
+        dev.polls_ok.store(7, Ordering::Relaxed);
+        dev.observe_cycle(3_000);
+        dev.observe_cycle(40_000);
+        dev.observe_cycle(9_000_000);
+        let sources = Sources {
+            acquire: AcquireStats {
+                devices: vec![("main-meter".into(), dev)],
+            },
+            mqtt: Some(Arc::new(MqttStats::default())),
+            ..Sources::default()
+        };
+        sources.outbox.rows.store(12, Ordering::Relaxed);
+        sources.outbox.oldest_ms.store(1_000, Ordering::Relaxed);
+        let text = render(&sources, 61_000);
+        assert!(
+            text.contains("plantwatch_poll_cycles_total{device=\"main-meter\",result=\"ok\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "plantwatch_poll_duration_seconds_bucket{device=\"main-meter\",le=\"0.005\"} 1"
+        ));
+        assert!(text.contains(
+            "plantwatch_poll_duration_seconds_bucket{device=\"main-meter\",le=\"0.05\"} 2"
+        ));
+        assert!(text.contains(
+            "plantwatch_poll_duration_seconds_bucket{device=\"main-meter\",le=\"+Inf\"} 3"
+        ));
+        assert!(text.contains("plantwatch_outbox_rows 12"));
+        assert!(text.contains("plantwatch_outbox_oldest_age_seconds 60"));
+        assert!(text.contains("plantwatch_mqtt_connected 0"));
+        // Every sample line belongs to a declared metric family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} has no TYPE line"
+            );
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The daemon's runtime shell: how the process talks to its service manager and the OS.
+//!
+//! - [`signals`]: SIGTERM, SIGINT and SIGHUP as one async stream of [`signals::Signal`]s.
+//! - [`systemd`]: `sd_notify` messages (readiness, reload, stop, status, watchdog) and the
+//!   per-stage [`systemd::Heartbeats`] that decide whether the watchdog may be fed.
+//!
+//! - [`metrics`] and [`http`]: Prometheus text on a loopback port, rendered from the stages'
+//!   own counters at scrape time.
+//!
+//! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
+
+pub mod http;
+pub mod metrics;
+pub mod signals;
+pub mod systemd;
