@@ -20,6 +20,7 @@
 //! - [`runtime`]: signals, systemd notify and watchdog, metrics over HTTP.
 //! - [`sim`]: a Modbus device simulator serving real sockets and ptys, with fault injection.
 //! - [`clock`]: the one place that reads wall-clock time.
+//! - [`store`]: the SQLite state file on one thread: the durable, bounded MQTT outbox.
 //! - [`cli`]: the command line, the only module that prints.
 
 pub mod acquire;
@@ -33,3 +34,4 @@ pub mod process;
 pub mod runtime;
 pub mod sim;
 pub mod sink;
+pub mod store;

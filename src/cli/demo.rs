@@ -1,19 +1,21 @@
-//! `plantwatch demo`: a simulated plant and the real acquisition engine, wired in-process.
+//! `plantwatch demo`: a simulated plant, an in-process MQTT broker and the real daemon, wired
+//! on loopback; what is printed is what arrived at the broker.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
-use crate::acquire::spawn_links;
 use crate::clock::{Clock, SystemClock};
 use crate::config::EnvOverrides;
-use crate::model::{Quality, SampleBatch, Value};
+use crate::config::daemon::Mqtt;
+use crate::runtime::daemon::{ConfigSource, Options};
 use crate::sim::{Bind, Fault, Simulator};
+use crate::sink::mqtt::broker::EmbeddedBroker;
 
 /// The demo plant's config.
 pub(super) const DEMO_CONFIG: &str = include_str!("../../configs/demo.toml");
@@ -29,57 +31,67 @@ pub(super) struct Args {
     no_faults: bool,
 }
 
-fn line(batch: &SampleBatch) -> String {
-    let good = batch
-        .samples
-        .iter()
-        .filter(|s| s.quality == Quality::Good)
-        .count();
-    // The points an engineer looks at first; the rest are counted.
-    const FIRST: [&str; 12] = [
-        "ua",
-        "ia",
-        "p",
-        "pf",
-        "freq",
-        "ep_import",
-        "motor_temp",
-        "bearing_temp",
-        "vibration",
-        "run_state",
-        "motor_current",
-        "running_hours",
-    ];
-    let mut shown = Vec::new();
-    for s in batch
-        .samples
-        .iter()
-        .filter(|s| FIRST.contains(&s.point.as_str()))
-        .take(6)
-    {
-        shown.push(match &s.value {
-            Some(Value::F64(v)) => format!("{}={v:.2}", s.point),
-            Some(v) => format!("{}={v}", s.point),
-            None => format!("{}={}", s.point, s.quality),
-        });
-    }
-    let time = chrono::DateTime::from_timestamp_millis(batch.tick.0)
+/// The points an engineer looks at first; the rest are counted.
+const FIRST: [&str; 12] = [
+    "ua",
+    "ia",
+    "p",
+    "pf",
+    "freq",
+    "ep_import",
+    "motor_temp",
+    "bearing_temp",
+    "vibration",
+    "run_state",
+    "motor_current",
+    "running_hours",
+];
+
+fn line(topic: &str, msg: &Json) -> String {
+    let time = msg["ts"]
+        .as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| {
             t.with_timezone(&chrono_tz::Asia::Shanghai)
                 .format("%H:%M:%S")
                 .to_string()
         })
         .unwrap_or_default();
+    let short = topic.split_once("/gw-01/").map_or(topic, |(_, t)| t);
+    let Some(points) = msg["points"].as_object() else {
+        return format!("{time}  {short:<28} {msg}");
+    };
+    let good = points.values().filter(|p| p["q"] == "good").count();
+    let mut shown = Vec::new();
+    for (name, p) in points
+        .iter()
+        .filter(|(n, _)| FIRST.contains(&n.as_str()))
+        .take(6)
+    {
+        shown.push(match (&p["v"], p["reason"].as_str()) {
+            (Json::Number(n), _) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{name}={f:.2}"),
+                _ => format!("{name}={n}"),
+            },
+            (Json::Null, Some(reason)) => format!("{name}=bad:{reason}"),
+            (v, _) => format!("{name}={v}"),
+        });
+    }
     format!(
-        "{time}  {:<17} {good:>2}/{:<2} good  {}{}",
-        batch.device,
-        batch.samples.len(),
+        "{time}  {short:<28} seq {:<4} {good:>2}/{:<2} good  {}{}",
+        msg["seq"],
+        points.len(),
         shown.join("  "),
-        if batch.samples.len() > 6 { "  …" } else { "" }
+        if msg["backfill"] == true {
+            "  (backfill)"
+        } else {
+            ""
+        }
     )
 }
 
 pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    let broker = EmbeddedBroker::start()?;
     let plan = crate::config::load_str(
         "demo.toml",
         DEMO_CONFIG,
@@ -89,36 +101,83 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sim = Simulator::start(&plan, Bind::LOOPBACK).await?;
+    let mut plan = sim.plan.clone();
+    let prefix = format!("plantwatch/{}/{}", plan.gateway.site, plan.gateway.id);
+    plan.mqtt = Some(Mqtt {
+        host: broker.addr.ip().to_string(),
+        port: broker.addr.port(),
+        client_id: "plantwatch-demo".into(),
+        topic_prefix: prefix.clone(),
+        qos: 1,
+        keep_alive: Duration::from_secs(30),
+        max_inflight: 64,
+        reconnect: (Duration::from_millis(200), Duration::from_secs(5)),
+        backfill_per_live: 4,
+        username: None,
+        password: None,
+        tls: None,
+    });
+    let state = std::env::temp_dir().join(format!("plantwatch-demo-{}.db", std::process::id()));
+    plan.store.path = state.clone();
+
     println!(
-        "plantwatch demo: a simulated plant on loopback and a pty, polled by the real engine."
+        "plantwatch demo: a simulated plant, the real daemon, and an MQTT broker in this process."
     );
     for (link, endpoint) in &sim.endpoints {
         println!("  simulated link {link:<12} on {endpoint}");
     }
-    println!("  Ctrl-C to stop.\n");
-    let (tx, mut rx) = mpsc::channel::<SampleBatch>(64);
-    let cancel = CancellationToken::new();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut tasks = JoinSet::new();
-    let _stats = spawn_links(&sim.plan, &tx, &clock, &cancel, &mut tasks);
-    drop(tx);
+    println!(
+        "  MQTT broker on {}; subscribe with: mosquitto_sub -p {} -t '{prefix}/#' -v",
+        broker.addr,
+        broker.addr.port()
+    );
+    println!("  Below: what arrives at the broker. Ctrl-C to stop.\n");
+
+    let mut opts = MqttOptions::new(
+        "plantwatch-demo-viewer",
+        broker.addr.ip().to_string(),
+        broker.addr.port(),
+    );
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (viewer, mut events) = AsyncClient::new(opts, 16);
+    viewer
+        .subscribe(format!("{prefix}/#"), QoS::AtLeastOnce)
+        .await?;
+
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(crate::runtime::daemon::run(
+        Options {
+            config: ConfigSource::Fixed(Box::new(plan)),
+            profiles_dir: None,
+            metrics_addr: None,
+            shutdown_grace: Duration::from_secs(3),
+            stop: Some(stop.clone()),
+        },
+        Arc::new(SystemClock) as Arc<dyn Clock>,
+    ));
     let start = tokio::time::Instant::now();
-    let stop = async {
+    let until = async {
         match args.duration {
             Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(stop);
-    let mut fault_on = false;
-    let mut fault_done = args.no_faults;
+    tokio::pin!(until);
+    let (mut fault_on, mut fault_done) = (false, args.no_faults);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            () = &mut stop => break,
-            batch = rx.recv() => {
-                let Some(batch) = batch else { break };
-                println!("{}", line(&batch));
+            () = &mut until => break,
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let msg: Json = serde_json::from_slice(&p.payload).unwrap_or(Json::Null);
+                    println!("{}", line(&p.topic, &msg));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    eprintln!("viewer: {err}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
         let elapsed = start.elapsed();
@@ -138,8 +197,11 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
             fault_done = true;
         }
     }
-    cancel.cancel();
-    while tasks.join_next().await.is_some() {}
+    stop.cancel();
+    let _finished = tokio::time::timeout(Duration::from_secs(5), daemon).await;
     sim.shutdown().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _gone = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@
 mod check;
 mod demo;
 mod read;
+mod run;
 mod simulate;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ pub struct Cli {
 const EXAMPLES: &str = "\
 Start here:
   plantwatch demo                          simulated plant, live values in seconds
+  plantwatch run plantwatch.toml           the daemon (what systemd starts)
   plantwatch check plantwatch.toml         validate a config, print points and read plan
   plantwatch read plantwatch.toml meter-1  poll one device once while commissioning
   plantwatch read plantwatch.toml meter-1 --probe 0x2006
@@ -61,6 +63,8 @@ enum Command {
     Check(check::Args),
     /// Poll one device once and print every point with value, unit and quality.
     Read(read::Args),
+    /// Run the daemon: poll, store every sample in the outbox, deliver over MQTT.
+    Run(run::Args),
     /// Serve simulated Modbus devices (profiles or a config's devices) with injectable faults.
     Simulate(simulate::Args),
     /// Run a simulated plant and the real acquisition engine against it, printing live values.
@@ -70,11 +74,19 @@ enum Command {
 /// Runs the CLI and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, cli.log.as_deref());
+    // The demo's embedded broker logs every connection at INFO; keep its screen for the data.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn,plantwatch=info,rumqttd=off",
+        _ => "info,rumqttd=warn",
+    };
+    init_logging(cli.log_format, cli.log.as_deref(), default_filter);
     let result = match cli.command {
         Command::Check(args) => check::run(&args, cli.profiles_dir.as_deref()),
         Command::Read(args) => {
             runtime().and_then(|rt| rt.block_on(read::run(&args, cli.profiles_dir.as_deref())))
+        }
+        Command::Run(args) => {
+            runtime().and_then(|rt| rt.block_on(run::run(&args, cli.profiles_dir.as_deref())))
         }
         Command::Simulate(args) => {
             runtime().and_then(|rt| rt.block_on(simulate::run(args, cli.profiles_dir.as_deref())))
@@ -96,12 +108,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging(format: LogFormat, filter: Option<&str>) {
+fn init_logging(format: LogFormat, filter: Option<&str>, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = filter
         .map(EnvFilter::new)
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

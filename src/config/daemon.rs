@@ -322,10 +322,10 @@ pub fn resolve_store(
             .join("state.db")
     });
     let max = raw.max_outbox_bytes.unwrap_or(DEFAULT_MAX_OUTBOX_BYTES);
-    if max < 1024 * 1024 {
+    if max < 64 * 1024 {
         issues.push(
             "store.max_outbox_bytes",
-            format!("{max} is too small; use at least 1048576 (1 MiB)"),
+            format!("{max} is too small; use at least 65536 (64 KiB)"),
         );
     }
     let window = raw.commit_window_ms.unwrap_or(100);

@@ -15,10 +15,11 @@ use tracing::debug;
 use super::metrics::{Sources, render};
 use crate::clock::Clock;
 
-/// Serves `GET /metrics` on `listener` until cancelled.
+/// Serves `GET /metrics` on `listener` until cancelled; `sources` is a watch so that a reload
+/// can swap in the new generation's counters.
 pub async fn serve(
     listener: TcpListener,
-    sources: Sources,
+    sources: tokio::sync::watch::Receiver<Sources>,
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) {
@@ -37,7 +38,7 @@ pub async fn serve(
         let clock = clock.clone();
         let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let body = if req.uri().path() == "/metrics" {
-                Ok(render(&sources, clock.now().0))
+                Ok(render(&sources.borrow(), clock.now().0))
             } else {
                 Err(())
             };

@@ -10,7 +10,9 @@
 mod acquire;
 mod cli;
 mod config;
+mod daemon;
 mod harness;
 mod mqtt;
 mod profiles;
+mod store;
 mod systemd;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use plantwatch::config::{EnvOverrides, Plan, load_str};
 
+pub(crate) mod daemon;
 pub(crate) mod proxy;
 pub(crate) mod subscriber;
 

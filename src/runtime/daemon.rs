@@ -1,0 +1,419 @@
+//! `plantwatch run`: the daemon. Wires acquire → core → outbox → MQTT with bounded channels,
+//! and owns the lifecycle: readiness, watchdog, reload on SIGHUP, drain on SIGTERM.
+//!
+//! Invariants:
+//! - polling never waits on the network: the core writes to the local outbox only, and the
+//!   MQTT session reads from it on its own schedule;
+//! - a sample is "acknowledged to the outbox" when its group commit returned, and only then is
+//!   the MQTT session woken for it;
+//! - a rejected reload leaves everything running as it was.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Notify as Wake, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::metrics::{OutboxGauges, Sources};
+use super::signals::{Signal, Signals};
+use super::systemd::{self, Heartbeats, Notify};
+use crate::acquire::{AcquireStats, spawn_links};
+use crate::clock::Clock;
+use crate::config::{ConfigErrors, EnvOverrides, Plan};
+use crate::encode::json_v1;
+use crate::model::{SampleBatch, Timestamp};
+use crate::process::report::Reporter;
+use crate::sink::mqtt::inflight::RowId;
+use crate::sink::mqtt::{MqttStats, Outbox, OutboxError, OutboxItem, Session};
+use crate::store::{OutboxLimits, OutboxMessage, StoreError, StoreHandle, record};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigErrors),
+    /// The state file could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The metrics address could not be bound.
+    #[error("metrics: cannot listen on {addr}: {error}")]
+    Metrics {
+        /// The address.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Where the daemon's configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file, re-read on SIGHUP.
+    File(PathBuf),
+    /// A plan built in-process (the demo); SIGHUP keeps it.
+    Fixed(Box<Plan>),
+}
+
+/// How the daemon is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The configuration.
+    pub config: ConfigSource,
+    /// Extra profiles directory from the command line.
+    pub profiles_dir: Option<PathBuf>,
+    /// Loopback address for `/metrics`; `None` disables it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Longest drain on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Stops the daemon like SIGTERM does (for in-process use); `None` for signals only.
+    pub stop: Option<CancellationToken>,
+}
+
+/// The outbox as the MQTT session sees it: stored rows, rendered to JSON v1 when sent.
+#[derive(Debug, Clone)]
+pub struct StoreOutbox(pub StoreHandle);
+
+impl Outbox for StoreOutbox {
+    async fn fetch(
+        &self,
+        after: Option<RowId>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, OutboxError> {
+        let rows = self
+            .0
+            .fetch(after, limit)
+            .await
+            .map_err(|e| OutboxError(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxItem {
+                id: r.id,
+                topic: r.stream,
+                created: Timestamp(r.created_ms),
+                payload: r.payload,
+            })
+            .collect())
+    }
+
+    async fn ack(&self, rows: Vec<RowId>) -> Result<(), OutboxError> {
+        self.0
+            .ack(rows)
+            .await
+            .map(|_| ())
+            .map_err(|e| OutboxError(e.to_string()))
+    }
+
+    async fn newest(&self) -> Result<Option<RowId>, OutboxError> {
+        self.0
+            .newest()
+            .await
+            .map_err(|e| OutboxError(e.to_string()))
+    }
+
+    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Vec<u8>> {
+        let (batch, seq) = record::decode_batch(&item.payload).ok()?;
+        Some(json_v1::telemetry(&batch, seq, backfill))
+    }
+}
+
+/// The core stage: reporting policy, sequence numbers, and the outbox write.
+struct Core {
+    plan: Arc<Plan>,
+    reporter: Reporter,
+    seqs: HashMap<String, u64>,
+    store: StoreHandle,
+    wake: Arc<Wake>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Core {
+    async fn seq(&mut self, device: &str) -> u64 {
+        if let Some(next) = self.seqs.get_mut(device) {
+            let seq = *next;
+            *next += 1;
+            return seq;
+        }
+        // First batch of this device in this process: continue where the last run stopped.
+        let seq = self.store.next_seq(device).await.unwrap_or(0);
+        self.seqs.insert(device.to_owned(), seq + 1);
+        seq
+    }
+
+    /// Stores every batch waiting in `rx` in one group commit; returns false when the input closed.
+    async fn step(&mut self, rx: &mut mpsc::Receiver<SampleBatch>) -> bool {
+        let Some(first) = rx.recv().await else {
+            return false;
+        };
+        let mut batches = vec![first];
+        // Drain what queued up while the last commit was running: one commit for all of it.
+        while batches.len() < 4096 {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let now = self.clock.now();
+        let mut messages = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let Some(device) = self.plan.device(batch.device.as_str()) else {
+                continue;
+            };
+            let Some(batch) = self.reporter.filter(device, batch, now) else {
+                continue;
+            };
+            let seq = self.seq(batch.device.as_str()).await;
+            messages.push(OutboxMessage {
+                stream: format!("telemetry/{}", batch.device),
+                key: batch.device.to_string(),
+                seq,
+                created_ms: now.0,
+                payload: record::encode_batch(&batch, seq),
+            });
+        }
+        if messages.is_empty() {
+            return true;
+        }
+        let n = messages.len();
+        match self.store.enqueue(messages).await {
+            Ok(_) => self.wake.notify_one(),
+            // The samples are lost only if the disk is: log loudly, keep polling.
+            Err(err) => error!(messages = n, error = %err, "Cannot store telemetry in the outbox."),
+        }
+        true
+    }
+}
+
+/// A running acquisition + core + MQTT generation, replaced as a whole on reload.
+struct Generation {
+    plan: Arc<Plan>,
+    acquire_cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    mqtt: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    acquire: AcquireStats,
+    mqtt_stats: Option<Arc<MqttStats>>,
+}
+
+fn start_generation(
+    plan: Arc<Plan>,
+    store: &StoreHandle,
+    clock: &Arc<dyn Clock>,
+    reporter: Reporter,
+) -> Generation {
+    let (tx, mut rx) = mpsc::channel::<SampleBatch>(1024);
+    let acquire_cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let acquire = spawn_links(&plan, &tx, clock, &acquire_cancel, &mut tasks);
+    drop(tx);
+    let wake = Arc::new(Wake::new());
+    let mut core = Core {
+        plan: plan.clone(),
+        reporter,
+        seqs: HashMap::new(),
+        store: store.clone(),
+        wake: wake.clone(),
+        clock: clock.clone(),
+    };
+    tasks.spawn(async move {
+        // Ends when every link task has dropped its sender and the channel is drained.
+        while core.step(&mut rx).await {}
+    });
+    let (mqtt, mqtt_stats) = match plan.mqtt.clone() {
+        Some(m) => {
+            let stats = Arc::new(MqttStats::default());
+            let cancel = CancellationToken::new();
+            let session = Session::new(
+                m,
+                Arc::new(StoreOutbox(store.clone())),
+                wake,
+                clock.clone(),
+                stats.clone(),
+            );
+            let c = cancel.clone();
+            let handle = tokio::spawn(async move {
+                if let Err(err) = session.run(c).await {
+                    error!(error = %err, "MQTT sink cannot start; telemetry stays in the outbox.");
+                }
+            });
+            (Some((cancel, handle)), Some(stats))
+        }
+        None => {
+            warn!("No [mqtt] section: polling and storing only.");
+            (None, None)
+        }
+    };
+    Generation {
+        plan,
+        acquire_cancel,
+        tasks,
+        mqtt,
+        acquire,
+        mqtt_stats,
+    }
+}
+
+impl Generation {
+    /// Stops polling, lets the core store what is in flight, then gives MQTT `grace` to send.
+    async fn stop(mut self, grace: Duration) {
+        self.acquire_cancel.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                grace_ms = grace.as_millis(),
+                "Grace period over; stopping with work in flight (it is in the outbox)."
+            );
+            self.tasks.abort_all();
+        }
+        if let Some((cancel, handle)) = self.mqtt {
+            cancel.cancel();
+            let _finished = tokio::time::timeout(Duration::from_secs(3), handle).await;
+        }
+    }
+}
+
+fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
+    match &opts.config {
+        ConfigSource::File(path) => {
+            crate::config::load_file(path, &EnvOverrides::Process, opts.profiles_dir.as_deref())
+        }
+        ConfigSource::Fixed(plan) => Ok((**plan).clone()),
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+///
+/// # Errors
+/// [`DaemonError`] when it cannot start; once running, problems are logged and survived.
+pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError> {
+    let mut signals = Signals::new().map_err(DaemonError::Signals)?;
+    let plan = Arc::new(load(&opts)?);
+    let store = crate::store::Store::open(&plan.store.path, OutboxLimits::from(&plan.store))?;
+    let gauges = Arc::new(OutboxGauges::default());
+    let mut generation = start_generation(plan.clone(), &store, &clock, Reporter::default());
+    let metrics_cancel = CancellationToken::new();
+    let mut sources = Sources {
+        acquire: generation.acquire.clone(),
+        mqtt: generation.mqtt_stats.clone(),
+        outbox: gauges.clone(),
+        influx: None,
+    };
+    let (sources_tx, sources_rx) = tokio::sync::watch::channel(sources.clone());
+    if let Some(addr) = opts.metrics_addr {
+        let listener = super::http::bind(addr)
+            .await
+            .map_err(|error| DaemonError::Metrics {
+                addr: addr.to_string(),
+                error,
+            })?;
+        info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Serving /metrics.");
+        tokio::spawn(super::http::serve(
+            listener,
+            sources_rx,
+            clock.clone(),
+            metrics_cancel.clone(),
+        ));
+    }
+    info!(devices = plan.devices.len(), links = plan.links.len(), store = %plan.store.path.display(), "plantwatch running.");
+    systemd::notify(&[
+        Notify::Ready,
+        Notify::Status(format!("{} devices", plan.devices.len())),
+    ]);
+    let watchdog = systemd::watchdog_interval();
+    let mut tick = tokio::time::interval(
+        watchdog
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(5)),
+    );
+    let mut hearts = Heartbeats::new();
+    let mut last_polls = 0u64;
+    let mut last_progress = tokio::time::Instant::now();
+    let mut second_signal = false;
+    let stop = opts.stop.clone().unwrap_or_default();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            signal = signals.recv() => match signal {
+                Some(Signal::Reload) => {
+                    systemd::notify(&[Notify::Reloading]);
+                    match load(&opts) {
+                        Ok(next) => {
+                            if next.store.path != generation.plan.store.path {
+                                warn!(old = %generation.plan.store.path.display(), new = %next.store.path.display(),
+                                      "store.path changed; it takes effect at the next restart.");
+                            }
+                            let next = Arc::new(next);
+                            let old = std::mem::replace(&mut generation, start_generation(next.clone(), &store, &clock, Reporter::default()));
+                            old.stop(opts.shutdown_grace).await;
+                            sources = Sources { acquire: generation.acquire.clone(), mqtt: generation.mqtt_stats.clone(), outbox: gauges.clone(), influx: None };
+                            let _receivers_gone = sources_tx.send(sources.clone());
+                            info!(devices = next.devices.len(), "Configuration reloaded.");
+                        }
+                        Err(errors) => {
+                            for issue in &errors.issues {
+                                error!(key = %issue.key, "{}", issue.message);
+                            }
+                            error!(count = errors.issues.len(), "Reload rejected; the running configuration is unchanged.");
+                        }
+                    }
+                    systemd::notify(&[Notify::Ready]);
+                }
+                Some(Signal::Terminate | Signal::Interrupt) | None => break,
+            },
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                let polls = generation.acquire.total(|s| &s.polls_ok) + generation.acquire.total(|s| &s.polls_failed);
+                if polls != last_polls || generation.plan.devices.is_empty() {
+                    last_polls = polls;
+                    last_progress = now;
+                }
+                if let Ok(stats) = store.stats().await {
+                    gauges.rows.store(stats.rows, Ordering::Relaxed);
+                    gauges.bytes.store(stats.bytes, Ordering::Relaxed);
+                    gauges.oldest_ms.store(stats.oldest_created_ms.unwrap_or(0), Ordering::Relaxed);
+                    gauges.dropped.store(stats.dropped_total, Ordering::Relaxed);
+                    gauges.enqueued.store(stats.enqueued_total, Ordering::Relaxed);
+                    hearts.beat("store", std::time::Instant::now());
+                }
+                let slowest = generation.plan.devices.iter().map(|d| d.poll_interval.max(d.offline_retry)).max().unwrap_or_default();
+                // Feed the watchdog only while polling makes progress and the store answers.
+                let alive = now.duration_since(last_progress) <= slowest * 3 + Duration::from_secs(10);
+                if watchdog.is_some() && alive && hearts.all_fresh(std::time::Instant::now()).is_ok() {
+                    systemd::notify(&[Notify::Watchdog]);
+                }
+                let connected = generation.mqtt_stats.as_ref().is_some_and(|m| m.connected.load(Ordering::Relaxed) == 1);
+                systemd::notify(&[Notify::Status(format!(
+                    "{} devices, outbox {} messages, broker {}",
+                    generation.plan.devices.len(),
+                    gauges.rows.load(Ordering::Relaxed),
+                    if generation.plan.mqtt.is_none() { "not configured" } else if connected { "connected" } else { "disconnected" }
+                ))]);
+                if hearts.is_empty() {
+                    hearts.register("store", Duration::from_secs(60), std::time::Instant::now());
+                }
+            }
+        }
+    }
+    systemd::notify(&[Notify::Stopping]);
+    info!("Stopping: draining in-flight samples to the outbox.");
+    let draining = generation.stop(opts.shutdown_grace);
+    tokio::select! {
+        () = draining => info!("Stopped cleanly."),
+        signal = signals.recv() => if signal.is_some() { second_signal = true },
+    }
+    if second_signal {
+        warn!("Second signal; exiting now. Everything stored is safe in the outbox.");
+    }
+    metrics_cancel.cancel();
+    Ok(())
+}

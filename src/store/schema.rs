@@ -1,0 +1,64 @@
+//! Schema migrations, tracked by SQLite's `user_version` pragma.
+//!
+//! Invariants: migration `i` (0-based) brings the file from version `i` to `i + 1` and runs in
+//! its own transaction together with the version bump, so a crash mid-migration leaves the
+//! previous version intact; migrations are append-only (never edit a shipped one); a file
+//! written by a newer build (a higher version) is refused rather than guessed at.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Each entry upgrades the schema by one version.
+const MIGRATIONS: &[&str] = &[
+    // 1: the outbox, per-key seq high-water marks and persisted counters.
+    // AUTOINCREMENT so row ids are never reused after the outbox empties: the MQTT sink's
+    // fetch cursor relies on new rows having higher ids than any it has seen.
+    "CREATE TABLE outbox (
+         id         INTEGER PRIMARY KEY AUTOINCREMENT,
+         stream     TEXT    NOT NULL,
+         key        TEXT    NOT NULL,
+         seq        INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         payload    BLOB    NOT NULL
+     );
+     CREATE TABLE seqs (
+         key  TEXT PRIMARY KEY,
+         next INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE meta (
+         key   TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+];
+
+/// The schema version this build writes.
+pub(super) const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the file at `path` up to [`VERSION`].
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |what: &'static str| {
+        let path = path.to_path_buf();
+        move |source| StoreError::sqlite(path, what, source)
+    };
+    let found: u32 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err("read the schema version"))?;
+    if found > VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: VERSION,
+        });
+    }
+    for (version, sql) in (found..).zip(MIGRATIONS.iter().skip(found as usize)) {
+        let tx = conn.transaction().map_err(err("begin a migration"))?;
+        tx.execute_batch(sql).map_err(err("migrate the schema"))?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(err("set the schema version"))?;
+        tx.commit().map_err(err("commit a migration"))?;
+    }
+    Ok(())
+}
