@@ -312,3 +312,83 @@ async fn a_full_outbox_drops_the_oldest_counts_it_and_keeps_running() {
         daemon.log()
     );
 }
+
+/// Receives notify datagrams until one contains `want` (bounded); returns all seen.
+fn notify_until(
+    sock: &std::os::unix::net::UnixDatagram,
+    want: &str,
+    seen: &mut Vec<String>,
+) -> bool {
+    let mut buf = [0u8; 4096];
+    for _ in 0..200 {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let hit = msg.lines().any(|l| l == want);
+                seen.push(msg);
+                if hit {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_sees_ready_watchdog_reloading_and_stopping_on_a_real_notify_socket() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let (_sim, plant) = plant(1, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut daemon = Daemon::spawn_with_env(
+        dir.path(),
+        &config("t6", broker.addr.port(), dir.path(), &plant, ""),
+        // A 2 s watchdog: the daemon must ping about every second while polling progresses.
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    assert!(
+        notify_until(&sock, "READY=1", &mut seen),
+        "READY=1: {seen:?}\n{}",
+        daemon.log()
+    );
+    assert!(
+        notify_until(&sock, "WATCHDOG=1", &mut seen),
+        "WATCHDOG=1: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|m| m.starts_with("STATUS=") || m.contains("\nSTATUS=")),
+        "a STATUS line: {seen:?}"
+    );
+    daemon.signal("HUP");
+    assert!(
+        notify_until(&sock, "RELOADING=1", &mut seen),
+        "RELOADING=1: {seen:?}"
+    );
+    let reloading = seen
+        .iter()
+        .rev()
+        .find(|m| m.contains("RELOADING=1"))
+        .unwrap()
+        .clone();
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(
+        notify_until(&sock, "READY=1", &mut seen),
+        "READY=1 after the reload: {seen:?}"
+    );
+    daemon.signal("TERM");
+    assert!(
+        notify_until(&sock, "STOPPING=1", &mut seen),
+        "STOPPING=1: {seen:?}"
+    );
+    assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
+}

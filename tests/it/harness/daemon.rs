@@ -9,6 +9,7 @@ use super::bin;
 /// A running daemon process.
 pub(crate) struct Daemon {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     /// Its config file.
     pub(crate) config: PathBuf,
     /// Where `/metrics` is served.
@@ -26,11 +27,21 @@ fn free_port() -> u16 {
 impl Daemon {
     /// Writes `config` (with `[store] path` set to `dir`) and starts the daemon on it.
     pub(crate) fn spawn(dir: &Path, config: &str) -> Self {
+        Self::spawn_with_env(dir, config, &[])
+    }
+
+    /// Like [`Daemon::spawn`], with extra environment variables (NOTIFY_SOCKET, …).
+    pub(crate) fn spawn_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let path = dir.join("plantwatch.toml");
         std::fs::write(&path, config).unwrap();
         let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let mut d = Self {
             child: None,
+            env,
             config: path,
             metrics,
         };
@@ -55,6 +66,7 @@ impl Daemon {
                 "3000",
             ])
             .env("RUST_LOG", "info,rumqttc=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
