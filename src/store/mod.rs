@@ -372,20 +372,66 @@ impl Store {
         })
     }
 
-    /// The thread body: one group per iteration until every handle is gone.
+    /// The thread body until every handle is gone.
+    ///
+    /// After a commit that wrote, writes wait out `commit_window` and then share one commit
+    /// (the fsync rate limit for flash), while reads arriving meanwhile are answered at once:
+    /// the MQTT sink's fetches must not queue behind the window, or delivery would crawl.
     fn run(mut self, mut rx: mpsc::Receiver<Request>, exited: watch::Sender<()>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(r) => group.push(r),
-                    Err(_) => break,
+        // A timer-only runtime, so that this thread can wait for a request with a deadline.
+        let timer = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                warn!(path = %self.path.display(), error = %e, "No timer for the commit window; commits are not grouped.");
+                None
+            }
+        };
+        let mut held: Vec<Request> = Vec::new();
+        let mut open = true;
+        while open {
+            let group = if held.is_empty() {
+                let Some(first) = rx.blocking_recv() else {
+                    break;
+                };
+                let mut group = vec![first];
+                drain_into(&mut rx, &mut group);
+                group
+            } else {
+                let mut group = std::mem::take(&mut held);
+                drain_into(&mut rx, &mut group);
+                group
+            };
+            if !self.run_group(group) || self.limits.commit_window.is_zero() {
+                continue;
+            }
+            let Some(timer) = &timer else { continue };
+            let deadline = tokio::time::Instant::now() + self.limits.commit_window;
+            loop {
+                match timer.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
+                    Ok(Some(req)) if req.writes() => held.push(req),
+                    Ok(Some(req)) => {
+                        let mut reads = vec![req];
+                        while let Ok(r) = rx.try_recv() {
+                            if r.writes() {
+                                held.push(r);
+                            } else {
+                                reads.push(r);
+                            }
+                        }
+                        self.run_group(reads);
+                    }
+                    Ok(None) => {
+                        open = false;
+                        break;
+                    }
+                    Err(_elapsed) => break,
                 }
             }
-            let wrote = self.run_group(group);
-            if wrote && !self.limits.commit_window.is_zero() {
-                // Rate-limits fsyncs: whatever arrives meanwhile joins the next group.
-                std::thread::sleep(self.limits.commit_window);
+            if !open && !held.is_empty() {
+                self.run_group(std::mem::take(&mut held));
             }
         }
         let path = self.path;
@@ -476,6 +522,16 @@ impl Store {
             }
         } else {
             error!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed.");
+        }
+    }
+}
+
+/// Moves what is already queued into `group`, up to the group size limit.
+fn drain_into(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
+    while group.len() < MAX_GROUP {
+        match rx.try_recv() {
+            Ok(r) => group.push(r),
+            Err(_) => break,
         }
     }
 }

@@ -651,3 +651,36 @@ async fn fsync_rate_under_the_200_meter_load() {
         stats.commits_total as f64 / secs
     );
 }
+
+#[tokio::test]
+async fn reads_are_answered_during_the_commit_window_and_writes_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let window = Duration::from_secs(2);
+    let store = Store::open(
+        &path,
+        OutboxLimits {
+            max_bytes: 1 << 30,
+            commit_window: window,
+        },
+    )
+    .unwrap();
+    store.enqueue(vec![msg("d", 0, vec![1; 10])]).await.unwrap();
+    // Inside the window that commit opened: a fetch must not wait for it to end...
+    let started = tokio::time::Instant::now();
+    let rows = store.fetch(None, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        started.elapsed() < window / 2,
+        "a read waited {:?} behind the commit window",
+        started.elapsed()
+    );
+    // ...while a second write joins the next commit, after the window.
+    let started = tokio::time::Instant::now();
+    store.enqueue(vec![msg("d", 1, vec![2; 10])]).await.unwrap();
+    assert!(
+        started.elapsed() >= window / 2,
+        "the write did not wait for the window: {:?}",
+        started.elapsed()
+    );
+}
