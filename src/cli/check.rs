@@ -33,28 +33,28 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
 
 fn print_plan(path: &Path, plan: &Plan) {
     let g = &plan.gateway;
-    println!("{}: valid", path.display());
-    println!(
+    out!("{}: valid", path.display());
+    out!(
         "gateway  site={} id={} timezone={}",
         g.site, g.id, g.timezone
     );
-    println!();
-    println!("{:<20} {:<13} ENDPOINT", "LINK", "KIND");
+    out!();
+    out!("{:<20} {:<13} ENDPOINT", "LINK", "KIND");
     for l in &plan.links {
-        println!(
+        out!(
             "{:<20} {:<13} {}",
             l.name,
             l.transport.kind(),
             l.transport.describe()
         );
     }
-    println!();
-    println!(
+    out!();
+    out!(
         "{:<20} {:<16} {:>4} {:<16} {:>8} {:>6} {:>8} {:>9}",
         "DEVICE", "LINK", "UNIT", "PROFILE", "POLL_MS", "POINTS", "REQUESTS", "REGISTERS"
     );
     for d in &plan.devices {
-        println!(
+        out!(
             "{:<20} {:<16} {:>4} {:<16} {:>8} {:>6} {:>8} {:>9}",
             d.name,
             plan.links[d.link].name,
@@ -67,9 +67,9 @@ fn print_plan(path: &Path, plan: &Plan) {
         );
     }
     for d in &plan.devices {
-        println!();
-        println!("device {}", d.name);
-        println!(
+        out!();
+        out!("device {}", d.name);
+        out!(
             "  {:<18} {:<15} {:>7} {:<7} {:<5} {:>10} {:>8} {:<6} DESCRIPTION",
             "POINT", "FUNCTION", "ADDRESS", "TYPE", "ORDER", "SCALE", "OFFSET", "UNIT"
         );
@@ -79,7 +79,7 @@ fn print_plan(path: &Path, plan: &Plan) {
                 crate::decode::DataType::String => format!("str{}", p.codec.length),
                 t => t.to_string(),
             };
-            println!(
+            out!(
                 "  {:<18} {:<15} {:>7} {:<7} {:<5} {:>10} {:>8} {:<6} {}",
                 p.name,
                 format!("{:02} {}", p.function.code(), p.function.name()),
@@ -92,7 +92,7 @@ fn print_plan(path: &Path, plan: &Plan) {
                 p.description
             );
         }
-        println!(
+        out!(
             "  read plan: {} request(s) per cycle",
             d.read_plan.requests.len()
         );
@@ -102,7 +102,7 @@ fn print_plan(path: &Path, plan: &Plan) {
                 .iter()
                 .map(|s| d.points[s.point].name.as_str())
                 .collect();
-            println!(
+            out!(
                 "    #{:<3} fc{:02} {:#06x} ×{:<4}{} {}",
                 i + 1,
                 r.function.code(),

@@ -120,18 +120,18 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let state = std::env::temp_dir().join(format!("plantwatch-demo-{}.db", std::process::id()));
     plan.store.path = state.clone();
 
-    println!(
+    out!(
         "plantwatch demo: a simulated plant, the real daemon, and an MQTT broker in this process."
     );
     for (link, endpoint) in &sim.endpoints {
-        println!("  simulated link {link:<12} on {endpoint}");
+        out!("  simulated link {link:<12} on {endpoint}");
     }
-    println!(
+    out!(
         "  MQTT broker on {}; subscribe with: mosquitto_sub -p {} -t '{prefix}/#' -v",
         broker.addr,
         broker.addr.port()
     );
-    println!("  Below: what arrives at the broker. Ctrl-C to stop.\n");
+    out!("  Below: what arrives at the broker. Ctrl-C to stop.\n");
 
     let mut opts = MqttOptions::new(
         "plantwatch-demo-viewer",
@@ -171,7 +171,7 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg: Json = serde_json::from_slice(&p.payload).unwrap_or(Json::Null);
-                    println!("{}", line(&p.topic, &msg));
+                    out!("{}", line(&p.topic, &msg));
                 }
                 Ok(_) => {}
                 Err(err) => {
@@ -184,14 +184,14 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if !fault_done && !fault_on && elapsed > Duration::from_secs(12) {
             if let Some(pump) = sim.device("pump-1") {
                 pump.inject(Fault::NoAnswer);
-                println!("\n>>> demo: pump-1's PLC stops answering (cable pulled) <<<\n");
+                out!("\n>>> demo: pump-1's PLC stops answering (cable pulled) <<<\n");
                 fault_on = true;
             }
         }
         if fault_on && elapsed > Duration::from_secs(24) {
             if let Some(pump) = sim.device("pump-1") {
                 pump.clear_faults();
-                println!("\n>>> demo: pump-1's PLC answers again <<<\n");
+                out!("\n>>> demo: pump-1's PLC answers again <<<\n");
             }
             fault_on = false;
             fault_done = true;

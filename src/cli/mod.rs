@@ -6,6 +6,14 @@
     reason = "the CLI is the one module that prints for people"
 )]
 
+/// `println!` that ignores a closed stdout (`plantwatch check … | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).ok();
+    }};
+}
+
 mod check;
 mod demo;
 mod read;
@@ -80,6 +88,8 @@ pub fn main() -> ExitCode {
         _ => "info,rumqttd=warn",
     };
     init_logging(cli.log_format, cli.log.as_deref(), default_filter);
+    // One TLS stack for every client (MQTT, InfluxDB): rustls with ring, chosen once here.
+    let _first_install = rustls::crypto::ring::default_provider().install_default();
     let result = match cli.command {
         Command::Check(args) => check::run(&args, cli.profiles_dir.as_deref()),
         Command::Read(args) => {

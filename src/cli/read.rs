@@ -98,14 +98,14 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
             );
         }
         let out = serde_json::json!({"device": device.name.as_str(), "answered": polled.answered, "error": polled.error, "points": points});
-        println!("{out}");
+        out!("{out}");
         return Ok(if polled.answered {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         });
     }
-    println!(
+    out!(
         "{} via {} {} unit {}",
         device.name,
         link.name,
@@ -113,16 +113,16 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
         device.unit_id
     );
     if let Some(err) = &polled.error {
-        println!("error: {err}");
+        out!("error: {err}");
     }
-    println!(
+    out!(
         "{:<18} {:>16} {:<6} {:<18} TIME",
         "POINT", "VALUE", "UNIT", "QUALITY"
     );
     let mut good = 0;
     for (s, p) in polled.batch.samples.iter().zip(&device.points) {
         good += usize::from(s.quality == crate::model::Quality::Good);
-        println!(
+        out!(
             "{:<18} {:>16} {:<6} {:<18} {}",
             s.point,
             s.value
@@ -133,7 +133,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
             s.ts
         );
     }
-    println!("{good} of {} points good", device.points.len());
+    out!("{good} of {} points good", device.points.len());
     Ok(if polled.answered {
         ExitCode::SUCCESS
     } else {
@@ -176,13 +176,13 @@ async fn probe(
     let words = words
         .with_context(|| format!("device refused every read at {address:#06x} (exception 02)"))?;
     let hex: Vec<String> = words.iter().map(|w| format!("{w:04X}")).collect();
-    println!(
+    out!(
         "fc{:02} {address:#06x}: {} ({} registers)",
         function.code(),
         hex.join(" "),
         words.len()
     );
-    println!(
+    out!(
         "{:<7} {:>22} {:>22} {:>22} {:>22}",
         "TYPE", "ABCD", "CDAB", "BADC", "DCBA"
     );
@@ -215,7 +215,7 @@ async fn probe(
                 )
             })
             .collect();
-        println!(
+        out!(
             "{:<7} {:>22} {:>22} {:>22} {:>22}",
             ty.name(),
             cells[0],
@@ -224,7 +224,7 @@ async fn probe(
             cells[3]
         );
     }
-    println!(
+    out!(
         "Pick the cell that matches the meter's display; set `type` and `order` on the point."
     );
     Ok(ExitCode::SUCCESS)

@@ -235,7 +235,7 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
         apply_fault(&sim, spec).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
     }
     for (link, endpoint) in &sim.endpoints {
-        println!("serving link {link} on {endpoint}");
+        out!("serving link {link} on {endpoint}");
     }
     if let Some(path) = &args.write_config {
         anyhow::ensure!(generated, "--write-config needs --profile");
@@ -245,9 +245,9 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
             Some(&sim.endpoints),
         )?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        println!("wrote {}", path.display());
+        out!("wrote {}", path.display());
     }
-    println!(
+    out!(
         "{} simulated device(s) ready; Ctrl-C to stop",
         plan.devices.len()
     );
@@ -256,7 +256,7 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
         while let Ok(Some(line)) = lines.next_line().await {
             let reply = control(&sim, &line);
             if !reply.is_empty() {
-                println!("{reply}");
+                out!("{reply}");
             }
         }
         // stdin closed (CI, systemd): keep serving until stopped.

@@ -7,6 +7,7 @@
 
 pub mod daemon;
 mod describe;
+pub mod influx;
 pub mod issue;
 pub mod plan;
 pub mod profile;
@@ -32,7 +33,7 @@ use raw::{
 };
 
 /// The sections a config file may have.
-const SECTIONS: &[&str] = &["gateway", "links", "devices", "mqtt", "store"];
+const SECTIONS: &[&str] = &["gateway", "links", "devices", "mqtt", "store", "influxdb"];
 
 /// Where environment overrides come from.
 #[derive(Debug, Clone, Default)]
@@ -395,6 +396,9 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_mqtt = table
         .shift_remove("mqtt")
         .and_then(|v| deserialize_at::<daemon::RawMqtt>(v, "mqtt", &mut issues));
+    let raw_influx = table
+        .shift_remove("influxdb")
+        .and_then(|v| deserialize_at::<influx::RawInflux>(v, "influxdb", &mut issues));
     let raw_store = match table.shift_remove("store") {
         Some(v) => deserialize_at::<daemon::RawStore>(v, "store", &mut issues),
         None => Some(daemon::RawStore::default()),
@@ -484,6 +488,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         let gw = gateway.as_ref();
         daemon::resolve_mqtt(&m, gw.map(|g| &g.site), gw.map(|g| &g.id), &mut issues)
     });
+    let influx = raw_influx.and_then(|r| influx::resolve_influx(&r, &mut issues));
     let state_directory = state_directory();
     let store =
         raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
@@ -494,6 +499,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             devices,
             mqtt,
             store,
+            influx,
         }),
         _ => Err(issues.0),
     }

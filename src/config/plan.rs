@@ -22,6 +22,8 @@ pub struct Plan {
     pub mqtt: Option<super::daemon::Mqtt>,
     /// The state file.
     pub store: super::daemon::Store,
+    /// InfluxDB copy of the telemetry; `None` when not configured.
+    pub influx: Option<super::influx::Influx>,
 }
 
 impl Plan {

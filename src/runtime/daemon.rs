@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::metrics::{OutboxGauges, Sources};
+use super::metrics::{InfluxStats, OutboxGauges, Sources};
 use super::signals::{Signal, Signals};
 use super::systemd::{self, Heartbeats, Notify};
 use crate::acquire::{AcquireStats, spawn_links};
@@ -28,6 +28,7 @@ use crate::config::{ConfigErrors, EnvOverrides, Plan};
 use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
 use crate::process::report::Reporter;
+use crate::sink::influx::{InfluxHandle, InfluxSink};
 use crate::sink::mqtt::inflight::RowId;
 use crate::sink::mqtt::{MqttStats, Outbox, OutboxError, OutboxItem, Session};
 use crate::store::{OutboxLimits, OutboxMessage, StoreError, StoreHandle, record};
@@ -128,6 +129,8 @@ impl Outbox for StoreOutbox {
 /// The core stage: reporting policy, sequence numbers, and the outbox write.
 struct Core {
     plan: Arc<Plan>,
+    /// Gets every poll (before the reporting policy): a database is not a metered link.
+    influx: Option<InfluxHandle>,
     reporter: Reporter,
     seqs: HashMap<String, u64>,
     store: StoreHandle,
@@ -167,6 +170,9 @@ impl Core {
             let Some(device) = self.plan.device(batch.device.as_str()) else {
                 continue;
             };
+            if let Some(influx) = &self.influx {
+                influx.offer(&batch);
+            }
             let Some(batch) = self.reporter.filter(device, batch, now) else {
                 continue;
             };
@@ -200,6 +206,8 @@ struct Generation {
     mqtt: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     acquire: AcquireStats,
     mqtt_stats: Option<Arc<MqttStats>>,
+    influx: Option<(CancellationToken, InfluxHandle, Duration)>,
+    influx_stats: Option<Arc<InfluxStats>>,
 }
 
 fn start_generation(
@@ -214,8 +222,33 @@ fn start_generation(
     let acquire = spawn_links(&plan, &tx, clock, &acquire_cancel, &mut tasks);
     drop(tx);
     let wake = Arc::new(Wake::new());
+    let influx_stats = plan
+        .influx
+        .as_ref()
+        .map(|_| Arc::new(InfluxStats::default()));
+    let influx_cancel = CancellationToken::new();
+    let influx = plan
+        .influx
+        .clone()
+        .zip(influx_stats.clone())
+        .and_then(|(p, stats)| {
+            let timeout = p.timeout;
+            InfluxSink::spawn(
+                p,
+                &plan.gateway.site,
+                &plan.gateway.id,
+                stats,
+                influx_cancel.clone(),
+            )
+            .map_err(
+                |err| error!(error = %err, "InfluxDB sink cannot start; continuing without it."),
+            )
+            .ok()
+            .map(|h| (influx_cancel.clone(), h, timeout))
+        });
     let mut core = Core {
         plan: plan.clone(),
+        influx: influx.as_ref().map(|(_, h, _)| h.clone()),
         reporter,
         seqs: HashMap::new(),
         store: store.clone(),
@@ -257,6 +290,8 @@ fn start_generation(
         mqtt,
         acquire,
         mqtt_stats,
+        influx,
+        influx_stats,
     }
 }
 
@@ -274,6 +309,13 @@ impl Generation {
                 "Grace period over; stopping with work in flight (it is in the outbox)."
             );
             self.tasks.abort_all();
+        }
+        if let Some((cancel, handle, timeout)) = self.influx {
+            // The core has drained: flush what the InfluxDB queue holds, bounded.
+            let stopped = handle.stopped();
+            drop(handle);
+            cancel.cancel();
+            let _flushed = tokio::time::timeout(timeout + Duration::from_secs(1), stopped).await;
         }
         if let Some((cancel, handle)) = self.mqtt {
             cancel.cancel();
@@ -306,7 +348,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
         acquire: generation.acquire.clone(),
         mqtt: generation.mqtt_stats.clone(),
         outbox: gauges.clone(),
-        influx: None,
+        influx: generation.influx_stats.clone(),
     };
     let (sources_tx, sources_rx) = tokio::sync::watch::channel(sources.clone());
     if let Some(addr) = opts.metrics_addr {
@@ -355,7 +397,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             let next = Arc::new(next);
                             let old = std::mem::replace(&mut generation, start_generation(next.clone(), &store, &clock, Reporter::default()));
                             old.stop(opts.shutdown_grace).await;
-                            sources = Sources { acquire: generation.acquire.clone(), mqtt: generation.mqtt_stats.clone(), outbox: gauges.clone(), influx: None };
+                            sources = Sources { acquire: generation.acquire.clone(), mqtt: generation.mqtt_stats.clone(), outbox: gauges.clone(), influx: generation.influx_stats.clone() };
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");
                         }

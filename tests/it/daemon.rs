@@ -13,7 +13,7 @@ use crate::harness::proxy::Proxy;
 use crate::harness::subscriber::{Received, Subscriber};
 
 /// A simulated plant of `n` PLCs on one TCP link; returns it and the TOML that polls it.
-async fn plant(n: u8, poll_ms: u64) -> (Simulator, String) {
+pub(crate) async fn plant(n: u8, poll_ms: u64) -> (Simulator, String) {
     let mut devices = String::new();
     for k in 1..=n {
         devices.push_str(&format!(

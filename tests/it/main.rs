@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod daemon;
 mod harness;
+mod influx;
 mod mqtt;
 mod profiles;
 mod store;
