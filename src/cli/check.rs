@@ -36,7 +36,9 @@ fn print_plan(path: &Path, plan: &Plan) {
     out!("{}: valid", path.display());
     out!(
         "gateway  site={} id={} timezone={}",
-        g.site, g.id, g.timezone
+        g.site,
+        g.id,
+        g.timezone
     );
     out!();
     out!("{:<20} {:<13} ENDPOINT", "LINK", "KIND");
@@ -51,7 +53,14 @@ fn print_plan(path: &Path, plan: &Plan) {
     out!();
     out!(
         "{:<20} {:<16} {:>4} {:<16} {:>8} {:>6} {:>8} {:>9}",
-        "DEVICE", "LINK", "UNIT", "PROFILE", "POLL_MS", "POINTS", "REQUESTS", "REGISTERS"
+        "DEVICE",
+        "LINK",
+        "UNIT",
+        "PROFILE",
+        "POLL_MS",
+        "POINTS",
+        "REQUESTS",
+        "REGISTERS"
     );
     for d in &plan.devices {
         out!(
@@ -71,7 +80,14 @@ fn print_plan(path: &Path, plan: &Plan) {
         out!("device {}", d.name);
         out!(
             "  {:<18} {:<15} {:>7} {:<7} {:<5} {:>10} {:>8} {:<6} DESCRIPTION",
-            "POINT", "FUNCTION", "ADDRESS", "TYPE", "ORDER", "SCALE", "OFFSET", "UNIT"
+            "POINT",
+            "FUNCTION",
+            "ADDRESS",
+            "TYPE",
+            "ORDER",
+            "SCALE",
+            "OFFSET",
+            "UNIT"
         );
         for p in &d.points {
             let ty = match p.codec.data_type {

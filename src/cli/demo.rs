@@ -116,6 +116,7 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         username: None,
         password: None,
         tls: None,
+        protocol: Default::default(),
     });
     let state = std::env::temp_dir().join(format!("plantwatch-demo-{}.db", std::process::id()));
     plan.store.path = state.clone();

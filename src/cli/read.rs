@@ -117,7 +117,10 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
     }
     out!(
         "{:<18} {:>16} {:<6} {:<18} TIME",
-        "POINT", "VALUE", "UNIT", "QUALITY"
+        "POINT",
+        "VALUE",
+        "UNIT",
+        "QUALITY"
     );
     let mut good = 0;
     for (s, p) in polled.batch.samples.iter().zip(&device.points) {
@@ -184,7 +187,11 @@ async fn probe(
     );
     out!(
         "{:<7} {:>22} {:>22} {:>22} {:>22}",
-        "TYPE", "ABCD", "CDAB", "BADC", "DCBA"
+        "TYPE",
+        "ABCD",
+        "CDAB",
+        "BADC",
+        "DCBA"
     );
     let types = [
         DataType::U16,
@@ -224,8 +231,6 @@ async fn probe(
             cells[3]
         );
     }
-    out!(
-        "Pick the cell that matches the meter's display; set `type` and `order` on the point."
-    );
+    out!("Pick the cell that matches the meter's display; set `type` and `order` on the point.");
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,9 @@ pub struct RawMqtt {
     /// TLS settings; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// `[mqtt.tls]` as written.
@@ -123,6 +126,39 @@ pub struct Tls {
     pub client_auth: Option<(PathBuf, PathBuf)>,
 }
 
+/// The MQTT protocol version spoken to the broker (`mqtt.protocol`).
+///
+/// Both run the same delivery logic with a fresh session per connection: 3.1.1 with
+/// `clean_session = true`, 5 with `clean_start = true` and a session expiry of 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (protocol level 4), the default.
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+impl Protocol {
+    /// Parses the `mqtt.protocol` value: `"3.1.1"` or `"5"` (`"5.0"` is accepted too).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim() {
+            "3.1.1" => Some(Self::V311),
+            "5" | "5.0" => Some(Self::V5),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V311 => "3.1.1",
+            Self::V5 => "5",
+        })
+    }
+}
+
 /// `[mqtt]`, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mqtt {
@@ -150,6 +186,8 @@ pub struct Mqtt {
     pub password: Option<PasswordSource>,
     /// TLS.
     pub tls: Option<Tls>,
+    /// Protocol version.
+    pub protocol: Protocol,
 }
 
 /// `[store]`, resolved.
@@ -284,6 +322,16 @@ pub fn resolve_mqtt(
                 None
             }
         });
+    let protocol = match raw.protocol.as_deref() {
+        None => Protocol::default(),
+        Some(text) => Protocol::parse(text).unwrap_or_else(|| {
+            issues.push(
+                "mqtt.protocol",
+                format!("`{text}` is not supported; use \"3.1.1\" or \"5\""),
+            );
+            Protocol::default()
+        }),
+    };
     (issues.0.len() == before).then(|| Mqtt {
         host: raw
             .host
@@ -304,6 +352,7 @@ pub fn resolve_mqtt(
         username: raw.username.clone(),
         password,
         tls,
+        protocol,
     })
 }
 
@@ -340,4 +389,62 @@ pub fn resolve_store(
         max_outbox_bytes: max,
         commit_window: Duration::from_millis(window),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::Protocol;
+    use crate::config::{ConfigErrors, EnvOverrides, Plan, load_str};
+
+    fn load(mqtt: &str) -> Result<Plan, ConfigErrors> {
+        let text = format!(
+            "[gateway]\nsite = \"plant1\"\nid = \"gw1\"\n\
+             [[links]]\nname = \"bus\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+             [[devices]]\nname = \"m1\"\nlink = \"bus\"\nprofile = \"generic-plc\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\n{mqtt}\n"
+        );
+        load_str("test.toml", &text, &EnvOverrides::Off, Path::new("."), None)
+    }
+
+    fn protocol(mqtt: &str) -> Protocol {
+        load(mqtt).unwrap().mqtt.unwrap().protocol
+    }
+
+    #[test]
+    fn the_protocol_defaults_to_3_1_1() {
+        assert_eq!(protocol(""), Protocol::V311);
+        assert_eq!(protocol("protocol = \"3.1.1\""), Protocol::V311);
+    }
+
+    #[test]
+    fn protocol_5_is_accepted_quoted_or_bare() {
+        assert_eq!(protocol("protocol = \"5\""), Protocol::V5);
+        assert_eq!(protocol("protocol = \"5.0\""), Protocol::V5);
+        assert_eq!(protocol("protocol = 5"), Protocol::V5);
+    }
+
+    #[test]
+    fn an_unknown_protocol_names_the_key_and_the_choices() {
+        for bad in ["\"4\"", "\"3.1\"", "\"mqtt5\"", "true"] {
+            let errors = load(&format!("protocol = {bad}")).unwrap_err();
+            let issue = errors
+                .issues
+                .iter()
+                .find(|i| i.key == "mqtt.protocol")
+                .unwrap_or_else(|| panic!("{bad}: {errors}"));
+            assert!(
+                issue.message.contains("\"3.1.1\" or \"5\""),
+                "{bad}: {issue:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn protocol_displays_as_written_in_the_config() {
+        for p in [Protocol::V311, Protocol::V5] {
+            assert_eq!(Protocol::parse(&p.to_string()), Some(p));
+        }
+    }
 }

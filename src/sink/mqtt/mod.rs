@@ -8,9 +8,15 @@
 //!   this connection came up;
 //! - backfill is interleaved with live rows (`backfill_per_live` old rows per new one), so a
 //!   long backlog never delays live data by more than a few messages;
-//! - a desync (an outgoing publish nobody handed over) forces a reconnect, never a guess.
+//! - a desync (an outgoing publish nobody handed over) forces a reconnect, never a guess;
+//! - events that arrive after a connection dropped and before the next ConnAck belong to the
+//!   dead connection and are ignored (its rows were already returned to the outbox);
+//! - MQTT 3.1.1 and 5 (`mqtt.protocol`) run this same logic through the adapter in `conn`:
+//!   only option building and event translation differ. An MQTT 5 PUBACK with an error reason
+//!   code is not a delivery: the row stays and goes out again after the next reconnect.
 
 pub mod broker;
+mod conn;
 pub mod inflight;
 
 use std::future::Future;
@@ -18,15 +24,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::QoS;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::daemon::{Mqtt, PasswordSource};
+use crate::config::daemon::{Mqtt, PasswordSource, Tls};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
+use conn::{Client, Event};
 use inflight::{InFlight, RowId, Tracked};
 
 /// One message waiting in the outbox.
@@ -76,26 +83,42 @@ pub struct MqttStats {
     pub connected: AtomicU64,
     /// Rows that could not be rendered and were dropped.
     pub unreadable: AtomicU64,
+    /// MQTT 5 PUBACKs with an error reason code; the rows stay in the outbox.
+    pub rejected: AtomicU64,
 }
 
 /// Why the sink cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     /// The password could not be read.
-    #[error("mqtt: cannot read the password from {source_name}: {error}")]
+    #[error("{key}: cannot read the password from {source_name}: {error}")]
     Password {
+        /// The config key naming the source: `mqtt.password_file` or `mqtt.password_credential`.
+        key: &'static str,
         /// File or credential.
         source_name: String,
         /// Why.
         error: String,
     },
     /// A TLS file could not be read.
-    #[error("mqtt.tls: cannot read {path}: {error}")]
+    #[error("{key}: cannot read {path}: {error}")]
     TlsFile {
+        /// The config key naming the file, e.g. `mqtt.tls.ca_file`.
+        key: &'static str,
         /// The file.
         path: String,
         /// Why.
         error: String,
+    },
+    /// A TLS file holds no PEM block of the expected kind.
+    #[error("{key}: {path} holds no PEM {what}")]
+    TlsPem {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What was expected: `certificate` or `unencrypted private key`.
+        what: &'static str,
     },
 }
 
@@ -110,28 +133,59 @@ impl std::fmt::Debug for Secret {
 }
 
 fn read_password(source: &PasswordSource) -> Result<Secret, MqttError> {
-    let path = match source {
-        PasswordSource::File(p) => p.clone(),
-        PasswordSource::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(std::path::PathBuf::from)
-            .ok_or_else(|| MqttError::Password {
-                source_name: format!("credential `{name}`"),
-                error: "$CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)".into(),
-            })?
-            .join(name),
+    let (key, path) = match source {
+        PasswordSource::File(p) => ("mqtt.password_file", p.clone()),
+        PasswordSource::Credential(name) => (
+            "mqtt.password_credential",
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(std::path::PathBuf::from)
+                .ok_or_else(|| MqttError::Password {
+                    key: "mqtt.password_credential",
+                    source_name: format!("credential `{name}`"),
+                    error: "$CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)"
+                        .into(),
+                })?
+                .join(name),
+        ),
     };
     let text = std::fs::read_to_string(&path).map_err(|e| MqttError::Password {
+        key,
         source_name: path.display().to_string(),
         error: e.to_string(),
     })?;
     Ok(Secret(text.lines().next().unwrap_or_default().to_owned()))
 }
 
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, MqttError> {
-    std::fs::read(path).map_err(|e| MqttError::TlsFile {
+/// Reads a PEM file named by config `key` and checks that it holds a `-----BEGIN …{label}-----`
+/// block, so that a wrong file fails at start-up rather than on every connection attempt.
+fn read_pem(
+    key: &'static str,
+    path: &std::path::Path,
+    label: &str,
+    what: &'static str,
+) -> Result<Vec<u8>, MqttError> {
+    let bytes = std::fs::read(path).map_err(|e| MqttError::TlsFile {
+        key,
         path: path.display().to_string(),
         error: e.to_string(),
-    })
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    // rumqttc cannot use an encrypted key, so it does not count.
+    let found = text.lines().any(|l| {
+        l.trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|rest| rest.strip_suffix("-----"))
+            .is_some_and(|name| name.ends_with(label) && !name.starts_with("ENCRYPTED"))
+    });
+    if found {
+        Ok(bytes)
+    } else {
+        Err(MqttError::TlsPem {
+            key,
+            path: path.display().to_string(),
+            what,
+        })
+    }
 }
 
 /// The `{prefix}/status` topic.
@@ -139,45 +193,41 @@ pub fn status_topic(plan: &Mqtt) -> String {
     format!("{}/status", plan.topic_prefix)
 }
 
-/// Builds client options: clean session, Last Will, credentials, TLS.
-///
-/// # Errors
-/// [`MqttError`] when a password or TLS file cannot be read.
-pub fn options(plan: &Mqtt, now: Timestamp) -> Result<MqttOptions, MqttError> {
-    let mut o = MqttOptions::new(&plan.client_id, &plan.host, plan.port);
-    o.set_clean_session(true)
-        .set_keep_alive(plan.keep_alive)
-        .set_inflight(plan.max_inflight)
-        .set_max_packet_size(1 << 20, 1 << 20)
-        .set_last_will(LastWill::new(
-            status_topic(plan),
-            json_v1::status(false, now),
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some(user) = &plan.username {
-        let password = match &plan.password {
-            Some(source) => read_password(source)?.0,
-            None => String::new(),
-        };
-        o.set_credentials(user, password);
-    }
-    if let Some(tls) = &plan.tls {
-        // One TLS stack: rustls with ring. Installing twice is harmless (the first one stays).
-        let _first_install = rustls::crypto::ring::default_provider().install_default();
-        let client_auth = match &tls.client_auth {
-            Some((cert, key)) => Some((read_file(cert)?, read_file(key)?)),
-            None => None,
-        };
-        o.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca: read_file(&tls.ca_file)?,
-                alpn: None,
-                client_auth,
-            },
-        ));
-    }
-    Ok(o)
+/// The TLS transport for `tls`: rustls with the ring provider, the server verified against
+/// `ca_file`, and a client certificate when configured. rumqttc takes the PEM bytes.
+fn tls_transport(tls: &Tls) -> Result<rumqttc::Transport, MqttError> {
+    // One TLS stack: rustls with ring. Installing twice is harmless (the first one stays).
+    let _first_install = rustls::crypto::ring::default_provider().install_default();
+    let ca = read_pem(
+        "mqtt.tls.ca_file",
+        &tls.ca_file,
+        "CERTIFICATE",
+        "certificate",
+    )?;
+    let client_auth = match &tls.client_auth {
+        Some((cert, key)) => Some((
+            read_pem(
+                "mqtt.tls.client_cert_file",
+                cert,
+                "CERTIFICATE",
+                "certificate",
+            )?,
+            read_pem(
+                "mqtt.tls.client_key_file",
+                key,
+                "PRIVATE KEY",
+                "unencrypted private key",
+            )?,
+        )),
+        None => None,
+    };
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        },
+    ))
 }
 
 /// The MQTT sink task's state.
@@ -227,10 +277,9 @@ impl<O: Outbox> Session<O> {
     /// Only start-up errors (credentials, TLS files); connection trouble is retried forever.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), MqttError> {
         let started = self.clock.now();
-        let opts = options(&self.plan, started)?;
-        // A small request channel: the outbox, not rumqttc, holds the backlog.
-        let (client, mut eventloop) =
-            AsyncClient::new(opts, usize::from(self.plan.max_inflight) + 4);
+        let (client, mut events) = conn::connect(&self.plan, started)?;
+        let broker = format!("{}:{}", self.plan.host, self.plan.port);
+        let protocol = self.plan.protocol;
         let qos = if self.plan.qos == 0 {
             QoS::AtMostOnce
         } else {
@@ -241,54 +290,76 @@ impl<O: Outbox> Session<O> {
         let mut backoff = self.plan.reconnect.0;
         let mut outage_since: Option<Timestamp> = None;
         let mut pending_acks: Vec<RowId> = Vec::new();
+        // Deletes run beside the event loop: awaiting each one here would hold up every PUBACK
+        // behind the store's commit window. One at a time; the next takes all that piled up.
+        let mut acking: Option<tokio::task::JoinHandle<(u64, Result<(), OutboxError>)>> = None;
+        // Whether rows may be waiting that the last pump had no room for.
+        let mut more = true;
+        // One log line per connection for rejected publishes; the counter has the rest.
+        let mut rejection_logged = false;
         loop {
             let can_pump =
                 cursors.is_some() && inflight.len() < usize::from(self.plan.max_inflight);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                event = eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                event = events.poll() => match event {
+                    Event::ConnAck => {
                         inflight.on_connection_lost();
                         let watermark = self.outbox.newest().await.unwrap_or(None);
                         let now = self.clock.now();
                         let backfill_before = if outage_since.is_some() { now } else { started };
                         cursors = Some(Cursors { watermark, backlog: None, live: watermark, backfill_before });
                         backoff = self.plan.reconnect.0;
+                        rejection_logged = false;
+                        more = true;
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
                         self.stats.connected.store(1, Ordering::Relaxed);
                         match outage_since.take() {
-                            Some(since) => info!(broker = %format!("{}:{}", self.plan.host, self.plan.port),
-                                outage_ms = now.0 - since.0, "Broker connection restored; replaying the outbox."),
-                            None => info!(broker = %format!("{}:{}", self.plan.host, self.plan.port), "Connected to the broker."),
+                            Some(since) => info!(broker = %broker, protocol = %protocol, outage_ms = now.0 - since.0,
+                                "Broker connection restored; replaying the outbox."),
+                            None => info!(broker = %broker, protocol = %protocol, "Connected to the broker."),
                         }
                         if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, json_v1::status(true, now)).is_ok() {
                             inflight.handed_to_client(Tracked::Untracked);
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    // Left over from a connection that already dropped: its rows were returned.
+                    Event::OutgoingPublish(pkid) | Event::PubAck(pkid) | Event::PubRejected { pkid, .. }
+                        if cursors.is_none() => debug!(pkid, "Event of a dropped connection ignored."),
+                    Event::OutgoingPublish(pkid) => {
                         if let Err(desync) = inflight.on_outgoing_publish(pkid) {
                             error!(error = %desync, "MQTT client and outbox disagree; reconnecting to resync.");
                             // Dropping the connection resets both sides; rows stay in the outbox.
                             let _ignored = client.try_disconnect();
-                        } else if qos == QoS::AtMostOnce {
+                        } else if pkid == 0 {
                             // QoS 0 has no PUBACK: written to the socket is all we will know.
                             if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
                                 pending_acks.push(row);
                             }
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(Tracked::Row(row)) = inflight.on_puback(ack.pkid) {
+                    Event::PubAck(pkid) => {
+                        if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
                             pending_acks.push(row);
                         }
                     }
-                    Ok(other) => debug!(event = ?other, "MQTT event."),
-                    Err(err) => {
+                    Event::PubRejected { pkid, reason } => {
+                        // Not delivered: the row stays and is sent again after the next ConnAck.
+                        if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
+                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                            if !std::mem::replace(&mut rejection_logged, true) {
+                                error!(broker = %broker, row, reason = %reason,
+                                    "Broker rejected a publish; keeping it in the outbox until the next connection.");
+                            }
+                        }
+                    }
+                    Event::OutgoingDisconnect | Event::Other => {}
+                    Event::Error(err) => {
                         // The first failed connect counts as an outage too: rows stored meanwhile
                         // are replays by the time they go out.
                         if cursors.take().is_some() || outage_since.is_none() {
-                            warn!(broker = %format!("{}:{}", self.plan.host, self.plan.port), error = %err,
+                            warn!(broker = %broker, protocol = %protocol, error = %err,
                                   "Broker unreachable; keeping messages in the outbox.");
                             outage_since.get_or_insert(self.clock.now());
                         }
@@ -301,23 +372,34 @@ impl<O: Outbox> Session<O> {
                         backoff = (backoff * 2).min(self.plan.reconnect.1);
                     }
                 },
-                () = self.wake.notified(), if can_pump => {}
-            }
-            if !pending_acks.is_empty() {
-                let n = pending_acks.len() as u64;
-                match self.outbox.ack(std::mem::take(&mut pending_acks)).await {
-                    Ok(()) => {
-                        self.stats.acked.fetch_add(n, Ordering::Relaxed);
-                    }
-                    // The rows stay and will be sent again: a duplicate, never a loss.
-                    Err(err) => {
-                        error!(error = %err, "Cannot delete acknowledged rows; they will be resent.")
-                    }
+                () = self.wake.notified(), if can_pump => more = true,
+                // A finished delete: count it, and let the next one take what piled up.
+                result = join(&mut acking), if acking.is_some() => {
+                    acking = None;
+                    self.acked(result);
                 }
             }
-            if let Some(c) = cursors.as_mut() {
-                self.pump(&client, qos, &mut inflight, c).await;
+            if acking.is_none() && !pending_acks.is_empty() {
+                let rows = std::mem::take(&mut pending_acks);
+                let outbox = self.outbox.clone();
+                acking = Some(tokio::spawn(async move {
+                    let n = rows.len() as u64;
+                    (n, outbox.ack(rows).await)
+                }));
             }
+            if more
+                && let Some(c) = cursors.as_mut()
+                && inflight.len() < usize::from(self.plan.max_inflight)
+            {
+                more = self.pump(&client, qos, &mut inflight, c).await;
+            }
+        }
+        if let Some(done) = acking.take() {
+            self.acked(done.await);
+        }
+        if !pending_acks.is_empty() {
+            let n = pending_acks.len() as u64;
+            self.acked(Ok((n, self.outbox.ack(pending_acks).await)));
         }
         // Clean shutdown: say so explicitly, since a clean disconnect suppresses the Last Will.
         let _queued = client.try_publish(
@@ -329,9 +411,9 @@ impl<O: Outbox> Session<O> {
         let _queued = client.try_disconnect();
         let drain = async {
             for _ in 0..16 {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+                match events.poll().await {
+                    Event::OutgoingDisconnect | Event::Error(_) => break,
+                    _ => {}
                 }
             }
         };
@@ -340,39 +422,58 @@ impl<O: Outbox> Session<O> {
         Ok(())
     }
 
-    /// Hands rows to the client while the window has room: one live row, then up to
-    /// `backfill_per_live` backlog rows, until both are exhausted or the window is full.
-    async fn pump(&self, client: &AsyncClient, qos: QoS, inflight: &mut InFlight, c: &mut Cursors) {
+    /// Counts (or logs) the outcome of a background delete.
+    fn acked(&self, done: Result<(u64, Result<(), OutboxError>), tokio::task::JoinError>) {
+        match done {
+            Ok((n, Ok(()))) => {
+                self.stats.acked.fetch_add(n, Ordering::Relaxed);
+            }
+            // The rows stay and will be sent again: a duplicate, never a loss.
+            Ok((_, Err(err))) => {
+                error!(error = %err, "Cannot delete acknowledged rows; they will be resent.")
+            }
+            Err(err) => {
+                error!(error = %err, "The outbox delete task failed; the rows will be resent.")
+            }
+        }
+    }
+
+    /// Hands rows to the client while the window has room, in chunks: one live row, then up to
+    /// `backfill_per_live` backlog rows, and so on. Returns whether rows may remain that did
+    /// not fit (so the caller pumps again when acknowledgements make room).
+    async fn pump(
+        &self,
+        client: &Client,
+        qos: QoS,
+        inflight: &mut InFlight,
+        c: &mut Cursors,
+    ) -> bool {
         let window = usize::from(self.plan.max_inflight);
-        let ratio = self.plan.backfill_per_live as usize;
+        let ratio = (self.plan.backfill_per_live as usize).max(1);
         loop {
             let room = window.saturating_sub(inflight.len());
             if room == 0 {
-                return;
+                return true;
             }
-            let live = match self.outbox.fetch(c.live, 1.min(room)).await {
+            let live = match self.outbox.fetch(c.live, room).await {
                 Ok(rows) => rows,
                 Err(err) => {
                     error!(error = %err, "Cannot read the outbox.");
-                    return;
+                    return true;
                 }
             };
             let backlog_done = c.watermark.is_none() || c.backlog >= c.watermark;
-            let backlog = if backlog_done {
+            let backlog: Vec<OutboxItem> = if backlog_done {
                 Vec::new()
             } else {
-                match self
-                    .outbox
-                    .fetch(c.backlog, ratio.min(room.saturating_sub(live.len()).max(1)))
-                    .await
-                {
+                match self.outbox.fetch(c.backlog, room).await {
                     Ok(rows) => rows
                         .into_iter()
                         .take_while(|r| Some(r.id) <= c.watermark)
                         .collect(),
                     Err(err) => {
                         error!(error = %err, "Cannot read the outbox.");
-                        return;
+                        return true;
                     }
                 }
             };
@@ -380,13 +481,27 @@ impl<O: Outbox> Session<O> {
                 c.backlog = c.watermark;
             }
             if live.is_empty() && backlog.is_empty() {
-                return;
+                return false;
             }
-            for (item, is_live) in live
-                .iter()
-                .map(|r| (r, true))
-                .chain(backlog.iter().map(|r| (r, false)))
-            {
+            // Interleave: live, then `ratio` backlog rows, while there is room.
+            let (mut l, mut b) = (live.iter().peekable(), backlog.iter().peekable());
+            let mut order = Vec::with_capacity(room);
+            while order.len() < room && (l.peek().is_some() || b.peek().is_some()) {
+                if let Some(item) = l.next() {
+                    order.push((item, true));
+                }
+                for _ in 0..ratio {
+                    if order.len() >= room {
+                        break;
+                    }
+                    match b.next() {
+                        Some(item) => order.push((item, false)),
+                        None => break,
+                    }
+                }
+            }
+            let fetched_all = order.len() == live.len() + backlog.len();
+            for (item, is_live) in order {
                 let backfill = item.created < c.backfill_before;
                 let Some(payload) = self.outbox.render(item, backfill) else {
                     error!(row = item.id, topic = %item.topic, "Unreadable outbox row dropped.");
@@ -403,10 +518,24 @@ impl<O: Outbox> Session<O> {
                         advance(c, item.id, is_live);
                     }
                     // The request channel is full: the event loop will drain it; try later.
-                    Err(_) => return,
+                    Err(_) => return true,
                 }
             }
+            if fetched_all && live.len() < room && backlog_done {
+                // Everything there was fitted: nothing more until the next wake-up.
+                return false;
+            }
         }
+    }
+}
+
+/// Awaits the task in `slot`; never resolves when there is none.
+async fn join<T>(
+    slot: &mut Option<tokio::task::JoinHandle<T>>,
+) -> Result<T, tokio::task::JoinError> {
+    match slot.as_mut() {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -415,5 +544,70 @@ fn advance(c: &mut Cursors, id: RowId, live: bool) {
         c.live = Some(id);
     } else {
         c.backlog = Some(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_file_must_hold_the_expected_pem_block_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let cert = write(
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let ec_key = write(
+            "ec.key",
+            "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+        );
+        let encrypted = write(
+            "enc.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIF\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        let key = "mqtt.tls.client_key_file";
+        assert!(read_pem("mqtt.tls.ca_file", &cert, "CERTIFICATE", "certificate").is_ok());
+        assert!(read_pem(key, &ec_key, "PRIVATE KEY", "unencrypted private key").is_ok());
+        let err = read_pem(key, &encrypted, "PRIVATE KEY", "unencrypted private key");
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            format!(
+                "mqtt.tls.client_key_file: {} holds no PEM unencrypted private key",
+                encrypted.display()
+            )
+        );
+        let err = read_pem("mqtt.tls.ca_file", &ec_key, "CERTIFICATE", "certificate");
+        assert!(err.is_err(), "a key is not a CA");
+        let missing = dir.path().join("missing.pem");
+        let err = read_pem("mqtt.tls.ca_file", &missing, "CERTIFICATE", "certificate");
+        let text = err.unwrap_err().to_string();
+        assert!(text.starts_with("mqtt.tls.ca_file: cannot read "), "{text}");
+    }
+
+    #[test]
+    fn a_password_is_the_first_line_and_a_missing_file_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let secret = read_password(&PasswordSource::File(file)).unwrap();
+        assert_eq!(secret, Secret("s3cret".into()));
+        let missing = PasswordSource::File(dir.path().join("missing"));
+        let text = read_password(&missing).unwrap_err().to_string();
+        assert!(
+            text.starts_with("mqtt.password_file: cannot read the password from "),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"));
+    }
+
+    #[test]
+    fn a_secret_never_prints() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "***");
     }
 }

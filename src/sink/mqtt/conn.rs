@@ -1,0 +1,331 @@
+//! One broker connection, MQTT 3.1.1 or 5, behind one small face, so that the delivery logic
+//! in [`super::Session`] and [`super::inflight::InFlight`] exists once.
+//!
+//! rumqttc has two parallel stacks, `rumqttc` (3.1.1) and `rumqttc::v5`, with distinct types but
+//! the same shape: an `AsyncClient` that queues requests and an `EventLoop` that reports each
+//! queued publish as `Outgoing::Publish(pkid)` in FIFO order, and each PUBACK as it arrives.
+//! [`Client`] and [`Events`] are enums over the two, and [`Event`] is the part of either event
+//! stream the session acts on. The two sessions are equally fresh: 3.1.1 connects with
+//! `clean_session = true`, 5 with `clean_start = true` and no Session Expiry Interval (absent
+//! means 0, MQTT 5 §3.1.2.11.2), so the broker keeps nothing across connections and the
+//! outbox is the only memory.
+
+use rumqttc::v5;
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
+use rumqttc::{Outgoing, QoS};
+use tracing::debug;
+
+use super::{MqttError, Secret, status_topic};
+use crate::config::daemon::{Mqtt, Protocol};
+use crate::encode::json_v1;
+use crate::model::Timestamp;
+
+/// Largest packet either way: 1 MiB.
+const MAX_PACKET: u32 = 1 << 20;
+
+/// The shortest keep-alive rumqttc's v5 options accept.
+const MIN_V5_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the session acts on, from either protocol's event loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Event {
+    /// The broker accepted the connection; the session on it is fresh.
+    ConnAck,
+    /// The client wrote a PUBLISH with this packet id (0 for QoS 0).
+    OutgoingPublish(u16),
+    /// The broker accepted the publish with this packet id.
+    PubAck(u16),
+    /// The broker answered the publish with this packet id with an MQTT 5 error reason code:
+    /// it did not take the message.
+    PubRejected {
+        /// Packet id.
+        pkid: u16,
+        /// The reason code, as rumqttc names it.
+        reason: String,
+    },
+    /// The client wrote its DISCONNECT.
+    OutgoingDisconnect,
+    /// Anything else (pings, acks of our own subscriptions): nothing to do.
+    Other,
+    /// The connection failed or dropped; polling again reconnects.
+    Error(String),
+}
+
+/// The client's request channel is full (or its event loop is gone): try again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Refused;
+
+/// The request side of a connection.
+pub(super) enum Client {
+    /// MQTT 3.1.1.
+    V311(rumqttc::AsyncClient),
+    /// MQTT 5.
+    V5(v5::AsyncClient),
+}
+
+/// The event side of a connection; polling it drives the network and reconnects.
+pub(super) enum Events {
+    /// MQTT 3.1.1.
+    V311(Box<rumqttc::EventLoop>),
+    /// MQTT 5.
+    V5(Box<v5::EventLoop>),
+}
+
+impl Client {
+    /// Queues a publish without waiting.
+    pub(super) fn try_publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), Refused> {
+        match self {
+            Self::V311(c) => c
+                .try_publish(topic, qos, retain, payload)
+                .map_err(|_| Refused),
+            Self::V5(c) => c
+                .try_publish(topic, v5_qos(qos), retain, payload)
+                .map_err(|_| Refused),
+        }
+    }
+
+    /// Queues a DISCONNECT without waiting.
+    pub(super) fn try_disconnect(&self) -> Result<(), Refused> {
+        match self {
+            Self::V311(c) => c.try_disconnect().map_err(|_| Refused),
+            Self::V5(c) => c.try_disconnect().map_err(|_| Refused),
+        }
+    }
+}
+
+impl Events {
+    /// The next event; connects first when there is no connection.
+    pub(super) async fn poll(&mut self) -> Event {
+        match self {
+            Self::V311(l) => from_v311(l.poll().await),
+            Self::V5(l) => from_v5(l.poll().await),
+        }
+    }
+}
+
+fn v5_qos(qos: QoS) -> v5::mqttbytes::QoS {
+    match qos {
+        QoS::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => v5::mqttbytes::QoS::ExactlyOnce,
+    }
+}
+
+fn outgoing(o: Outgoing) -> Event {
+    match o {
+        Outgoing::Publish(pkid) => Event::OutgoingPublish(pkid),
+        Outgoing::Disconnect => Event::OutgoingDisconnect,
+        other => {
+            debug!(event = ?other, "MQTT outgoing event.");
+            Event::Other
+        }
+    }
+}
+
+fn from_v311(polled: Result<rumqttc::Event, rumqttc::ConnectionError>) -> Event {
+    use rumqttc::{Event as E, Packet};
+    match polled {
+        Ok(E::Incoming(Packet::ConnAck(_))) => Event::ConnAck,
+        Ok(E::Incoming(Packet::PubAck(ack))) => Event::PubAck(ack.pkid),
+        Ok(E::Outgoing(o)) => outgoing(o),
+        Ok(other) => {
+            debug!(event = ?other, "MQTT incoming event.");
+            Event::Other
+        }
+        Err(err) => Event::Error(err.to_string()),
+    }
+}
+
+fn from_v5(polled: Result<v5::Event, v5::ConnectionError>) -> Event {
+    use v5::Event as E;
+    use v5::mqttbytes::v5::Packet;
+    match polled {
+        Ok(E::Incoming(Packet::ConnAck(_))) => Event::ConnAck,
+        Ok(E::Incoming(Packet::PubAck(ack))) => match ack.reason {
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Event::PubAck(ack.pkid),
+            reason => Event::PubRejected {
+                pkid: ack.pkid,
+                reason: format!("{reason:?}"),
+            },
+        },
+        Ok(E::Outgoing(o)) => outgoing(o),
+        Ok(other) => {
+            debug!(event = ?other, "MQTT incoming event.");
+            Event::Other
+        }
+        Err(err) => Event::Error(err.to_string()),
+    }
+}
+
+/// What both protocols' options share, read once from the plan and its files.
+struct Common {
+    credentials: Option<(String, Secret)>,
+    transport: Option<rumqttc::Transport>,
+    /// The Last Will payload ("offline").
+    will: Vec<u8>,
+}
+
+impl Common {
+    fn new(plan: &Mqtt, now: Timestamp) -> Result<Self, MqttError> {
+        let credentials = match &plan.username {
+            Some(user) => {
+                let password = match &plan.password {
+                    Some(source) => super::read_password(source)?,
+                    None => Secret(String::new()),
+                };
+                Some((user.clone(), password))
+            }
+            None => None,
+        };
+        let transport = match &plan.tls {
+            Some(tls) => Some(super::tls_transport(tls)?),
+            None => None,
+        };
+        Ok(Self {
+            credentials,
+            transport,
+            will: json_v1::status(false, now),
+        })
+    }
+}
+
+/// A client and its event loop for `plan.protocol`: fresh session, Last Will "offline",
+/// credentials and TLS from the plan.
+///
+/// # Errors
+/// [`MqttError`] when a password or TLS file cannot be read.
+pub(super) fn connect(plan: &Mqtt, now: Timestamp) -> Result<(Client, Events), MqttError> {
+    let common = Common::new(plan, now)?;
+    // A small request channel: the outbox, not rumqttc, holds the backlog.
+    let cap = usize::from(plan.max_inflight) + 4;
+    Ok(match plan.protocol {
+        Protocol::V311 => {
+            let (c, l) = rumqttc::AsyncClient::new(v311_options(plan, common), cap);
+            (Client::V311(c), Events::V311(Box::new(l)))
+        }
+        Protocol::V5 => {
+            let (c, l) = v5::AsyncClient::new(v5_options(plan, common), cap);
+            (Client::V5(c), Events::V5(Box::new(l)))
+        }
+    })
+}
+
+fn v311_options(plan: &Mqtt, common: Common) -> rumqttc::MqttOptions {
+    let mut o = rumqttc::MqttOptions::new(&plan.client_id, &plan.host, plan.port);
+    o.set_clean_session(true)
+        .set_keep_alive(plan.keep_alive)
+        .set_inflight(plan.max_inflight.max(1))
+        .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
+        .set_last_will(rumqttc::LastWill::new(
+            status_topic(plan),
+            common.will,
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some((user, password)) = common.credentials {
+        o.set_credentials(user, password.0);
+    }
+    if let Some(transport) = common.transport {
+        o.set_transport(transport);
+    }
+    o
+}
+
+fn v5_options(plan: &Mqtt, common: Common) -> v5::MqttOptions {
+    let mut o = v5::MqttOptions::new(&plan.client_id, &plan.host, plan.port);
+    // No Session Expiry Interval: the broker drops the session when the connection ends.
+    // rumqttc's v5 options assert a keep-alive of at least 5 s; the config enforces it too.
+    o.set_clean_start(true)
+        .set_keep_alive(plan.keep_alive.max(MIN_V5_KEEP_ALIVE))
+        .set_outgoing_inflight_upper_limit(plan.max_inflight.max(1))
+        .set_max_packet_size(Some(MAX_PACKET))
+        .set_last_will(v5::mqttbytes::v5::LastWill::new(
+            status_topic(plan),
+            common.will,
+            v5::mqttbytes::QoS::AtLeastOnce,
+            true,
+            None,
+        ));
+    if let Some((user, password)) = common.credentials {
+        o.set_credentials(user, password.0);
+    }
+    if let Some(transport) = common.transport {
+        o.set_transport(transport);
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::v5::mqttbytes::v5 as p5;
+
+    #[test]
+    fn both_protocols_map_to_the_same_events() {
+        let v4 = [
+            from_v311(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(
+                rumqttc::ConnAck::new(rumqttc::ConnectReturnCode::Success, false),
+            )))),
+            from_v311(Ok(rumqttc::Event::Outgoing(Outgoing::Publish(7)))),
+            from_v311(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(
+                rumqttc::PubAck::new(7),
+            )))),
+            from_v311(Ok(rumqttc::Event::Outgoing(Outgoing::Disconnect))),
+            from_v311(Ok(rumqttc::Event::Outgoing(Outgoing::PingReq))),
+        ];
+        let v5 = [
+            from_v5(Ok(v5::Event::Incoming(p5::Packet::ConnAck(p5::ConnAck {
+                session_present: false,
+                code: p5::ConnectReturnCode::Success,
+                properties: None,
+            })))),
+            from_v5(Ok(v5::Event::Outgoing(Outgoing::Publish(7)))),
+            from_v5(Ok(v5::Event::Incoming(p5::Packet::PubAck(
+                p5::PubAck::new(7, None),
+            )))),
+            from_v5(Ok(v5::Event::Outgoing(Outgoing::Disconnect))),
+            from_v5(Ok(v5::Event::Outgoing(Outgoing::PingReq))),
+        ];
+        let expected = [
+            Event::ConnAck,
+            Event::OutgoingPublish(7),
+            Event::PubAck(7),
+            Event::OutgoingDisconnect,
+            Event::Other,
+        ];
+        assert_eq!(v4, expected);
+        assert_eq!(v5, expected);
+    }
+
+    #[test]
+    fn an_mqtt5_puback_with_an_error_reason_is_not_a_delivery() {
+        let mut ack = p5::PubAck::new(3, None);
+        ack.reason = PubAckReason::NotAuthorized;
+        assert_eq!(
+            from_v5(Ok(v5::Event::Incoming(p5::Packet::PubAck(ack)))),
+            Event::PubRejected {
+                pkid: 3,
+                reason: "NotAuthorized".into()
+            }
+        );
+        let mut ack = p5::PubAck::new(4, None);
+        ack.reason = PubAckReason::NoMatchingSubscribers;
+        assert_eq!(
+            from_v5(Ok(v5::Event::Incoming(p5::Packet::PubAck(ack)))),
+            Event::PubAck(4),
+            "no subscribers is still a delivery to the broker"
+        );
+    }
+
+    #[test]
+    fn a_connection_error_keeps_its_message() {
+        let err = rumqttc::ConnectionError::Io(std::io::Error::other("refused"));
+        assert_eq!(from_v311(Err(err)), Event::Error("I/O: refused".into()));
+    }
+}

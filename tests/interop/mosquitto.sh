@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# Interop suite: the real daemon (`plantwatch run`) against a real mosquitto, over plain TCP,
+# TLS with client certificates, and TLS with a user name and password; MQTT 3.1.1 and 5.
+# Needs mosquitto, mosquitto_sub, mosquitto_pub and mosquitto_passwd (Debian: mosquitto,
+# mosquitto-clients), the openssl CLI, python3 (free ports), and target/debug/plantwatch
+# (built if missing).
+#
+#   tests/interop/mosquitto.sh     (from anywhere; PLANTWATCH_BIN and MOSQUITTO override)
+#
+# A throwaway CA, server and client certificates are made in a temporary directory; the
+# broker and the simulated plant listen on free loopback ports (STYLE C14). Every wait is
+# bounded and every background process is stopped on exit.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+BIN="${PLANTWATCH_BIN:-$ROOT/target/debug/plantwatch}"
+MOSQUITTO="${MOSQUITTO:-/usr/sbin/mosquitto}"
+PY="${PYTHON:-python3}"
+# Long enough for every case; simulate stops by itself even if cleanup never runs.
+SIM_SECONDS=300
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/plantwatch-mosquitto.XXXXXX")"
+TALLY="$TMP/tally"
+: >"$TALLY"
+PIDS=()
+
+cleanup() {
+  local pid
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+    # Bounded: give each 3 s to go, then SIGKILL.
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [[ "${KEEP_TMP:-0}" == 1 ]]; then echo "mosquitto: kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { echo "pass $1" >>"$TALLY"; echo "  ok   $1"; }
+fail() { echo "fail $1: $2" >>"$TALLY"; echo "  FAIL $1: $2"; }
+
+summary() {
+  local passed failed
+  passed=$(grep -c '^pass ' "$TALLY" || true)
+  failed=$(grep -c '^fail ' "$TALLY" || true)
+  echo "mosquitto: $passed passed, $failed failed"
+  [[ "$failed" == 0 ]]
+}
+
+die() { # a precondition failed: count it, print the summary, stop
+  fail "$1" "$2"
+  summary || true
+  exit 1
+}
+
+# wait_until TRIES DESCRIPTION COMMAND...: poll every 0.1 s, at most TRIES times.
+wait_until() {
+  local tries="$1" what="$2"; shift 2
+  local i
+  for ((i = 0; i < tries; i++)); do
+    if "$@" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "  timed out after $((tries / 10)) s waiting for $what"
+  return 1
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# stop PID: SIGTERM, then (bounded) SIGKILL; never fails.
+stop() {
+  local pid="$1"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# --- prerequisites -----------------------------------------------------------------------
+for tool in "$MOSQUITTO" mosquitto_sub mosquitto_pub mosquitto_passwd openssl "$PY" timeout; do
+  command -v "$tool" >/dev/null \
+    || die "prerequisites" "$tool is missing (apt-get install mosquitto mosquitto-clients openssl)"
+done
+if [[ ! -x "$BIN" ]]; then
+  cargo build --quiet || die "prerequisites" "cargo build failed"
+fi
+echo "mosquitto: $("$MOSQUITTO" -h 2>/dev/null | head -1 || true), $(openssl version)"
+
+# --- a throwaway PKI ---------------------------------------------------------------------
+PKI="$TMP/pki"
+mkdir -p "$PKI"
+# ca NAME: a self-signed CA (P-256) in NAME.pem / NAME.key.
+ca() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=plantwatch interop $1" -keyout "$PKI/$1.key" -out "$PKI/$1.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+}
+# leaf NAME CN EXTENSIONS: a key and a certificate signed by ca.pem.
+leaf() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$2" \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.csr"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" "$3" \
+    >"$PKI/$1.ext"
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 2 -extfile "$PKI/$1.ext" -out "$PKI/$1.pem"
+}
+{
+  ca ca
+  ca wrong-ca
+  leaf server 127.0.0.1 "$(printf '%s\n' 'extendedKeyUsage=serverAuth' \
+    'subjectAltName=IP:127.0.0.1,DNS:localhost')"
+  leaf client plantwatch-gw "extendedKeyUsage=clientAuth"
+} >"$TMP/openssl.log" 2>&1 || die "certificates" "$(tail -c 800 "$TMP/openssl.log")"
+openssl verify -CAfile "$PKI/ca.pem" "$PKI/server.pem" "$PKI/client.pem" >>"$TMP/openssl.log" 2>&1 \
+  || die "certificates" "$(tail -c 800 "$TMP/openssl.log")"
+pass "CA, server and client certificates"
+
+# --- mosquitto: plain, TLS + client certificate, TLS + password ----------------------------
+read -r P_PLAIN P_MTLS P_PASS < <("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(3)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])
+for s in socks: s.close()')
+GW_PASSWORD="gw-$RANDOM-$RANDOM"
+SUB_PASSWORD="sub-$RANDOM-$RANDOM"
+mosquitto_passwd -c -b "$TMP/passwd" gw "$GW_PASSWORD" >/dev/null
+mosquitto_passwd -b "$TMP/passwd" watcher "$SUB_PASSWORD" >/dev/null
+mkdir -p "$TMP/secrets"
+printf '%s\n' "$GW_PASSWORD" >"$TMP/secrets/gw-password"
+printf '%s\n' "wrong-$GW_PASSWORD" >"$TMP/secrets/wrong-password"
+TLS_FILES="cafile $PKI/ca.pem
+certfile $PKI/server.pem
+keyfile $PKI/server.key"
+cat >"$TMP/mosquitto.conf" <<EOF
+# Do not drop privileges to the mosquitto user: it could not read this temporary directory.
+user $(id -un)
+persistence false
+log_dest file $TMP/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+log_type information
+per_listener_settings true
+
+listener $P_PLAIN 127.0.0.1
+allow_anonymous true
+
+listener $P_MTLS 127.0.0.1
+$TLS_FILES
+require_certificate true
+allow_anonymous true
+
+listener $P_PASS 127.0.0.1
+$TLS_FILES
+allow_anonymous false
+password_file $TMP/passwd
+EOF
+"$MOSQUITTO" -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.out" 2>&1 &
+BROKER=$!
+PIDS+=("$BROKER")
+broker_ready() { alive "$BROKER" && port_open "$P_PLAIN" && port_open "$P_MTLS" && port_open "$P_PASS"; }
+wait_until 100 "mosquitto" broker_ready || die "mosquitto starts" "$(tail -c 1500 "$TMP/mosquitto.out" "$TMP/mosquitto.log" 2>/dev/null)"
+pass "mosquitto starts (plain $P_PLAIN, mTLS $P_MTLS, TLS+password $P_PASS)"
+
+# --- a simulated plant and a config that polls it ------------------------------------------
+"$BIN" simulate --profile generic-plc --count 2 --listen 127.0.0.1:0 \
+  --write-config "$TMP/sim.toml" --duration "$SIM_SECONDS" </dev/null >"$TMP/sim.log" 2>&1 &
+SIM=$!
+PIDS+=("$SIM")
+sim_ready() { alive "$SIM" && grep -q 'ready' "$TMP/sim.log" && [[ -s "$TMP/sim.toml" ]]; }
+wait_until 150 "the simulator" sim_ready || die "simulator starts" "$(tail -c 1500 "$TMP/sim.log")"
+DEVICES=$(sed -n 's/^name = "\(generic-plc-[0-9]*\)"$/\1/p' "$TMP/sim.toml" | paste -sd ' ')
+[[ -n "$DEVICES" ]] || die "simulator starts" "no devices in $TMP/sim.toml"
+pass "simulator serves $DEVICES"
+
+# config CASE PORT PROTOCOL [TOML...]: sim.toml plus [mqtt] (extra lines appended) and [store].
+config() {
+  local name="$1" port="$2" protocol="$3"; shift 3
+  mkdir -p "$TMP/$name"
+  {
+    cat "$TMP/sim.toml"
+    printf '\n[mqtt]\nhost = "127.0.0.1"\nport = %s\nprotocol = "%s"\n' "$port" "$protocol"
+    printf 'client_id = "plantwatch-%s"\ntopic_prefix = "interop/%s"\n' "$name" "$name"
+    printf 'reconnect_min_ms = 200\nreconnect_max_ms = 1000\n'
+    printf '%s\n' "$@"
+    printf '\n[store]\npath = "%s"\n' "$TMP/$name/state.db"
+  } >"$TMP/$name/plantwatch.toml"
+  "$BIN" check "$TMP/$name/plantwatch.toml" >"$TMP/$name/check.log" 2>&1
+}
+
+# run_daemon CASE: starts `plantwatch run` on the case's config; sets DAEMON. Its log goes to
+# CASE/daemon.raw; `log CASE` prints it without colour codes.
+run_daemon() {
+  NO_COLOR=1 RUST_LOG="info,rumqttc=warn" "$BIN" run "$TMP/$1/plantwatch.toml" --no-metrics \
+    </dev/null >/dev/null 2>"$TMP/$1/daemon.raw" &
+  DAEMON=$!
+  PIDS+=("$DAEMON")
+}
+log() { sed 's/\x1b\[[0-9;]*m//g' "$TMP/$1/daemon.raw" 2>/dev/null; }
+log_has() { log "$1" | grep -q -e "$2"; }
+
+# subscribe CASE COUNT SECONDS TOPIC MOSQUITTO_SUB_ARGS...: background subscriber; sets SUB.
+subscribe() {
+  local name="$1" count="$2" secs="$3" topic="$4"; shift 4
+  mosquitto_sub -h 127.0.0.1 -i "watch-$name-$RANDOM" -q 1 -C "$count" -W "$secs" -v \
+    -t "$topic" "$@" >"$TMP/$name/received" 2>"$TMP/$name/sub.log" &
+  SUB=$!
+  PIDS+=("$SUB")
+}
+
+# delivered CASE: every simulated device's telemetry arrived as JSON with a seq.
+delivered() {
+  local name="$1" device
+  for device in $DEVICES; do
+    grep -q "^interop/$name/telemetry/$device {.*\"device\":\"$device\".*" "$TMP/$name/received" \
+      || return 1
+  done
+  grep -q '"seq":' "$TMP/$name/received"
+}
+
+# case NAME PORT PROTOCOL SUB_ARGS_VAR DAEMON_TOML...: one positive case end to end.
+case_delivers() {
+  local name="$1" port="$2" protocol="$3" sub_args_var="$4"; shift 4
+  local -n sub_args="$sub_args_var"
+  local label="$name (MQTT $protocol)"
+  if ! config "$name" "$port" "$protocol" "$@"; then
+    fail "$label: config" "$(tail -c 800 "$TMP/$name/check.log")"
+    return
+  fi
+  local v=mqttv311
+  [[ "$protocol" == 5 ]] && v=mqttv5
+  subscribe "$name" 8 30 "interop/$name/telemetry/#" -p "$port" -V "$v" "${sub_args[@]}"
+  run_daemon "$name"
+  wait "$SUB" 2>/dev/null || true
+  if delivered "$name"; then
+    pass "$label: telemetry of $DEVICES arrived with seq"
+  else
+    fail "$label: telemetry" "received: $(head -c 600 "$TMP/$name/received"); sub: $(tail -c 300 \
+      "$TMP/$name/sub.log"); daemon: $(log "$name" | tail -c 1200)"
+  fi
+  # The retained birth says online.
+  mosquitto_sub -h 127.0.0.1 -i "status-$name-$RANDOM" -C 1 -W 10 -t "interop/$name/status" \
+    -p "$port" -V "$v" "${sub_args[@]}" >"$TMP/$name/status" 2>>"$TMP/$name/sub.log" || true
+  if grep -q '"state":"online"' "$TMP/$name/status"; then
+    pass "$label: retained status online"
+  else
+    fail "$label: status" "got: $(head -c 300 "$TMP/$name/status")"
+  fi
+  if log_has "$name" "Connected to the broker\..*protocol=$protocol\b"; then
+    pass "$label: daemon logs the connection and protocol"
+  else
+    fail "$label: daemon log" "$(log "$name" | tail -c 1200)"
+  fi
+  # mosquitto's own view of the protocol level: p2 is 3.1.1, p5 is 5.
+  local level=2
+  [[ "$protocol" == 5 ]] && level=5
+  if grep -q "as plantwatch-$name (p$level," "$TMP/mosquitto.log"; then
+    pass "$label: mosquitto saw protocol level p$level"
+  else
+    fail "$label: protocol level" "$(grep "plantwatch-$name" "$TMP/mosquitto.log" | tail -c 600)"
+  fi
+  stop "$DAEMON"
+}
+
+MTLS_CLIENT=(--cafile "$PKI/ca.pem" --cert "$PKI/client.pem" --key "$PKI/client.key")
+PASS_CLIENT=(--cafile "$PKI/ca.pem" -u watcher -P "$SUB_PASSWORD")
+NONE=()
+
+echo "mosquitto: case plain"
+case_delivers plain "$P_PLAIN" 3.1.1 NONE
+
+echo "mosquitto: case mtls"
+case_delivers mtls "$P_MTLS" 5 MTLS_CLIENT \
+  '[mqtt.tls]' "ca_file = \"$PKI/ca.pem\"" \
+  "client_cert_file = \"$PKI/client.pem\"" "client_key_file = \"$PKI/client.key\""
+
+echo "mosquitto: case password"
+case_delivers password "$P_PASS" 3.1.1 PASS_CLIENT \
+  'username = "gw"' "password_file = \"$TMP/secrets/gw-password\"" \
+  '[mqtt.tls]' "ca_file = \"$PKI/ca.pem\""
+
+echo "mosquitto: case password5"
+case_delivers password5 "$P_PASS" 5 PASS_CLIENT \
+  'username = "gw"' "password_file = \"$TMP/secrets/gw-password\"" \
+  '[mqtt.tls]' "ca_file = \"$PKI/ca.pem\""
+
+# case_refused NAME PORT PROTOCOL SUB_ARGS_VAR LOG_PATTERN DAEMON_TOML...: the daemon must not
+# get through; it keeps running, logs why, and nothing arrives.
+case_refused() {
+  local name="$1" port="$2" protocol="$3" sub_args_var="$4" pattern="$5"; shift 5
+  local -n sub_args="$sub_args_var"
+  local label="$name (MQTT $protocol)"
+  if ! config "$name" "$port" "$protocol" "$@"; then
+    fail "$label: config" "$(tail -c 800 "$TMP/$name/check.log")"
+    return
+  fi
+  local v=mqttv311
+  [[ "$protocol" == 5 ]] && v=mqttv5
+  # The first message on the case's topics must be our canary, published after the daemon had
+  # several reconnect attempts (reconnect_max_ms = 1000): then the subscriber was live and the
+  # daemon delivered nothing.
+  subscribe "$name" 1 20 "interop/$name/#" -p "$port" -V "$v" "${sub_args[@]}"
+  run_daemon "$name"
+  if wait_until 100 "the daemon to log the refusal" log_has "$name" "$pattern"; then
+    pass "$label: daemon logs \"$(log "$name" | grep -o -e "$pattern" | head -1)\""
+  else
+    fail "$label: log" "$(log "$name" | tail -c 1200)"
+  fi
+  sleep 3 # the window in which a wrongly accepted connection would deliver
+  mosquitto_pub -h 127.0.0.1 -i "canary-$name-$RANDOM" -q 1 -t "interop/$name/canary" \
+    -m canary -p "$port" -V "$v" "${sub_args[@]}" 2>>"$TMP/$name/sub.log" || true
+  wait "$SUB" 2>/dev/null || true
+  if [[ "$(cat "$TMP/$name/received")" == "interop/$name/canary canary" ]]; then
+    pass "$label: nothing arrived (only the canary)"
+  else
+    fail "$label: nothing arrived" "got: $(head -c 600 "$TMP/$name/received"); sub: $(tail -c 300 \
+      "$TMP/$name/sub.log")"
+  fi
+  if alive "$DAEMON"; then pass "$label: daemon keeps running"; else
+    fail "$label: daemon keeps running" "$(log "$name" | tail -c 1200)"; fi
+  stop "$DAEMON"
+}
+
+echo "mosquitto: case wrong-ca"
+case_refused wrong-ca "$P_MTLS" 5 MTLS_CLIENT 'invalid peer certificate: UnknownIssuer' \
+  '[mqtt.tls]' "ca_file = \"$PKI/wrong-ca.pem\"" \
+  "client_cert_file = \"$PKI/client.pem\"" "client_key_file = \"$PKI/client.key\""
+
+echo "mosquitto: case wrong-password"
+case_refused wrong-password "$P_PASS" 3.1.1 PASS_CLIENT 'Connection refused' \
+  'username = "gw"' "password_file = \"$TMP/secrets/wrong-password\"" \
+  '[mqtt.tls]' "ca_file = \"$PKI/ca.pem\""
+
+# Secrets never reach the logs.
+if grep -qF -e "$GW_PASSWORD" "$TMP"/*/daemon.raw; then
+  fail "password never logged" "found in $(grep -lF -e "$GW_PASSWORD" "$TMP"/*/daemon.raw)"
+else
+  pass "password never logged"
+fi
+
+if alive "$BROKER"; then pass "mosquitto still running"; else
+  fail "mosquitto still running" "$(tail -c 1500 "$TMP/mosquitto.log")"; fi
+
+summary
