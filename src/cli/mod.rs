@@ -133,7 +133,11 @@ fn init_logging(format: LogFormat, filter: Option<&str>, default_filter: &str) {
     let _already_set = match (format, journald) {
         (LogFormat::Json, _) => builder.json().try_init(),
         (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
-        (LogFormat::Text, false) => builder.compact().try_init(),
+        // Colours only for a person at a terminal, not in log files or pipes.
+        (LogFormat::Text, false) => builder
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }
 
