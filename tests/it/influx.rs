@@ -198,7 +198,7 @@ impl Vm {
 #[tokio::test]
 async fn samples_land_in_victoria_metrics_with_tags_and_timestamps() {
     let Some(vm) = Vm::start().await else {
-        println!("skipped: victoria-metrics not installed (.ci/run installs it)");
+        crate::harness::skip_without("victoria-metrics", ".ci/run installs it");
         return;
     };
     let cancel = CancellationToken::new();
@@ -624,7 +624,7 @@ async fn nothing_listening_is_a_retryable_failure_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_writes_every_poll_to_victoria_metrics() {
     let Some(vm) = Vm::start().await else {
-        println!("skipped: victoria-metrics not installed (.ci/run installs it)");
+        crate::harness::skip_without("victoria-metrics", ".ci/run installs it");
         return;
     };
     let (_sim, plant) = crate::daemon::plant(2, 200).await;

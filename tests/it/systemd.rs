@@ -277,7 +277,7 @@ fn unit_for_verify(dir: &Path) -> PathBuf {
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     if !installed("systemd-analyze") {
-        println!("skipped: systemd-analyze not installed (apt-get install systemd)");
+        crate::harness::skip_without("systemd-analyze", "apt-get install systemd");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -383,8 +383,9 @@ fn exec_start_pre_is_a_quiet_check_the_cli_accepts() {
 #[test]
 fn sysusers_and_tmpfiles_snippets_parse() {
     if !installed("systemd-sysusers") || !installed("systemd-tmpfiles") {
-        println!(
-            "skipped: systemd-sysusers/systemd-tmpfiles not installed (apt-get install systemd)"
+        crate::harness::skip_without(
+            "systemd-sysusers/systemd-tmpfiles",
+            "apt-get install systemd",
         );
         return;
     }

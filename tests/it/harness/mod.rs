@@ -35,3 +35,14 @@ pub(crate) fn bin() -> PathBuf {
 pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Skips a test whose outside peer is missing on a developer's machine, but fails it under
+/// CI (`CI=true`), where `.ci/run` installs every peer: a skip there would hide a missing
+/// install step.
+pub(crate) fn skip_without(tool: &str, why: &str) {
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{tool} is missing under CI: {why}"
+    );
+    println!("skipped: {tool} not installed ({why})");
+}
