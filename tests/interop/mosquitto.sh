@@ -20,55 +20,13 @@ PY="${PYTHON:-python3}"
 # Long enough for every case; simulate stops by itself even if cleanup never runs.
 SIM_SECONDS=300
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/plantwatch-mosquitto.XXXXXX")"
-TALLY="$TMP/tally"
-: >"$TALLY"
-PIDS=()
-
-cleanup() {
-  local pid
-  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
-    # Bounded: give each 3 s to go, then SIGKILL.
-    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "${KEEP_TMP:-0}" == 1 ]]; then echo "mosquitto: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+SUITE=mosquitto
+STOP_TICKS=30
+# shellcheck source=tests/interop/lib.sh
+source "$ROOT/tests/interop/lib.sh"
 
 pass() { echo "pass $1" >>"$TALLY"; echo "  ok   $1"; }
-fail() { echo "fail $1: $2" >>"$TALLY"; echo "  FAIL $1: $2"; }
 
-summary() {
-  local passed failed
-  passed=$(grep -c '^pass ' "$TALLY" || true)
-  failed=$(grep -c '^fail ' "$TALLY" || true)
-  echo "mosquitto: $passed passed, $failed failed"
-  [[ "$failed" == 0 ]]
-}
-
-die() { # a precondition failed: count it, print the summary, stop
-  fail "$1" "$2"
-  summary || true
-  exit 1
-}
-
-# wait_until TRIES DESCRIPTION COMMAND...: poll every 0.1 s, at most TRIES times.
-wait_until() {
-  local tries="$1" what="$2"; shift 2
-  local i
-  for ((i = 0; i < tries; i++)); do
-    if "$@" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "  timed out after $((tries / 10)) s waiting for $what"
-  return 1
-}
 
 alive() { kill -0 "$1" 2>/dev/null; }
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }

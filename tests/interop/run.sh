@@ -15,60 +15,18 @@ cd "$ROOT"
 BIN="${PLANTWATCH_BIN:-$ROOT/target/debug/plantwatch}"
 PY="${PYTHON:-python3}"
 
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/plantwatch-interop.XXXXXX")"
-TALLY="$TMP/tally"
-: >"$TALLY"
-PIDS=()
-
-cleanup() {
-  local pid
-  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in ${PIDS[@]+"${PIDS[@]}"}; do
-    # Bounded: give each 2 s to go, then SIGKILL.
-    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ "${KEEP_TMP:-0}" == 1 ]]; then echo "interop: kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+SUITE=interop
+STOP_TICKS=20
+# shellcheck source=tests/interop/lib.sh
+source "$ROOT/tests/interop/lib.sh"
 
 pass() { echo "pass $1" >>"$TALLY"; }
-fail() { echo "fail $1: $2" >>"$TALLY"; echo "  FAIL $1: $2"; }
 check() { # check NAME COMMAND...: pass when the command succeeds
   local name="$1"; shift
   if "$@" >"$TMP/last.out" 2>&1; then pass "$name"; else
     fail "$name" "\`$*\` failed: $(tail -c 600 "$TMP/last.out")"; fi
 }
 
-summary() {
-  local passed failed
-  passed=$(grep -c '^pass ' "$TALLY" || true)
-  failed=$(grep -c '^fail ' "$TALLY" || true)
-  echo "interop: $passed passed, $failed failed"
-  [[ "$failed" == 0 ]]
-}
-
-die() { # a precondition failed: count it, print the summary, stop
-  fail "$1" "$2"
-  summary || true
-  exit 1
-}
-
-# wait_until TRIES DESCRIPTION COMMAND...: poll every 0.1 s, at most TRIES times.
-wait_until() {
-  local tries="$1" what="$2"; shift 2
-  local i
-  for ((i = 0; i < tries; i++)); do
-    if "$@" 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "  timed out after $((tries / 10)) s waiting for $what"
-  return 1
-}
 
 port_open() { "$PY" - "$1" <<'EOF'
 import socket, sys
