@@ -17,6 +17,7 @@ macro_rules! out {
 mod check;
 mod demo;
 mod read;
+mod replay;
 mod run;
 mod simulate;
 
@@ -54,7 +55,9 @@ Start here:
   plantwatch read plantwatch.toml meter-1 --probe 0x2006
                                            show a register pair as every type and order
   plantwatch simulate --profile chint-dtsu666 --listen 127.0.0.1:5020
-                                           serve a simulated meter to test against";
+                                           serve a simulated meter to test against
+  plantwatch replay plantwatch.toml history.csv --events alarms.jsonl
+                                           tune alarm rules on recorded data";
 
 /// Output format for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +80,8 @@ enum Command {
     Simulate(simulate::Args),
     /// Run a simulated plant and the real acquisition engine against it, printing live values.
     Demo(demo::Args),
+    /// Run recorded CSV through the alarm rules at full speed: scores, alarms and events.
+    Replay(replay::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -102,6 +107,7 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(simulate::run(args, cli.profiles_dir.as_deref())))
         }
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(&args))),
+        Command::Replay(args) => replay::run(&args, cli.profiles_dir.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -344,6 +344,11 @@ fn enum_variants(name: &str) -> Option<&'static [&'static str]> {
         variants_of::<Function>(),
         variants_of::<Ratio>(),
         variants_of::<Parity>(),
+        variants_of::<super::rules::RuleKindName>(),
+        variants_of::<super::rules::Severity>(),
+        variants_of::<super::rules::RatePer>(),
+        variants_of::<super::rules::SeasonName>(),
+        variants_of::<super::rules::DirectionName>(),
     ]
     .into_iter()
     .flatten()

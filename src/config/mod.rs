@@ -12,6 +12,7 @@ pub mod issue;
 pub mod plan;
 pub mod profile;
 pub mod raw;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,7 +34,9 @@ use raw::{
 };
 
 /// The sections a config file may have.
-const SECTIONS: &[&str] = &["gateway", "links", "devices", "mqtt", "store", "influxdb"];
+const SECTIONS: &[&str] = &[
+    "gateway", "links", "devices", "mqtt", "store", "influxdb", "rules", "alarms",
+];
 
 /// Where environment overrides come from.
 #[derive(Debug, Clone, Default)]
@@ -399,6 +402,11 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_influx = table
         .shift_remove("influxdb")
         .and_then(|v| deserialize_at::<influx::RawInflux>(v, "influxdb", &mut issues));
+    let raw_rules = take_array(&mut table, "rules", &mut issues);
+    let raw_alarms = match table.shift_remove("alarms") {
+        Some(v) => deserialize_at::<rules::RawAlarms>(v, "alarms", &mut issues),
+        None => Some(rules::RawAlarms::default()),
+    };
     let raw_store = match table.shift_remove("store") {
         Some(v) => deserialize_at::<daemon::RawStore>(v, "store", &mut issues),
         None => Some(daemon::RawStore::default()),
@@ -489,6 +497,19 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         daemon::resolve_mqtt(&m, gw.map(|g| &g.site), gw.map(|g| &g.id), &mut issues)
     });
     let influx = raw_influx.and_then(|r| influx::resolve_influx(&r, &mut issues));
+    let rules_written: Vec<(String, rules::RawRule)> = raw_rules
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let key = format!("rules[{i}]");
+            deserialize_at::<rules::RawRule>(v, &key, &mut issues).map(|r| (key, r))
+        })
+        .collect();
+    let rules = rules::resolve_rules(rules_written, &devices, &mut issues);
+    let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
+        max_per_device_per_minute: a.max_per_device_per_minute,
+    });
     let state_directory = state_directory();
     let store =
         raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
@@ -500,6 +521,8 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             mqtt,
             store,
             influx,
+            rules,
+            alarm_policy: alarm_policy.unwrap_or_default(),
         }),
         _ => Err(issues.0),
     }

@@ -24,6 +24,10 @@ pub struct Plan {
     pub store: super::daemon::Store,
     /// InfluxDB copy of the telemetry; `None` when not configured.
     pub influx: Option<super::influx::Influx>,
+    /// Alarm rules, each expanded to its targets.
+    pub rules: Vec<super::rules::Rule>,
+    /// Engine-wide alarm policy (`[alarms]`).
+    pub alarm_policy: super::rules::AlarmPolicy,
 }
 
 impl Plan {

@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use crate::detect::AlarmEvent;
 use crate::model::{SampleBatch, Timestamp, Value};
 
 /// The profile version written as `"v"`.
@@ -66,6 +67,50 @@ pub fn telemetry(batch: &SampleBatch, seq: u64, backfill: bool) -> Vec<u8> {
     }
     out.push(b'}');
     out
+}
+
+/// Adds `"backfill":true` to a stored JSON object payload replayed after an outage; any other
+/// payload (an empty retained clear) is returned as is.
+pub fn mark_backfill(payload: &[u8], backfill: bool) -> Vec<u8> {
+    match payload.strip_suffix(b"}") {
+        Some(head) if backfill && payload.first() == Some(&b'{') && payload.len() > 2 => {
+            let mut out = Vec::with_capacity(payload.len() + 16);
+            out.extend_from_slice(head);
+            out.extend_from_slice(b",\"backfill\":true}");
+            out
+        }
+        _ => payload.to_vec(),
+    }
+}
+
+/// The alarm topic's payload (DESIGN.md §4):
+/// `{"v":1,"id":…,"state":…,"severity":…,"raised":…,"value":…,"limit":…,"message":…}` plus
+/// `device`, `alarm`, `rule`, `point`, `ts` and, while shelved, `shelved_until`.
+pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+    let mut doc = json!({
+        "v": VERSION,
+        "id": e.id,
+        "device": e.device,
+        "alarm": e.alarm,
+        "rule": e.rule,
+        "state": e.state.as_str(),
+        "severity": e.severity.as_str(),
+        "raised": e.raised,
+        "ts": e.ts,
+        "value": finite(e.value),
+        "limit": finite(e.limit),
+        "message": e.message,
+    });
+    if let Some(map) = doc.as_object_mut() {
+        if let Some(p) = &e.point {
+            map.insert("point".into(), json!(p));
+        }
+        if let Some(u) = e.shelved_until {
+            map.insert("shelved_until".into(), json!(u));
+        }
+    }
+    doc.to_string().into_bytes()
 }
 
 /// `{"v":1,"state":"online"|"offline","ts":…,"version":"…"}` for `{prefix}/status`.

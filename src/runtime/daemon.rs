@@ -19,19 +19,23 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::commands;
 use super::metrics::{InfluxStats, OutboxGauges, Sources};
 use super::signals::{Signal, Signals};
 use super::systemd::{self, Heartbeats, Notify};
 use crate::acquire::{AcquireStats, spawn_links};
 use crate::clock::Clock;
 use crate::config::{ConfigErrors, EnvOverrides, Plan};
+use crate::detect::{AlarmEvent, AlarmStatus, Engine};
 use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
 use crate::process::report::Reporter;
 use crate::sink::influx::{InfluxHandle, InfluxSink};
 use crate::sink::mqtt::inflight::RowId;
-use crate::sink::mqtt::{MqttStats, Outbox, OutboxError, OutboxItem, Session};
-use crate::store::{OutboxLimits, OutboxMessage, StoreError, StoreHandle, record};
+use crate::sink::mqtt::{
+    DOWNLINK_QUEUE, Downlink, MqttStats, Outbox, OutboxError, OutboxItem, Rendered, Session,
+};
+use crate::store::{AlarmRow, OutboxLimits, OutboxMessage, StoreError, StoreHandle, record};
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -120,42 +124,80 @@ impl Outbox for StoreOutbox {
             .map_err(|e| OutboxError(e.to_string()))
     }
 
-    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Vec<u8>> {
+    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Rendered> {
+        if let Some((wire, retain)) = record::decode_wire(&item.payload) {
+            return Some(Rendered {
+                payload: json_v1::mark_backfill(wire, backfill),
+                retain,
+            });
+        }
         let (batch, seq) = record::decode_batch(&item.payload).ok()?;
-        Some(json_v1::telemetry(&batch, seq, backfill))
+        Some(Rendered {
+            payload: json_v1::telemetry(&batch, seq, backfill),
+            retain: false,
+        })
     }
 }
 
-/// The core stage: reporting policy, sequence numbers, and the outbox write.
+/// The core stage: detection, reporting policy, sequence numbers, and the outbox write.
 struct Core {
     plan: Arc<Plan>,
     /// Gets every poll (before the reporting policy): a database is not a metered link.
     influx: Option<InfluxHandle>,
     reporter: Reporter,
+    engine: Engine,
     seqs: HashMap<String, u64>,
     store: StoreHandle,
     wake: Arc<Wake>,
     clock: Arc<dyn Clock>,
 }
 
+/// What ends a core's input wait.
+enum CoreInput {
+    Batch(SampleBatch),
+    Downlink(Downlink),
+    Tick,
+    Closed,
+}
+
 impl Core {
-    async fn seq(&mut self, device: &str) -> u64 {
-        if let Some(next) = self.seqs.get_mut(device) {
+    async fn seq(&mut self, key: &str) -> u64 {
+        if let Some(next) = self.seqs.get_mut(key) {
             let seq = *next;
             *next += 1;
             return seq;
         }
-        // First batch of this device in this process: continue where the last run stopped.
-        let seq = self.store.next_seq(device).await.unwrap_or(0);
-        self.seqs.insert(device.to_owned(), seq + 1);
+        // First message of this key in this process: continue where the last run stopped.
+        let seq = self.store.next_seq(key).await.unwrap_or(0);
+        self.seqs.insert(key.to_owned(), seq + 1);
         seq
     }
 
-    /// Stores every batch waiting in `rx` in one group commit; returns false when the input closed.
-    async fn step(&mut self, rx: &mut mpsc::Receiver<SampleBatch>) -> bool {
-        let Some(first) = rx.recv().await else {
-            return false;
-        };
+    /// Runs until every link has stopped and the batches are drained.
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<SampleBatch>,
+        mut downlink: mpsc::Receiver<Downlink>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let input = tokio::select! {
+                b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
+                Some(d) = downlink.recv() => CoreInput::Downlink(d),
+                _ = tick.tick() => CoreInput::Tick,
+            };
+            match input {
+                CoreInput::Batch(first) => self.batches(first, &mut rx).await,
+                CoreInput::Downlink(d) => self.downlink(&d).await,
+                CoreInput::Tick => self.tick().await,
+                CoreInput::Closed => break,
+            }
+        }
+    }
+
+    /// Detects on and stores every batch waiting in `rx`, in one group commit.
+    async fn batches(&mut self, first: SampleBatch, rx: &mut mpsc::Receiver<SampleBatch>) {
         let mut batches = vec![first];
         // Drain what queued up while the last commit was running: one commit for all of it.
         while batches.len() < 4096 {
@@ -166,6 +208,7 @@ impl Core {
         }
         let now = self.clock.now();
         let mut messages = Vec::with_capacity(batches.len());
+        let mut events = Vec::new();
         for batch in batches {
             let Some(device) = self.plan.device(batch.device.as_str()) else {
                 continue;
@@ -173,6 +216,7 @@ impl Core {
             if let Some(influx) = &self.influx {
                 influx.offer(&batch);
             }
+            self.engine.evaluate(&batch, &mut events);
             let Some(batch) = self.reporter.filter(device, batch, now) else {
                 continue;
             };
@@ -185,16 +229,142 @@ impl Core {
                 payload: record::encode_batch(&batch, seq),
             });
         }
+        self.store_all(messages, &events, now).await;
+    }
+
+    /// Outbox messages (and alarm rows) for alarm changes, then one store round for all.
+    async fn store_all(
+        &mut self,
+        mut messages: Vec<OutboxMessage>,
+        events: &[AlarmEvent],
+        now: Timestamp,
+    ) {
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            let stream = format!("alarm/{}/{}", e.device, e.alarm);
+            let key = format!("alarm/{}", e.device);
+            let body = json_v1::alarm(e);
+            let cleared = e.state == AlarmStatus::Cleared;
+            let seq = self.seq(&key).await;
+            messages.push(OutboxMessage {
+                stream: stream.clone(),
+                key: key.clone(),
+                seq,
+                created_ms: now.0,
+                payload: record::encode_wire(&body, !cleared),
+            });
+            if cleared {
+                // The retained state goes away: an empty retained message (DESIGN.md §4).
+                let seq = self.seq(&key).await;
+                messages.push(OutboxMessage {
+                    stream,
+                    key,
+                    seq,
+                    created_ms: now.0,
+                    payload: record::encode_wire(b"", true),
+                });
+            }
+            rows.push(AlarmRow {
+                device: e.device.clone(),
+                alarm: e.alarm.clone(),
+                body: (!cleared).then(|| serde_json::to_string(e).unwrap_or_default()),
+            });
+            log_alarm(e);
+        }
         if messages.is_empty() {
-            return true;
+            return;
         }
         let n = messages.len();
-        match self.store.enqueue(messages).await {
+        // Outbox first: a crash between the two re-raises an alarm (a duplicate), never
+        // remembers one that was not sent.
+        let (stored, saved) = tokio::join!(self.store.enqueue(messages), async {
+            if rows.is_empty() {
+                Ok(())
+            } else {
+                self.store.save_alarms(rows).await
+            }
+        });
+        match stored {
             Ok(_) => self.wake.notify_one(),
             // The samples are lost only if the disk is: log loudly, keep polling.
-            Err(err) => error!(messages = n, error = %err, "Cannot store telemetry in the outbox."),
+            Err(err) => error!(messages = n, error = %err, "Cannot store messages in the outbox."),
         }
-        true
+        if let Err(err) = saved {
+            error!(error = %err, "Cannot save alarm state; a restart may raise these alarms again.");
+        }
+    }
+
+    async fn downlink(&mut self, d: &Downlink) {
+        let now = self.clock.now();
+        let (reply, event) = match commands::parse(&d.name, &d.payload) {
+            Ok(req) => commands::apply(&mut self.engine, &req, now.0),
+            Err(reply) => {
+                warn!(command = %d.name, reply = %String::from_utf8_lossy(&reply), "Refused a downlink command.");
+                (reply, None)
+            }
+        };
+        let key = format!("cmd/{}", d.name);
+        let seq = self.seq(&key).await;
+        let message = OutboxMessage {
+            stream: format!("cmd/{}/reply", d.name),
+            key,
+            seq,
+            created_ms: now.0,
+            payload: record::encode_wire(&reply, false),
+        };
+        let events: Vec<AlarmEvent> = event.into_iter().collect();
+        self.store_all(vec![message], &events, now).await;
+    }
+
+    /// Shelve expiries, and commands left in the state file by `plantwatch alarms`.
+    async fn tick(&mut self) {
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        self.engine.tick(now.0, &mut events);
+        let commands = self.store.pending_commands().await.unwrap_or_default();
+        let mut answers = Vec::with_capacity(commands.len());
+        for c in commands {
+            let reply = match serde_json::from_str::<QueuedCommand>(&c.body) {
+                Ok(q) => match commands::parse(&q.name, q.payload.to_string().as_bytes()) {
+                    Ok(req) => {
+                        let (reply, event) = commands::apply(&mut self.engine, &req, now.0);
+                        events.extend(event);
+                        reply
+                    }
+                    Err(reply) => reply,
+                },
+                Err(e) => commands::error_reply(
+                    &serde_json::Value::Null,
+                    &format!("unreadable queued command: {e}"),
+                ),
+            };
+            answers.push((c.id, String::from_utf8_lossy(&reply).into_owned()));
+        }
+        self.store_all(Vec::new(), &events, now).await;
+        if !answers.is_empty()
+            && let Err(err) = self.store.answer_commands(answers).await
+        {
+            error!(error = %err, "Cannot record command replies.");
+        }
+    }
+}
+
+/// A command as `plantwatch alarms` queues it in the state file.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+pub struct QueuedCommand {
+    /// The command name (`ack`, `shelve`, …).
+    pub name: String,
+    /// Its JSON body, as on the MQTT command topic.
+    pub payload: serde_json::Value,
+}
+
+fn log_alarm(e: &AlarmEvent) {
+    match e.state {
+        AlarmStatus::Active => {
+            warn!(alarm = %e.id, severity = e.severity.as_str(), "Alarm raised: {}", e.message)
+        }
+        AlarmStatus::Cleared => info!(alarm = %e.id, "Alarm cleared: {}", e.message),
+        state => info!(alarm = %e.id, state = state.as_str(), "Alarm {}.", state.as_str()),
     }
 }
 
@@ -215,8 +385,10 @@ fn start_generation(
     store: &StoreHandle,
     clock: &Arc<dyn Clock>,
     reporter: Reporter,
+    raised: &[AlarmEvent],
 ) -> Generation {
-    let (tx, mut rx) = mpsc::channel::<SampleBatch>(1024);
+    let (tx, rx) = mpsc::channel::<SampleBatch>(1024);
+    let (downlink_tx, downlink_rx) = mpsc::channel::<Downlink>(DOWNLINK_QUEUE);
     let acquire_cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let acquire = spawn_links(&plan, &tx, clock, &acquire_cancel, &mut tasks);
@@ -246,19 +418,20 @@ fn start_generation(
             .ok()
             .map(|h| (influx_cancel.clone(), h, timeout))
         });
-    let mut core = Core {
+    let mut engine = Engine::new(&plan);
+    engine.restore(raised);
+    let core = Core {
         plan: plan.clone(),
         influx: influx.as_ref().map(|(_, h, _)| h.clone()),
         reporter,
+        engine,
         seqs: HashMap::new(),
         store: store.clone(),
         wake: wake.clone(),
         clock: clock.clone(),
     };
-    tasks.spawn(async move {
-        // Ends when every link task has dropped its sender and the channel is drained.
-        while core.step(&mut rx).await {}
-    });
+    // Ends when every link task has dropped its sender and the channel is drained.
+    tasks.spawn(core.run(rx, downlink_rx));
     let (mqtt, mqtt_stats) = match plan.mqtt.clone() {
         Some(m) => {
             let stats = Arc::new(MqttStats::default());
@@ -269,7 +442,8 @@ fn start_generation(
                 wake,
                 clock.clone(),
                 stats.clone(),
-            );
+            )
+            .with_downlink(downlink_tx);
             let c = cancel.clone();
             let handle = tokio::spawn(async move {
                 if let Err(err) = session.run(c).await {
@@ -324,6 +498,25 @@ impl Generation {
     }
 }
 
+/// The raised alarms saved in the state file; unreadable rows are logged and skipped.
+async fn load_raised(store: &StoreHandle) -> Vec<AlarmEvent> {
+    match store.load_alarms().await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|r| {
+                let body = r.body?;
+                serde_json::from_str(&body)
+                    .map_err(|e| warn!(device = %r.device, alarm = %r.alarm, error = %e, "Unreadable saved alarm skipped."))
+                    .ok()
+            })
+            .collect(),
+        Err(err) => {
+            error!(error = %err, "Cannot load saved alarms; raised alarms may be raised again.");
+            Vec::new()
+        }
+    }
+}
+
 fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
     match &opts.config {
         ConfigSource::File(path) => {
@@ -342,7 +535,15 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
     let plan = Arc::new(load(&opts)?);
     let store = crate::store::Store::open(&plan.store.path, OutboxLimits::from(&plan.store))?;
     let gauges = Arc::new(OutboxGauges::default());
-    let mut generation = start_generation(plan.clone(), &store, &clock, Reporter::default());
+    let raised = load_raised(&store).await;
+    if !raised.is_empty() {
+        info!(
+            alarms = raised.len(),
+            "Restored raised alarms from the state file."
+        );
+    }
+    let mut generation =
+        start_generation(plan.clone(), &store, &clock, Reporter::default(), &raised);
     let metrics_cancel = CancellationToken::new();
     let mut sources = Sources {
         acquire: generation.acquire.clone(),
@@ -395,8 +596,10 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                                       "store.path changed; it takes effect at the next restart.");
                             }
                             let next = Arc::new(next);
-                            let old = std::mem::replace(&mut generation, start_generation(next.clone(), &store, &clock, Reporter::default()));
-                            old.stop(opts.shutdown_grace).await;
+                            // Stop first, so the new core starts from every alarm the old one saved.
+                            generation.stop(opts.shutdown_grace).await;
+                            let raised = load_raised(&store).await;
+                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), &raised);
                             sources = Sources { acquire: generation.acquire.clone(), mqtt: generation.mqtt_stats.clone(), outbox: gauges.clone(), influx: generation.influx_stats.clone() };
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");

@@ -9,6 +9,7 @@
 //!
 //! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
 
+pub mod commands;
 pub mod daemon;
 pub mod http;
 pub mod metrics;

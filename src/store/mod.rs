@@ -28,6 +28,7 @@
 //!   `dropped_total` and logged at ERROR once per episode (an episode ends when the payload is
 //!   back under 90 % of the bound).
 
+pub mod alarms;
 pub mod outbox;
 pub mod record;
 mod schema;
@@ -43,6 +44,7 @@ use rusqlite::{Connection, ErrorCode};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, trace, warn};
 
+pub use alarms::{AlarmRow, CommandRow};
 use outbox::{OpError, OutboxState};
 pub use outbox::{OutboxMessage, OutboxRow, OutboxStats, RowId};
 
@@ -220,11 +222,31 @@ enum Request {
     Newest {
         reply: Reply<Option<RowId>>,
     },
+    SaveAlarms {
+        rows: Vec<AlarmRow>,
+        reply: Reply<()>,
+    },
+    LoadAlarms {
+        reply: Reply<Vec<AlarmRow>>,
+    },
+    PendingCommands {
+        reply: Reply<Vec<CommandRow>>,
+    },
+    AnswerCommands {
+        answers: Vec<(i64, String)>,
+        reply: Reply<()>,
+    },
 }
 
 impl Request {
     fn writes(&self) -> bool {
-        matches!(self, Self::Enqueue { .. } | Self::Ack { .. })
+        matches!(
+            self,
+            Self::Enqueue { .. }
+                | Self::Ack { .. }
+                | Self::SaveAlarms { .. }
+                | Self::AnswerCommands { .. }
+        )
     }
 
     /// Runs the request inside the open transaction. The second value is a failure that
@@ -253,6 +275,12 @@ impl Request {
                 finish(reply, Ok(next), path)
             }
             Self::Newest { reply } => finish(reply, outbox::newest(conn), path),
+            Self::SaveAlarms { rows, reply } => finish(reply, alarms::save(conn, &rows), path),
+            Self::LoadAlarms { reply } => finish(reply, alarms::load(conn), path),
+            Self::PendingCommands { reply } => finish(reply, alarms::pending_commands(conn), path),
+            Self::AnswerCommands { answers, reply } => {
+                finish(reply, alarms::answer(conn, &answers), path)
+            }
         }
     }
 
@@ -265,6 +293,10 @@ impl Request {
             Self::Stats { reply } => Done::new(reply, None),
             Self::NextSeq { reply, .. } => Done::new(reply, None),
             Self::Newest { reply } => Done::new(reply, None),
+            Self::SaveAlarms { reply, .. } => Done::new(reply, None),
+            Self::LoadAlarms { reply } => Done::new(reply, None),
+            Self::PendingCommands { reply } => Done::new(reply, None),
+            Self::AnswerCommands { reply, .. } => Done::new(reply, None),
         }
     }
 }
@@ -670,6 +702,10 @@ impl std::fmt::Debug for Request {
             Self::Stats { .. } => "Stats",
             Self::NextSeq { .. } => "NextSeq",
             Self::Newest { .. } => "Newest",
+            Self::SaveAlarms { .. } => "SaveAlarms",
+            Self::LoadAlarms { .. } => "LoadAlarms",
+            Self::PendingCommands { .. } => "PendingCommands",
+            Self::AnswerCommands { .. } => "AnswerCommands",
         };
         f.write_str(name)
     }
@@ -760,6 +796,41 @@ impl StoreHandle {
     /// A SQLite error, or [`StoreError::Closed`].
     pub async fn newest(&self) -> Result<Option<RowId>, StoreError> {
         self.call(|reply| Request::Newest { reply }).await
+    }
+
+    /// Saves raised alarms and deletes cleared ones (rows with no body), in the next group
+    /// commit; submit it before awaiting the outbox enqueue of the same events so both share
+    /// one transaction.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn save_alarms(&self, rows: Vec<AlarmRow>) -> Result<(), StoreError> {
+        self.call(|reply| Request::SaveAlarms { rows, reply }).await
+    }
+
+    /// The raised alarms saved by [`Self::save_alarms`].
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn load_alarms(&self) -> Result<Vec<AlarmRow>, StoreError> {
+        self.call(|reply| Request::LoadAlarms { reply }).await
+    }
+
+    /// Operator commands not yet answered, oldest first (at most 100).
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn pending_commands(&self) -> Result<Vec<CommandRow>, StoreError> {
+        self.call(|reply| Request::PendingCommands { reply }).await
+    }
+
+    /// Records the replies to commands (by row id).
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn answer_commands(&self, answers: Vec<(i64, String)>) -> Result<(), StoreError> {
+        self.call(|reply| Request::AnswerCommands { answers, reply })
+            .await
     }
 
     /// Resolves once the store thread has stopped (after the last handle is dropped, or if it

@@ -85,7 +85,7 @@ pub(super) enum OpError {
     Sql(&'static str, rusqlite::Error),
 }
 
-fn sql<T>(what: &'static str, r: rusqlite::Result<T>) -> Result<T, OpError> {
+pub(super) fn sql<T>(what: &'static str, r: rusqlite::Result<T>) -> Result<T, OpError> {
     r.map_err(|e| OpError::Sql(what, e))
 }
 

@@ -112,6 +112,33 @@ const Q_COMM_LOST: u8 = 5;
 /// Largest magnitude an f64 holds every integer up to (2^53).
 const EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
+/// Format byte of a message stored as its final wire bytes (alarms, health): small and rare,
+/// so there is nothing to gain from a compact form.
+pub const FORMAT_WIRE: u8 = 2;
+/// The same, published with the MQTT retain flag.
+pub const FORMAT_WIRE_RETAINED: u8 = 3;
+
+/// Stores `payload` as wire bytes, to be published as is (retained if `retain`).
+pub fn encode_wire(payload: &[u8], retain: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 1);
+    out.push(if retain {
+        FORMAT_WIRE_RETAINED
+    } else {
+        FORMAT_WIRE
+    });
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The wire bytes and retain flag of a row stored by [`encode_wire`]; `None` for other formats.
+pub fn decode_wire(stored: &[u8]) -> Option<(&[u8], bool)> {
+    match stored.split_first()? {
+        (&FORMAT_WIRE, rest) => Some((rest, false)),
+        (&FORMAT_WIRE_RETAINED, rest) => Some((rest, true)),
+        _ => None,
+    }
+}
+
 /// Encodes `batch` and its `seq` in the compact form described in the module docs.
 pub fn encode_batch(batch: &SampleBatch, seq: u64) -> Vec<u8> {
     // Most polls: ~3-8 bytes of name plus ~4 of value and tag per point.

@@ -32,6 +32,20 @@ const MIGRATIONS: &[&str] = &[
          key   TEXT PRIMARY KEY,
          value INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // 2: raised alarms (restored at start) and the operator command queue of `plantwatch
+    // alarms`, which writes here so that it works whether or not the daemon is running.
+    "CREATE TABLE alarms (
+         device TEXT NOT NULL,
+         alarm  TEXT NOT NULL,
+         body   TEXT NOT NULL,
+         PRIMARY KEY (device, alarm)
+     ) WITHOUT ROWID;
+     CREATE TABLE commands (
+         id         INTEGER PRIMARY KEY AUTOINCREMENT,
+         created_ms INTEGER NOT NULL,
+         body       TEXT    NOT NULL,
+         reply      TEXT
+     );",
 ];
 
 /// The schema version this build writes.

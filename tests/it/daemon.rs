@@ -31,7 +31,7 @@ pub(crate) async fn plant(n: u8, poll_ms: u64) -> (Simulator, String) {
     (sim, format!("{links}{devices}"))
 }
 
-fn config(
+pub(crate) fn config(
     prefix: &str,
     broker_port: u16,
     state: &std::path::Path,

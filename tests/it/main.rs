@@ -9,9 +9,11 @@
 )]
 
 mod acquire;
+mod alarms;
 mod cli;
 mod config;
 mod daemon;
+mod detect;
 mod harness;
 mod influx;
 mod mqtt;

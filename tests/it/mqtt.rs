@@ -12,7 +12,7 @@ use plantwatch::config::daemon::{Mqtt, Protocol};
 use plantwatch::model::Timestamp;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use plantwatch::sink::mqtt::inflight::RowId;
-use plantwatch::sink::mqtt::{MqttStats, Outbox, OutboxError, OutboxItem, Session};
+use plantwatch::sink::mqtt::{MqttStats, Outbox, OutboxError, OutboxItem, Rendered, Session};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -67,9 +67,12 @@ impl Outbox for MemOutbox {
     async fn newest(&self) -> Result<Option<RowId>, OutboxError> {
         Ok(self.rows.lock().unwrap().keys().next_back().copied())
     }
-    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Vec<u8>> {
+    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Rendered> {
         let body = String::from_utf8(item.payload.clone()).ok()?;
-        Some(format!("{{\"n\":{body},\"backfill\":{backfill}}}").into_bytes())
+        Some(Rendered {
+            payload: format!("{{\"n\":{body},\"backfill\":{backfill}}}").into_bytes(),
+            retain: false,
+        })
     }
 }
 

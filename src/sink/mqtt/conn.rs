@@ -45,6 +45,13 @@ pub(super) enum Event {
     },
     /// The client wrote its DISCONNECT.
     OutgoingDisconnect,
+    /// A message arrived on a topic we subscribed to (downlink commands).
+    Message {
+        /// Full topic.
+        topic: String,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
     /// Anything else (pings, acks of our own subscriptions): nothing to do.
     Other,
     /// The connection failed or dropped; polling again reconnects.
@@ -87,6 +94,14 @@ impl Client {
             Self::V5(c) => c
                 .try_publish(topic, v5_qos(qos), retain, payload)
                 .map_err(|_| Refused),
+        }
+    }
+
+    /// Queues a SUBSCRIBE without waiting.
+    pub(super) fn try_subscribe(&self, topic: String, qos: QoS) -> Result<(), Refused> {
+        match self {
+            Self::V311(c) => c.try_subscribe(topic, qos).map_err(|_| Refused),
+            Self::V5(c) => c.try_subscribe(topic, v5_qos(qos)).map_err(|_| Refused),
         }
     }
 
@@ -133,6 +148,10 @@ fn from_v311(polled: Result<rumqttc::Event, rumqttc::ConnectionError>) -> Event 
     match polled {
         Ok(E::Incoming(Packet::ConnAck(_))) => Event::ConnAck,
         Ok(E::Incoming(Packet::PubAck(ack))) => Event::PubAck(ack.pkid),
+        Ok(E::Incoming(Packet::Publish(p))) => Event::Message {
+            topic: p.topic,
+            payload: p.payload.to_vec(),
+        },
         Ok(E::Outgoing(o)) => outgoing(o),
         Ok(other) => {
             debug!(event = ?other, "MQTT incoming event.");
@@ -153,6 +172,10 @@ fn from_v5(polled: Result<v5::Event, v5::ConnectionError>) -> Event {
                 pkid: ack.pkid,
                 reason: format!("{reason:?}"),
             },
+        },
+        Ok(E::Incoming(Packet::Publish(p))) => Event::Message {
+            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+            payload: p.payload.to_vec(),
         },
         Ok(E::Outgoing(o)) => outgoing(o),
         Ok(other) => {

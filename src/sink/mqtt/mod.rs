@@ -49,6 +49,15 @@ pub struct OutboxItem {
     pub payload: Vec<u8>,
 }
 
+/// A stored row made ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Publish with the retain flag (alarm and health state).
+    pub retain: bool,
+}
+
 /// Why the outbox could not be read or updated.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("outbox: {0}")]
@@ -67,7 +76,7 @@ pub trait Outbox: Send + Sync + 'static {
     /// The newest row id, if any.
     fn newest(&self) -> impl Future<Output = Result<Option<RowId>, OutboxError>> + Send;
     /// Wire bytes for a stored row; `None` drops an unreadable row (logged by the caller).
-    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Vec<u8>>;
+    fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Rendered>;
 }
 
 /// Counters for metrics.
@@ -230,6 +239,18 @@ fn tls_transport(tls: &Tls) -> Result<rumqttc::Transport, MqttError> {
     ))
 }
 
+/// A downlink command as it arrived on `{prefix}/cmd/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downlink {
+    /// The `{name}` segment.
+    pub name: String,
+    /// The raw payload, validated by whoever handles it.
+    pub payload: Vec<u8>,
+}
+
+/// Commands queued for the core before new ones are refused (and logged).
+pub const DOWNLINK_QUEUE: usize = 64;
+
 /// The MQTT sink task's state.
 pub struct Session<O: Outbox> {
     plan: Mqtt,
@@ -237,6 +258,7 @@ pub struct Session<O: Outbox> {
     wake: Arc<Notify>,
     clock: Arc<dyn Clock>,
     stats: Arc<MqttStats>,
+    downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
 }
 
 /// Where the pump stands within one connection.
@@ -268,6 +290,36 @@ impl<O: Outbox> Session<O> {
             wake,
             clock,
             stats,
+            downlink: None,
+        }
+    }
+
+    /// Subscribes to `{prefix}/cmd/+` and hands every command to `tx` (never blocking: a full
+    /// queue drops the command with a log line, and the sender gets no reply).
+    #[must_use]
+    pub fn with_downlink(mut self, tx: tokio::sync::mpsc::Sender<Downlink>) -> Self {
+        self.downlink = Some(tx);
+        self
+    }
+
+    fn on_message(&self, topic: &str, payload: Vec<u8>) {
+        let Some(tx) = &self.downlink else { return };
+        let prefix = format!("{}/cmd/", self.plan.topic_prefix);
+        let Some(name) = topic.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
+            debug!(topic, "Message on a topic that is not a command; ignored.");
+            return;
+        };
+        if tx
+            .try_send(Downlink {
+                name: name.to_owned(),
+                payload,
+            })
+            .is_err()
+        {
+            warn!(
+                topic,
+                "Command queue full (or the core stopped); command dropped unanswered."
+            );
         }
     }
 
@@ -323,6 +375,12 @@ impl<O: Outbox> Session<O> {
                         if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, json_v1::status(true, now)).is_ok() {
                             inflight.handed_to_client(Tracked::Untracked);
                         }
+                        // Clean sessions forget subscriptions: subscribe on every connection.
+                        if self.downlink.is_some()
+                            && client.try_subscribe(format!("{}/cmd/+", self.plan.topic_prefix), QoS::AtLeastOnce).is_err()
+                        {
+                            warn!(broker = %broker, "Cannot subscribe to the command topic on this connection.");
+                        }
                     }
                     // Left over from a connection that already dropped: its rows were returned.
                     Event::OutgoingPublish(pkid) | Event::PubAck(pkid) | Event::PubRejected { pkid, .. }
@@ -354,6 +412,7 @@ impl<O: Outbox> Session<O> {
                             }
                         }
                     }
+                    Event::Message { topic, payload } => self.on_message(&topic, payload),
                     Event::OutgoingDisconnect | Event::Other => {}
                     Event::Error(err) => {
                         // The first failed connect counts as an outage too: rows stored meanwhile
@@ -503,7 +562,7 @@ impl<O: Outbox> Session<O> {
             let fetched_all = order.len() == live.len() + backlog.len();
             for (item, is_live) in order {
                 let backfill = item.created < c.backfill_before;
-                let Some(payload) = self.outbox.render(item, backfill) else {
+                let Some(Rendered { payload, retain }) = self.outbox.render(item, backfill) else {
                     error!(row = item.id, topic = %item.topic, "Unreadable outbox row dropped.");
                     self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
                     let _logged = self.outbox.ack(vec![item.id]).await;
@@ -511,7 +570,7 @@ impl<O: Outbox> Session<O> {
                     continue;
                 };
                 let topic = format!("{}/{}", self.plan.topic_prefix, item.topic);
-                match client.try_publish(topic, qos, false, payload) {
+                match client.try_publish(topic, qos, retain, payload) {
                     Ok(()) => {
                         inflight.handed_to_client(Tracked::Row(item.id));
                         self.stats.published.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 pub(crate) struct Received {
     pub(crate) topic: String,
     pub(crate) payload: Vec<u8>,
-    #[expect(dead_code, reason = "read by the retained-message tests to come")]
     pub(crate) retain: bool,
 }
 
@@ -25,7 +24,7 @@ impl Received {
 /// A subscription to `filter` on the broker at `addr`.
 pub(crate) struct Subscriber {
     rx: mpsc::Receiver<Received>,
-    _client: AsyncClient,
+    client: AsyncClient,
 }
 
 impl Subscriber {
@@ -67,10 +66,15 @@ impl Subscriber {
             .await
             .expect("SUBACK within 10 s")
             .unwrap();
-        Self {
-            rx,
-            _client: client,
-        }
+        Self { rx, client }
+    }
+
+    /// Publishes `payload` to `topic` at QoS 1 (a downlink command, say).
+    pub(crate) async fn publish(&self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .await
+            .unwrap();
     }
 
     /// Receives until `done` is satisfied by what arrived, or `limit` passes; returns all.

@@ -1,0 +1,834 @@
+//! The detect stage: alarm rules and anomaly models over sample batches.
+//!
+//! [`Engine::evaluate`] is a deterministic function of (state, batch): time is the samples'
+//! own timestamps, never the clock, so `plantwatch replay` over recorded CSV and the live
+//! daemon run the same code and produce the same events. One engine owns every rule's state;
+//! the daemon's core task holds it.
+//!
+//! Flood control (ISA-18.2): while a device does not answer, its other rules are not evaluated
+//! (their alarms hold where they were, and only `comm_loss` speaks); and above
+//! `[alarms] max_per_device_per_minute` raises per device, further raises are not announced
+//! but summarised by one `alarm-flood` alarm on the device until a minute passes without one.
+
+pub mod alarm;
+pub mod anomaly;
+pub mod expr;
+pub mod limit;
+pub mod rate;
+pub mod stuck;
+pub mod trend;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{Datelike, TimeZone, Timelike};
+use serde::{Deserialize, Serialize};
+
+use self::alarm::{AlarmState, Phase, Transition};
+use self::anomaly::{AnomalyModel, Season};
+use self::rate::RateState;
+use self::stuck::StuckState;
+use self::trend::{TrendModel, TrendParams};
+use crate::config::plan::Plan;
+use crate::config::rules::{AlarmPolicy, Rule, RuleKind, Severity};
+use crate::model::{BadReason, Name, Quality, SampleBatch, Value};
+
+/// The alarm name of the flood summary alarm.
+pub const FLOOD_ALARM: &str = "alarm-flood";
+
+/// Buckets of a trend window: fine enough to follow a shift, coarse enough to be cheap.
+const TREND_BUCKETS: u16 = 60;
+
+/// An alarm's published state (DESIGN.md §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmStatus {
+    /// Raised, not acknowledged.
+    Active,
+    /// Raised and acknowledged.
+    Acked,
+    /// Raised, hidden by an operator for a while.
+    Shelved,
+    /// Back to normal.
+    Cleared,
+}
+
+impl AlarmStatus {
+    /// As in payloads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Acked => "acked",
+            Self::Shelved => "shelved",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
+/// One change of one alarm: what the alarm topic, the alarms table and notifiers receive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmEvent {
+    /// Unique id of this occurrence: `{device}/{alarm}/{raised}`.
+    pub id: String,
+    /// The device.
+    pub device: String,
+    /// The alarm's name below the device (the topic's `{rule}` segment).
+    pub alarm: String,
+    /// The rule that produced it.
+    pub rule: String,
+    /// The point it watches, for point rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<String>,
+    /// The state after this change.
+    pub state: AlarmStatus,
+    /// Priority.
+    pub severity: Severity,
+    /// When it was raised (ms).
+    pub raised: i64,
+    /// When this change happened (ms).
+    pub ts: i64,
+    /// The value that triggered it (or cleared it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The limit it was compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<f64>,
+    /// For people.
+    pub message: String,
+    /// Until when it is shelved (ms), while shelved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shelved_until: Option<i64>,
+}
+
+/// Why an operator command on an alarm was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No raised alarm has that id or name.
+    #[error("no raised alarm `{0}`; `plantwatch alarms list` shows the raised ones")]
+    Unknown(String),
+    /// The alarm is already acknowledged.
+    #[error("alarm `{0}` is already acknowledged")]
+    AlreadyAcked(String),
+    /// A shelve duration of zero or beyond the allowed maximum.
+    #[error("shelve duration {0} ms is out of range: give 1s to 30d")]
+    Duration(i64),
+}
+
+/// The longest shelve an operator may ask for.
+pub const MAX_SHELVE_MS: i64 = 30 * 24 * 3_600_000;
+
+/// Rule-kind-specific running state.
+#[derive(Debug, Clone)]
+enum Detector {
+    Limit,
+    Rate(RateState),
+    Stuck(StuckState),
+    CommLoss,
+    Anomaly(Box<AnomalyModel>),
+    Trend(Box<TrendModel>),
+    Expression(Box<self::expr::Expr>),
+}
+
+/// What the detector saw at the last step, for the message and payload.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    value: Option<f64>,
+    limit: Option<f64>,
+    score: Option<f64>,
+    eta_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    rule: Arc<Rule>,
+    alarm: String,
+    point: Option<usize>,
+    detector: Detector,
+    state: AlarmState,
+    seen: Seen,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Flood {
+    raises: VecDeque<i64>,
+    suppressed_last: Option<i64>,
+    suppressed_count: u64,
+    summary: AlarmState,
+}
+
+#[derive(Debug, Clone)]
+struct DeviceRules {
+    name: Name,
+    point_names: Vec<Name>,
+    units: Vec<String>,
+    index: HashMap<Name, usize>,
+    values: Vec<Option<f64>>,
+    scores: Vec<Option<f64>>,
+    /// Which sample of the current batch holds each point.
+    sample_of: Vec<Option<usize>>,
+    instances: Vec<Instance>,
+    flood: Flood,
+}
+
+/// Local hour-of-day / hour-of-week for seasonal baselines, cached per hour.
+#[derive(Debug, Clone)]
+struct LocalHours {
+    tz: chrono_tz::Tz,
+    /// UTC ms range of the cached local hour, and its (hour of day, hour of week).
+    cached: Option<(i64, i64, u16, u16)>,
+}
+
+impl LocalHours {
+    fn buckets(&mut self, ts: i64) -> (u16, u16) {
+        if let Some((from, to, h, w)) = self.cached {
+            if (from..to).contains(&ts) {
+                return (h, w);
+            }
+        }
+        let Some(utc) = chrono::Utc.timestamp_millis_opt(ts).single() else {
+            return (0, 0);
+        };
+        let local = utc.with_timezone(&self.tz);
+        let hour = local.hour() as u16;
+        let week = local.weekday().num_days_from_monday() as u16 * 24 + hour;
+        let into_hour = i64::from(local.minute()) * 60_000
+            + i64::from(local.second()) * 1000
+            + i64::from(local.timestamp_subsec_millis());
+        let from = ts - into_hour;
+        self.cached = Some((from, from + 3_600_000, hour, week));
+        (hour, week)
+    }
+}
+
+/// Every rule's state, for every device.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    policy: AlarmPolicy,
+    devices: Vec<DeviceRules>,
+    by_name: HashMap<Name, usize>,
+    hours: LocalHours,
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Engine {
+    /// Builds the engine for `plan`'s devices and rules; every alarm starts normal.
+    pub fn new(plan: &Plan) -> Self {
+        let mut devices: Vec<DeviceRules> = plan
+            .devices
+            .iter()
+            .map(|d| DeviceRules {
+                name: d.name.clone(),
+                point_names: d.points.iter().map(|p| p.name.clone()).collect(),
+                units: d.points.iter().map(|p| p.unit.clone()).collect(),
+                index: d
+                    .points
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.name.clone(), i))
+                    .collect(),
+                values: vec![None; d.points.len()],
+                scores: vec![None; d.points.len()],
+                sample_of: vec![None; d.points.len()],
+                instances: Vec::new(),
+                flood: Flood::default(),
+            })
+            .collect();
+        for rule in &plan.rules {
+            let rule = Arc::new(rule.clone());
+            for t in &rule.targets {
+                let detector = match &rule.kind {
+                    RuleKind::Limit { .. } => Detector::Limit,
+                    RuleKind::Rate { .. } => Detector::Rate(RateState::default()),
+                    RuleKind::Stuck { .. } => Detector::Stuck(StuckState::default()),
+                    RuleKind::CommLoss { .. } => Detector::CommLoss,
+                    RuleKind::Anomaly { params, .. } => {
+                        Detector::Anomaly(Box::new(AnomalyModel::new(params.clone())))
+                    }
+                    RuleKind::Trend { window, .. } => {
+                        Detector::Trend(Box::new(TrendModel::new(TrendParams {
+                            window_ms: ms(*window),
+                            buckets: TREND_BUCKETS,
+                        })))
+                    }
+                    RuleKind::Expression => match &t.expr {
+                        Some(e) => Detector::Expression(Box::new(e.clone())),
+                        None => continue,
+                    },
+                };
+                if let Some(d) = devices.get_mut(t.device) {
+                    d.instances.push(Instance {
+                        rule: rule.clone(),
+                        alarm: t.alarm.clone(),
+                        point: t.point,
+                        detector,
+                        state: AlarmState::default(),
+                        seen: Seen::default(),
+                    });
+                }
+            }
+        }
+        let by_name = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
+        Self {
+            policy: plan.alarm_policy.clone(),
+            devices,
+            by_name,
+            hours: LocalHours {
+                tz: plan.gateway.timezone,
+                cached: None,
+            },
+        }
+    }
+
+    /// The index of device `name`.
+    pub fn device_index(&self, name: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.name.as_str() == name)
+    }
+
+    /// The index of `point` on device `device`.
+    pub fn point_index(&self, device: usize, point: &str) -> Option<usize> {
+        let d = self.devices.get(device)?;
+        d.point_names.iter().position(|p| p.as_str() == point)
+    }
+
+    /// Evaluates every rule of `batch`'s device and appends the resulting changes to `events`.
+    pub fn evaluate(&mut self, batch: &SampleBatch, events: &mut Vec<AlarmEvent>) {
+        let Some(&di) = self.by_name.get(&batch.device) else {
+            return;
+        };
+        let hours = &mut self.hours;
+        let policy = &self.policy;
+        let Some(dev) = self.devices.get_mut(di) else {
+            return;
+        };
+        let now = batch
+            .samples
+            .iter()
+            .map(|s| s.ts.0)
+            .max()
+            .unwrap_or(batch.tick.0);
+        dev.sample_of.iter_mut().for_each(|s| *s = None);
+        dev.scores.iter_mut().for_each(|s| *s = None);
+        let mut answered = false;
+        for (si, s) in batch.samples.iter().enumerate() {
+            let pi = match dev.point_names.get(si) {
+                Some(n) if *n == s.point => Some(si),
+                _ => dev.index.get(&s.point).copied(),
+            };
+            let Some(pi) = pi else { continue };
+            dev.sample_of[pi] = Some(si);
+            answered |= !matches!(
+                s.quality,
+                Quality::Bad(BadReason::Timeout | BadReason::CommLost)
+            );
+            dev.values[pi] = match (s.quality, s.value.as_ref()) {
+                (Quality::Good, Some(v)) => value_f64(v),
+                _ => None,
+            };
+        }
+        let season_buckets = hours.buckets(now);
+        for inst in &mut dev.instances {
+            let rule = inst.rule.clone();
+            let raised = inst.state.is_raised();
+            let mut at = now;
+            let condition = match (&mut inst.detector, &rule.kind) {
+                (Detector::CommLoss, RuleKind::CommLoss { .. }) => Some(!answered),
+                // The device is silent: hold every other alarm where it is.
+                _ if !answered => None,
+                (Detector::Expression(expr), _) => {
+                    inst.seen = Seen::default();
+                    expr.eval(&dev.values)
+                }
+                (detector, kind) => {
+                    let Some(pi) = inst.point else { continue };
+                    let Some(si) = dev.sample_of[pi] else {
+                        continue;
+                    };
+                    let Some(v) = dev.values[pi] else { continue };
+                    at = batch.samples.get(si).map_or(now, |s| s.ts.0);
+                    point_condition(
+                        detector,
+                        kind,
+                        &rule,
+                        raised,
+                        at,
+                        v,
+                        season_buckets,
+                        &mut inst.seen,
+                        &mut dev.scores[pi],
+                    )
+                }
+            };
+            let Some(condition) = condition else { continue };
+            let on_delay = ms(rule.on_delay)
+                + match rule.kind {
+                    RuleKind::CommLoss { duration } => ms(duration),
+                    _ => 0,
+                };
+            let transition = inst.state.step(condition, at, on_delay, ms(rule.off_delay));
+            let shelf_expired = inst
+                .state
+                .shelved_until
+                .is_some_and(|until| at >= until && inst.state.is_raised());
+            match transition {
+                Some(Transition::Raised) => {
+                    inst.state.shelved_until = None;
+                    if flood_allows(&mut dev.flood, policy, at) {
+                        events.push(event(
+                            &dev.name,
+                            &dev.point_names,
+                            &dev.units,
+                            inst,
+                            AlarmStatus::Active,
+                            at,
+                        ));
+                    } else {
+                        inst.state.suppressed = true;
+                    }
+                }
+                Some(Transition::Cleared) if !inst.state.suppressed => events.push(event(
+                    &dev.name,
+                    &dev.point_names,
+                    &dev.units,
+                    inst,
+                    AlarmStatus::Cleared,
+                    at,
+                )),
+                Some(Transition::Cleared) => inst.state.suppressed = false,
+                None if shelf_expired => {
+                    inst.state.shelved_until = None;
+                    let status = if inst.state.acked {
+                        AlarmStatus::Acked
+                    } else {
+                        AlarmStatus::Active
+                    };
+                    events.push(event(
+                        &dev.name,
+                        &dev.point_names,
+                        &dev.units,
+                        inst,
+                        status,
+                        at,
+                    ));
+                }
+                None => {}
+            }
+        }
+        flood_summary(dev, policy, now, events);
+    }
+}
+
+impl Engine {
+    /// The latest anomaly score of `device`/`point` from the last batch that held it.
+    pub fn score(&self, device: usize, point: usize) -> Option<f64> {
+        self.devices
+            .get(device)?
+            .scores
+            .get(point)
+            .copied()
+            .flatten()
+    }
+
+    /// Names of the alarms raised on `device` that concern `point`: its point rules, and the
+    /// device-wide ones.
+    pub fn raised_for(&self, device: usize, point: usize) -> impl Iterator<Item = &str> {
+        self.devices
+            .get(device)
+            .into_iter()
+            .flat_map(|d| d.instances.iter())
+            .filter(move |i| i.state.is_raised() && i.point.is_none_or(|p| p == point))
+            .map(|i| i.alarm.as_str())
+    }
+
+    /// Every raised alarm as its current event (for `alarms list` and command replies).
+    pub fn raised(&self) -> Vec<AlarmEvent> {
+        let mut out = Vec::new();
+        for d in &self.devices {
+            for inst in d.instances.iter().filter(|i| i.state.is_raised()) {
+                out.push(event(
+                    &d.name,
+                    &d.point_names,
+                    &d.units,
+                    inst,
+                    status_of(&inst.state, inst.state.raised_ms),
+                    inst.state.raised_ms,
+                ));
+            }
+        }
+        out
+    }
+
+    fn find_mut(&mut self, target: &str) -> Option<(usize, usize)> {
+        for (di, d) in self.devices.iter().enumerate() {
+            for (ii, inst) in d.instances.iter().enumerate() {
+                if !inst.state.is_raised() {
+                    continue;
+                }
+                let short = format!("{}/{}", d.name, inst.alarm);
+                let id = format!("{short}/{}", inst.state.raised_ms);
+                if target == id || target == short {
+                    return Some((di, ii));
+                }
+            }
+        }
+        None
+    }
+
+    fn emit(&self, (di, ii): (usize, usize), state: AlarmStatus, now: i64) -> Option<AlarmEvent> {
+        let d = self.devices.get(di)?;
+        let inst = d.instances.get(ii)?;
+        Some(event(&d.name, &d.point_names, &d.units, inst, state, now))
+    }
+
+    /// Acknowledges the raised alarm `target` (its id, or `device/alarm`) at `now`.
+    ///
+    /// # Errors
+    /// [`CommandError`] when no such alarm is raised or it is already acknowledged.
+    pub fn ack(&mut self, target: &str, now: i64) -> Result<AlarmEvent, CommandError> {
+        let at = self
+            .find_mut(target)
+            .ok_or_else(|| CommandError::Unknown(target.to_owned()))?;
+        let inst = &mut self.devices[at.0].instances[at.1];
+        if inst.state.acked {
+            return Err(CommandError::AlreadyAcked(target.to_owned()));
+        }
+        inst.state.acked = true;
+        let status = status_of(&inst.state, now);
+        self.emit(at, status, now)
+            .ok_or_else(|| CommandError::Unknown(target.to_owned()))
+    }
+
+    /// Shelves the raised alarm `target` for `duration_ms` from `now`; 0 unshelves it.
+    ///
+    /// # Errors
+    /// [`CommandError`] when no such alarm is raised or the duration is out of range.
+    pub fn shelve(
+        &mut self,
+        target: &str,
+        duration_ms: i64,
+        now: i64,
+    ) -> Result<AlarmEvent, CommandError> {
+        if !(0..=MAX_SHELVE_MS).contains(&duration_ms) {
+            return Err(CommandError::Duration(duration_ms));
+        }
+        let at = self
+            .find_mut(target)
+            .ok_or_else(|| CommandError::Unknown(target.to_owned()))?;
+        let inst = &mut self.devices[at.0].instances[at.1];
+        inst.state.shelved_until = (duration_ms > 0).then_some(now + duration_ms);
+        let status = status_of(&inst.state, now);
+        self.emit(at, status, now)
+            .ok_or_else(|| CommandError::Unknown(target.to_owned()))
+    }
+
+    /// Ends shelves that expired by `now` even when their devices send nothing.
+    pub fn tick(&mut self, now: i64, events: &mut Vec<AlarmEvent>) {
+        for di in 0..self.devices.len() {
+            for ii in 0..self.devices[di].instances.len() {
+                let state = &mut self.devices[di].instances[ii].state;
+                if state.is_raised() && state.shelved_until.is_some_and(|u| now >= u) {
+                    state.shelved_until = None;
+                    let status = status_of(state, now);
+                    events.extend(self.emit((di, ii), status, now));
+                }
+            }
+        }
+    }
+
+    /// Puts back the raised alarms of a previous run (the alarms table, or the engine being
+    /// replaced on reload), so they are neither raised again nor forgotten. Events of alarms
+    /// the current rules no longer produce are ignored.
+    pub fn restore(&mut self, raised: &[AlarmEvent]) {
+        for e in raised.iter().filter(|e| e.state != AlarmStatus::Cleared) {
+            let Some(&di) = Name::new(&e.device).ok().and_then(|n| self.by_name.get(&n)) else {
+                continue;
+            };
+            let Some(d) = self.devices.get_mut(di) else {
+                continue;
+            };
+            if let Some(inst) = d.instances.iter_mut().find(|i| i.alarm == e.alarm) {
+                inst.state.phase = Phase::Active;
+                inst.state.raised_ms = e.raised;
+                inst.state.acked = e.state == AlarmStatus::Acked;
+                inst.state.shelved_until = e.shelved_until;
+                inst.seen.value = e.value;
+                inst.seen.limit = e.limit;
+            }
+        }
+    }
+}
+
+fn status_of(state: &AlarmState, now: i64) -> AlarmStatus {
+    if state.is_shelved(now) {
+        AlarmStatus::Shelved
+    } else if state.acked {
+        AlarmStatus::Acked
+    } else {
+        AlarmStatus::Active
+    }
+}
+
+fn value_f64(v: &Value) -> Option<f64> {
+    v.as_f64().filter(|x| x.is_finite())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn point_condition(
+    detector: &mut Detector,
+    kind: &RuleKind,
+    rule: &Rule,
+    raised: bool,
+    at: i64,
+    v: f64,
+    (hour_of_day, hour_of_week): (u16, u16),
+    seen: &mut Seen,
+    score_out: &mut Option<f64>,
+) -> Option<bool> {
+    seen.value = Some(v);
+    match (detector, kind) {
+        (Detector::Limit, RuleKind::Limit { limit, above, .. }) => {
+            seen.limit = Some(*limit);
+            Some(limit::condition(v, *limit, *above, rule.deadband, raised))
+        }
+        (Detector::Rate(state), RuleKind::Rate { limit, per, window }) => {
+            let r = state.update(at, v, ms(*window), ms(*per))?;
+            seen.value = Some(r);
+            seen.limit = Some(*limit);
+            Some(rate::condition(r, *limit, rule.deadband, raised))
+        }
+        (
+            Detector::Stuck(state),
+            RuleKind::Stuck {
+                tolerance,
+                duration,
+            },
+        ) => {
+            let flat = state.update(at, v, *tolerance);
+            Some(flat >= ms(*duration))
+        }
+        (Detector::Anomaly(model), RuleKind::Anomaly { threshold, params }) => {
+            let bucket = match params.season {
+                Season::None => 0,
+                Season::HourOfDay => hour_of_day,
+                Season::HourOfWeek => hour_of_week,
+            };
+            let score = model.update(at, bucket, v)?;
+            *score_out = Some(score_out.map_or(score.score, |s: f64| s.max(score.score)));
+            seen.score = Some(score.score);
+            seen.limit = Some(score.expected);
+            let band = if raised { rule.deadband } else { 0.0 };
+            Some(score.score >= threshold - band)
+        }
+        (
+            Detector::Trend(model),
+            RuleKind::Trend {
+                limit,
+                direction,
+                horizon,
+                ..
+            },
+        ) => {
+            model.update(at, v);
+            seen.limit = Some(*limit);
+            let eta = model.time_to(at, *limit, *direction);
+            seen.eta_ms = eta;
+            if let Some(f) = model.fitted(at) {
+                seen.value = Some(f);
+            }
+            Some(eta.is_some_and(|e| e <= ms(*horizon)))
+        }
+        _ => None,
+    }
+}
+
+/// Records a raise at `at`; false when it exceeds the device's rate and must be summarised.
+fn flood_allows(flood: &mut Flood, policy: &AlarmPolicy, at: i64) -> bool {
+    let max = policy.max_per_device_per_minute;
+    if max == 0 {
+        return true;
+    }
+    while flood.raises.front().is_some_and(|&t| t <= at - 60_000) {
+        flood.raises.pop_front();
+    }
+    if flood.raises.len() < max as usize {
+        flood.raises.push_back(at);
+        return true;
+    }
+    flood.suppressed_last = Some(at);
+    flood.suppressed_count += 1;
+    false
+}
+
+/// Raises the device's flood summary while raises are being suppressed; clears it a minute
+/// after the last one, announcing the suppressed alarms that are still raised.
+fn flood_summary(
+    dev: &mut DeviceRules,
+    policy: &AlarmPolicy,
+    now: i64,
+    events: &mut Vec<AlarmEvent>,
+) {
+    let flooding = dev.flood.suppressed_last.is_some_and(|t| now - t < 60_000);
+    let transition = dev.flood.summary.step(flooding, now, 0, 0);
+    let summary = |state: &AlarmState, status, count: u64| AlarmEvent {
+        id: format!("{}/{FLOOD_ALARM}/{}", dev.name, state.raised_ms),
+        device: dev.name.to_string(),
+        alarm: FLOOD_ALARM.to_owned(),
+        rule: FLOOD_ALARM.to_owned(),
+        point: None,
+        state: status,
+        severity: Severity::High,
+        raised: state.raised_ms,
+        ts: now,
+        value: Some(count as f64),
+        limit: Some(f64::from(policy.max_per_device_per_minute)),
+        message: format!(
+            "{}: alarm flood, {count} alarms not announced (more than {} per minute)",
+            dev.name, policy.max_per_device_per_minute
+        ),
+        shelved_until: None,
+    };
+    match transition {
+        Some(Transition::Raised) => {
+            events.push(summary(
+                &dev.flood.summary,
+                AlarmStatus::Active,
+                dev.flood.suppressed_count,
+            ));
+        }
+        Some(Transition::Cleared) => {
+            events.push(summary(
+                &dev.flood.summary,
+                AlarmStatus::Cleared,
+                dev.flood.suppressed_count,
+            ));
+            dev.flood.suppressed_count = 0;
+            for inst in &mut dev.instances {
+                if inst.state.suppressed && inst.state.is_raised() {
+                    inst.state.suppressed = false;
+                    events.push(event(
+                        &dev.name,
+                        &dev.point_names,
+                        &dev.units,
+                        inst,
+                        AlarmStatus::Active,
+                        now,
+                    ));
+                }
+            }
+        }
+        None => {}
+    }
+}
+
+fn event(
+    device: &Name,
+    points: &[Name],
+    units: &[String],
+    inst: &Instance,
+    state: AlarmStatus,
+    ts: i64,
+) -> AlarmEvent {
+    let point = inst.point.and_then(|p| points.get(p));
+    let unit = inst
+        .point
+        .and_then(|p| units.get(p))
+        .map_or("", String::as_str);
+    AlarmEvent {
+        id: format!("{device}/{}/{}", inst.alarm, inst.state.raised_ms),
+        device: device.to_string(),
+        alarm: inst.alarm.clone(),
+        rule: inst.rule.name.to_string(),
+        point: point.map(ToString::to_string),
+        state,
+        severity: inst.rule.severity,
+        raised: inst.state.raised_ms,
+        ts,
+        value: inst.seen.value,
+        limit: inst.seen.limit,
+        message: render(
+            &inst.rule,
+            device.as_str(),
+            point.map_or("", Name::as_str),
+            unit,
+            &inst.seen,
+        ),
+        shelved_until: inst
+            .state
+            .shelved_until
+            .filter(|_| state == AlarmStatus::Shelved),
+    }
+}
+
+/// A number for people: at most 3 decimals, no trailing zeros.
+pub fn fmt_num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// A duration for people: `2h 5m`, `40s`.
+pub fn fmt_eta(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m {sec}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+fn render(rule: &Rule, device: &str, point: &str, unit: &str, seen: &Seen) -> String {
+    let mut out = String::with_capacity(rule.message.len() + 32);
+    let mut rest = rule.message.as_str();
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let key = &after[..close];
+        let opt = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "?".into());
+        let _infallible = match key {
+            "device" => write!(out, "{device}"),
+            "point" => write!(out, "{point}"),
+            "rule" => write!(out, "{}", rule.name),
+            "value" => write!(out, "{}", opt(seen.value)),
+            "limit" => write!(out, "{}", opt(seen.limit)),
+            "score" => write!(out, "{}", opt(seen.score)),
+            "unit" if unit.is_empty() => Ok(()),
+            "unit" => write!(out, " {unit}"),
+            "eta" => write!(
+                out,
+                "{}",
+                seen.eta_ms.map(fmt_eta).unwrap_or_else(|| "?".into())
+            ),
+            "per" => write!(
+                out,
+                "{}",
+                match rule.kind {
+                    RuleKind::Rate { per, .. } if per.as_secs() == 1 => "second",
+                    _ => "minute",
+                }
+            ),
+            "when" => write!(
+                out,
+                "{}",
+                rule.targets
+                    .first()
+                    .and_then(|t| t.expr.as_ref())
+                    .map_or("", |e| e.source())
+            ),
+            other => write!(out, "{{{other}}}"),
+        };
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}

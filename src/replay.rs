@@ -1,0 +1,460 @@
+//! `plantwatch replay`: recorded samples through the same detect code as the live daemon, at
+//! full speed, so an engineer can tune a rule on last month's data before deploying it.
+//!
+//! Input is CSV, `timestamp,value` for one point (named with `--point`) or
+//! `timestamp,device,point,value` for many, with or without a header. Timestamps are epoch
+//! seconds or milliseconds (told apart by size), or ISO-8601 (`2026-10-01T08:00:00Z`,
+//! `+08:00`, or without an offset meaning the gateway's local time). An empty value is a poll
+//! the device did not answer. Consecutive rows with the same timestamp and device form one
+//! poll, as the live daemon sees them.
+//!
+//! Output, per input row: `timestamp,device,point,value,score,alarms` (the anomaly score in
+//! [0, 1] where the point has an anomaly rule, and the `;`-separated alarms raised on that
+//! row's point or device), plus the alarm events as JSON lines.
+
+use std::io::{Read, Write};
+
+use chrono::{DateTime, NaiveDateTime, TimeZone};
+
+use crate::config::plan::Plan;
+use crate::detect::{AlarmEvent, Engine};
+use crate::encode::json_v1;
+use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The input is not CSV we can read.
+    #[error("{input}: line {line}: {message}")]
+    Row {
+        /// Input name.
+        input: String,
+        /// 1-based line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading or writing failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// Which file.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to read the input.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// `device/point` for two-column input.
+    pub point: Option<(String, String)>,
+    /// Skip (and count) malformed rows instead of stopping at the first.
+    pub skip_bad_rows: bool,
+    /// Name of the input, for messages.
+    pub input_name: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Rows read (excluding a header).
+    pub rows: u64,
+    /// Rows whose device or point is not in the config (passed through unscored).
+    pub unknown: u64,
+    /// The first unknown `device/point`, for the message.
+    pub first_unknown: Option<String>,
+    /// Malformed rows skipped.
+    pub skipped: u64,
+    /// Alarm events written.
+    pub events: u64,
+}
+
+/// One row waiting for its poll to be evaluated.
+struct Pending {
+    record: csv::ByteRecord,
+    target: Option<(usize, usize)>,
+}
+
+/// The batch being assembled from consecutive rows.
+struct Group {
+    key: Option<(i64, usize)>,
+    batch: Option<SampleBatch>,
+    rows: Vec<Pending>,
+}
+
+fn parse_ts(text: &str, tz: chrono_tz::Tz) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        // Seconds until the year 5138; milliseconds after 1973.
+        return Some(if n.abs() < 100_000_000_000 {
+            n * 1000
+        } else {
+            n
+        });
+    }
+    if let Ok(f) = t.parse::<f64>() {
+        if f.is_finite() {
+            let ms = if f.abs() < 1e11 { f * 1000.0 } else { f };
+            return Some(ms.round() as i64);
+        }
+        return None;
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Some(dt.timestamp_millis());
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(t, fmt) {
+            return tz
+                .from_local_datetime(&naive)
+                .earliest()
+                .map(|d| d.timestamp_millis());
+        }
+    }
+    if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Some(dt.timestamp_millis());
+    }
+    None
+}
+
+fn field(r: &csv::ByteRecord, i: usize) -> &str {
+    r.get(i)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("")
+}
+
+/// Runs `input` through `plan`'s rules, writing rows to `output` and events to `events`.
+///
+/// # Errors
+/// [`ReplayError`] for unreadable input (with its line) or a failed write.
+pub fn replay<R: Read, W: Write, E: Write>(
+    plan: &Plan,
+    input: R,
+    output: W,
+    mut events: Option<E>,
+    opts: &ReplayOptions,
+    mut progress: impl FnMut(u64),
+) -> Result<ReplaySummary, ReplayError> {
+    let mut engine = Engine::new(plan);
+    let tz = plan.gateway.timezone;
+    let fixed = match &opts.point {
+        Some((d, p)) => {
+            let di = engine.device_index(d).ok_or_else(|| ReplayError::Row {
+                input: opts.input_name.clone(),
+                line: 0,
+                message: format!("--point: no device `{d}` in the config"),
+            })?;
+            let pi = engine.point_index(di, p).ok_or_else(|| ReplayError::Row {
+                input: opts.input_name.clone(),
+                line: 0,
+                message: format!("--point: device `{d}` has no point `{p}`"),
+            })?;
+            Some((di, pi))
+        }
+        None => None,
+    };
+    let names: Vec<(Name, Vec<Name>)> = plan
+        .devices
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                d.points.iter().map(|p| p.name.clone()).collect(),
+            )
+        })
+        .collect();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, output);
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| ReplayError::Io { what, source }
+    };
+    out.write_all(b"timestamp,device,point,value,score,alarms\n")
+        .map_err(io("output"))?;
+    let mut summary = ReplaySummary::default();
+    let mut lookup: std::collections::HashMap<Vec<u8>, Option<(usize, usize)>> =
+        std::collections::HashMap::new();
+    let mut key = Vec::with_capacity(64);
+    let mut group = Group {
+        key: None,
+        batch: None,
+        rows: Vec::new(),
+    };
+    let mut fired: Vec<AlarmEvent> = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    let mut line = 0u64;
+    let columns = if fixed.is_some() { 2 } else { 4 };
+    loop {
+        let more = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| ReplayError::Row {
+                input: opts.input_name.clone(),
+                line: line + 1,
+                message: e.to_string(),
+            })?;
+        if !more {
+            break;
+        }
+        line = record.position().map_or(line + 1, |p| p.line());
+        let bad = |message: String| ReplayError::Row {
+            input: opts.input_name.clone(),
+            line,
+            message,
+        };
+        if record.len() != columns {
+            let what = if columns == 2 {
+                "`timestamp,value` (with --point DEVICE/POINT)"
+            } else {
+                "`timestamp,device,point,value` (or give --point DEVICE/POINT for `timestamp,value`)"
+            };
+            let e = bad(format!("{} columns; expected {what}", record.len()));
+            if opts.skip_bad_rows {
+                summary.skipped += 1;
+                continue;
+            }
+            return Err(e);
+        }
+        let ts_text = field(&record, 0);
+        let Some(ts) = parse_ts(ts_text, tz) else {
+            if line == 1 {
+                // A header.
+                continue;
+            }
+            if opts.skip_bad_rows {
+                summary.skipped += 1;
+                continue;
+            }
+            return Err(bad(format!(
+                "timestamp `{ts_text}` is neither epoch seconds/ms nor ISO-8601"
+            )));
+        };
+        let value_text = field(&record, columns - 1);
+        let value = if value_text.is_empty() {
+            None
+        } else {
+            match value_text.parse::<f64>() {
+                Ok(v) => Some(v),
+                Err(_) => match value_text {
+                    "true" | "TRUE" | "True" => Some(1.0),
+                    "false" | "FALSE" | "False" => Some(0.0),
+                    _ => {
+                        if opts.skip_bad_rows {
+                            summary.skipped += 1;
+                            continue;
+                        }
+                        return Err(bad(format!("value `{value_text}` is not a number")));
+                    }
+                },
+            }
+        };
+        summary.rows += 1;
+        if summary.rows % 1_000_000 == 0 {
+            progress(summary.rows);
+        }
+        let target = match fixed {
+            Some(t) => Some(t),
+            None => {
+                key.clear();
+                key.extend_from_slice(record.get(1).unwrap_or_default());
+                key.push(0);
+                key.extend_from_slice(record.get(2).unwrap_or_default());
+                match lookup.get(key.as_slice()) {
+                    Some(t) => *t,
+                    None => {
+                        let d = field(&record, 1);
+                        let p = field(&record, 2);
+                        let t = engine
+                            .device_index(d)
+                            .and_then(|di| engine.point_index(di, p).map(|pi| (di, pi)));
+                        lookup.insert(key.clone(), t);
+                        t
+                    }
+                }
+            }
+        };
+        let Some((di, pi)) = target else {
+            summary.unknown += 1;
+            if summary.first_unknown.is_none() {
+                summary.first_unknown =
+                    Some(format!("{}/{}", field(&record, 1), field(&record, 2)));
+            }
+            flush_group(
+                &mut group,
+                &mut engine,
+                &mut fired,
+                &mut out,
+                &mut events,
+                &mut summary,
+                &names,
+                fixed,
+            )?;
+            write_row(&mut out, &record, fixed, &names, None, &[]).map_err(io("output"))?;
+            continue;
+        };
+        if group.key != Some((ts, di)) {
+            flush_group(
+                &mut group,
+                &mut engine,
+                &mut fired,
+                &mut out,
+                &mut events,
+                &mut summary,
+                &names,
+                fixed,
+            )?;
+            group.key = Some((ts, di));
+        }
+        let (device, points) = &names[di];
+        let batch = group.batch.get_or_insert_with(|| SampleBatch {
+            device: device.clone(),
+            tick: Timestamp(ts),
+            samples: Vec::new(),
+        });
+        batch.samples.push(PointSample {
+            point: points[pi].clone(),
+            ts: Timestamp(ts),
+            value: value.map(Value::F64),
+            quality: if value.is_some() {
+                Quality::Good
+            } else {
+                Quality::Bad(BadReason::CommLost)
+            },
+        });
+        group.rows.push(Pending {
+            record: record.clone(),
+            target: Some((di, pi)),
+        });
+    }
+    flush_group(
+        &mut group,
+        &mut engine,
+        &mut fired,
+        &mut out,
+        &mut events,
+        &mut summary,
+        &names,
+        fixed,
+    )?;
+    out.flush().map_err(io("output"))?;
+    if let Some(e) = events.as_mut() {
+        e.flush().map_err(io("events"))?;
+    }
+    Ok(summary)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn flush_group<W: Write, E: Write>(
+    group: &mut Group,
+    engine: &mut Engine,
+    fired: &mut Vec<AlarmEvent>,
+    out: &mut W,
+    events: &mut Option<E>,
+    summary: &mut ReplaySummary,
+    names: &[(Name, Vec<Name>)],
+    fixed: Option<(usize, usize)>,
+) -> Result<(), ReplayError> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| ReplayError::Io { what, source }
+    };
+    if let Some(batch) = group.batch.take() {
+        fired.clear();
+        engine.evaluate(&batch, fired);
+        if let Some(e) = events.as_mut() {
+            for ev in fired.iter() {
+                e.write_all(&json_v1::alarm(ev)).map_err(io("events"))?;
+                e.write_all(b"\n").map_err(io("events"))?;
+            }
+        }
+        summary.events += fired.len() as u64;
+    }
+    let mut alarms: Vec<&str> = Vec::new();
+    for row in group.rows.drain(..) {
+        alarms.clear();
+        let score = row.target.and_then(|(di, pi)| {
+            alarms.extend(engine.raised_for(di, pi));
+            engine.score(di, pi)
+        });
+        write_row(out, &row.record, fixed, names, score, &alarms).map_err(io("output"))?;
+    }
+    group.key = None;
+    Ok(())
+}
+
+fn write_row<W: Write>(
+    out: &mut W,
+    record: &csv::ByteRecord,
+    fixed: Option<(usize, usize)>,
+    names: &[(Name, Vec<Name>)],
+    score: Option<f64>,
+    alarms: &[&str],
+) -> std::io::Result<()> {
+    let text = |i: usize| record.get(i).unwrap_or_default();
+    out.write_all(text(0))?;
+    out.write_all(b",")?;
+    match fixed {
+        Some((di, pi)) => {
+            out.write_all(names[di].0.as_str().as_bytes())?;
+            out.write_all(b",")?;
+            out.write_all(names[di].1[pi].as_str().as_bytes())?;
+            out.write_all(b",")?;
+            out.write_all(text(1))?;
+        }
+        None => {
+            out.write_all(text(1))?;
+            out.write_all(b",")?;
+            out.write_all(text(2))?;
+            out.write_all(b",")?;
+            out.write_all(text(3))?;
+        }
+    }
+    out.write_all(b",")?;
+    if let Some(s) = score {
+        write!(out, "{s:.4}")?;
+    }
+    out.write_all(b",")?;
+    for (i, a) in alarms.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b";")?;
+        }
+        out.write_all(a.as_bytes())?;
+    }
+    out.write_all(b"\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_every_documented_form() {
+        let tz = chrono_tz::Asia::Shanghai;
+        assert_eq!(parse_ts("1764374400", tz), Some(1_764_374_400_000));
+        assert_eq!(parse_ts("1764374400000", tz), Some(1_764_374_400_000));
+        assert_eq!(parse_ts("1764374400.5", tz), Some(1_764_374_400_500));
+        assert_eq!(
+            parse_ts("2025-11-29T00:00:00Z", tz),
+            Some(1_764_374_400_000)
+        );
+        assert_eq!(
+            parse_ts("2025-11-29T08:00:00+08:00", tz),
+            Some(1_764_374_400_000)
+        );
+        // No offset: the gateway's local time.
+        assert_eq!(parse_ts("2025-11-29 08:00:00", tz), Some(1_764_374_400_000));
+        assert_eq!(
+            parse_ts("2025-11-29T08:00:00.250", tz),
+            Some(1_764_374_400_250)
+        );
+        assert_eq!(parse_ts("timestamp", tz), None);
+    }
+}

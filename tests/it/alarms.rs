@@ -1,0 +1,152 @@
+//! Alarms end to end: simulator → real daemon → broker, with the downlink commands, retained
+//! state, and a SIGKILL restart that must neither raise again nor forget.
+
+use std::time::Duration;
+
+use plantwatch::sink::mqtt::broker::EmbeddedBroker;
+
+use crate::daemon::{config, plant};
+use crate::harness::daemon::Daemon;
+use crate::harness::subscriber::{Received, Subscriber};
+
+const RULES: &str = r#"
+[[rules]]
+name = "warm"
+kind = "high"
+device = "plc-1"
+point = "motor_temp"
+limit = -1000
+severity = "high"
+
+[[rules]]
+name = "never"
+kind = "high"
+point = "motor_temp"
+limit = 100000
+"#;
+
+fn alarms<'a>(got: &'a [Received], topic: &str) -> Vec<&'a Received> {
+    got.iter().filter(|m| m.topic == topic).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_is_retained_acked_by_command_and_survives_a_sigkill_restart() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let (_sim, plant) = plant(1, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "ta/alarm/plc-1/warm";
+    let mut sub = Subscriber::start(broker.addr, "ta/#").await;
+    let mut daemon = Daemon::spawn(
+        dir.path(),
+        &config("ta", broker.addr.port(), dir.path(), &plant, RULES),
+    );
+    let got = sub
+        .collect_until(Duration::from_secs(30), |g| !alarms(g, topic).is_empty())
+        .await;
+    let raised = alarms(&got, topic);
+    assert_eq!(raised.len(), 1, "one raise\n{}", daemon.log());
+    let a = raised[0].json();
+    assert_eq!(a["v"], 1);
+    assert_eq!(a["state"], "active");
+    assert_eq!(a["severity"], "high");
+    assert_eq!(a["limit"], -1000.0);
+    assert!(a["value"].as_f64().is_some());
+    let id = a["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("plc-1/warm/"), "{id}");
+    assert!(alarms(&got, "ta/alarm/plc-1/never").is_empty());
+
+    // A late subscriber gets the state from the broker's retained copy.
+    let mut late = Subscriber::start(broker.addr, topic).await;
+    let kept = late
+        .collect_until(Duration::from_secs(10), |g| !g.is_empty())
+        .await;
+    assert!(kept[0].retain, "the alarm state is retained");
+    assert_eq!(kept[0].json()["id"], id.as_str());
+
+    // Malformed and unknown commands get a reply that says why, and change nothing.
+    sub.publish("ta/cmd/ack", b"{not json").await;
+    sub.publish("ta/cmd/ack", br#"{"id":"q1","alarm":"plc-1/nope"}"#)
+        .await;
+    sub.publish(
+        "ta/cmd/shelve",
+        br#"{"id":"q2","alarm":"plc-1/warm","duration":"forever"}"#,
+    )
+    .await;
+    sub.publish(
+        "ta/cmd/ack",
+        format!(r#"{{"id":"q3","alarm":"{id}"}}"#).as_bytes(),
+    )
+    .await;
+    let got = sub
+        .collect_until(Duration::from_secs(20), |g| {
+            alarms(g, "ta/cmd/ack/reply").len() == 2
+                && alarms(g, "ta/cmd/shelve/reply").len() == 1
+                && !alarms(g, topic).is_empty()
+        })
+        .await;
+    let replies: Vec<serde_json::Value> = alarms(&got, "ta/cmd/ack/reply")
+        .into_iter()
+        .chain(alarms(&got, "ta/cmd/shelve/reply"))
+        .map(Received::json)
+        .collect();
+    let by_id = |id: &str| {
+        replies
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("reply {id} in {replies:?}\n{}", daemon.log()))
+    };
+    assert_eq!(by_id("q1")["ok"], false);
+    assert!(
+        by_id("q1")["error"]
+            .as_str()
+            .unwrap()
+            .contains("no raised alarm")
+    );
+    assert_eq!(by_id("q2")["ok"], false);
+    assert!(
+        by_id("q2")["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a duration")
+    );
+    assert_eq!(by_id("q3")["ok"], true);
+    assert_eq!(by_id("q3")["alarm"]["state"], "acked");
+    // The malformed one cannot carry an id, but it is answered too.
+    let before = alarms(&got, topic);
+    assert_eq!(before.len(), 1, "only the ack changed the alarm");
+    assert_eq!(before[0].json()["state"], "acked");
+
+    // SIGKILL and restart: the alarm is neither raised again nor forgotten.
+    daemon.kill_hard();
+    daemon.start();
+    let got = sub
+        .collect_until(Duration::from_secs(8), |g| {
+            g.iter().filter(|m| m.topic.contains("/telemetry/")).count() >= 20
+        })
+        .await;
+    assert!(
+        got.iter()
+            .filter(|m| m.topic.contains("/telemetry/"))
+            .count()
+            >= 20,
+        "polling resumed\n{}",
+        daemon.log()
+    );
+    let after: Vec<serde_json::Value> = alarms(&got, topic)
+        .into_iter()
+        .map(Received::json)
+        .collect();
+    assert!(
+        after.iter().all(|a| a["state"] != "active"),
+        "raised again after the restart: {after:?}"
+    );
+    sub.publish("ta/cmd/list", br#"{"id":"q4"}"#).await;
+    let got = sub
+        .collect_until(Duration::from_secs(10), |g| {
+            !alarms(g, "ta/cmd/list/reply").is_empty()
+        })
+        .await;
+    let list = alarms(&got, "ta/cmd/list/reply")[0].json();
+    assert_eq!(list["alarms"][0]["id"], id.as_str());
+    assert_eq!(list["alarms"][0]["state"], "acked");
+}

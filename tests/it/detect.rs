@@ -1,0 +1,413 @@
+//! The detect stage on synthetic signals whose correct alarm times are known.
+//!
+//! Every signal is sampled once a second from t = 0; times below are seconds.
+
+use std::path::Path;
+
+use plantwatch::config::{EnvOverrides, Plan, load_str};
+use plantwatch::detect::{AlarmEvent, AlarmStatus, CommandError, Engine, FLOOD_ALARM};
+use plantwatch::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
+
+const BASE: &str = r#"
+[gateway]
+site = "plant1"
+id = "gw1"
+timezone = "UTC"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "motor-1"
+link = "bus"
+profile = "generic-plc"
+"#;
+
+fn plan(rules: &str) -> Plan {
+    let text = format!("{BASE}\n{rules}");
+    load_str("test.toml", &text, &EnvOverrides::Off, Path::new("."), None)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One poll of `motor-1` at second `t` with the given point values (`None`: no answer).
+fn poll(t: i64, values: &[(&str, Option<f64>)]) -> SampleBatch {
+    SampleBatch {
+        device: Name::new("motor-1").unwrap(),
+        tick: Timestamp(t * 1000),
+        samples: values
+            .iter()
+            .map(|(p, v)| PointSample {
+                point: Name::new(p).unwrap(),
+                ts: Timestamp(t * 1000),
+                value: v.map(Value::F64),
+                quality: if v.is_some() {
+                    Quality::Good
+                } else {
+                    Quality::Bad(BadReason::Timeout)
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Feeds `series` (one value per second) to `point` and returns (second, alarm, state).
+fn run(
+    engine: &mut Engine,
+    point: &str,
+    series: &[Option<f64>],
+) -> Vec<(i64, String, AlarmStatus)> {
+    let mut events = Vec::new();
+    for (t, v) in series.iter().enumerate() {
+        engine.evaluate(&poll(t as i64, &[(point, *v)]), &mut events);
+    }
+    events
+        .iter()
+        .map(|e: &AlarmEvent| (e.ts / 1000, e.alarm.clone(), e.state))
+        .collect()
+}
+
+fn active(t: i64, a: &str) -> (i64, String, AlarmStatus) {
+    (t, a.into(), AlarmStatus::Active)
+}
+fn cleared(t: i64, a: &str) -> (i64, String, AlarmStatus) {
+    (t, a.into(), AlarmStatus::Cleared)
+}
+
+#[test]
+fn high_limit_with_deadband_and_delays_raises_and_clears_at_the_exact_seconds() {
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "bearing_temp"
+limit = 90
+deadband = 2
+on_delay = "3s"
+off_delay = "2s""#,
+    );
+    let mut e = Engine::new(&p);
+    // Above 90 from t=2; held 3 s → raised at t=5. Back below 88 from t=10 (89 at t=8..9
+    // is inside the deadband); off-delay 2 s → cleared at t=12.
+    let s: Vec<Option<f64>> = [
+        85., 89., 91., 92., 93., 94., 92., 90., 89., 89., 87., 86., 85., 84.,
+    ]
+    .iter()
+    .map(|v| Some(*v))
+    .collect();
+    assert_eq!(
+        run(&mut e, "bearing_temp", &s),
+        vec![active(5, "hot"), cleared(12, "hot")]
+    );
+}
+
+#[test]
+fn a_noisy_signal_around_the_limit_raises_once_not_fifty_times() {
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "bearing_temp"
+limit = 90
+deadband = 1.5"#,
+    );
+    let mut e = Engine::new(&p);
+    // 90 ± 1 noise for 200 s, then well below.
+    let mut s: Vec<Option<f64>> = (0..200)
+        .map(|i| Some(90.0 + if i % 2 == 0 { 0.9 } else { -0.9 } * f64::from((i % 7) as u8) / 6.0))
+        .collect();
+    s.extend(std::iter::repeat_n(Some(80.0), 5));
+    let got = run(&mut e, "bearing_temp", &s);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].2, AlarmStatus::Active);
+    assert_eq!(got[1], cleared(200, "hot"));
+    // Without a deadband the same signal chatters: the deadband is what prevents it.
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "bearing_temp"
+limit = 90"#,
+    );
+    let mut e = Engine::new(&p);
+    assert!(run(&mut e, "bearing_temp", &s).len() > 20);
+}
+
+#[test]
+fn low_and_low_low_limits_nest() {
+    let p = plan(
+        r#"[[rules]]
+name = "slow"
+kind = "low"
+point = "speed"
+limit = 1000
+
+[[rules]]
+name = "stopped"
+kind = "low_low"
+point = "speed"
+limit = 100
+severity = "critical""#,
+    );
+    let mut e = Engine::new(&p);
+    let s = [1500., 900., 50., 900., 1500.].map(Some);
+    assert_eq!(
+        run(&mut e, "speed", &s),
+        vec![
+            active(1, "slow"),
+            active(2, "stopped"),
+            cleared(3, "stopped"),
+            cleared(4, "slow")
+        ]
+    );
+}
+
+#[test]
+fn rate_of_change_is_judged_over_its_window() {
+    let p = plan(
+        r#"[[rules]]
+name = "heating-fast"
+kind = "rate"
+point = "motor_temp"
+limit = 30
+per = "minute"
+window = "10s""#,
+    );
+    let mut e = Engine::new(&p);
+    // Flat 60 for 20 s, then +1 °C/s (60 °C/min) for 20 s, then flat.
+    let s: Vec<Option<f64>> = (0..60)
+        .map(|t| {
+            Some(match t {
+                ..20 => 60.0,
+                20..40 => 60.0 + f64::from(t - 20),
+                _ => 80.0,
+            })
+        })
+        .collect();
+    // The 10 s rate passes 30/min once more than 5 °C of rise is inside the window: at t=26
+    // (6 °C over 10 s = 36/min). It falls to 30/min or less once at most 5 °C remains: t=45.
+    assert_eq!(
+        run(&mut e, "motor_temp", &s),
+        vec![active(26, "heating-fast"), cleared(45, "heating-fast")]
+    );
+}
+
+#[test]
+fn a_stuck_value_alarms_after_its_duration_only_while_the_device_answers() {
+    let p = plan(
+        r#"[[rules]]
+name = "frozen"
+kind = "stuck"
+point = "vibration"
+tolerance = 0.01
+duration = "30s""#,
+    );
+    let mut e = Engine::new(&p);
+    let mut s: Vec<Option<f64>> = (0..10).map(|t| Some(2.0 + f64::from(t) * 0.1)).collect();
+    // t=10..: stuck at 3.0 (within tolerance) → 30 s after t=10, raised at t=40.
+    s.extend((10..50).map(|t| Some(3.0 + if t % 2 == 0 { 0.005 } else { 0.0 })));
+    s.push(Some(3.5));
+    assert_eq!(
+        run(&mut e, "vibration", &s),
+        vec![active(40, "frozen"), cleared(50, "frozen")]
+    );
+    // A device that does not answer is offline, not stuck.
+    let mut e = Engine::new(&p);
+    let mut s = vec![Some(1.0)];
+    s.extend(std::iter::repeat_n(None, 100));
+    assert_eq!(run(&mut e, "vibration", &s), vec![]);
+}
+
+#[test]
+fn comm_loss_raises_after_its_duration_and_holds_the_device_other_alarms() {
+    let p = plan(
+        r#"[[rules]]
+name = "offline"
+kind = "comm_loss"
+duration = "5s"
+
+[[rules]]
+name = "cold"
+kind = "low"
+point = "motor_temp"
+limit = 10"#,
+    );
+    let mut e = Engine::new(&p);
+    let mut s = vec![Some(40.0); 3];
+    s.extend(std::iter::repeat_n(None, 10));
+    s.push(Some(40.0));
+    // No answer from t=3; 5 s later (t=8) comm loss. The `cold` rule does not fire on the
+    // missing values. The first answer (t=13) clears it.
+    assert_eq!(
+        run(&mut e, "motor_temp", &s),
+        vec![active(8, "offline"), cleared(13, "offline")]
+    );
+}
+
+#[test]
+fn a_point_glob_makes_one_alarm_per_point() {
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "*_temp"
+limit = 90"#,
+    );
+    let mut e = Engine::new(&p);
+    let mut events = Vec::new();
+    e.evaluate(
+        &poll(
+            0,
+            &[
+                ("motor_temp", Some(95.0)),
+                ("bearing_temp", Some(91.0)),
+                ("ambient_temp", Some(20.0)),
+            ],
+        ),
+        &mut events,
+    );
+    let names: Vec<&str> = events.iter().map(|e| e.alarm.as_str()).collect();
+    assert_eq!(names, ["hot.motor_temp", "hot.bearing_temp"]);
+    assert_eq!(events[0].id, "motor-1/hot.motor_temp/0");
+    assert_eq!(
+        events[0].message,
+        "motor-1 motor_temp = 95 °C, above the limit 90 °C"
+    );
+}
+
+#[test]
+fn a_flood_is_summarised_and_the_hidden_alarms_announced_when_it_ends() {
+    let rules: String = (0..11)
+        .map(|i| {
+            format!(
+                "[[rules]]\nname = \"r{i}\"\nkind = \"high\"\npoint = \"motor_temp\"\nlimit = {}\n\n",
+                10 + i
+            )
+        })
+        .collect();
+    let p = plan(&format!(
+        "[alarms]\nmax_per_device_per_minute = 4\n\n{rules}"
+    ));
+    let mut e = Engine::new(&p);
+    let mut events = Vec::new();
+    e.evaluate(&poll(0, &[("motor_temp", Some(100.0))]), &mut events);
+    let raised: Vec<&str> = events.iter().map(|e| e.alarm.as_str()).collect();
+    assert_eq!(raised, ["r0", "r1", "r2", "r3", FLOOD_ALARM]);
+    assert_eq!(events[4].value, Some(7.0));
+    events.clear();
+    // Quiet for a minute: the summary clears and the 7 still-raised alarms are announced.
+    for t in 1..=60 {
+        e.evaluate(&poll(t, &[("motor_temp", Some(100.0))]), &mut events);
+    }
+    assert_eq!(events[0].alarm, FLOOD_ALARM);
+    assert_eq!(events[0].state, AlarmStatus::Cleared);
+    assert_eq!(events[0].ts, 60_000);
+    let announced: Vec<&str> = events[1..].iter().map(|e| e.alarm.as_str()).collect();
+    assert_eq!(announced, ["r4", "r5", "r6", "r7", "r8", "r9", "r10"]);
+}
+
+#[test]
+fn a_restart_with_raised_alarms_neither_raises_them_again_nor_forgets_them() {
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "bearing_temp"
+limit = 90"#,
+    );
+    let mut first = Engine::new(&p);
+    let mut events = Vec::new();
+    first.evaluate(&poll(0, &[("bearing_temp", Some(95.0))]), &mut events);
+    assert_eq!(events.len(), 1);
+    first.ack("motor-1/hot", 500).unwrap();
+    let saved = first.raised();
+    assert_eq!(saved[0].state, AlarmStatus::Acked);
+
+    let mut second = Engine::new(&p);
+    second.restore(&saved);
+    let mut events = Vec::new();
+    second.evaluate(&poll(1, &[("bearing_temp", Some(96.0))]), &mut events);
+    assert!(events.is_empty(), "re-raised after restart: {events:?}");
+    assert_eq!(second.raised()[0].id, "motor-1/hot/0");
+    assert_eq!(second.raised()[0].state, AlarmStatus::Acked);
+    second.evaluate(&poll(2, &[("bearing_temp", Some(80.0))]), &mut events);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].state, AlarmStatus::Cleared);
+    assert_eq!(events[0].id, "motor-1/hot/0");
+}
+
+#[test]
+fn ack_and_shelve_change_only_raised_alarms_and_a_shelve_expires() {
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "bearing_temp"
+limit = 90"#,
+    );
+    let mut e = Engine::new(&p);
+    assert_eq!(
+        e.ack("motor-1/hot", 0),
+        Err(CommandError::Unknown("motor-1/hot".into()))
+    );
+    let mut events = Vec::new();
+    e.evaluate(&poll(0, &[("bearing_temp", Some(95.0))]), &mut events);
+    let shelved = e.shelve("motor-1/hot/0", 10_000, 1_000).unwrap();
+    assert_eq!(shelved.state, AlarmStatus::Shelved);
+    assert_eq!(shelved.shelved_until, Some(11_000));
+    assert_eq!(
+        e.shelve("motor-1/hot", -5, 1_000).map(|_| ()),
+        Err(CommandError::Duration(-5))
+    );
+    assert_eq!(
+        e.ack("motor-1/hot", 2_000).unwrap().state,
+        AlarmStatus::Shelved
+    );
+    assert_eq!(
+        e.ack("motor-1/hot", 2_000),
+        Err(CommandError::AlreadyAcked("motor-1/hot".into()))
+    );
+    events.clear();
+    e.tick(10_999, &mut events);
+    assert!(events.is_empty());
+    e.tick(11_000, &mut events);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].state, AlarmStatus::Acked);
+}
+
+#[test]
+fn an_expression_over_several_points_alarms_while_it_holds() {
+    let p = plan(
+        r#"[[rules]]
+name = "running-dry"
+kind = "expression"
+when = "run_state == 1 && motor_current < 0.5"
+on_delay = "2s""#,
+    );
+    let mut e = Engine::new(&p);
+    let mut events = Vec::new();
+    let rows = [
+        (1.0, 10.0),
+        (1.0, 0.2),
+        (1.0, 0.2),
+        (1.0, 0.3),
+        (0.0, 0.0),
+        (1.0, 0.1),
+    ];
+    for (t, (run, amps)) in rows.iter().enumerate() {
+        e.evaluate(
+            &poll(
+                t as i64,
+                &[("run_state", Some(*run)), ("motor_current", Some(*amps))],
+            ),
+            &mut events,
+        );
+    }
+    let got: Vec<(i64, AlarmStatus)> = events.iter().map(|e| (e.ts / 1000, e.state)).collect();
+    assert_eq!(got, [(3, AlarmStatus::Active), (4, AlarmStatus::Cleared)]);
+    assert_eq!(
+        events[0].message,
+        "motor-1: run_state == 1 && motor_current < 0.5"
+    );
+}
