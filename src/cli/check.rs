@@ -129,4 +129,46 @@ fn print_plan(path: &Path, plan: &Plan) {
             );
         }
     }
+    if !plan.rules.is_empty() {
+        out!();
+        out!(
+            "{:<24} {:<11} {:<9} {:>6}  ALARMS",
+            "RULE",
+            "KIND",
+            "SEVERITY",
+            "COUNT"
+        );
+        for r in &plan.rules {
+            let alarms: Vec<String> = r
+                .targets
+                .iter()
+                .map(|t| format!("{}/{}", plan.devices[t.device].name, t.alarm))
+                .collect();
+            let shown = if alarms.len() > 4 {
+                format!("{} … (+{})", alarms[..4].join(" "), alarms.len() - 4)
+            } else {
+                alarms.join(" ")
+            };
+            out!(
+                "{:<24} {:<11} {:<9} {:>6}  {}",
+                r.name,
+                r.kind_name.as_str(),
+                r.severity.as_str(),
+                alarms.len(),
+                shown
+            );
+        }
+    }
+    if !plan.webhooks.is_empty() {
+        out!();
+        for w in &plan.webhooks {
+            out!(
+                "webhook {} ({:?}), from severity {}, {} per minute",
+                w.name,
+                w.format,
+                w.min_severity,
+                w.rate_per_minute
+            );
+        }
+    }
 }

@@ -58,6 +58,14 @@ fn line(topic: &str, msg: &Json) -> String {
         })
         .unwrap_or_default();
     let short = topic.split_once("/gw-01/").map_or(topic, |(_, t)| t);
+    if short.starts_with("alarm/") {
+        return format!(
+            "{time}  {short:<28} {:<8} [{}] {}",
+            msg["state"].as_str().unwrap_or_default().to_uppercase(),
+            msg["severity"].as_str().unwrap_or_default(),
+            msg["message"].as_str().unwrap_or_default()
+        );
+    }
     let Some(points) = msg["points"].as_object() else {
         return format!("{time}  {short:<28} {msg}");
     };
@@ -165,11 +173,14 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     tokio::pin!(until);
     let (mut fault_on, mut fault_done) = (false, args.no_faults);
+    let mut spiked = args.no_faults;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             () = &mut until => break,
             event = events.poll() => match event {
+                // An empty retained message removes a cleared alarm's state: nothing to show.
+                Ok(Event::Incoming(Packet::Publish(p))) if p.payload.is_empty() => {}
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let msg: Json = serde_json::from_slice(&p.payload).unwrap_or(Json::Null);
                     out!("{}", line(&p.topic, &msg));
@@ -182,6 +193,13 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
         let elapsed = start.elapsed();
+        if !spiked && elapsed > Duration::from_secs(5) {
+            if let Some(pump) = sim.device("pump-1") {
+                pump.inject(Fault::Spike(3));
+                out!("\n>>> demo: pump-1's motor temperature jumps for three polls <<<\n");
+            }
+            spiked = true;
+        }
         if !fault_done && !fault_on && elapsed > Duration::from_secs(12) {
             if let Some(pump) = sim.device("pump-1") {
                 pump.inject(Fault::NoAnswer);

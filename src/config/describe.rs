@@ -349,6 +349,7 @@ fn enum_variants(name: &str) -> Option<&'static [&'static str]> {
         variants_of::<super::rules::RatePer>(),
         variants_of::<super::rules::SeasonName>(),
         variants_of::<super::rules::DirectionName>(),
+        variants_of::<crate::sink::webhook::Format>(),
     ]
     .into_iter()
     .flatten()

@@ -203,28 +203,12 @@ pub fn resolve_influx(raw: &RawInflux, issues: &mut Issues) -> Option<Influx> {
     if raw.bucket.trim().is_empty() {
         issues.push("influxdb.bucket", "must not be empty");
     }
-    let token = match (&raw.token_file, &raw.token_credential) {
-        (Some(_), Some(_)) => {
-            issues.push(
-                "influxdb.token_credential",
-                "give `token_file` or `token_credential`, not both",
-            );
-            None
-        }
-        (Some(f), None) => Some(PasswordSource::File(f.clone())),
-        (None, Some(c)) => {
-            if c.is_empty() || c.contains('/') || c == "." || c == ".." {
-                issues.push(
-                    "influxdb.token_credential",
-                    format!(
-                        "`{c}` is not a credential name (a file name in $CREDENTIALS_DIRECTORY)"
-                    ),
-                );
-            }
-            Some(PasswordSource::Credential(c.clone()))
-        }
-        (None, None) => None,
-    };
+    let token = PasswordSource::resolve(
+        "influxdb",
+        ("token_file", raw.token_file.as_ref()),
+        ("token_credential", raw.token_credential.as_ref()),
+        issues,
+    );
     if let Some(problem) = measurement_problem(&raw.measurement) {
         issues.push("influxdb.measurement", problem);
     }

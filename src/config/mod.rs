@@ -13,6 +13,7 @@ pub mod plan;
 pub mod profile;
 pub mod raw;
 pub mod rules;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,7 +36,7 @@ use raw::{
 
 /// The sections a config file may have.
 const SECTIONS: &[&str] = &[
-    "gateway", "links", "devices", "mqtt", "store", "influxdb", "rules", "alarms",
+    "gateway", "links", "devices", "mqtt", "store", "influxdb", "rules", "alarms", "webhooks",
 ];
 
 /// Where environment overrides come from.
@@ -403,6 +404,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         .shift_remove("influxdb")
         .and_then(|v| deserialize_at::<influx::RawInflux>(v, "influxdb", &mut issues));
     let raw_rules = take_array(&mut table, "rules", &mut issues);
+    let raw_webhooks = take_array(&mut table, "webhooks", &mut issues);
     let raw_alarms = match table.shift_remove("alarms") {
         Some(v) => deserialize_at::<rules::RawAlarms>(v, "alarms", &mut issues),
         None => Some(rules::RawAlarms::default()),
@@ -507,6 +509,16 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         })
         .collect();
     let rules = rules::resolve_rules(rules_written, &devices, &mut issues);
+    let webhooks_written: Vec<(String, webhooks::RawWebhook)> = raw_webhooks
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let key = format!("webhooks[{i}]");
+            deserialize_at::<webhooks::RawWebhook>(v, &key, &mut issues).map(|r| (key, r))
+        })
+        .collect();
+    let webhooks = webhooks::resolve_webhooks(webhooks_written, &mut issues);
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
@@ -523,6 +535,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             influx,
             rules,
             alarm_policy: alarm_policy.unwrap_or_default(),
+            webhooks,
         }),
         _ => Err(issues.0),
     }

@@ -28,6 +28,8 @@ pub struct Plan {
     pub rules: Vec<super::rules::Rule>,
     /// Engine-wide alarm policy (`[alarms]`).
     pub alarm_policy: super::rules::AlarmPolicy,
+    /// Group-chat and HTTP alarm notifiers.
+    pub webhooks: Vec<super::webhooks::Webhook>,
 }
 
 impl Plan {

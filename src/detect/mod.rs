@@ -147,6 +147,9 @@ struct Instance {
     detector: Detector,
     state: AlarmState,
     seen: Seen,
+    /// The message as raised: acks, shelves and the clear repeat it, so an alarm's text
+    /// stays the one the team was woken by.
+    message: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -267,6 +270,7 @@ impl Engine {
                         detector,
                         state: AlarmState::default(),
                         seen: Seen::default(),
+                        message: String::new(),
                     });
                 }
             }
@@ -380,6 +384,7 @@ impl Engine {
             match transition {
                 Some(Transition::Raised) => {
                     inst.state.shelved_until = None;
+                    inst.message = raise_message(&dev.name, &dev.point_names, &dev.units, inst);
                     if flood_allows(&mut dev.flood, policy, at) {
                         events.push(event(
                             &dev.name,
@@ -560,6 +565,7 @@ impl Engine {
                 inst.state.shelved_until = e.shelved_until;
                 inst.seen.value = e.value;
                 inst.seen.limit = e.limit;
+                inst.message.clone_from(&e.message);
             }
         }
     }
@@ -736,10 +742,6 @@ fn event(
     ts: i64,
 ) -> AlarmEvent {
     let point = inst.point.and_then(|p| points.get(p));
-    let unit = inst
-        .point
-        .and_then(|p| units.get(p))
-        .map_or("", String::as_str);
     AlarmEvent {
         id: format!("{device}/{}/{}", inst.alarm, inst.state.raised_ms),
         device: device.to_string(),
@@ -752,18 +754,31 @@ fn event(
         ts,
         value: inst.seen.value,
         limit: inst.seen.limit,
-        message: render(
-            &inst.rule,
-            device.as_str(),
-            point.map_or("", Name::as_str),
-            unit,
-            &inst.seen,
-        ),
+        message: if inst.message.is_empty() {
+            raise_message(device, points, units, inst)
+        } else {
+            inst.message.clone()
+        },
         shelved_until: inst
             .state
             .shelved_until
             .filter(|_| state == AlarmStatus::Shelved),
     }
+}
+
+fn raise_message(device: &Name, points: &[Name], units: &[String], inst: &Instance) -> String {
+    let point = inst.point.and_then(|p| points.get(p));
+    let unit = inst
+        .point
+        .and_then(|p| units.get(p))
+        .map_or("", String::as_str);
+    render(
+        &inst.rule,
+        device.as_str(),
+        point.map_or("", Name::as_str),
+        unit,
+        &inst.seen,
+    )
 }
 
 /// A number for people: at most 3 decimals, no trailing zeros.

@@ -35,6 +35,7 @@ use crate::sink::mqtt::inflight::RowId;
 use crate::sink::mqtt::{
     DOWNLINK_QUEUE, Downlink, MqttStats, Outbox, OutboxError, OutboxItem, Rendered, Session,
 };
+use crate::sink::webhook::{Notification, Notifier, NotifierHandle, WebhookConfig, WebhookStats};
 use crate::store::{AlarmRow, OutboxLimits, OutboxMessage, StoreError, StoreHandle, record};
 
 /// Why the daemon could not start or had to stop.
@@ -146,6 +147,7 @@ struct Core {
     influx: Option<InfluxHandle>,
     reporter: Reporter,
     engine: Engine,
+    notifiers: Vec<NotifierHandle>,
     seqs: HashMap<String, u64>,
     store: StoreHandle,
     wake: Arc<Wake>,
@@ -270,6 +272,11 @@ impl Core {
                 body: (!cleared).then(|| serde_json::to_string(e).unwrap_or_default()),
             });
             log_alarm(e);
+            if matches!(e.state, AlarmStatus::Active | AlarmStatus::Cleared) {
+                for n in &self.notifiers {
+                    n.offer(notification(e, &self.plan));
+                }
+            }
         }
         if messages.is_empty() {
             return;
@@ -358,6 +365,58 @@ pub struct QueuedCommand {
     pub payload: serde_json::Value,
 }
 
+fn notification(e: &AlarmEvent, plan: &Plan) -> Notification {
+    Notification {
+        device: e.device.clone(),
+        rule: e.alarm.clone(),
+        id: e.id.clone(),
+        state: e.state.as_str().to_owned(),
+        severity: e.severity,
+        message: e.message.clone(),
+        value: e.value,
+        limit: e.limit,
+        ts_ms: e.ts,
+        site: plan.gateway.site.to_string(),
+        gateway: plan.gateway.id.to_string(),
+    }
+}
+
+/// Starts a notifier per `[[webhooks]]` entry; one that cannot start is logged and skipped.
+fn spawn_notifiers(
+    plan: &Plan,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> Vec<NotifierHandle> {
+    let mut out = Vec::new();
+    for w in &plan.webhooks {
+        let secret = match w.secret.as_ref().map(|s| s.read_first_line()).transpose() {
+            Ok(s) => s,
+            Err((source, why)) => {
+                error!(webhook = %w.name, source = %source, error = %why, "Webhook secret unreadable; this webhook is off.");
+                continue;
+            }
+        };
+        let mut cfg = WebhookConfig::new(w.name.clone(), w.url.clone(), w.format);
+        cfg.secret = secret;
+        cfg.min_severity = w.min_severity;
+        cfg.timeout = w.timeout;
+        cfg.max_retries = w.max_retries;
+        cfg.rate_per_minute = w.rate_per_minute;
+        cfg.digest_after = w.digest_after;
+        let c = clock.clone();
+        match Notifier::spawn(
+            cfg,
+            Arc::new(WebhookStats::default()),
+            cancel.clone(),
+            move || c.now().0,
+        ) {
+            Ok(h) => out.push(h),
+            Err(err) => error!(webhook = %w.name, error = %err, "Webhook cannot start; it is off."),
+        }
+    }
+    out
+}
+
 fn log_alarm(e: &AlarmEvent) {
     match e.state {
         AlarmStatus::Active => {
@@ -378,6 +437,8 @@ struct Generation {
     mqtt_stats: Option<Arc<MqttStats>>,
     influx: Option<(CancellationToken, InfluxHandle, Duration)>,
     influx_stats: Option<Arc<InfluxStats>>,
+    /// Cancels the webhook notifiers once the core (their only user) has stopped.
+    notify_cancel: CancellationToken,
 }
 
 fn start_generation(
@@ -420,11 +481,14 @@ fn start_generation(
         });
     let mut engine = Engine::new(&plan);
     engine.restore(raised);
+    let notify_cancel = CancellationToken::new();
+    let notifiers = spawn_notifiers(&plan, clock, &notify_cancel);
     let core = Core {
         plan: plan.clone(),
         influx: influx.as_ref().map(|(_, h, _)| h.clone()),
         reporter,
         engine,
+        notifiers,
         seqs: HashMap::new(),
         store: store.clone(),
         wake: wake.clone(),
@@ -466,6 +530,7 @@ fn start_generation(
         mqtt_stats,
         influx,
         influx_stats,
+        notify_cancel,
     }
 }
 
@@ -491,6 +556,13 @@ impl Generation {
             cancel.cancel();
             let _flushed = tokio::time::timeout(timeout + Duration::from_secs(1), stopped).await;
         }
+        // The core has stopped and dropped its notifier handles, so the notifiers are
+        // sending what they hold; give them a moment, then stop them.
+        let notify_cancel = self.notify_cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            notify_cancel.cancel();
+        });
         if let Some((cancel, handle)) = self.mqtt {
             cancel.cancel();
             let _finished = tokio::time::timeout(Duration::from_secs(3), handle).await;

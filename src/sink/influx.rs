@@ -69,21 +69,16 @@ pub enum InfluxError {
 
 /// Reads the API token (first line of the file) as an `Authorization` header that never prints.
 fn read_token(source: &PasswordSource) -> Result<HeaderValue, InfluxError> {
-    let path = match source {
-        PasswordSource::File(p) => p.clone(),
-        PasswordSource::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
-            .map(std::path::PathBuf::from)
-            .ok_or_else(|| InfluxError::Token {
-                source_name: format!("credential `{name}`"),
-                error: "$CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)".into(),
-            })?
-            .join(name),
-    };
+    let text = source
+        .read_first_line()
+        .map_err(|(source_name, error)| InfluxError::Token { source_name, error })?;
     let fail = |error: String| InfluxError::Token {
-        source_name: path.display().to_string(),
+        source_name: match source {
+            PasswordSource::File(p) => p.display().to_string(),
+            PasswordSource::Credential(name) => format!("credential `{name}`"),
+        },
         error,
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
     let token = text.lines().next().unwrap_or_default().trim();
     if token.is_empty() {
         return Err(fail("the first line is empty".into()));

@@ -3,3 +3,4 @@
 
 pub mod influx;
 pub mod mqtt;
+pub mod webhook;

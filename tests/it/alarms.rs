@@ -150,3 +150,74 @@ async fn an_alarm_is_retained_acked_by_command_and_survives_a_sigkill_restart() 
     assert_eq!(list["alarms"][0]["id"], id.as_str());
     assert_eq!(list["alarms"][0]["state"], "acked");
 }
+
+/// A one-route HTTP server that records request bodies and answers 200.
+async fn hook_server() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        for _ in 0..64 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Bounded: a request larger than 1 MiB is not one of ours.
+                while buf.len() < 1 << 20 {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            tx.send(body.to_owned()).await.ok();
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await.ok();
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_alarm_is_posted_to_the_configured_webhook() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let (_sim, plant) = plant(1, 200).await;
+    let (hook, mut bodies) = hook_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{RULES}\n[[webhooks]]\nname = \"chat\"\nformat = \"generic\"\nurl = \"http://{hook}/hook\"\nmin_severity = \"high\"\n"
+    );
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &config("tw", broker.addr.port(), dir.path(), &plant, &extra),
+    );
+    let body = tokio::time::timeout(Duration::from_secs(30), bodies.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no webhook call within 30 s\n{}", daemon.log()))
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let text = j.to_string();
+    assert!(text.contains("plc-1"), "{text}");
+    assert!(text.contains("warm"), "{text}");
+    assert!(text.contains("active"), "{text}");
+}

@@ -142,27 +142,18 @@ impl std::fmt::Debug for Secret {
 }
 
 fn read_password(source: &PasswordSource) -> Result<Secret, MqttError> {
-    let (key, path) = match source {
-        PasswordSource::File(p) => ("mqtt.password_file", p.clone()),
-        PasswordSource::Credential(name) => (
-            "mqtt.password_credential",
-            std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(std::path::PathBuf::from)
-                .ok_or_else(|| MqttError::Password {
-                    key: "mqtt.password_credential",
-                    source_name: format!("credential `{name}`"),
-                    error: "$CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)"
-                        .into(),
-                })?
-                .join(name),
-        ),
+    let key = match source {
+        PasswordSource::File(_) => "mqtt.password_file",
+        PasswordSource::Credential(_) => "mqtt.password_credential",
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| MqttError::Password {
-        key,
-        source_name: path.display().to_string(),
-        error: e.to_string(),
-    })?;
-    Ok(Secret(text.lines().next().unwrap_or_default().to_owned()))
+    source
+        .read_first_line()
+        .map(Secret)
+        .map_err(|(source_name, error)| MqttError::Password {
+            key,
+            source_name,
+            error,
+        })
 }
 
 /// Reads a PEM file named by config `key` and checks that it holds a `-----BEGIN …{label}-----`
