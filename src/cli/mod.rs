@@ -14,6 +14,7 @@ macro_rules! out {
     }};
 }
 
+mod alarms;
 mod check;
 mod demo;
 mod read;
@@ -82,6 +83,8 @@ enum Command {
     Demo(demo::Args),
     /// Run recorded CSV through the alarm rules at full speed: scores, alarms and events.
     Replay(replay::Args),
+    /// List, acknowledge or shelve alarms (through the running daemon).
+    Alarms(alarms::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -108,6 +111,7 @@ pub fn main() -> ExitCode {
         }
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(&args))),
         Command::Replay(args) => replay::run(&args, cli.profiles_dir.as_deref()),
+        Command::Alarms(args) => alarms::run(&args, cli.profiles_dir.as_deref()),
     };
     match result {
         Ok(code) => code,

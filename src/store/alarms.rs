@@ -117,3 +117,81 @@ pub(super) fn answer(conn: &Connection, answers: &[(i64, String)]) -> Result<(),
     )?;
     Ok(())
 }
+
+/// Direct access to a state file for `plantwatch alarms`, beside a running daemon: SQLite's
+/// WAL mode lets this process read and queue commands while the daemon's store thread writes.
+pub mod offline {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+    use super::AlarmRow;
+
+    fn open(path: &Path, write: bool) -> Result<Connection, String> {
+        if !path.exists() {
+            return Err(format!(
+                "no state file at {}; `plantwatch run` creates it (or give --state FILE)",
+                path.display()
+            ));
+        }
+        let flags = if write {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        };
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if version < 2 {
+            return Err(format!(
+                "{} was written by an older plantwatch (schema {version}); start `plantwatch run` once to upgrade it",
+                path.display()
+            ));
+        }
+        Ok(conn)
+    }
+
+    /// The raised alarms saved in the state file at `path`.
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn raised(path: &Path) -> Result<Vec<AlarmRow>, String> {
+        let conn = open(path, false)?;
+        super::load(&conn).map_err(|e| format!("{}: {e:?}", path.display()))
+    }
+
+    /// Queues a command (JSON) for the daemon; returns its id.
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn queue(path: &Path, body: &str, now_ms: i64) -> Result<i64, String> {
+        let conn = open(path, true)?;
+        conn.execute(
+            "INSERT INTO commands (created_ms, body) VALUES (?1, ?2)",
+            params![now_ms, body],
+        )
+        .map_err(|e| format!("cannot queue the command in {}: {e}", path.display()))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The daemon's reply to command `id`, once it has answered.
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn reply(path: &Path, id: i64) -> Result<Option<String>, String> {
+        let conn = open(path, false)?;
+        conn.query_row(
+            "SELECT reply FROM commands WHERE id = ?1",
+            params![id],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()
+        .map(Option::flatten)
+        .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}

@@ -221,3 +221,72 @@ async fn a_raised_alarm_is_posted_to_the_configured_webhook() {
     assert!(text.contains("warm"), "{text}");
     assert!(text.contains("active"), "{text}");
 }
+
+/// Runs `plantwatch alarms ARGS` on `config`; returns (success, stdout + stderr).
+fn cli(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(crate::harness::bin())
+        .arg("alarms")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_shelves_alarms_through_the_running_daemon() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let (_sim, plant) = plant(1, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "tc/alarm/plc-1/warm";
+    let mut sub = Subscriber::start(broker.addr, "tc/alarm/#").await;
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &config("tc", broker.addr.port(), dir.path(), &plant, RULES),
+    );
+    let got = sub
+        .collect_until(Duration::from_secs(30), |g| !alarms(g, topic).is_empty())
+        .await;
+    assert_eq!(alarms(&got, topic).len(), 1, "{}", daemon.log());
+    let cfg = dir.path().join("plantwatch.toml");
+    let (ok, text) = cli(&cfg, &["list"]);
+    assert!(
+        ok && text.contains("plc-1/warm") && text.contains("active"),
+        "{text}"
+    );
+    let (ok, text) = cli(&cfg, &["ack", "plc-1/nope"]);
+    assert!(
+        !ok && text.contains("no raised alarm `plc-1/nope`"),
+        "{text}"
+    );
+    let (ok, text) = cli(&cfg, &["shelve", "plc-1/warm", "soon"]);
+    assert!(
+        !ok && text.contains("not a duration"),
+        "{text}\n{}",
+        daemon.log()
+    );
+    let (ok, text) = cli(&cfg, &["shelve", "plc-1/warm", "1h"]);
+    assert!(
+        ok && text.contains("is now shelved"),
+        "{text}\n{}",
+        daemon.log()
+    );
+    let got = sub
+        .collect_until(Duration::from_secs(10), |g| !alarms(g, topic).is_empty())
+        .await;
+    let shelved = alarms(&got, topic)[0].json();
+    assert_eq!(shelved["state"], "shelved");
+    assert!(shelved["shelved_until"].as_i64().unwrap() > shelved["ts"].as_i64().unwrap());
+    let (ok, text) = cli(&cfg, &["list", "--json"]);
+    assert!(ok, "{text}");
+    let listed: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(listed["state"], "shelved");
+}
