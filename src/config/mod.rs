@@ -9,6 +9,7 @@ pub mod daemon;
 mod describe;
 pub mod influx;
 pub mod issue;
+pub mod maintenance;
 pub mod plan;
 pub mod profile;
 pub mod raw;
@@ -36,7 +37,17 @@ use raw::{
 
 /// The sections a config file may have.
 const SECTIONS: &[&str] = &[
-    "gateway", "links", "devices", "mqtt", "store", "influxdb", "rules", "alarms", "webhooks",
+    "gateway",
+    "links",
+    "devices",
+    "mqtt",
+    "store",
+    "influxdb",
+    "rules",
+    "alarms",
+    "webhooks",
+    "maintenance",
+    "health",
 ];
 
 /// Where environment overrides come from.
@@ -405,6 +416,10 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         .and_then(|v| deserialize_at::<influx::RawInflux>(v, "influxdb", &mut issues));
     let raw_rules = take_array(&mut table, "rules", &mut issues);
     let raw_webhooks = take_array(&mut table, "webhooks", &mut issues);
+    let raw_maintenance = take_array(&mut table, "maintenance", &mut issues);
+    let raw_health = table
+        .shift_remove("health")
+        .and_then(|v| deserialize_at::<maintenance::RawHealth>(v, "health", &mut issues));
     let raw_alarms = match table.shift_remove("alarms") {
         Some(v) => deserialize_at::<rules::RawAlarms>(v, "alarms", &mut issues),
         None => Some(rules::RawAlarms::default()),
@@ -519,6 +534,17 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         })
         .collect();
     let webhooks = webhooks::resolve_webhooks(webhooks_written, &mut issues);
+    let maintenance_written: Vec<(String, maintenance::RawMaintenance)> = raw_maintenance
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let key = format!("maintenance[{i}]");
+            deserialize_at::<maintenance::RawMaintenance>(v, &key, &mut issues).map(|r| (key, r))
+        })
+        .collect();
+    let maintenance = maintenance::resolve_maintenance(maintenance_written, &devices, &mut issues);
+    let health = maintenance::resolve_health(raw_health, &mut issues);
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
@@ -536,6 +562,8 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             rules,
             alarm_policy: alarm_policy.unwrap_or_default(),
             webhooks,
+            maintenance,
+            health,
         }),
         _ => Err(issues.0),
     }

@@ -30,6 +30,10 @@ pub struct Plan {
     pub alarm_policy: super::rules::AlarmPolicy,
     /// Group-chat and HTTP alarm notifiers.
     pub webhooks: Vec<super::webhooks::Webhook>,
+    /// Running hours and starts counted per device.
+    pub maintenance: Vec<super::maintenance::Maintenance>,
+    /// Device health publishing.
+    pub health: super::maintenance::Health,
 }
 
 impl Plan {

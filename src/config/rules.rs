@@ -115,6 +115,10 @@ pub enum RuleKindName {
     Trend,
     /// A condition over the device's points.
     Expression,
+    /// Made by `[[maintenance]]`, not written in `[[rules]]`: running hours since service.
+    ServiceHours,
+    /// Made by `[[maintenance]]`, not written in `[[rules]]`: starts since service.
+    ServiceStarts,
 }
 
 impl RuleKindName {
@@ -131,12 +135,17 @@ impl RuleKindName {
             Self::Anomaly => "anomaly",
             Self::Trend => "trend",
             Self::Expression => "expression",
+            Self::ServiceHours => "service_hours",
+            Self::ServiceStarts => "service_starts",
         }
     }
 
     /// Whether the rule watches one point (rather than the device as a whole).
     pub fn is_point_rule(self) -> bool {
-        !matches!(self, Self::CommLoss | Self::Expression)
+        !matches!(
+            self,
+            Self::CommLoss | Self::Expression | Self::ServiceHours | Self::ServiceStarts
+        )
     }
 }
 
@@ -231,9 +240,6 @@ impl Default for RawAlarms {
     }
 }
 
-/// The anomaly score that alarms unless `threshold` says otherwise.
-pub const DEFAULT_ANOMALY_THRESHOLD: f64 = 0.9;
-
 fn default_max_per_minute() -> u32 {
     10
 }
@@ -306,6 +312,16 @@ pub enum RuleKind {
     },
     /// A condition over the device's points.
     Expression,
+    /// Running hours since the last service reached `every`.
+    ServiceHours {
+        /// The interval in running hours.
+        every: f64,
+    },
+    /// Starts since the last service reached `every`.
+    ServiceStarts {
+        /// The interval in starts.
+        every: u64,
+    },
 }
 
 /// One alarm a rule produces: a device, and a point for point rules.
@@ -433,6 +449,7 @@ fn kind_keys(kind: RuleKindName) -> &'static [&'static str] {
         ],
         RuleKindName::Trend => &["limit", "direction", "horizon", "window", "deadband"],
         RuleKindName::Expression => &["when"],
+        RuleKindName::ServiceHours | RuleKindName::ServiceStarts => &[],
     }
 }
 
@@ -460,7 +477,8 @@ fn present_kind_keys(raw: &RawRule) -> Vec<&'static str> {
     keys
 }
 
-fn default_message(kind: RuleKindName) -> &'static str {
+/// The message template a kind uses when `message` is not given.
+pub fn default_message(kind: RuleKindName) -> &'static str {
     match kind {
         RuleKindName::HighHigh | RuleKindName::High => {
             "{device} {point} = {value}{unit}, above the limit {limit}{unit}"
@@ -478,6 +496,12 @@ fn default_message(kind: RuleKindName) -> &'static str {
             "{device} {point} = {value}{unit} predicted to reach {limit}{unit} in {eta}"
         }
         RuleKindName::Expression => "{device}: {when}",
+        RuleKindName::ServiceHours => {
+            "{device} is due for service: {value} running hours since the last (every {limit})"
+        }
+        RuleKindName::ServiceStarts => {
+            "{device} is due for service: {value} starts since the last (every {limit})"
+        }
     }
 }
 
@@ -648,15 +672,15 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         }
         limit.unwrap_or(0.0)
     };
-    // PLACEHOLDER(models): removed in the commit that lands the anomaly and trend models.
-    if matches!(r.kind, RuleKindName::Anomaly | RuleKindName::Trend) {
+    if matches!(
+        r.kind,
+        RuleKindName::ServiceHours | RuleKindName::ServiceStarts
+    ) {
         issues.push(
             format!("{key}.kind"),
-            format!(
-                "kind = \"{}\" is not available in this build yet",
-                r.kind.as_str()
-            ),
+            "service alarms come from [[maintenance]] (service_hours, service_starts)",
         );
+        return None;
     }
     let kind = match r.kind {
         RuleKindName::HighHigh | RuleKindName::High | RuleKindName::Low | RuleKindName::LowLow => {
@@ -720,8 +744,8 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
             ),
         },
         RuleKindName::Anomaly => {
-            let threshold =
-                finite(issues, key, "threshold", r.threshold).unwrap_or(DEFAULT_ANOMALY_THRESHOLD);
+            let threshold = finite(issues, key, "threshold", r.threshold)
+                .unwrap_or(crate::detect::anomaly::DEFAULT_THRESHOLD);
             if !(threshold > 0.0 && threshold < 1.0) {
                 issues.push(
                     format!("{key}.threshold"),
@@ -827,6 +851,8 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
             }
             RuleKind::Expression
         }
+        // Returned above: these never come from [[rules]].
+        RuleKindName::ServiceHours | RuleKindName::ServiceStarts => return None,
     };
     if issues.0.len() != before {
         return None;

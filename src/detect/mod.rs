@@ -13,7 +13,9 @@
 pub mod alarm;
 pub mod anomaly;
 pub mod expr;
+pub mod health;
 pub mod limit;
+pub mod maintenance;
 pub mod rate;
 pub mod stuck;
 pub mod trend;
@@ -27,11 +29,13 @@ use serde::{Deserialize, Serialize};
 
 use self::alarm::{AlarmState, Phase, Transition};
 use self::anomaly::{AnomalyModel, Season};
+use self::maintenance::Counters;
 use self::rate::RateState;
 use self::stuck::StuckState;
 use self::trend::{TrendModel, TrendParams};
+use crate::config::maintenance::Maintenance;
 use crate::config::plan::Plan;
-use crate::config::rules::{AlarmPolicy, Rule, RuleKind, Severity};
+use crate::config::rules::{AlarmPolicy, Rule, RuleKind, RuleKindName, Severity, Target};
 use crate::model::{BadReason, Name, Quality, SampleBatch, Value};
 
 /// The alarm name of the flood summary alarm.
@@ -110,6 +114,9 @@ pub enum CommandError {
     /// The alarm is already acknowledged.
     #[error("alarm `{0}` is already acknowledged")]
     AlreadyAcked(String),
+    /// The device counts no running hours or starts.
+    #[error("device `{0}` has no [[maintenance]] counters")]
+    NoCounters(String),
     /// A shelve duration of zero or beyond the allowed maximum.
     #[error("shelve duration {0} ms is out of range: give 1s to 30d")]
     Duration(i64),
@@ -128,6 +135,7 @@ enum Detector {
     Anomaly(Box<AnomalyModel>),
     Trend(Box<TrendModel>),
     Expression(Box<self::expr::Expr>),
+    Service,
 }
 
 /// What the detector saw at the last step, for the message and payload.
@@ -172,6 +180,12 @@ struct DeviceRules {
     sample_of: Vec<Option<usize>>,
     instances: Vec<Instance>,
     flood: Flood,
+    /// Running hours and starts, where `[[maintenance]]` asks for them.
+    maintenance: Option<(Maintenance, Counters)>,
+    /// Share of recent polls answered (for the health index).
+    answered_avg: f64,
+    /// Whether a poll of it has been seen: no health before there is something to judge.
+    polled: bool,
 }
 
 /// Local hour-of-day / hour-of-week for seasonal baselines, cached per hour.
@@ -238,9 +252,50 @@ impl Engine {
                 sample_of: vec![None; d.points.len()],
                 instances: Vec::new(),
                 flood: Flood::default(),
+                maintenance: None,
+                answered_avg: 1.0,
+                polled: false,
             })
             .collect();
-        for rule in &plan.rules {
+        let service_rules = plan.maintenance.iter().flat_map(|m| {
+            if let Some(d) = devices.get_mut(m.device) {
+                d.maintenance = Some((m.clone(), Counters::default()));
+            }
+            let rule = |name: &str, kind, kind_name| Rule {
+                name: Name::new(name).unwrap_or_else(|_| plan.devices[m.device].name.clone()),
+                key: "maintenance".into(),
+                kind,
+                kind_name,
+                severity: m.severity,
+                message: crate::config::rules::default_message(kind_name).to_owned(),
+                deadband: 0.0,
+                on_delay: std::time::Duration::ZERO,
+                off_delay: std::time::Duration::ZERO,
+                targets: vec![Target {
+                    device: m.device,
+                    point: None,
+                    alarm: name.to_owned(),
+                    expr: None,
+                }],
+            };
+            let hours = m.service_hours.map(|every| {
+                rule(
+                    "service-hours",
+                    RuleKind::ServiceHours { every },
+                    RuleKindName::ServiceHours,
+                )
+            });
+            let starts = m.service_starts.map(|every| {
+                rule(
+                    "service-starts",
+                    RuleKind::ServiceStarts { every },
+                    RuleKindName::ServiceStarts,
+                )
+            });
+            hours.into_iter().chain(starts)
+        });
+        let service_rules: Vec<Rule> = service_rules.collect();
+        for rule in plan.rules.iter().chain(&service_rules) {
             let rule = Arc::new(rule.clone());
             for t in &rule.targets {
                 let detector = match &rule.kind {
@@ -249,7 +304,7 @@ impl Engine {
                     RuleKind::Stuck { .. } => Detector::Stuck(StuckState::default()),
                     RuleKind::CommLoss { .. } => Detector::CommLoss,
                     RuleKind::Anomaly { params, .. } => {
-                        Detector::Anomaly(Box::new(AnomalyModel::new(params.clone())))
+                        Detector::Anomaly(Box::new(AnomalyModel::new(*params)))
                     }
                     RuleKind::Trend { window, .. } => {
                         Detector::Trend(Box::new(TrendModel::new(TrendParams {
@@ -261,6 +316,9 @@ impl Engine {
                         Some(e) => Detector::Expression(Box::new(e.clone())),
                         None => continue,
                     },
+                    RuleKind::ServiceHours { .. } | RuleKind::ServiceStarts { .. } => {
+                        Detector::Service
+                    }
                 };
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
@@ -337,6 +395,16 @@ impl Engine {
                 _ => None,
             };
         }
+        dev.polled = true;
+        dev.answered_avg += health::COMM_ALPHA * (f64::from(u8::from(answered)) - dev.answered_avg);
+        if let Some((m, counters)) = dev.maintenance.as_mut()
+            && let Some(v) = dev.values.get(m.run_point).copied().flatten()
+        {
+            let at = dev.sample_of[m.run_point]
+                .and_then(|si| batch.samples.get(si))
+                .map_or(now, |s| s.ts.0);
+            counters.update(at, v, m.run_above);
+        }
         let season_buckets = hours.buckets(now);
         for inst in &mut dev.instances {
             let rule = inst.rule.clone();
@@ -350,6 +418,21 @@ impl Engine {
                     inst.seen = Seen::default();
                     expr.eval(&dev.values)
                 }
+                (Detector::Service, kind) => dev.maintenance.as_ref().and_then(|(_, c)| {
+                    let (since, every) = match kind {
+                        RuleKind::ServiceHours { every } => (c.hours_since_service(), *every),
+                        RuleKind::ServiceStarts { every } => {
+                            (c.starts_since_service() as f64, *every as f64)
+                        }
+                        _ => return None,
+                    };
+                    inst.seen = Seen {
+                        value: Some((since * 10.0).round() / 10.0),
+                        limit: Some(every),
+                        ..Seen::default()
+                    };
+                    Some(since >= every)
+                }),
                 (detector, kind) => {
                     let Some(pi) = inst.point else { continue };
                     let Some(si) = dev.sample_of[pi] else {
@@ -568,6 +651,97 @@ impl Engine {
                 inst.message.clone_from(&e.message);
             }
         }
+    }
+}
+
+/// One device's health, as published on `{prefix}/health/{device}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceHealth {
+    /// The device.
+    pub device: String,
+    /// What each part deducts.
+    pub parts: health::Parts,
+    /// Running hours in total, where counted.
+    pub running_hours: Option<f64>,
+    /// Starts in total, where counted.
+    pub starts: Option<u64>,
+}
+
+impl Engine {
+    /// The health now (see [`health`]) of every device polled at least once.
+    pub fn health(&self) -> Vec<DeviceHealth> {
+        self.devices
+            .iter()
+            .filter(|d| d.polled)
+            .map(|d| {
+                let raised = d
+                    .instances
+                    .iter()
+                    .filter(|i| i.state.is_raised() && !i.state.suppressed)
+                    .map(|i| i.rule.severity);
+                let max_score = d
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.seen.score)
+                    .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+                let trend = d
+                    .instances
+                    .iter()
+                    .filter_map(|i| match (&i.rule.kind, i.seen.eta_ms) {
+                        (RuleKind::Trend { horizon, .. }, Some(eta)) => {
+                            Some(health::trend(eta, ms(*horizon)))
+                        }
+                        _ => None,
+                    })
+                    .fold(0.0, f64::max);
+                DeviceHealth {
+                    device: d.name.to_string(),
+                    parts: health::Parts {
+                        comm: health::comm(d.answered_avg),
+                        alarms: health::alarms(raised),
+                        anomaly: health::anomaly(max_score),
+                        trend,
+                    },
+                    running_hours: d.maintenance.as_ref().map(|(_, c)| c.running_hours()),
+                    starts: d.maintenance.as_ref().map(|(_, c)| c.starts),
+                }
+            })
+            .collect()
+    }
+
+    /// The maintenance counters of every device that has them, to persist.
+    pub fn counters(&self) -> Vec<(String, Counters)> {
+        self.devices
+            .iter()
+            .filter_map(|d| Some((d.name.to_string(), d.maintenance.as_ref()?.1.clone())))
+            .collect()
+    }
+
+    /// Puts back persisted counters (devices without `[[maintenance]]` now are ignored).
+    pub fn restore_counters(&mut self, saved: &[(String, Counters)]) {
+        for (device, c) in saved {
+            if let Some(d) = self.devices.iter_mut().find(|d| d.name.as_str() == device)
+                && let Some((_, counters)) = d.maintenance.as_mut()
+            {
+                *counters = c.clone();
+            }
+        }
+    }
+
+    /// Records a service of `device`: its service intervals count again from now, and its
+    /// service alarms clear at its next poll.
+    ///
+    /// # Errors
+    /// [`CommandError::Unknown`] when the device has no `[[maintenance]]`.
+    pub fn serviced(&mut self, device: &str) -> Result<(f64, u64), CommandError> {
+        let (_, c) = self
+            .devices
+            .iter_mut()
+            .find(|d| d.name.as_str() == device)
+            .and_then(|d| d.maintenance.as_mut())
+            .ok_or_else(|| CommandError::NoCounters(device.to_owned()))?;
+        c.serviced();
+        Ok((c.running_hours(), c.starts))
     }
 }
 

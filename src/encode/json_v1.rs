@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::detect::AlarmEvent;
+use crate::detect::{AlarmEvent, DeviceHealth};
 use crate::model::{SampleBatch, Timestamp, Value};
 
 /// The profile version written as `"v"`.
@@ -108,6 +108,34 @@ pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
         }
         if let Some(u) = e.shelved_until {
             map.insert("shelved_until".into(), json!(u));
+        }
+    }
+    doc.to_string().into_bytes()
+}
+
+/// `{prefix}/health/{device}`: `{"v":1,"device":…,"ts":…,"index":87,"parts":{"comm":…,
+/// "alarms":…,"anomaly":…,"trend":…},"running_hours":…,"starts":…}`; parts are the points
+/// each deducts from 100, to one decimal.
+pub fn health(h: &DeviceHealth, ts: Timestamp) -> Vec<u8> {
+    let r = |v: f64| (v * 10.0).round() / 10.0;
+    let mut doc = json!({
+        "v": VERSION,
+        "device": h.device,
+        "ts": ts.0,
+        "index": h.parts.index(),
+        "parts": {
+            "comm": r(h.parts.comm),
+            "alarms": r(h.parts.alarms),
+            "anomaly": r(h.parts.anomaly),
+            "trend": r(h.parts.trend),
+        },
+    });
+    if let Some(map) = doc.as_object_mut() {
+        if let Some(hours) = h.running_hours {
+            map.insert("running_hours".into(), json!(r(hours)));
+        }
+        if let Some(starts) = h.starts {
+            map.insert("starts".into(), json!(starts));
         }
     }
     doc.to_string().into_bytes()

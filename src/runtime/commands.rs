@@ -12,7 +12,7 @@ use crate::config::rules::parse_duration;
 use crate::detect::{AlarmEvent, Engine, MAX_SHELVE_MS};
 
 /// The command names, for messages.
-pub const NAMES: &[&str] = &["ack", "shelve", "unshelve", "list"];
+pub const NAMES: &[&str] = &["ack", "shelve", "unshelve", "list", "serviced"];
 
 /// A validated command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,11 @@ pub enum Command {
     },
     /// List the raised alarms.
     List,
+    /// A device was serviced: its service intervals count again from now.
+    Serviced {
+        /// The device.
+        device: String,
+    },
 }
 
 /// A command with the id its reply must carry.
@@ -53,6 +58,7 @@ struct Body {
     id: Option<Json>,
     alarm: Option<String>,
     duration: Option<String>,
+    device: Option<String>,
 }
 
 /// The error reply for a request that could not be carried out.
@@ -105,6 +111,12 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
         "ack" => alarm().map(|alarm| Command::Ack { alarm }),
         "unshelve" => alarm().map(|alarm| Command::Unshelve { alarm }),
         "list" => Ok(Command::List),
+        "serviced" => body
+            .device
+            .clone()
+            .filter(|d| !d.is_empty())
+            .map(|device| Command::Serviced { device })
+            .ok_or_else(|| "missing `device`: the device that was serviced".to_owned()),
         _ => alarm().and_then(|alarm| {
             let text = body
                 .duration
@@ -142,6 +154,18 @@ pub fn apply(engine: &mut Engine, req: &Request, now: i64) -> (Vec<u8>, Option<A
                     .into_bytes(),
                 None,
             );
+        }
+        Command::Serviced { device } => {
+            return match engine.serviced(device) {
+                Ok((hours, starts)) => (
+                    json!({"v": 1, "id": req.id, "ok": true, "device": device,
+                           "running_hours": hours, "starts": starts})
+                    .to_string()
+                    .into_bytes(),
+                    None,
+                ),
+                Err(e) => (error_reply(&req.id, &e.to_string()), None),
+            };
         }
         Command::Ack { alarm } => engine.ack(alarm, now),
         Command::Shelve { alarm, duration_ms } => engine.shelve(alarm, *duration_ms, now),

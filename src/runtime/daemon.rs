@@ -183,6 +183,7 @@ impl Core {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         loop {
             let input = tokio::select! {
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
@@ -192,10 +193,54 @@ impl Core {
             match input {
                 CoreInput::Batch(first) => self.batches(first, &mut rx).await,
                 CoreInput::Downlink(d) => self.downlink(&d).await,
-                CoreInput::Tick => self.tick().await,
+                CoreInput::Tick => {
+                    ticks += 1;
+                    self.tick().await;
+                    let health_s = self.plan.health.interval.as_secs();
+                    if health_s > 0 && ticks % health_s == 0 {
+                        self.publish_health().await;
+                    }
+                    // A crash loses at most a minute of running time.
+                    if ticks % 60 == 0 {
+                        self.save_counters().await;
+                    }
+                }
                 CoreInput::Closed => break,
             }
         }
+        self.save_counters().await;
+    }
+
+    async fn save_counters(&self) {
+        let rows: Vec<(String, String)> = self
+            .engine
+            .counters()
+            .into_iter()
+            .filter_map(|(device, c)| Some((device, serde_json::to_string(&c).ok()?)))
+            .collect();
+        if !rows.is_empty()
+            && let Err(err) = self.store.save_state(COUNTERS_SCOPE, rows).await
+        {
+            error!(error = %err, "Cannot save maintenance counters.");
+        }
+    }
+
+    /// `{prefix}/health/{device}` for every device, retained.
+    async fn publish_health(&mut self) {
+        let now = self.clock.now();
+        let mut messages = Vec::new();
+        for h in self.engine.health() {
+            let key = format!("health/{}", h.device);
+            let seq = self.seq(&key).await;
+            messages.push(OutboxMessage {
+                stream: key.clone(),
+                key,
+                seq,
+                created_ms: now.0,
+                payload: record::encode_wire(&json_v1::health(&h, now), true),
+            });
+        }
+        self.store_all(messages, &[], now).await;
     }
 
     /// Detects on and stores every batch waiting in `rx`, in one group commit.
@@ -356,6 +401,28 @@ impl Core {
     }
 }
 
+/// The engine-state scope of the maintenance counters.
+const COUNTERS_SCOPE: &str = "maintenance";
+
+/// The maintenance counters saved in the state file.
+async fn load_counters(store: &StoreHandle) -> Vec<(String, crate::detect::maintenance::Counters)> {
+    match store.load_state(COUNTERS_SCOPE).await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|(device, body)| {
+                serde_json::from_str(&body)
+                    .map_err(|e| warn!(device = %device, error = %e, "Unreadable saved counters skipped."))
+                    .ok()
+                    .map(|c| (device, c))
+            })
+            .collect(),
+        Err(err) => {
+            error!(error = %err, "Cannot load maintenance counters; they start from zero.");
+            Vec::new()
+        }
+    }
+}
+
 /// A command as `plantwatch alarms` queues it in the state file.
 #[derive(Debug, serde::Deserialize, serde::Serialize)]
 pub struct QueuedCommand {
@@ -446,7 +513,10 @@ fn start_generation(
     store: &StoreHandle,
     clock: &Arc<dyn Clock>,
     reporter: Reporter,
-    raised: &[AlarmEvent],
+    (raised, counters): (
+        &[AlarmEvent],
+        &[(String, crate::detect::maintenance::Counters)],
+    ),
 ) -> Generation {
     let (tx, rx) = mpsc::channel::<SampleBatch>(1024);
     let (downlink_tx, downlink_rx) = mpsc::channel::<Downlink>(DOWNLINK_QUEUE);
@@ -481,6 +551,7 @@ fn start_generation(
         });
     let mut engine = Engine::new(&plan);
     engine.restore(raised);
+    engine.restore_counters(counters);
     let notify_cancel = CancellationToken::new();
     let notifiers = spawn_notifiers(&plan, clock, &notify_cancel);
     let core = Core {
@@ -614,8 +685,14 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
             "Restored raised alarms from the state file."
         );
     }
-    let mut generation =
-        start_generation(plan.clone(), &store, &clock, Reporter::default(), &raised);
+    let counters = load_counters(&store).await;
+    let mut generation = start_generation(
+        plan.clone(),
+        &store,
+        &clock,
+        Reporter::default(),
+        (&raised, &counters),
+    );
     let metrics_cancel = CancellationToken::new();
     let mut sources = Sources {
         acquire: generation.acquire.clone(),
@@ -671,7 +748,8 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             // Stop first, so the new core starts from every alarm the old one saved.
                             generation.stop(opts.shutdown_grace).await;
                             let raised = load_raised(&store).await;
-                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), &raised);
+                            let counters = load_counters(&store).await;
+                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), (&raised, &counters));
                             sources = Sources { acquire: generation.acquire.clone(), mqtt: generation.mqtt_stats.clone(), outbox: gauges.clone(), influx: generation.influx_stats.clone() };
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");

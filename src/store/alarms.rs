@@ -118,6 +118,39 @@ pub(super) fn answer(conn: &Connection, answers: &[(i64, String)]) -> Result<(),
     Ok(())
 }
 
+pub(super) fn save_state(
+    conn: &Connection,
+    scope: &str,
+    rows: &[(String, String)],
+) -> Result<(), OpError> {
+    let mut upsert = sql(
+        "prepare the engine state upsert",
+        conn.prepare_cached(
+            "INSERT INTO engine_state (scope, key, body) VALUES (?1, ?2, ?3)
+             ON CONFLICT (scope, key) DO UPDATE SET body = excluded.body",
+        ),
+    )?;
+    for (key, body) in rows {
+        sql(
+            "save engine state",
+            upsert.execute(params![scope, key, body]),
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn load_state(conn: &Connection, scope: &str) -> Result<Vec<(String, String)>, OpError> {
+    let mut stmt = sql(
+        "prepare the engine state load",
+        conn.prepare_cached("SELECT key, body FROM engine_state WHERE scope = ?1 ORDER BY key"),
+    )?;
+    let rows = sql(
+        "load engine state",
+        stmt.query_map(params![scope], |r| Ok((r.get(0)?, r.get(1)?))),
+    )?;
+    sql("read engine state", rows.collect())
+}
+
 /// Direct access to a state file for `plantwatch alarms`, beside a running daemon: SQLite's
 /// WAL mode lets this process read and queue commands while the daemon's store thread writes.
 pub mod offline {
@@ -147,7 +180,7 @@ pub mod offline {
         let version: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        if version < 2 {
+        if version < 3 {
             return Err(format!(
                 "{} was written by an older plantwatch (schema {version}); start `plantwatch run` once to upgrade it",
                 path.display()

@@ -232,6 +232,15 @@ enum Request {
     PendingCommands {
         reply: Reply<Vec<CommandRow>>,
     },
+    SaveState {
+        scope: &'static str,
+        rows: Vec<(String, String)>,
+        reply: Reply<()>,
+    },
+    LoadState {
+        scope: &'static str,
+        reply: Reply<Vec<(String, String)>>,
+    },
     AnswerCommands {
         answers: Vec<(i64, String)>,
         reply: Reply<()>,
@@ -245,6 +254,7 @@ impl Request {
             Self::Enqueue { .. }
                 | Self::Ack { .. }
                 | Self::SaveAlarms { .. }
+                | Self::SaveState { .. }
                 | Self::AnswerCommands { .. }
         )
     }
@@ -281,6 +291,12 @@ impl Request {
             Self::AnswerCommands { answers, reply } => {
                 finish(reply, alarms::answer(conn, &answers), path)
             }
+            Self::SaveState { scope, rows, reply } => {
+                finish(reply, alarms::save_state(conn, scope, &rows), path)
+            }
+            Self::LoadState { scope, reply } => {
+                finish(reply, alarms::load_state(conn, scope), path)
+            }
         }
     }
 
@@ -296,6 +312,8 @@ impl Request {
             Self::SaveAlarms { reply, .. } => Done::new(reply, None),
             Self::LoadAlarms { reply } => Done::new(reply, None),
             Self::PendingCommands { reply } => Done::new(reply, None),
+            Self::SaveState { reply, .. } => Done::new(reply, None),
+            Self::LoadState { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
         }
     }
@@ -705,6 +723,8 @@ impl std::fmt::Debug for Request {
             Self::SaveAlarms { .. } => "SaveAlarms",
             Self::LoadAlarms { .. } => "LoadAlarms",
             Self::PendingCommands { .. } => "PendingCommands",
+            Self::SaveState { .. } => "SaveState",
+            Self::LoadState { .. } => "LoadState",
             Self::AnswerCommands { .. } => "AnswerCommands",
         };
         f.write_str(name)
@@ -814,6 +834,30 @@ impl StoreHandle {
     /// A SQLite error, or [`StoreError::Closed`].
     pub async fn load_alarms(&self) -> Result<Vec<AlarmRow>, StoreError> {
         self.call(|reply| Request::LoadAlarms { reply }).await
+    }
+
+    /// Saves engine state rows `(key, JSON)` under `scope`, replacing rows with the same key.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn save_state(
+        &self,
+        scope: &'static str,
+        rows: Vec<(String, String)>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::SaveState { scope, rows, reply })
+            .await
+    }
+
+    /// The engine state rows saved under `scope`.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn load_state(
+        &self,
+        scope: &'static str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|reply| Request::LoadState { scope, reply }).await
     }
 
     /// Operator commands not yet answered, oldest first (at most 100).

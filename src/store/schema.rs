@@ -46,6 +46,14 @@ const MIGRATIONS: &[&str] = &[
          body       TEXT    NOT NULL,
          reply      TEXT
      );",
+    // 3: other engine state that must survive restarts (maintenance counters), as opaque
+    // JSON per (scope, key).
+    "CREATE TABLE engine_state (
+         scope TEXT NOT NULL,
+         key   TEXT NOT NULL,
+         body  TEXT NOT NULL,
+         PRIMARY KEY (scope, key)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.

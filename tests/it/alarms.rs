@@ -290,3 +290,37 @@ async fn the_cli_lists_and_shelves_alarms_through_the_running_daemon() {
     let listed: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(listed["state"], "shelved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_published_retained_with_its_parts_and_counters() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let (_sim, plant) = plant(1, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "{RULES}\n[health]\ninterval = \"1s\"\n\n[[maintenance]]\ndevice = \"plc-*\"\nrun_point = \"run_state\"\n"
+    );
+    let mut sub = Subscriber::start(broker.addr, "th/health/#").await;
+    let daemon = Daemon::spawn(
+        dir.path(),
+        &config("th", broker.addr.port(), dir.path(), &plant, &extra),
+    );
+    let got = sub
+        .collect_until(Duration::from_secs(30), |g| !g.is_empty())
+        .await;
+    assert!(!got.is_empty(), "no health message\n{}", daemon.log());
+    let h = got[0].json();
+    assert_eq!(got[0].topic, "th/health/plc-1");
+    assert_eq!(h["v"], 1);
+    assert_eq!(h["device"], "plc-1");
+    // The `warm` alarm (high) is raised: 25 points off, and the payload says so.
+    assert_eq!(h["parts"]["alarms"], 25.0, "{h}");
+    let index = h["index"].as_u64().unwrap();
+    assert!(index <= 75, "{h}");
+    assert!(h["running_hours"].as_f64().is_some(), "{h}");
+    assert!(h["starts"].as_u64().is_some(), "{h}");
+    let mut late = Subscriber::start(broker.addr, "th/health/plc-1").await;
+    let kept = late
+        .collect_until(Duration::from_secs(5), |g| !g.is_empty())
+        .await;
+    assert!(kept[0].retain, "health is retained");
+}

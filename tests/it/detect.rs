@@ -411,3 +411,148 @@ on_delay = "2s""#,
         "motor-1: run_state == 1 && motor_current < 0.5"
     );
 }
+
+/// Feeds one value per minute for `minutes`; returns the events.
+fn per_minute(
+    engine: &mut Engine,
+    point: &str,
+    minutes: i64,
+    f: impl Fn(i64) -> f64,
+) -> Vec<AlarmEvent> {
+    let mut events = Vec::new();
+    for m in 0..minutes {
+        engine.evaluate(&poll(m * 60, &[(point, Some(f(m)))]), &mut events);
+    }
+    events
+}
+
+#[test]
+fn a_trend_rule_warns_before_the_limit_is_reached() {
+    let p = plan(
+        r#"[[rules]]
+name = "bearing-will-overheat"
+kind = "trend"
+point = "bearing_temp"
+limit = 90
+direction = "rising"
+horizon = "2h"
+window = "2h""#,
+    );
+    let mut e = Engine::new(&p);
+    // 60 °C rising 5 °C/h: crosses 90 at 6 h, so "within 2 h" from 4 h on. Small ripple.
+    let events = per_minute(&mut e, "bearing_temp", 8 * 60, |m| {
+        60.0 + 5.0 * m as f64 / 60.0 + 0.2 * ((m % 7) as f64 - 3.0) / 3.0
+    });
+    let raised = events.first().expect("a trend alarm");
+    assert_eq!(raised.state, AlarmStatus::Active);
+    let at_h = raised.ts as f64 / 3_600_000.0;
+    assert!(
+        (3.8..=4.3).contains(&at_h),
+        "raised at {at_h:.2} h: {raised:?}"
+    );
+    assert!(
+        raised
+            .message
+            .contains("= 80 °C predicted to reach 90 °C in 2h 0m"),
+        "{}",
+        raised.message
+    );
+    // A flat signal never predicts a crossing.
+    let mut e = Engine::new(&p);
+    assert!(
+        per_minute(&mut e, "bearing_temp", 8 * 60, |m| 60.0
+            + 0.1 * ((m % 5) as f64))
+        .is_empty()
+    );
+}
+
+#[test]
+fn an_anomaly_rule_scores_every_sample_and_alarms_on_a_spike() {
+    let p = plan(
+        r#"[[rules]]
+name = "vibration-odd"
+kind = "anomaly"
+point = "vibration"
+warmup_samples = 60"#,
+    );
+    let mut e = Engine::new(&p);
+    let (d, pt) = (e.device_index("motor-1").unwrap(), 0);
+    let pt = e.point_index(d, "vibration").unwrap_or(pt);
+    // A deterministic wobble for a day, then one spike.
+    let noise = |m: i64| 2.0 + 0.1 * (((m * 7919) % 13) as f64 - 6.0) / 6.0;
+    let events = per_minute(&mut e, "vibration", 1440, noise);
+    assert!(events.is_empty(), "false alarms on normal data: {events:?}");
+    let quiet = e.score(d, pt).expect("scored after warm-up");
+    assert!((0.0..0.9).contains(&quiet), "{quiet}");
+    let mut events = Vec::new();
+    e.evaluate(&poll(1440 * 60, &[("vibration", Some(4.0))]), &mut events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].alarm, "vibration-odd");
+    assert!(e.score(d, pt).unwrap() >= 0.9);
+}
+
+#[test]
+fn running_hours_raise_a_service_alarm_and_serviced_clears_it() {
+    let p = plan(
+        r#"[[maintenance]]
+device = "motor-1"
+run_point = "run_state"
+service_hours = 1
+service_starts = 3
+severity = "low""#,
+    );
+    let mut e = Engine::new(&p);
+    // Runs from minute 1; at minute 61 it has run 60 minutes.
+    let events = per_minute(&mut e, "run_state", 70, |m| if m >= 1 { 1.0 } else { 0.0 });
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].alarm, "service-hours");
+    assert_eq!(events[0].ts, 61 * 60_000);
+    assert_eq!(events[0].value, Some(1.0));
+    let h = &e.health()[0];
+    assert_eq!(h.starts, Some(1));
+    assert!((h.running_hours.unwrap() - 68.0 / 60.0).abs() < 1e-9);
+    assert!((h.parts.alarms - 5.0).abs() < 1e-9, "a low alarm deducts 5");
+    e.serviced("motor-1").unwrap();
+    let mut events = Vec::new();
+    e.evaluate(&poll(71 * 60, &[("run_state", Some(1.0))]), &mut events);
+    assert_eq!(events[0].state, AlarmStatus::Cleared);
+    assert_eq!(
+        e.serviced("nope"),
+        Err(CommandError::NoCounters("nope".into()))
+    );
+    // Three starts since the service raise the starts alarm.
+    let mut events = Vec::new();
+    for (i, v) in [0.0, 1.0, 0.0, 1.0, 0.0, 1.0].iter().enumerate() {
+        e.evaluate(
+            &poll(72 * 60 + i as i64, &[("run_state", Some(*v))]),
+            &mut events,
+        );
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].alarm, "service-starts");
+}
+
+#[test]
+fn health_falls_with_missed_polls_and_raised_alarms_and_says_why() {
+    let p = plan(
+        r#"[[rules]]
+name = "hot"
+kind = "high"
+point = "motor_temp"
+limit = 90
+severity = "high""#,
+    );
+    let mut e = Engine::new(&p);
+    assert!(e.health().is_empty(), "no health before the first poll");
+    let mut events = Vec::new();
+    e.evaluate(&poll(0, &[("motor_temp", Some(95.0))]), &mut events);
+    let h = &e.health()[0];
+    assert!((h.parts.alarms - 25.0).abs() < 1e-9);
+    assert_eq!(h.parts.index(), 75);
+    for t in 1..=30 {
+        e.evaluate(&poll(t, &[("motor_temp", None)]), &mut events);
+    }
+    let h = &e.health()[0];
+    assert!(h.parts.comm > 30.0, "{h:?}");
+    assert!(h.parts.index() < 45, "{h:?}");
+}
