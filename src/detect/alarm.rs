@@ -108,6 +108,26 @@ impl AlarmState {
         }
     }
 
+    /// Lets time pass to `now` without a new observation: an on- or off-delay that ran out
+    /// strictly before `now` fires, at the exact time it ran out. (A delay that runs out at
+    /// `now` itself is decided by [`Self::step`] with the condition seen at `now`.)
+    pub fn advance(
+        &mut self,
+        now: i64,
+        on_delay_ms: i64,
+        off_delay_ms: i64,
+    ) -> Option<(Transition, i64)> {
+        match self.phase {
+            Phase::Pending { since } if on_delay_ms > 0 && now > since + on_delay_ms => {
+                Some((self.raise(since + on_delay_ms), since + on_delay_ms))
+            }
+            Phase::Clearing { since } if off_delay_ms > 0 && now > since + off_delay_ms => {
+                Some((self.clear(), since + off_delay_ms))
+            }
+            _ => None,
+        }
+    }
+
     fn raise(&mut self, now: i64) -> Transition {
         self.phase = Phase::Active;
         self.raised_ms = now;
@@ -171,6 +191,23 @@ mod tests {
         assert_eq!(
             got,
             vec![(0, Transition::Raised), (5000, Transition::Cleared)]
+        );
+    }
+
+    #[test]
+    fn time_passing_fires_a_delay_at_the_exact_time_it_ran_out() {
+        let mut a = AlarmState::default();
+        assert_eq!(a.step(true, 1_000, 3_000, 0), None);
+        assert_eq!(a.advance(4_000, 3_000, 0), None, "not strictly after yet");
+        assert_eq!(
+            a.advance(9_000, 3_000, 0),
+            Some((Transition::Raised, 4_000))
+        );
+        assert_eq!(a.raised_ms, 4_000);
+        assert_eq!(a.step(false, 10_000, 3_000, 2_000), None);
+        assert_eq!(
+            a.advance(12_500, 3_000, 2_000),
+            Some((Transition::Cleared, 12_000))
         );
     }
 

@@ -398,18 +398,18 @@ impl Engine {
         dev.polled = true;
         dev.answered_avg += health::COMM_ALPHA * (f64::from(u8::from(answered)) - dev.answered_avg);
         if let Some((m, counters)) = dev.maintenance.as_mut()
+            && dev.sample_of.get(m.run_point).is_some_and(Option::is_some)
             && let Some(v) = dev.values.get(m.run_point).copied().flatten()
         {
-            let at = dev.sample_of[m.run_point]
-                .and_then(|si| batch.samples.get(si))
-                .map_or(now, |s| s.ts.0);
-            counters.update(at, v, m.run_above);
+            counters.update(now, v, m.run_above);
         }
         let season_buckets = hours.buckets(now);
         for inst in &mut dev.instances {
             let rule = inst.rule.clone();
             let raised = inst.state.is_raised();
-            let mut at = now;
+            // One time per poll (its last response), as the telemetry message carries it, so
+            // replaying recorded telemetry reproduces the live events exactly.
+            let at = now;
             let condition = match (&mut inst.detector, &rule.kind) {
                 (Detector::CommLoss, RuleKind::CommLoss { .. }) => Some(!answered),
                 // The device is silent: hold every other alarm where it is.
@@ -435,11 +435,10 @@ impl Engine {
                 }),
                 (detector, kind) => {
                     let Some(pi) = inst.point else { continue };
-                    let Some(si) = dev.sample_of[pi] else {
+                    if dev.sample_of[pi].is_none() {
                         continue;
-                    };
+                    }
                     let Some(v) = dev.values[pi] else { continue };
-                    at = batch.samples.get(si).map_or(now, |s| s.ts.0);
                     point_condition(
                         detector,
                         kind,
@@ -454,60 +453,33 @@ impl Engine {
                 }
             };
             let Some(condition) = condition else { continue };
-            let on_delay = ms(rule.on_delay)
-                + match rule.kind {
-                    RuleKind::CommLoss { duration } => ms(duration),
-                    _ => 0,
-                };
-            let transition = inst.state.step(condition, at, on_delay, ms(rule.off_delay));
-            let shelf_expired = inst
-                .state
-                .shelved_until
-                .is_some_and(|until| at >= until && inst.state.is_raised());
-            match transition {
-                Some(Transition::Raised) => {
-                    inst.state.shelved_until = None;
-                    inst.message = raise_message(&dev.name, &dev.point_names, &dev.units, inst);
-                    if flood_allows(&mut dev.flood, policy, at) {
-                        events.push(event(
-                            &dev.name,
-                            &dev.point_names,
-                            &dev.units,
-                            inst,
-                            AlarmStatus::Active,
-                            at,
-                        ));
-                    } else {
-                        inst.state.suppressed = true;
-                    }
-                }
-                Some(Transition::Cleared) if !inst.state.suppressed => events.push(event(
+            let (on_delay, off_delay) = delays(&rule);
+            // Time passes first: a delay that ran out before this poll fires at its own time.
+            if let Some((transition, t)) = inst.state.advance(at, on_delay, off_delay) {
+                settle(
                     &dev.name,
                     &dev.point_names,
                     &dev.units,
+                    &mut dev.flood,
+                    policy,
                     inst,
-                    AlarmStatus::Cleared,
-                    at,
-                )),
-                Some(Transition::Cleared) => inst.state.suppressed = false,
-                None if shelf_expired => {
-                    inst.state.shelved_until = None;
-                    let status = if inst.state.acked {
-                        AlarmStatus::Acked
-                    } else {
-                        AlarmStatus::Active
-                    };
-                    events.push(event(
-                        &dev.name,
-                        &dev.point_names,
-                        &dev.units,
-                        inst,
-                        status,
-                        at,
-                    ));
-                }
-                None => {}
+                    Some(transition),
+                    t,
+                    events,
+                );
             }
+            let transition = inst.state.step(condition, at, on_delay, off_delay);
+            settle(
+                &dev.name,
+                &dev.point_names,
+                &dev.units,
+                &mut dev.flood,
+                policy,
+                inst,
+                transition,
+                at,
+                events,
+            );
         }
         flood_summary(dev, policy, now, events);
     }
@@ -616,8 +588,32 @@ impl Engine {
             .ok_or_else(|| CommandError::Unknown(target.to_owned()))
     }
 
-    /// Ends shelves that expired by `now` even when their devices send nothing.
+    /// What time alone decides at `now`, for devices that send nothing: a comm-loss alarm
+    /// whose duration ran out (raised at its exact time, so replay, which learns of it at the
+    /// next poll, raises the same alarm), and shelves that expired.
     pub fn tick(&mut self, now: i64, events: &mut Vec<AlarmEvent>) {
+        let policy = &self.policy;
+        for dev in &mut self.devices {
+            for inst in &mut dev.instances {
+                if !matches!(inst.rule.kind, RuleKind::CommLoss { .. }) {
+                    continue;
+                }
+                let (on_delay, off_delay) = delays(&inst.rule);
+                if let Some((transition, t)) = inst.state.advance(now, on_delay, off_delay) {
+                    settle(
+                        &dev.name,
+                        &dev.point_names,
+                        &dev.units,
+                        &mut dev.flood,
+                        policy,
+                        inst,
+                        Some(transition),
+                        t,
+                        events,
+                    );
+                }
+            }
+        }
         for di in 0..self.devices.len() {
             for ii in 0..self.devices[di].instances.len() {
                 let state = &mut self.devices[di].instances[ii].state;
@@ -752,6 +748,60 @@ fn status_of(state: &AlarmState, now: i64) -> AlarmStatus {
         AlarmStatus::Acked
     } else {
         AlarmStatus::Active
+    }
+}
+
+/// A rule's (on-delay, off-delay) in ms; a comm-loss duration is its on-delay.
+fn delays(rule: &Rule) -> (i64, i64) {
+    let extra = match rule.kind {
+        RuleKind::CommLoss { duration } => ms(duration),
+        _ => 0,
+    };
+    (ms(rule.on_delay) + extra, ms(rule.off_delay))
+}
+
+/// Publishes what a step of `inst` at `at` changed: a raise (subject to flood control), a
+/// clear, or the end of a shelve.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    name: &Name,
+    points: &[Name],
+    units: &[String],
+    flood: &mut Flood,
+    policy: &AlarmPolicy,
+    inst: &mut Instance,
+    transition: Option<Transition>,
+    at: i64,
+    events: &mut Vec<AlarmEvent>,
+) {
+    let shelf_expired = inst
+        .state
+        .shelved_until
+        .is_some_and(|until| at >= until && inst.state.is_raised());
+    match transition {
+        Some(Transition::Raised) => {
+            inst.state.shelved_until = None;
+            inst.message = raise_message(name, points, units, inst);
+            if flood_allows(flood, policy, at) {
+                events.push(event(name, points, units, inst, AlarmStatus::Active, at));
+            } else {
+                inst.state.suppressed = true;
+            }
+        }
+        Some(Transition::Cleared) if !inst.state.suppressed => {
+            events.push(event(name, points, units, inst, AlarmStatus::Cleared, at));
+        }
+        Some(Transition::Cleared) => inst.state.suppressed = false,
+        None if shelf_expired => {
+            inst.state.shelved_until = None;
+            let status = if inst.state.acked {
+                AlarmStatus::Acked
+            } else {
+                AlarmStatus::Active
+            };
+            events.push(event(name, points, units, inst, status, at));
+        }
+        None => {}
     }
 }
 

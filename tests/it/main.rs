@@ -18,5 +18,6 @@ mod harness;
 mod influx;
 mod mqtt;
 mod profiles;
+mod replay;
 mod store;
 mod systemd;

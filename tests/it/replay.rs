@@ -1,0 +1,157 @@
+//! `plantwatch replay` through the real binary: its interface is what scripts rely on.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::bin;
+
+const CONFIG: &str = r#"
+[gateway]
+site = "plant1"
+id = "gw1"
+timezone = "Asia/Shanghai"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "motor-1"
+link = "bus"
+profile = "generic-plc"
+
+[[devices]]
+name = "motor-2"
+link = "bus"
+unit_id = 2
+profile = "generic-plc"
+
+[[rules]]
+name = "hot"
+kind = "high"
+point = "bearing_temp"
+limit = 90
+deadband = 2
+
+[[rules]]
+name = "odd"
+kind = "anomaly"
+point = "vibration"
+warmup_samples = 10
+"#;
+
+fn replay(dir: &Path, csv: &str, args: &[&str]) -> (bool, String, String) {
+    std::fs::write(dir.join("c.toml"), CONFIG).unwrap();
+    std::fs::write(dir.join("in.csv"), csv).unwrap();
+    let out = Command::new(bin())
+        .arg("replay")
+        .arg(dir.join("c.toml"))
+        .arg(dir.join("in.csv"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_two_column_series_is_scored_row_by_row_with_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    // Local time (no offset): Asia/Shanghai. 88, 91 (raise), 89 (held by the deadband), 87.
+    let csv = "timestamp,value\n2026-10-01 08:00:00,88\n2026-10-01 08:00:01,91\n\
+               2026-10-01 08:00:02,89\n2026-10-01T08:00:03+08:00,87\n";
+    let events = dir.path().join("events.jsonl");
+    let (ok, out, err) = replay(
+        dir.path(),
+        csv,
+        &[
+            "--point",
+            "motor-1/bearing_temp",
+            "--events",
+            events.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "timestamp,device,point,value,score,alarms\n\
+         2026-10-01 08:00:00,motor-1,bearing_temp,88,,\n\
+         2026-10-01 08:00:01,motor-1,bearing_temp,91,,hot\n\
+         2026-10-01 08:00:02,motor-1,bearing_temp,89,,hot\n\
+         2026-10-01T08:00:03+08:00,motor-1,bearing_temp,87,,\n"
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    // 2026-10-01 08:00:01 +08:00 = 1790812801000 ms.
+    assert_eq!(lines[0]["id"], "motor-1/hot/1790812801000");
+    assert_eq!(lines[0]["state"], "active");
+    assert_eq!(lines[0]["value"], 91.0);
+    assert_eq!(lines[1]["state"], "cleared");
+    assert_eq!(lines[1]["ts"], 1_790_812_803_000_i64);
+    assert!(err.contains("4 rows"), "{err}");
+}
+
+#[test]
+fn many_points_are_read_from_four_columns_and_scores_fill_the_score_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("timestamp,device,point,value\n");
+    for t in 0..40 {
+        let v = 2.0 + 0.01 * f64::from(t % 3);
+        csv.push_str(&format!("{},motor-2,vibration,{v}\n", 1_760_000_000 + t));
+        csv.push_str(&format!("{},motor-2,bearing_temp,60\n", 1_760_000_000 + t));
+    }
+    csv.push_str("1760000040,motor-2,vibration,9\n");
+    csv.push_str("1760000040,motor-9,vibration,1\n");
+    let (ok, out, err) = replay(dir.path(), &csv, &[]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 1 + 82);
+    let spike: Vec<&str> = rows[81].split(',').collect();
+    assert_eq!(spike[..4], ["1760000040", "motor-2", "vibration", "9"]);
+    let score: f64 = spike[4].parse().unwrap();
+    assert!(score >= 0.9, "{}", rows[81]);
+    assert_eq!(spike[5], "odd");
+    // bearing_temp has no anomaly rule: empty score.
+    assert!(rows[2].ends_with(",60,,"), "{}", rows[2]);
+    assert!(
+        err.contains("motor-9/vibration"),
+        "unknown points are reported: {err}"
+    );
+    assert!(
+        rows[82].starts_with("1760000040,motor-9,vibration,1,,"),
+        "{}",
+        rows[82]
+    );
+}
+
+#[test]
+fn a_malformed_row_stops_the_replay_naming_its_line_unless_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "timestamp,value\n1760000000,1\nyesterday,2\n1760000002,x\n1760000003,4\n";
+    let (ok, _, err) = replay(dir.path(), csv, &["--point", "motor-1/bearing_temp"]);
+    assert!(!ok);
+    assert!(
+        err.contains("line 3") && err.contains("`yesterday`"),
+        "{err}"
+    );
+    let (ok, out, err) = replay(
+        dir.path(),
+        csv,
+        &["--point", "motor-1/bearing_temp", "--skip-bad-rows"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3);
+    assert!(err.contains("skipped 2 malformed rows"), "{err}");
+    let (ok, _, err) = replay(dir.path(), csv, &["--point", "motor-1/nope"]);
+    assert!(!ok && err.contains("no point `nope`"), "{err}");
+    let (ok, _, err) = replay(dir.path(), "1760000000,1\n", &[]);
+    assert!(!ok && err.contains("--point"), "{err}");
+}
