@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::commands;
-use super::metrics::{InfluxStats, OutboxGauges, Sources};
+use super::metrics::{AlarmGauges, InfluxStats, OutboxGauges, Sources};
 use super::signals::{Signal, Signals};
 use super::systemd::{self, Heartbeats, Notify};
 use crate::acquire::{AcquireStats, spawn_links};
@@ -148,6 +148,7 @@ struct Core {
     reporter: Reporter,
     engine: Engine,
     notifiers: Vec<NotifierHandle>,
+    alarm_gauges: Arc<AlarmGauges>,
     seqs: HashMap<String, u64>,
     store: StoreHandle,
     wake: Arc<Wake>,
@@ -323,6 +324,18 @@ impl Core {
                 }
             }
         }
+        if !events.is_empty() {
+            self.alarm_gauges
+                .changes
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let mut by_severity = [0u64; 4];
+            for a in self.engine.raised() {
+                by_severity[a.severity as usize] += 1;
+            }
+            for (gauge, n) in self.alarm_gauges.raised.iter().zip(by_severity) {
+                gauge.store(n, Ordering::Relaxed);
+            }
+        }
         if messages.is_empty() {
             return;
         }
@@ -453,8 +466,9 @@ fn spawn_notifiers(
     plan: &Plan,
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
-) -> Vec<NotifierHandle> {
+) -> (Vec<NotifierHandle>, Vec<(String, Arc<WebhookStats>)>) {
     let mut out = Vec::new();
+    let mut stats = Vec::new();
     for w in &plan.webhooks {
         let secret = match w.secret.as_ref().map(|s| s.read_first_line()).transpose() {
             Ok(s) => s,
@@ -471,17 +485,16 @@ fn spawn_notifiers(
         cfg.rate_per_minute = w.rate_per_minute;
         cfg.digest_after = w.digest_after;
         let c = clock.clone();
-        match Notifier::spawn(
-            cfg,
-            Arc::new(WebhookStats::default()),
-            cancel.clone(),
-            move || c.now().0,
-        ) {
-            Ok(h) => out.push(h),
+        let counters = Arc::new(WebhookStats::default());
+        match Notifier::spawn(cfg, counters.clone(), cancel.clone(), move || c.now().0) {
+            Ok(h) => {
+                out.push(h);
+                stats.push((w.name.clone(), counters));
+            }
             Err(err) => error!(webhook = %w.name, error = %err, "Webhook cannot start; it is off."),
         }
     }
-    out
+    (out, stats)
 }
 
 fn log_alarm(e: &AlarmEvent) {
@@ -506,6 +519,8 @@ struct Generation {
     influx_stats: Option<Arc<InfluxStats>>,
     /// Cancels the webhook notifiers once the core (their only user) has stopped.
     notify_cancel: CancellationToken,
+    alarm_gauges: Arc<AlarmGauges>,
+    webhook_stats: Vec<(String, Arc<WebhookStats>)>,
 }
 
 fn start_generation(
@@ -553,13 +568,15 @@ fn start_generation(
     engine.restore(raised);
     engine.restore_counters(counters);
     let notify_cancel = CancellationToken::new();
-    let notifiers = spawn_notifiers(&plan, clock, &notify_cancel);
+    let (notifiers, webhook_stats) = spawn_notifiers(&plan, clock, &notify_cancel);
+    let alarm_gauges = Arc::new(AlarmGauges::default());
     let core = Core {
         plan: plan.clone(),
         influx: influx.as_ref().map(|(_, h, _)| h.clone()),
         reporter,
         engine,
         notifiers,
+        alarm_gauges: alarm_gauges.clone(),
         seqs: HashMap::new(),
         store: store.clone(),
         wake: wake.clone(),
@@ -602,10 +619,24 @@ fn start_generation(
         influx,
         influx_stats,
         notify_cancel,
+        alarm_gauges,
+        webhook_stats,
     }
 }
 
 impl Generation {
+    /// What `/metrics` reads from this generation.
+    fn sources(&self, outbox: &Arc<OutboxGauges>) -> Sources {
+        Sources {
+            acquire: self.acquire.clone(),
+            mqtt: self.mqtt_stats.clone(),
+            outbox: outbox.clone(),
+            influx: self.influx_stats.clone(),
+            alarms: self.alarm_gauges.clone(),
+            webhooks: self.webhook_stats.clone(),
+        }
+    }
+
     /// Stops polling, lets the core store what is in flight, then gives MQTT `grace` to send.
     async fn stop(mut self, grace: Duration) {
         self.acquire_cancel.cancel();
@@ -694,12 +725,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
         (&raised, &counters),
     );
     let metrics_cancel = CancellationToken::new();
-    let mut sources = Sources {
-        acquire: generation.acquire.clone(),
-        mqtt: generation.mqtt_stats.clone(),
-        outbox: gauges.clone(),
-        influx: generation.influx_stats.clone(),
-    };
+    let mut sources = generation.sources(&gauges);
     let (sources_tx, sources_rx) = tokio::sync::watch::channel(sources.clone());
     if let Some(addr) = opts.metrics_addr {
         let listener = super::http::bind(addr)
@@ -750,7 +776,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             let raised = load_raised(&store).await;
                             let counters = load_counters(&store).await;
                             generation = start_generation(next.clone(), &store, &clock, Reporter::default(), (&raised, &counters));
-                            sources = Sources { acquire: generation.acquire.clone(), mqtt: generation.mqtt_stats.clone(), outbox: gauges.clone(), influx: generation.influx_stats.clone() };
+                            sources = generation.sources(&gauges);
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");
                         }

@@ -36,6 +36,15 @@ pub struct InfluxStats {
     pub dropped: AtomicU64,
 }
 
+/// Alarm gauges and counters, updated by the core when alarms change.
+#[derive(Debug, Default)]
+pub struct AlarmGauges {
+    /// Raised alarms by severity: low, medium, high, critical.
+    pub raised: [AtomicU64; 4],
+    /// Alarm changes published, ever (this run).
+    pub changes: AtomicU64,
+}
+
 /// Everything `/metrics` reads.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -47,6 +56,10 @@ pub struct Sources {
     pub outbox: Arc<OutboxGauges>,
     /// InfluxDB counters, when configured.
     pub influx: Option<Arc<InfluxStats>>,
+    /// Alarm gauges.
+    pub alarms: Arc<AlarmGauges>,
+    /// Webhook counters, by webhook name.
+    pub webhooks: Vec<(String, Arc<crate::sink::webhook::WebhookStats>)>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -277,6 +290,55 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
             "Points dropped by the InfluxDB sink.",
         );
         let _w = writeln!(out, "plantwatch_influx_dropped_total {}", load(&i.dropped));
+    }
+    header(
+        &mut out,
+        "plantwatch_alarms_raised",
+        "gauge",
+        "Alarms raised now, by severity.",
+    );
+    for (severity, n) in ["low", "medium", "high", "critical"]
+        .iter()
+        .zip(&s.alarms.raised)
+    {
+        let _w = writeln!(
+            out,
+            "plantwatch_alarms_raised{{severity=\"{severity}\"}} {}",
+            load(n)
+        );
+    }
+    header(
+        &mut out,
+        "plantwatch_alarm_changes_total",
+        "counter",
+        "Alarm changes (raise, ack, shelve, clear) published.",
+    );
+    let _w = writeln!(
+        out,
+        "plantwatch_alarm_changes_total {}",
+        load(&s.alarms.changes)
+    );
+    if !s.webhooks.is_empty() {
+        header(
+            &mut out,
+            "plantwatch_webhook_notifications_total",
+            "counter",
+            "Alarm notifications per webhook by result.",
+        );
+        for (name, w) in &s.webhooks {
+            let n = escape(name);
+            for (result, v) in [
+                ("sent", &w.sent),
+                ("failed", &w.failed),
+                ("dropped", &w.dropped),
+            ] {
+                let _w = writeln!(
+                    out,
+                    "plantwatch_webhook_notifications_total{{webhook=\"{n}\",result=\"{result}\"}} {}",
+                    load(v)
+                );
+            }
+        }
     }
     out
 }

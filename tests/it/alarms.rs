@@ -54,6 +54,11 @@ async fn an_alarm_is_retained_acked_by_command_and_survives_a_sigkill_restart() 
     let id = a["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("plc-1/warm/"), "{id}");
     assert!(alarms(&got, "ta/alarm/plc-1/never").is_empty());
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("plantwatch_alarms_raised{severity=\"high\"} 1"),
+        "{metrics}"
+    );
 
     // A late subscriber gets the state from the broker's retained copy.
     let mut late = Subscriber::start(broker.addr, topic).await;
