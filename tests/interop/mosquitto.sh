@@ -296,6 +296,50 @@ case_refused wrong-password "$P_PASS" 3.1.1 PASS_CLIENT 'Connection refused' \
   'username = "gw"' "password_file = \"$TMP/secrets/wrong-password\"" \
   '[mqtt.tls]' "ca_file = \"$PKI/ca.pem\""
 
+# --- alarms: retained state and downlink commands through mosquitto ----------------------
+echo "mosquitto: case alarms"
+ALARM_RULE=('[[rules]]' 'name = "warm"' 'kind = "high"' 'device = "generic-plc-*"'
+  'point = "motor_temp"' 'limit = -1000' 'severity = "high"')
+if config alarms "$P_PLAIN" 3.1.1; then
+  printf '%s\n' "${ALARM_RULE[@]}" >>"$TMP/alarms/plantwatch.toml"
+  run_daemon alarms
+  FIRST="${DEVICES%% *}"
+  if wait_until 100 "an alarm to be raised" log_has alarms "Alarm raised"; then
+    pass "alarms: raised"
+  else
+    fail "alarms: raised" "$(log alarms | tail -c 1200)"
+  fi
+  # A subscriber that arrives late gets the retained state from mosquitto.
+  got_retained() {
+    mosquitto_sub -h 127.0.0.1 -p "$P_PLAIN" -i "alarm-$RANDOM" -C 1 -W 3 -v \
+      -t "interop/alarms/alarm/$FIRST/warm" >"$TMP/alarms/retained" 2>/dev/null || true
+    grep -q '"state":"active"' "$TMP/alarms/retained"
+  }
+  if wait_until 50 "the retained alarm" got_retained; then
+    pass "alarms: retained active state for a late subscriber"
+  else
+    fail "alarms: retained" "got: $(head -c 400 "$TMP/alarms/retained")"
+  fi
+  mosquitto_sub -h 127.0.0.1 -p "$P_PLAIN" -i "reply-$RANDOM" -q 1 -C 2 -W 20 -v \
+    -t 'interop/alarms/cmd/+/reply' >"$TMP/alarms/replies" 2>"$TMP/alarms/sub.log" &
+  SUB=$!
+  PIDS+=("$SUB")
+  sleep 1 # the subscription is in place before the commands go out
+  mosquitto_pub -h 127.0.0.1 -p "$P_PLAIN" -q 1 -t interop/alarms/cmd/ack -m '{not json'
+  mosquitto_pub -h 127.0.0.1 -p "$P_PLAIN" -q 1 -t interop/alarms/cmd/ack \
+    -m "{\"id\":\"i1\",\"alarm\":\"$FIRST/warm\"}"
+  wait "$SUB" 2>/dev/null || true
+  if grep -q '"ok":false' "$TMP/alarms/replies" && grep -q '"id":"i1".*"ok":true' "$TMP/alarms/replies" \
+    && grep -q '"state":"acked"' "$TMP/alarms/replies"; then
+    pass "alarms: malformed command refused, ack accepted, both answered"
+  else
+    fail "alarms: commands" "replies: $(head -c 800 "$TMP/alarms/replies"); daemon: $(log alarms | tail -c 800)"
+  fi
+  stop "$DAEMON"
+else
+  fail "alarms: config" "$(tail -c 800 "$TMP/alarms/check.log")"
+fi
+
 # Secrets never reach the logs.
 if grep -qF -e "$GW_PASSWORD" "$TMP"/*/daemon.raw; then
   fail "password never logged" "found in $(grep -lF -e "$GW_PASSWORD" "$TMP"/*/daemon.raw)"
