@@ -21,7 +21,7 @@ use crate::detect::expr::Expr;
 use crate::detect::trend::Direction;
 use crate::model::Name;
 
-/// `[[rules]]` as written: one flat table, checked per kind in [`resolve_rule`].
+/// `[[rules]]` as written: one flat table, whose keys are checked per kind when resolving.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
