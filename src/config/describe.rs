@@ -350,6 +350,9 @@ fn enum_variants(name: &str) -> Option<&'static [&'static str]> {
         variants_of::<super::rules::SeasonName>(),
         variants_of::<super::rules::DirectionName>(),
         variants_of::<crate::sink::webhook::Format>(),
+        variants_of::<crate::process::coal::EnergyKind>(),
+        variants_of::<crate::process::counter::GapPolicy>(),
+        variants_of::<crate::process::tou::Period>(),
     ]
     .into_iter()
     .flatten()

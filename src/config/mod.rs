@@ -7,6 +7,7 @@
 
 pub mod daemon;
 mod describe;
+pub mod energy;
 pub mod influx;
 pub mod issue;
 pub mod maintenance;
@@ -417,6 +418,11 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_rules = take_array(&mut table, "rules", &mut issues);
     let raw_webhooks = take_array(&mut table, "webhooks", &mut issues);
     let raw_maintenance = take_array(&mut table, "maintenance", &mut issues);
+    let raw_meters = take_array(&mut table, "meters", &mut issues);
+    let raw_production = take_array(&mut table, "production", &mut issues);
+    let raw_energy = table
+        .shift_remove("energy")
+        .and_then(|v| deserialize_at::<energy::RawEnergy>(v, "energy", &mut issues));
     let raw_health = table
         .shift_remove("health")
         .and_then(|v| deserialize_at::<maintenance::RawHealth>(v, "health", &mut issues));
@@ -514,37 +520,24 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         daemon::resolve_mqtt(&m, gw.map(|g| &g.site), gw.map(|g| &g.id), &mut issues)
     });
     let influx = raw_influx.and_then(|r| influx::resolve_influx(&r, &mut issues));
-    let rules_written: Vec<(String, rules::RawRule)> = raw_rules
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            let key = format!("rules[{i}]");
-            deserialize_at::<rules::RawRule>(v, &key, &mut issues).map(|r| (key, r))
-        })
-        .collect();
+    let rules_written = elements::<rules::RawRule>(raw_rules, "rules", &mut issues);
     let rules = rules::resolve_rules(rules_written, &devices, &mut issues);
-    let webhooks_written: Vec<(String, webhooks::RawWebhook)> = raw_webhooks
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            let key = format!("webhooks[{i}]");
-            deserialize_at::<webhooks::RawWebhook>(v, &key, &mut issues).map(|r| (key, r))
-        })
-        .collect();
+    let webhooks_written = elements::<webhooks::RawWebhook>(raw_webhooks, "webhooks", &mut issues);
     let webhooks = webhooks::resolve_webhooks(webhooks_written, &mut issues);
-    let maintenance_written: Vec<(String, maintenance::RawMaintenance)> = raw_maintenance
-        .into_iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            let key = format!("maintenance[{i}]");
-            deserialize_at::<maintenance::RawMaintenance>(v, &key, &mut issues).map(|r| (key, r))
-        })
-        .collect();
+    let maintenance_written =
+        elements::<maintenance::RawMaintenance>(raw_maintenance, "maintenance", &mut issues);
     let maintenance = maintenance::resolve_maintenance(maintenance_written, &devices, &mut issues);
     let health = maintenance::resolve_health(raw_health, &mut issues);
+    let meters_written = elements::<energy::RawMeter>(raw_meters, "meters", &mut issues);
+    let production_written =
+        elements::<energy::RawProduction>(raw_production, "production", &mut issues);
+    let energy = energy::resolve_energy(
+        raw_energy,
+        meters_written,
+        production_written,
+        &devices,
+        &mut issues,
+    );
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
@@ -564,9 +557,26 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             webhooks,
             maintenance,
             health,
+            energy,
         }),
         _ => Err(issues.0),
     }
+}
+
+/// Deserializes each element of a `[[section]]` array, keyed `section[i]`.
+fn elements<T: serde::de::DeserializeOwned>(
+    raw: Option<Vec<config::Value>>,
+    section: &str,
+    issues: &mut Issues,
+) -> Vec<(String, T)> {
+    raw.into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let key = format!("{section}[{i}]");
+            deserialize_at::<T>(v, &key, issues).map(|r| (key, r))
+        })
+        .collect()
 }
 
 fn resolve_gateway(raw: &RawGateway, issues: &mut Issues) -> Option<plan::Gateway> {

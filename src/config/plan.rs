@@ -34,6 +34,8 @@ pub struct Plan {
     pub maintenance: Vec<super::maintenance::Maintenance>,
     /// Device health publishing.
     pub health: super::maintenance::Health,
+    /// Energy meters, production counters, tariff calendar and coefficients.
+    pub energy: super::energy::Energy,
 }
 
 impl Plan {

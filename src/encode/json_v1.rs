@@ -7,6 +7,8 @@ use serde_json::json;
 
 use crate::detect::{AlarmEvent, DeviceHealth};
 use crate::model::{SampleBatch, Timestamp, Value};
+use crate::process::ledger::LedgerInterval;
+use crate::process::tou::Period;
 
 /// The profile version written as `"v"`.
 pub const VERSION: u32 = 1;
@@ -136,6 +138,48 @@ pub fn health(h: &DeviceHealth, ts: Timestamp) -> Vec<u8> {
         }
         if let Some(starts) = h.starts {
             map.insert("starts".into(), json!(starts));
+        }
+    }
+    doc.to_string().into_bytes()
+}
+
+/// `{prefix}/energy/{meter}`: one closed interval (DESIGN.md §4),
+/// `{"v":1,"meter":…,"start":…,"end":…,"kind":"electricity","unit":"kWh","delta":…,
+/// "tou":"peak","kgce":…,"quality":"good"}`, plus `tou_split` when the interval straddles a
+/// period boundary and `flags` when the counter rolled over, reset, was replaced, jumped or
+/// had a gap.
+pub fn energy(iv: &LedgerInterval) -> Vec<u8> {
+    let finite =
+        |v: f64| serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into);
+    let mut doc = json!({
+        "v": VERSION,
+        "meter": iv.meter,
+        "start": iv.start_ms,
+        "end": iv.end_ms,
+        "kind": iv.kind,
+        "unit": iv.unit,
+        "delta": finite(iv.delta),
+        "quality": iv.quality.as_str(),
+    });
+    if let Some(map) = doc.as_object_mut() {
+        if let Some(p) = iv.main_period() {
+            map.insert("tou".into(), json!(p.as_str()));
+        }
+        let used: serde_json::Map<String, serde_json::Value> = Period::ALL
+            .iter()
+            .zip(iv.tou)
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(p, v)| (p.as_str().to_owned(), finite(v)))
+            .collect();
+        if used.len() > 1 {
+            map.insert("tou_split".into(), serde_json::Value::Object(used));
+        }
+        if let Some(k) = iv.kgce {
+            map.insert("kgce".into(), finite(k));
+        }
+        if !iv.flags.is_empty() {
+            let flags: Vec<&str> = iv.flags.iter().map(|f| f.as_str()).collect();
+            map.insert("flags".into(), json!(flags));
         }
     }
     doc.to_string().into_bytes()

@@ -29,6 +29,7 @@ use crate::config::{ConfigErrors, EnvOverrides, Plan};
 use crate::detect::{AlarmEvent, AlarmStatus, Engine};
 use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
+use crate::process::ledger::{Ledger, LedgerInterval};
 use crate::process::report::Reporter;
 use crate::sink::influx::{InfluxHandle, InfluxSink};
 use crate::sink::mqtt::inflight::RowId;
@@ -147,6 +148,7 @@ struct Core {
     influx: Option<InfluxHandle>,
     reporter: Reporter,
     engine: Engine,
+    ledger: Ledger,
     notifiers: Vec<NotifierHandle>,
     alarm_gauges: Arc<AlarmGauges>,
     seqs: HashMap<String, u64>,
@@ -213,6 +215,14 @@ impl Core {
     }
 
     async fn save_counters(&self) {
+        if !self.ledger.is_empty()
+            && let Err(err) = self
+                .store
+                .save_state(LEDGER_SCOPE, self.ledger.states())
+                .await
+        {
+            error!(error = %err, "Cannot save the energy counters.");
+        }
         let rows: Vec<(String, String)> = self
             .engine
             .counters()
@@ -257,6 +267,7 @@ impl Core {
         let now = self.clock.now();
         let mut messages = Vec::with_capacity(batches.len());
         let mut events = Vec::new();
+        let mut intervals = Vec::new();
         for batch in batches {
             let Some(device) = self.plan.device(batch.device.as_str()) else {
                 continue;
@@ -264,6 +275,7 @@ impl Core {
             if let Some(influx) = &self.influx {
                 influx.offer(&batch);
             }
+            self.ledger.apply(&batch, &mut intervals);
             self.engine.evaluate(&batch, &mut events);
             let Some(batch) = self.reporter.filter(device, batch, now) else {
                 continue;
@@ -277,7 +289,38 @@ impl Core {
                 payload: record::encode_batch(&batch, seq),
             });
         }
+        if !intervals.is_empty() {
+            self.book(&intervals, &mut messages, now).await;
+        }
         self.store_all(messages, &events, now).await;
+    }
+
+    /// Closed ledger intervals: the energy topic through the outbox, the ledger table, and the
+    /// counter states that produced them (so a restart continues from here).
+    async fn book(
+        &mut self,
+        intervals: &[LedgerInterval],
+        messages: &mut Vec<OutboxMessage>,
+        now: Timestamp,
+    ) {
+        for iv in intervals {
+            let key = format!("energy/{}", iv.meter);
+            let seq = self.seq(&key).await;
+            messages.push(OutboxMessage {
+                stream: key.clone(),
+                key,
+                seq,
+                created_ms: now.0,
+                payload: record::encode_wire(&json_v1::energy(iv), false),
+            });
+        }
+        let (saved, states) = tokio::join!(
+            self.store.save_intervals(intervals.to_vec()),
+            self.store.save_state(LEDGER_SCOPE, self.ledger.states())
+        );
+        if let Err(err) = saved.and(states) {
+            error!(error = %err, intervals = intervals.len(), "Cannot save ledger intervals.");
+        }
     }
 
     /// Outbox messages (and alarm rows) for alarm changes, then one store round for all.
@@ -416,6 +459,8 @@ impl Core {
 
 /// The engine-state scope of the maintenance counters.
 const COUNTERS_SCOPE: &str = "maintenance";
+/// The engine-state scope of the energy counters.
+const LEDGER_SCOPE: &str = "energy";
 
 /// The maintenance counters saved in the state file.
 async fn load_counters(store: &StoreHandle) -> Vec<(String, crate::detect::maintenance::Counters)> {
@@ -528,10 +573,7 @@ fn start_generation(
     store: &StoreHandle,
     clock: &Arc<dyn Clock>,
     reporter: Reporter,
-    (raised, counters): (
-        &[AlarmEvent],
-        &[(String, crate::detect::maintenance::Counters)],
-    ),
+    saved: &Saved,
 ) -> Generation {
     let (tx, rx) = mpsc::channel::<SampleBatch>(1024);
     let (downlink_tx, downlink_rx) = mpsc::channel::<Downlink>(DOWNLINK_QUEUE);
@@ -565,8 +607,10 @@ fn start_generation(
             .map(|h| (influx_cancel.clone(), h, timeout))
         });
     let mut engine = Engine::new(&plan);
-    engine.restore(raised);
-    engine.restore_counters(counters);
+    engine.restore(&saved.raised);
+    engine.restore_counters(&saved.counters);
+    let mut ledger = Ledger::new(&plan);
+    ledger.restore(&saved.ledger);
     let notify_cancel = CancellationToken::new();
     let (notifiers, webhook_stats) = spawn_notifiers(&plan, clock, &notify_cancel);
     let alarm_gauges = Arc::new(AlarmGauges::default());
@@ -575,6 +619,7 @@ fn start_generation(
         influx: influx.as_ref().map(|(_, h, _)| h.clone()),
         reporter,
         engine,
+        ledger,
         notifiers,
         alarm_gauges: alarm_gauges.clone(),
         seqs: HashMap::new(),
@@ -672,6 +717,24 @@ impl Generation {
     }
 }
 
+/// What a new generation starts from: the state the last one (or the last run) saved.
+struct Saved {
+    raised: Vec<AlarmEvent>,
+    counters: Vec<(String, crate::detect::maintenance::Counters)>,
+    ledger: Vec<(String, String)>,
+}
+
+async fn load_saved(store: &StoreHandle) -> Saved {
+    Saved {
+        raised: load_raised(store).await,
+        counters: load_counters(store).await,
+        ledger: store.load_state(LEDGER_SCOPE).await.unwrap_or_else(|err| {
+            error!(error = %err, "Cannot load the energy counters; they start afresh.");
+            Vec::new()
+        }),
+    }
+}
+
 /// The raised alarms saved in the state file; unreadable rows are logged and skipped.
 async fn load_raised(store: &StoreHandle) -> Vec<AlarmEvent> {
     match store.load_alarms().await {
@@ -709,21 +772,15 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
     let plan = Arc::new(load(&opts)?);
     let store = crate::store::Store::open(&plan.store.path, OutboxLimits::from(&plan.store))?;
     let gauges = Arc::new(OutboxGauges::default());
-    let raised = load_raised(&store).await;
-    if !raised.is_empty() {
+    let saved = load_saved(&store).await;
+    if !saved.raised.is_empty() {
         info!(
-            alarms = raised.len(),
+            alarms = saved.raised.len(),
             "Restored raised alarms from the state file."
         );
     }
-    let counters = load_counters(&store).await;
-    let mut generation = start_generation(
-        plan.clone(),
-        &store,
-        &clock,
-        Reporter::default(),
-        (&raised, &counters),
-    );
+    let mut generation =
+        start_generation(plan.clone(), &store, &clock, Reporter::default(), &saved);
     let metrics_cancel = CancellationToken::new();
     let mut sources = generation.sources(&gauges);
     let (sources_tx, sources_rx) = tokio::sync::watch::channel(sources.clone());
@@ -773,9 +830,8 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             let next = Arc::new(next);
                             // Stop first, so the new core starts from every alarm the old one saved.
                             generation.stop(opts.shutdown_grace).await;
-                            let raised = load_raised(&store).await;
-                            let counters = load_counters(&store).await;
-                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), (&raised, &counters));
+                            let saved = load_saved(&store).await;
+                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), &saved);
                             sources = generation.sources(&gauges);
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");

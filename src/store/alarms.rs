@@ -161,7 +161,11 @@ pub mod offline {
 
     use super::AlarmRow;
 
-    fn open(path: &Path, write: bool) -> Result<Connection, String> {
+    /// Opens the state file at `path` beside a running daemon (read-only unless `write`).
+    ///
+    /// # Errors
+    /// A message naming the file: missing, unreadable, or from an older plantwatch.
+    pub fn open(path: &Path, write: bool) -> Result<Connection, String> {
         if !path.exists() {
             return Err(format!(
                 "no state file at {}; `plantwatch run` creates it (or give --state FILE)",
@@ -180,7 +184,7 @@ pub mod offline {
         let version: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        if version < 3 {
+        if version < 4 {
             return Err(format!(
                 "{} was written by an older plantwatch (schema {version}); start `plantwatch run` once to upgrade it",
                 path.display()

@@ -29,6 +29,7 @@
 //!   back under 90 % of the bound).
 
 pub mod alarms;
+pub mod ledger;
 pub mod outbox;
 pub mod record;
 mod schema;
@@ -241,6 +242,10 @@ enum Request {
         scope: &'static str,
         reply: Reply<Vec<(String, String)>>,
     },
+    SaveIntervals {
+        rows: Vec<crate::process::ledger::LedgerInterval>,
+        reply: Reply<()>,
+    },
     AnswerCommands {
         answers: Vec<(i64, String)>,
         reply: Reply<()>,
@@ -255,6 +260,7 @@ impl Request {
                 | Self::Ack { .. }
                 | Self::SaveAlarms { .. }
                 | Self::SaveState { .. }
+                | Self::SaveIntervals { .. }
                 | Self::AnswerCommands { .. }
         )
     }
@@ -297,6 +303,7 @@ impl Request {
             Self::LoadState { scope, reply } => {
                 finish(reply, alarms::load_state(conn, scope), path)
             }
+            Self::SaveIntervals { rows, reply } => finish(reply, ledger::save(conn, &rows), path),
         }
     }
 
@@ -314,6 +321,7 @@ impl Request {
             Self::PendingCommands { reply } => Done::new(reply, None),
             Self::SaveState { reply, .. } => Done::new(reply, None),
             Self::LoadState { reply, .. } => Done::new(reply, None),
+            Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
         }
     }
@@ -725,6 +733,7 @@ impl std::fmt::Debug for Request {
             Self::PendingCommands { .. } => "PendingCommands",
             Self::SaveState { .. } => "SaveState",
             Self::LoadState { .. } => "LoadState",
+            Self::SaveIntervals { .. } => "SaveIntervals",
             Self::AnswerCommands { .. } => "AnswerCommands",
         };
         f.write_str(name)
@@ -858,6 +867,18 @@ impl StoreHandle {
         scope: &'static str,
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.call(|reply| Request::LoadState { scope, reply }).await
+    }
+
+    /// Saves closed ledger intervals (replacing any with the same meter and start).
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn save_intervals(
+        &self,
+        rows: Vec<crate::process::ledger::LedgerInterval>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::SaveIntervals { rows, reply })
+            .await
     }
 
     /// Operator commands not yet answered, oldest first (at most 100).

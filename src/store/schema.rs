@@ -54,6 +54,25 @@ const MIGRATIONS: &[&str] = &[
          body  TEXT NOT NULL,
          PRIMARY KEY (scope, key)
      ) WITHOUT ROWID;",
+    // 4: the energy ledger: closed intervals per meter (DESIGN.md §5), keyed so that an
+    // interval re-emitted after a crash replaces itself. `tou_*` split `delta` by period.
+    "CREATE TABLE energy_intervals (
+         meter      TEXT    NOT NULL,
+         start_ms   INTEGER NOT NULL,
+         end_ms     INTEGER NOT NULL,
+         kind       TEXT    NOT NULL,
+         unit       TEXT    NOT NULL,
+         delta      REAL    NOT NULL,
+         quality    TEXT    NOT NULL,
+         flags      INTEGER NOT NULL,
+         tou_sharp  REAL    NOT NULL,
+         tou_peak   REAL    NOT NULL,
+         tou_flat   REAL    NOT NULL,
+         tou_valley REAL    NOT NULL,
+         kgce       REAL,
+         PRIMARY KEY (meter, start_ms)
+     ) WITHOUT ROWID;
+     CREATE INDEX energy_intervals_by_time ON energy_intervals (start_ms);",
 ];
 
 /// The schema version this build writes.

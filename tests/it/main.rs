@@ -14,6 +14,7 @@ mod cli;
 mod config;
 mod daemon;
 mod detect;
+mod energy;
 mod harness;
 mod influx;
 mod mqtt;

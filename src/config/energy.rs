@@ -1,0 +1,401 @@
+//! `[energy]`, `[[meters]]` and `[[production]]`: which points are cumulative energy or
+//! production counters, how they become ledger intervals, the time-of-use calendar, and the
+//! standard-coal coefficients (DESIGN.md §6).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::describe;
+use super::issue::Issues;
+use super::plan::Device;
+use super::rules::parse_duration;
+use crate::decode::DataType;
+use crate::process::coal::{Coefficients, EnergyKind};
+use crate::process::counter::{GapPolicy, MeterParams};
+use crate::process::tou::{Calendar, CalendarSpec};
+
+/// `[energy]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnergy {
+    /// Ledger interval, e.g. `"15m"`; must divide a day.
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// `interpolate` (default) or `missing`.
+    #[serde(default)]
+    pub gap_policy: Option<GapPolicy>,
+    /// A built-in calendar (`"hubei-2021"`, the default) or `"custom"` with `[energy.calendar]`.
+    #[serde(default)]
+    pub tariff: Option<String>,
+    /// The custom calendar.
+    #[serde(default)]
+    pub calendar: Option<CalendarSpec>,
+    /// kgce per unit, by energy kind, overriding GB/T 2589.
+    #[serde(default)]
+    pub coefficients: Option<std::collections::BTreeMap<String, f64>>,
+    /// Electricity at an equal-value coefficient (kgce/kWh) instead of the calorific 0.1229.
+    #[serde(default)]
+    pub electricity_equal_value: Option<f64>,
+    /// Where the coefficients come from, printed in reports.
+    #[serde(default)]
+    pub coefficients_source: Option<String>,
+}
+
+/// `[[meters]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeter {
+    /// The meter's name: `{prefix}/energy/{name}` and report rows.
+    pub name: String,
+    /// The device that has the counter.
+    pub device: String,
+    /// The cumulative counter point.
+    pub point: String,
+    /// What it counts.
+    pub kind: EnergyKind,
+    /// Applied to every delta (a CT/PT ratio the point does not already include).
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// The value at which the register rolls over; default from the point's type and scale.
+    #[serde(default)]
+    pub register_max: Option<f64>,
+    /// The meter's rated maximum, in units per hour: more is a glitch, not consumption.
+    #[serde(default)]
+    pub max_rate_per_hour: Option<f64>,
+    /// Roll-up groups (line, workshop, site).
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[[production]]` as written: a counter of product (pieces, tonnes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProduction {
+    /// The counter's name.
+    pub name: String,
+    /// The device that has it.
+    pub device: String,
+    /// The cumulative counter point.
+    pub point: String,
+    /// Unit of product, e.g. `"t"` or `"pcs"`.
+    pub unit: String,
+    /// Applied to every delta.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// The value at which the register rolls over; default from the point's type and scale.
+    #[serde(default)]
+    pub register_max: Option<f64>,
+    /// Groups whose energy this output is the product of.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// What a ledger counter counts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Counts {
+    /// Energy of a kind.
+    Energy(EnergyKind),
+    /// Product, in this unit.
+    Product(String),
+}
+
+impl Counts {
+    /// The ledger's `kind` column: the energy kind, or `production`.
+    pub fn kind_str(&self) -> &str {
+        match self {
+            Self::Energy(k) => k.as_str(),
+            Self::Product(_) => "production",
+        }
+    }
+
+    /// The unit of the deltas.
+    pub fn unit(&self) -> &str {
+        match self {
+            Self::Energy(k) => k.unit(),
+            Self::Product(u) => u,
+        }
+    }
+}
+
+/// A resolved meter or production counter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meter {
+    /// Its name.
+    pub name: String,
+    /// Index into `Plan::devices`.
+    pub device: usize,
+    /// Index of the counter point.
+    pub point: usize,
+    /// Energy or product.
+    pub counts: Counts,
+    /// Counter → interval settings.
+    pub params: MeterParams,
+    /// Roll-up groups.
+    pub groups: Vec<String>,
+}
+
+/// `[energy]` and the counters, resolved.
+#[derive(Debug, Clone)]
+pub struct Energy {
+    /// Energy meters and production counters, in file order.
+    pub meters: Vec<Meter>,
+    /// Time-of-use calendar.
+    pub calendar: Calendar,
+    /// Its name, for reports.
+    pub tariff: String,
+    /// Standard-coal coefficients.
+    pub coefficients: Coefficients,
+    /// Ledger interval.
+    pub interval: Duration,
+}
+
+impl Default for Energy {
+    fn default() -> Self {
+        Self {
+            meters: Vec::new(),
+            calendar: Calendar::hubei_2021(),
+            tariff: "hubei-2021".into(),
+            coefficients: Coefficients::gb_t_2589(),
+            interval: Duration::from_secs(900),
+        }
+    }
+}
+
+/// The largest value a counter point can show, from its type and scale; `None` for floats.
+fn register_max(device: &Device, point: usize) -> Option<f64> {
+    let codec = &device.points.get(point)?.codec;
+    let counts = match codec.data_type {
+        DataType::U16 | DataType::Bcd16 => 65_535.0,
+        DataType::U32 | DataType::Bcd32 => 4_294_967_295.0,
+        DataType::U64 => 18_446_744_073_709_551_615.0,
+        DataType::I16 => 32_767.0,
+        DataType::I32 => 2_147_483_647.0,
+        _ => return None,
+    };
+    Some(counts * codec.scale.abs())
+}
+
+fn find_point(
+    key: &str,
+    device: &str,
+    point: &str,
+    devices: &[Device],
+    issues: &mut Issues,
+) -> Option<(usize, usize)> {
+    let Some(d) = devices.iter().position(|d| d.name.as_str() == device) else {
+        let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        let hint = describe::closest(device, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        issues.push(
+            format!("{key}.device"),
+            format!("no device `{device}`{hint}"),
+        );
+        return None;
+    };
+    let Some(p) = devices[d]
+        .points
+        .iter()
+        .position(|p| p.name.as_str() == point)
+    else {
+        let names: Vec<&str> = devices[d].points.iter().map(|p| p.name.as_str()).collect();
+        let hint = describe::closest(point, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        issues.push(
+            format!("{key}.point"),
+            format!("device `{device}` has no point `{point}`{hint}"),
+        );
+        return None;
+    };
+    Some((d, p))
+}
+
+/// Everything the counters need beside their own keys.
+struct Common {
+    interval_ms: i64,
+    gap_policy: GapPolicy,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_counter(
+    key: &str,
+    (name, device, point): (&str, &str, &str),
+    counts: Counts,
+    (multiplier, register, max_rate): (Option<f64>, Option<f64>, Option<f64>),
+    groups: &[String],
+    common: &Common,
+    devices: &[Device],
+    issues: &mut Issues,
+) -> Option<Meter> {
+    let (d, p) = find_point(key, device, point, devices, issues)?;
+    let auto_max = register_max(&devices[d], p);
+    let params = MeterParams {
+        interval_ms: common.interval_ms,
+        multiplier: multiplier.unwrap_or(1.0),
+        register_max: register.or(auto_max),
+        resolution: devices[d].points[p].codec.scale.abs(),
+        max_rate_per_hour: max_rate,
+        gap_policy: common.gap_policy,
+        ..MeterParams::default()
+    };
+    if let Err(e) = params.validate() {
+        let field = match &e {
+            crate::process::counter::CounterError::InvalidParam { field, .. } => *field,
+            _ => "multiplier",
+        };
+        issues.push(format!("{key}.{field}"), e.to_string());
+        return None;
+    }
+    if crate::model::Name::new(name).is_err() {
+        issues.push(
+            format!("{key}.name"),
+            format!("`{name}` is not a valid name: use 1 to 64 of a-z, 0-9, `_` and `-`"),
+        );
+        return None;
+    }
+    Some(Meter {
+        name: name.to_owned(),
+        device: d,
+        point: p,
+        counts,
+        params,
+        groups: groups.to_vec(),
+    })
+}
+
+/// Resolves `[energy]`, `[[meters]]` and `[[production]]`.
+pub fn resolve_energy(
+    raw: Option<RawEnergy>,
+    meters: Vec<(String, RawMeter)>,
+    production: Vec<(String, RawProduction)>,
+    devices: &[Device],
+    issues: &mut Issues,
+) -> Energy {
+    let raw = raw.unwrap_or_default();
+    let mut energy = Energy::default();
+    if let Some(text) = &raw.interval {
+        match parse_duration(text) {
+            // Seconds-long intervals are for commissioning and tests; reports want 15m.
+            Ok(d)
+                if d >= Duration::from_secs(1)
+                    && d.subsec_millis() == 0
+                    && 86_400 % d.as_secs().max(1) == 0 =>
+            {
+                energy.interval = d;
+            }
+            Ok(_) => issues.push(
+                "energy.interval",
+                format!("`{text}` must be whole seconds that divide a day, e.g. \"15m\", \"1h\""),
+            ),
+            Err(m) => issues.push("energy.interval", m),
+        }
+    }
+    match (raw.tariff.as_deref(), &raw.calendar) {
+        (None | Some("hubei-2021"), None) => {}
+        (Some("custom"), Some(spec)) => match Calendar::from_spec(spec) {
+            Ok(c) => {
+                energy.calendar = c;
+                energy.tariff = "custom".into();
+            }
+            Err(list) => {
+                for i in list {
+                    issues.push(format!("energy.calendar.{}", i.path), i.message);
+                }
+            }
+        },
+        (Some("custom"), None) => issues.push(
+            "energy.calendar",
+            "tariff = \"custom\" needs an [energy.calendar] with 12 [[energy.calendar.months]]",
+        ),
+        (_, Some(_)) => issues.push(
+            "energy.tariff",
+            "an [energy.calendar] is given: set tariff = \"custom\" to use it",
+        ),
+        (Some(other), None) => issues.push(
+            "energy.tariff",
+            format!("unknown tariff `{other}`; built in: \"hubei-2021\", or \"custom\" with [energy.calendar]"),
+        ),
+    }
+    for (name, value) in raw.coefficients.iter().flatten() {
+        let kind: Result<EnergyKind, _> =
+            serde::Deserialize::deserialize(serde::de::value::StrDeserializer::<
+                serde::de::value::Error,
+            >::new(name));
+        match kind {
+            Ok(k) => {
+                if let Err(e) = energy.coefficients.set(k, *value) {
+                    issues.push(format!("energy.coefficients.{name}"), e.to_string());
+                }
+            }
+            Err(_) => issues.push(
+                format!("energy.coefficients.{name}"),
+                "not an energy kind; use electricity, natural_gas, steam, water, compressed_air, heat, raw_coal, diesel, gasoline, …",
+            ),
+        }
+    }
+    if let Some(v) = raw.electricity_equal_value
+        && let Err(e) = energy.coefficients.set_electricity_equal_value(v)
+    {
+        issues.push("energy.electricity_equal_value", e.to_string());
+    }
+    if let Some(s) = &raw.coefficients_source {
+        energy.coefficients.set_source(s.clone());
+    }
+    let common = Common {
+        interval_ms: i64::try_from(energy.interval.as_millis()).unwrap_or(900_000),
+        gap_policy: raw.gap_policy.unwrap_or_default(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut unique = |key: &str, name: &str, issues: &mut Issues| {
+        if names.iter().any(|n| n == name) {
+            issues.push(
+                format!("{key}.name"),
+                format!("`{name}` is already a meter or production counter; names must be unique"),
+            );
+            false
+        } else {
+            names.push(name.to_owned());
+            true
+        }
+    };
+    for (key, m) in meters {
+        if !unique(&key, &m.name, issues) {
+            continue;
+        }
+        energy.meters.extend(resolve_counter(
+            &key,
+            (&m.name, &m.device, &m.point),
+            Counts::Energy(m.kind),
+            (m.multiplier, m.register_max, m.max_rate_per_hour),
+            &m.groups,
+            &common,
+            devices,
+            issues,
+        ));
+    }
+    for (key, p) in production {
+        if !unique(&key, &p.name, issues) {
+            continue;
+        }
+        if p.unit.trim().is_empty() {
+            issues.push(
+                format!("{key}.unit"),
+                "give the unit of product, e.g. \"t\"",
+            );
+            continue;
+        }
+        energy.meters.extend(resolve_counter(
+            &key,
+            (&p.name, &p.device, &p.point),
+            Counts::Product(p.unit.clone()),
+            (p.multiplier, p.register_max, None),
+            &p.groups,
+            &common,
+            devices,
+            issues,
+        ));
+    }
+    energy
+}

@@ -1,0 +1,79 @@
+//! The `energy_intervals` table: the ledger that `plantwatch export` reads.
+//!
+//! Invariant: one row per (meter, interval start); saving an interval again replaces it, so a
+//! state restored after a crash that re-emits intervals never double-counts.
+
+use rusqlite::{Connection, params};
+
+use super::outbox::{OpError, sql};
+use crate::process::counter::{Flags, IntervalQuality};
+use crate::process::ledger::LedgerInterval;
+
+pub(super) fn save(conn: &Connection, rows: &[LedgerInterval]) -> Result<(), OpError> {
+    let mut upsert = sql(
+        "prepare the ledger upsert",
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO energy_intervals
+             (meter, start_ms, end_ms, kind, unit, delta, quality, flags,
+              tou_sharp, tou_peak, tou_flat, tou_valley, kgce)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        ),
+    )?;
+    for r in rows {
+        sql(
+            "save a ledger interval",
+            upsert.execute(params![
+                r.meter,
+                r.start_ms,
+                r.end_ms,
+                r.kind,
+                r.unit,
+                r.delta,
+                r.quality.as_str(),
+                r.flags.bits(),
+                r.tou[0],
+                r.tou[1],
+                r.tou[2],
+                r.tou[3],
+                r.kgce
+            ]),
+        )?;
+    }
+    Ok(())
+}
+
+fn quality(s: &str) -> IntervalQuality {
+    match s {
+        "good" => IntervalQuality::Good,
+        "estimated" => IntervalQuality::Estimated,
+        _ => IntervalQuality::Missing,
+    }
+}
+
+/// The intervals starting in `[from_ms, to_ms)`, by meter then time.
+///
+/// # Errors
+/// SQLite's error.
+pub fn range(conn: &Connection, from_ms: i64, to_ms: i64) -> rusqlite::Result<Vec<LedgerInterval>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT meter, start_ms, end_ms, kind, unit, delta, quality, flags,
+                tou_sharp, tou_peak, tou_flat, tou_valley, kgce
+         FROM energy_intervals WHERE start_ms >= ?1 AND start_ms < ?2
+         ORDER BY meter, start_ms",
+    )?;
+    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+        Ok(LedgerInterval {
+            meter: r.get(0)?,
+            start_ms: r.get(1)?,
+            end_ms: r.get(2)?,
+            kind: r.get(3)?,
+            unit: r.get(4)?,
+            delta: r.get(5)?,
+            quality: quality(&r.get::<_, String>(6)?),
+            flags: Flags::from_bits(r.get(7)?),
+            tou: [r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?],
+            kgce: r.get(12)?,
+        })
+    })?;
+    rows.collect()
+}
