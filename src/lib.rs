@@ -30,6 +30,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod encode;
+pub mod export;
 pub mod model;
 pub mod process;
 pub mod replay;

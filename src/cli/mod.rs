@@ -17,6 +17,7 @@ macro_rules! out {
 mod alarms;
 mod check;
 mod demo;
+mod export;
 mod read;
 mod replay;
 mod run;
@@ -58,7 +59,8 @@ Start here:
   plantwatch simulate --profile chint-dtsu666 --listen 127.0.0.1:5020
                                            serve a simulated meter to test against
   plantwatch replay plantwatch.toml history.csv --events alarms.jsonl
-                                           tune alarm rules on recorded data";
+                                           tune alarm rules on recorded data
+  plantwatch export --month 2026-10        last month's energy report (CSV)";
 
 /// Output format for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +87,8 @@ enum Command {
     Replay(replay::Args),
     /// List, acknowledge or shelve alarms (through the running daemon).
     Alarms(alarms::Args),
+    /// The energy report of a month or date range from the ledger: CSV or JSON.
+    Export(export::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(&args))),
         Command::Replay(args) => replay::run(&args, cli.profiles_dir.as_deref()),
         Command::Alarms(args) => alarms::run(&args, cli.profiles_dir.as_deref()),
+        Command::Export(args) => export::run(&args, cli.profiles_dir.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -77,3 +77,36 @@ pub fn range(conn: &Connection, from_ms: i64, to_ms: i64) -> rusqlite::Result<Ve
     })?;
     rows.collect()
 }
+
+/// Streams the intervals starting in `[from_ms, to_ms)` to `f` without collecting them (a
+/// year of 200 meters is seven million rows); returns how many there were.
+///
+/// # Errors
+/// SQLite's error.
+pub fn for_each(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    mut f: impl FnMut(&str, (i64, i64), f64, IntervalQuality, [f64; 4]),
+) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT meter, start_ms, end_ms, delta, quality,
+                tou_sharp, tou_peak, tou_flat, tou_valley
+         FROM energy_intervals WHERE start_ms >= ?1 AND start_ms < ?2",
+    )?;
+    let mut rows = stmt.query(params![from_ms, to_ms])?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        let meter = r.get_ref(0)?.as_str()?;
+        let quality = quality(r.get_ref(4)?.as_str()?);
+        f(
+            meter,
+            (r.get(1)?, r.get(2)?),
+            r.get(3)?,
+            quality,
+            [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
+        );
+        n += 1;
+    }
+    Ok(n)
+}

@@ -15,6 +15,7 @@ mod config;
 mod daemon;
 mod detect;
 mod energy;
+mod export;
 mod harness;
 mod influx;
 mod mqtt;

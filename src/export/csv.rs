@@ -1,0 +1,121 @@
+//! The report as one CSV table that spreadsheets open directly: a `level` column says what a
+//! row sums (`meter`, `group`, `kind`, `total`, `intensity`), and every energy row carries the
+//! coefficient it was converted with.
+
+use std::fmt::Write as _;
+
+use super::Report;
+
+/// Column names, in order.
+pub const HEADER: &str = "level,name,kind,unit,total,sharp,peak,flat,valley,kgce,kgce_per_unit,\
+max_demand_kw,max_demand_at,measured,estimated,missing";
+
+fn num(v: f64) -> String {
+    let s = format!("{v:.3}");
+    if s == "-0.000" { "0.000".into() } else { s }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(num).unwrap_or_default()
+}
+
+/// A field, quoted when it holds a comma, quote or line break.
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Renders `report`; times are local (`local` formats a UTC ms instant).
+pub fn render(report: &Report, local: impl Fn(i64) -> String) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut line = |cells: &[String]| {
+        let _infallible = writeln!(out, "{}", cells.join(","));
+    };
+    line(&[HEADER.to_owned()]);
+    let blank = String::new;
+    for m in &report.meters {
+        line(&[
+            "meter".into(),
+            field(&m.meter),
+            m.kind.clone(),
+            field(&m.unit),
+            num(m.total),
+            num(m.tou[0]),
+            num(m.tou[1]),
+            num(m.tou[2]),
+            num(m.tou[3]),
+            opt(m.kgce),
+            m.kgce_per_unit.map(|f| format!("{f}")).unwrap_or_default(),
+            opt(m.max_demand.map(|d| d.kw)),
+            m.max_demand.map(|d| local(d.at_ms)).unwrap_or_default(),
+            m.completeness.measured.to_string(),
+            m.completeness.estimated.to_string(),
+            m.completeness.missing.to_string(),
+        ]);
+    }
+    for (level, rows) in [("group", &report.groups), ("kind", &report.kinds)] {
+        for g in rows {
+            line(&[
+                level.into(),
+                field(&g.group),
+                g.kind.clone(),
+                field(&g.unit),
+                num(g.total),
+                num(g.tou[0]),
+                num(g.tou[1]),
+                num(g.tou[2]),
+                num(g.tou[3]),
+                opt(g.kgce),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+                blank(),
+            ]);
+        }
+    }
+    for i in &report.intensity {
+        line(&[
+            "intensity".into(),
+            field(&format!("{}/{}", i.group, i.production)),
+            "production".into(),
+            field(&format!("kgce/{}", i.unit)),
+            opt(i.kgce_per_unit),
+            blank(),
+            blank(),
+            blank(),
+            blank(),
+            num(i.kgce),
+            blank(),
+            blank(),
+            blank(),
+            blank(),
+            blank(),
+            blank(),
+        ]);
+    }
+    let c = &report.completeness;
+    line(&[
+        "total".into(),
+        field(&report.span.label),
+        "all".into(),
+        "tce".into(),
+        format!("{:.6}", report.total_tce),
+        blank(),
+        blank(),
+        blank(),
+        blank(),
+        num(report.total_kgce),
+        blank(),
+        blank(),
+        blank(),
+        c.measured.to_string(),
+        c.estimated.to_string(),
+        c.missing.to_string(),
+    ]);
+    out
+}
