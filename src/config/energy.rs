@@ -66,6 +66,72 @@ pub struct RawMeter {
     /// Roll-up groups (line, workshop, site).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Contracted maximum demand, kW (electricity): warn before a demand block exceeds it.
+    #[serde(default)]
+    pub contract_kw: Option<f64>,
+    /// Warn when the running block is projected above this share of the contract (1.05: the
+    /// Hubei line above which the excess is billed double).
+    #[serde(default)]
+    pub demand_warn_at: Option<f64>,
+}
+
+/// `[[quotas]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// The quota's name: its alarm's name.
+    pub name: String,
+    /// A meter's name or a group's.
+    pub target: String,
+    /// Which energy counts (for groups with several kinds). Default: the meter's, or electricity.
+    #[serde(default)]
+    pub kind: Option<EnergyKind>,
+    /// `shift`, `day` or `month`.
+    pub period: QuotaPeriodName,
+    /// The quota, in the kind's unit.
+    pub limit: f64,
+    /// Shift start times, `"HH:MM"` (period = "shift").
+    #[serde(default)]
+    pub shifts: Option<Vec<String>>,
+    /// No projection before this share of the period has passed. Default 0.1.
+    #[serde(default)]
+    pub min_elapsed: Option<f64>,
+    /// Severity of its alarms.
+    #[serde(default)]
+    pub severity: Option<super::rules::Severity>,
+}
+
+/// Quota periods, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaPeriodName {
+    /// Between shift starts.
+    Shift,
+    /// A local day.
+    Day,
+    /// A local month.
+    Month,
+}
+
+/// A resolved quota.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quota {
+    /// Its name.
+    pub name: crate::model::Name,
+    /// The meter or group.
+    pub target: String,
+    /// The energy that counts.
+    pub kind: EnergyKind,
+    /// Its period.
+    pub period: crate::detect::quota::QuotaPeriod,
+    /// The quota.
+    pub limit: f64,
+    /// Earliest projection, as a share of the period.
+    pub min_elapsed: f64,
+    /// Severity.
+    pub severity: super::rules::Severity,
+    /// Indices of the meters that count towards it.
+    pub meters: Vec<usize>,
 }
 
 /// `[[production]]` as written: a counter of product (pieces, tonnes).
@@ -133,6 +199,8 @@ pub struct Meter {
     pub params: MeterParams,
     /// Roll-up groups.
     pub groups: Vec<String>,
+    /// Contracted demand (kW) and the share of it that warns.
+    pub demand: Option<(f64, f64)>,
 }
 
 /// `[energy]` and the counters, resolved.
@@ -148,6 +216,8 @@ pub struct Energy {
     pub coefficients: Coefficients,
     /// Ledger interval.
     pub interval: Duration,
+    /// Quotas per meter or group.
+    pub quotas: Vec<Quota>,
 }
 
 impl Default for Energy {
@@ -158,6 +228,7 @@ impl Default for Energy {
             tariff: "hubei-2021".into(),
             coefficients: Coefficients::gb_t_2589(),
             interval: Duration::from_secs(900),
+            quotas: Vec::new(),
         }
     }
 }
@@ -248,6 +319,14 @@ fn resolve_counter(
         issues.push(format!("{key}.{field}"), e.to_string());
         return None;
     }
+    for (i, g) in groups.iter().enumerate() {
+        if crate::model::Name::new(g).is_err() {
+            issues.push(
+                format!("{key}.groups[{i}]"),
+                format!("`{g}` is not a valid group name: use 1 to 64 of a-z, 0-9, `_` and `-`"),
+            );
+        }
+    }
     if crate::model::Name::new(name).is_err() {
         issues.push(
             format!("{key}.name"),
@@ -262,14 +341,130 @@ fn resolve_counter(
         counts,
         params,
         groups: groups.to_vec(),
+        demand: None,
     })
 }
 
-/// Resolves `[energy]`, `[[meters]]` and `[[production]]`.
+/// Resolves `[[quotas]]` against the resolved meters and their groups.
+fn resolve_quotas(
+    raw: Vec<(String, RawQuota)>,
+    meters: &[Meter],
+    issues: &mut Issues,
+) -> Vec<Quota> {
+    use crate::detect::quota::QuotaPeriod;
+    let mut out: Vec<Quota> = Vec::new();
+    for (key, q) in raw {
+        let before = issues.0.len();
+        let name = crate::model::Name::new(&q.name)
+            .map_err(|e| issues.push(format!("{key}.name"), e.to_string()))
+            .ok();
+        if out.iter().any(|o| o.name.as_str() == q.name) {
+            issues.push(
+                format!("{key}.name"),
+                format!("quota `{}` is defined twice", q.name),
+            );
+        }
+        let meter = meters.iter().find(|m| m.name == q.target);
+        let kind = q.kind.unwrap_or(match meter.map(|m| &m.counts) {
+            Some(Counts::Energy(k)) => *k,
+            _ => EnergyKind::Electricity,
+        });
+        let counted: Vec<usize> = meters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.name == q.target || m.groups.contains(&q.target))
+            .filter(|(_, m)| m.counts == Counts::Energy(kind))
+            .map(|(i, _)| i)
+            .collect();
+        if counted.is_empty() {
+            let mut names: Vec<&str> = meters.iter().map(|m| m.name.as_str()).collect();
+            names.extend(
+                meters
+                    .iter()
+                    .flat_map(|m| m.groups.iter().map(String::as_str)),
+            );
+            let hint = describe::closest(&q.target, &names)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            issues.push(
+                format!("{key}.target"),
+                format!(
+                    "no {} meter is or belongs to `{}`{hint}",
+                    kind.as_str(),
+                    q.target
+                ),
+            );
+        }
+        if !(q.limit.is_finite() && q.limit > 0.0) {
+            issues.push(format!("{key}.limit"), "must be above 0");
+        }
+        let min_elapsed = q.min_elapsed.unwrap_or(0.1);
+        if !(0.0..1.0).contains(&min_elapsed) {
+            issues.push(
+                format!("{key}.min_elapsed"),
+                "must be from 0 up to (not including) 1",
+            );
+        }
+        let period = match (q.period, &q.shifts) {
+            (QuotaPeriodName::Day, None) => QuotaPeriod::Day,
+            (QuotaPeriodName::Month, None) => QuotaPeriod::Month,
+            (QuotaPeriodName::Shift, Some(list)) if !list.is_empty() => {
+                let mut starts = Vec::new();
+                for (i, t) in list.iter().enumerate() {
+                    match chrono::NaiveTime::parse_from_str(t, "%H:%M") {
+                        Ok(time) => starts.push(
+                            chrono::Timelike::hour(&time) * 60 + chrono::Timelike::minute(&time),
+                        ),
+                        Err(_) => issues.push(
+                            format!("{key}.shifts[{i}]"),
+                            format!("`{t}` is not a time; write \"HH:MM\", e.g. \"08:00\""),
+                        ),
+                    }
+                }
+                starts.sort_unstable();
+                starts.dedup();
+                QuotaPeriod::Shift(starts)
+            }
+            (QuotaPeriodName::Shift, _) => {
+                issues.push(
+                    format!("{key}.shifts"),
+                    "period = \"shift\" needs `shifts`, e.g. [\"08:00\", \"16:00\", \"00:00\"]",
+                );
+                QuotaPeriod::Day
+            }
+            (_, Some(_)) => {
+                issues.push(
+                    format!("{key}.shifts"),
+                    "only period = \"shift\" takes `shifts`",
+                );
+                QuotaPeriod::Day
+            }
+        };
+        if issues.0.len() != before {
+            continue;
+        }
+        if let Some(name) = name {
+            out.push(Quota {
+                name,
+                target: q.target.clone(),
+                kind,
+                period,
+                limit: q.limit,
+                min_elapsed,
+                severity: q.severity.unwrap_or(super::rules::Severity::High),
+                meters: counted,
+            });
+        }
+    }
+    out
+}
+
+/// Resolves `[energy]`, `[[meters]]`, `[[production]]` and `[[quotas]]`.
 pub fn resolve_energy(
     raw: Option<RawEnergy>,
     meters: Vec<(String, RawMeter)>,
     production: Vec<(String, RawProduction)>,
+    quotas: Vec<(String, RawQuota)>,
     devices: &[Device],
     issues: &mut Issues,
 ) -> Energy {
@@ -364,16 +559,46 @@ pub fn resolve_energy(
         if !unique(&key, &m.name, issues) {
             continue;
         }
-        energy.meters.extend(resolve_counter(
-            &key,
-            (&m.name, &m.device, &m.point),
-            Counts::Energy(m.kind),
-            (m.multiplier, m.register_max, m.max_rate_per_hour),
-            &m.groups,
-            &common,
-            devices,
-            issues,
-        ));
+        let demand = match (m.contract_kw, m.demand_warn_at) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                issues.push(format!("{key}.demand_warn_at"), "needs `contract_kw`");
+                None
+            }
+            (Some(c), w) => {
+                let w = w.unwrap_or(crate::process::demand::HUBEI_TOLERANCE);
+                if m.kind != EnergyKind::Electricity {
+                    issues.push(
+                        format!("{key}.contract_kw"),
+                        "demand applies to electricity meters",
+                    );
+                } else if !(c.is_finite() && c > 0.0) {
+                    issues.push(format!("{key}.contract_kw"), "must be above 0 (kW)");
+                } else if !(w.is_finite() && w > 0.0) {
+                    issues.push(
+                        format!("{key}.demand_warn_at"),
+                        "must be above 0, e.g. 1.05",
+                    );
+                }
+                Some((c, w))
+            }
+        };
+        energy.meters.extend(
+            resolve_counter(
+                &key,
+                (&m.name, &m.device, &m.point),
+                Counts::Energy(m.kind),
+                (m.multiplier, m.register_max, m.max_rate_per_hour),
+                &m.groups,
+                &common,
+                devices,
+                issues,
+            )
+            .map(|mut meter| {
+                meter.demand = demand;
+                meter
+            }),
+        );
     }
     for (key, p) in production {
         if !unique(&key, &p.name, issues) {
@@ -397,5 +622,6 @@ pub fn resolve_energy(
             issues,
         ));
     }
+    energy.quotas = resolve_quotas(quotas, &energy.meters, issues);
     energy
 }

@@ -420,6 +420,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_maintenance = take_array(&mut table, "maintenance", &mut issues);
     let raw_meters = take_array(&mut table, "meters", &mut issues);
     let raw_production = take_array(&mut table, "production", &mut issues);
+    let raw_quotas = take_array(&mut table, "quotas", &mut issues);
     let raw_energy = table
         .shift_remove("energy")
         .and_then(|v| deserialize_at::<energy::RawEnergy>(v, "energy", &mut issues));
@@ -535,6 +536,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         raw_energy,
         meters_written,
         production_written,
+        elements::<energy::RawQuota>(raw_quotas, "quotas", &mut issues),
         &devices,
         &mut issues,
     );

@@ -119,6 +119,10 @@ pub enum RuleKindName {
     ServiceHours,
     /// Made by `[[maintenance]]`, not written in `[[rules]]`: starts since service.
     ServiceStarts,
+    /// Made by `[[quotas]]`: the period's projected or used energy passes the quota.
+    Quota,
+    /// Made by `contract_kw` on a meter: the demand block is projected above the contract.
+    Demand,
 }
 
 impl RuleKindName {
@@ -137,6 +141,8 @@ impl RuleKindName {
             Self::Expression => "expression",
             Self::ServiceHours => "service_hours",
             Self::ServiceStarts => "service_starts",
+            Self::Quota => "quota",
+            Self::Demand => "demand",
         }
     }
 
@@ -144,7 +150,12 @@ impl RuleKindName {
     pub fn is_point_rule(self) -> bool {
         !matches!(
             self,
-            Self::CommLoss | Self::Expression | Self::ServiceHours | Self::ServiceStarts
+            Self::CommLoss
+                | Self::Expression
+                | Self::ServiceHours
+                | Self::ServiceStarts
+                | Self::Quota
+                | Self::Demand
         )
     }
 }
@@ -322,6 +333,22 @@ pub enum RuleKind {
         /// The interval in starts.
         every: u64,
     },
+    /// A quota: `exceeded` alarms on the energy used, otherwise on the projection.
+    Quota {
+        /// Index into `Plan::energy.quotas`.
+        quota: usize,
+        /// Used rather than projected.
+        exceeded: bool,
+    },
+    /// The running demand block is projected above `contract_kw × warn_at`.
+    Demand {
+        /// Index into `Plan::energy.meters`.
+        meter: usize,
+        /// Contracted demand, kW.
+        contract_kw: f64,
+        /// Share of the contract that warns.
+        warn_at: f64,
+    },
 }
 
 /// One alarm a rule produces: a device, and a point for point rules.
@@ -449,7 +476,10 @@ fn kind_keys(kind: RuleKindName) -> &'static [&'static str] {
         ],
         RuleKindName::Trend => &["limit", "direction", "horizon", "window", "deadband"],
         RuleKindName::Expression => &["when"],
-        RuleKindName::ServiceHours | RuleKindName::ServiceStarts => &[],
+        RuleKindName::ServiceHours
+        | RuleKindName::ServiceStarts
+        | RuleKindName::Quota
+        | RuleKindName::Demand => &[],
     }
 }
 
@@ -501,6 +531,10 @@ pub fn default_message(kind: RuleKindName) -> &'static str {
         }
         RuleKindName::ServiceStarts => {
             "{device} is due for service: {value} starts since the last (every {limit})"
+        }
+        RuleKindName::Quota => "{device}: {value} used or projected this {per}, quota {limit}",
+        RuleKindName::Demand => {
+            "{device}: demand projected at {value} kW this block, contract {limit} kW"
         }
     }
 }
@@ -852,7 +886,10 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
             RuleKind::Expression
         }
         // Returned above: these never come from [[rules]].
-        RuleKindName::ServiceHours | RuleKindName::ServiceStarts => return None,
+        RuleKindName::ServiceHours
+        | RuleKindName::ServiceStarts
+        | RuleKindName::Quota
+        | RuleKindName::Demand => return None,
     };
     if issues.0.len() != before {
         return None;

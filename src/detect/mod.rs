@@ -16,6 +16,7 @@ pub mod expr;
 pub mod health;
 pub mod limit;
 pub mod maintenance;
+pub mod quota;
 pub mod rate;
 pub mod stuck;
 pub mod trend;
@@ -136,6 +137,8 @@ enum Detector {
     Trend(Box<TrendModel>),
     Expression(Box<self::expr::Expr>),
     Service,
+    Quota(quota::QuotaState),
+    Demand(Box<crate::process::demand::DemandState>),
 }
 
 /// What the detector saw at the last step, for the message and payload.
@@ -218,9 +221,13 @@ impl LocalHours {
     }
 }
 
-/// Every rule's state, for every device.
+/// Every rule's state, for every device (and every meter or group with a quota or a demand
+/// contract, as a device without points).
 #[derive(Debug, Clone)]
 pub struct Engine {
+    quotas: Vec<crate::config::energy::Quota>,
+    /// Names of `Plan::energy.meters`, by index.
+    meter_names: Vec<String>,
     policy: AlarmPolicy,
     devices: Vec<DeviceRules>,
     by_name: HashMap<Name, usize>,
@@ -294,7 +301,8 @@ impl Engine {
             });
             hours.into_iter().chain(starts)
         });
-        let service_rules: Vec<Rule> = service_rules.collect();
+        let mut service_rules: Vec<Rule> = service_rules.collect();
+        service_rules.extend(energy_rules(plan, &mut devices));
         for rule in plan.rules.iter().chain(&service_rules) {
             let rule = Arc::new(rule.clone());
             for t in &rule.targets {
@@ -319,6 +327,10 @@ impl Engine {
                     RuleKind::ServiceHours { .. } | RuleKind::ServiceStarts { .. } => {
                         Detector::Service
                     }
+                    RuleKind::Quota { .. } => Detector::Quota(quota::QuotaState::default()),
+                    RuleKind::Demand { .. } => {
+                        Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
+                    }
                 };
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
@@ -339,6 +351,8 @@ impl Engine {
             .map(|(i, d)| (d.name.clone(), i))
             .collect();
         Self {
+            quotas: plan.energy.quotas.clone(),
+            meter_names: plan.energy.meters.iter().map(|m| m.name.clone()).collect(),
             policy: plan.alarm_policy.clone(),
             devices,
             by_name,
@@ -650,6 +664,111 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Energy alarms: quotas from closed ledger intervals (with the meter index of each), and
+    /// demand warnings from the energy booked per poll (`steps`: meter index and booking).
+    pub fn energy(
+        &mut self,
+        intervals: &[crate::process::ledger::LedgerInterval],
+        steps: &[(usize, crate::process::counter::Booked)],
+        events: &mut Vec<AlarmEvent>,
+    ) {
+        let tz = self.hours.tz;
+        let policy = &self.policy;
+        let quotas = &self.quotas;
+        let meter_names = &self.meter_names;
+        let demand = crate::process::demand::DemandParams::default();
+        let mut scratch = Vec::new();
+        for dev in &mut self.devices {
+            for inst in &mut dev.instances {
+                let rule = inst.rule.clone();
+                let (on, off) = delays(&rule);
+                // (time, condition, value, limit) for every observation of this alarm.
+                let mut seen: Vec<(i64, bool, f64, f64)> = Vec::new();
+                match (&mut inst.detector, &rule.kind) {
+                    (Detector::Quota(state), RuleKind::Quota { quota, exceeded }) => {
+                        let Some(q) = quotas.get(*quota) else {
+                            continue;
+                        };
+                        let counts = |iv: &&crate::process::ledger::LedgerInterval| {
+                            q.meters
+                                .iter()
+                                .any(|&i| meter_names.get(i).is_some_and(|n| *n == iv.meter))
+                        };
+                        for iv in intervals.iter().filter(counts) {
+                            state.add(&q.period, tz, iv.start_ms, iv.delta);
+                            let value = if *exceeded {
+                                Some(state.used())
+                            } else {
+                                state.projected(iv.end_ms, q.min_elapsed)
+                            };
+                            seen.push((
+                                iv.end_ms,
+                                value.is_some_and(|v| v >= q.limit),
+                                value.unwrap_or(state.used()),
+                                q.limit,
+                            ));
+                        }
+                    }
+                    (
+                        Detector::Demand(state),
+                        RuleKind::Demand {
+                            meter,
+                            contract_kw,
+                            warn_at,
+                        },
+                    ) => {
+                        for (_, b) in steps.iter().filter(|(mi, _)| mi == meter) {
+                            scratch.clear();
+                            state.add(&demand, tz, b.from_ms, b.to_ms, b.delta, &mut scratch);
+                            let projected = state.projection(&demand).map_or(0.0, |p| p.kw);
+                            seen.push((
+                                b.to_ms,
+                                state.projected_exceeds(&demand, *contract_kw, *warn_at),
+                                projected,
+                                *contract_kw,
+                            ));
+                        }
+                    }
+                    _ => continue,
+                }
+                for (at, condition, value, limit) in seen {
+                    inst.seen = Seen {
+                        value: Some((value * 1000.0).round() / 1000.0),
+                        limit: Some(limit),
+                        ..Seen::default()
+                    };
+                    if let Some((transition, t)) = inst.state.advance(at, on, off) {
+                        settle(
+                            &dev.name,
+                            &dev.point_names,
+                            &dev.units,
+                            &mut dev.flood,
+                            policy,
+                            inst,
+                            Some(transition),
+                            t,
+                            events,
+                        );
+                    }
+                    let transition = inst.state.step(condition, at, on, off);
+                    settle(
+                        &dev.name,
+                        &dev.point_names,
+                        &dev.units,
+                        &mut dev.flood,
+                        policy,
+                        inst,
+                        transition,
+                        at,
+                        events,
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// One device's health, as published on `{prefix}/health/{device}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceHealth {
@@ -749,6 +868,100 @@ fn status_of(state: &AlarmState, now: i64) -> AlarmStatus {
     } else {
         AlarmStatus::Active
     }
+}
+
+/// The alarms of `[[quotas]]` (projected and exceeded) and of meters' demand contracts. Their
+/// targets are meters or groups: one that is also a device's name shares its alarms;
+/// otherwise it gets a device of its own, without points.
+fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
+    let mut target = |name: &str| -> Option<usize> {
+        if let Some(i) = devices.iter().position(|d| d.name.as_str() == name) {
+            return Some(i);
+        }
+        devices.push(DeviceRules {
+            name: Name::new(name).ok()?,
+            point_names: Vec::new(),
+            units: Vec::new(),
+            index: HashMap::new(),
+            values: Vec::new(),
+            scores: Vec::new(),
+            sample_of: Vec::new(),
+            instances: Vec::new(),
+            flood: Flood::default(),
+            maintenance: None,
+            answered_avg: 1.0,
+            polled: false,
+        });
+        Some(devices.len() - 1)
+    };
+    let rule = |name: String, kind, kind_name, severity, message: String, device| {
+        Some(Rule {
+            name: Name::new(&name).ok()?,
+            key: "energy".into(),
+            kind,
+            kind_name,
+            severity,
+            message,
+            deadband: 0.0,
+            on_delay: std::time::Duration::ZERO,
+            off_delay: std::time::Duration::ZERO,
+            targets: vec![Target {
+                device,
+                point: None,
+                alarm: name,
+                expr: None,
+            }],
+        })
+    };
+    let mut out = Vec::new();
+    for (qi, q) in plan.energy.quotas.iter().enumerate() {
+        let Some(device) = target(&q.target) else {
+            continue;
+        };
+        let unit = q.kind.unit();
+        for exceeded in [false, true] {
+            let (name, verb) = if exceeded {
+                (format!("{}-exceeded", q.name), "used")
+            } else {
+                (q.name.to_string(), "projected")
+            };
+            out.extend(rule(
+                name,
+                RuleKind::Quota {
+                    quota: qi,
+                    exceeded,
+                },
+                RuleKindName::Quota,
+                q.severity,
+                format!(
+                    "{{device}}: {{value}} {unit} {verb} this {}, quota {{limit}} {unit}",
+                    q.period.as_str()
+                ),
+                device,
+            ));
+        }
+    }
+    for (mi, m) in plan.energy.meters.iter().enumerate() {
+        let Some((contract_kw, warn_at)) = m.demand else {
+            continue;
+        };
+        let Some(device) = target(&m.name) else {
+            continue;
+        };
+        out.extend(rule(
+            "demand".into(),
+            RuleKind::Demand {
+                meter: mi,
+                contract_kw,
+                warn_at,
+            },
+            RuleKindName::Demand,
+            Severity::High,
+            crate::config::rules::default_message(RuleKindName::Demand).to_owned(),
+            device,
+        ));
+    }
+    out
 }
 
 /// A rule's (on-delay, off-delay) in ms; a comm-loss duration is its on-delay.

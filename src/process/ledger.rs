@@ -99,8 +99,14 @@ impl Ledger {
         &self.energy.meters
     }
 
-    /// Takes the counters in `batch` and appends every interval they close to `out`.
-    pub fn apply(&mut self, batch: &SampleBatch, out: &mut Vec<LedgerInterval>) {
+    /// Takes the counters in `batch` and appends every interval they close to `out`, and what
+    /// each reading booked (meter index, span, energy) to `steps`, for demand.
+    pub fn apply(
+        &mut self,
+        batch: &SampleBatch,
+        out: &mut Vec<LedgerInterval>,
+        steps: &mut Vec<(usize, super::counter::Booked)>,
+    ) {
         let Some(indices) = self.by_device.get(&batch.device) else {
             return;
         };
@@ -131,6 +137,7 @@ impl Ledger {
             };
             self.scratch.clear();
             self.states[i].push(&meter.params, self.tz, now, value, &mut self.scratch);
+            steps.extend(self.states[i].last_booked().map(|b| (i, b)));
             for iv in &self.scratch {
                 out.push(self.book(meter, iv));
             }

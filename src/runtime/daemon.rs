@@ -268,6 +268,7 @@ impl Core {
         let mut messages = Vec::with_capacity(batches.len());
         let mut events = Vec::new();
         let mut intervals = Vec::new();
+        let mut steps = Vec::new();
         for batch in batches {
             let Some(device) = self.plan.device(batch.device.as_str()) else {
                 continue;
@@ -275,7 +276,7 @@ impl Core {
             if let Some(influx) = &self.influx {
                 influx.offer(&batch);
             }
-            self.ledger.apply(&batch, &mut intervals);
+            self.ledger.apply(&batch, &mut intervals, &mut steps);
             self.engine.evaluate(&batch, &mut events);
             let Some(batch) = self.reporter.filter(device, batch, now) else {
                 continue;
@@ -288,6 +289,9 @@ impl Core {
                 created_ms: now.0,
                 payload: record::encode_batch(&batch, seq),
             });
+        }
+        if !intervals.is_empty() || !steps.is_empty() {
+            self.engine.energy(&intervals, &steps, &mut events);
         }
         if !intervals.is_empty() {
             self.book(&intervals, &mut messages, now).await;

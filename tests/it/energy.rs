@@ -102,3 +102,136 @@ async fn closed_intervals_equal_the_meters_own_counter_progress() {
     }
     assert!(checked >= 3, "checked {checked} intervals: {intervals:?}");
 }
+
+mod warnings {
+    //! Quota and demand warnings on synthetic load shapes, at their exact projected times.
+
+    use std::path::Path;
+
+    use plantwatch::config::{EnvOverrides, load_str};
+    use plantwatch::detect::{AlarmStatus, Engine};
+    use plantwatch::process::counter::{Booked, Flags, IntervalQuality};
+    use plantwatch::process::ledger::LedgerInterval;
+
+    /// 2026-10-01 00:00 +08:00.
+    const OCT1: i64 = 1_790_784_000_000;
+    const MIN: i64 = 60_000;
+
+    const CONFIG: &str = r#"
+[gateway]
+site = "s"
+id = "g"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "meter-1"
+link = "bus"
+profile = "chint-dtsu666"
+
+[[meters]]
+name = "incomer"
+device = "meter-1"
+point = "ep_import"
+kind = "electricity"
+groups = ["site"]
+contract_kw = 100
+demand_warn_at = 1.0
+
+[[quotas]]
+name = "daily"
+target = "site"
+period = "day"
+limit = 2000
+"#;
+
+    fn engine() -> Engine {
+        let plan = load_str("q.toml", CONFIG, &EnvOverrides::Off, Path::new("."), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Engine::new(&plan)
+    }
+
+    fn interval(start: i64, kwh: f64) -> LedgerInterval {
+        LedgerInterval {
+            meter: "incomer".into(),
+            kind: "electricity".into(),
+            unit: "kWh".into(),
+            start_ms: start,
+            end_ms: start + 15 * MIN,
+            delta: kwh,
+            quality: IntervalQuality::Good,
+            flags: Flags::EMPTY,
+            tou: [0.0, 0.0, kwh, 0.0],
+            kgce: Some(kwh * 0.1229),
+        }
+    }
+
+    #[test]
+    fn a_daily_quota_warns_when_the_projection_crosses_it_and_again_when_it_is_used() {
+        let mut e = engine();
+        let mut events = Vec::new();
+        // 50 kW until noon, then 200 kW: the run-rate projection (used × 24 h / elapsed)
+        // reaches 2000 kWh at 15.43 h, so the interval ending 15:30 raises it; 2000 kWh are
+        // used by 19:00 exactly. The next day's first interval clears both.
+        for q in 0..(24 * 4 + 1) {
+            let kw = if q < 48 { 50.0 } else { 200.0 };
+            e.energy(&[interval(OCT1 + q * 15 * MIN, kw / 4.0)], &[], &mut events);
+        }
+        let got: Vec<(String, AlarmStatus, f64)> = events
+            .iter()
+            .map(|a| (a.alarm.clone(), a.state, (a.ts - OCT1) as f64 / 3_600_000.0))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("daily".into(), AlarmStatus::Active, 15.5),
+                ("daily-exceeded".into(), AlarmStatus::Active, 19.0),
+                ("daily".into(), AlarmStatus::Cleared, 24.25),
+                ("daily-exceeded".into(), AlarmStatus::Cleared, 24.25),
+            ]
+        );
+        assert_eq!(events[0].device, "site");
+        assert_eq!(events[0].limit, Some(2000.0));
+        assert!(
+            events[0].message.starts_with("site: "),
+            "{}",
+            events[0].message
+        );
+        assert!(
+            events[0]
+                .message
+                .contains("kWh projected this day, quota 2000 kWh"),
+            "{}",
+            events[0].message
+        );
+    }
+
+    #[test]
+    fn a_demand_step_up_warns_a_minute_after_it_starts_not_at_the_block_end() {
+        let mut e = engine();
+        let mut events = Vec::new();
+        // 80 kW for five minutes of the block, then 150 kW: held to the block's end, the last
+        // minute's power projects 126.7 kW against a 100 kW contract at minute 6.
+        for m in 0..15 {
+            let kw = if m < 5 { 80.0 } else { 150.0 };
+            let step = Booked {
+                from_ms: OCT1 + m * MIN,
+                to_ms: OCT1 + (m + 1) * MIN,
+                delta: kw / 60.0,
+                quality: IntervalQuality::Good,
+            };
+            e.energy(&[], &[(0, step)], &mut events);
+        }
+        let raised = events
+            .iter()
+            .find(|a| a.state == AlarmStatus::Active)
+            .expect("a warning");
+        assert_eq!(raised.alarm, "demand");
+        assert_eq!(raised.device, "incomer");
+        assert_eq!(raised.ts, OCT1 + 6 * MIN);
+        assert!((raised.value.unwrap() - 126.667).abs() < 0.01, "{raised:?}");
+    }
+}
