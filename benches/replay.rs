@@ -222,6 +222,7 @@ fn main() {
         std::io::sink(),
         Some(std::io::sink()),
         &opts,
+        None,
         |_| {},
     )
     .unwrap();

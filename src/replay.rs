@@ -20,6 +20,7 @@ use crate::config::plan::Plan;
 use crate::detect::{AlarmEvent, Engine};
 use crate::encode::json_v1;
 use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
+use crate::process::ledger::{Ledger, LedgerInterval};
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,64 @@ pub struct ReplayOptions {
     pub skip_bad_rows: bool,
     /// Name of the input, for messages.
     pub input_name: String,
+    /// The values are consumption per interval (ending at the timestamp), not counter
+    /// readings: they are summed into a counter before the ledger sees them.
+    pub consumption: bool,
+}
+
+/// Where the energy ledger of a replay goes (`plantwatch replay --state FILE`).
+pub trait LedgerSink {
+    /// Closed intervals, in order.
+    fn intervals(&mut self, intervals: Vec<LedgerInterval>) -> std::io::Result<()>;
+    /// The counters' states at the end, as `(meter, JSON)`.
+    fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()>;
+}
+
+/// The stages a replayed poll goes through: detection, and the ledger when asked for.
+struct Stages<'a> {
+    engine: Engine,
+    fired: Vec<AlarmEvent>,
+    ledger: Option<(Ledger, &'a mut dyn LedgerSink)>,
+    steps: Vec<(usize, crate::process::counter::Booked)>,
+    closed: Vec<LedgerInterval>,
+}
+
+impl Stages<'_> {
+    fn run(&mut self, batch: &SampleBatch) -> Result<(), ReplayError> {
+        self.fired.clear();
+        self.engine.evaluate(batch, &mut self.fired);
+        if let Some((ledger, sink)) = self.ledger.as_mut() {
+            self.steps.clear();
+            let new = self.closed.len();
+            ledger.apply(batch, &mut self.closed, &mut self.steps);
+            self.engine
+                .energy(&self.closed[new..], &self.steps, &mut self.fired);
+            // Handed over in chunks: a year of readings must not pile up in memory.
+            if self.closed.len() >= 4096 {
+                sink.intervals(std::mem::take(&mut self.closed))
+                    .map_err(|source| ReplayError::Io {
+                        what: "state".into(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), ReplayError> {
+        let Some((ledger, sink)) = self.ledger.as_mut() else {
+            return Ok(());
+        };
+        let io = |source| ReplayError::Io {
+            what: "state".into(),
+            source,
+        };
+        if !self.closed.is_empty() {
+            sink.intervals(std::mem::take(&mut self.closed))
+                .map_err(io)?;
+        }
+        sink.states(ledger.states()).map_err(io)
+    }
 }
 
 /// What a replay did.
@@ -145,22 +204,40 @@ pub fn replay<R: Read, W: Write, E: Write>(
     output: W,
     mut events: Option<E>,
     opts: &ReplayOptions,
+    ledger: Option<&mut dyn LedgerSink>,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
-    let mut engine = Engine::new(plan);
+    let engine = Engine::new(plan);
     let tz = plan.gateway.timezone;
+    let mut stages = Stages {
+        engine,
+        fired: Vec::new(),
+        ledger: ledger.map(|sink| (Ledger::new(plan), sink)),
+        steps: Vec::new(),
+        closed: Vec::new(),
+    };
+    // Consumption input: running sums per point, and the interval length that dates the
+    // counter's zero (one interval before a point's first row).
+    let mut sums: std::collections::HashMap<(usize, usize), f64> = std::collections::HashMap::new();
+    let interval_ms = i64::try_from(plan.energy.interval.as_millis()).unwrap_or(900_000);
     let fixed = match &opts.point {
         Some((d, p)) => {
-            let di = engine.device_index(d).ok_or_else(|| ReplayError::Row {
-                input: opts.input_name.clone(),
-                line: 0,
-                message: format!("--point: no device `{d}` in the config"),
-            })?;
-            let pi = engine.point_index(di, p).ok_or_else(|| ReplayError::Row {
-                input: opts.input_name.clone(),
-                line: 0,
-                message: format!("--point: device `{d}` has no point `{p}`"),
-            })?;
+            let di = stages
+                .engine
+                .device_index(d)
+                .ok_or_else(|| ReplayError::Row {
+                    input: opts.input_name.clone(),
+                    line: 0,
+                    message: format!("--point: no device `{d}` in the config"),
+                })?;
+            let pi = stages
+                .engine
+                .point_index(di, p)
+                .ok_or_else(|| ReplayError::Row {
+                    input: opts.input_name.clone(),
+                    line: 0,
+                    message: format!("--point: device `{d}` has no point `{p}`"),
+                })?;
             Some((di, pi))
         }
         None => None,
@@ -196,7 +273,6 @@ pub fn replay<R: Read, W: Write, E: Write>(
         rows: Vec::new(),
         len: 0,
     };
-    let mut fired: Vec<AlarmEvent> = Vec::new();
     let mut record = csv::ByteRecord::new();
     let mut line = 0u64;
     let columns = if fixed.is_some() { 2 } else { 4 };
@@ -279,9 +355,10 @@ pub fn replay<R: Read, W: Write, E: Write>(
                     None => {
                         let d = field(&record, 1);
                         let p = field(&record, 2);
-                        let t = engine
+                        let t = stages
+                            .engine
                             .device_index(d)
-                            .and_then(|di| engine.point_index(di, p).map(|pi| (di, pi)));
+                            .and_then(|di| stages.engine.point_index(di, p).map(|pi| (di, pi)));
                         lookup.insert(key.clone(), t);
                         t
                     }
@@ -296,8 +373,7 @@ pub fn replay<R: Read, W: Write, E: Write>(
             }
             flush_group(
                 &mut group,
-                &mut engine,
-                &mut fired,
+                &mut stages,
                 &mut out,
                 &mut events,
                 &mut summary,
@@ -307,11 +383,41 @@ pub fn replay<R: Read, W: Write, E: Write>(
             write_row(&mut out, &record, fixed, &names, None, &[]).map_err(io("output"))?;
             continue;
         };
+        let value = match (opts.consumption, value) {
+            (true, Some(v)) => {
+                if !sums.contains_key(&(di, pi)) {
+                    // The counter starts at zero one interval before the first consumption.
+                    flush_group(
+                        &mut group,
+                        &mut stages,
+                        &mut out,
+                        &mut events,
+                        &mut summary,
+                        &names,
+                        fixed,
+                    )?;
+                    let zero = SampleBatch {
+                        device: names[di].0.clone(),
+                        tick: Timestamp(ts - interval_ms),
+                        samples: vec![PointSample {
+                            point: names[di].1[pi].clone(),
+                            ts: Timestamp(ts - interval_ms),
+                            value: Some(Value::F64(0.0)),
+                            quality: Quality::Good,
+                        }],
+                    };
+                    stages.run(&zero)?;
+                }
+                let sum = sums.entry((di, pi)).or_insert(0.0);
+                *sum += v;
+                Some(*sum)
+            }
+            (_, v) => v,
+        };
         if group.key != Some((ts, di)) {
             flush_group(
                 &mut group,
-                &mut engine,
-                &mut fired,
+                &mut stages,
                 &mut out,
                 &mut events,
                 &mut summary,
@@ -354,14 +460,14 @@ pub fn replay<R: Read, W: Write, E: Write>(
     }
     flush_group(
         &mut group,
-        &mut engine,
-        &mut fired,
+        &mut stages,
         &mut out,
         &mut events,
         &mut summary,
         &names,
         fixed,
     )?;
+    stages.finish()?;
     out.flush().map_err(io("output"))?;
     if let Some(e) = events.as_mut() {
         e.flush().map_err(io("events"))?;
@@ -372,8 +478,7 @@ pub fn replay<R: Read, W: Write, E: Write>(
 #[allow(clippy::too_many_arguments)]
 fn flush_group<W: Write, E: Write>(
     group: &mut Group,
-    engine: &mut Engine,
-    fired: &mut Vec<AlarmEvent>,
+    stages: &mut Stages<'_>,
     out: &mut W,
     events: &mut Option<E>,
     summary: &mut ReplaySummary,
@@ -385,23 +490,22 @@ fn flush_group<W: Write, E: Write>(
         move |source| ReplayError::Io { what, source }
     };
     if let Some(batch) = group.batch.as_mut().filter(|b| !b.samples.is_empty()) {
-        fired.clear();
-        engine.evaluate(batch, fired);
+        stages.run(batch)?;
         batch.samples.clear();
         if let Some(e) = events.as_mut() {
-            for ev in fired.iter() {
+            for ev in &stages.fired {
                 e.write_all(&json_v1::alarm(ev)).map_err(io("events"))?;
                 e.write_all(b"\n").map_err(io("events"))?;
             }
         }
-        summary.events += fired.len() as u64;
+        summary.events += stages.fired.len() as u64;
     }
     let mut alarms: Vec<&str> = Vec::new();
     for row in &group.rows[..group.len] {
         alarms.clear();
         let score = row.target.and_then(|(di, pi)| {
-            alarms.extend(engine.raised_for(di, pi));
-            engine.score(di, pi)
+            alarms.extend(stages.engine.raised_for(di, pi));
+            stages.engine.score(di, pi)
         });
         write_row(out, &row.record, fixed, names, score, &alarms).map_err(io("output"))?;
     }

@@ -41,6 +41,42 @@ pub(super) struct Args {
     /// Skip malformed rows (counted) instead of stopping at the first.
     #[arg(long)]
     skip_bad_rows: bool,
+    /// Also run the energy ledger, writing its intervals (and the counters' final states)
+    /// into this state file: history import for `plantwatch export`.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// The values are consumption per interval (the timestamp ends the interval), not meter
+    /// counter readings.
+    #[arg(long)]
+    consumption: bool,
+}
+
+/// Writes a replay's ledger into a state file through the store thread.
+struct StateSink {
+    rt: tokio::runtime::Runtime,
+    store: crate::store::StoreHandle,
+    written: u64,
+}
+
+impl crate::replay::LedgerSink for StateSink {
+    fn intervals(
+        &mut self,
+        intervals: Vec<crate::process::ledger::LedgerInterval>,
+    ) -> std::io::Result<()> {
+        self.written += intervals.len() as u64;
+        self.rt
+            .block_on(self.store.save_intervals(intervals))
+            .map_err(std::io::Error::other)
+    }
+
+    fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()> {
+        self.rt
+            .block_on(
+                self.store
+                    .save_state(crate::process::ledger::STATE_SCOPE, states),
+            )
+            .map_err(std::io::Error::other)
+    }
 }
 
 pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -64,6 +100,23 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         point,
         skip_bad_rows: args.skip_bad_rows,
         input_name: args.input.display().to_string(),
+        consumption: args.consumption,
+    };
+    if args.state.is_some() && plan.energy.meters.is_empty() {
+        anyhow::bail!(
+            "--state: {} has no [[meters]] or [[production]]; the ledger would stay empty",
+            args.config.display()
+        );
+    }
+    let mut sink = match &args.state {
+        Some(path) => Some(StateSink {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            store: crate::store::Store::open(path, crate::store::OutboxLimits::from(&plan.store))?,
+            written: 0,
+        }),
+        None => None,
     };
     let input: Box<dyn std::io::Read> = if args.input == Path::new("-") {
         Box::new(std::io::stdin().lock())
@@ -88,7 +141,10 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     let started = Instant::now();
     let show_progress =
         args.output.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let summary = replay(&plan, input, output, events, &opts, |rows| {
+    let ledger = sink
+        .as_mut()
+        .map(|s| s as &mut dyn crate::replay::LedgerSink);
+    let summary = replay(&plan, input, output, events, &opts, ledger, |rows| {
         if show_progress {
             eprint!("\r{rows} rows…");
         }
@@ -103,6 +159,16 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         summary.rows as f64 / secs.max(1e-9),
         summary.events
     );
+    if let Some(s) = &sink {
+        eprintln!(
+            "replay: {} ledger intervals written to {}",
+            s.written,
+            args.state
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
     if summary.skipped > 0 {
         eprintln!("replay: skipped {} malformed rows", summary.skipped);
     }

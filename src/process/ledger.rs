@@ -17,6 +17,9 @@ use crate::config::energy::{Counts, Energy, Meter};
 use crate::config::plan::Plan;
 use crate::model::{Name, Quality, SampleBatch};
 
+/// The engine-state scope under which the counters' states are saved.
+pub const STATE_SCOPE: &str = "energy";
+
 /// One closed interval of one meter, ready for the ledger table and the energy topic.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LedgerInterval {

@@ -464,7 +464,7 @@ impl Core {
 /// The engine-state scope of the maintenance counters.
 const COUNTERS_SCOPE: &str = "maintenance";
 /// The engine-state scope of the energy counters.
-const LEDGER_SCOPE: &str = "energy";
+const LEDGER_SCOPE: &str = crate::process::ledger::STATE_SCOPE;
 
 /// The maintenance counters saved in the state file.
 async fn load_counters(store: &StoreHandle) -> Vec<(String, crate::detect::maintenance::Counters)> {

@@ -155,3 +155,117 @@ fn a_malformed_row_stops_the_replay_naming_its_line_unless_skipped() {
     let (ok, _, err) = replay(dir.path(), "1760000000,1\n", &[]);
     assert!(!ok && err.contains("--point"), "{err}");
 }
+
+const METER_CONFIG: &str = r#"
+[gateway]
+site = "plant1"
+id = "gw1"
+timezone = "Asia/Shanghai"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "meter-1"
+link = "bus"
+profile = "chint-dtsu666"
+
+[[meters]]
+name = "incomer"
+device = "meter-1"
+point = "ep_import"
+kind = "electricity"
+groups = ["site"]
+"#;
+
+/// Replays `csv` into a fresh state file, then exports 2026-10-01 from it as CSV.
+fn import_and_export(dir: &Path, csv: &str, extra: &[&str]) -> String {
+    std::fs::write(dir.join("m.toml"), METER_CONFIG).unwrap();
+    std::fs::write(dir.join("history.csv"), csv).unwrap();
+    let state = dir.join("history.db");
+    let out = Command::new(bin())
+        .arg("replay")
+        .arg(dir.join("m.toml"))
+        .arg(dir.join("history.csv"))
+        .args([
+            "--point",
+            "meter-1/ep_import",
+            "--output",
+            "/dev/null",
+            "--state",
+        ])
+        .arg(&state)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ledger intervals written"));
+    let out = Command::new(bin())
+        .args([
+            "export",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-01",
+            "--config",
+        ])
+        .arg(dir.join("m.toml"))
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn history_imports_into_a_state_file_from_counter_readings_or_interval_consumption() {
+    // 30 kWh per hour from 08:00 to 10:00 local: 30 kWh flat (08-09) and 30 kWh peak (09-10)
+    // in the Hubei calendar, 60 kWh × 0.1229 = 7.374 kgce, and 7.5 kWh per quarter hour is a
+    // demand of 30 kW.
+    let expected =
+        "meter,incomer,electricity,kWh,60.000,0.000,30.000,30.000,0.000,7.374,0.1229,30.000,";
+    let dir = tempfile::tempdir().unwrap();
+    let mut readings = String::from("timestamp,value\n");
+    for m in (0..=120).step_by(5) {
+        readings.push_str(&format!(
+            "2026-10-01 {:02}:{:02}:00,{}\n",
+            8 + m / 60,
+            m % 60,
+            1000.0 + 0.5 * f64::from(m)
+        ));
+    }
+    let csv = import_and_export(dir.path(), &readings, &[]);
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("meter,incomer,"))
+        .unwrap();
+    assert!(row.starts_with(expected), "{row}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut consumption = String::from("timestamp,value\n");
+    for q in 1..=8 {
+        let end = 8 * 60 + q * 15;
+        consumption.push_str(&format!(
+            "2026-10-01T{:02}:{:02}:00+08:00,7.5\n",
+            end / 60,
+            end % 60
+        ));
+    }
+    let csv = import_and_export(dir.path(), &consumption, &["--consumption"]);
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("meter,incomer,"))
+        .unwrap();
+    assert!(row.starts_with(expected), "{row}");
+}
