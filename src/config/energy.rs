@@ -134,6 +134,52 @@ pub struct Quota {
     pub meters: Vec<usize>,
 }
 
+/// `[[baselines]]` as written: deviation from the same hour of the week over recent weeks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBaseline {
+    /// The alarm's name.
+    pub name: String,
+    /// A meter's name or a group.
+    pub target: String,
+    /// Which energy counts; default the meter's kind, or electricity.
+    #[serde(default)]
+    pub kind: Option<EnergyKind>,
+    /// Weeks of history the median is taken over. Default 4.
+    #[serde(default)]
+    pub weeks: Option<usize>,
+    /// Weeks needed before it judges. Default 2.
+    #[serde(default)]
+    pub min_weeks: Option<usize>,
+    /// Alarm when an hour uses more than this percent above its baseline. Default 20.
+    #[serde(default)]
+    pub over_percent: Option<f64>,
+    /// Severity.
+    #[serde(default)]
+    pub severity: Option<super::rules::Severity>,
+}
+
+/// A resolved hour-of-week baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// Its name.
+    pub name: crate::model::Name,
+    /// The meter or group.
+    pub target: String,
+    /// Energy unit, for messages.
+    pub unit: String,
+    /// Weeks kept.
+    pub weeks: usize,
+    /// Weeks needed.
+    pub min_weeks: usize,
+    /// Threshold above the baseline, percent.
+    pub over_percent: f64,
+    /// Severity.
+    pub severity: super::rules::Severity,
+    /// Indices of the meters that count.
+    pub meters: Vec<usize>,
+}
+
 /// `[[production]]` as written: a counter of product (pieces, tonnes).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +264,8 @@ pub struct Energy {
     pub interval: Duration,
     /// Quotas per meter or group.
     pub quotas: Vec<Quota>,
+    /// Hour-of-week baselines per meter or group.
+    pub baselines: Vec<Baseline>,
 }
 
 impl Default for Energy {
@@ -229,6 +277,7 @@ impl Default for Energy {
             coefficients: Coefficients::gb_t_2589(),
             interval: Duration::from_secs(900),
             quotas: Vec::new(),
+            baselines: Vec::new(),
         }
     }
 }
@@ -345,6 +394,100 @@ fn resolve_counter(
     })
 }
 
+/// The meters of `kind` that are `target` or belong to it; an issue at `{key}.target` if none.
+fn counted_meters(
+    key: &str,
+    target: &str,
+    kind: EnergyKind,
+    meters: &[Meter],
+    issues: &mut Issues,
+) -> Vec<usize> {
+    let counted: Vec<usize> = meters
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.name == target || m.groups.iter().any(|g| g == target))
+        .filter(|(_, m)| m.counts == Counts::Energy(kind))
+        .map(|(i, _)| i)
+        .collect();
+    if counted.is_empty() {
+        let mut names: Vec<&str> = meters.iter().map(|m| m.name.as_str()).collect();
+        names.extend(
+            meters
+                .iter()
+                .flat_map(|m| m.groups.iter().map(String::as_str)),
+        );
+        let hint = describe::closest(target, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        issues.push(
+            format!("{key}.target"),
+            format!(
+                "no {} meter is or belongs to `{target}`{hint}",
+                kind.as_str()
+            ),
+        );
+    }
+    counted
+}
+
+/// The kind a quota or baseline counts: as written, else the target meter's, else electricity.
+fn target_kind(written: Option<EnergyKind>, target: &str, meters: &[Meter]) -> EnergyKind {
+    written.unwrap_or(
+        match meters.iter().find(|m| m.name == target).map(|m| &m.counts) {
+            Some(Counts::Energy(k)) => *k,
+            _ => EnergyKind::Electricity,
+        },
+    )
+}
+
+/// Resolves `[[baselines]]`.
+fn resolve_baselines(
+    raw: Vec<(String, RawBaseline)>,
+    meters: &[Meter],
+    issues: &mut Issues,
+) -> Vec<Baseline> {
+    let mut out = Vec::new();
+    for (key, b) in raw {
+        let before = issues.0.len();
+        let name = crate::model::Name::new(&b.name)
+            .map_err(|e| issues.push(format!("{key}.name"), e.to_string()))
+            .ok();
+        let kind = target_kind(b.kind, &b.target, meters);
+        let counted = counted_meters(&key, &b.target, kind, meters, issues);
+        let weeks = b.weeks.unwrap_or(4);
+        let min_weeks = b.min_weeks.unwrap_or(2);
+        if !(1..=52).contains(&weeks) {
+            issues.push(format!("{key}.weeks"), "must be 1 to 52");
+        }
+        if min_weeks == 0 || min_weeks > weeks {
+            issues.push(
+                format!("{key}.min_weeks"),
+                "must be at least 1 and at most `weeks`",
+            );
+        }
+        let over = b.over_percent.unwrap_or(20.0);
+        if !(over.is_finite() && over > 0.0) {
+            issues.push(format!("{key}.over_percent"), "must be above 0");
+        }
+        if issues.0.len() != before {
+            continue;
+        }
+        if let Some(name) = name {
+            out.push(Baseline {
+                name,
+                target: b.target,
+                unit: kind.unit().to_owned(),
+                weeks,
+                min_weeks,
+                over_percent: over,
+                severity: b.severity.unwrap_or(super::rules::Severity::Medium),
+                meters: counted,
+            });
+        }
+    }
+    out
+}
+
 /// Resolves `[[quotas]]` against the resolved meters and their groups.
 fn resolve_quotas(
     raw: Vec<(String, RawQuota)>,
@@ -364,37 +507,8 @@ fn resolve_quotas(
                 format!("quota `{}` is defined twice", q.name),
             );
         }
-        let meter = meters.iter().find(|m| m.name == q.target);
-        let kind = q.kind.unwrap_or(match meter.map(|m| &m.counts) {
-            Some(Counts::Energy(k)) => *k,
-            _ => EnergyKind::Electricity,
-        });
-        let counted: Vec<usize> = meters
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.name == q.target || m.groups.contains(&q.target))
-            .filter(|(_, m)| m.counts == Counts::Energy(kind))
-            .map(|(i, _)| i)
-            .collect();
-        if counted.is_empty() {
-            let mut names: Vec<&str> = meters.iter().map(|m| m.name.as_str()).collect();
-            names.extend(
-                meters
-                    .iter()
-                    .flat_map(|m| m.groups.iter().map(String::as_str)),
-            );
-            let hint = describe::closest(&q.target, &names)
-                .map(|c| format!("; did you mean `{c}`?"))
-                .unwrap_or_default();
-            issues.push(
-                format!("{key}.target"),
-                format!(
-                    "no {} meter is or belongs to `{}`{hint}",
-                    kind.as_str(),
-                    q.target
-                ),
-            );
-        }
+        let kind = target_kind(q.kind, &q.target, meters);
+        let counted = counted_meters(&key, &q.target, kind, meters, issues);
         if !(q.limit.is_finite() && q.limit > 0.0) {
             issues.push(format!("{key}.limit"), "must be above 0");
         }
@@ -465,6 +579,7 @@ pub fn resolve_energy(
     meters: Vec<(String, RawMeter)>,
     production: Vec<(String, RawProduction)>,
     quotas: Vec<(String, RawQuota)>,
+    baselines: Vec<(String, RawBaseline)>,
     devices: &[Device],
     issues: &mut Issues,
 ) -> Energy {
@@ -623,5 +738,6 @@ pub fn resolve_energy(
         ));
     }
     energy.quotas = resolve_quotas(quotas, &energy.meters, issues);
+    energy.baselines = resolve_baselines(baselines, &energy.meters, issues);
     energy
 }

@@ -421,6 +421,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_meters = take_array(&mut table, "meters", &mut issues);
     let raw_production = take_array(&mut table, "production", &mut issues);
     let raw_quotas = take_array(&mut table, "quotas", &mut issues);
+    let raw_baselines = take_array(&mut table, "baselines", &mut issues);
     let raw_energy = table
         .shift_remove("energy")
         .and_then(|v| deserialize_at::<energy::RawEnergy>(v, "energy", &mut issues));
@@ -537,6 +538,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         meters_written,
         production_written,
         elements::<energy::RawQuota>(raw_quotas, "quotas", &mut issues),
+        elements::<energy::RawBaseline>(raw_baselines, "baselines", &mut issues),
         &devices,
         &mut issues,
     );

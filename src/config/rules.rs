@@ -123,6 +123,8 @@ pub enum RuleKindName {
     Quota,
     /// Made by `contract_kw` on a meter: the demand block is projected above the contract.
     Demand,
+    /// Made by `[[baselines]]`: an hour used more than its usual share.
+    Baseline,
 }
 
 impl RuleKindName {
@@ -143,6 +145,7 @@ impl RuleKindName {
             Self::ServiceStarts => "service_starts",
             Self::Quota => "quota",
             Self::Demand => "demand",
+            Self::Baseline => "baseline",
         }
     }
 
@@ -156,6 +159,7 @@ impl RuleKindName {
                 | Self::ServiceStarts
                 | Self::Quota
                 | Self::Demand
+                | Self::Baseline
         )
     }
 }
@@ -349,6 +353,11 @@ pub enum RuleKind {
         /// Share of the contract that warns.
         warn_at: f64,
     },
+    /// An hour's energy above its hour-of-week baseline by more than the threshold.
+    Baseline {
+        /// Index into `Plan::energy.baselines`.
+        baseline: usize,
+    },
 }
 
 /// One alarm a rule produces: a device, and a point for point rules.
@@ -479,7 +488,8 @@ fn kind_keys(kind: RuleKindName) -> &'static [&'static str] {
         RuleKindName::ServiceHours
         | RuleKindName::ServiceStarts
         | RuleKindName::Quota
-        | RuleKindName::Demand => &[],
+        | RuleKindName::Demand
+        | RuleKindName::Baseline => &[],
     }
 }
 
@@ -536,6 +546,7 @@ pub fn default_message(kind: RuleKindName) -> &'static str {
         RuleKindName::Demand => {
             "{device}: demand projected at {value} kW this block, contract {limit} kW"
         }
+        RuleKindName::Baseline => "{device}: {value} this hour, usually {limit}",
     }
 }
 
@@ -889,7 +900,8 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         RuleKindName::ServiceHours
         | RuleKindName::ServiceStarts
         | RuleKindName::Quota
-        | RuleKindName::Demand => return None,
+        | RuleKindName::Demand
+        | RuleKindName::Baseline => return None,
     };
     if issues.0.len() != before {
         return None;

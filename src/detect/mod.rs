@@ -126,6 +126,14 @@ pub enum CommandError {
 /// The longest shelve an operator may ask for.
 pub const MAX_SHELVE_MS: i64 = 30 * 24 * 3_600_000;
 
+/// An hour-of-week baseline's state: the history, and the hour being summed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BaselineState {
+    history: crate::process::baseline::HourOfWeek,
+    /// (local hour start ms, hour-of-week slot, energy so far).
+    current: Option<(i64, usize, f64)>,
+}
+
 /// Rule-kind-specific running state.
 #[derive(Debug, Clone)]
 enum Detector {
@@ -138,6 +146,7 @@ enum Detector {
     Expression(Box<self::expr::Expr>),
     Service,
     Quota(quota::QuotaState),
+    Baseline(Box<BaselineState>),
     Demand(Box<crate::process::demand::DemandState>),
 }
 
@@ -226,6 +235,7 @@ impl LocalHours {
 #[derive(Debug, Clone)]
 pub struct Engine {
     quotas: Vec<crate::config::energy::Quota>,
+    baselines: Vec<crate::config::energy::Baseline>,
     /// Names of `Plan::energy.meters`, by index.
     meter_names: Vec<String>,
     policy: AlarmPolicy,
@@ -328,6 +338,7 @@ impl Engine {
                         Detector::Service
                     }
                     RuleKind::Quota { .. } => Detector::Quota(quota::QuotaState::default()),
+                    RuleKind::Baseline { .. } => Detector::Baseline(Box::default()),
                     RuleKind::Demand { .. } => {
                         Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
                     }
@@ -352,6 +363,7 @@ impl Engine {
             .collect();
         Self {
             quotas: plan.energy.quotas.clone(),
+            baselines: plan.energy.baselines.clone(),
             meter_names: plan.energy.meters.iter().map(|m| m.name.clone()).collect(),
             policy: plan.alarm_policy.clone(),
             devices,
@@ -677,6 +689,7 @@ impl Engine {
         let policy = &self.policy;
         let quotas = &self.quotas;
         let meter_names = &self.meter_names;
+        let baselines = &self.baselines;
         let demand = crate::process::demand::DemandParams::default();
         let mut scratch = Vec::new();
         for dev in &mut self.devices {
@@ -728,6 +741,37 @@ impl Engine {
                                 projected,
                                 *contract_kw,
                             ));
+                        }
+                    }
+                    (Detector::Baseline(state), RuleKind::Baseline { baseline }) => {
+                        let Some(b) = baselines.get(*baseline) else {
+                            continue;
+                        };
+                        let counts = |iv: &&crate::process::ledger::LedgerInterval| {
+                            b.meters
+                                .iter()
+                                .any(|&i| meter_names.get(i).is_some_and(|n| *n == iv.meter))
+                        };
+                        for iv in intervals.iter().filter(counts) {
+                            let Some((hour, slot)) = local_hour(tz, iv.start_ms) else {
+                                continue;
+                            };
+                            match state.current {
+                                // Late data of an hour already judged: too late to count.
+                                Some((h, ..)) if hour < h => continue,
+                                Some((h, _, ref mut kwh)) if hour == h => *kwh += iv.delta,
+                                previous => {
+                                    if let Some((h, s, kwh)) = previous {
+                                        let usual = state.history.median(s, b.min_weeks);
+                                        let over = usual.is_some_and(|u| {
+                                            u > 0.0 && kwh > u * (1.0 + b.over_percent / 100.0)
+                                        });
+                                        seen.push((h + 3_600_000, over, kwh, usual.unwrap_or(0.0)));
+                                        state.history.push(s, kwh, b.weeks);
+                                    }
+                                    state.current = Some((hour, slot, iv.delta));
+                                }
+                            }
                         }
                     }
                     _ => continue,
@@ -830,6 +874,40 @@ impl Engine {
             .iter()
             .filter_map(|d| Some((d.name.to_string(), d.maintenance.as_ref()?.1.clone())))
             .collect()
+    }
+
+    /// The hour-of-week baselines' states, keyed `{target}/{alarm}`, to persist.
+    pub fn baseline_states(&self) -> Vec<(String, String)> {
+        self.devices
+            .iter()
+            .flat_map(|d| {
+                d.instances.iter().filter_map(move |i| match &i.detector {
+                    Detector::Baseline(b) => Some((
+                        format!("{}/{}", d.name, i.alarm),
+                        serde_json::to_string(b).ok()?,
+                    )),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts back persisted baseline states (unknown keys and unreadable states are skipped).
+    pub fn restore_baselines(&mut self, saved: &[(String, String)]) {
+        for d in &mut self.devices {
+            for inst in &mut d.instances {
+                if let Detector::Baseline(b) = &mut inst.detector {
+                    let key = format!("{}/{}", d.name, inst.alarm);
+                    if let Some(state) = saved
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .and_then(|(_, body)| serde_json::from_str(body).ok())
+                    {
+                        **b = state;
+                    }
+                }
+            }
+        }
     }
 
     /// Puts back persisted counters (devices without `[[maintenance]]` now are ignored).
@@ -941,6 +1019,24 @@ fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
             ));
         }
     }
+    for (bi, b) in plan.energy.baselines.iter().enumerate() {
+        let Some(device) = target(&b.target) else {
+            continue;
+        };
+        out.extend(rule(
+            b.name.to_string(),
+            RuleKind::Baseline { baseline: bi },
+            RuleKindName::Baseline,
+            b.severity,
+            format!(
+                "{{device}}: {{value}} {unit} this hour, more than {}% above the usual {{limit}} {unit} (same hour, last {} weeks)",
+                crate::detect::fmt_num(b.over_percent),
+                b.weeks,
+                unit = b.unit
+            ),
+            device,
+        ));
+    }
     for (mi, m) in plan.energy.meters.iter().enumerate() {
         let Some((contract_kw, warn_at)) = m.demand else {
             continue;
@@ -962,6 +1058,19 @@ fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
         ));
     }
     out
+}
+
+/// The local hour holding `ts`: its start (UTC ms) and its hour of the week (Monday 0).
+fn local_hour(tz: chrono_tz::Tz, ts: i64) -> Option<(i64, usize)> {
+    let local = chrono::Utc
+        .timestamp_millis_opt(ts)
+        .single()?
+        .with_timezone(&tz);
+    let into = i64::from(local.minute()) * 60_000
+        + i64::from(local.second()) * 1000
+        + i64::from(local.timestamp_subsec_millis());
+    let slot = local.weekday().num_days_from_monday() as usize * 24 + local.hour() as usize;
+    Some((ts - into, slot))
 }
 
 /// A rule's (on-delay, off-delay) in ms; a comm-loss duration is its on-delay.

@@ -215,6 +215,12 @@ impl Core {
     }
 
     async fn save_counters(&self) {
+        let baselines = self.engine.baseline_states();
+        if !baselines.is_empty()
+            && let Err(err) = self.store.save_state(BASELINE_SCOPE, baselines).await
+        {
+            error!(error = %err, "Cannot save the energy baselines.");
+        }
         if !self.ledger.is_empty()
             && let Err(err) = self
                 .store
@@ -463,6 +469,8 @@ impl Core {
 
 /// The engine-state scope of the maintenance counters.
 const COUNTERS_SCOPE: &str = "maintenance";
+/// The engine-state scope of the hour-of-week energy baselines.
+const BASELINE_SCOPE: &str = "baselines";
 /// The engine-state scope of the energy counters.
 const LEDGER_SCOPE: &str = crate::process::ledger::STATE_SCOPE;
 
@@ -613,6 +621,7 @@ fn start_generation(
     let mut engine = Engine::new(&plan);
     engine.restore(&saved.raised);
     engine.restore_counters(&saved.counters);
+    engine.restore_baselines(&saved.baselines);
     let mut ledger = Ledger::new(&plan);
     ledger.restore(&saved.ledger);
     let notify_cancel = CancellationToken::new();
@@ -726,6 +735,7 @@ struct Saved {
     raised: Vec<AlarmEvent>,
     counters: Vec<(String, crate::detect::maintenance::Counters)>,
     ledger: Vec<(String, String)>,
+    baselines: Vec<(String, String)>,
 }
 
 async fn load_saved(store: &StoreHandle) -> Saved {
@@ -736,6 +746,13 @@ async fn load_saved(store: &StoreHandle) -> Saved {
             error!(error = %err, "Cannot load the energy counters; they start afresh.");
             Vec::new()
         }),
+        baselines: store
+            .load_state(BASELINE_SCOPE)
+            .await
+            .unwrap_or_else(|err| {
+                error!(error = %err, "Cannot load the energy baselines; they learn afresh.");
+                Vec::new()
+            }),
     }
 }
 

@@ -235,3 +235,103 @@ limit = 2000
         assert!((raised.value.unwrap() - 126.667).abs() < 0.01, "{raised:?}");
     }
 }
+
+mod baselines {
+    //! The hour-of-week baseline alarm on synthetic weeks.
+
+    use std::path::Path;
+
+    use plantwatch::config::{EnvOverrides, load_str};
+    use plantwatch::detect::{AlarmStatus, Engine};
+    use plantwatch::process::counter::{Flags, IntervalQuality};
+    use plantwatch::process::ledger::LedgerInterval;
+
+    /// Monday 2026-10-05 00:00 +08:00.
+    const MONDAY: i64 = 1_791_129_600_000;
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn an_hour_far_above_its_usual_weeks_alarms_and_the_next_normal_hour_clears_it() {
+        let config = r#"
+[gateway]
+site = "s"
+id = "g"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "meter-1"
+link = "bus"
+profile = "chint-dtsu666"
+
+[[meters]]
+name = "incomer"
+device = "meter-1"
+point = "ep_import"
+kind = "electricity"
+
+[[baselines]]
+name = "unusual-hour"
+target = "incomer"
+weeks = 3
+min_weeks = 2
+over_percent = 25
+"#;
+        let plan = load_str("b.toml", config, &EnvOverrides::Off, Path::new("."), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut e = Engine::new(&plan);
+        let mut events = Vec::new();
+        // Three weeks at 100 kWh every hour (as four 25 kWh quarters), then in week four the
+        // hour from Wednesday 10:00 uses 140 kWh (+40 %), then 100 again.
+        let hours = 4 * 168 - 100;
+        let unusual = 3 * 168 + 2 * 24 + 10;
+        for h in 0..hours {
+            let kwh = if h == unusual { 140.0 } else { 100.0 };
+            for q in 0..4 {
+                let start = MONDAY + h * H + q * 15 * 60_000;
+                let iv = LedgerInterval {
+                    meter: "incomer".into(),
+                    kind: "electricity".into(),
+                    unit: "kWh".into(),
+                    start_ms: start,
+                    end_ms: start + 15 * 60_000,
+                    delta: kwh / 4.0,
+                    quality: IntervalQuality::Good,
+                    flags: Flags::EMPTY,
+                    tou: [0.0; 4],
+                    kgce: None,
+                };
+                e.energy(&[iv], &[], &mut events);
+            }
+        }
+        let got: Vec<(AlarmStatus, i64)> = events
+            .iter()
+            .map(|a| (a.state, (a.ts - MONDAY) / H))
+            .collect();
+        // An hour is judged when the next one starts: the unusual hour at its end.
+        assert_eq!(
+            got,
+            [
+                (AlarmStatus::Active, unusual + 1),
+                (AlarmStatus::Cleared, unusual + 2)
+            ]
+        );
+        assert_eq!(events[0].value, Some(140.0));
+        assert_eq!(events[0].limit, Some(100.0));
+        assert!(
+            events[0]
+                .message
+                .contains("more than 25% above the usual 100 kWh"),
+            "{}",
+            events[0].message
+        );
+        // The state survives a restart.
+        let saved = e.baseline_states();
+        let mut again = Engine::new(&plan);
+        again.restore_baselines(&saved);
+        assert_eq!(again.baseline_states(), saved);
+    }
+}
