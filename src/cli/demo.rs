@@ -48,8 +48,10 @@ const FIRST: [&str; 12] = [
 ];
 
 fn line(topic: &str, msg: &Json) -> String {
+    // Energy intervals carry their end instead of a `ts`.
     let time = msg["ts"]
         .as_i64()
+        .or_else(|| msg["end"].as_i64())
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| {
             t.with_timezone(&chrono_tz::Asia::Shanghai)
@@ -58,6 +60,16 @@ fn line(topic: &str, msg: &Json) -> String {
         })
         .unwrap_or_default();
     let short = topic.split_once("/gw-01/").map_or(topic, |(_, t)| t);
+    if short.starts_with("energy/") {
+        return format!(
+            "{time}  {short:<28} {:>8.4} {} {:<7} {:.4} kgce  {}",
+            msg["delta"].as_f64().unwrap_or_default(),
+            msg["unit"].as_str().unwrap_or_default(),
+            msg["tou"].as_str().unwrap_or_default(),
+            msg["kgce"].as_f64().unwrap_or_default(),
+            msg["quality"].as_str().unwrap_or_default()
+        );
+    }
     if short.starts_with("alarm/") {
         return format!(
             "{time}  {short:<28} {:<8} [{}] {}",
