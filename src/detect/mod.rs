@@ -430,6 +430,13 @@ impl Engine {
             counters.update(now, v, m.run_above);
         }
         let season_buckets = hours.buckets(now);
+        let mut owner = Owner {
+            name: &dev.name,
+            points: &dev.point_names,
+            units: &dev.units,
+            flood: &mut dev.flood,
+            policy,
+        };
         for inst in &mut dev.instances {
             let rule = inst.rule.clone();
             let raised = inst.state.is_raised();
@@ -479,33 +486,7 @@ impl Engine {
                 }
             };
             let Some(condition) = condition else { continue };
-            let (on_delay, off_delay) = delays(&rule);
-            // Time passes first: a delay that ran out before this poll fires at its own time.
-            if let Some((transition, t)) = inst.state.advance(at, on_delay, off_delay) {
-                settle(
-                    &dev.name,
-                    &dev.point_names,
-                    &dev.units,
-                    &mut dev.flood,
-                    policy,
-                    inst,
-                    Some(transition),
-                    t,
-                    events,
-                );
-            }
-            let transition = inst.state.step(condition, at, on_delay, off_delay);
-            settle(
-                &dev.name,
-                &dev.point_names,
-                &dev.units,
-                &mut dev.flood,
-                policy,
-                inst,
-                transition,
-                at,
-                events,
-            );
+            owner.observe(inst, Some(condition), at, events);
         }
         flood_summary(dev, policy, now, events);
     }
@@ -620,23 +601,16 @@ impl Engine {
     pub fn tick(&mut self, now: i64, events: &mut Vec<AlarmEvent>) {
         let policy = &self.policy;
         for dev in &mut self.devices {
+            let mut owner = Owner {
+                name: &dev.name,
+                points: &dev.point_names,
+                units: &dev.units,
+                flood: &mut dev.flood,
+                policy,
+            };
             for inst in &mut dev.instances {
-                if !matches!(inst.rule.kind, RuleKind::CommLoss { .. }) {
-                    continue;
-                }
-                let (on_delay, off_delay) = delays(&inst.rule);
-                if let Some((transition, t)) = inst.state.advance(now, on_delay, off_delay) {
-                    settle(
-                        &dev.name,
-                        &dev.point_names,
-                        &dev.units,
-                        &mut dev.flood,
-                        policy,
-                        inst,
-                        Some(transition),
-                        t,
-                        events,
-                    );
+                if matches!(inst.rule.kind, RuleKind::CommLoss { .. }) {
+                    owner.observe(inst, None, now, events);
                 }
             }
         }
@@ -693,9 +667,15 @@ impl Engine {
         let demand = crate::process::demand::DemandParams::default();
         let mut scratch = Vec::new();
         for dev in &mut self.devices {
+            let mut owner = Owner {
+                name: &dev.name,
+                points: &dev.point_names,
+                units: &dev.units,
+                flood: &mut dev.flood,
+                policy,
+            };
             for inst in &mut dev.instances {
                 let rule = inst.rule.clone();
-                let (on, off) = delays(&rule);
                 // (time, condition, value, limit) for every observation of this alarm.
                 let mut seen: Vec<(i64, bool, f64, f64)> = Vec::new();
                 match (&mut inst.detector, &rule.kind) {
@@ -782,31 +762,7 @@ impl Engine {
                         limit: Some(limit),
                         ..Seen::default()
                     };
-                    if let Some((transition, t)) = inst.state.advance(at, on, off) {
-                        settle(
-                            &dev.name,
-                            &dev.point_names,
-                            &dev.units,
-                            &mut dev.flood,
-                            policy,
-                            inst,
-                            Some(transition),
-                            t,
-                            events,
-                        );
-                    }
-                    let transition = inst.state.step(condition, at, on, off);
-                    settle(
-                        &dev.name,
-                        &dev.point_names,
-                        &dev.units,
-                        &mut dev.flood,
-                        policy,
-                        inst,
-                        transition,
-                        at,
-                        events,
-                    );
+                    owner.observe(inst, Some(condition), at, events);
                 }
             }
         }
@@ -1082,48 +1038,74 @@ fn delays(rule: &Rule) -> (i64, i64) {
     (ms(rule.on_delay) + extra, ms(rule.off_delay))
 }
 
-/// Publishes what a step of `inst` at `at` changed: a raise (subject to flood control), a
-/// clear, or the end of a shelve.
-#[allow(clippy::too_many_arguments)]
-fn settle(
-    name: &Name,
-    points: &[Name],
-    units: &[String],
-    flood: &mut Flood,
-    policy: &AlarmPolicy,
-    inst: &mut Instance,
-    transition: Option<Transition>,
-    at: i64,
-    events: &mut Vec<AlarmEvent>,
-) {
-    let shelf_expired = inst
-        .state
-        .shelved_until
-        .is_some_and(|until| at >= until && inst.state.is_raised());
-    match transition {
-        Some(Transition::Raised) => {
-            inst.state.shelved_until = None;
-            inst.message = raise_message(name, points, units, inst);
-            if flood_allows(flood, policy, at) {
-                events.push(event(name, points, units, inst, AlarmStatus::Active, at));
-            } else {
-                inst.state.suppressed = true;
+/// What settling an alarm needs of its device, borrowed apart from the device's instances.
+struct Owner<'a> {
+    name: &'a Name,
+    points: &'a [Name],
+    units: &'a [String],
+    flood: &'a mut Flood,
+    policy: &'a AlarmPolicy,
+}
+
+impl Owner<'_> {
+    /// Applies an observation of `inst` at `at`: time passes first (a delay that ran out
+    /// before `at` fires at its own time), then the condition seen at `at`, if any.
+    fn observe(
+        &mut self,
+        inst: &mut Instance,
+        condition: Option<bool>,
+        at: i64,
+        events: &mut Vec<AlarmEvent>,
+    ) {
+        let (on_delay, off_delay) = delays(&inst.rule);
+        if let Some((transition, t)) = inst.state.advance(at, on_delay, off_delay) {
+            self.settle(inst, Some(transition), t, events);
+        }
+        if let Some(condition) = condition {
+            let transition = inst.state.step(condition, at, on_delay, off_delay);
+            self.settle(inst, transition, at, events);
+        }
+    }
+
+    /// Publishes what a step of `inst` at `at` changed: a raise (subject to flood control), a
+    /// clear, or the end of a shelve.
+    fn settle(
+        &mut self,
+        inst: &mut Instance,
+        transition: Option<Transition>,
+        at: i64,
+        events: &mut Vec<AlarmEvent>,
+    ) {
+        let (name, points, units) = (self.name, self.points, self.units);
+        let shelf_expired = inst
+            .state
+            .shelved_until
+            .is_some_and(|until| at >= until && inst.state.is_raised());
+        match transition {
+            Some(Transition::Raised) => {
+                inst.state.shelved_until = None;
+                inst.message = raise_message(name, points, units, inst);
+                if flood_allows(self.flood, self.policy, at) {
+                    events.push(event(name, points, units, inst, AlarmStatus::Active, at));
+                } else {
+                    inst.state.suppressed = true;
+                }
             }
+            Some(Transition::Cleared) if !inst.state.suppressed => {
+                events.push(event(name, points, units, inst, AlarmStatus::Cleared, at));
+            }
+            Some(Transition::Cleared) => inst.state.suppressed = false,
+            None if shelf_expired => {
+                inst.state.shelved_until = None;
+                let status = if inst.state.acked {
+                    AlarmStatus::Acked
+                } else {
+                    AlarmStatus::Active
+                };
+                events.push(event(name, points, units, inst, status, at));
+            }
+            None => {}
         }
-        Some(Transition::Cleared) if !inst.state.suppressed => {
-            events.push(event(name, points, units, inst, AlarmStatus::Cleared, at));
-        }
-        Some(Transition::Cleared) => inst.state.suppressed = false,
-        None if shelf_expired => {
-            inst.state.shelved_until = None;
-            let status = if inst.state.acked {
-                AlarmStatus::Acked
-            } else {
-                AlarmStatus::Active
-            };
-            events.push(event(name, points, units, inst, status, at));
-        }
-        None => {}
     }
 }
 

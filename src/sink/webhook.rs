@@ -1812,10 +1812,9 @@ mod tests {
                 .all(|l| l.contains("[high]")),
             "{t}"
         );
-        assert!(
-            elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(2),
-            "{elapsed:?}"
-        );
+        // The rate limit held the digest back until the next token (0.5 s); no upper bound,
+        // which would only measure how busy the machine is.
+        assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
         assert_eq!(counts(&stats), [30, 0, 0, 1]);
     }
 
