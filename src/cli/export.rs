@@ -1,7 +1,9 @@
 //! `plantwatch export`: the energy report of a month or a date range, from the ledger.
 
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{NaiveDate, TimeZone};
@@ -16,17 +18,22 @@ enum Format {
     Csv,
     /// The whole report as one JSON object.
     Json,
+    /// One self-contained page with charts and tables, to open, print and send.
+    Html,
 }
 
 /// Arguments of `export`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Reads the ledger in the state file: while the daemon runs (it only reads), or from a copy.
-Periods are local dates in the gateway's time zone; --to is inclusive.
+Periods are local dates in the gateway's time zone; --to is inclusive. With --output and a
+terminal, a progress line shows on stderr.
 
 Examples:
   plantwatch export --month 2026-10                        last month, CSV to stdout
   plantwatch export --month 2026-10 --format json --output oct.json
+  plantwatch export --month 2026-10 --format html --output oct.html
+                                                           charts and tables, to print or send
   plantwatch export --from 2026-10-01 --to 2026-10-15 --state copy-of-state.db")]
 pub(super) struct Args {
     /// The config (meters, groups, coefficients, and its state file).
@@ -47,7 +54,7 @@ pub(super) struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     format: Format,
-    /// Write here instead of stdout.
+    /// Write here instead of stdout (and show progress when stderr is a terminal).
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
 }
@@ -108,15 +115,29 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         .unwrap_or_else(|| plan.store.path.clone());
     let conn = offline::open(&path, false).map_err(anyhow::Error::msg)?;
     let mut builder = Builder::new(span.clone(), &plan.energy);
+    // Progress only where someone watches it and it cannot mix with the report on stdout.
+    let mut progress = (args.output.is_some() && std::io::stderr().is_terminal())
+        .then(|| Progress::new(builder.expected_rows(), Instant::now()));
+    let mut rows: u64 = 0;
     crate::store::ledger::for_each(
         &conn,
         span.from_ms,
         span.to_ms,
         |meter, at, delta, q, tou| {
             builder.add(meter, at, delta, q, tou);
+            rows += 1;
+            // Reading the clock costs more than adding a row: look only every 4096 rows.
+            if rows % 4096 == 0 {
+                if let Some(line) = progress.as_mut().and_then(|p| p.tick(rows, Instant::now())) {
+                    std::io::stderr().write_all(line.as_bytes()).ok();
+                }
+            }
         },
     )
     .with_context(|| format!("cannot read the ledger in {}", path.display()))?;
+    if let Some(line) = progress.as_ref().and_then(|p| p.done(rows)) {
+        std::io::stderr().write_all(line.as_bytes()).ok();
+    }
     let report = builder.finish();
     let local = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
@@ -134,13 +155,13 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
             s.push('\n');
             s
         }
+        Format::Html => crate::export::html::render(&report, local),
     };
     match &args.output {
         Some(p) => {
             std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?
         }
         None => {
-            use std::io::Write as _;
             // A closed pipe (`| head`) is not an error worth a message.
             std::io::stdout().write_all(text.as_bytes()).ok();
         }
@@ -154,4 +175,73 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The progress line of a long export: `\r` and a percentage on stderr, redrawn at most
+/// ten times a second, and only once an export has run for that long (a short one prints
+/// nothing). The estimate is every interval of every meter, which a complete ledger has;
+/// the display stops at 99 % until the rows are all read, since a ledger can hold more.
+#[derive(Debug)]
+struct Progress {
+    expected: u64,
+    /// When the line may next be drawn.
+    next: Instant,
+    drawn: bool,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn new(expected: u64, now: Instant) -> Self {
+        Self {
+            expected,
+            next: now + Self::EVERY,
+            drawn: false,
+        }
+    }
+
+    /// The line to draw after `rows` rows at `now`, if it is time.
+    fn tick(&mut self, rows: u64, now: Instant) -> Option<String> {
+        if now < self.next {
+            return None;
+        }
+        self.next = now + Self::EVERY;
+        self.drawn = true;
+        let percent = rows
+            .saturating_mul(100)
+            .checked_div(self.expected)
+            .map_or(99, |p| p.min(99));
+        Some(format!(
+            "\rexporting: {percent:>2} % ({rows} of ~{} intervals)",
+            self.expected
+        ))
+    }
+
+    /// The final line (ending the progress line) once all `rows` are read, if one was drawn.
+    fn done(&self, rows: u64) -> Option<String> {
+        // Trailing spaces wipe the longer estimate of the last line drawn.
+        self.drawn
+            .then(|| format!("\rexporting: 100 % ({rows} intervals read){:12}\n", ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_silent_for_a_short_export_and_redraws_at_most_ten_times_a_second() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut p = Progress::new(1000, t0);
+        assert_eq!(p.tick(10, ms(50)), None);
+        assert_eq!(p.done(20), None, "a short export leaves stderr alone");
+        let line = p.tick(250, ms(100)).unwrap();
+        assert_eq!(line, "\rexporting: 25 % (250 of ~1000 intervals)");
+        assert_eq!(p.tick(300, ms(150)), None);
+        assert!(p.tick(400, ms(200)).unwrap().contains("40 %"));
+        // More rows than estimated: never 100 % before the end.
+        assert!(p.tick(5000, ms(400)).unwrap().contains("99 %"));
+        assert!(p.done(5000).unwrap().ends_with('\n'));
+    }
 }

@@ -4,16 +4,11 @@
 
 use std::fmt::Write as _;
 
-use super::Report;
+use super::{Report, num};
 
 /// Column names, in order.
 pub const HEADER: &str = "level,name,kind,unit,total,sharp,peak,flat,valley,kgce,kgce_per_unit,\
 max_demand_kw,max_demand_at,measured,estimated,missing";
-
-fn num(v: f64) -> String {
-    let s = format!("{v:.3}");
-    if s == "-0.000" { "0.000".into() } else { s }
-}
 
 fn opt(v: Option<f64>) -> String {
     v.map(num).unwrap_or_default()

@@ -219,3 +219,232 @@ async fn a_date_range_includes_its_last_day_and_bad_periods_are_refused() {
         "{err}"
     );
 }
+
+/// The charts every HTML report has (`daily-<kind>` per energy kind of the fixed ledger).
+const CHARTS: [&str; 7] = [
+    "daily",
+    "daily-electricity",
+    "daily-natural_gas",
+    "load-profile",
+    "tou",
+    "demand",
+    "benchmark",
+];
+
+/// Checks that every element opened is closed in order (void and self-closed ones aside):
+/// enough to catch a broken template or an unescaped `<` in a name.
+fn assert_balanced(html: &str) {
+    const VOID: [&str; 4] = ["!DOCTYPE", "meta", "br", "hr"];
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = html;
+    let mut tags = 0;
+    while let Some(at) = rest.find('<') {
+        let end = rest[at..].find('>').expect("a tag ends") + at;
+        let tag = &rest[at + 1..end];
+        rest = &rest[end + 1..];
+        tags += 1;
+        assert!(tags < 1_000_000, "runaway");
+        let name = tag
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap();
+        if let Some(closing) = tag.strip_prefix('/') {
+            let top = open.pop();
+            assert_eq!(top, Some(closing.trim()), "</{closing}> closes {top:?}");
+        } else if !tag.ends_with('/') && !VOID.contains(&name) {
+            open.push(name);
+        }
+    }
+    assert!(open.is_empty(), "left open: {open:?}");
+}
+
+/// The table that follows `heading` in `html`.
+fn table_after<'a>(html: &'a str, heading: &str) -> &'a str {
+    let from = html.find(heading).unwrap_or_else(|| panic!("no {heading}"));
+    let rest = &html[from..];
+    &rest[..rest.find("</table>").unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_is_self_contained_escaped_and_carries_the_hand_computed_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ledger(dir.path()).await;
+    // Free text that is markup, to see it escaped (names cannot be: [a-z0-9_-]).
+    let config = std::fs::read_to_string(dir.path().join("c.toml")).unwrap();
+    let config = config.replacen(
+        "[[meters]]",
+        "[energy]\ncoefficients_source = \"R&D <lab> audit\"\n\n[[meters]]",
+        1,
+    );
+    std::fs::write(dir.path().join("c.toml"), config).unwrap();
+    let out = dir.path().join("oct.html");
+    let (ok, stdout, err) = export(
+        dir.path(),
+        &[
+            "--month",
+            "2026-10",
+            "--format",
+            "html",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(stdout.is_empty(), "the report goes to --output only");
+    assert!(
+        !err.contains("exporting:"),
+        "no progress line when stderr is not a terminal: {err}"
+    );
+    let html = std::fs::read_to_string(&out).unwrap();
+
+    assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"));
+    assert!(html.contains("<meta charset=\"utf-8\">"));
+    assert!(html.contains("@media print") && html.contains("size: A4"));
+    assert_balanced(&html);
+    for chart in CHARTS {
+        assert!(
+            html.contains(&format!("<svg data-chart=\"{chart}\"")),
+            "no {chart} chart"
+        );
+    }
+    assert_eq!(html.matches("<svg").count(), CHARTS.len());
+    // Self-contained: nothing to run and nothing to fetch.
+    for banned in [
+        "<script", "http://", "https://", "<link", "<img", "<iframe", "src=", "url(", "@import",
+        "onload",
+    ] {
+        assert!(!html.contains(banned), "found {banned}");
+    }
+    // Free text is escaped everywhere and never appears raw.
+    assert!(html.contains("R&amp;D &lt;lab&gt; audit"));
+    assert!(!html.contains("R&D") && !html.contains("<lab>"));
+
+    // The figures of the golden CSV, worked out in `ledger()`.
+    let kinds = table_after(&html, "Energy by kind (分品种能耗)");
+    assert!(
+        kinds.contains(
+            "<td class=\"l\">electricity</td><td>kWh</td><td>60.000</td><td>30.000</td>\
+             <td>20.000</td><td>10.000</td><td>0.000</td><td>7.374</td>"
+        ),
+        "{kinds}"
+    );
+    assert!(
+        kinds.contains(
+            "<td class=\"l\">natural_gas</td><td>m³</td><td>4.000</td><td>0.000</td>\
+             <td>0.000</td><td>0.000</td><td>4.000</td><td>4.857</td>"
+        ),
+        "{kinds}"
+    );
+    assert!(
+        kinds.contains("<th>12.231</th><th>0.012231 tce</th>"),
+        "{kinds}"
+    );
+    let groups = table_after(&html, "Groups (分组能耗)");
+    assert!(
+        groups.contains(
+            "<td class=\"l\">line-1</td><td class=\"l\">electricity</td><td>kWh</td><td>60.000</td>"
+        ),
+        "{groups}"
+    );
+    let demand = table_after(&html, "Maximum demand and data completeness");
+    assert!(
+        demand.contains(
+            "<td class=\"l\">incomer</td><td>120.000</td>\
+             <td class=\"l\">2026-10-02T20:00:00+08:00</td><td>2976</td><td>2</td><td>1</td>\
+             <td>2973</td>"
+        ),
+        "{demand}"
+    );
+    assert!(
+        demand.contains("<th>5952</th><th>3</th><th>1</th><th>5948</th>"),
+        "{demand}"
+    );
+    let intensity = table_after(&html, "Energy per unit of product (单位产品能耗)");
+    assert!(
+        intensity.contains(
+            "<td class=\"l\">line-1</td><td class=\"l\">line1-output</td><td>2.000</td>\
+             <td>t</td><td>7.374</td><td>3.687</td>"
+        ),
+        "{intensity}"
+    );
+    assert!(html.contains("No benchmark values configured"));
+    // The series the charts draw: Oct 1 and 2 in the daily table, site demand per day.
+    let daily = table_after(&html, "By day (逐日明细)");
+    assert!(
+        daily.contains(
+            "<td class=\"l\">2026-10-01</td><td>30.000</td><td>4.000</td><td>8.544</td>\
+             <td>80.000</td><td class=\"l\">2026-10-01T09:00:00+08:00</td>"
+        ),
+        "{daily}"
+    );
+    assert_eq!(daily.matches("<tr>").count(), 1 + 31);
+    // Every report prints its coefficients.
+    let coefficients = table_after(&html, "Coefficients used (折标系数)");
+    assert!(
+        coefficients.contains("<td class=\"l\">electricity</td><td>kWh</td><td>0.1229</td>"),
+        "{coefficients}"
+    );
+    assert!(
+        coefficients.contains("<td class=\"l\">natural_gas</td><td>m³</td><td>1.2143</td>"),
+        "{coefficients}"
+    );
+    assert!(
+        coefficients.contains("R&amp;D &lt;lab&gt; audit")
+            && coefficients.contains("equivalent (当量值)")
+    );
+
+    // Deterministic: the same ledger gives the same bytes.
+    let (ok, again, err) = export(dir.path(), &["--month", "2026-10", "--format", "html"]);
+    assert!(ok, "{err}");
+    assert_eq!(again, html);
+
+    render_in_chromium(&out, dir.path());
+}
+
+/// Renders the report headless in Chromium to a PNG, as an energy manager's browser would
+/// (`.ci/run` installs it; a developer without it gets a skip).
+fn render_in_chromium(html: &Path, dir: &Path) {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        crate::harness::skip_without("chromium", "renders the HTML report to a PNG");
+        return;
+    }
+    let png = dir.join("report.png");
+    let profile = dir.join("chromium-profile");
+    let log = std::fs::File::create(dir.join("chromium.log")).unwrap();
+    // `timeout` bounds the run and kills Chromium's whole process group if it hangs; no
+    // network is needed (the flags keep Chromium from trying).
+    let status = Command::new("timeout")
+        .args(["--kill-after=10", "90"])
+        .arg(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .status()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.join("chromium.log")).unwrap_or_default();
+    assert!(status.success(), "chromium: {status}\n{log}");
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot ({e}):\n{log}"));
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(bytes.len() > 20_000, "{} B: a blank page?", bytes.len());
+    if let Some(keep) = std::env::var_os("KEEP_REPORT") {
+        std::fs::copy(html, Path::new(&keep).with_extension("html")).unwrap();
+        std::fs::copy(&png, Path::new(&keep).with_extension("png")).unwrap();
+    }
+}
