@@ -266,6 +266,10 @@ pub struct Energy {
     pub quotas: Vec<Quota>,
     /// Hour-of-week baselines per meter or group.
     pub baselines: Vec<Baseline>,
+    /// Benchmark values for energy per unit of product, for reports.
+    pub benchmarks: Vec<super::benchmarks::Benchmark>,
+    /// Energy-performance-contract baselines, for reports.
+    pub savings: Vec<super::benchmarks::Savings>,
 }
 
 impl Default for Energy {
@@ -278,6 +282,8 @@ impl Default for Energy {
             interval: Duration::from_secs(900),
             quotas: Vec::new(),
             baselines: Vec::new(),
+            benchmarks: Vec::new(),
+            savings: Vec::new(),
         }
     }
 }
@@ -395,7 +401,7 @@ fn resolve_counter(
 }
 
 /// The meters of `kind` that are `target` or belong to it; an issue at `{key}.target` if none.
-fn counted_meters(
+pub(super) fn counted_meters(
     key: &str,
     target: &str,
     kind: EnergyKind,
@@ -431,7 +437,11 @@ fn counted_meters(
 }
 
 /// The kind a quota or baseline counts: as written, else the target meter's, else electricity.
-fn target_kind(written: Option<EnergyKind>, target: &str, meters: &[Meter]) -> EnergyKind {
+pub(super) fn target_kind(
+    written: Option<EnergyKind>,
+    target: &str,
+    meters: &[Meter],
+) -> EnergyKind {
     written.unwrap_or(
         match meters.iter().find(|m| m.name == target).map(|m| &m.counts) {
             Some(Counts::Energy(k)) => *k,

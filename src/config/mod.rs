@@ -5,6 +5,7 @@
 //! variables override the file. Each device, link and point is deserialized on its own, so a
 //! typo in one is reported together with the problems of all the others.
 
+pub mod benchmarks;
 pub mod daemon;
 mod describe;
 pub mod energy;
@@ -49,6 +50,13 @@ const SECTIONS: &[&str] = &[
     "webhooks",
     "maintenance",
     "health",
+    "energy",
+    "meters",
+    "production",
+    "quotas",
+    "baselines",
+    "benchmarks",
+    "savings",
 ];
 
 /// Where environment overrides come from.
@@ -422,6 +430,8 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_production = take_array(&mut table, "production", &mut issues);
     let raw_quotas = take_array(&mut table, "quotas", &mut issues);
     let raw_baselines = take_array(&mut table, "baselines", &mut issues);
+    let raw_benchmarks = take_array(&mut table, "benchmarks", &mut issues);
+    let raw_savings = take_array(&mut table, "savings", &mut issues);
     let raw_energy = table
         .shift_remove("energy")
         .and_then(|v| deserialize_at::<energy::RawEnergy>(v, "energy", &mut issues));
@@ -533,13 +543,23 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let meters_written = elements::<energy::RawMeter>(raw_meters, "meters", &mut issues);
     let production_written =
         elements::<energy::RawProduction>(raw_production, "production", &mut issues);
-    let energy = energy::resolve_energy(
+    let mut energy = energy::resolve_energy(
         raw_energy,
         meters_written,
         production_written,
         elements::<energy::RawQuota>(raw_quotas, "quotas", &mut issues),
         elements::<energy::RawBaseline>(raw_baselines, "baselines", &mut issues),
         &devices,
+        &mut issues,
+    );
+    energy.benchmarks = benchmarks::resolve_benchmarks(
+        elements::<benchmarks::RawBenchmark>(raw_benchmarks, "benchmarks", &mut issues),
+        &energy.meters,
+        &mut issues,
+    );
+    energy.savings = benchmarks::resolve_savings(
+        elements::<benchmarks::RawSavings>(raw_savings, "savings", &mut issues),
+        &energy.meters,
         &mut issues,
     );
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {

@@ -1,6 +1,12 @@
 //! The report as one CSV table that spreadsheets open directly: a `level` column says what a
 //! row sums (`meter`, `group`, `kind`, `total`, `intensity`), and every energy row carries the
 //! coefficient it was converted with.
+//!
+//! Comparisons use the same columns, so the header stays one:
+//! - `benchmark`: `kind` is the grade (`advanced`, `access`, `limit`), `total` its value;
+//! - `verdict`: `kind` is the best grade met (or `above limit`), `total` the measured value;
+//! - `savings-baseline`, `savings-actual`, `savings`: a savings project's adjusted baseline,
+//!   actual use and saving over the compared days in `total` (saving also in `kgce`).
 
 use std::fmt::Write as _;
 
@@ -92,6 +98,57 @@ pub fn render(report: &Report, local: impl Fn(i64) -> String) -> String {
             blank(),
             blank(),
         ]);
+    }
+    for i in &report.intensity {
+        let name = field(&format!("{}/{}", i.group, i.production));
+        let unit = field(&format!("kgce/{}", i.unit));
+        for (grade, value) in [
+            ("advanced", i.advanced),
+            ("access", i.access),
+            ("limit", i.limit),
+        ] {
+            if let Some(v) = value {
+                let mut cells = vec![blank(); 16];
+                cells[..5].clone_from_slice(&[
+                    "benchmark".into(),
+                    name.clone(),
+                    grade.into(),
+                    unit.clone(),
+                    num(v),
+                ]);
+                line(&cells);
+            }
+        }
+        if let (Some(v), Some(verdict)) = (i.kgce_per_unit, &i.verdict) {
+            let mut cells = vec![blank(); 16];
+            cells[..5].clone_from_slice(&[
+                "verdict".into(),
+                name.clone(),
+                field(verdict),
+                unit.clone(),
+                num(v),
+            ]);
+            line(&cells);
+        }
+    }
+    for sv in &report.savings {
+        let rows = [
+            ("savings-baseline", sv.baseline, None),
+            ("savings-actual", Some(sv.actual), None),
+            ("savings", sv.saving, sv.saving_kgce),
+        ];
+        for (level, total, kgce) in rows {
+            let mut cells = vec![blank(); 16];
+            cells[..5].clone_from_slice(&[
+                level.into(),
+                field(&sv.name),
+                sv.kind.clone(),
+                field(&sv.unit),
+                opt(total),
+            ]);
+            cells[9] = opt(kgce);
+            line(&cells);
+        }
     }
     let c = &report.completeness;
     line(&[

@@ -977,14 +977,15 @@ fn tables(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
             "<section>\n<h2>Energy per unit of product (单位产品能耗)</h2>\n<table>\n<tr>\
              <th class=\"l\">Group</th><th class=\"l\">Production counter</th><th>Output</th>\
              <th>Unit</th><th>kgce</th><th>kgce per unit</th><th>Advanced (先进值)</th>\
-             <th>Access (准入值)</th><th>Limit (限定值)</th><th class=\"l\">Verdict</th></tr>\n",
+             <th>Access (准入值)</th><th>Limit (限定值)</th><th class=\"l\">Verdict</th>\
+             <th class=\"l\">Standard</th></tr>\n",
         );
         for i in &r.intensity {
             w!(
                 out,
                 "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td>\
-                 </tr>\n",
+                 <td class=\"l\">{}</td></tr>\n",
                 escape(&i.group),
                 escape(&i.production),
                 num(i.output),
@@ -994,13 +995,73 @@ fn tables(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
                 opt_num(i.advanced),
                 opt_num(i.access),
                 opt_num(i.limit),
-                i.verdict.as_deref().map_or_else(|| "–".into(), escape)
+                i.verdict.as_deref().map_or_else(|| "–".into(), escape),
+                i.standard.as_deref().map_or_else(|| "–".into(), escape)
             );
         }
         out.push_str("</table>\n</section>\n");
     }
-
+    savings_table(out, r);
     daily_table(out, r, local);
+}
+
+/// Energy-performance-contract savings: the model, its fit and the saving.
+fn savings_table(out: &mut String, r: &Report) {
+    if r.savings.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<section>\n<h2>Savings against the baseline (节能量)</h2>\n<p class=\"sub\">Adjusted \
+         baseline: what the compared days would have used under the baseline period's model \
+         (IPMVP; acceptable with at least 12 baseline days, R² ≥ 0.75 and CV(RMSE) ≤ 25 %).</p>\n\
+         <table>\n<tr><th class=\"l\">Project</th><th class=\"l\">Target</th>\
+         <th class=\"l\">Model</th><th>Baseline days</th><th>R²</th><th>CV(RMSE) %</th>\
+         <th>Days compared</th><th>Unit</th><th>Baseline</th><th>Actual</th><th>Saving</th>\
+         <th>Saving %</th><th>Saving kgce</th><th class=\"l\">Notes</th></tr>\n",
+    );
+    for sv in &r.savings {
+        let model = match (&sv.production, sv.fit, sv.mean_daily) {
+            (Some(p), Some(f), _) => format!(
+                "{} + {} × {} (per day)",
+                num(f.intercept),
+                num(f.slope),
+                escape(p)
+            ),
+            (None, _, Some(m)) => format!("mean {} per day", num(m)),
+            _ => "–".into(),
+        };
+        w!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}, {}</td><td class=\"l\">{model}<br>\
+             {} to {}</td><td>{}</td><td>{}</td><td>{}</td><td>{} of {}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>\n",
+            escape(&sv.name),
+            escape(&sv.target),
+            escape(&sv.kind),
+            escape(&sv.baseline_from),
+            escape(&sv.baseline_to),
+            sv.baseline_days,
+            sv.fit
+                .map_or_else(|| "–".into(), |f| format!("{:.3}", f.r2)),
+            sv.cv_rmse_percent
+                .map_or_else(|| "–".into(), |c| format!("{c:.1}")),
+            sv.days,
+            sv.days + sv.days_excluded,
+            escape(&sv.unit),
+            opt_num(sv.baseline),
+            num(sv.actual),
+            opt_num(sv.saving),
+            sv.saving_percent
+                .map_or_else(|| "–".into(), |p| format!("{p:.1}")),
+            opt_num(sv.saving_kgce),
+            if sv.note.is_empty() {
+                "acceptable".into()
+            } else {
+                escape(&sv.note)
+            }
+        );
+    }
+    out.push_str("</table>\n</section>\n");
 }
 
 fn daily_table(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {

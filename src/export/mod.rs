@@ -15,6 +15,7 @@
 
 pub mod csv;
 pub mod html;
+pub mod savings;
 
 use std::collections::BTreeMap;
 
@@ -147,8 +148,9 @@ pub struct Intensity {
     pub output: f64,
     /// kgce per unit of product; `None` without output.
     pub kgce_per_unit: Option<f64>,
-    /// Benchmark: the quota standard's advanced value (先进值), kgce per unit; not yet
-    /// configurable, so `None`.
+    /// The standard the benchmark values come from, as configured.
+    pub standard: Option<String>,
+    /// Benchmark: the quota standard's advanced value (先进值), kgce per unit.
     pub advanced: Option<f64>,
     /// Benchmark: the access value for new plants (准入值), kgce per unit.
     pub access: Option<f64>,
@@ -240,6 +242,8 @@ pub struct Report {
     pub days: Vec<Day>,
     /// The average daily load curve of the electricity meters.
     pub load_profile: LoadProfile,
+    /// Energy-performance-contract savings, per configured project.
+    pub savings: Vec<savings::SavingsRow>,
 }
 
 /// Above this many intervals in the span (a year at 15-second intervals), the site series
@@ -279,6 +283,8 @@ pub struct Builder<'a> {
     /// (0: no data). Empty when the span has more than [`MAX_SITE_INTERVALS`].
     site_kw: Vec<f64>,
     site_n: Vec<u32>,
+    /// Daily sums of the savings projects.
+    savings: savings::Tracker,
 }
 
 /// The instant local `date` starts: its midnight, or the first hour that exists when a
@@ -403,7 +409,25 @@ impl<'a> Builder<'a> {
             daily_max,
             site_kw: vec![0.0; site],
             site_n: vec![0; site],
+            savings: savings::Tracker::new(energy, tz),
         }
+    }
+
+    /// The ledger to read before the span for the savings baselines (UTC ms, `[from, to)`),
+    /// through [`Builder::add_baseline`]; `None` when no savings project is configured.
+    pub fn baseline_span(&self) -> Option<(i64, i64)> {
+        self.savings.baseline_span()
+    }
+
+    /// Adds an interval of a savings baseline period; those of other times are ignored.
+    pub fn add_baseline(
+        &mut self,
+        meter: &str,
+        start_ms: i64,
+        delta: f64,
+        quality: IntervalQuality,
+    ) {
+        self.savings.add_baseline(meter, start_ms, delta, quality);
     }
 
     /// How many ledger rows the span should hold (every interval of every meter): the
@@ -445,6 +469,9 @@ impl<'a> Builder<'a> {
             return;
         };
         let day = self.day_of(start_ms);
+        if !self.savings.is_empty() {
+            self.savings.add(meter, start_ms, delta, quality);
+        }
         let row = &mut self.rows[i];
         row.total += delta;
         for (t, v) in row.tou.iter_mut().zip(tou) {
@@ -505,8 +532,10 @@ impl<'a> Builder<'a> {
             expected,
             mut rows,
             daily_max,
+            savings,
             ..
         } = self;
+        let savings = savings.finish(energy, days.len());
         for ((row, m), daily) in rows.iter_mut().zip(&energy.meters).zip(daily_max) {
             row.completeness.missing =
                 expected.saturating_sub(row.completeness.measured + row.completeness.estimated);
@@ -524,6 +553,7 @@ impl<'a> Builder<'a> {
         report.max_demand = max_demand;
         report.days = days;
         report.load_profile = load_profile;
+        report.savings = savings;
         report
     }
 
@@ -609,6 +639,7 @@ impl Report {
     pub fn build(span: Span, energy: &Energy, intervals: &[LedgerInterval]) -> Self {
         let mut b = Builder::new(span, energy);
         for iv in intervals {
+            b.add_baseline(&iv.meter, iv.start_ms, iv.delta, iv.quality);
             b.add(
                 &iv.meter,
                 (iv.start_ms, iv.end_ms),
@@ -652,9 +683,15 @@ impl Report {
                     .filter_map(|(_, r)| r.kgce)
                     .sum();
                 let kgce_per_unit = (p.total > 0.0).then(|| kgce / p.total);
-                // Benchmark values are not configurable yet; once they are, they go here and
-                // the verdict follows from them.
-                let (advanced, access, limit) = (None, None, None);
+                // A benchmark for this very group wins over one for all the counter's groups.
+                let bench = energy
+                    .benchmarks
+                    .iter()
+                    .filter(|b| b.production == p.meter)
+                    .filter(|b| b.group.as_ref().is_none_or(|bg| bg == g))
+                    .max_by_key(|b| b.group.is_some());
+                let (advanced, access, limit) =
+                    bench.map_or((None, None, None), |b| (b.advanced, b.access, b.limit));
                 intensity.push(Intensity {
                     group: g.clone(),
                     production: p.meter.clone(),
@@ -662,6 +699,7 @@ impl Report {
                     kgce,
                     output: p.total,
                     kgce_per_unit,
+                    standard: bench.map(|b| b.standard.clone()),
                     advanced,
                     access,
                     limit,
@@ -689,6 +727,7 @@ impl Report {
                 slot_s: 0,
                 kw: Vec::new(),
             },
+            savings: Vec::new(),
         }
     }
 

@@ -140,13 +140,21 @@ fn ledger() -> Vec<LedgerInterval> {
 }
 
 async fn write_ledger(dir: &Path) {
+    write_state(dir, ledger(), "").await;
+}
+
+/// A state file with `intervals` and the config (`CONFIG` plus `extra`) that points at it.
+async fn write_state(dir: &Path, intervals: Vec<LedgerInterval>, extra: &str) {
     let state = dir.join("state.db");
     let store = Store::open(&state, OutboxLimits::default()).unwrap();
-    store.save_intervals(ledger()).await.unwrap();
+    store.save_intervals(intervals).await.unwrap();
     drop(store);
     std::fs::write(
         dir.join("c.toml"),
-        format!("{CONFIG}\n[store]\npath = \"{}\"\n", state.display()),
+        format!(
+            "{CONFIG}\n{extra}\n[store]\npath = \"{}\"\n",
+            state.display()
+        ),
     )
     .unwrap();
 }
@@ -447,4 +455,157 @@ fn render_in_chromium(html: &Path, dir: &Path) {
         std::fs::copy(html, Path::new(&keep).with_extension("html")).unwrap();
         std::fs::copy(&png, Path::new(&keep).with_extension("png")).unwrap();
     }
+}
+
+/// Output of day `d` (0 = Sep 1) of the savings ledger, tonnes: 10 to 16 over a week.
+fn output_of_day(d: i64) -> f64 {
+    10.0 + (d % 7) as f64
+}
+
+/// September 2026 as the baseline (daily use exactly 200 kWh + 30 kWh/t) and October using
+/// 10 % less than that model, every interval measured; one October day lacks an interval.
+fn savings_ledger() -> Vec<LedgerInterval> {
+    const SEP1: i64 = OCT1 - 30 * 86_400_000;
+    let mut out = Vec::new();
+    for d in 0..61 {
+        let day = SEP1 + d * 86_400_000;
+        let output = output_of_day(d);
+        let model = 200.0 + 30.0 * output;
+        let used = if day >= OCT1 { 0.9 * model } else { model };
+        for q in 0..96 {
+            // Oct 20 (d = 49) misses its last interval: that day is left out of the comparison.
+            if d == 49 && q == 95 {
+                continue;
+            }
+            out.push(iv(
+                ("incomer", "electricity", "kWh"),
+                day + q * Q,
+                used / 96.0,
+                IntervalQuality::Good,
+                [0.0, 0.0, used / 96.0, 0.0],
+                None,
+            ));
+        }
+        out.push(iv(
+            ("line1-output", "production", "t"),
+            day + 48 * Q,
+            output,
+            IntervalQuality::Good,
+            [0.0; 4],
+            None,
+        ));
+    }
+    out
+}
+
+fn csv_total(csv: &str, level: &str, name: &str) -> (String, f64) {
+    let line = csv
+        .lines()
+        .find(|l| l.starts_with(&format!("{level},{name},")))
+        .unwrap_or_else(|| panic!("no {level} row for {name}:\n{csv}"));
+    let cells: Vec<&str> = line.split(',').collect();
+    (cells[2].to_owned(), cells[4].parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn savings_against_a_regression_baseline_and_benchmark_verdicts_agree_with_the_arithmetic() {
+    let dir = tempfile::tempdir().unwrap();
+    // October's line-1 intensity, worked out independently of the report: every October day
+    // uses 0.9 × (200 + 30 × output) kWh at 0.1229 kgce/kWh, less the missing interval.
+    let days = 30..61;
+    let oct_output: f64 = days.clone().map(output_of_day).sum();
+    let oct_kwh: f64 = days
+        .clone()
+        .map(|d| 0.9 * (200.0 + 30.0 * output_of_day(d)))
+        .sum::<f64>()
+        - 0.9 * (200.0 + 30.0 * output_of_day(49)) / 96.0;
+    let intensity = oct_kwh * 0.1229 / oct_output;
+    let extra = format!(
+        "[[benchmarks]]\nproduction = \"line1-output\"\nstandard = \"GB 00000-2026 (test)\"\n\
+         advanced = {}\naccess = {}\nlimit = {}\n\n\
+         [[savings]]\nname = \"vfd-retrofit\"\ntarget = \"line-1\"\nproduction = \"line1-output\"\n\
+         baseline_from = \"2026-09-01\"\nbaseline_to = \"2026-09-30\"\n",
+        intensity * 0.9,
+        intensity * 1.1,
+        intensity * 1.2
+    );
+    write_state(dir.path(), savings_ledger(), &extra).await;
+    let (ok, csv, err) = export(dir.path(), &["--month", "2026-10"]);
+    assert!(ok, "{err}");
+
+    let (grade, value) = csv_total(&csv, "verdict", "line-1/line1-output");
+    assert_eq!(grade, "access", "{csv}");
+    assert!((value - intensity).abs() < 0.001, "{value} vs {intensity}");
+    let (grade, value) = csv_total(&csv, "benchmark", "line-1/line1-output");
+    assert_eq!(grade, "advanced");
+    assert!((value - intensity * 0.9).abs() < 0.001);
+
+    // The 30 complete October days (Oct 20 is incomplete): baseline = Σ model, saving 10 %.
+    let compared = || days.clone().filter(|&d| d != 49);
+    let baseline: f64 = compared().map(|d| 200.0 + 30.0 * output_of_day(d)).sum();
+    let (_, b) = csv_total(&csv, "savings-baseline", "vfd-retrofit");
+    let (_, a) = csv_total(&csv, "savings-actual", "vfd-retrofit");
+    let (kind, saving) = csv_total(&csv, "savings", "vfd-retrofit");
+    assert_eq!(kind, "electricity");
+    assert!((b - baseline).abs() < 0.01, "{b} vs {baseline}");
+    assert!((a - 0.9 * baseline).abs() < 0.01, "{a}");
+    assert!((saving - 0.1 * baseline).abs() < 0.01, "{saving}");
+
+    let (ok, json, err) = export(dir.path(), &["--month", "2026-10", "--format", "json"]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sv = &report["savings"][0];
+    assert_eq!(sv["baseline_days"], 30);
+    assert_eq!(sv["days"], 30);
+    assert_eq!(sv["days_excluded"], 1);
+    assert_eq!(sv["acceptable"], true, "{sv}");
+    assert!((sv["fit"]["slope"].as_f64().unwrap() - 30.0).abs() < 1e-9);
+    assert!((sv["fit"]["intercept"].as_f64().unwrap() - 200.0).abs() < 1e-6);
+    assert!((sv["saving_percent"].as_f64().unwrap() - 10.0).abs() < 1e-9);
+    assert_eq!(report["intensity"][0]["standard"], "GB 00000-2026 (test)");
+
+    let (ok, html, err) = export(dir.path(), &["--month", "2026-10", "--format", "html"]);
+    assert!(ok, "{err}");
+    let table = table_after(&html, "Savings against the baseline (节能量)");
+    assert!(
+        table.contains("<td class=\"l\">vfd-retrofit</td>"),
+        "{table}"
+    );
+    assert!(
+        table.contains("<td>10.0</td>") && table.contains("acceptable"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_savings_baseline_with_too_few_days_is_reported_as_not_acceptable() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[[savings]]\nname = \"short\"\ntarget = \"incomer\"\n\
+                 baseline_from = \"2026-09-25\"\nbaseline_to = \"2026-09-30\"\n";
+    write_state(dir.path(), savings_ledger(), extra).await;
+    let (ok, json, err) = export(dir.path(), &["--month", "2026-10", "--format", "json"]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sv = &report["savings"][0];
+    // Without production the baseline is the mean day of Sep 25–30 (days 24..30).
+    let mean: f64 = (24..30)
+        .map(|d| 200.0 + 30.0 * output_of_day(d))
+        .sum::<f64>()
+        / 6.0;
+    assert!(
+        (sv["mean_daily"].as_f64().unwrap() - mean).abs() < 1e-6,
+        "{sv}"
+    );
+    assert!(
+        (sv["baseline"].as_f64().unwrap() - 30.0 * mean).abs() < 1e-6,
+        "{sv}"
+    );
+    assert_eq!(sv["acceptable"], false);
+    assert!(
+        sv["note"]
+            .as_str()
+            .unwrap()
+            .contains("6 complete baseline days; at least 12"),
+        "{sv}"
+    );
 }
