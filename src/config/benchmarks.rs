@@ -95,7 +95,12 @@ pub struct Savings {
 }
 
 /// The index of production counter `name`, or an issue at `key` with the closest name.
-fn production_index(key: &str, name: &str, meters: &[Meter], issues: &mut Issues) -> Option<usize> {
+pub(super) fn production_index(
+    key: &str,
+    name: &str,
+    meters: &[Meter],
+    issues: &mut Issues,
+) -> Option<usize> {
     let found = meters
         .iter()
         .position(|m| m.name == name && matches!(m.counts, Counts::Product(_)));

@@ -134,7 +134,19 @@ pub struct Quota {
     pub meters: Vec<usize>,
 }
 
-/// `[[baselines]]` as written: deviation from the same hour of the week over recent weeks.
+/// How a baseline predicts normal use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineMethod {
+    /// Each hour against the median of the same hour of the week over recent weeks.
+    #[default]
+    HourOfWeek,
+    /// Each day against a least-squares line of daily use on daily output over recent days.
+    Regression,
+}
+
+/// `[[baselines]]` as written: deviation from the same hour of the week over recent weeks,
+/// or from a regression of daily use on production.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBaseline {
@@ -145,6 +157,18 @@ pub struct RawBaseline {
     /// Which energy counts; default the meter's kind, or electricity.
     #[serde(default)]
     pub kind: Option<EnergyKind>,
+    /// `hour_of_week` (default) or `regression`.
+    #[serde(default)]
+    pub method: Option<BaselineMethod>,
+    /// The `[[production]]` counter a regression is on.
+    #[serde(default)]
+    pub production: Option<String>,
+    /// Days of history a regression is fitted on. Default 28.
+    #[serde(default)]
+    pub days: Option<usize>,
+    /// Days needed before a regression judges. Default 10.
+    #[serde(default)]
+    pub min_days: Option<usize>,
     /// Weeks of history the median is taken over. Default 4.
     #[serde(default)]
     pub weeks: Option<usize>,
@@ -178,6 +202,21 @@ pub struct Baseline {
     pub severity: super::rules::Severity,
     /// Indices of the meters that count.
     pub meters: Vec<usize>,
+    /// With `method = "regression"`: how days are judged instead of hours.
+    pub regression: Option<Regression>,
+}
+
+/// A regression baseline's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regression {
+    /// Index (into `Energy::meters`) of the production counter.
+    pub production: usize,
+    /// Its name, for messages.
+    pub production_name: String,
+    /// Days of history kept.
+    pub days: usize,
+    /// Days needed before it judges.
+    pub min_days: usize,
 }
 
 /// `[[production]]` as written: a counter of product (pieces, tonnes).
@@ -464,6 +503,75 @@ fn resolve_baselines(
             .ok();
         let kind = target_kind(b.kind, &b.target, meters);
         let counted = counted_meters(&key, &b.target, kind, meters, issues);
+        let method = b.method.unwrap_or_default();
+        let wrong_method = |field: &str, issues: &mut Issues| {
+            issues.push(
+                format!("{key}.{field}"),
+                format!(
+                    "`{field}` is for method = \"{}\" only",
+                    match method {
+                        BaselineMethod::HourOfWeek => "regression",
+                        BaselineMethod::Regression => "hour_of_week",
+                    }
+                ),
+            );
+        };
+        let regression = match method {
+            BaselineMethod::HourOfWeek => {
+                for (field, given) in [
+                    ("production", b.production.is_some()),
+                    ("days", b.days.is_some()),
+                    ("min_days", b.min_days.is_some()),
+                ] {
+                    if given {
+                        wrong_method(field, issues);
+                    }
+                }
+                None
+            }
+            BaselineMethod::Regression => {
+                for (field, given) in [
+                    ("weeks", b.weeks.is_some()),
+                    ("min_weeks", b.min_weeks.is_some()),
+                ] {
+                    if given {
+                        wrong_method(field, issues);
+                    }
+                }
+                let days = b.days.unwrap_or(28);
+                let min_days = b.min_days.unwrap_or(10);
+                if !(3..=366).contains(&days) {
+                    issues.push(format!("{key}.days"), "must be 3 to 366");
+                }
+                if min_days < 3 || min_days > days {
+                    issues.push(
+                        format!("{key}.min_days"),
+                        "must be at least 3 and at most `days`",
+                    );
+                }
+                match &b.production {
+                    None => {
+                        issues.push(
+                            format!("{key}.production"),
+                            "method = \"regression\" needs the [[production]] counter to regress on",
+                        );
+                        None
+                    }
+                    Some(p) => super::benchmarks::production_index(
+                        &format!("{key}.production"),
+                        p,
+                        meters,
+                        issues,
+                    )
+                    .map(|production| Regression {
+                        production,
+                        production_name: p.clone(),
+                        days,
+                        min_days,
+                    }),
+                }
+            }
+        };
         let weeks = b.weeks.unwrap_or(4);
         let min_weeks = b.min_weeks.unwrap_or(2);
         if !(1..=52).contains(&weeks) {
@@ -492,6 +600,7 @@ fn resolve_baselines(
                 over_percent: over,
                 severity: b.severity.unwrap_or(super::rules::Severity::Medium),
                 meters: counted,
+                regression,
             });
         }
     }

@@ -38,7 +38,8 @@ pub struct RawRule {
     /// Priority of the alarm.
     #[serde(default)]
     pub severity: Option<Severity>,
-    /// Message template with `{device}`, `{point}`, `{value}`, `{limit}`, `{unit}`, `{rule}`.
+    /// Message template with `{device}`, `{point}`, `{value}`, `{limit}`, `{unit}`, `{rule}`,
+    /// `{over}` (value − limit) and `{over_percent}`.
     #[serde(default)]
     pub message: Option<String>,
     /// The threshold (limits, rate, trend).

@@ -126,12 +126,60 @@ pub enum CommandError {
 /// The longest shelve an operator may ask for.
 pub const MAX_SHELVE_MS: i64 = 30 * 24 * 3_600_000;
 
-/// An hour-of-week baseline's state: the history, and the hour being summed.
+/// A baseline's state: the history, and the hour or day being summed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BaselineState {
     history: crate::process::baseline::HourOfWeek,
     /// (local hour start ms, hour-of-week slot, energy so far).
     current: Option<(i64, usize, f64)>,
+    /// Regression: (output, energy) of the latest days, oldest first.
+    #[serde(default)]
+    days: Vec<(f64, f64)>,
+    /// Regression: the local day being summed: (start ms, end ms, energy, output).
+    #[serde(default)]
+    day: Option<(i64, i64, f64, f64)>,
+}
+
+impl BaselineState {
+    /// Books a regression baseline's interval (energy, or output when `output`); returns the
+    /// judgement of a day that the interval's later day closed: (its end, actual, expected).
+    fn add_day(
+        &mut self,
+        r: &crate::config::energy::Regression,
+        (day_start, day_end): (i64, i64),
+        delta: f64,
+        output: bool,
+    ) -> Option<(i64, f64, Option<f64>)> {
+        let book = |day: &mut (i64, i64, f64, f64)| {
+            if output {
+                day.3 += delta;
+            } else {
+                day.2 += delta;
+            }
+        };
+        match &mut self.day {
+            // Late data of a day already judged: too late to count.
+            Some(day) if day_start < day.0 => None,
+            Some(day) if day_start == day.0 => {
+                book(day);
+                None
+            }
+            previous => {
+                let closed = previous.take();
+                let mut day = (day_start, day_end, 0.0, 0.0);
+                book(&mut day);
+                self.day = Some(day);
+                let (_, end, kwh, made) = closed?;
+                let fit = (self.days.len() >= r.min_days)
+                    .then(|| crate::process::baseline::Fit::ols(&self.days))
+                    .flatten();
+                self.days.push((made, kwh));
+                let excess = self.days.len().saturating_sub(r.days);
+                self.days.drain(..excess);
+                Some((end, kwh, fit.map(|f| f.predict(made))))
+            }
+        }
+    }
 }
 
 /// Rule-kind-specific running state.
@@ -732,24 +780,50 @@ impl Engine {
                                 .iter()
                                 .any(|&i| meter_names.get(i).is_some_and(|n| *n == iv.meter))
                         };
-                        for iv in intervals.iter().filter(counts) {
-                            let Some((hour, slot)) = local_hour(tz, iv.start_ms) else {
-                                continue;
-                            };
-                            match state.current {
-                                // Late data of an hour already judged: too late to count.
-                                Some((h, ..)) if hour < h => continue,
-                                Some((h, _, ref mut kwh)) if hour == h => *kwh += iv.delta,
-                                previous => {
-                                    if let Some((h, s, kwh)) = previous {
-                                        let usual = state.history.median(s, b.min_weeks);
-                                        let over = usual.is_some_and(|u| {
-                                            u > 0.0 && kwh > u * (1.0 + b.over_percent / 100.0)
-                                        });
-                                        seen.push((h + 3_600_000, over, kwh, usual.unwrap_or(0.0)));
-                                        state.history.push(s, kwh, b.weeks);
+                        if let Some(r) = &b.regression {
+                            let production = meter_names.get(r.production);
+                            for iv in intervals {
+                                let output = production.is_some_and(|p| *p == iv.meter);
+                                if !(output || counts(&iv)) {
+                                    continue;
+                                }
+                                let Some(day) = local_day(tz, iv.start_ms) else {
+                                    continue;
+                                };
+                                if let Some((end, kwh, expected)) =
+                                    state.add_day(r, day, iv.delta, output)
+                                {
+                                    let over = expected.is_some_and(|x| {
+                                        x > 0.0 && kwh > x * (1.0 + b.over_percent / 100.0)
+                                    });
+                                    seen.push((end, over, kwh, expected.unwrap_or(0.0)));
+                                }
+                            }
+                        } else {
+                            for iv in intervals.iter().filter(counts) {
+                                let Some((hour, slot)) = local_hour(tz, iv.start_ms) else {
+                                    continue;
+                                };
+                                match state.current {
+                                    // Late data of an hour already judged: too late to count.
+                                    Some((h, ..)) if hour < h => continue,
+                                    Some((h, _, ref mut kwh)) if hour == h => *kwh += iv.delta,
+                                    previous => {
+                                        if let Some((h, s, kwh)) = previous {
+                                            let usual = state.history.median(s, b.min_weeks);
+                                            let over = usual.is_some_and(|u| {
+                                                u > 0.0 && kwh > u * (1.0 + b.over_percent / 100.0)
+                                            });
+                                            seen.push((
+                                                h + 3_600_000,
+                                                over,
+                                                kwh,
+                                                usual.unwrap_or(0.0),
+                                            ));
+                                            state.history.push(s, kwh, b.weeks);
+                                        }
+                                        state.current = Some((hour, slot, iv.delta));
                                     }
-                                    state.current = Some((hour, slot, iv.delta));
                                 }
                             }
                         }
@@ -984,12 +1058,19 @@ fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
             RuleKind::Baseline { baseline: bi },
             RuleKindName::Baseline,
             b.severity,
-            format!(
-                "{{device}}: {{value}} {unit} this hour, more than {}% above the usual {{limit}} {unit} (same hour, last {} weeks)",
-                crate::detect::fmt_num(b.over_percent),
-                b.weeks,
-                unit = b.unit
-            ),
+            match &b.regression {
+                None => format!(
+                    "{{device}}: {{value}} {unit} this hour, {{over}} {unit} ({{over_percent}}%) above the usual {{limit}} {unit} (same hour, last {} weeks)",
+                    b.weeks,
+                    unit = b.unit
+                ),
+                Some(r) => format!(
+                    "{{device}}: {{value}} {unit} this day, {{over}} {unit} ({{over_percent}}%) above the {{limit}} {unit} expected for its {} output (regression over the last {} days)",
+                    r.production_name,
+                    r.days,
+                    unit = b.unit
+                ),
+            },
             device,
         ));
     }
@@ -1027,6 +1108,24 @@ fn local_hour(tz: chrono_tz::Tz, ts: i64) -> Option<(i64, usize)> {
         + i64::from(local.timestamp_subsec_millis());
     let slot = local.weekday().num_days_from_monday() as usize * 24 + local.hour() as usize;
     Some((ts - into, slot))
+}
+
+/// The local day `ts` falls on, as `[start, end)` UTC ms.
+fn local_day(tz: chrono_tz::Tz, ts: i64) -> Option<(i64, i64)> {
+    let date = chrono::Utc
+        .timestamp_millis_opt(ts)
+        .single()?
+        .with_timezone(&tz)
+        .date_naive();
+    // The first hour that exists, where a daylight-saving change skips midnight.
+    let start = |d: chrono::NaiveDate| {
+        (0..3).find_map(|h| {
+            tz.from_local_datetime(&d.and_hms_opt(h, 0, 0)?)
+                .earliest()
+                .map(|t| t.timestamp_millis())
+        })
+    };
+    Some((start(date)?, start(date.succ_opt()?)?))
 }
 
 /// A rule's (on-delay, off-delay) in ms; a comm-loss duration is its on-delay.
@@ -1345,6 +1444,19 @@ fn render(rule: &Rule, device: &str, point: &str, unit: &str, seen: &Seen) -> St
             "value" => write!(out, "{}", opt(seen.value)),
             "limit" => write!(out, "{}", opt(seen.limit)),
             "score" => write!(out, "{}", opt(seen.score)),
+            "over" => write!(
+                out,
+                "{}",
+                opt(seen.value.zip(seen.limit).map(|(v, l)| v - l))
+            ),
+            "over_percent" => write!(
+                out,
+                "{}",
+                match seen.value.zip(seen.limit) {
+                    Some((v, l)) if l > 0.0 => format!("{:.1}", 100.0 * (v / l - 1.0)),
+                    _ => "?".into(),
+                }
+            ),
             "unit" if unit.is_empty() => Ok(()),
             "unit" => write!(out, " {unit}"),
             "eta" => write!(

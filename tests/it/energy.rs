@@ -324,7 +324,7 @@ over_percent = 25
         assert!(
             events[0]
                 .message
-                .contains("more than 25% above the usual 100 kWh"),
+                .contains("140 kWh this hour, 40 kWh (40.0%) above the usual 100 kWh"),
             "{}",
             events[0].message
         );
@@ -333,5 +333,104 @@ over_percent = 25
         let mut again = Engine::new(&plan);
         again.restore_baselines(&saved);
         assert_eq!(again.baseline_states(), saved);
+    }
+
+    fn interval(meter: &str, start: i64, delta: f64) -> LedgerInterval {
+        LedgerInterval {
+            meter: meter.into(),
+            kind: "electricity".into(),
+            unit: "kWh".into(),
+            start_ms: start,
+            end_ms: start + 15 * 60_000,
+            delta,
+            quality: IntervalQuality::Good,
+            flags: Flags::EMPTY,
+            tou: [0.0; 4],
+            kgce: None,
+        }
+    }
+
+    #[test]
+    fn a_day_far_above_what_its_output_predicts_alarms_with_kwh_and_percent_over() {
+        let config = r#"
+[gateway]
+site = "s"
+id = "g"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "meter-1"
+link = "bus"
+profile = "chint-dtsu666"
+
+[[meters]]
+name = "incomer"
+device = "meter-1"
+point = "ep_import"
+kind = "electricity"
+groups = ["line-1"]
+
+[[production]]
+name = "output"
+device = "meter-1"
+point = "ep_export"
+unit = "t"
+groups = ["line-1"]
+
+[[baselines]]
+name = "unusual-day"
+target = "line-1"
+method = "regression"
+production = "output"
+days = 28
+min_days = 10
+over_percent = 20
+"#;
+        let plan = load_str("r.toml", config, &EnvOverrides::Off, Path::new("."), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut e = Engine::new(&plan);
+        let mut events = Vec::new();
+        // Every day uses exactly 200 kWh + 30 kWh per tonne, except day 15, which uses 30 %
+        // more than that; output varies 10 to 16 t over a week.
+        const DAY: i64 = 24 * H;
+        let output = |d: i64| 10.0 + (d % 7) as f64;
+        let model = |d: i64| 200.0 + 30.0 * output(d);
+        for d in 0..20 {
+            let kwh = if d == 15 { 1.3 * model(d) } else { model(d) };
+            for q in 0..96 {
+                let start = MONDAY + d * DAY + q * 15 * 60_000;
+                let mut batch = vec![interval("incomer", start, kwh / 96.0)];
+                if q == 48 {
+                    batch.push(interval("output", start, output(d)));
+                }
+                e.energy(&batch, &[], &mut events);
+            }
+        }
+        let got: Vec<(AlarmStatus, i64)> = events
+            .iter()
+            .map(|a| (a.state, (a.ts - MONDAY) / DAY))
+            .collect();
+        // A day is judged when the next one starts: day 15 at its end, cleared a day later.
+        assert_eq!(got, [(AlarmStatus::Active, 16), (AlarmStatus::Cleared, 17)]);
+        let raised = &events[0];
+        let expected = model(15);
+        assert!(
+            (raised.value.unwrap() - 1.3 * expected).abs() < 0.01,
+            "{raised:?}"
+        );
+        assert!(
+            (raised.limit.unwrap() - expected).abs() < 0.01,
+            "{raised:?}"
+        );
+        assert!(
+            raised.message.contains("(30.0%) above the")
+                && raised.message.contains("expected for its output output"),
+            "{}",
+            raised.message
+        );
     }
 }
