@@ -75,8 +75,10 @@ fn child(state: &Path, meters: usize, days: i64) {
     };
     let conn = plantwatch::store::alarms::offline::open(state, false).unwrap();
     let mut b = Builder::new(span, &plan.energy);
+    let names: Vec<&str> = plan.energy.meters.iter().map(|m| m.name.as_str()).collect();
     let rows = plantwatch::store::ledger::for_each(
         &conn,
+        &names,
         JAN1,
         JAN1 + days * 86_400_000,
         |m, at, d, q, tou| {
@@ -92,9 +94,13 @@ fn child(state: &Path, meters: usize, days: i64) {
     // The same scan with nothing done per row: how much of the time is SQLite's alone.
     let scan_started = Instant::now();
     let mut sum = 0.0;
-    plantwatch::store::ledger::for_each(&conn, JAN1, JAN1 + days * 86_400_000, |_, _, d, _, _| {
-        sum += d
-    })
+    plantwatch::store::ledger::for_each(
+        &conn,
+        &names,
+        JAN1,
+        JAN1 + days * 86_400_000,
+        |_, _, d, _, _| sum += d,
+    )
     .unwrap();
     let scan_secs = scan_started.elapsed().as_secs_f64();
     println!(

@@ -119,15 +119,17 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     let mut progress = (args.output.is_some() && std::io::stderr().is_terminal())
         .then(|| Progress::new(builder.expected_rows(), Instant::now()));
     let mut rows: u64 = 0;
+    let meters: Vec<&str> = plan.energy.meters.iter().map(|m| m.name.as_str()).collect();
     // The savings baselines lie before the span, usually: one more pass over their dates.
     if let Some((from, to)) = builder.baseline_span() {
-        crate::store::ledger::for_each(&conn, from, to, |meter, at, delta, q, _| {
+        crate::store::ledger::for_each(&conn, &meters, from, to, |meter, at, delta, q, _| {
             builder.add_baseline(meter, at.0, delta, q);
         })
         .with_context(|| format!("cannot read the savings baselines in {}", path.display()))?;
     }
     crate::store::ledger::for_each(
         &conn,
+        &meters,
         span.from_ms,
         span.to_ms,
         |meter, at, delta, q, tou| {

@@ -40,6 +40,12 @@ pub struct RawEnergy {
     /// Where the coefficients come from, printed in reports.
     #[serde(default)]
     pub coefficients_source: Option<String>,
+    /// Demand window (需量周期), default `"15m"`.
+    #[serde(default)]
+    pub demand_window: Option<String>,
+    /// Slide of a sliding demand window (滑差), e.g. `"1m"`; default the window (fixed blocks).
+    #[serde(default)]
+    pub demand_slide: Option<String>,
 }
 
 /// `[[meters]]` as written.
@@ -305,6 +311,8 @@ pub struct Energy {
     pub quotas: Vec<Quota>,
     /// Hour-of-week baselines per meter or group.
     pub baselines: Vec<Baseline>,
+    /// How demand is averaged for contract warnings.
+    pub demand: crate::process::demand::DemandParams,
     /// Benchmark values for energy per unit of product, for reports.
     pub benchmarks: Vec<super::benchmarks::Benchmark>,
     /// Energy-performance-contract baselines, for reports.
@@ -321,6 +329,7 @@ impl Default for Energy {
             interval: Duration::from_secs(900),
             quotas: Vec::new(),
             baselines: Vec::new(),
+            demand: crate::process::demand::DemandParams::default(),
             benchmarks: Vec::new(),
             savings: Vec::new(),
         }
@@ -692,6 +701,46 @@ fn resolve_quotas(
     out
 }
 
+/// `[energy] demand_window` and `demand_slide` as demand parameters (fixed 15-minute blocks
+/// by default).
+fn resolve_demand(raw: &RawEnergy, issues: &mut Issues) -> crate::process::demand::DemandParams {
+    use crate::process::demand::DemandParams;
+    let ms = |key: &str, text: &Option<String>, issues: &mut Issues| -> Option<Option<i64>> {
+        let Some(text) = text else {
+            return Some(None);
+        };
+        match parse_duration(text) {
+            Ok(d) => Some(Some(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+            Err(e) => {
+                issues.push(key, e);
+                None
+            }
+        }
+    };
+    let window = ms("energy.demand_window", &raw.demand_window, issues);
+    let slide = ms("energy.demand_slide", &raw.demand_slide, issues);
+    let (Some(window), Some(slide)) = (window, slide) else {
+        return DemandParams::default();
+    };
+    let window = window.unwrap_or(DemandParams::default().window_ms);
+    let params = match slide {
+        Some(step) if step != window => DemandParams::sliding(window, step),
+        _ => DemandParams::fixed(window),
+    };
+    match params.validate() {
+        Ok(()) => params,
+        Err(crate::process::demand::DemandError::InvalidParam { field, message }) => {
+            let key = if field == "window_ms" {
+                "energy.demand_window"
+            } else {
+                "energy.demand_slide"
+            };
+            issues.push(key, message);
+            DemandParams::default()
+        }
+    }
+}
+
 /// Resolves `[energy]`, `[[meters]]`, `[[production]]` and `[[quotas]]`.
 pub fn resolve_energy(
     raw: Option<RawEnergy>,
@@ -703,7 +752,10 @@ pub fn resolve_energy(
     issues: &mut Issues,
 ) -> Energy {
     let raw = raw.unwrap_or_default();
-    let mut energy = Energy::default();
+    let mut energy = Energy {
+        demand: resolve_demand(&raw, issues),
+        ..Energy::default()
+    };
     if let Some(text) = &raw.interval {
         match parse_duration(text) {
             // Seconds-long intervals are for commissioning and tests; reports want 15m.

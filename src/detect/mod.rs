@@ -284,6 +284,8 @@ impl LocalHours {
 pub struct Engine {
     quotas: Vec<crate::config::energy::Quota>,
     baselines: Vec<crate::config::energy::Baseline>,
+    /// How demand is averaged.
+    demand: crate::process::demand::DemandParams,
     /// Names of `Plan::energy.meters`, by index.
     meter_names: Vec<String>,
     policy: AlarmPolicy,
@@ -412,6 +414,7 @@ impl Engine {
         Self {
             quotas: plan.energy.quotas.clone(),
             baselines: plan.energy.baselines.clone(),
+            demand: plan.energy.demand,
             meter_names: plan.energy.meters.iter().map(|m| m.name.clone()).collect(),
             policy: plan.alarm_policy.clone(),
             devices,
@@ -712,7 +715,7 @@ impl Engine {
         let quotas = &self.quotas;
         let meter_names = &self.meter_names;
         let baselines = &self.baselines;
-        let demand = crate::process::demand::DemandParams::default();
+        let demand = self.demand;
         let mut scratch = Vec::new();
         for dev in &mut self.devices {
             let mut owner = Owner {

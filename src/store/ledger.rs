@@ -78,35 +78,43 @@ pub fn range(conn: &Connection, from_ms: i64, to_ms: i64) -> rusqlite::Result<Ve
     rows.collect()
 }
 
-/// Streams the intervals starting in `[from_ms, to_ms)` to `f` without collecting them (a
-/// year of 200 meters is seven million rows); returns how many there were.
+/// Streams the intervals of `meters` starting in `[from_ms, to_ms)` to `f` without
+/// collecting them (a year of 200 meters is seven million rows), meter by meter in time
+/// order; returns how many there were.
+///
+/// One primary-key range per meter: the rows of a meter lie together in the table, so this
+/// reads sequentially, where the time index would cost a seek per row (about 2 µs: 16 s for
+/// a year of 200 meters, against the export's 5 s budget).
 ///
 /// # Errors
 /// SQLite's error.
 pub fn for_each(
     conn: &Connection,
+    meters: &[&str],
     from_ms: i64,
     to_ms: i64,
     mut f: impl FnMut(&str, (i64, i64), f64, IntervalQuality, [f64; 4]),
 ) -> rusqlite::Result<u64> {
     let mut stmt = conn.prepare_cached(
-        "SELECT meter, start_ms, end_ms, delta, quality,
+        "SELECT start_ms, end_ms, delta, quality,
                 tou_sharp, tou_peak, tou_flat, tou_valley
-         FROM energy_intervals WHERE start_ms >= ?1 AND start_ms < ?2",
+         FROM energy_intervals WHERE meter = ?1 AND start_ms >= ?2 AND start_ms < ?3
+         ORDER BY start_ms",
     )?;
-    let mut rows = stmt.query(params![from_ms, to_ms])?;
     let mut n = 0;
-    while let Some(r) = rows.next()? {
-        let meter = r.get_ref(0)?.as_str()?;
-        let quality = quality(r.get_ref(4)?.as_str()?);
-        f(
-            meter,
-            (r.get(1)?, r.get(2)?),
-            r.get(3)?,
-            quality,
-            [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?],
-        );
-        n += 1;
+    for meter in meters {
+        let mut rows = stmt.query(params![meter, from_ms, to_ms])?;
+        while let Some(r) = rows.next()? {
+            let quality = quality(r.get_ref(3)?.as_str()?);
+            f(
+                meter,
+                (r.get(0)?, r.get(1)?),
+                r.get(2)?,
+                quality,
+                [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?],
+            );
+            n += 1;
+        }
     }
     Ok(n)
 }

@@ -148,10 +148,13 @@ period = "day"
 limit = 2000
 "#;
 
+    fn engine_plan() -> plantwatch::config::Plan {
+        load_str("q.toml", CONFIG, &EnvOverrides::Off, Path::new("."), None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn engine() -> Engine {
-        let plan = load_str("q.toml", CONFIG, &EnvOverrides::Off, Path::new("."), None)
-            .unwrap_or_else(|e| panic!("{e}"));
-        Engine::new(&plan)
+        Engine::new(&engine_plan())
     }
 
     fn interval(start: i64, kwh: f64) -> LedgerInterval {
@@ -233,6 +236,37 @@ limit = 2000
         assert_eq!(raised.device, "incomer");
         assert_eq!(raised.ts, OCT1 + 6 * MIN);
         assert!((raised.value.unwrap() - 126.667).abs() < 0.01, "{raised:?}");
+    }
+
+    #[test]
+    fn a_sliding_demand_window_from_config_reaches_the_engine() {
+        use plantwatch::process::demand::DemandParams;
+        let config = CONFIG.replace(
+            "[[meters]]",
+            "[energy]\ndemand_window = \"15m\"\ndemand_slide = \"1m\"\n\n[[meters]]",
+        );
+        let plan = load_str("s.toml", &config, &EnvOverrides::Off, Path::new("."), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plan.energy.demand, DemandParams::sliding(15 * MIN, MIN));
+        assert_eq!(engine_plan().energy.demand, DemandParams::fixed(15 * MIN));
+        let mut e = Engine::new(&plan);
+        let mut events = Vec::new();
+        // Steady 150 kW against the 100 kW contract: every window, sliding or not, exceeds it.
+        for m in 0..20 {
+            let step = Booked {
+                from_ms: OCT1 + m * MIN,
+                to_ms: OCT1 + (m + 1) * MIN,
+                delta: 150.0 / 60.0,
+                quality: IntervalQuality::Good,
+            };
+            e.energy(&[], &[(0, step)], &mut events);
+        }
+        assert!(
+            events
+                .iter()
+                .any(|a| a.state == AlarmStatus::Active && a.alarm == "demand"),
+            "{events:?}"
+        );
     }
 }
 
