@@ -16,6 +16,7 @@
 //! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
 //! - [`encode`]: pure payload encoders (the JSON profile of DESIGN.md §4).
 //! - [`process`]: pure stages between acquisition and sinks (the reporting policy).
+//! - [`platform`]: pure records for the national energy-monitoring platform, from the ledger.
 //! - [`sink`]: the MQTT sink (outbox-driven delivery) and the embedded broker.
 //! - [`runtime`]: signals, systemd notify and watchdog, metrics over HTTP.
 //! - [`sim`]: a Modbus device simulator serving real sockets and ptys, with fault injection.
@@ -32,6 +33,7 @@ pub mod detect;
 pub mod encode;
 pub mod export;
 pub mod model;
+pub mod platform;
 pub mod process;
 pub mod replay;
 pub mod runtime;

@@ -353,6 +353,7 @@ fn enum_variants(name: &str) -> Option<&'static [&'static str]> {
         variants_of::<crate::process::coal::EnergyKind>(),
         variants_of::<crate::process::counter::GapPolicy>(),
         variants_of::<crate::process::tou::Period>(),
+        variants_of::<crate::platform::record::StatType>(),
     ]
     .into_iter()
     .flatten()

@@ -13,6 +13,7 @@ pub mod influx;
 pub mod issue;
 pub mod maintenance;
 pub mod plan;
+pub mod platform;
 pub mod profile;
 pub mod raw;
 pub mod rules;
@@ -57,6 +58,7 @@ const SECTIONS: &[&str] = &[
     "baselines",
     "benchmarks",
     "savings",
+    "energy_platform",
 ];
 
 /// Where environment overrides come from.
@@ -435,6 +437,9 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let raw_energy = table
         .shift_remove("energy")
         .and_then(|v| deserialize_at::<energy::RawEnergy>(v, "energy", &mut issues));
+    let raw_platform = table
+        .shift_remove("energy_platform")
+        .and_then(|v| platform::deserialize_section(v, &mut issues));
     let raw_health = table
         .shift_remove("health")
         .and_then(|v| deserialize_at::<maintenance::RawHealth>(v, "health", &mut issues));
@@ -562,6 +567,14 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         &energy.meters,
         &mut issues,
     );
+    let energy_platform = raw_platform.and_then(|r| {
+        platform::resolve_platform(
+            r,
+            &energy,
+            gateway.as_ref().map(|g| g.timezone),
+            &mut issues,
+        )
+    });
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
@@ -582,6 +595,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             maintenance,
             health,
             energy,
+            energy_platform,
         }),
         _ => Err(issues.0),
     }

@@ -36,6 +36,8 @@ pub struct Plan {
     pub health: super::maintenance::Health,
     /// Energy meters, production counters, tariff calendar and coefficients.
     pub energy: super::energy::Energy,
+    /// Records for the national energy-monitoring platform; `None` when not configured.
+    pub energy_platform: Option<super::platform::EnergyPlatform>,
 }
 
 impl Plan {

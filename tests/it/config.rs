@@ -520,3 +520,26 @@ fn a_broken_profile_in_profiles_dir_is_reported_by_file_and_key() {
         "{errors}"
     );
 }
+
+#[test]
+fn the_reference_config_uploads_the_incomer_with_its_kind_coefficient() {
+    let path = manifest_dir().join("configs/plantwatch.toml");
+    let plan = load_file(&path, &EnvOverrides::Off, None).unwrap();
+    let platform = plan
+        .energy_platform
+        .expect("[energy_platform] in the reference config");
+    assert_eq!(platform.enterprise_code.as_str(), "91420100MA4K2N7Q8G");
+    assert_eq!(platform.timezone, chrono_tz::Asia::Shanghai);
+    assert!((platform.max_estimated_share - 0.1).abs() < 1e-12);
+    let item = &platform.items[0];
+    assert_eq!(plan.energy.meters[item.meter_index].name, "incomer");
+    assert_eq!((item.scope.as_str(), item.input_type.as_str()), ("1", "1"));
+    assert!((item.convert_ratio - 0.1229).abs() < 1e-12);
+    assert_eq!(item.decimals, 2);
+    assert_eq!(item.stat_types.len(), 3);
+}
+
+#[test]
+fn a_config_without_energy_platform_builds_no_records() {
+    assert!(ok(MINIMAL).energy_platform.is_none());
+}

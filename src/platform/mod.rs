@@ -1,0 +1,24 @@
+//! The energy-platform profile (DESIGN.md §4): the records that the national key
+//! energy-consuming units online monitoring system (重点用能单位能耗在线监测系统, GB/T 37947)
+//! collects, built from the energy ledger.
+//!
+//! This module is pure: it receives closed ledger intervals
+//! ([`LedgerInterval`](crate::process::ledger::LedgerInterval)) and the time, and returns
+//! records; it neither reads the clock nor does I/O. Delivery (transport, outbox, retries)
+//! lives elsewhere.
+//!
+//! - [`uscc`]: the enterprise's unified social credit code (GB 32100-2015), validated.
+//! - [`decimal`]: the fixed-point values that make totals the exact sums of their parts.
+//! - [`record`]: the record, its stable key, its statistic periods and its JSON payload.
+//! - [`build`]: ledger intervals → real-time, day, month (and year) records.
+//!
+//! Configuration: [`crate::config::platform`].
+
+pub mod build;
+pub mod decimal;
+pub mod record;
+pub mod uscc;
+
+pub use build::Builder;
+pub use record::{Payload, Record, RecordKey, StatType, Versions};
+pub use uscc::{Uscc, UsccError};
