@@ -49,3 +49,19 @@ impl Clock for ManualClock {
         Timestamp(self.0.load(Ordering::SeqCst))
     }
 }
+
+/// The instant (UTC ms) at which local `date` begins in `tz`. A midnight skipped by a clock
+/// change (a few zones move their clocks at 00:00) begins the day at the change. The one
+/// definition of a local day's start for the ledger, quotas, baselines, exports and the
+/// energy platform, so that they all agree on where days fall.
+pub fn local_midnight(tz: chrono_tz::Tz, date: chrono::NaiveDate) -> Option<i64> {
+    use chrono::TimeZone as _;
+    let midnight = date.and_hms_opt(0, 0, 0)?;
+    // Every real clock change is a whole number of quarter-hours of at most two hours.
+    (0..=8).find_map(|quarter| {
+        let local = midnight.checked_add_signed(chrono::TimeDelta::minutes(15 * quarter))?;
+        tz.from_local_datetime(&local)
+            .earliest()
+            .map(|t| t.timestamp_millis())
+    })
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chrono::{NaiveDate, TimeZone};
+use chrono::NaiveDate;
 
 use crate::export::{Builder, Span};
 use crate::store::alarms::offline;
@@ -65,10 +65,7 @@ fn date(s: &str, what: &str) -> anyhow::Result<NaiveDate> {
 }
 
 fn local_midnight(tz: chrono_tz::Tz, d: NaiveDate) -> anyhow::Result<i64> {
-    let naive = d.and_hms_opt(0, 0, 0).context("midnight")?;
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.timestamp_millis())
+    crate::clock::local_midnight(tz, d)
         .with_context(|| format!("{d} has no local midnight in {tz}"))
 }
 

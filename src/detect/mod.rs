@@ -1120,14 +1120,7 @@ fn local_day(tz: chrono_tz::Tz, ts: i64) -> Option<(i64, i64)> {
         .single()?
         .with_timezone(&tz)
         .date_naive();
-    // The first hour that exists, where a daylight-saving change skips midnight.
-    let start = |d: chrono::NaiveDate| {
-        (0..3).find_map(|h| {
-            tz.from_local_datetime(&d.and_hms_opt(h, 0, 0)?)
-                .earliest()
-                .map(|t| t.timestamp_millis())
-        })
-    };
+    let start = |d| crate::clock::local_midnight(tz, d);
     Some((start(date)?, start(date.succ_opt()?)?))
 }
 

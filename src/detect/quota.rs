@@ -8,7 +8,7 @@
 //! projection before `min_elapsed` of the period has passed, because the run rate of the
 //! first minutes says little.
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{Datelike, NaiveDate};
 use chrono_tz::Tz;
 
 /// The length of a quota period.
@@ -33,14 +33,8 @@ impl QuotaPeriod {
     }
 }
 
-fn local_ms(tz: Tz, naive: NaiveDateTime) -> Option<i64> {
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.timestamp_millis())
-}
-
 fn midnight(tz: Tz, d: NaiveDate) -> Option<i64> {
-    local_ms(tz, d.and_hms_opt(0, 0, 0)?)
+    crate::clock::local_midnight(tz, d)
 }
 
 /// The local period `[start, end)` that holds `ts`.

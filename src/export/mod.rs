@@ -19,7 +19,7 @@ pub mod savings;
 
 use std::collections::BTreeMap;
 
-use chrono::{TimeZone as _, Timelike as _};
+use chrono::Timelike as _;
 use serde::Serialize;
 
 use crate::config::energy::{Counts, Energy};
@@ -287,17 +287,6 @@ pub struct Builder<'a> {
     savings: savings::Tracker,
 }
 
-/// The instant local `date` starts: its midnight, or the first hour that exists when a
-/// daylight-saving change skips midnight.
-fn day_start(tz: chrono_tz::Tz, date: chrono::NaiveDate) -> Option<i64> {
-    (0..3).find_map(|h| {
-        let naive = date.and_hms_opt(h, 0, 0)?;
-        tz.from_local_datetime(&naive)
-            .earliest()
-            .map(|t| t.timestamp_millis())
-    })
-}
-
 /// `[from, …local midnights…, to]`: the boundaries of the local days of the span.
 fn day_starts(tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Vec<i64> {
     if to_ms <= from_ms {
@@ -314,7 +303,7 @@ fn day_starts(tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Vec<i64> {
     for _ in 0..bound {
         let Some(next) = date.succ_opt() else { break };
         date = next;
-        match day_start(tz, date) {
+        match crate::clock::local_midnight(tz, date) {
             Some(s) if s >= to_ms => break,
             Some(s) if s > from_ms => starts.push(s),
             _ => {}

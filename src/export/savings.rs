@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{NaiveDate, TimeZone as _};
+use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::config::benchmarks::Savings;
@@ -111,15 +111,9 @@ pub struct Tracker {
     cached: (i64, i64, NaiveDate),
 }
 
-/// The local midnight starting `date` (or the first hour that exists).
+/// The local midnight starting `date`.
 fn midnight(tz: chrono_tz::Tz, date: NaiveDate) -> i64 {
-    (0..3)
-        .find_map(|h| {
-            tz.from_local_datetime(&date.and_hms_opt(h, 0, 0)?)
-                .earliest()
-                .map(|t| t.timestamp_millis())
-        })
-        .unwrap_or(i64::MIN)
+    crate::clock::local_midnight(tz, date).unwrap_or(i64::MIN)
 }
 
 impl Tracker {

@@ -25,7 +25,7 @@
 //! - `valid` is `"1"` (valid) or `"0"`; only `"1"` is documented \[C\].
 //! - The optional `dataIndex` and `remark` are not sent.
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -84,18 +84,7 @@ pub fn local_datetime(tz: Tz, ms: i64) -> Option<NaiveDateTime> {
     DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).naive_local())
 }
 
-/// The instant at which local `date` begins in `tz`. A midnight skipped by a clock change
-/// (a few zones move their clocks at 00:00) begins the day at the change.
-pub fn local_midnight(tz: Tz, date: NaiveDate) -> Option<i64> {
-    let midnight = date.and_hms_opt(0, 0, 0)?;
-    // Every real clock change is a whole number of quarter-hours of at most two hours.
-    (0..=8).find_map(|quarter| {
-        let local = midnight.checked_add_signed(chrono::TimeDelta::minutes(15 * quarter))?;
-        tz.from_local_datetime(&local)
-            .earliest()
-            .map(|t| t.timestamp_millis())
-    })
-}
+pub use crate::clock::local_midnight;
 
 /// A day, month or year of the platform's calendar: `[start_ms, end_ms)` in UTC milliseconds,
 /// and its `statDate` (local midnight of its first day).
