@@ -11,12 +11,14 @@
 //! - [`decimal`]: the fixed-point values that make totals the exact sums of their parts.
 //! - [`record`]: the record, its stable key, its statistic periods and its JSON payload.
 //! - [`build`]: ledger intervals → real-time, day, month (and year) records.
+//! - [`sm4`]: the SM4-CBC password of the platform's token request.
 //!
 //! Configuration: [`crate::config::platform`].
 
 pub mod build;
 pub mod decimal;
 pub mod record;
+pub mod sm4;
 pub mod uscc;
 
 pub use build::Builder;

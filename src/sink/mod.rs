@@ -3,4 +3,5 @@
 
 pub mod influx;
 pub mod mqtt;
+pub mod platform_http;
 pub mod webhook;

@@ -19,6 +19,7 @@ mod export;
 mod harness;
 mod influx;
 mod mqtt;
+mod platform;
 mod profiles;
 mod replay;
 mod store;
