@@ -22,6 +22,7 @@ mod read;
 mod replay;
 mod run;
 mod simulate;
+mod upload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,7 +61,9 @@ Start here:
                                            serve a simulated meter to test against
   plantwatch replay plantwatch.toml history.csv --events alarms.jsonl
                                            tune alarm rules on recorded data
-  plantwatch export --month 2026-10        last month's energy report (CSV)";
+  plantwatch export --month 2026-10        last month's energy report (CSV)
+  plantwatch upload --from 2026-10-01 --to 2026-10-31
+                                           re-send October to the energy platform";
 
 /// Output format for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,8 +90,10 @@ enum Command {
     Replay(replay::Args),
     /// List, acknowledge or shelve alarms (through the running daemon).
     Alarms(alarms::Args),
-    /// The energy report of a month or date range from the ledger: CSV or JSON.
+    /// The energy report of a month or date range from the ledger: CSV, JSON or HTML.
     Export(export::Args),
+    /// Upload a date range of energy-platform records from the ledger over HTTPS.
+    Upload(upload::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -102,22 +107,24 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, cli.log.as_deref(), default_filter);
     // One TLS stack for every client (MQTT, InfluxDB): rustls with ring, chosen once here.
     let _first_install = rustls::crypto::ring::default_provider().install_default();
-    let result = match cli.command {
-        Command::Check(args) => check::run(&args, cli.profiles_dir.as_deref()),
-        Command::Read(args) => {
-            runtime().and_then(|rt| rt.block_on(read::run(&args, cli.profiles_dir.as_deref())))
-        }
-        Command::Run(args) => {
-            runtime().and_then(|rt| rt.block_on(run::run(&args, cli.profiles_dir.as_deref())))
-        }
-        Command::Simulate(args) => {
-            runtime().and_then(|rt| rt.block_on(simulate::run(args, cli.profiles_dir.as_deref())))
-        }
-        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(&args))),
-        Command::Replay(args) => replay::run(&args, cli.profiles_dir.as_deref()),
-        Command::Alarms(args) => alarms::run(&args, cli.profiles_dir.as_deref()),
-        Command::Export(args) => export::run(&args, cli.profiles_dir.as_deref()),
-    };
+    let result =
+        match cli.command {
+            Command::Check(args) => check::run(&args, cli.profiles_dir.as_deref()),
+            Command::Read(args) => {
+                runtime().and_then(|rt| rt.block_on(read::run(&args, cli.profiles_dir.as_deref())))
+            }
+            Command::Run(args) => {
+                runtime().and_then(|rt| rt.block_on(run::run(&args, cli.profiles_dir.as_deref())))
+            }
+            Command::Simulate(args) => runtime()
+                .and_then(|rt| rt.block_on(simulate::run(args, cli.profiles_dir.as_deref()))),
+            Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(&args))),
+            Command::Replay(args) => replay::run(&args, cli.profiles_dir.as_deref()),
+            Command::Alarms(args) => alarms::run(&args, cli.profiles_dir.as_deref()),
+            Command::Export(args) => export::run(&args, cli.profiles_dir.as_deref()),
+            Command::Upload(args) => runtime()
+                .and_then(|rt| rt.block_on(upload::run(&args, cli.profiles_dir.as_deref()))),
+        };
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -55,6 +55,107 @@ pub struct RawEnergyPlatform {
     /// Whether `items` was written as something other than an array of tables.
     #[serde(skip)]
     pub items_malformed: bool,
+    /// `[energy_platform.https]`: the platform's HTTPS uplink.
+    #[serde(default)]
+    pub https: Option<RawHttps>,
+}
+
+/// `[energy_platform.https]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttps {
+    /// Base URL of the platform's enterprise interface, e.g. `https://host/YNEnergy/`.
+    pub url: String,
+    /// PEM file of the CA that signed the platform's certificate; default the system's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// File whose first line is the enterprise's platform password.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// systemd credential holding the password.
+    #[serde(default)]
+    pub password_credential: Option<String>,
+    /// Per-request timeout, e.g. `"30s"` (default).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// `[energy_platform.https]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Https {
+    /// Base URL, ending in `/` so that calls join below it.
+    pub url: reqwest::Url,
+    /// CA file, if not the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Where the password comes from.
+    pub password: super::daemon::PasswordSource,
+    /// Per-request timeout.
+    pub timeout: std::time::Duration,
+}
+
+/// Resolves `[energy_platform.https]`.
+fn resolve_https(raw: &RawHttps, issues: &mut Issues) -> Option<Https> {
+    const KEY: &str = "energy_platform.https";
+    let url = match reqwest::Url::parse(&raw.url) {
+        Ok(mut u) if u.scheme() == "https" && u.host_str().is_some_and(|h| !h.is_empty()) => {
+            if !u.path().ends_with('/') {
+                // `join` replaces the last segment unless the base ends in a slash.
+                u.set_path(&format!("{}/", u.path()));
+            }
+            Some(u)
+        }
+        Ok(_) => {
+            issues.push(
+                format!("{KEY}.url"),
+                format!(
+                    "`{}` must be an https URL with a host, e.g. \"https://platform.example/YNEnergy/\"",
+                    raw.url
+                ),
+            );
+            None
+        }
+        Err(e) => {
+            issues.push(
+                format!("{KEY}.url"),
+                format!("`{}` is not a URL: {e}", raw.url),
+            );
+            None
+        }
+    };
+    let before = issues.0.len();
+    let password = super::daemon::PasswordSource::resolve(
+        KEY,
+        ("password_file", raw.password_file.as_ref()),
+        ("password_credential", raw.password_credential.as_ref()),
+        issues,
+    );
+    if password.is_none() && issues.0.len() == before {
+        issues.push(
+            format!("{KEY}.password_file"),
+            "the platform login needs the enterprise's password: give `password_file` or \
+             `password_credential`",
+        );
+    }
+    let timeout = match &raw.timeout {
+        None => Some(std::time::Duration::from_secs(30)),
+        Some(t) => match super::rules::parse_duration(t) {
+            Ok(d) if d >= std::time::Duration::from_secs(1) => Some(d),
+            Ok(_) => {
+                issues.push(format!("{KEY}.timeout"), "must be at least 1s");
+                None
+            }
+            Err(e) => {
+                issues.push(format!("{KEY}.timeout"), e);
+                None
+            }
+        },
+    };
+    Some(Https {
+        url: url?,
+        ca_file: raw.ca_file.clone(),
+        password: password?,
+        timeout: timeout?,
+    })
 }
 
 /// `[[energy_platform.items]]` as written.
@@ -93,6 +194,8 @@ pub struct EnergyPlatform {
     pub max_estimated_share: f64,
     /// The data items, in file order.
     pub items: Vec<Item>,
+    /// The HTTPS uplink, if configured.
+    pub https: Option<Https>,
 }
 
 /// One data item: a ledger meter under a registered code.
@@ -216,6 +319,7 @@ pub fn resolve_platform(
     issues: &mut Issues,
 ) -> Option<EnergyPlatform> {
     let before = issues.0.len();
+    let https = raw.https.as_ref().and_then(|h| resolve_https(h, issues));
     let enterprise_code = match Uscc::parse(&raw.enterprise_code) {
         Ok(code) => Some(code),
         Err(err) => {
@@ -391,5 +495,6 @@ pub fn resolve_platform(
         timezone,
         max_estimated_share,
         items,
+        https,
     })
 }

@@ -250,6 +250,7 @@ mod tests {
             timezone: SH,
             max_estimated_share: 0.1,
             items,
+            https: None,
         }
     }
 

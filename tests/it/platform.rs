@@ -407,3 +407,137 @@ async fn a_record_the_platform_refuses_is_not_retryable_and_an_unreachable_or_un
     );
     assert!(platform.lock().unwrap().accepted.is_empty());
 }
+
+/// The config of `records()` plus `[energy_platform.https]`, a state file and its ledger.
+async fn upload_setup(dir: &Path, url: &str, ca_pem: &[u8]) -> std::path::PathBuf {
+    let state = dir.join("state.db");
+    let store =
+        plantwatch::store::Store::open(&state, plantwatch::store::OutboxLimits::default()).unwrap();
+    // 2026-10-05 00:00 +08:00: a whole day of 15-minute intervals of 2.5 kWh.
+    let day = 1_791_129_600_000;
+    let intervals: Vec<LedgerInterval> = (0..96)
+        .map(|q| LedgerInterval {
+            meter: "incomer".into(),
+            kind: "electricity".into(),
+            unit: "kWh".into(),
+            start_ms: day + q * 900_000,
+            end_ms: day + (q + 1) * 900_000,
+            delta: 2.5,
+            quality: IntervalQuality::Good,
+            flags: Flags::EMPTY,
+            tou: [0.0, 0.0, 2.5, 0.0],
+            kgce: None,
+        })
+        .collect();
+    store.save_intervals(intervals).await.unwrap();
+    drop(store);
+    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+    std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
+    let config = format!(
+        r#"
+[gateway]
+site = "s"
+id = "g"
+
+[store]
+path = "{state}"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "meter-1"
+link = "bus"
+profile = "chint-dtsu666"
+
+[[meters]]
+name = "incomer"
+device = "meter-1"
+point = "ep_import"
+kind = "electricity"
+
+[energy_platform]
+enterprise_code = "{CODE}"
+scope = "1"
+input_type = "1"
+
+[energy_platform.https]
+url = "{url}"
+ca_file = "{ca}"
+password_file = "{password}"
+timeout = "10s"
+
+[[energy_platform.items]]
+meter = "incomer"
+data_code = "E001-0101-00"
+"#,
+        state = state.display(),
+        ca = dir.join("ca.pem").display(),
+        password = dir.join("password").display(),
+    );
+    let path = dir.join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// Runs `plantwatch upload --config CONFIG ARGS…` off the runtime (the platform serves on it).
+async fn upload(config: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(crate::harness::bin());
+    cmd.arg("upload").arg("--config").arg(config).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plantwatch_upload_sends_a_days_records_and_a_resend_carries_the_same_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = Arc::new(Mutex::new(Platform::default()));
+    let (url, ca_pem) = serve(platform.clone()).await;
+    let config = upload_setup(dir.path(), &url, &ca_pem).await;
+    let range = ["--from", "2026-10-05", "--to", "2026-10-05"];
+
+    let (ok, stdout, err) = upload(&config, &[&range[..], &["--dry-run"]].concat()).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        stdout.lines().count(),
+        97,
+        "96 quarters and the day:\n{stdout}"
+    );
+    assert!(
+        platform.lock().unwrap().accepted.is_empty(),
+        "--dry-run sends nothing"
+    );
+
+    let (ok, _, err) = upload(&config, &range).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("97 records sent, 0 refused"), "{err}");
+    let (ok, _, err) = upload(&config, &[&range[..], &["--stat-type", "day"]].concat()).await;
+    assert!(ok, "{err}");
+    assert!(err.contains("1 records sent"), "{err}");
+
+    let p = platform.lock().unwrap();
+    assert_eq!(p.accepted.len(), 98, "{:?}", p.refused);
+    let key = |v: &Value| format!("{}/{}/{}", v["dataCode"], v["statType"], v["statDate"]);
+    let day: Vec<&Value> = p.accepted.iter().filter(|v| v["statType"] == "1").collect();
+    assert_eq!(day.len(), 2);
+    assert_eq!(key(day[0]), key(day[1]), "the resend carries the same key");
+    assert_eq!(day[1]["dataValue"], "240.00");
+    let total: f64 = p
+        .accepted
+        .iter()
+        .filter(|v| v["statType"] == "0")
+        .map(|v| v["dataValue"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (total - 240.0).abs() < 1e-9,
+        "the day equals the sum of its quarters: {total}"
+    );
+}

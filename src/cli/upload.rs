@@ -1,0 +1,216 @@
+//! `plantwatch upload`: (re-)upload a date range of energy-platform records from the ledger.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{Datelike as _, NaiveDate};
+
+use crate::platform::record::{Record, StatType, Versions, local_datetime};
+use crate::process::ledger::LedgerInterval;
+use crate::sink::platform_http::{Uplink, UplinkConfig};
+use crate::store::alarms::offline;
+
+/// Arguments of `upload`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Builds the [energy_platform] records whose statDate falls in --from..--to (local dates,
+inclusive) from the ledger, exactly as the daemon builds them, and posts them to the platform
+over [energy_platform.https]. The same ledger gives the same records with the same keys, so
+the platform can drop what it already has. Day and month records are built from whole days
+and months, and only for periods that have ended.
+
+Examples:
+  plantwatch upload --from 2026-10-01 --to 2026-10-31              re-send October
+  plantwatch upload --from 2026-10-05 --to 2026-10-05 --stat-type day
+  plantwatch upload --from 2026-10-01 --to 2026-10-31 --dry-run    print what would go")]
+pub(super) struct Args {
+    /// The config ([energy_platform] and its items, and the state file).
+    #[arg(long, default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
+    config: PathBuf,
+    /// Read this state file instead of the config's.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// First day, YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    from: String,
+    /// Last day (inclusive), YYYY-MM-DD.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    to: String,
+    /// Only these statTypes (default: what each item produces).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    stat_type: Vec<Kind>,
+    /// Print the payloads as JSON lines instead of sending them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// A statType as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    /// statType 0, every ledger interval.
+    Realtime,
+    /// statType 1.
+    Day,
+    /// statType 2.
+    Month,
+    /// statType 3.
+    Year,
+}
+
+impl Kind {
+    fn stat_type(self) -> StatType {
+        match self {
+            Self::Realtime => StatType::Realtime,
+            Self::Day => StatType::Day,
+            Self::Month => StatType::Month,
+            Self::Year => StatType::Year,
+        }
+    }
+}
+
+fn date(text: &str, what: &str) -> anyhow::Result<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .with_context(|| format!("{what} `{text}`: expected a date as YYYY-MM-DD"))
+}
+
+/// Tries per record before giving up on a failure worth retrying.
+const ATTEMPTS: u32 = 3;
+
+pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let plan = match super::load(&args.config, profiles_dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(78));
+        }
+    };
+    let Some(platform) = plan.energy_platform.as_ref() else {
+        anyhow::bail!(
+            "{} has no [energy_platform] section: nothing to upload",
+            args.config.display()
+        );
+    };
+    let (from, to) = (date(&args.from, "--from")?, date(&args.to, "--to")?);
+    anyhow::ensure!(from <= to, "--to {to} is before --from {from}");
+    let tz = platform.timezone;
+    // Whole years around the range (year records need them), read once.
+    let first = NaiveDate::from_ymd_opt(from.year(), 1, 1).context("--from")?;
+    let after = NaiveDate::from_ymd_opt(to.year() + 1, 1, 1).context("--to")?;
+    let midnight = |d| {
+        crate::clock::local_midnight(tz, d).with_context(|| format!("{d} has no start in {tz}"))
+    };
+    let (read_from, read_to) = (midnight(first)?, midnight(after)?);
+    let (keep_from, keep_to) = (midnight(from)?, midnight(to.succ_opt().context("--to")?)?);
+
+    let path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| plan.store.path.clone());
+    let conn = offline::open(&path, false).map_err(anyhow::Error::msg)?;
+    let meters: Vec<&str> = platform.items.iter().map(|i| i.meter.as_str()).collect();
+    let mut intervals = Vec::new();
+    crate::store::ledger::for_each(
+        &conn,
+        &meters,
+        read_from,
+        read_to,
+        |meter, (start_ms, end_ms), delta, quality, tou| {
+            intervals.push(LedgerInterval {
+                meter: meter.to_owned(),
+                kind: String::new(),
+                unit: String::new(),
+                start_ms,
+                end_ms,
+                delta,
+                quality,
+                flags: crate::process::counter::Flags::EMPTY,
+                tou,
+                kgce: None,
+            });
+        },
+    )
+    .with_context(|| format!("cannot read the ledger in {}", path.display()))?;
+
+    let now_ms = crate::clock::Clock::now(&crate::clock::SystemClock).0;
+    let wanted: Vec<StatType> = args.stat_type.iter().map(|k| k.stat_type()).collect();
+    let records: Vec<Record> = crate::platform::Builder::new(platform)
+        .build(&intervals, now_ms)
+        .into_iter()
+        .filter(|r| keep_from <= r.span_ms.0 && r.span_ms.0 < keep_to)
+        .filter(|r| wanted.is_empty() || wanted.contains(&r.key.stat_type))
+        .collect();
+    let uploaded = local_datetime(tz, now_ms).context("the local time now")?;
+    if args.dry_run {
+        for r in &records {
+            println!(
+                "{}",
+                serde_json::to_string(&r.payload(&Versions::default(), uploaded))?
+            );
+        }
+        eprintln!(
+            "{} records from {} ledger intervals (not sent: --dry-run)",
+            records.len(),
+            intervals.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(https) = &platform.https else {
+        anyhow::bail!(
+            "{}: [energy_platform.https] is not configured; add it, or use --dry-run",
+            args.config.display()
+        );
+    };
+    let password = https.password.read_first_line().map_err(|(at, why)| {
+        anyhow::anyhow!("cannot read the platform password from {at}: {why}")
+    })?;
+    let ca_pem = https
+        .ca_file
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    let mut uplink = Uplink::new(UplinkConfig {
+        base_url: https.url.clone(),
+        enterprise_code: platform.enterprise_code.as_str().to_owned(),
+        password,
+        ca_pem,
+        timeout: https.timeout,
+    })?;
+    let (mut sent, mut refused) = (0_usize, 0_usize);
+    for r in &records {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match uplink.send(r, uploaded).await {
+                Ok(()) => {
+                    sent += 1;
+                    break;
+                }
+                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                    eprintln!("{}: {e}; retrying", r.key);
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt) * 2)).await;
+                }
+                Err(e) if e.is_retryable() => {
+                    anyhow::bail!(
+                        "{}: {e}; stopped after {sent} of {} records sent (run again to resume: \
+                         the keys are the same)",
+                        r.key,
+                        records.len()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}; skipped", r.key);
+                    refused += 1;
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("{sent} records sent, {refused} refused by the platform");
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
