@@ -939,38 +939,24 @@ fn tables(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
          <th>Measured share</th></tr>\n",
     );
     for m in &r.meters {
-        let c = &m.completeness;
-        w!(
+        demand_row(
             out,
-            "<tr><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(&m.meter),
-            opt_num(m.max_demand.map(|d| d.kw)),
-            m.max_demand
-                .map(|d| escape(&local(d.at_ms)))
-                .unwrap_or_else(|| "–".into()),
-            c.expected,
-            c.measured,
-            c.estimated,
-            c.missing,
-            pct(c.measured_percent())
+            "td",
+            &escape(&m.meter),
+            m.max_demand,
+            &m.completeness,
+            local,
         );
     }
-    let c = &r.completeness;
-    w!(
+    demand_row(
         out,
-        "<tr><th class=\"l\">All energy meters</th><th>{}</th><th class=\"l\">{}</th>\
-         <th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>\n</table>\n</section>\n",
-        opt_num(r.max_demand.map(|d| d.kw)),
-        r.max_demand
-            .map(|d| escape(&local(d.at_ms)))
-            .unwrap_or_else(|| "–".into()),
-        c.expected,
-        c.measured,
-        c.estimated,
-        c.missing,
-        pct(c.measured_percent())
+        "th",
+        "All energy meters",
+        r.max_demand,
+        &r.completeness,
+        local,
     );
+    out.push_str("</table>\n</section>\n");
 
     if !r.intensity.is_empty() {
         out.push_str(
@@ -1003,6 +989,31 @@ fn tables(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
     }
     savings_table(out, r);
     daily_table(out, r, local);
+}
+
+/// One row of the demand and completeness table, in `cell` (`td`, or `th` for the total).
+fn demand_row(
+    out: &mut String,
+    cell: &str,
+    label: &str,
+    demand: Option<super::Demand>,
+    c: &super::Completeness,
+    local: &impl Fn(i64) -> String,
+) {
+    w!(
+        out,
+        "<tr><{cell} class=\"l\">{label}</{cell}><{cell}>{}</{cell}><{cell} class=\"l\">{}</{cell}>\
+         <{cell}>{}</{cell}><{cell}>{}</{cell}><{cell}>{}</{cell}><{cell}>{}</{cell}><{cell}>{}</{cell}></tr>\n",
+        opt_num(demand.map(|d| d.kw)),
+        demand
+            .map(|d| escape(&local(d.at_ms)))
+            .unwrap_or_else(|| "–".into()),
+        c.expected,
+        c.measured,
+        c.estimated,
+        c.missing,
+        pct(c.measured_percent())
+    );
 }
 
 /// Energy-performance-contract savings: the model, its fit and the saving.

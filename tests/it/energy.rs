@@ -326,19 +326,7 @@ over_percent = 25
             let kwh = if h == unusual { 140.0 } else { 100.0 };
             for q in 0..4 {
                 let start = MONDAY + h * H + q * 15 * 60_000;
-                let iv = LedgerInterval {
-                    meter: "incomer".into(),
-                    kind: "electricity".into(),
-                    unit: "kWh".into(),
-                    start_ms: start,
-                    end_ms: start + 15 * 60_000,
-                    delta: kwh / 4.0,
-                    quality: IntervalQuality::Good,
-                    flags: Flags::EMPTY,
-                    tou: [0.0; 4],
-                    kgce: None,
-                };
-                e.energy(&[iv], &[], &mut events);
+                e.energy(&[interval("incomer", start, kwh / 4.0)], &[], &mut events);
             }
         }
         let got: Vec<(AlarmStatus, i64)> = events

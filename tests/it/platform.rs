@@ -186,9 +186,30 @@ async fn serve(platform: Arc<Mutex<Platform>>) -> (String, Vec<u8>) {
     )
 }
 
-/// Three real-time records and one day record of a meter, from the real builder.
-fn records() -> Vec<Record> {
-    let config = format!(
+/// 2026-10-05 00:00 +08:00.
+const DAY: i64 = 1_791_129_600_000;
+
+/// A whole day of 15-minute intervals of 2.5 kWh of `incomer`, from [`DAY`].
+fn day_of_quarters() -> Vec<LedgerInterval> {
+    (0..96)
+        .map(|q| LedgerInterval {
+            meter: "incomer".into(),
+            kind: "electricity".into(),
+            unit: "kWh".into(),
+            start_ms: DAY + q * 900_000,
+            end_ms: DAY + (q + 1) * 900_000,
+            delta: 2.5,
+            quality: IntervalQuality::Good,
+            flags: Flags::EMPTY,
+            tou: [0.0, 0.0, 2.5, 0.0],
+            kgce: None,
+        })
+        .collect()
+}
+
+/// A config with one meter uploaded as data item `E001-0101-00`, then `extra`.
+fn platform_config(extra: &str) -> String {
+    format!(
         r#"
 [gateway]
 site = "s"
@@ -218,28 +239,23 @@ input_type = "1"
 [[energy_platform.items]]
 meter = "incomer"
 data_code = "E001-0101-00"
-"#
-    );
-    let plan = load_str("p.toml", &config, &EnvOverrides::Off, Path::new("."), None)
-        .unwrap_or_else(|e| panic!("{e}"));
+{extra}"#
+    )
+}
+
+/// Three real-time records and one day record of a meter, from the real builder.
+fn records() -> Vec<Record> {
+    let plan = load_str(
+        "p.toml",
+        &platform_config(""),
+        &EnvOverrides::Off,
+        Path::new("."),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let platform = plan.energy_platform.expect("[energy_platform]");
-    // 2026-10-05 00:00 +08:00, a whole day of 15-minute intervals of 2.5 kWh.
-    let day = 1_791_129_600_000;
-    let intervals: Vec<LedgerInterval> = (0..96)
-        .map(|q| LedgerInterval {
-            meter: "incomer".into(),
-            kind: "electricity".into(),
-            unit: "kWh".into(),
-            start_ms: day + q * 900_000,
-            end_ms: day + (q + 1) * 900_000,
-            delta: 2.5,
-            quality: IntervalQuality::Good,
-            flags: Flags::EMPTY,
-            tou: [0.0, 0.0, 2.5, 0.0],
-            kgce: None,
-        })
-        .collect();
-    let all = Builder::new(&platform).build(&intervals, day + 86_400_000 + 60_000);
+    let intervals = day_of_quarters();
+    let all = Builder::new(&platform).build(&intervals, DAY + 86_400_000 + 60_000);
     let mut picked: Vec<Record> = all.iter().take(3).cloned().collect();
     picked.extend(all.iter().find(|r| r.key.stat_type.code() == "1").cloned());
     assert_eq!(picked.len(), 4, "{all:?}");
@@ -413,70 +429,17 @@ async fn upload_setup(dir: &Path, url: &str, ca_pem: &[u8]) -> std::path::PathBu
     let state = dir.join("state.db");
     let store =
         plantwatch::store::Store::open(&state, plantwatch::store::OutboxLimits::default()).unwrap();
-    // 2026-10-05 00:00 +08:00: a whole day of 15-minute intervals of 2.5 kWh.
-    let day = 1_791_129_600_000;
-    let intervals: Vec<LedgerInterval> = (0..96)
-        .map(|q| LedgerInterval {
-            meter: "incomer".into(),
-            kind: "electricity".into(),
-            unit: "kWh".into(),
-            start_ms: day + q * 900_000,
-            end_ms: day + (q + 1) * 900_000,
-            delta: 2.5,
-            quality: IntervalQuality::Good,
-            flags: Flags::EMPTY,
-            tou: [0.0, 0.0, 2.5, 0.0],
-            kgce: None,
-        })
-        .collect();
-    store.save_intervals(intervals).await.unwrap();
+    store.save_intervals(day_of_quarters()).await.unwrap();
     drop(store);
     std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
     std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
-    let config = format!(
-        r#"
-[gateway]
-site = "s"
-id = "g"
-
-[store]
-path = "{state}"
-
-[[links]]
-name = "bus"
-kind = "tcp"
-host = "127.0.0.1"
-
-[[devices]]
-name = "meter-1"
-link = "bus"
-profile = "chint-dtsu666"
-
-[[meters]]
-name = "incomer"
-device = "meter-1"
-point = "ep_import"
-kind = "electricity"
-
-[energy_platform]
-enterprise_code = "{CODE}"
-scope = "1"
-input_type = "1"
-
-[energy_platform.https]
-url = "{url}"
-ca_file = "{ca}"
-password_file = "{password}"
-timeout = "10s"
-
-[[energy_platform.items]]
-meter = "incomer"
-data_code = "E001-0101-00"
-"#,
-        state = state.display(),
-        ca = dir.join("ca.pem").display(),
-        password = dir.join("password").display(),
-    );
+    let config = platform_config(&format!(
+        "\n[energy_platform.https]\nurl = \"{url}\"\nca_file = \"{}\"\npassword_file = \"{}\"\n\
+         timeout = \"10s\"\n\n[store]\npath = \"{}\"\n",
+        dir.join("ca.pem").display(),
+        dir.join("password").display(),
+        state.display(),
+    ));
     let path = dir.join("c.toml");
     std::fs::write(&path, config).unwrap();
     path
