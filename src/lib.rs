@@ -15,6 +15,7 @@
 //! - [`decode`]: pure registers ↔ values codec.
 //! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
 //! - [`encode`]: pure payload encoders (the JSON profile of DESIGN.md §4).
+//! - [`sparkplug`]: pure Sparkplug B codec and edge node session state machine (DESIGN.md §4).
 //! - [`process`]: pure stages between acquisition and sinks (the reporting policy).
 //! - [`platform`]: pure records for the national energy-monitoring platform, from the ledger.
 //! - [`sink`]: the MQTT sink (outbox-driven delivery) and the embedded broker.
@@ -39,4 +40,5 @@ pub mod replay;
 pub mod runtime;
 pub mod sim;
 pub mod sink;
+pub mod sparkplug;
 pub mod store;

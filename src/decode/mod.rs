@@ -183,7 +183,8 @@ impl Codec {
         self.data_type.registers(self.length)
     }
 
-    fn is_scaled(&self) -> bool {
+    /// Whether `scale` or `offset` changes the value, which turns every non-text type into f64.
+    pub(crate) fn is_scaled(&self) -> bool {
         #[expect(clippy::float_cmp, reason = "exact defaults, not computed values")]
         let unscaled = self.scale == 1.0 && self.offset == 0.0;
         !unscaled

@@ -1,6 +1,7 @@
 //! Payload encoders (DESIGN.md §4): pure functions from samples to wire bytes.
 //!
-//! Only the JSON profile exists yet; Sparkplug B and the energy-platform profile will be
-//! further variants of the same shape, one file each.
+//! Only the JSON profile exists yet; the energy-platform profile will be a further variant of
+//! the same shape. Sparkplug B lives in [`crate::sparkplug`] instead: it is a session (births,
+//! `seq`, `bdSeq`, aliases, host-gated buffering), not a function of one batch.
 
 pub mod json_v1;

@@ -22,5 +22,6 @@ mod mqtt;
 mod platform;
 mod profiles;
 mod replay;
+mod sparkplug;
 mod store;
 mod systemd;
