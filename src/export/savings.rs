@@ -181,13 +181,17 @@ impl Tracker {
     }
 
     fn book(&mut self, meter: &str, at_ms: i64, delta: f64, quality: IntervalQuality, span: bool) {
+        if !self.roles.contains_key(meter) {
+            return;
+        }
+        let (date, slots) = self.day(at_ms);
         let Some(roles) = self.roles.get(meter) else {
             return;
         };
-        let roles = roles.clone();
-        let (date, slots) = self.day(at_ms);
-        for (p, role) in roles {
-            let project = &mut self.projects[p];
+        for &(p, role) in roles {
+            let Some(project) = self.projects.get_mut(p) else {
+                continue;
+            };
             let days = if span {
                 &mut project.span
             } else if project.baseline_ms.0 <= at_ms && at_ms < project.baseline_ms.1 {
