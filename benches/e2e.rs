@@ -188,7 +188,16 @@ fn main() {
                     .spawn()
                     .unwrap(),
             ));
-            (SocketAddr::from(([127, 0, 0, 1], port)), "mosquitto")
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // Listening before the simulator binds its 200 ephemeral ports, one of which could
+            // otherwise be the port picked for the broker (the bench then measured nothing).
+            for _ in 0..100 {
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (addr, "mosquitto")
         }
         None => (
             plantwatch::sink::mqtt::broker::EmbeddedBroker::start()
