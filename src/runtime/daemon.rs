@@ -37,7 +37,9 @@ use crate::sink::mqtt::{
     DOWNLINK_QUEUE, Downlink, MqttStats, Outbox, OutboxError, OutboxItem, Rendered, Session,
 };
 use crate::sink::webhook::{Notification, Notifier, NotifierHandle, WebhookConfig, WebhookStats};
-use crate::store::{AlarmRow, OutboxLimits, OutboxMessage, StoreError, StoreHandle, record};
+use crate::store::{
+    AlarmRow, OutboxLimits, OutboxMessage, OutboxRow, Span, StoreError, StoreHandle, record,
+};
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -100,15 +102,37 @@ impl Outbox for StoreOutbox {
             .fetch(after, limit)
             .await
             .map_err(|e| OutboxError(e.to_string()))?;
-        Ok(rows
+        Ok(rows.into_iter().map(item).collect())
+    }
+
+    async fn fetch_both(
+        &self,
+        live: Option<RowId>,
+        backlog: Option<(Option<RowId>, RowId)>,
+        limit: usize,
+    ) -> Result<(Vec<OutboxItem>, Vec<OutboxItem>), OutboxError> {
+        let mut spans = vec![Span {
+            after: live,
+            until: None,
+            limit,
+        }];
+        if let Some((after, until)) = backlog {
+            spans.push(Span {
+                after,
+                until: Some(until),
+                limit,
+            });
+        }
+        let mut rows = self
+            .0
+            .fetch_spans(spans)
+            .await
+            .map_err(|e| OutboxError(e.to_string()))?
             .into_iter()
-            .map(|r| OutboxItem {
-                id: r.id,
-                topic: r.stream,
-                created: Timestamp(r.created_ms),
-                payload: r.payload,
-            })
-            .collect())
+            .map(|span| span.into_iter().map(item).collect::<Vec<_>>());
+        let live = rows.next().unwrap_or_default();
+        let backlog = rows.next().unwrap_or_default();
+        Ok((live, backlog))
     }
 
     async fn ack(&self, rows: Vec<RowId>) -> Result<(), OutboxError> {
@@ -138,6 +162,15 @@ impl Outbox for StoreOutbox {
             payload: json_v1::telemetry(&batch, seq, backfill),
             retain: false,
         })
+    }
+}
+
+fn item(r: OutboxRow) -> OutboxItem {
+    OutboxItem {
+        id: r.id,
+        topic: r.stream,
+        created: Timestamp(r.created_ms),
+        payload: r.payload,
     }
 }
 

@@ -47,7 +47,7 @@ use tracing::{error, info, trace, warn};
 
 pub use alarms::{AlarmRow, CommandRow};
 use outbox::{OpError, OutboxState};
-pub use outbox::{OutboxMessage, OutboxRow, OutboxStats, RowId};
+pub use outbox::{OutboxMessage, OutboxRow, OutboxStats, RowId, Span};
 
 /// Requests that may wait for the store thread; beyond this, callers wait to send
 /// (backpressure instead of unbounded memory).
@@ -59,6 +59,9 @@ const MAX_GROUP: usize = 4 * QUEUE;
 /// The WAL file is truncated back to this after a checkpoint, so a burst does not leave a large
 /// file on a small card.
 const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
+/// Prepared statements kept by the store's connection.
+const STATEMENT_CACHE: usize = 64;
 
 /// How long a connection waits for a lock held by another process (e.g. `plantwatch export`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -209,6 +212,10 @@ enum Request {
         limit: usize,
         reply: Reply<Vec<OutboxRow>>,
     },
+    FetchSpans {
+        spans: Vec<Span>,
+        reply: Reply<Vec<Vec<OutboxRow>>>,
+    },
     Ack {
         rows: Vec<RowId>,
         reply: Reply<()>,
@@ -282,6 +289,13 @@ impl Request {
                 limit,
                 reply,
             } => finish(reply, outbox::fetch(conn, after, limit), path),
+            Self::FetchSpans { spans, reply } => {
+                let rows = spans
+                    .into_iter()
+                    .map(|span| outbox::fetch_span(conn, span))
+                    .collect();
+                finish(reply, rows, path)
+            }
             Self::Ack { rows, reply } => {
                 finish(reply, outbox::ack(conn, st, &rows).map(|_deleted| ()), path)
             }
@@ -312,6 +326,7 @@ impl Request {
         match self {
             Self::Enqueue { reply, .. } => Done::new(reply, None),
             Self::Fetch { reply, .. } => Done::new(reply, None),
+            Self::FetchSpans { reply, .. } => Done::new(reply, None),
             Self::Ack { reply, .. } => Done::new(reply, None),
             Self::Stats { reply } => Done::new(reply, None),
             Self::NextSeq { reply, .. } => Done::new(reply, None),
@@ -505,7 +520,14 @@ impl Store {
     /// Runs one group in one transaction and answers it; returns whether it wrote.
     fn run_group(&mut self, group: Vec<Request>) -> bool {
         let writes = group.iter().any(Request::writes);
-        let mut st = self.outbox.clone();
+        // Writes run on a copy that is kept only if they commit. Reads change nothing, so they
+        // use the state itself: copying it (and its map of every key's seq) for each read
+        // dominated the store thread while the MQTT sink replayed a backlog.
+        let mut st = if writes {
+            self.outbox.clone()
+        } else {
+            std::mem::take(&mut self.outbox)
+        };
         let mut done = Vec::with_capacity(group.len());
         let failure = execute(
             &self.conn,
@@ -523,6 +545,9 @@ impl Store {
                 self.outbox = st;
             }
             Some(e) => {
+                if !writes {
+                    self.outbox = st;
+                }
                 if !self.conn.is_autocommit()
                     && let Err(re) = self.conn.execute_batch("ROLLBACK")
                 {
@@ -611,7 +636,7 @@ fn execute(
 ) -> Option<StoreError> {
     // IMMEDIATE takes the write lock up front, so a reader elsewhere cannot make us fail late.
     let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
-    if let Err(e) = conn.execute_batch(begin) {
+    if let Err(e) = run_cached(conn, begin) {
         done.extend(group.into_iter().map(Request::unprocessed));
         return Some(StoreError::sqlite(
             path.to_path_buf(),
@@ -648,11 +673,17 @@ fn execute(
             .map(|e| op_error(path, e));
     }
     if failure.is_none()
-        && let Err(e) = conn.execute_batch("COMMIT")
+        && let Err(e) = run_cached(conn, "COMMIT")
     {
         failure = Some(StoreError::sqlite(path.to_path_buf(), "commit", e));
     }
     failure
+}
+
+/// Runs a statement without parameters or rows from the statement cache: BEGIN and COMMIT come
+/// once per group, and parsing them anew each time showed in the replay profile.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_changed| ())
 }
 
 /// Applies the size bound, tracks the drop episode and saves the counters.
@@ -693,6 +724,9 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(err("set the busy timeout"))?;
+    // Every statement the thread runs stays prepared; rusqlite's default of 16 is fewer than
+    // the outbox, alarm, ledger and transaction statements together.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))
         .map_err(err("enable WAL mode"))?;
@@ -724,6 +758,7 @@ impl std::fmt::Debug for Request {
         let name = match self {
             Self::Enqueue { .. } => "Enqueue",
             Self::Fetch { .. } => "Fetch",
+            Self::FetchSpans { .. } => "FetchSpans",
             Self::Ack { .. } => "Ack",
             Self::Stats { .. } => "Stats",
             Self::NextSeq { .. } => "NextSeq",
@@ -790,6 +825,16 @@ impl StoreHandle {
             reply,
         })
         .await
+    }
+
+    /// The rows of each span, in one round trip to the store thread (the MQTT sink reads its
+    /// live and backlog cursors together this way).
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn fetch_spans(&self, spans: Vec<Span>) -> Result<Vec<Vec<OutboxRow>>, StoreError> {
+        self.call(|reply| Request::FetchSpans { spans, reply })
+            .await
     }
 
     /// Deletes the rows the broker acknowledged. Unknown ids (acked before, or dropped by the

@@ -212,56 +212,122 @@ pub(super) fn enqueue(
     Ok(ids)
 }
 
+/// One cursor of [`StoreHandle::fetch_spans`](super::StoreHandle::fetch_spans): the rows with
+/// `after < id <= until`, oldest first, at most `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// Rows above this id; `None` starts at the oldest row.
+    pub after: Option<RowId>,
+    /// Rows up to and including this id; `None` has no upper end.
+    pub until: Option<RowId>,
+    /// The most rows to return.
+    pub limit: usize,
+}
+
 /// Up to `limit` rows with id above `after`, oldest first.
 pub(super) fn fetch(
     conn: &Connection,
     after: Option<RowId>,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, OpError> {
+    fetch_span(
+        conn,
+        Span {
+            after,
+            until: None,
+            limit,
+        },
+    )
+}
+
+/// The rows of one [`Span`], oldest first.
+pub(super) fn fetch_span(conn: &Connection, span: Span) -> Result<Vec<OutboxRow>, OpError> {
+    // No `LIMIT ?`: SQLite re-prepares a statement whenever a LIMIT parameter is bound again
+    // (it may pick a plan by the value), which showed in every fetch of the replay profile. A
+    // scan in rowid order yields rows one step at a time, so stopping after `limit` is as cheap.
     let mut stmt = sql(
         "prepare fetch",
         conn.prepare_cached(
             "SELECT id, stream, key, seq, created_ms, payload FROM outbox \
-             WHERE id > ?1 ORDER BY id LIMIT ?2",
+             WHERE id > ?1 AND id <= ?2 ORDER BY id",
         ),
     )?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = sql(
         "fetch",
-        stmt.query_map(params![after.unwrap_or(0), limit], |r| {
-            Ok(OutboxRow {
-                id: r.get(0)?,
-                stream: r.get(1)?,
-                key: r.get(2)?,
-                seq: r.get(3)?,
-                created_ms: r.get(4)?,
-                payload: r.get(5)?,
-            })
-        }),
+        stmt.query_map(
+            params![span.after.unwrap_or(0), span.until.unwrap_or(RowId::MAX)],
+            |r| {
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    stream: r.get(1)?,
+                    key: r.get(2)?,
+                    seq: r.get(3)?,
+                    created_ms: r.get(4)?,
+                    payload: r.get(5)?,
+                })
+            },
+        ),
     )?;
-    sql("fetch", rows.collect())
+    // Sized up front: a replay fetches hundreds of rows at a time.
+    let mut out = Vec::with_capacity(span.limit.min(4096));
+    for row in rows.take(span.limit) {
+        out.push(sql("fetch", row)?);
+    }
+    Ok(out)
 }
 
 /// Deletes the rows that exist among `ids` and returns how many did.
+///
+/// The ids are taken as runs of consecutive integers, each deleted with one range statement:
+/// a run holds every id between its ends, so the range removes exactly the listed rows. A
+/// replay acknowledges thousands of neighbouring rows per commit, and one `DELETE … RETURNING`
+/// per row (each with its own statement journal) dominated the store thread.
 pub(super) fn ack(conn: &Connection, st: &mut OutboxState, ids: &[RowId]) -> Result<u64, OpError> {
-    let mut stmt = sql(
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut measure = sql(
         "prepare ack",
-        conn.prepare_cached("DELETE FROM outbox WHERE id = ?1 RETURNING length(payload)"),
+        conn.prepare_cached(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox \
+             WHERE id BETWEEN ?1 AND ?2",
+        ),
+    )?;
+    let mut delete = sql(
+        "prepare ack",
+        conn.prepare_cached("DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2"),
     )?;
     let mut deleted = 0u64;
-    for id in ids {
-        // An unknown id was acked before (a duplicate PUBACK) or dropped by the bound.
-        if let Some(len) = sql(
+    for (first, last) in runs(&ids) {
+        // Unknown ids were acked before (a duplicate PUBACK) or dropped by the bound.
+        let (rows, bytes): (u64, u64) = sql(
             "ack",
-            stmt.query_row([id], |r| r.get::<_, u64>(0)).optional(),
-        )? {
-            deleted += 1;
-            st.bytes = st.bytes.saturating_sub(len);
+            measure.query_row(params![first, last], |r| Ok((r.get(0)?, r.get(1)?))),
+        )?;
+        if rows > 0 {
+            sql("ack", delete.execute(params![first, last]))?;
+            deleted += rows;
+            st.bytes = st.bytes.saturating_sub(bytes);
         }
     }
     st.rows = st.rows.saturating_sub(deleted);
     st.acked_total += deleted;
     Ok(deleted)
+}
+
+/// The runs of consecutive integers in sorted, duplicate-free `ids`, as `(first, last)`.
+fn runs(ids: &[RowId]) -> impl Iterator<Item = (RowId, RowId)> + '_ {
+    let mut rest = ids;
+    std::iter::from_fn(move || {
+        let (&first, _) = rest.split_first()?;
+        let len = rest
+            .windows(2)
+            .position(|w| w[1] != w[0].wrapping_add(1))
+            .map_or(rest.len(), |i| i + 1);
+        let last = rest[len - 1];
+        rest = &rest[len..];
+        Some((first, last))
+    })
 }
 
 /// The newest row id, if any.
@@ -359,4 +425,20 @@ pub(super) fn save_counters(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_sorted_ids_where_they_stop_being_consecutive() {
+        let ids = [1, 2, 3, 7, 9, 10, RowId::MAX - 1, RowId::MAX];
+        assert_eq!(
+            runs(&ids).collect::<Vec<_>>(),
+            [(1, 3), (7, 7), (9, 10), (RowId::MAX - 1, RowId::MAX)]
+        );
+        assert_eq!(runs(&[]).count(), 0);
+        assert_eq!(runs(&[5]).collect::<Vec<_>>(), [(5, 5)]);
+    }
 }

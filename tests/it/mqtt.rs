@@ -24,16 +24,22 @@ use crate::harness::subscriber::Subscriber;
 struct MemOutbox {
     rows: Mutex<BTreeMap<RowId, OutboxItem>>,
     next: Mutex<RowId>,
+    /// What `newest` reports instead of the real newest row, to stand for rows stored just
+    /// after the session connected without racing it.
+    newest_override: Mutex<Option<RowId>>,
 }
 
 impl MemOutbox {
     fn push(&self, topic: &str, body: String) {
+        self.push_at(topic, body, SystemClock.now());
+    }
+    fn push_at(&self, topic: &str, body: String, created: Timestamp) {
         let mut next = self.next.lock().unwrap();
         *next += 1;
         let item = OutboxItem {
             id: *next,
             topic: topic.into(),
-            created: SystemClock.now(),
+            created,
             payload: body.into_bytes(),
         };
         self.rows.lock().unwrap().insert(*next, item);
@@ -65,6 +71,9 @@ impl Outbox for MemOutbox {
         Ok(())
     }
     async fn newest(&self) -> Result<Option<RowId>, OutboxError> {
+        if let Some(newest) = *self.newest_override.lock().unwrap() {
+            return Ok(Some(newest));
+        }
         Ok(self.rows.lock().unwrap().keys().next_back().copied())
     }
     fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Rendered> {
@@ -148,6 +157,55 @@ async fn rows_stored_during_an_outage_arrive_afterwards_marked_backfill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_rows_stored_during_an_outage_arrive_afterwards_marked_backfill() {
     outage_is_replayed_as_backfill(Protocol::V5).await;
+}
+
+/// Rows stored after the connection came up are live: they go out interleaved with the backlog,
+/// one per `backfill_per_live` (4) backlog rows, instead of queueing behind all of it, and
+/// unmarked; each kind keeps its own order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rows_interleave_with_a_long_backlog_instead_of_waiting_behind_it() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let mut sub = Subscriber::start(broker.addr, "pw/test/#").await;
+    let outbox = Arc::new(MemOutbox::default());
+    // One topic, so that the broker's delivery order is the session's sending order.
+    for n in 1..=400 {
+        outbox.push_at("telemetry/d1", n.to_string(), Timestamp(1));
+    }
+    // Rows 401..=420 stand for rows stored right after the connection came up: the session
+    // finds 400 as the newest row when it connects, and they were made after it started.
+    *outbox.newest_override.lock().unwrap() = Some(400);
+    for n in 401..=420 {
+        outbox.push_at("telemetry/d1", n.to_string(), Timestamp(i64::MAX / 2));
+    }
+    let stats = Arc::new(MqttStats::default());
+    let session = Session::new(
+        plan(broker.addr.port(), Protocol::V311),
+        outbox.clone(),
+        Arc::new(Notify::new()),
+        Arc::new(SystemClock),
+        stats.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    let got = sub
+        .collect_until(Duration::from_secs(20), |g| numbers(g).len() >= 420)
+        .await;
+    let expected: Vec<i64> = (0..20)
+        .flat_map(|i| std::iter::once(401 + i).chain((1..=4).map(move |k| 4 * i + k)))
+        .chain(81..=400)
+        .collect();
+    assert_eq!(numbers(&got), expected);
+    for m in got
+        .iter()
+        .filter(|m| m.topic.starts_with("pw/test/telemetry"))
+    {
+        let live = m.json()["n"].as_i64().unwrap() > 400;
+        assert_eq!(m.json()["backfill"], !live, "{:?}", m.json());
+    }
+    wait_empty(&outbox).await;
+    assert_eq!(outbox.len(), 0, "every row acknowledged and deleted");
+    cancel.cancel();
+    task.await.unwrap().unwrap();
 }
 
 async fn every_row_arrives_once_in_order(protocol: Protocol) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use plantwatch::encode::json_v1;
 use plantwatch::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 use plantwatch::store::record::{decode_batch, encode_batch};
-use plantwatch::store::{OutboxLimits, OutboxMessage, RowId, Store, StoreError, StoreHandle};
+use plantwatch::store::{OutboxLimits, OutboxMessage, RowId, Span, Store, StoreError, StoreHandle};
 use proptest::prelude::*;
 
 use crate::harness::within;
@@ -87,6 +87,60 @@ async fn enqueued_rows_come_back_oldest_first_and_leave_on_ack() {
     assert_eq!((stats.rows, stats.bytes), (1, 2));
     assert_eq!((stats.enqueued_total, stats.acked_total), (3, 2));
     assert_eq!(stats.oldest_created_ms, Some(T0));
+}
+
+/// The MQTT sink reads its live and backlog cursors in one call; acks of scattered rows delete
+/// exactly those rows, whatever runs they form.
+#[tokio::test]
+async fn spans_read_each_cursor_within_its_bounds_and_acks_delete_only_the_listed_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db"), limits(u64::MAX)).unwrap();
+    let msgs = (0..10u8).map(|s| msg("a", s.into(), vec![s; usize::from(s) + 1]));
+    let ids = store.enqueue(msgs.collect()).await.unwrap();
+    let ids_of =
+        |rows: &[plantwatch::store::OutboxRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    let spans = store
+        .fetch_spans(vec![
+            Span {
+                after: Some(ids[6]),
+                until: None,
+                limit: 100,
+            },
+            Span {
+                after: None,
+                until: Some(ids[4]),
+                limit: 3,
+            },
+            Span {
+                after: Some(ids[2]),
+                until: Some(ids[4]),
+                limit: 10,
+            },
+            Span {
+                after: Some(ids[9]),
+                until: None,
+                limit: 10,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(spans.len(), 4);
+    assert_eq!(ids_of(&spans[0]), ids[7..].to_vec());
+    assert_eq!(ids_of(&spans[1]), ids[..3].to_vec());
+    assert_eq!(ids_of(&spans[2]), ids[3..5].to_vec());
+    assert!(spans[3].is_empty());
+    assert_eq!(spans[2][1].payload, vec![4; 5]);
+
+    // Runs 0..=2 and 7..=8, a lone 5, a duplicate and an id that never existed.
+    let acked = [0, 1, 2, 5, 7, 8].map(|i| ids[i]);
+    let mut ack = acked.to_vec();
+    ack.extend([ids[1], ids[9] + 100]);
+    store.ack(ack).await.unwrap();
+    let left = ids_of(&store.fetch(None, 100).await.unwrap());
+    assert_eq!(left, [3, 4, 6, 9].map(|i| ids[i]));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.rows, stats.acked_total), (4, 6));
+    assert_eq!(stats.bytes, 4 + 5 + 7 + 10);
 }
 
 #[tokio::test]

@@ -62,6 +62,15 @@ pub(super) enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Refused;
 
+/// A publish the client did not take, handed back so that it can be tried again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Returned {
+    /// The topic as given.
+    pub(super) topic: String,
+    /// The payload as given.
+    pub(super) payload: Vec<u8>,
+}
+
 /// The request side of a connection.
 pub(super) enum Client {
     /// MQTT 3.1.1.
@@ -79,21 +88,40 @@ pub(super) enum Events {
 }
 
 impl Client {
-    /// Queues a publish without waiting.
+    /// Queues a publish without waiting. A refused publish comes back whole (rumqttc returns
+    /// the request inside its error), so the caller keeps it without copying every message;
+    /// `None` only if rumqttc ever returned some other request.
     pub(super) fn try_publish(
         &self,
         topic: String,
         qos: QoS,
         retain: bool,
         payload: Vec<u8>,
-    ) -> Result<(), Refused> {
+    ) -> Result<(), Option<Returned>> {
+        use rumqttc::ClientError as E3;
+        use rumqttc::v5::ClientError as E5;
         match self {
             Self::V311(c) => c
                 .try_publish(topic, qos, retain, payload)
-                .map_err(|_| Refused),
-            Self::V5(c) => c
-                .try_publish(topic, v5_qos(qos), retain, payload)
-                .map_err(|_| Refused),
+                .map_err(|e| match e {
+                    E3::Request(rumqttc::Request::Publish(p))
+                    | E3::TryRequest(rumqttc::Request::Publish(p)) => Some(Returned {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                    }),
+                    E3::Request(_) | E3::TryRequest(_) => None,
+                }),
+            Self::V5(c) => {
+                c.try_publish(topic, v5_qos(qos), retain, payload)
+                    .map_err(|e| match e {
+                        E5::Request(v5::Request::Publish(p))
+                        | E5::TryRequest(v5::Request::Publish(p)) => Some(Returned {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                        }),
+                        E5::Request(_) | E5::TryRequest(_) => None,
+                    })
+            }
         }
     }
 

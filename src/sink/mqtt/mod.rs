@@ -7,7 +7,11 @@
 //!   every unacknowledged row is sent again, flagged `"backfill":true` if it was created before
 //!   this connection came up;
 //! - backfill is interleaved with live rows (`backfill_per_live` old rows per new one), so a
-//!   long backlog never delays live data by more than a few messages;
+//!   long backlog never delays live data by more than the read-ahead: a few batches, which is
+//!   milliseconds at replay speed;
+//! - rows reach the client through the connection's feeder (`feed`), which reads and renders
+//!   them a batch ahead, so the event loop never waits on the store; the feeder and what it
+//!   read ahead die with the connection, and the next one starts over from the outbox;
 //! - a desync (an outgoing publish nobody handed over) forces a reconnect, never a guess;
 //! - events that arrive after a connection dropped and before the next ConnAck belong to the
 //!   dead connection and are ignored (its rows were already returned to the outbox);
@@ -17,8 +21,10 @@
 
 pub mod broker;
 mod conn;
+mod feed;
 pub mod inflight;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +39,8 @@ use crate::clock::Clock;
 use crate::config::daemon::{Mqtt, PasswordSource, Tls};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
-use conn::{Client, Event};
+use conn::{Client, Event, Returned};
+use feed::{Feed, FeedPlan, Ready};
 use inflight::{InFlight, RowId, Tracked};
 
 /// One message waiting in the outbox.
@@ -71,6 +78,28 @@ pub trait Outbox: Send + Sync + 'static {
         after: Option<RowId>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<OutboxItem>, OutboxError>> + Send;
+    /// The next rows of both of the sender's cursors in one round trip: up to `limit` rows after `live`,
+    /// and, for `backlog = Some((after, until))`, up to `limit` rows with `after < id <= until`;
+    /// each oldest first. The default asks [`Self::fetch`] twice.
+    fn fetch_both(
+        &self,
+        live: Option<RowId>,
+        backlog: Option<(Option<RowId>, RowId)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<OutboxItem>, Vec<OutboxItem>), OutboxError>> + Send {
+        async move {
+            let live = self.fetch(live, limit).await?;
+            let backlog = match backlog {
+                Some((after, until)) => {
+                    let mut rows = self.fetch(after, limit).await?;
+                    rows.retain(|r| r.id <= until);
+                    rows
+                }
+                None => Vec::new(),
+            };
+            Ok((live, backlog))
+        }
+    }
     /// Deletes acknowledged rows.
     fn ack(&self, rows: Vec<RowId>) -> impl Future<Output = Result<(), OutboxError>> + Send;
     /// The newest row id, if any.
@@ -252,20 +281,6 @@ pub struct Session<O: Outbox> {
     downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
 }
 
-/// Where the pump stands within one connection.
-#[derive(Debug)]
-struct Cursors {
-    /// Rows up to here existed when the connection came up: the backlog.
-    watermark: Option<RowId>,
-    /// Last backlog row handed over.
-    backlog: Option<RowId>,
-    /// Last live row handed over.
-    live: Option<RowId>,
-    /// Rows created before this are replays: before the outage ended, or, on the first
-    /// connection, before this process started (left by an earlier run).
-    backfill_before: Timestamp,
-}
-
 impl<O: Outbox> Session<O> {
     /// A session delivering `outbox` per `plan`; `wake` is notified when rows are added.
     pub fn new(
@@ -329,33 +344,48 @@ impl<O: Outbox> Session<O> {
             QoS::AtLeastOnce
         };
         let mut inflight = InFlight::default();
-        let mut cursors: Option<Cursors> = None;
+        // Present while connected: the feeder reading ahead for this connection.
+        let mut feed: Option<Feed> = None;
+        // Rendered messages taken from the feeder, waiting for room in the window.
+        let mut ready: VecDeque<Ready> = VecDeque::new();
         let mut backoff = self.plan.reconnect.0;
         let mut outage_since: Option<Timestamp> = None;
         let mut pending_acks: Vec<RowId> = Vec::new();
         // Deletes run beside the event loop: awaiting each one here would hold up every PUBACK
         // behind the store's commit window. One at a time; the next takes all that piled up.
         let mut acking: Option<tokio::task::JoinHandle<(u64, Result<(), OutboxError>)>> = None;
-        // Whether rows may be waiting that the last pump had no room for.
-        let mut more = true;
+        let window = usize::from(self.plan.max_inflight);
         // One log line per connection for rejected publishes; the counter has the rest.
         let mut rejection_logged = false;
         loop {
-            let can_pump =
-                cursors.is_some() && inflight.len() < usize::from(self.plan.max_inflight);
+            let want = ready.is_empty() && inflight.len() < window;
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                // Before events: under load the event loop is always ready (PUBACKs keep
+                // coming), and the window would drain empty before the next batch was taken.
+                batch = next_batch(&mut feed), if want => match batch {
+                    Some(batch) => ready.extend(batch),
+                    // The feeder only ends when dropped, so it failed: start over on a new
+                    // connection rather than leave this one idle.
+                    None => {
+                        error!("The outbox reader stopped; reconnecting to start it again.");
+                        let _ignored = client.try_disconnect();
+                    }
+                },
                 event = events.poll() => match event {
                     Event::ConnAck => {
                         inflight.on_connection_lost();
-                        let watermark = self.outbox.newest().await.unwrap_or(None);
+                        ready.clear();
                         let now = self.clock.now();
                         let backfill_before = if outage_since.is_some() { now } else { started };
-                        cursors = Some(Cursors { watermark, backlog: None, live: watermark, backfill_before });
+                        feed = Some(Feed::start(self.outbox.clone(), self.wake.clone(), self.stats.clone(), FeedPlan {
+                            prefix: self.plan.topic_prefix.clone(),
+                            backfill_per_live: self.plan.backfill_per_live as usize,
+                            backfill_before,
+                        }));
                         backoff = self.plan.reconnect.0;
                         rejection_logged = false;
-                        more = true;
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
                         self.stats.connected.store(1, Ordering::Relaxed);
                         match outage_since.take() {
@@ -375,7 +405,7 @@ impl<O: Outbox> Session<O> {
                     }
                     // Left over from a connection that already dropped: its rows were returned.
                     Event::OutgoingPublish(pkid) | Event::PubAck(pkid) | Event::PubRejected { pkid, .. }
-                        if cursors.is_none() => debug!(pkid, "Event of a dropped connection ignored."),
+                        if feed.is_none() => debug!(pkid, "Event of a dropped connection ignored."),
                     Event::OutgoingPublish(pkid) => {
                         if let Err(desync) = inflight.on_outgoing_publish(pkid) {
                             error!(error = %desync, "MQTT client and outbox disagree; reconnecting to resync.");
@@ -408,11 +438,12 @@ impl<O: Outbox> Session<O> {
                     Event::Error(err) => {
                         // The first failed connect counts as an outage too: rows stored meanwhile
                         // are replays by the time they go out.
-                        if cursors.take().is_some() || outage_since.is_none() {
+                        if feed.take().is_some() || outage_since.is_none() {
                             warn!(broker = %broker, protocol = %protocol, error = %err,
                                   "Broker unreachable; keeping messages in the outbox.");
                             outage_since.get_or_insert(self.clock.now());
                         }
+                        ready.clear();
                         self.stats.connected.store(0, Ordering::Relaxed);
                         inflight.on_connection_lost();
                         tokio::select! {
@@ -422,7 +453,6 @@ impl<O: Outbox> Session<O> {
                         backoff = (backoff * 2).min(self.plan.reconnect.1);
                     }
                 },
-                () = self.wake.notified(), if can_pump => more = true,
                 // A finished delete: count it, and let the next one take what piled up.
                 result = join(&mut acking), if acking.is_some() => {
                     acking = None;
@@ -437,11 +467,8 @@ impl<O: Outbox> Session<O> {
                     (n, outbox.ack(rows).await)
                 }));
             }
-            if more
-                && let Some(c) = cursors.as_mut()
-                && inflight.len() < usize::from(self.plan.max_inflight)
-            {
-                more = self.pump(&client, qos, &mut inflight, c).await;
+            if let Some(f) = feed.as_mut() {
+                self.hand_over(&client, qos, &mut inflight, &mut ready, f, window);
             }
         }
         if let Some(done) = acking.take() {
@@ -488,94 +515,59 @@ impl<O: Outbox> Session<O> {
         }
     }
 
-    /// Hands rows to the client while the window has room, in chunks: one live row, then up to
-    /// `backfill_per_live` backlog rows, and so on. Returns whether rows may remain that did
-    /// not fit (so the caller pumps again when acknowledgements make room).
-    async fn pump(
+    /// Hands rendered messages to the client, oldest first, while the window has room.
+    fn hand_over(
         &self,
         client: &Client,
         qos: QoS,
         inflight: &mut InFlight,
-        c: &mut Cursors,
-    ) -> bool {
-        let window = usize::from(self.plan.max_inflight);
-        let ratio = (self.plan.backfill_per_live as usize).max(1);
-        loop {
-            let room = window.saturating_sub(inflight.len());
-            if room == 0 {
-                return true;
-            }
-            let live = match self.outbox.fetch(c.live, room).await {
-                Ok(rows) => rows,
-                Err(err) => {
-                    error!(error = %err, "Cannot read the outbox.");
-                    return true;
+        ready: &mut VecDeque<Ready>,
+        feed: &mut Feed,
+        window: usize,
+    ) {
+        while inflight.len() < window
+            && let Some(m) = ready.pop_front()
+        {
+            match client.try_publish(m.topic, qos, m.retain, m.payload) {
+                Ok(()) => {
+                    inflight.handed_to_client(Tracked::Row(m.row));
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            let backlog_done = c.watermark.is_none() || c.backlog >= c.watermark;
-            let backlog: Vec<OutboxItem> = if backlog_done {
-                Vec::new()
-            } else {
-                match self.outbox.fetch(c.backlog, room).await {
-                    Ok(rows) => rows
-                        .into_iter()
-                        .take_while(|r| Some(r.id) <= c.watermark)
-                        .collect(),
-                    Err(err) => {
-                        error!(error = %err, "Cannot read the outbox.");
-                        return true;
-                    }
+                // The request channel is full (it holds a window, so only if the event loop
+                // stalls): keep the message first in line and try after the next event.
+                Err(Some(Returned { topic, payload })) => {
+                    ready.push_front(Ready {
+                        row: m.row,
+                        topic,
+                        payload,
+                        retain: m.retain,
+                    });
+                    return;
                 }
-            };
-            if backlog.is_empty() && !backlog_done {
-                c.backlog = c.watermark;
-            }
-            if live.is_empty() && backlog.is_empty() {
-                return false;
-            }
-            // Interleave: live, then `ratio` backlog rows, while there is room.
-            let (mut l, mut b) = (live.iter().peekable(), backlog.iter().peekable());
-            let mut order = Vec::with_capacity(room);
-            while order.len() < room && (l.peek().is_some() || b.peek().is_some()) {
-                if let Some(item) = l.next() {
-                    order.push((item, true));
+                // Unreached (rumqttc hands back the publish it refused). Sending the next row
+                // instead would skip this one: send nothing more on this connection, and
+                // start over on the next.
+                Err(None) => {
+                    error!(
+                        row = m.row,
+                        "The MQTT client lost a refused publish; reconnecting to resync."
+                    );
+                    ready.clear();
+                    feed.stop();
+                    let _ignored = client.try_disconnect();
+                    return;
                 }
-                for _ in 0..ratio {
-                    if order.len() >= room {
-                        break;
-                    }
-                    match b.next() {
-                        Some(item) => order.push((item, false)),
-                        None => break,
-                    }
-                }
-            }
-            let fetched_all = order.len() == live.len() + backlog.len();
-            for (item, is_live) in order {
-                let backfill = item.created < c.backfill_before;
-                let Some(Rendered { payload, retain }) = self.outbox.render(item, backfill) else {
-                    error!(row = item.id, topic = %item.topic, "Unreadable outbox row dropped.");
-                    self.stats.unreadable.fetch_add(1, Ordering::Relaxed);
-                    let _logged = self.outbox.ack(vec![item.id]).await;
-                    advance(c, item.id, is_live);
-                    continue;
-                };
-                let topic = format!("{}/{}", self.plan.topic_prefix, item.topic);
-                match client.try_publish(topic, qos, retain, payload) {
-                    Ok(()) => {
-                        inflight.handed_to_client(Tracked::Row(item.id));
-                        self.stats.published.fetch_add(1, Ordering::Relaxed);
-                        advance(c, item.id, is_live);
-                    }
-                    // The request channel is full: the event loop will drain it; try later.
-                    Err(_) => return true,
-                }
-            }
-            if fetched_all && live.len() < room && backlog_done {
-                // Everything there was fitted: nothing more until the next wake-up.
-                return false;
             }
         }
+    }
+}
+
+/// The next rendered batch of the connection's feeder, or `None` once if the feeder ended;
+/// never resolves without a running feeder.
+async fn next_batch(feed: &mut Option<Feed>) -> Option<Vec<Ready>> {
+    match feed.as_mut() {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -586,14 +578,6 @@ async fn join<T>(
     match slot.as_mut() {
         Some(handle) => handle.await,
         None => std::future::pending().await,
-    }
-}
-
-fn advance(c: &mut Cursors, id: RowId, live: bool) {
-    if live {
-        c.live = Some(id);
-    } else {
-        c.backlog = Some(id);
     }
 }
 
