@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::EnvOverrides;
-use crate::config::daemon::Mqtt;
+use crate::config::daemon::{Format, Mqtt};
 use crate::runtime::daemon::{ConfigSource, Options};
 use crate::sim::{Bind, Fault, Simulator};
 use crate::sink::mqtt::broker::EmbeddedBroker;
@@ -123,7 +123,9 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let sim = Simulator::start(&plan, Bind::LOOPBACK).await?;
     let mut plan = sim.plan.clone();
     let prefix = format!("plantwatch/{}/{}", plan.gateway.site, plan.gateway.id);
-    plan.mqtt = Some(Mqtt {
+    plan.mqtt = vec![Mqtt {
+        name: crate::model::Name::new(crate::config::daemon::DEFAULT_SINK_NAME)?,
+        format: Format::Json,
         host: broker.addr.ip().to_string(),
         port: broker.addr.port(),
         client_id: "plantwatch-demo".into(),
@@ -137,7 +139,7 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         password: None,
         tls: None,
         protocol: Default::default(),
-    });
+    }];
     let state = std::env::temp_dir().join(format!("plantwatch-demo-{}.db", std::process::id()));
     plan.store.path = state.clone();
 

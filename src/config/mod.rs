@@ -419,9 +419,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     };
     let raw_links = take_array(&mut table, "links", &mut issues);
     let raw_devices = take_array(&mut table, "devices", &mut issues);
-    let raw_mqtt = table
-        .shift_remove("mqtt")
-        .and_then(|v| deserialize_at::<daemon::RawMqtt>(v, "mqtt", &mut issues));
+    let raw_mqtt = take_sinks(&mut table, &mut issues);
     let raw_influx = table
         .shift_remove("influxdb")
         .and_then(|v| deserialize_at::<influx::RawInflux>(v, "influxdb", &mut issues));
@@ -532,10 +530,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             "no devices: add at least one [[devices]] with `name`, `link` and a `profile` or points",
         );
     }
-    let mqtt = raw_mqtt.and_then(|m| {
-        let gw = gateway.as_ref();
-        daemon::resolve_mqtt(&m, gw.map(|g| &g.site), gw.map(|g| &g.id), &mut issues)
-    });
+    let mqtt = resolve_sinks(&raw_mqtt, gateway.as_ref(), &mut issues);
     let influx = raw_influx.and_then(|r| influx::resolve_influx(&r, &mut issues));
     let rules_written = elements::<rules::RawRule>(raw_rules, "rules", &mut issues);
     let rules = rules::resolve_rules(rules_written, &devices, &mut issues);
@@ -575,6 +570,15 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             &mut issues,
         )
     });
+    for (section, sink) in &raw_mqtt {
+        if sink.format.as_deref() == Some("energy_platform") && energy_platform.is_none() {
+            issues.push(
+                format!("{section}.format"),
+                "\"energy_platform\" needs an [energy_platform] section (enterprise code and \
+                 the meters' data codes)",
+            );
+        }
+    }
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
@@ -599,6 +603,53 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         }),
         _ => Err(issues.0),
     }
+}
+
+/// `[mqtt]` (one sink, keys `mqtt.…`) or `[[mqtt]]` (several, keys `mqtt[i].…`), as written.
+fn take_sinks(table: &mut RawTable, issues: &mut Issues) -> Vec<(String, daemon::RawMqtt)> {
+    let Some(value) = table.shift_remove("mqtt") else {
+        return Vec::new();
+    };
+    match value.clone().into_array() {
+        Ok(array) => elements(Some(array), "mqtt", issues),
+        Err(_) => deserialize_at::<daemon::RawMqtt>(value, "mqtt", issues)
+            .map(|m| ("mqtt".to_owned(), m))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Resolves every MQTT sink; their names must differ, since each names an outbox queue.
+fn resolve_sinks(
+    raw: &[(String, daemon::RawMqtt)],
+    gateway: Option<&plan::Gateway>,
+    issues: &mut Issues,
+) -> Vec<daemon::Mqtt> {
+    let mut sinks: Vec<daemon::Mqtt> = Vec::with_capacity(raw.len());
+    for (section, m) in raw {
+        let Some(sink) = daemon::resolve_mqtt(
+            m,
+            section,
+            gateway.map(|g| &g.site),
+            gateway.map(|g| &g.id),
+            issues,
+        ) else {
+            continue;
+        };
+        if sinks.iter().any(|s| s.name == sink.name) {
+            issues.push(
+                format!("{section}.name"),
+                format!(
+                    "another [[mqtt]] sink is already named `{}`: give each a distinct `name` \
+                     (it names the sink's outbox queue)",
+                    sink.name
+                ),
+            );
+            continue;
+        }
+        sinks.push(sink);
+    }
+    sinks
 }
 
 /// Deserializes each element of a `[[section]]` array, keyed `section[i]`.

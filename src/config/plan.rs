@@ -18,8 +18,9 @@ pub struct Plan {
     pub links: Vec<Link>,
     /// Devices in file order.
     pub devices: Vec<Device>,
-    /// Where telemetry goes; `None` polls without delivering (commissioning).
-    pub mqtt: Option<super::daemon::Mqtt>,
+    /// Where telemetry goes, one entry per `[[mqtt]]` sink; none polls without delivering
+    /// (commissioning).
+    pub mqtt: Vec<super::daemon::Mqtt>,
     /// The state file.
     pub store: super::daemon::Store,
     /// InfluxDB copy of the telemetry; `None` when not configured.

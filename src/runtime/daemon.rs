@@ -25,6 +25,7 @@ use super::signals::{Signal, Signals};
 use super::systemd::{self, Heartbeats, Notify};
 use crate::acquire::{AcquireStats, spawn_links};
 use crate::clock::Clock;
+use crate::config::daemon::{DEFAULT_SINK_NAME, Format};
 use crate::config::{ConfigErrors, EnvOverrides, Plan};
 use crate::detect::{AlarmEvent, AlarmStatus, Engine};
 use crate::encode::json_v1;
@@ -38,7 +39,8 @@ use crate::sink::mqtt::{
 };
 use crate::sink::webhook::{Notification, Notifier, NotifierHandle, WebhookConfig, WebhookStats};
 use crate::store::{
-    AlarmRow, OutboxLimits, OutboxMessage, OutboxRow, Span, StoreError, StoreHandle, record,
+    AlarmRow, DEFAULT_QUEUE, OutboxLimits, OutboxMessage, OutboxRow, QueueId, Span, StoreError,
+    StoreHandle, record,
 };
 
 /// Why the daemon could not start or had to stop.
@@ -87,9 +89,24 @@ pub struct Options {
     pub stop: Option<CancellationToken>,
 }
 
-/// The outbox as the MQTT session sees it: stored rows, rendered to JSON v1 when sent.
+/// One outbox queue as an MQTT session sees it: stored rows, rendered to JSON v1 when sent.
 #[derive(Debug, Clone)]
-pub struct StoreOutbox(pub StoreHandle);
+pub struct StoreOutbox {
+    /// The state file.
+    pub store: StoreHandle,
+    /// The sink's queue in it.
+    pub queue: QueueId,
+}
+
+impl StoreOutbox {
+    /// The default queue (`mqtt`): what a single-sink gateway always used.
+    pub fn default_queue(store: StoreHandle) -> Self {
+        Self {
+            store,
+            queue: DEFAULT_QUEUE,
+        }
+    }
+}
 
 impl Outbox for StoreOutbox {
     async fn fetch(
@@ -98,8 +115,8 @@ impl Outbox for StoreOutbox {
         limit: usize,
     ) -> Result<Vec<OutboxItem>, OutboxError> {
         let rows = self
-            .0
-            .fetch(after, limit)
+            .store
+            .fetch_in(self.queue, after, limit)
             .await
             .map_err(|e| OutboxError(e.to_string()))?;
         Ok(rows.into_iter().map(item).collect())
@@ -112,19 +129,21 @@ impl Outbox for StoreOutbox {
         limit: usize,
     ) -> Result<(Vec<OutboxItem>, Vec<OutboxItem>), OutboxError> {
         let mut spans = vec![Span {
+            queue: self.queue,
             after: live,
             until: None,
             limit,
         }];
         if let Some((after, until)) = backlog {
             spans.push(Span {
+                queue: self.queue,
                 after,
                 until: Some(until),
                 limit,
             });
         }
         let mut rows = self
-            .0
+            .store
             .fetch_spans(spans)
             .await
             .map_err(|e| OutboxError(e.to_string()))?
@@ -136,16 +155,16 @@ impl Outbox for StoreOutbox {
     }
 
     async fn ack(&self, rows: Vec<RowId>) -> Result<(), OutboxError> {
-        self.0
-            .ack(rows)
+        self.store
+            .ack_in(self.queue, rows)
             .await
             .map(|_| ())
             .map_err(|e| OutboxError(e.to_string()))
     }
 
     async fn newest(&self) -> Result<Option<RowId>, OutboxError> {
-        self.0
-            .newest()
+        self.store
+            .newest_in(self.queue)
             .await
             .map_err(|e| OutboxError(e.to_string()))
     }
@@ -174,6 +193,63 @@ fn item(r: OutboxRow) -> OutboxItem {
     }
 }
 
+/// A sink's outbox queue as the core fills it.
+#[derive(Debug, Clone)]
+struct SinkQueue {
+    /// The sink's name (`mqtt.name`).
+    name: String,
+    /// Its queue in the store.
+    queue: QueueId,
+    /// What it publishes.
+    format: Format,
+    /// Woken when rows are added to the queue.
+    wake: Arc<Wake>,
+}
+
+impl SinkQueue {
+    /// The seq key of `key` in this queue: the default queue keeps the bare keys it always
+    /// had; every other queue counts its own.
+    fn seq_key(&self, key: &str) -> String {
+        if self.queue == DEFAULT_QUEUE {
+            key.to_owned()
+        } else {
+            format!("{}:{key}", self.name)
+        }
+    }
+}
+
+/// A JSON-profile message before it is copied into each JSON sink's queue with that queue's
+/// seq.
+struct Draft {
+    /// Topic below the prefix.
+    stream: String,
+    /// Sequence key.
+    key: String,
+    /// What is stored.
+    body: DraftBody,
+    /// Only for the sink that received the command it answers; `None` for every JSON sink.
+    only: Option<String>,
+}
+
+/// The stored form of a [`Draft`].
+enum DraftBody {
+    /// A poll, encoded with its seq per queue.
+    Batch(SampleBatch),
+    /// Wire bytes, already in `record::encode_wire` form.
+    Wire(Vec<u8>),
+}
+
+impl Draft {
+    fn wire(stream: String, key: String, payload: &[u8], retain: bool) -> Self {
+        Self {
+            stream,
+            key,
+            body: DraftBody::Wire(record::encode_wire(payload, retain)),
+            only: None,
+        }
+    }
+}
+
 /// The core stage: detection, reporting policy, sequence numbers, and the outbox write.
 struct Core {
     plan: Arc<Plan>,
@@ -186,7 +262,9 @@ struct Core {
     alarm_gauges: Arc<AlarmGauges>,
     seqs: HashMap<String, u64>,
     store: StoreHandle,
-    wake: Arc<Wake>,
+    /// Every sink's queue; when no sink is configured, the default queue alone, so that a
+    /// commissioning gateway still keeps what it would send.
+    sinks: Vec<SinkQueue>,
     clock: Arc<dyn Clock>,
 }
 
@@ -278,19 +356,16 @@ impl Core {
     /// `{prefix}/health/{device}` for every device, retained.
     async fn publish_health(&mut self) {
         let now = self.clock.now();
-        let mut messages = Vec::new();
-        for h in self.engine.health() {
-            let key = format!("health/{}", h.device);
-            let seq = self.seq(&key).await;
-            messages.push(OutboxMessage {
-                stream: key.clone(),
-                key,
-                seq,
-                created_ms: now.0,
-                payload: record::encode_wire(&json_v1::health(&h, now), true),
-            });
-        }
-        self.store_all(messages, &[], now).await;
+        let drafts = self
+            .engine
+            .health()
+            .into_iter()
+            .map(|h| {
+                let key = format!("health/{}", h.device);
+                Draft::wire(key.clone(), key, &json_v1::health(&h, now), true)
+            })
+            .collect();
+        self.store_all(drafts, &[], now).await;
     }
 
     /// Detects on and stores every batch waiting in `rx`, in one group commit.
@@ -304,7 +379,7 @@ impl Core {
             }
         }
         let now = self.clock.now();
-        let mut messages = Vec::with_capacity(batches.len());
+        let mut drafts = Vec::with_capacity(batches.len());
         let mut events = Vec::new();
         let mut intervals = Vec::new();
         let mut steps = Vec::new();
@@ -320,42 +395,28 @@ impl Core {
             let Some(batch) = self.reporter.filter(device, batch, now) else {
                 continue;
             };
-            let seq = self.seq(batch.device.as_str()).await;
-            messages.push(OutboxMessage {
+            drafts.push(Draft {
                 stream: format!("telemetry/{}", batch.device),
                 key: batch.device.to_string(),
-                seq,
-                created_ms: now.0,
-                payload: record::encode_batch(&batch, seq),
+                body: DraftBody::Batch(batch),
+                only: None,
             });
         }
         if !intervals.is_empty() || !steps.is_empty() {
             self.engine.energy(&intervals, &steps, &mut events);
         }
         if !intervals.is_empty() {
-            self.book(&intervals, &mut messages, now).await;
+            self.book(&intervals, &mut drafts).await;
         }
-        self.store_all(messages, &events, now).await;
+        self.store_all(drafts, &events, now).await;
     }
 
     /// Closed ledger intervals: the energy topic through the outbox, the ledger table, and the
     /// counter states that produced them (so a restart continues from here).
-    async fn book(
-        &mut self,
-        intervals: &[LedgerInterval],
-        messages: &mut Vec<OutboxMessage>,
-        now: Timestamp,
-    ) {
+    async fn book(&mut self, intervals: &[LedgerInterval], drafts: &mut Vec<Draft>) {
         for iv in intervals {
             let key = format!("energy/{}", iv.meter);
-            let seq = self.seq(&key).await;
-            messages.push(OutboxMessage {
-                stream: key.clone(),
-                key,
-                seq,
-                created_ms: now.0,
-                payload: record::encode_wire(&json_v1::energy(iv), false),
-            });
+            drafts.push(Draft::wire(key.clone(), key, &json_v1::energy(iv), false));
         }
         let (saved, states) = tokio::join!(
             self.store.save_intervals(intervals.to_vec()),
@@ -367,36 +428,17 @@ impl Core {
     }
 
     /// Outbox messages (and alarm rows) for alarm changes, then one store round for all.
-    async fn store_all(
-        &mut self,
-        mut messages: Vec<OutboxMessage>,
-        events: &[AlarmEvent],
-        now: Timestamp,
-    ) {
+    async fn store_all(&mut self, mut drafts: Vec<Draft>, events: &[AlarmEvent], now: Timestamp) {
         let mut rows = Vec::with_capacity(events.len());
         for e in events {
             let stream = format!("alarm/{}/{}", e.device, e.alarm);
             let key = format!("alarm/{}", e.device);
             let body = json_v1::alarm(e);
             let cleared = e.state == AlarmStatus::Cleared;
-            let seq = self.seq(&key).await;
-            messages.push(OutboxMessage {
-                stream: stream.clone(),
-                key: key.clone(),
-                seq,
-                created_ms: now.0,
-                payload: record::encode_wire(&body, !cleared),
-            });
+            drafts.push(Draft::wire(stream.clone(), key.clone(), &body, !cleared));
             if cleared {
                 // The retained state goes away: an empty retained message (DESIGN.md §4).
-                let seq = self.seq(&key).await;
-                messages.push(OutboxMessage {
-                    stream,
-                    key,
-                    seq,
-                    created_ms: now.0,
-                    payload: record::encode_wire(b"", true),
-                });
+                drafts.push(Draft::wire(stream, key, b"", true));
             }
             rows.push(AlarmRow {
                 device: e.device.clone(),
@@ -422,6 +464,7 @@ impl Core {
                 gauge.store(n, Ordering::Relaxed);
             }
         }
+        let messages = self.fan_out(drafts, now).await;
         if messages.is_empty() {
             return;
         }
@@ -436,13 +479,60 @@ impl Core {
             }
         });
         match stored {
-            Ok(_) => self.wake.notify_one(),
+            Ok(_) => {
+                for sink in &self.sinks {
+                    sink.wake.notify_one();
+                }
+            }
             // The samples are lost only if the disk is: log loudly, keep polling.
             Err(err) => error!(messages = n, error = %err, "Cannot store messages in the outbox."),
         }
         if let Err(err) = saved {
             error!(error = %err, "Cannot save alarm state; a restart may raise these alarms again.");
         }
+    }
+
+    /// Copies each draft into every JSON sink's queue it is for, with that queue's seq.
+    async fn fan_out(&mut self, drafts: Vec<Draft>, now: Timestamp) -> Vec<OutboxMessage> {
+        let sinks: Vec<SinkQueue> = self
+            .sinks
+            .iter()
+            .filter(|s| s.format == Format::Json)
+            .cloned()
+            .collect();
+        let mut messages = Vec::with_capacity(drafts.len() * sinks.len());
+        for mut d in drafts {
+            let targets: Vec<&SinkQueue> = sinks
+                .iter()
+                .filter(|s| d.only.as_ref().is_none_or(|only| *only == s.name))
+                .collect();
+            for (i, sink) in targets.iter().enumerate() {
+                // The last copy takes the draft's buffers: one sink (the usual case) copies
+                // nothing.
+                let last = i + 1 == targets.len();
+                let key = sink.seq_key(&d.key);
+                let seq = self.seq(&key).await;
+                let payload = match &mut d.body {
+                    DraftBody::Batch(batch) => record::encode_batch(batch, seq),
+                    DraftBody::Wire(wire) if last => std::mem::take(wire),
+                    DraftBody::Wire(wire) => wire.clone(),
+                };
+                let stream = if last {
+                    std::mem::take(&mut d.stream)
+                } else {
+                    d.stream.clone()
+                };
+                messages.push(OutboxMessage {
+                    queue: sink.queue,
+                    stream,
+                    key,
+                    seq,
+                    created_ms: now.0,
+                    payload,
+                });
+            }
+        }
+        messages
     }
 
     async fn downlink(&mut self, d: &Downlink) {
@@ -454,17 +544,16 @@ impl Core {
                 (reply, None)
             }
         };
-        let key = format!("cmd/{}", d.name);
-        let seq = self.seq(&key).await;
-        let message = OutboxMessage {
-            stream: format!("cmd/{}/reply", d.name),
-            key,
-            seq,
-            created_ms: now.0,
-            payload: record::encode_wire(&reply, false),
-        };
+        let mut answer = Draft::wire(
+            format!("cmd/{}/reply", d.name),
+            format!("cmd/{}", d.name),
+            &reply,
+            false,
+        );
+        // The reply goes back where the command came from.
+        answer.only = Some(d.sink.clone());
         let events: Vec<AlarmEvent> = event.into_iter().collect();
-        self.store_all(vec![message], &events, now).await;
+        self.store_all(vec![answer], &events, now).await;
     }
 
     /// Shelve expiries, and commands left in the state file by `plantwatch alarms`.
@@ -602,9 +691,9 @@ struct Generation {
     plan: Arc<Plan>,
     acquire_cancel: CancellationToken,
     tasks: JoinSet<()>,
-    mqtt: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    mqtt: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
     acquire: AcquireStats,
-    mqtt_stats: Option<Arc<MqttStats>>,
+    mqtt_stats: Vec<(String, Arc<MqttStats>)>,
     influx: Option<(CancellationToken, InfluxHandle, Duration)>,
     influx_stats: Option<Arc<InfluxStats>>,
     /// Cancels the webhook notifiers once the core (their only user) has stopped.
@@ -613,7 +702,36 @@ struct Generation {
     webhook_stats: Vec<(String, Arc<WebhookStats>)>,
 }
 
-fn start_generation(
+/// Each sink's outbox queue (opened on first use); the default queue alone when there is no
+/// sink. A queue that cannot be opened leaves its sink out, logged.
+async fn sink_queues(plan: &Plan, store: &StoreHandle) -> Vec<SinkQueue> {
+    if plan.mqtt.is_empty() {
+        warn!("No [mqtt] section: polling and storing only.");
+        return vec![SinkQueue {
+            name: DEFAULT_SINK_NAME.to_owned(),
+            queue: DEFAULT_QUEUE,
+            format: Format::Json,
+            wake: Arc::new(Wake::new()),
+        }];
+    }
+    let mut queues = Vec::with_capacity(plan.mqtt.len());
+    for m in &plan.mqtt {
+        match store.queue(m.name.as_str()).await {
+            Ok(queue) => queues.push(SinkQueue {
+                name: m.name.to_string(),
+                queue,
+                format: m.format,
+                wake: Arc::new(Wake::new()),
+            }),
+            Err(err) => {
+                error!(sink = %m.name, error = %err, "Cannot open the sink's outbox queue; the sink does not run.");
+            }
+        }
+    }
+    queues
+}
+
+async fn start_generation(
     plan: Arc<Plan>,
     store: &StoreHandle,
     clock: &Arc<dyn Clock>,
@@ -626,7 +744,7 @@ fn start_generation(
     let mut tasks = JoinSet::new();
     let acquire = spawn_links(&plan, &tx, clock, &acquire_cancel, &mut tasks);
     drop(tx);
-    let wake = Arc::new(Wake::new());
+    let sinks = sink_queues(&plan, store).await;
     let influx_stats = plan
         .influx
         .as_ref()
@@ -670,36 +788,42 @@ fn start_generation(
         alarm_gauges: alarm_gauges.clone(),
         seqs: HashMap::new(),
         store: store.clone(),
-        wake: wake.clone(),
+        sinks: sinks.clone(),
         clock: clock.clone(),
     };
     // Ends when every link task has dropped its sender and the channel is drained.
     tasks.spawn(core.run(rx, downlink_rx));
-    let (mqtt, mqtt_stats) = match plan.mqtt.clone() {
-        Some(m) => {
-            let stats = Arc::new(MqttStats::default());
-            let cancel = CancellationToken::new();
-            let session = Session::new(
-                m,
-                Arc::new(StoreOutbox(store.clone())),
-                wake,
-                clock.clone(),
-                stats.clone(),
-            )
-            .with_downlink(downlink_tx);
-            let c = cancel.clone();
-            let handle = tokio::spawn(async move {
-                if let Err(err) = session.run(c).await {
-                    error!(error = %err, "MQTT sink cannot start; telemetry stays in the outbox.");
-                }
-            });
-            (Some((cancel, handle)), Some(stats))
-        }
-        None => {
-            warn!("No [mqtt] section: polling and storing only.");
-            (None, None)
-        }
-    };
+    let mut mqtt = Vec::with_capacity(plan.mqtt.len());
+    let mut mqtt_stats = Vec::with_capacity(plan.mqtt.len());
+    for (m, sink) in plan
+        .mqtt
+        .iter()
+        .filter_map(|m| Some((m, sinks.iter().find(|s| s.name == m.name.as_str())?)))
+    {
+        let stats = Arc::new(MqttStats::default());
+        let cancel = CancellationToken::new();
+        let outbox = Arc::new(StoreOutbox {
+            store: store.clone(),
+            queue: sink.queue,
+        });
+        let session = Session::new(
+            m.clone(),
+            outbox,
+            sink.wake.clone(),
+            clock.clone(),
+            stats.clone(),
+        )
+        .with_downlink(downlink_tx.clone());
+        let c = cancel.clone();
+        let name = m.name.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(err) = session.run(c).await {
+                error!(sink = %name, error = %err, "MQTT sink cannot start; its messages stay in the outbox.");
+            }
+        });
+        mqtt.push((cancel, handle));
+        mqtt_stats.push((m.name.to_string(), stats));
+    }
     Generation {
         plan,
         acquire_cancel,
@@ -756,8 +880,10 @@ impl Generation {
             tokio::time::sleep(Duration::from_secs(5)).await;
             notify_cancel.cancel();
         });
-        if let Some((cancel, handle)) = self.mqtt {
+        for (cancel, _) in &self.mqtt {
             cancel.cancel();
+        }
+        for (_, handle) in self.mqtt {
             let _finished = tokio::time::timeout(Duration::from_secs(3), handle).await;
         }
     }
@@ -834,7 +960,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
         );
     }
     let mut generation =
-        start_generation(plan.clone(), &store, &clock, Reporter::default(), &saved);
+        start_generation(plan.clone(), &store, &clock, Reporter::default(), &saved).await;
     let metrics_cancel = CancellationToken::new();
     let mut sources = generation.sources(&gauges);
     let (sources_tx, sources_rx) = tokio::sync::watch::channel(sources.clone());
@@ -885,7 +1011,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             // Stop first, so the new core starts from every alarm the old one saved.
                             generation.stop(opts.shutdown_grace).await;
                             let saved = load_saved(&store).await;
-                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), &saved);
+                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), &saved).await;
                             sources = generation.sources(&gauges);
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");
@@ -922,12 +1048,16 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                 if watchdog.is_some() && alive && hearts.all_fresh(std::time::Instant::now()).is_ok() {
                     systemd::notify(&[Notify::Watchdog]);
                 }
-                let connected = generation.mqtt_stats.as_ref().is_some_and(|m| m.connected.load(Ordering::Relaxed) == 1);
+                let connected = generation.mqtt_stats.iter().filter(|(_, m)| m.connected.load(Ordering::Relaxed) == 1).count();
+                let brokers = match generation.plan.mqtt.len() {
+                    0 => "broker not configured".to_owned(),
+                    1 => format!("broker {}", if connected == 1 { "connected" } else { "disconnected" }),
+                    n => format!("{connected} of {n} brokers connected"),
+                };
                 systemd::notify(&[Notify::Status(format!(
-                    "{} devices, outbox {} messages, broker {}",
+                    "{} devices, outbox {} messages, {brokers}",
                     generation.plan.devices.len(),
                     gauges.rows.load(Ordering::Relaxed),
-                    if generation.plan.mqtt.is_none() { "not configured" } else if connected { "connected" } else { "disconnected" }
                 ))]);
                 if hearts.is_empty() {
                     hearts.register("store", Duration::from_secs(60), std::time::Instant::now());

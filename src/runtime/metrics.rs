@@ -50,8 +50,8 @@ pub struct AlarmGauges {
 pub struct Sources {
     /// Per-device poll counters.
     pub acquire: AcquireStats,
-    /// MQTT counters, when a broker is configured.
-    pub mqtt: Option<Arc<MqttStats>>,
+    /// MQTT counters by sink name.
+    pub mqtt: Vec<(String, Arc<MqttStats>)>,
     /// Outbox gauges.
     pub outbox: Arc<OutboxGauges>,
     /// InfluxDB counters, when configured.
@@ -230,50 +230,49 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
         "Messages dropped by the outbox size bound.",
     );
     let _w = writeln!(out, "plantwatch_outbox_dropped_total {}", load(&o.dropped));
-    if let Some(m) = &s.mqtt {
-        header(
-            &mut out,
-            "plantwatch_mqtt_connected",
-            "gauge",
-            "1 while connected to the broker.",
-        );
-        let _w = writeln!(out, "plantwatch_mqtt_connected {}", load(&m.connected));
-        header(
-            &mut out,
-            "plantwatch_mqtt_connects_total",
-            "counter",
-            "Successful broker connections.",
-        );
-        let _w = writeln!(out, "plantwatch_mqtt_connects_total {}", load(&m.connects));
-        header(
-            &mut out,
-            "plantwatch_mqtt_published_total",
-            "counter",
-            "Messages handed to the MQTT client.",
-        );
-        let _w = writeln!(
-            out,
-            "plantwatch_mqtt_published_total {}",
-            load(&m.published)
-        );
-        header(
-            &mut out,
-            "plantwatch_mqtt_acked_total",
-            "counter",
-            "Messages acknowledged by the broker.",
-        );
-        let _w = writeln!(out, "plantwatch_mqtt_acked_total {}", load(&m.acked));
-        header(
-            &mut out,
-            "plantwatch_mqtt_unreadable_total",
-            "counter",
-            "Outbox rows that could not be rendered.",
-        );
-        let _w = writeln!(
-            out,
-            "plantwatch_mqtt_unreadable_total {}",
-            load(&m.unreadable)
-        );
+    if !s.mqtt.is_empty() {
+        for (name, kind, help, value) in [
+            (
+                "plantwatch_mqtt_connected",
+                "gauge",
+                "1 while connected to the broker, per sink.",
+                (|m: &MqttStats| &m.connected) as fn(&MqttStats) -> &AtomicU64,
+            ),
+            (
+                "plantwatch_mqtt_connects_total",
+                "counter",
+                "Successful broker connections, per sink.",
+                |m: &MqttStats| &m.connects,
+            ),
+            (
+                "plantwatch_mqtt_published_total",
+                "counter",
+                "Messages handed to the MQTT client, per sink.",
+                |m: &MqttStats| &m.published,
+            ),
+            (
+                "plantwatch_mqtt_acked_total",
+                "counter",
+                "Messages acknowledged by the broker, per sink.",
+                |m: &MqttStats| &m.acked,
+            ),
+            (
+                "plantwatch_mqtt_unreadable_total",
+                "counter",
+                "Outbox rows that could not be rendered, per sink.",
+                |m: &MqttStats| &m.unreadable,
+            ),
+        ] {
+            header(&mut out, name, kind, help);
+            for (sink, m) in &s.mqtt {
+                let _w = writeln!(
+                    out,
+                    "{name}{{sink=\"{}\"}} {}",
+                    escape(sink),
+                    load(value(m))
+                );
+            }
+        }
     }
     if let Some(i) = &s.influx {
         header(
@@ -359,7 +358,10 @@ mod tests {
             acquire: AcquireStats {
                 devices: vec![("main-meter".into(), dev)],
             },
-            mqtt: Some(Arc::new(MqttStats::default())),
+            mqtt: vec![
+                ("mqtt".into(), Arc::new(MqttStats::default())),
+                ("scada".into(), Arc::new(MqttStats::default())),
+            ],
             ..Sources::default()
         };
         sources.outbox.rows.store(12, Ordering::Relaxed);
@@ -380,7 +382,10 @@ mod tests {
         ));
         assert!(text.contains("plantwatch_outbox_rows 12"));
         assert!(text.contains("plantwatch_outbox_oldest_age_seconds 60"));
-        assert!(text.contains("plantwatch_mqtt_connected 0"));
+        sources.mqtt[1].1.connected.store(1, Ordering::Relaxed);
+        let text = render(&sources, 61_000);
+        assert!(text.contains("plantwatch_mqtt_connected{sink=\"mqtt\"} 0"));
+        assert!(text.contains("plantwatch_mqtt_connected{sink=\"scada\"} 1"));
         // Every sample line belongs to a declared metric family.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();

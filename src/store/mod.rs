@@ -46,8 +46,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, trace, warn};
 
 pub use alarms::{AlarmRow, CommandRow};
+pub use outbox::{
+    DEFAULT_QUEUE, OutboxMessage, OutboxRow, OutboxStats, QueueId, QueueSize, RowId, Span,
+};
 use outbox::{OpError, OutboxState};
-pub use outbox::{OutboxMessage, OutboxRow, OutboxStats, RowId, Span};
 
 /// Requests that may wait for the store thread; beyond this, callers wait to send
 /// (backpressure instead of unbounded memory).
@@ -158,6 +160,14 @@ pub enum StoreError {
         /// The lowest seq the key accepts.
         next: u64,
     },
+    /// A message names a queue that was never opened with [`StoreHandle::queue`].
+    #[error("store {}: outbox queue {queue} does not exist", path.display())]
+    UnknownQueue {
+        /// The database file.
+        path: PathBuf,
+        /// The queue id.
+        queue: QueueId,
+    },
     /// A seq does not fit SQLite's signed 64-bit integers.
     #[error("store {}: seq {seq} for `{key}` is out of range", path.display())]
     SeqOutOfRange {
@@ -208,6 +218,7 @@ enum Request {
         reply: Reply<Vec<RowId>>,
     },
     Fetch {
+        queue: QueueId,
         after: Option<RowId>,
         limit: usize,
         reply: Reply<Vec<OutboxRow>>,
@@ -217,17 +228,27 @@ enum Request {
         reply: Reply<Vec<Vec<OutboxRow>>>,
     },
     Ack {
+        queue: QueueId,
         rows: Vec<RowId>,
         reply: Reply<()>,
     },
     Stats {
         reply: Reply<OutboxStats>,
     },
+    QueueSize {
+        queue: QueueId,
+        reply: Reply<QueueSize>,
+    },
+    OpenQueue {
+        name: String,
+        reply: Reply<QueueId>,
+    },
     NextSeq {
         key: String,
         reply: Reply<u64>,
     },
     Newest {
+        queue: QueueId,
         reply: Reply<Option<RowId>>,
     },
     SaveAlarms {
@@ -265,6 +286,7 @@ impl Request {
             self,
             Self::Enqueue { .. }
                 | Self::Ack { .. }
+                | Self::OpenQueue { .. }
                 | Self::SaveAlarms { .. }
                 | Self::SaveState { .. }
                 | Self::SaveIntervals { .. }
@@ -285,10 +307,11 @@ impl Request {
                 finish(reply, outbox::enqueue(conn, st, &msgs, path), path)
             }
             Self::Fetch {
+                queue,
                 after,
                 limit,
                 reply,
-            } => finish(reply, outbox::fetch(conn, after, limit), path),
+            } => finish(reply, outbox::fetch(conn, queue, after, limit), path),
             Self::FetchSpans { spans, reply } => {
                 let rows = spans
                     .into_iter()
@@ -296,15 +319,24 @@ impl Request {
                     .collect();
                 finish(reply, rows, path)
             }
-            Self::Ack { rows, reply } => {
-                finish(reply, outbox::ack(conn, st, &rows).map(|_deleted| ()), path)
-            }
+            Self::Ack { queue, rows, reply } => finish(
+                reply,
+                outbox::ack(conn, st, queue, &rows).map(|_deleted| ()),
+                path,
+            ),
             Self::Stats { reply } => finish(reply, outbox::stats(conn, st), path),
+            Self::QueueSize { queue, reply } => {
+                let size = st.queues.get(&queue).copied().unwrap_or_default();
+                finish(reply, Ok(size), path)
+            }
+            Self::OpenQueue { name, reply } => {
+                finish(reply, outbox::open_queue(conn, st, &name), path)
+            }
             Self::NextSeq { key, reply } => {
                 let next = st.seqs.get(&key).copied().unwrap_or(0);
                 finish(reply, Ok(next), path)
             }
-            Self::Newest { reply } => finish(reply, outbox::newest(conn), path),
+            Self::Newest { queue, reply } => finish(reply, outbox::newest(conn, queue), path),
             Self::SaveAlarms { rows, reply } => finish(reply, alarms::save(conn, &rows), path),
             Self::LoadAlarms { reply } => finish(reply, alarms::load(conn), path),
             Self::PendingCommands { reply } => finish(reply, alarms::pending_commands(conn), path),
@@ -329,8 +361,10 @@ impl Request {
             Self::FetchSpans { reply, .. } => Done::new(reply, None),
             Self::Ack { reply, .. } => Done::new(reply, None),
             Self::Stats { reply } => Done::new(reply, None),
+            Self::QueueSize { reply, .. } => Done::new(reply, None),
+            Self::OpenQueue { reply, .. } => Done::new(reply, None),
             Self::NextSeq { reply, .. } => Done::new(reply, None),
-            Self::Newest { reply } => Done::new(reply, None),
+            Self::Newest { reply, .. } => Done::new(reply, None),
             Self::SaveAlarms { reply, .. } => Done::new(reply, None),
             Self::LoadAlarms { reply } => Done::new(reply, None),
             Self::PendingCommands { reply } => Done::new(reply, None),
@@ -702,7 +736,7 @@ fn bound_and_count(
         } else {
             st.episode_dropped += dropped;
         }
-    } else if st.dropping && st.bytes <= limits.max_bytes / 10 * 9 {
+    } else if st.dropping && outbox::largest_queue_bytes(st) <= limits.max_bytes / 10 * 9 {
         st.dropping = false;
     }
     outbox::save_counters(conn, before, st)
@@ -761,6 +795,8 @@ impl std::fmt::Debug for Request {
             Self::FetchSpans { .. } => "FetchSpans",
             Self::Ack { .. } => "Ack",
             Self::Stats { .. } => "Stats",
+            Self::QueueSize { .. } => "QueueSize",
+            Self::OpenQueue { .. } => "OpenQueue",
             Self::NextSeq { .. } => "NextSeq",
             Self::Newest { .. } => "Newest",
             Self::SaveAlarms { .. } => "SaveAlarms",
@@ -810,7 +846,18 @@ impl StoreHandle {
         })
     }
 
-    /// Up to `limit` rows with an id above `after` (all rows for `None`), oldest first.
+    /// The id of the outbox queue called `name` (a sink's name), created on first use.
+    /// `mqtt` is [`DEFAULT_QUEUE`].
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn queue(&self, name: &str) -> Result<QueueId, StoreError> {
+        let name = name.to_owned();
+        self.call(|reply| Request::OpenQueue { name, reply }).await
+    }
+
+    /// Up to `limit` rows of the default queue with an id above `after` (all rows for `None`),
+    /// oldest first.
     ///
     /// # Errors
     /// A SQLite error, or [`StoreError::Closed`].
@@ -819,7 +866,21 @@ impl StoreHandle {
         after: Option<RowId>,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, StoreError> {
+        self.fetch_in(DEFAULT_QUEUE, after, limit).await
+    }
+
+    /// Up to `limit` rows of `queue` with an id above `after`, oldest first.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn fetch_in(
+        &self,
+        queue: QueueId,
+        after: Option<RowId>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         self.call(|reply| Request::Fetch {
+            queue,
             after,
             limit,
             reply,
@@ -843,10 +904,26 @@ impl StoreHandle {
     /// # Errors
     /// A SQLite error (the rows stay and may be sent again), or [`StoreError::Closed`].
     pub async fn ack(&self, rows: Vec<RowId>) -> Result<(), StoreError> {
-        self.call(|reply| Request::Ack { rows, reply }).await
+        self.ack_in(DEFAULT_QUEUE, rows).await
     }
 
-    /// The outbox's size and counters.
+    /// [`Self::ack`] for the rows of `queue`.
+    ///
+    /// # Errors
+    /// A SQLite error (the rows stay and may be sent again), or [`StoreError::Closed`].
+    pub async fn ack_in(&self, queue: QueueId, rows: Vec<RowId>) -> Result<(), StoreError> {
+        self.call(|reply| Request::Ack { queue, rows, reply }).await
+    }
+
+    /// One queue's rows and bytes waiting.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`].
+    pub async fn queue_size(&self, queue: QueueId) -> Result<QueueSize, StoreError> {
+        self.call(|reply| Request::QueueSize { queue, reply }).await
+    }
+
+    /// The outbox's size (all queues together) and counters.
     ///
     /// # Errors
     /// A SQLite error, or [`StoreError::Closed`].
@@ -864,12 +941,20 @@ impl StoreHandle {
         self.call(|reply| Request::NextSeq { key, reply }).await
     }
 
-    /// The newest row id, if the outbox is not empty.
+    /// The newest row id of the default queue, if it is not empty.
     ///
     /// # Errors
     /// A SQLite error, or [`StoreError::Closed`].
     pub async fn newest(&self) -> Result<Option<RowId>, StoreError> {
-        self.call(|reply| Request::Newest { reply }).await
+        self.newest_in(DEFAULT_QUEUE).await
+    }
+
+    /// The newest row id of `queue`, if it is not empty.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn newest_in(&self, queue: QueueId) -> Result<Option<RowId>, StoreError> {
+        self.call(|reply| Request::Newest { queue, reply }).await
     }
 
     /// Saves raised alarms and deletes cleared ones (rows with no body), in the next group
@@ -995,6 +1080,7 @@ mod tests {
 
     fn msg(key: &str, seq: u64, len: usize) -> OutboxMessage {
         OutboxMessage {
+            queue: DEFAULT_QUEUE,
             stream: format!("telemetry/{key}"),
             key: key.into(),
             seq,
@@ -1039,7 +1125,11 @@ mod tests {
 
     fn ack_now(store: &mut Store, rows: Vec<RowId>) {
         let (reply, mut rx) = oneshot::channel();
-        store.run_group(vec![Request::Ack { rows, reply }]);
+        store.run_group(vec![Request::Ack {
+            queue: DEFAULT_QUEUE,
+            rows,
+            reply,
+        }]);
         rx.try_recv().unwrap().unwrap();
     }
 

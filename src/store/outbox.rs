@@ -22,12 +22,31 @@ use super::StoreError;
 
 /// An outbox row id: increasing in enqueue order, never reused.
 ///
-/// The same type as `sink::mqtt::inflight::RowId`.
+/// The same type as `sink::mqtt::inflight::RowId`. Ids are per queue.
 pub type RowId = i64;
+
+/// An outbox queue: one per sink, each in its own table, so that one sink's backlog (or its
+/// drop-oldest bound) never holds back or eats into another's.
+pub type QueueId = u32;
+
+/// The queue named `mqtt`, kept in the `outbox` table that every file had before queues
+/// existed: a single-broker gateway upgraded in place keeps its backlog.
+pub const DEFAULT_QUEUE: QueueId = 0;
+
+/// The table holding `queue`'s rows. Names come from ids the store assigned, never from input.
+pub(super) fn table(queue: QueueId) -> String {
+    if queue == DEFAULT_QUEUE {
+        "outbox".to_owned()
+    } else {
+        format!("outbox_{queue}")
+    }
+}
 
 /// One message to store: what the MQTT sink will publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMessage {
+    /// The queue (sink) it is for; see [`super::StoreHandle::queue`].
+    pub queue: QueueId,
     /// Topic below the prefix, e.g. `telemetry/meter-1`.
     pub stream: String,
     /// The sequence key, usually the device: `seq` increases per key.
@@ -57,7 +76,16 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// The outbox's size and lifetime counters.
+/// One queue's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueSize {
+    /// Messages waiting.
+    pub rows: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+}
+
+/// The outbox's size (all queues together) and lifetime counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
     /// Messages waiting.
@@ -92,8 +120,13 @@ pub(super) fn sql<T>(what: &'static str, r: rusqlite::Result<T>) -> Result<T, Op
 /// The outbox as the store thread remembers it between transactions.
 #[derive(Debug, Clone, Default)]
 pub(super) struct OutboxState {
+    /// Rows and bytes of all queues together.
     pub(super) rows: u64,
     pub(super) bytes: u64,
+    /// Each queue's share, by id; a queue exists once it is here.
+    pub(super) queues: HashMap<QueueId, QueueSize>,
+    /// Queue ids by name.
+    pub(super) names: HashMap<String, QueueId>,
     pub(super) enqueued_total: u64,
     pub(super) acked_total: u64,
     pub(super) dropped_total: u64,
@@ -113,11 +146,34 @@ const META_DROPPED: &str = "outbox.dropped_total";
 
 /// Reads the outbox state from the file at open.
 pub(super) fn load(conn: &Connection) -> rusqlite::Result<OutboxState> {
-    let (rows, bytes): (u64, u64) = conn.query_row(
-        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let mut names = HashMap::new();
+    let mut stmt = conn.prepare("SELECT name, id FROM outbox_queues")?;
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, QueueId>(1)?))
+    })? {
+        let (name, id) = row?;
+        names.insert(name, id);
+    }
+    let mut queues = HashMap::new();
+    let (mut rows, mut bytes) = (0, 0);
+    for &id in names.values() {
+        let size = conn.query_row(
+            &format!(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM {}",
+                table(id)
+            ),
+            [],
+            |r| {
+                Ok(QueueSize {
+                    rows: r.get(0)?,
+                    bytes: r.get(1)?,
+                })
+            },
+        )?;
+        rows += size.rows;
+        bytes += size.bytes;
+        queues.insert(id, size);
+    }
     let meta = |key: &str| -> rusqlite::Result<u64> {
         Ok(conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -133,6 +189,8 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<OutboxState> {
     Ok(OutboxState {
         rows,
         bytes,
+        queues,
+        names,
         enqueued_total: meta(META_ENQUEUED)?,
         acked_total: meta(META_ACKED)?,
         dropped_total: meta(META_DROPPED)?,
@@ -153,6 +211,12 @@ pub(super) fn enqueue(
     // Validate the whole request first, so a refusal writes nothing.
     let mut next: HashMap<&str, u64> = HashMap::new();
     for m in msgs {
+        if !st.queues.contains_key(&m.queue) {
+            return Err(OpError::Rejected(StoreError::UnknownQueue {
+                path: path.to_path_buf(),
+                queue: m.queue,
+            }));
+        }
         let floor = next
             .get(m.key.as_str())
             .or_else(|| st.seqs.get(&m.key))
@@ -177,21 +241,25 @@ pub(super) fn enqueue(
         next.insert(m.key.as_str(), m.seq + 1);
     }
 
-    let mut insert = sql(
-        "prepare insert",
-        conn.prepare_cached(
-            "INSERT INTO outbox (stream, key, seq, created_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-        ),
-    )?;
     let mut ids = Vec::with_capacity(msgs.len());
     let mut bytes = 0u64;
     for m in msgs {
+        let mut insert = sql(
+            "prepare insert",
+            conn.prepare_cached(&format!(
+                "INSERT INTO {} (stream, key, seq, created_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                table(m.queue)
+            )),
+        )?;
         sql(
             "insert into outbox",
             insert.execute(params![m.stream, m.key, m.seq, m.created_ms, m.payload]),
         )?;
         ids.push(conn.last_insert_rowid());
         bytes += m.payload.len() as u64;
+        let size = st.queues.entry(m.queue).or_default();
+        size.rows += 1;
+        size.bytes += m.payload.len() as u64;
     }
     let mut upsert = sql(
         "prepare seq update",
@@ -216,6 +284,8 @@ pub(super) fn enqueue(
 /// `after < id <= until`, oldest first, at most `limit` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
+    /// The queue read.
+    pub queue: QueueId,
     /// Rows above this id; `None` starts at the oldest row.
     pub after: Option<RowId>,
     /// Rows up to and including this id; `None` has no upper end.
@@ -224,15 +294,17 @@ pub struct Span {
     pub limit: usize,
 }
 
-/// Up to `limit` rows with id above `after`, oldest first.
+/// Up to `limit` rows of `queue` with id above `after`, oldest first.
 pub(super) fn fetch(
     conn: &Connection,
+    queue: QueueId,
     after: Option<RowId>,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, OpError> {
     fetch_span(
         conn,
         Span {
+            queue,
             after,
             until: None,
             limit,
@@ -247,10 +319,11 @@ pub(super) fn fetch_span(conn: &Connection, span: Span) -> Result<Vec<OutboxRow>
     // scan in rowid order yields rows one step at a time, so stopping after `limit` is as cheap.
     let mut stmt = sql(
         "prepare fetch",
-        conn.prepare_cached(
-            "SELECT id, stream, key, seq, created_ms, payload FROM outbox \
+        conn.prepare_cached(&format!(
+            "SELECT id, stream, key, seq, created_ms, payload FROM {} \
              WHERE id > ?1 AND id <= ?2 ORDER BY id",
-        ),
+            table(span.queue)
+        )),
     )?;
     let rows = sql(
         "fetch",
@@ -282,20 +355,29 @@ pub(super) fn fetch_span(conn: &Connection, span: Span) -> Result<Vec<OutboxRow>
 /// a run holds every id between its ends, so the range removes exactly the listed rows. A
 /// replay acknowledges thousands of neighbouring rows per commit, and one `DELETE … RETURNING`
 /// per row (each with its own statement journal) dominated the store thread.
-pub(super) fn ack(conn: &Connection, st: &mut OutboxState, ids: &[RowId]) -> Result<u64, OpError> {
+pub(super) fn ack(
+    conn: &Connection,
+    st: &mut OutboxState,
+    queue: QueueId,
+    ids: &[RowId],
+) -> Result<u64, OpError> {
+    let Some(size) = st.queues.get_mut(&queue) else {
+        return Ok(0);
+    };
+    let name = table(queue);
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     let mut measure = sql(
         "prepare ack",
-        conn.prepare_cached(
-            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox \
-             WHERE id BETWEEN ?1 AND ?2",
-        ),
+        conn.prepare_cached(&format!(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM {name} \
+             WHERE id BETWEEN ?1 AND ?2"
+        )),
     )?;
     let mut delete = sql(
         "prepare ack",
-        conn.prepare_cached("DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2"),
+        conn.prepare_cached(&format!("DELETE FROM {name} WHERE id BETWEEN ?1 AND ?2")),
     )?;
     let mut deleted = 0u64;
     for (first, last) in runs(&ids) {
@@ -308,8 +390,10 @@ pub(super) fn ack(conn: &Connection, st: &mut OutboxState, ids: &[RowId]) -> Res
             sql("ack", delete.execute(params![first, last]))?;
             deleted += rows;
             st.bytes = st.bytes.saturating_sub(bytes);
+            size.bytes = size.bytes.saturating_sub(bytes);
         }
     }
+    size.rows = size.rows.saturating_sub(deleted);
     st.rows = st.rows.saturating_sub(deleted);
     st.acked_total += deleted;
     Ok(deleted)
@@ -330,25 +414,70 @@ fn runs(ids: &[RowId]) -> impl Iterator<Item = (RowId, RowId)> + '_ {
     })
 }
 
-/// The newest row id, if any.
-pub(super) fn newest(conn: &Connection) -> Result<Option<RowId>, OpError> {
+/// The newest row id of `queue`, if any.
+pub(super) fn newest(conn: &Connection, queue: QueueId) -> Result<Option<RowId>, OpError> {
     sql(
         "newest",
-        conn.query_row("SELECT max(id) FROM outbox", [], |r| r.get(0)),
+        conn.prepare_cached(&format!("SELECT max(id) FROM {}", table(queue)))
+            .and_then(|mut s| s.query_row([], |r| r.get(0))),
     )
+}
+
+/// The id of the queue called `name`, created (with its table) on first use.
+pub(super) fn open_queue(
+    conn: &Connection,
+    st: &mut OutboxState,
+    name: &str,
+) -> Result<QueueId, OpError> {
+    if let Some(&id) = st.names.get(name) {
+        return Ok(id);
+    }
+    let id = st.queues.keys().max().map_or(DEFAULT_QUEUE, |m| m + 1);
+    sql(
+        "create a queue",
+        conn.execute(
+            "INSERT INTO outbox_queues (name, id) VALUES (?1, ?2)",
+            params![name, id],
+        ),
+    )?;
+    // AUTOINCREMENT for the same reason as `outbox`: a sink's fetch cursor must never see an
+    // id reused.
+    sql(
+        "create a queue",
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                 id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                 stream     TEXT    NOT NULL,
+                 key        TEXT    NOT NULL,
+                 seq        INTEGER NOT NULL,
+                 created_ms INTEGER NOT NULL,
+                 payload    BLOB    NOT NULL
+             );",
+            table(id)
+        )),
+    )?;
+    st.names.insert(name.to_owned(), id);
+    st.queues.insert(id, QueueSize::default());
+    Ok(id)
 }
 
 /// The counters plus the oldest row's age.
 pub(super) fn stats(conn: &Connection, st: &OutboxState) -> Result<OutboxStats, OpError> {
-    let oldest = sql(
-        "stats",
-        conn.query_row(
-            "SELECT created_ms FROM outbox ORDER BY id LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional(),
-    )?;
+    let mut oldest: Option<i64> = None;
+    for &queue in st.queues.keys() {
+        let first: Option<i64> = sql(
+            "stats",
+            conn.prepare_cached(&format!(
+                "SELECT created_ms FROM {} ORDER BY id LIMIT 1",
+                table(queue)
+            ))
+            .and_then(|mut s| s.query_row([], |r| r.get(0)).optional()),
+        )?;
+        oldest = match (oldest, first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     Ok(OutboxStats {
         rows: st.rows,
         bytes: st.bytes,
@@ -360,7 +489,8 @@ pub(super) fn stats(conn: &Connection, st: &OutboxState) -> Result<OutboxStats, 
     })
 }
 
-/// Deletes the oldest rows until the payload bytes are within `max_bytes`; returns how many.
+/// Deletes each queue's oldest rows until its payload bytes are within `max_bytes`; returns
+/// how many.
 pub(super) fn enforce_bound(
     conn: &Connection,
     st: &mut OutboxState,
@@ -369,14 +499,44 @@ pub(super) fn enforce_bound(
     if st.bytes <= max_bytes {
         return Ok(0);
     }
-    let excess = st.bytes - max_bytes;
+    let over: Vec<QueueId> = st
+        .queues
+        .iter()
+        .filter(|(_, size)| size.bytes > max_bytes)
+        .map(|(&q, _)| q)
+        .collect();
+    let mut dropped = 0;
+    for queue in over {
+        dropped += drop_oldest(conn, st, queue, max_bytes)?;
+    }
+    Ok(dropped)
+}
+
+/// The largest queue's payload bytes: the bound applies to each queue.
+pub(super) fn largest_queue_bytes(st: &OutboxState) -> u64 {
+    st.queues.values().map(|s| s.bytes).max().unwrap_or(0)
+}
+
+fn drop_oldest(
+    conn: &Connection,
+    st: &mut OutboxState,
+    queue: QueueId,
+    max_bytes: u64,
+) -> Result<u64, OpError> {
+    let Some(size) = st.queues.get_mut(&queue) else {
+        return Ok(0);
+    };
+    let excess = size.bytes - max_bytes;
+    let name = table(queue);
     let mut freed = 0u64;
     let mut count = 0u64;
     let mut last = None;
     {
         let mut stmt = sql(
             "prepare drop scan",
-            conn.prepare_cached("SELECT id, length(payload) FROM outbox ORDER BY id"),
+            conn.prepare_cached(&format!(
+                "SELECT id, length(payload) FROM {name} ORDER BY id"
+            )),
         )?;
         let mut rows = sql("drop scan", stmt.query([]))?;
         while let Some(row) = sql("drop scan", rows.next())? {
@@ -393,9 +553,11 @@ pub(super) fn enforce_bound(
     if let Some(last) = last {
         sql(
             "drop oldest",
-            conn.execute("DELETE FROM outbox WHERE id <= ?1", [last]),
+            conn.execute(&format!("DELETE FROM {name} WHERE id <= ?1"), [last]),
         )?;
     }
+    size.rows = size.rows.saturating_sub(count);
+    size.bytes = size.bytes.saturating_sub(freed);
     st.rows = st.rows.saturating_sub(count);
     st.bytes = st.bytes.saturating_sub(freed);
     st.dropped_total += count;

@@ -73,6 +73,14 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (meter, start_ms)
      ) WITHOUT ROWID;
      CREATE INDEX energy_intervals_by_time ON energy_intervals (start_ms);",
+    // 5: named outbox queues, one per sink. The existing `outbox` table becomes queue 0,
+    // named `mqtt` like the single `[mqtt]` sink that filled it; other queues get tables
+    // `outbox_{id}` when first opened.
+    "CREATE TABLE outbox_queues (
+         name TEXT    PRIMARY KEY,
+         id   INTEGER NOT NULL UNIQUE
+     ) WITHOUT ROWID;
+     INSERT INTO outbox_queues (name, id) VALUES ('mqtt', 0);",
 ];
 
 /// The schema version this build writes.

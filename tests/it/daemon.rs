@@ -106,7 +106,10 @@ async fn telemetry_arrives_with_continuous_seq_and_an_online_status() {
         metrics.contains("plantwatch_poll_cycles_total{device=\"plc-1\",result=\"ok\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("plantwatch_mqtt_connected 1"), "{metrics}");
+    assert!(
+        metrics.contains("plantwatch_mqtt_connected{sink=\"mqtt\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,4 +394,80 @@ async fn systemd_sees_ready_watchdog_reloading_and_stopping_on_a_real_notify_soc
         "STOPPING=1: {seen:?}"
     );
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Two `[[mqtt]]` sinks, each with its own outbox queue: the second broker is unreachable for
+/// the first seconds, and the first sink delivers all along; then the second catches up with
+/// everything it missed, marked backfill, its seqs counted on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sink_never_holds_back_the_other_and_catches_up_after() {
+    let plant_broker = EmbeddedBroker::start().unwrap();
+    let scada_broker = EmbeddedBroker::start().unwrap();
+    let scada_link = Proxy::start(scada_broker.addr).await;
+    scada_link.cut();
+    let (_sim, plant) = plant(2, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plant_sub = Subscriber::start(plant_broker.addr, "t9/#").await;
+    let mut scada_sub = Subscriber::start(scada_broker.addr, "t9s/#").await;
+    let sinks = format!(
+        "[[mqtt]]\nname = \"plant\"\nhost = \"127.0.0.1\"\nport = {}\ntopic_prefix = \"t9\"\n\
+         reconnect_min_ms = 100\nreconnect_max_ms = 500\n\n\
+         [[mqtt]]\nname = \"scada\"\nhost = \"127.0.0.1\"\nport = {}\ntopic_prefix = \"t9s\"\n\
+         reconnect_min_ms = 100\nreconnect_max_ms = 500\n\n",
+        plant_broker.addr.port(),
+        scada_link.addr.port()
+    );
+    let toml = format!(
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n\n{sinks}[store]\npath = \"{}\"\ncommit_window_ms = 20\n\n{plant}",
+        dir.path().join("state.db").display()
+    );
+    let daemon = Daemon::spawn(dir.path(), &toml);
+    let live = plant_sub
+        .collect_until(Duration::from_secs(30), |g| {
+            let s = seqs(g);
+            s.len() == 2 && s.values().all(|v| v.len() >= 20)
+        })
+        .await;
+    assert!(
+        seqs(&live).values().all(|v| v.len() >= 20),
+        "the plant sink delivers while the SCADA broker is down\n{}",
+        daemon.log()
+    );
+    assert_no_gaps(&live, &daemon.log());
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics.contains("plantwatch_mqtt_connected{sink=\"plant\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plantwatch_mqtt_connected{sink=\"scada\"} 0"),
+        "{metrics}"
+    );
+
+    scada_link.restore();
+    let caught_up = scada_sub
+        .collect_until(Duration::from_secs(30), |g| {
+            let s = seqs(g);
+            s.len() == 2 && s.values().all(|v| v.len() >= 30)
+        })
+        .await;
+    let scada = seqs(&caught_up);
+    assert_eq!(scada.len(), 2, "both devices reach SCADA\n{}", daemon.log());
+    for (device, list) in &scada {
+        assert_eq!(
+            list.iter().min(),
+            Some(&0),
+            "{device}: the SCADA sink starts at its own seq 0, nothing of the outage lost"
+        );
+    }
+    assert_no_gaps(&caught_up, &daemon.log());
+    let backfilled = caught_up
+        .iter()
+        .filter(|m| m.topic.contains("/telemetry/") && m.json()["backfill"] == true)
+        .count();
+    assert!(
+        backfilled >= 20,
+        "what SCADA missed comes as backfill: {backfilled}\n{}",
+        daemon.log()
+    );
 }

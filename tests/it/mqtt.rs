@@ -87,6 +87,8 @@ impl Outbox for MemOutbox {
 
 fn plan(port: u16, protocol: Protocol) -> Mqtt {
     Mqtt {
+        name: plantwatch::model::Name::new("mqtt").unwrap(),
+        format: plantwatch::config::daemon::Format::Json,
         host: "127.0.0.1".into(),
         port,
         client_id: format!("plantwatch-test-{protocol}-{port}"),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use plantwatch::encode::json_v1;
 use plantwatch::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 use plantwatch::store::record::{decode_batch, encode_batch};
-use plantwatch::store::{OutboxLimits, OutboxMessage, RowId, Span, Store, StoreError, StoreHandle};
+use plantwatch::store::{
+    DEFAULT_QUEUE, OutboxLimits, OutboxMessage, RowId, Span, Store, StoreError, StoreHandle,
+};
 use proptest::prelude::*;
 
 use crate::harness::within;
@@ -26,6 +28,7 @@ fn limits(max_bytes: u64) -> OutboxLimits {
 
 fn msg(key: &str, seq: u64, payload: Vec<u8>) -> OutboxMessage {
     OutboxMessage {
+        queue: DEFAULT_QUEUE,
         stream: format!("telemetry/{key}"),
         key: key.to_owned(),
         seq,
@@ -102,21 +105,25 @@ async fn spans_read_each_cursor_within_its_bounds_and_acks_delete_only_the_liste
     let spans = store
         .fetch_spans(vec![
             Span {
+                queue: DEFAULT_QUEUE,
                 after: Some(ids[6]),
                 until: None,
                 limit: 100,
             },
             Span {
+                queue: DEFAULT_QUEUE,
                 after: None,
                 until: Some(ids[4]),
                 limit: 3,
             },
             Span {
+                queue: DEFAULT_QUEUE,
                 after: Some(ids[2]),
                 until: Some(ids[4]),
                 limit: 10,
             },
             Span {
+                queue: DEFAULT_QUEUE,
                 after: Some(ids[9]),
                 until: None,
                 limit: 10,
@@ -602,6 +609,7 @@ async fn store_polls(path: &Path, realistic: bool) -> (u64, u64, u64) {
             payload += bytes.len() as u64;
             json += json_v1::telemetry(&batch, *seq, false).len() as u64;
             msgs.push(OutboxMessage {
+                queue: DEFAULT_QUEUE,
                 stream: format!("telemetry/{key}"),
                 key,
                 seq: *seq,
@@ -668,6 +676,7 @@ async fn fsync_rate_under_the_200_meter_load() {
             let key = batch.device.to_string();
             let seq = (i / DEVICES) as u64;
             let m = OutboxMessage {
+                queue: DEFAULT_QUEUE,
                 stream: format!("telemetry/{key}"),
                 key,
                 seq,
@@ -737,4 +746,72 @@ async fn reads_are_answered_during_the_commit_window_and_writes_wait_for_it() {
         "the write did not wait for the window: {:?}",
         started.elapsed()
     );
+}
+
+/// Each sink's queue is its own: rows, acks and the drop-oldest bound never cross, and a
+/// queue keeps its id and rows across a restart.
+#[tokio::test]
+async fn queues_are_separate_and_each_has_its_own_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path, limits(100)).unwrap();
+    assert_eq!(store.queue("mqtt").await.unwrap(), DEFAULT_QUEUE);
+    let scada = store.queue("scada").await.unwrap();
+    assert_ne!(scada, DEFAULT_QUEUE);
+    assert_eq!(store.queue("scada").await.unwrap(), scada, "opened once");
+    let in_scada = |key: &str, seq: u64, len: usize| OutboxMessage {
+        queue: scada,
+        ..msg(key, seq, vec![b's'; len])
+    };
+    // 3 × 40 bytes in the default queue stays under its bound of 100 only after dropping one;
+    // the SCADA queue's 2 × 40 must not be touched by that.
+    store
+        .enqueue(vec![in_scada("scada:a", 0, 40), in_scada("scada:a", 1, 40)])
+        .await
+        .unwrap();
+    for seq in 0..3 {
+        store
+            .enqueue(vec![msg("a", seq, vec![b'd'; 40])])
+            .await
+            .unwrap();
+    }
+    let default_rows = store.fetch(None, 10).await.unwrap();
+    assert_eq!(
+        default_rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2],
+        "the default queue dropped its oldest row"
+    );
+    let scada_rows = store.fetch_in(scada, None, 10).await.unwrap();
+    assert_eq!(scada_rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1]);
+    assert!(scada_rows.iter().all(|r| r.payload[0] == b's'));
+    assert_eq!(store.stats().await.unwrap().dropped_total, 1);
+
+    // An ack in one queue deletes nothing in the other, even where the row ids coincide.
+    store.ack_in(scada, vec![scada_rows[0].id]).await.unwrap();
+    assert_eq!(store.fetch(None, 10).await.unwrap().len(), 2);
+    assert_eq!(store.queue_size(scada).await.unwrap().rows, 1);
+    assert_eq!(
+        store.newest_in(scada).await.unwrap(),
+        Some(scada_rows[1].id)
+    );
+
+    let store = reopen(store, &path, limits(100)).await;
+    assert_eq!(
+        store.queue("scada").await.unwrap(),
+        scada,
+        "same id after a restart"
+    );
+    let size = store.queue_size(scada).await.unwrap();
+    assert_eq!((size.rows, size.bytes), (1, 40));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.rows, stats.bytes), (3, 120));
+    assert_eq!(stats.oldest_created_ms, Some(T0 + 1));
+    let unknown = OutboxMessage {
+        queue: scada + 7,
+        ..msg("x", 0, vec![1])
+    };
+    assert!(matches!(
+        store.enqueue(vec![unknown]).await,
+        Err(StoreError::UnknownQueue { .. })
+    ));
 }

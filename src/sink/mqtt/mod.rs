@@ -262,6 +262,8 @@ fn tls_transport(tls: &Tls) -> Result<rumqttc::Transport, MqttError> {
 /// A downlink command as it arrived on `{prefix}/cmd/{name}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Downlink {
+    /// The sink it arrived on (`mqtt.name`): the reply goes back there.
+    pub sink: String,
     /// The `{name}` segment.
     pub name: String,
     /// The raw payload, validated by whoever handles it.
@@ -317,6 +319,7 @@ impl<O: Outbox> Session<O> {
         };
         if tx
             .try_send(Downlink {
+                sink: self.plan.name.to_string(),
                 name: name.to_owned(),
                 payload,
             })
