@@ -5,12 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{Datelike as _, NaiveDate};
+use chrono::NaiveDate;
 
 use crate::platform::record::{Record, StatType, Versions, local_datetime};
-use crate::process::ledger::LedgerInterval;
 use crate::sink::platform_http::{Uplink, UplinkConfig};
-use crate::store::alarms::offline;
 
 /// Arguments of `upload`.
 #[derive(Debug, clap::Args)]
@@ -95,52 +93,15 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
     let (from, to) = (date(&args.from, "--from")?, date(&args.to, "--to")?);
     anyhow::ensure!(from <= to, "--to {to} is before --from {from}");
     let tz = platform.timezone;
-    // Whole years around the range (year records need them), read once.
-    let first = NaiveDate::from_ymd_opt(from.year(), 1, 1).context("--from")?;
-    let after = NaiveDate::from_ymd_opt(to.year() + 1, 1, 1).context("--to")?;
-    let midnight = |d| {
-        crate::clock::local_midnight(tz, d).with_context(|| format!("{d} has no start in {tz}"))
-    };
-    let (read_from, read_to) = (midnight(first)?, midnight(after)?);
-    let (keep_from, keep_to) = (midnight(from)?, midnight(to.succ_opt().context("--to")?)?);
-
     let path = args
         .state
         .clone()
         .unwrap_or_else(|| plan.store.path.clone());
-    let conn = offline::open(&path, false).map_err(anyhow::Error::msg)?;
-    let meters: Vec<&str> = platform.items.iter().map(|i| i.meter.as_str()).collect();
-    let mut intervals = Vec::new();
-    crate::store::ledger::for_each(
-        &conn,
-        &meters,
-        read_from,
-        read_to,
-        |meter, (start_ms, end_ms), delta, quality, tou| {
-            intervals.push(LedgerInterval {
-                meter: meter.to_owned(),
-                kind: String::new(),
-                unit: String::new(),
-                start_ms,
-                end_ms,
-                delta,
-                quality,
-                flags: crate::process::counter::Flags::EMPTY,
-                tou,
-                kgce: None,
-            });
-        },
-    )
-    .with_context(|| format!("cannot read the ledger in {}", path.display()))?;
-
     let now_ms = crate::clock::Clock::now(&crate::clock::SystemClock).0;
     let wanted: Vec<StatType> = args.stat_type.iter().map(|k| k.stat_type()).collect();
-    let records: Vec<Record> = crate::platform::Builder::new(platform)
-        .build(&intervals, now_ms)
-        .into_iter()
-        .filter(|r| keep_from <= r.span_ms.0 && r.span_ms.0 < keep_to)
-        .filter(|r| wanted.is_empty() || wanted.contains(&r.key.stat_type))
-        .collect();
+    // The daemon's `upload` command builds its records with the same call.
+    let records: Vec<Record> =
+        crate::platform::records_for_range(&path, platform, from, to, &wanted, now_ms).await?;
     let uploaded = local_datetime(tz, now_ms).context("the local time now")?;
     if args.dry_run {
         for r in &records {
@@ -150,9 +111,9 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
             );
         }
         eprintln!(
-            "{} records from {} ledger intervals (not sent: --dry-run)",
+            "{} records from the ledger in {} (not sent: --dry-run)",
             records.len(),
-            intervals.len()
+            path.display()
         );
         return Ok(ExitCode::SUCCESS);
     }

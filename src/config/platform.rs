@@ -58,6 +58,13 @@ pub struct RawEnergyPlatform {
     /// `[energy_platform.https]`: the platform's HTTPS uplink.
     #[serde(default)]
     pub https: Option<RawHttps>,
+    /// `regVersion` that records published over MQTT carry (the HTTPS uplink asks the
+    /// platform's `checkVersion` instead).
+    #[serde(default)]
+    pub reg_version: Option<String>,
+    /// `dicVersion` that records published over MQTT carry.
+    #[serde(default)]
+    pub dic_version: Option<String>,
 }
 
 /// `[energy_platform.https]` as written.
@@ -78,7 +85,23 @@ pub struct RawHttps {
     /// Per-request timeout, e.g. `"30s"` (default).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// First wait before the daemon's uploader retries a record, ms; doubles per failure.
+    #[serde(default)]
+    pub retry_min_ms: Option<u64>,
+    /// Longest wait between retries, ms.
+    #[serde(default)]
+    pub retry_max_ms: Option<u64>,
 }
+
+/// Default first retry wait of the uploader: 1 s.
+pub const DEFAULT_RETRY_MIN_MS: u64 = 1_000;
+
+/// Default longest retry wait: 5 min, so an outage of hours costs a dozen tries an hour and
+/// recovery is noticed within minutes.
+pub const DEFAULT_RETRY_MAX_MS: u64 = 300_000;
+
+/// Bounds of the retry waits: at least 10 ms (no busy loop), at most a day.
+const RETRY_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=86_400_000;
 
 /// `[energy_platform.https]`, resolved.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +114,10 @@ pub struct Https {
     pub password: super::daemon::PasswordSource,
     /// Per-request timeout.
     pub timeout: std::time::Duration,
+    /// First wait before a retry (doubles per failure up to `retry_max`).
+    pub retry_min: std::time::Duration,
+    /// Longest wait between retries.
+    pub retry_max: std::time::Duration,
 }
 
 /// Resolves `[energy_platform.https]`.
@@ -150,11 +177,34 @@ fn resolve_https(raw: &RawHttps, issues: &mut Issues) -> Option<Https> {
             }
         },
     };
+    let retry_min = raw.retry_min_ms.unwrap_or(DEFAULT_RETRY_MIN_MS);
+    let retry_max = raw
+        .retry_max_ms
+        .unwrap_or(DEFAULT_RETRY_MAX_MS.max(retry_min));
+    let mut retry_ok = true;
+    for (key, value) in [("retry_min_ms", retry_min), ("retry_max_ms", retry_max)] {
+        if !RETRY_RANGE_MS.contains(&value) {
+            issues.push(
+                format!("{KEY}.{key}"),
+                format!("{value} is out of range; use 10 to 86400000 (a day), e.g. 1000"),
+            );
+            retry_ok = false;
+        }
+    }
+    if retry_ok && retry_max < retry_min {
+        issues.push(
+            format!("{KEY}.retry_max_ms"),
+            format!("{retry_max} is below retry_min_ms ({retry_min})"),
+        );
+        retry_ok = false;
+    }
     Some(Https {
         url: url?,
         ca_file: raw.ca_file.clone(),
         password: password?,
         timeout: timeout?,
+        retry_min: retry_ok.then(|| std::time::Duration::from_millis(retry_min))?,
+        retry_max: std::time::Duration::from_millis(retry_max),
     })
 }
 
@@ -196,6 +246,9 @@ pub struct EnergyPlatform {
     pub items: Vec<Item>,
     /// The HTTPS uplink, if configured.
     pub https: Option<Https>,
+    /// The versions that records published over MQTT carry (`reg_version`, `dic_version`;
+    /// empty when not given).
+    pub versions: crate::platform::record::Versions,
 }
 
 /// One data item: a ledger meter under a registered code.
@@ -496,5 +549,102 @@ pub fn resolve_platform(
         max_estimated_share,
         items,
         https,
+        versions: crate::platform::record::Versions {
+            reg_version: raw.reg_version.clone().unwrap_or_default(),
+            dic_version: raw.dic_version.clone().unwrap_or_default(),
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{EnvOverrides, load_str};
+
+    /// A minimal config with one platform item and `https` as `[energy_platform.https]`.
+    fn load(https: &str) -> Result<super::Https, String> {
+        let text = format!(
+            r#"
+[gateway]
+site = "s"
+id = "g"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "meter-1"
+link = "bus"
+profile = "chint-dtsu666"
+
+[[meters]]
+name = "incomer"
+device = "meter-1"
+point = "ep_import"
+kind = "electricity"
+
+[energy_platform]
+enterprise_code = "91350100M000100Y43"
+scope = "1"
+input_type = "1"
+
+[[energy_platform.items]]
+meter = "incomer"
+data_code = "E001-0101-00"
+
+[energy_platform.https]
+url = "https://platform.example/YNEnergy"
+password_file = "/etc/plantwatch/platform-password"
+{https}
+"#
+        );
+        load_str(
+            "p.toml",
+            &text,
+            &EnvOverrides::Off,
+            std::path::Path::new("."),
+            None,
+        )
+        .map_err(|e| e.to_string())
+        .map(|plan| {
+            plan.energy_platform
+                .and_then(|p| p.https)
+                .expect("[energy_platform.https]")
+        })
+    }
+
+    #[test]
+    fn retry_waits_default_to_a_second_doubling_to_five_minutes() {
+        let https = load("").unwrap();
+        assert_eq!(https.retry_min, Duration::from_secs(1));
+        assert_eq!(https.retry_max, Duration::from_secs(300));
+        assert_eq!(https.url.as_str(), "https://platform.example/YNEnergy/");
+        let https = load("retry_min_ms = 50\nretry_max_ms = 2000").unwrap();
+        assert_eq!(
+            (https.retry_min, https.retry_max),
+            (Duration::from_millis(50), Duration::from_secs(2))
+        );
+        // A first wait above the default cap lifts the cap with it.
+        let https = load("retry_min_ms = 600000").unwrap();
+        assert_eq!(https.retry_max, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn retry_waits_out_of_range_or_reversed_are_refused_at_their_key() {
+        let err = load("retry_min_ms = 0").unwrap_err();
+        assert!(
+            err.contains("energy_platform.https.retry_min_ms: 0 is out of range"),
+            "{err}"
+        );
+        let err = load("retry_max_ms = 100000000").unwrap_err();
+        assert!(err.contains("energy_platform.https.retry_max_ms"), "{err}");
+        let err = load("retry_min_ms = 5000\nretry_max_ms = 1000").unwrap_err();
+        assert!(
+            err.contains("energy_platform.https.retry_max_ms: 1000 is below retry_min_ms (5000)"),
+            "{err}"
+        );
+    }
 }

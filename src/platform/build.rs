@@ -16,6 +16,9 @@
 //! intervals, and the printed month the sum of the printed days, to the last digit. Against the
 //! unrounded ledger a day may differ by at most half a unit of the last place per interval
 //! (0.48 kWh for 96 intervals at 2 places), far inside the platform's 5 % day/month tolerance.
+//! Integer sums do not depend on grouping, so a month folded straight from its intervals is
+//! the same figure as the sum of its days: that is what lets [`Fold`] stream a period without
+//! holding its days.
 //!
 //! **Validity** (`valid`). A record is valid (`"1"`) when all of:
 //! 1. its intervals tile its period exactly: the first starts at the period's start, each next
@@ -33,8 +36,14 @@
 //! and invalid. When an interval of a meter appears more than once, the last one wins, as in
 //! the ledger table. The same intervals always give the same records, so a resend after an
 //! outage carries the keys and values of the first attempt.
+//!
+//! Two entry points share one code path: [`Builder::build`] takes a slice (sorted and
+//! de-duplicated here); [`Fold`] takes intervals one at a time, per meter in time order (as
+//! [`crate::store::ledger::for_each`] streams them), and keeps only one running total per
+//! item and period, so a month or a year is never held in memory.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 
 use super::decimal::Fixed;
 use super::record::{Record, RecordKey, StatPeriod, StatType, local_datetime};
@@ -55,18 +64,23 @@ struct Tally {
 }
 
 impl Tally {
-    fn of(interval: &LedgerInterval, decimals: u8) -> Tally {
-        let value = Some(interval.delta)
+    fn of(
+        (start_ms, end_ms): (i64, i64),
+        delta: f64,
+        quality: IntervalQuality,
+        decimals: u8,
+    ) -> Tally {
+        let value = Some(delta)
             .filter(|d| *d >= 0.0)
             .and_then(|d| Fixed::from_f64(d, decimals));
         Tally {
             sum: value.unwrap_or_else(|| Fixed::zero(decimals)),
-            first_start: interval.start_ms,
-            last_end: interval.end_ms,
+            first_start: start_ms,
+            last_end: end_ms,
             contiguous: true,
             count: 1,
-            estimated: u64::from(interval.quality == IntervalQuality::Estimated),
-            missing: u64::from(interval.quality == IntervalQuality::Missing || value.is_none()),
+            estimated: u64::from(quality == IntervalQuality::Estimated),
+            missing: u64::from(quality == IntervalQuality::Missing || value.is_none()),
         }
     }
 
@@ -114,101 +128,258 @@ impl<'a> Builder<'a> {
         for interval in intervals {
             latest.insert((interval.meter.as_str(), interval.start_ms), interval);
         }
-        let mut out = Vec::new();
-        for item in &self.platform.items {
-            let meter = item.meter.as_str();
-            let own: Vec<&LedgerInterval> = latest
-                .range((meter, i64::MIN)..=(meter, i64::MAX))
-                .map(|(_, interval)| *interval)
-                .collect();
-            self.item_records(item, &own, now_ms, &mut out);
+        let mut fold = Fold::new(self.platform, Select::Ended { now_ms });
+        for interval in latest.values() {
+            fold.push_interval(interval);
         }
-        out
+        fold.finish()
     }
+}
 
-    fn item_records(
-        &self,
-        item: &Item,
-        intervals: &[&LedgerInterval],
+/// Which records a [`Fold`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Select {
+    /// Every record whose interval or period has ended by `now_ms` (what [`Builder::build`]
+    /// returns).
+    Ended {
+        /// The current time, UTC ms.
         now_ms: i64,
-        out: &mut Vec<Record>,
-    ) {
-        let tz = self.platform.timezone;
-        let tallies: Vec<Tally> = intervals
-            .iter()
-            .map(|i| Tally::of(i, item.decimals))
-            .collect();
-        if item.produces(StatType::Realtime) {
-            for tally in tallies.iter().filter(|t| t.last_end <= now_ms) {
-                if let Some(stat_date) = local_datetime(tz, tally.first_start) {
-                    let span = (tally.first_start, tally.last_end);
-                    out.push(self.record(item, StatType::Realtime, stat_date, span, tally));
-                }
+    },
+    /// The records of `stat_types` (empty: every type) whose interval or period starts in
+    /// `[from_ms, to_ms)` and has ended by `now_ms`.
+    Range {
+        /// First start kept, UTC ms.
+        from_ms: i64,
+        /// Starts from here on are not kept.
+        to_ms: i64,
+        /// The types kept; empty keeps every type an item produces.
+        stat_types: Vec<StatType>,
+        /// The current time, UTC ms.
+        now_ms: i64,
+    },
+    /// Each item's record of this one day, month or year.
+    Period(StatPeriod),
+    /// The real-time record of every interval pushed (the caller has chosen them).
+    AllRealtime,
+    /// The real-time records of the intervals of the meters in `windows` that start at or
+    /// after the window's first value and end by its second; other meters give nothing.
+    Realtime {
+        /// Per meter, `(first start kept, last end kept)`, UTC ms.
+        windows: BTreeMap<String, (i64, i64)>,
+    },
+}
+
+impl Select {
+    /// Whether the real-time record of `meter`'s interval `[start, end)` is kept.
+    fn realtime(&self, meter: &str, (start, end): (i64, i64)) -> bool {
+        match self {
+            Self::Ended { now_ms } => end <= *now_ms,
+            Self::Range {
+                from_ms,
+                to_ms,
+                stat_types,
+                now_ms,
+            } => {
+                (stat_types.is_empty() || stat_types.contains(&StatType::Realtime))
+                    && (*from_ms..*to_ms).contains(&start)
+                    && end <= *now_ms
             }
-        }
-        // Months are summed from days and years from months, never from the intervals again,
-        // so that each total is the sum of the figures one level down.
-        let days = roll_up(StatType::Day, tz, tallies.iter().copied());
-        let months = roll_up(StatType::Month, tz, days.values().map(|(_, t)| *t));
-        let years = roll_up(StatType::Year, tz, months.values().map(|(_, t)| *t));
-        for (stat_type, periods) in [
-            (StatType::Day, &days),
-            (StatType::Month, &months),
-            (StatType::Year, &years),
-        ] {
-            if !item.produces(stat_type) {
-                continue;
-            }
-            for (period, tally) in periods.values().filter(|(p, _)| p.end_ms <= now_ms) {
-                let span = (period.start_ms, period.end_ms);
-                out.push(self.record(item, stat_type, period.stat_date, span, tally));
-            }
+            Self::Period(_) => false,
+            Self::AllRealtime => true,
+            Self::Realtime { windows } => windows
+                .get(meter)
+                .is_some_and(|(from, to)| start >= *from && end <= *to),
         }
     }
 
-    fn record(
-        &self,
-        item: &Item,
-        stat_type: StatType,
-        stat_date: chrono::NaiveDateTime,
-        span_ms: (i64, i64),
-        tally: &Tally,
-    ) -> Record {
-        Record {
-            key: RecordKey {
-                enterprise_code: self.platform.enterprise_code.clone(),
-                data_code: item.data_code.clone(),
-                stat_type,
-                stat_date,
-            },
-            meter: item.meter.clone(),
-            span_ms,
-            value: tally.sum,
-            convert_ratio: item.convert_ratio,
-            valid: tally.valid(span_ms, self.platform.max_estimated_share),
-            scope: item.scope.clone(),
-            input_type: item.input_type.clone(),
+    /// Whether intervals are summed into periods of `stat_type` at all.
+    fn sums(&self, stat_type: StatType) -> bool {
+        match self {
+            Self::Ended { .. } => true,
+            Self::Range { stat_types, .. } => {
+                stat_types.is_empty() || stat_types.contains(&stat_type)
+            }
+            Self::Period(p) => p.stat_type == stat_type,
+            Self::AllRealtime | Self::Realtime { .. } => false,
+        }
+    }
+
+    /// Whether the record of `period` is kept.
+    fn keeps(&self, period: &StatPeriod) -> bool {
+        match self {
+            Self::Ended { now_ms } => period.end_ms <= *now_ms,
+            Self::Range {
+                from_ms,
+                to_ms,
+                now_ms,
+                ..
+            } => (*from_ms..*to_ms).contains(&period.start_ms) && period.end_ms <= *now_ms,
+            Self::Period(p) => p == period,
+            Self::AllRealtime | Self::Realtime { .. } => false,
         }
     }
 }
 
-/// Groups time-ordered tallies into the periods of `stat_type` that hold their starts.
-fn roll_up(
-    stat_type: StatType,
-    tz: chrono_tz::Tz,
-    tallies: impl Iterator<Item = Tally>,
-) -> BTreeMap<i64, (StatPeriod, Tally)> {
-    let mut periods: BTreeMap<i64, (StatPeriod, Tally)> = BTreeMap::new();
-    for tally in tallies {
-        let Some(period) = StatPeriod::containing(stat_type, tz, tally.first_start) else {
-            continue;
-        };
-        periods
-            .entry(period.start_ms)
-            .and_modify(|(_, acc)| *acc = acc.then(tally))
-            .or_insert((period, tally));
+/// The period types summed from intervals, in output order.
+const TOTALS: [StatType; 3] = [StatType::Day, StatType::Month, StatType::Year];
+
+/// Streams intervals into the records that [`Select`] asks for, holding one running total per
+/// item and period (plus the real-time records it returns), never the intervals.
+///
+/// Feed each meter's intervals in time order, each once (the ledger table's order); meters may
+/// interleave. `P` is any owner of the platform config (`&EnergyPlatform`, `Arc<…>`).
+#[derive(Debug)]
+pub struct Fold<P> {
+    platform: P,
+    select: Select,
+    /// Item indices by meter name (several items may read one meter).
+    by_meter: BTreeMap<String, Vec<usize>>,
+    /// Real-time records, per item.
+    realtime: Vec<Vec<Record>>,
+    /// Running totals by (item, type, period start).
+    totals: BTreeMap<(usize, StatType, i64), (StatPeriod, Tally)>,
+    /// Per item and total type, the period of the last interval (saves a zone lookup each).
+    last: Vec<[Option<StatPeriod>; 3]>,
+}
+
+impl<P: Deref<Target = EnergyPlatform>> Fold<P> {
+    /// An empty fold of `platform`'s items, keeping what `select` asks for.
+    pub fn new(platform: P, select: Select) -> Self {
+        let mut by_meter: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, item) in platform.items.iter().enumerate() {
+            by_meter.entry(item.meter.clone()).or_default().push(i);
+        }
+        let n = platform.items.len();
+        Self {
+            platform,
+            select,
+            by_meter,
+            realtime: vec![Vec::new(); n],
+            totals: BTreeMap::new(),
+            last: vec![[None; 3]; n],
+        }
     }
-    periods
+
+    /// Adds one interval.
+    pub fn push_interval(&mut self, interval: &LedgerInterval) {
+        self.push(
+            &interval.meter,
+            (interval.start_ms, interval.end_ms),
+            interval.delta,
+            interval.quality,
+        );
+    }
+
+    /// Adds one interval given by its parts (the shape [`crate::store::ledger::for_each`]
+    /// hands out).
+    pub fn push(&mut self, meter: &str, span: (i64, i64), delta: f64, quality: IntervalQuality) {
+        let Self {
+            platform,
+            select,
+            by_meter,
+            realtime,
+            totals,
+            last,
+        } = self;
+        let Some(indices) = by_meter.get(meter) else {
+            return;
+        };
+        let platform: &EnergyPlatform = platform;
+        let tz = platform.timezone;
+        for &i in indices {
+            let item = &platform.items[i];
+            let tally = Tally::of(span, delta, quality, item.decimals);
+            if item.produces(StatType::Realtime)
+                && select.realtime(meter, span)
+                && let Some(stat_date) = local_datetime(tz, span.0)
+            {
+                realtime[i].push(record(
+                    platform,
+                    item,
+                    StatType::Realtime,
+                    stat_date,
+                    span,
+                    &tally,
+                ));
+            }
+            for (k, stat_type) in TOTALS.into_iter().enumerate() {
+                if !item.produces(stat_type) || !select.sums(stat_type) {
+                    continue;
+                }
+                let period = match last[i][k] {
+                    Some(p) if p.start_ms <= span.0 && span.0 < p.end_ms => p,
+                    _ => {
+                        let Some(p) = StatPeriod::containing(stat_type, tz, span.0) else {
+                            continue;
+                        };
+                        last[i][k] = Some(p);
+                        p
+                    }
+                };
+                if !select.keeps(&period) {
+                    continue;
+                }
+                totals
+                    .entry((i, stat_type, period.start_ms))
+                    .and_modify(|(_, acc)| *acc = acc.then(tally))
+                    .or_insert((period, tally));
+            }
+        }
+    }
+
+    /// The records, item by item in config order, then by statistic type, then by time.
+    pub fn finish(self) -> Vec<Record> {
+        let platform: &EnergyPlatform = &self.platform;
+        let mut out = Vec::new();
+        let mut realtime = self.realtime.into_iter();
+        for (i, item) in platform.items.iter().enumerate() {
+            out.extend(realtime.next().unwrap_or_default());
+            for stat_type in TOTALS {
+                for (period, tally) in self
+                    .totals
+                    .range((i, stat_type, i64::MIN)..=(i, stat_type, i64::MAX))
+                    .map(|(_, v)| v)
+                {
+                    let span = (period.start_ms, period.end_ms);
+                    out.push(record(
+                        platform,
+                        item,
+                        stat_type,
+                        period.stat_date,
+                        span,
+                        tally,
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The record of `item` for `span` with the figures of `tally`.
+fn record(
+    platform: &EnergyPlatform,
+    item: &Item,
+    stat_type: StatType,
+    stat_date: chrono::NaiveDateTime,
+    span_ms: (i64, i64),
+    tally: &Tally,
+) -> Record {
+    Record {
+        key: RecordKey {
+            enterprise_code: platform.enterprise_code.clone(),
+            data_code: item.data_code.clone(),
+            stat_type,
+            stat_date,
+        },
+        meter: item.meter.clone(),
+        span_ms,
+        value: tally.sum,
+        convert_ratio: item.convert_ratio,
+        valid: tally.valid(span_ms, platform.max_estimated_share),
+        scope: item.scope.clone(),
+        input_type: item.input_type.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +422,7 @@ mod tests {
             max_estimated_share: 0.1,
             items,
             https: None,
+            versions: Default::default(),
         }
     }
 

@@ -68,6 +68,11 @@ impl StatType {
         }
     }
 
+    /// The statistic type of a `statType` code, `"0"` to `"3"`.
+    pub fn from_code(code: &str) -> Option<StatType> {
+        StatType::ALL.into_iter().find(|s| s.code() == code)
+    }
+
     /// The name used in the config file.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -234,6 +239,89 @@ impl Record {
     }
 }
 
+/// How a [`Record`] is kept in the outbox until the platform has it: every field of the
+/// record and nothing that only the upload knows (versions, `uploadDate`), so the same record
+/// always stores as the same bytes and a resend carries what the first attempt carried.
+///
+/// Field order is fixed by the struct, numbers are exact (`dataValue` as decimal text,
+/// `convertRation` as the shortest `f64` text that reads back the same).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Stored {
+    enterprise_code: String,
+    data_code: String,
+    stat_type: String,
+    stat_date: String,
+    data_value: String,
+    convert_ration: f64,
+    valid: bool,
+    scope: String,
+    input_type: String,
+    meter: String,
+    start_ms: i64,
+    end_ms: i64,
+}
+
+/// Why stored bytes are not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored energy-platform record: {0}")]
+pub struct StoredRecordError(pub String);
+
+impl Record {
+    /// The stored form (JSON bytes) described at [`Record::from_stored`].
+    pub fn to_stored(&self) -> Vec<u8> {
+        let stored = Stored {
+            enterprise_code: self.key.enterprise_code.to_string(),
+            data_code: self.key.data_code.clone(),
+            stat_type: self.key.stat_type.code().to_owned(),
+            stat_date: self.key.stat_date.format(DATE_FORMAT).to_string(),
+            data_value: self.value.to_string(),
+            convert_ration: self.convert_ratio,
+            valid: self.valid,
+            scope: self.scope.clone(),
+            input_type: self.input_type.clone(),
+            meter: self.meter.clone(),
+            start_ms: self.span_ms.0,
+            end_ms: self.span_ms.1,
+        };
+        // A struct of strings, numbers and booleans always serialises.
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    /// Reads back what [`Record::to_stored`] wrote: a JSON object with the record's fields,
+    /// named as on the wire (`enterpriseCode`, …, `convertRation`) plus `meter`, `startMs` and
+    /// `endMs`.
+    ///
+    /// # Errors
+    /// [`StoredRecordError`] naming the field that is missing or wrong.
+    pub fn from_stored(bytes: &[u8]) -> Result<Record, StoredRecordError> {
+        let s: Stored =
+            serde_json::from_slice(bytes).map_err(|e| StoredRecordError(e.to_string()))?;
+        let bad = |field: &str, value: &str| StoredRecordError(format!("`{field}` is `{value}`"));
+        Ok(Record {
+            key: RecordKey {
+                enterprise_code: Uscc::parse(&s.enterprise_code)
+                    .map_err(|_| bad("enterpriseCode", &s.enterprise_code))?,
+                stat_type: StatType::from_code(&s.stat_type)
+                    .ok_or_else(|| bad("statType", &s.stat_type))?,
+                stat_date: NaiveDateTime::parse_from_str(&s.stat_date, DATE_FORMAT)
+                    .map_err(|_| bad("statDate", &s.stat_date))?,
+                data_code: s.data_code,
+            },
+            value: s
+                .data_value
+                .parse()
+                .map_err(|_| bad("dataValue", &s.data_value))?,
+            meter: s.meter,
+            span_ms: (s.start_ms, s.end_ms),
+            convert_ratio: s.convert_ration,
+            valid: s.valid,
+            scope: s.scope,
+            input_type: s.input_type,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +387,38 @@ mod tests {
             local_midnight(havana, date),
             Some(utc("2026-03-08T05:00:00Z"))
         );
+    }
+
+    #[test]
+    fn a_stored_record_reads_back_equal_and_stores_as_the_same_bytes() {
+        let record = Record {
+            key: RecordKey {
+                enterprise_code: Uscc::parse("91350100M000100Y43").unwrap(),
+                data_code: "E001-0101-00".into(),
+                stat_type: StatType::Month,
+                stat_date: NaiveDate::from_ymd_opt(2026, 10, 1)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap(),
+            },
+            meter: "incomer".into(),
+            span_ms: (utc("2026-09-30T16:00:00Z"), utc("2026-10-31T16:00:00Z")),
+            value: "30325.440".parse().unwrap(),
+            convert_ratio: 0.1229,
+            valid: false,
+            scope: "1".into(),
+            input_type: "2".into(),
+        };
+        let bytes = record.to_stored();
+        let back = Record::from_stored(&bytes).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(back.value.to_string(), "30325.440", "the places are kept");
+        assert_eq!(back.to_stored(), bytes);
+        let text = String::from_utf8(bytes).unwrap();
+        let broken = text.replace("\"statType\":\"2\"", "\"statType\":\"9\"");
+        let err = Record::from_stored(broken.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("`statType` is `9`"), "{err}");
+        assert!(Record::from_stored(b"{}").is_err());
     }
 
     #[test]

@@ -1,18 +1,37 @@
 //! Operator commands on alarms, from the MQTT downlink (`{prefix}/cmd/{name}`) and from
-//! `plantwatch alarms` (through the state file's command queue).
+//! `plantwatch alarms` (through the state file's command queue), and the `upload` command of
+//! the energy platform.
+//!
+//! `upload` (`{"id":…,"from":"2026-10-01","to":"2026-10-31","stat_type":[1,2]}`) re-queues the
+//! platform records of a range of local dates. It is parsed and validated here like the others,
+//! but carried out by the daemon's core, which owns the platform queue: the core matches
+//! [`Command::Upload`] before calling [`apply`], builds the records with
+//! [`crate::platform::records_for_range`], enqueues them and answers with [`upload_reply`].
+//! [`apply`] answers an `upload` that reaches it with an error reply, so a caller that does
+//! not handle it says so instead of staying silent.
 //!
 //! Every command is validated in full before anything changes, and every one gets exactly one
 //! reply carrying the request's `id`: `{"v":1,"id":…,"ok":true,…}` or
 //! `{"v":1,"id":…,"ok":false,"error":"…"}`. A malformed command changes nothing.
 
+use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::config::rules::parse_duration;
 use crate::detect::{AlarmEvent, Engine, MAX_SHELVE_MS};
+use crate::platform::record::StatType;
 
 /// The command names, for messages.
-pub const NAMES: &[&str] = &["ack", "shelve", "unshelve", "list", "serviced"];
+pub const NAMES: &[&str] = &["ack", "shelve", "unshelve", "list", "serviced", "upload"];
+
+/// Longest range of days one `upload` command may re-queue (day, month and year records).
+pub const MAX_UPLOAD_DAYS: i64 = 366;
+
+/// Longest range when real-time records (`stat_type` 0) are included: 31 days of 15-minute
+/// records is about 3000 rows per item, which the outbox takes in its stride; a year would be
+/// 35 000 per item.
+pub const MAX_REALTIME_UPLOAD_DAYS: i64 = 31;
 
 /// A validated command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +60,16 @@ pub enum Command {
         /// The device.
         device: String,
     },
+    /// Re-queue the energy-platform records whose statDate falls in `from..=to` (local dates);
+    /// carried out by the core (see the module docs), not by [`apply`].
+    Upload {
+        /// First day.
+        from: NaiveDate,
+        /// Last day, inclusive.
+        to: NaiveDate,
+        /// Only these statistic types; empty for every type each item produces.
+        stat_types: Vec<StatType>,
+    },
 }
 
 /// A command with the id its reply must carry.
@@ -59,6 +88,85 @@ struct Body {
     alarm: Option<String>,
     duration: Option<String>,
     device: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    stat_type: Option<Json>,
+}
+
+/// A `YYYY-MM-DD` field of `upload`.
+fn upload_date(field: &str, text: Option<&str>) -> Result<NaiveDate, String> {
+    let text =
+        text.ok_or_else(|| format!("missing `{field}`: a local date, e.g. \"2026-10-01\""))?;
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("`{field}` is `{text}`, not a date as YYYY-MM-DD"))
+}
+
+/// `stat_type` of `upload`: one statType or a list, each as its code (0 to 3) or name.
+fn upload_stat_types(value: Option<&Json>) -> Result<Vec<StatType>, String> {
+    let one = |v: &Json| -> Result<StatType, String> {
+        let found = match v {
+            Json::Number(n) => n.as_u64().and_then(|c| StatType::from_code(&c.to_string())),
+            Json::String(s) => StatType::ALL
+                .into_iter()
+                .find(|t| t.as_str() == s || t.code() == s),
+            _ => None,
+        };
+        found.ok_or_else(|| {
+            format!(
+                "`stat_type` has `{v}`; use 0 (real-time), 1 (day), 2 (month) or 3 (year), or \
+                 their names"
+            )
+        })
+    };
+    let mut types = match value {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(items)) if items.is_empty() => {
+            return Err("`stat_type` is empty: leave it out for every type".into());
+        }
+        Some(Json::Array(items)) => items.iter().map(one).collect::<Result<Vec<_>, _>>()?,
+        Some(v) => vec![one(v)?],
+    };
+    types.sort_unstable();
+    types.dedup();
+    Ok(types)
+}
+
+/// Validates the fields of `upload`.
+fn upload(body: &Body) -> Result<Command, String> {
+    let from = upload_date("from", body.from.as_deref())?;
+    let to = upload_date("to", body.to.as_deref())?;
+    if to < from {
+        return Err(format!("`to` ({to}) is before `from` ({from})"));
+    }
+    let stat_types = upload_stat_types(body.stat_type.as_ref())?;
+    let days = (to - from).num_days() + 1;
+    let realtime = stat_types.is_empty() || stat_types.contains(&StatType::Realtime);
+    if realtime && days > MAX_REALTIME_UPLOAD_DAYS {
+        return Err(format!(
+            "`to`: {from}..{to} is {days} days; real-time records (stat_type 0, included when \
+             `stat_type` is left out) go at most {MAX_REALTIME_UPLOAD_DAYS} days at a time"
+        ));
+    }
+    if days > MAX_UPLOAD_DAYS {
+        return Err(format!(
+            "`to`: {from}..{to} is {days} days; at most {MAX_UPLOAD_DAYS} at a time"
+        ));
+    }
+    Ok(Command::Upload {
+        from,
+        to,
+        stat_types,
+    })
+}
+
+/// The reply to an `upload` the core carried out: how many records it queued, or why not.
+pub fn upload_reply(id: &Json, queued: Result<usize, String>) -> Vec<u8> {
+    match queued {
+        Ok(n) => json!({"v": 1, "id": id, "ok": true, "queued": n})
+            .to_string()
+            .into_bytes(),
+        Err(message) => error_reply(id, &message),
+    }
 }
 
 /// The error reply for a request that could not be carried out.
@@ -111,6 +219,7 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
         "ack" => alarm().map(|alarm| Command::Ack { alarm }),
         "unshelve" => alarm().map(|alarm| Command::Unshelve { alarm }),
         "list" => Ok(Command::List),
+        "upload" => upload(&body),
         "serviced" => body
             .device
             .clone()
@@ -167,6 +276,16 @@ pub fn apply(engine: &mut Engine, req: &Request, now: i64) -> (Vec<u8>, Option<A
                 Err(e) => (error_reply(&req.id, &e.to_string()), None),
             };
         }
+        Command::Upload { .. } => {
+            return (
+                error_reply(
+                    &req.id,
+                    "`upload` is carried out by the daemon's energy-platform queue, which is not \
+                     running here",
+                ),
+                None,
+            );
+        }
         Command::Ack { alarm } => engine.ack(alarm, now),
         Command::Shelve { alarm, duration_ms } => engine.shelve(alarm, *duration_ms, now),
         Command::Unshelve { alarm } => engine.shelve(alarm, 0, now),
@@ -211,6 +330,89 @@ mod tests {
         assert!(err("shelve", r#"{"id":"7","alarm":"a/b","duration":"-1h"}"#).contains("negative"));
         // The id is echoed even when the command is bad.
         assert!(err("ack", r#"{"id":"7"}"#).contains(r#""id":"7""#));
+    }
+
+    #[test]
+    fn an_upload_is_validated_field_by_field() {
+        let ok = |payload: &str| parse("upload", payload.as_bytes()).map(|r| r.command);
+        let date = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            ok(r#"{"id":"u1","from":"2026-10-01","to":"2026-10-31","stat_type":[2,1,"day"]}"#),
+            Ok(Command::Upload {
+                from: date("2026-10-01"),
+                to: date("2026-10-31"),
+                stat_types: vec![StatType::Day, StatType::Month],
+            })
+        );
+        assert_eq!(
+            ok(r#"{"id":2,"from":"2026-10-05","to":"2026-10-05"}"#),
+            Ok(Command::Upload {
+                from: date("2026-10-05"),
+                to: date("2026-10-05"),
+                stat_types: vec![],
+            })
+        );
+        assert_eq!(
+            ok(r#"{"id":2,"from":"2026-01-01","to":"2026-12-31","stat_type":"month"}"#).map(|_| ()),
+            Ok(())
+        );
+        let u = |payload: &str| err("upload", payload);
+        assert!(u(r#"{"id":"u","to":"2026-10-31"}"#).contains("missing `from`"));
+        assert!(u(r#"{"id":"u","from":"2026-10-01"}"#).contains("missing `to`"));
+        assert!(
+            u(r#"{"id":"u","from":"1.10.2026","to":"2026-10-31"}"#)
+                .contains("`from` is `1.10.2026`")
+        );
+        assert!(
+            u(r#"{"id":"u","from":"2026-10-31","to":"2026-10-01"}"#)
+                .contains("`to` (2026-10-01) is before")
+        );
+        assert!(
+            u(r#"{"id":"u","from":"2026-10-01","to":"2026-10-31","stat_type":[7]}"#)
+                .contains("`stat_type` has `7`")
+        );
+        assert!(
+            u(r#"{"id":"u","from":"2026-10-01","to":"2026-10-31","stat_type":[]}"#)
+                .contains("`stat_type` is empty")
+        );
+        assert!(
+            u(r#"{"id":"u","from":"2026-01-01","to":"2026-03-31"}"#).contains("at most 31 days"),
+            "real-time records are bounded"
+        );
+        assert!(
+            u(r#"{"id":"u","from":"2025-01-01","to":"2026-03-31","stat_type":[1]}"#)
+                .contains("at most 366")
+        );
+        assert!(u(r#"{"id":"u9","to":"x"}"#).contains(r#""id":"u9""#));
+    }
+
+    #[test]
+    fn an_upload_reaching_the_alarm_engine_says_who_carries_it_out() {
+        let req = parse(
+            "upload",
+            br#"{"id":"u","from":"2026-10-01","to":"2026-10-01"}"#,
+        )
+        .unwrap();
+        let plan = crate::config::load_str(
+            "t.toml",
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n\n[[links]]\nname = \"bus\"\nkind = \"tcp\"\n\
+             host = \"127.0.0.1\"\n\n[[devices]]\nname = \"m\"\nlink = \"bus\"\n\
+             profile = \"chint-dtsu666\"\n",
+            &crate::config::EnvOverrides::Off,
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut engine = Engine::new(&plan);
+        let (reply, event) = apply(&mut engine, &req, 0);
+        let reply = String::from_utf8(reply).unwrap();
+        assert!(
+            reply.contains(r#""ok":false"#) && reply.contains("energy-platform queue"),
+            "{reply}"
+        );
+        assert!(event.is_none());
+        let done = String::from_utf8(upload_reply(&json!("u"), Ok(97))).unwrap();
+        assert_eq!(done, r#"{"id":"u","ok":true,"queued":97,"v":1}"#);
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::config::{ConfigErrors, EnvOverrides, Plan};
 use crate::detect::{AlarmEvent, AlarmStatus, Engine};
 use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
+use crate::platform::record::local_datetime;
+use crate::platform::{Record, Recorder, RecorderState, Versions, close_due};
 use crate::process::ledger::{Ledger, LedgerInterval};
 use crate::process::report::Reporter;
 use crate::sink::influx::{InfluxHandle, InfluxSink};
@@ -37,6 +39,7 @@ use crate::sink::mqtt::inflight::RowId;
 use crate::sink::mqtt::{
     DOWNLINK_QUEUE, Downlink, MqttStats, Outbox, OutboxError, OutboxItem, Rendered, Session,
 };
+use crate::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
 use crate::sink::webhook::{Notification, Notifier, NotifierHandle, WebhookConfig, WebhookStats};
 use crate::store::{
     AlarmRow, DEFAULT_QUEUE, OutboxLimits, OutboxMessage, OutboxRow, QueueId, Span, StoreError,
@@ -96,14 +99,38 @@ pub struct StoreOutbox {
     pub store: StoreHandle,
     /// The sink's queue in it.
     pub queue: QueueId,
+    /// Set for an `energy_platform` sink: its rows are platform records, sent as the
+    /// platform's JSON body rather than the JSON profile.
+    pub platform: Option<PlatformRender>,
+}
+
+/// What an `energy_platform` MQTT sink adds to a stored record when it sends it.
+#[derive(Clone)]
+pub struct PlatformRender {
+    /// `regVersion` and `dicVersion` from `[energy_platform]`.
+    pub versions: Versions,
+    /// The zone of `uploadDate`.
+    pub timezone: chrono_tz::Tz,
+    /// The clock `uploadDate` is read from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for PlatformRender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlatformRender")
+            .field("versions", &self.versions)
+            .field("timezone", &self.timezone)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StoreOutbox {
-    /// The default queue (`mqtt`): what a single-sink gateway always used.
+    /// The default queue (`mqtt`) in the JSON profile: what a single-sink gateway always used.
     pub fn default_queue(store: StoreHandle) -> Self {
         Self {
             store,
             queue: DEFAULT_QUEUE,
+            platform: None,
         }
     }
 }
@@ -170,6 +197,15 @@ impl Outbox for StoreOutbox {
     }
 
     fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Rendered> {
+        if let Some(p) = &self.platform {
+            // The platform de-duplicates by the record's key, so a resend needs no flag.
+            let record = crate::platform::outbox::decode(&item.payload).ok()?;
+            let uploaded = local_datetime(p.timezone, p.clock.now().0)?;
+            return Some(Rendered {
+                payload: serde_json::to_vec(&record.payload(&p.versions, uploaded)).ok()?,
+                retain: false,
+            });
+        }
         if let Some((wire, retain)) = record::decode_wire(&item.payload) {
             return Some(Rendered {
                 payload: json_v1::mark_backfill(wire, backfill),
@@ -227,8 +263,11 @@ struct Draft {
     key: String,
     /// What is stored.
     body: DraftBody,
-    /// Only for the sink that received the command it answers; `None` for every JSON sink.
+    /// Only for the sink that received the command it answers; `None` for every sink of
+    /// `format`.
     only: Option<String>,
+    /// The sinks it is for: JSON-profile messages, or energy-platform records.
+    format: Format,
 }
 
 /// The stored form of a [`Draft`].
@@ -246,6 +285,19 @@ impl Draft {
             key,
             body: DraftBody::Wire(record::encode_wire(payload, retain)),
             only: None,
+            format: Format::Json,
+        }
+    }
+
+    /// An energy-platform record for every `energy_platform` sink and the HTTPS uplink.
+    fn platform(r: &Record) -> Self {
+        let key = crate::platform::outbox::stream(&r.key.data_code);
+        Self {
+            stream: key.clone(),
+            key,
+            body: DraftBody::Wire(crate::platform::outbox::payload(r)),
+            only: None,
+            format: Format::EnergyPlatform,
         }
     }
 }
@@ -265,6 +317,8 @@ struct Core {
     /// Every sink's queue; when no sink is configured, the default queue alone, so that a
     /// commissioning gateway still keeps what it would send.
     sinks: Vec<SinkQueue>,
+    /// Energy-platform records from the ledger, when a sink takes them.
+    recorder: Option<Recorder>,
     clock: Arc<dyn Clock>,
 }
 
@@ -400,15 +454,24 @@ impl Core {
                 key: batch.device.to_string(),
                 body: DraftBody::Batch(batch),
                 only: None,
+                format: Format::Json,
             });
         }
         if !intervals.is_empty() || !steps.is_empty() {
             self.engine.energy(&intervals, &steps, &mut events);
         }
+        let mut recorded = false;
         if !intervals.is_empty() {
+            // `book` awaits the ledger write, which the recorder's period reads must see.
             self.book(&intervals, &mut drafts).await;
+            if let Some(recorder) = &mut self.recorder {
+                drafts.extend(recorder.record(&intervals).iter().map(Draft::platform));
+                recorded = true;
+            }
         }
-        self.store_all(drafts, &events, now).await;
+        if self.store_all(drafts, &events, now).await && recorded {
+            self.save_recorder().await;
+        }
     }
 
     /// Closed ledger intervals: the energy topic through the outbox, the ledger table, and the
@@ -428,7 +491,13 @@ impl Core {
     }
 
     /// Outbox messages (and alarm rows) for alarm changes, then one store round for all.
-    async fn store_all(&mut self, mut drafts: Vec<Draft>, events: &[AlarmEvent], now: Timestamp) {
+    /// Returns whether everything was stored (the recorder's mark may move past it).
+    async fn store_all(
+        &mut self,
+        mut drafts: Vec<Draft>,
+        events: &[AlarmEvent],
+        now: Timestamp,
+    ) -> bool {
         let mut rows = Vec::with_capacity(events.len());
         for e in events {
             let stream = format!("alarm/{}/{}", e.device, e.alarm);
@@ -466,7 +535,7 @@ impl Core {
         }
         let messages = self.fan_out(drafts, now).await;
         if messages.is_empty() {
-            return;
+            return true;
         }
         let n = messages.len();
         // Outbox first: a crash between the two re-raises an alarm (a duplicate), never
@@ -478,32 +547,32 @@ impl Core {
                 self.store.save_alarms(rows).await
             }
         });
+        if let Err(err) = saved {
+            error!(error = %err, "Cannot save alarm state; a restart may raise these alarms again.");
+        }
         match stored {
             Ok(_) => {
                 for sink in &self.sinks {
                     sink.wake.notify_one();
                 }
+                true
             }
             // The samples are lost only if the disk is: log loudly, keep polling.
-            Err(err) => error!(messages = n, error = %err, "Cannot store messages in the outbox."),
-        }
-        if let Err(err) = saved {
-            error!(error = %err, "Cannot save alarm state; a restart may raise these alarms again.");
+            Err(err) => {
+                error!(messages = n, error = %err, "Cannot store messages in the outbox.");
+                false
+            }
         }
     }
 
-    /// Copies each draft into every JSON sink's queue it is for, with that queue's seq.
+    /// Copies each draft into the queue of every sink it is for, with that queue's seq.
     async fn fan_out(&mut self, drafts: Vec<Draft>, now: Timestamp) -> Vec<OutboxMessage> {
-        let sinks: Vec<SinkQueue> = self
-            .sinks
-            .iter()
-            .filter(|s| s.format == Format::Json)
-            .cloned()
-            .collect();
-        let mut messages = Vec::with_capacity(drafts.len() * sinks.len());
+        let sinks = self.sinks.clone();
+        let mut messages = Vec::with_capacity(drafts.len());
         for mut d in drafts {
             let targets: Vec<&SinkQueue> = sinks
                 .iter()
+                .filter(|s| s.format == d.format)
                 .filter(|s| d.only.as_ref().is_none_or(|only| *only == s.name))
                 .collect();
             for (i, sink) in targets.iter().enumerate() {
@@ -537,8 +606,9 @@ impl Core {
 
     async fn downlink(&mut self, d: &Downlink) {
         let now = self.clock.now();
+        let mut drafts = Vec::new();
         let (reply, event) = match commands::parse(&d.name, &d.payload) {
-            Ok(req) => commands::apply(&mut self.engine, &req, now.0),
+            Ok(req) => self.carry_out(&req, now, &mut drafts).await,
             Err(reply) => {
                 warn!(command = %d.name, reply = %String::from_utf8_lossy(&reply), "Refused a downlink command.");
                 (reply, None)
@@ -552,8 +622,93 @@ impl Core {
         );
         // The reply goes back where the command came from.
         answer.only = Some(d.sink.clone());
+        drafts.push(answer);
         let events: Vec<AlarmEvent> = event.into_iter().collect();
-        self.store_all(vec![answer], &events, now).await;
+        self.store_all(drafts, &events, now).await;
+    }
+
+    /// Carries out a parsed command: `upload` here (it needs the ledger and the platform
+    /// queues), the alarm commands in [`commands::apply`]. Records to send go into `drafts`.
+    async fn carry_out(
+        &mut self,
+        req: &commands::Request,
+        now: Timestamp,
+        drafts: &mut Vec<Draft>,
+    ) -> (Vec<u8>, Option<AlarmEvent>) {
+        let commands::Command::Upload {
+            from,
+            to,
+            stat_types,
+        } = &req.command
+        else {
+            return commands::apply(&mut self.engine, req, now.0);
+        };
+        let queued = match (&self.plan.energy_platform, self.recorder.is_some()) {
+            (None, _) => Err("no [energy_platform] section in the configuration".to_owned()),
+            (Some(_), false) => Err("no sink takes energy-platform records: add \
+                 [energy_platform.https] or an [[mqtt]] sink with format = \"energy_platform\""
+                .to_owned()),
+            (Some(platform), true) => {
+                match crate::platform::records_for_range(
+                    self.store.path(),
+                    platform,
+                    *from,
+                    *to,
+                    stat_types,
+                    now.0,
+                )
+                .await
+                {
+                    Ok(records) => {
+                        info!(from = %from, to = %to, records = records.len(), "Re-queued energy-platform records on request.");
+                        drafts.extend(records.iter().map(Draft::platform));
+                        Ok(records.len())
+                    }
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+        };
+        (commands::upload_reply(&req.id, queued), None)
+    }
+
+    /// Day, month and year records whose period has closed, then the recorder's mark.
+    async fn close_periods(&mut self, now: Timestamp) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        let (records, done) = match close_due(recorder, self.store.path(), now.0).await {
+            Ok(r) => r,
+            Err(err) => {
+                error!(error = %err, "Cannot read the ledger to close an energy-platform period; trying again in a second.");
+                return;
+            }
+        };
+        for due in &done {
+            if let Some(from) = due.skipped_from {
+                warn!(from = %from, "Energy-platform periods this old were not closed after the restart; `plantwatch upload` can send them.");
+            }
+        }
+        if done.is_empty() {
+            return;
+        }
+        let drafts = records.iter().map(Draft::platform).collect();
+        if self.store_all(drafts, &[], now).await {
+            self.save_recorder().await;
+        }
+    }
+
+    /// Saves the recorder's mark, once what it returned is stored.
+    async fn save_recorder(&self) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        if let Err(err) = self
+            .store
+            .save_state(PLATFORM_SCOPE, recorder.state().to_rows())
+            .await
+        {
+            error!(error = %err, "Cannot save the energy-platform recorder's mark; a restart repeats some records.");
+        }
     }
 
     /// Shelve expiries, and commands left in the state file by `plantwatch alarms`.
@@ -563,11 +718,12 @@ impl Core {
         self.engine.tick(now.0, &mut events);
         let commands = self.store.pending_commands().await.unwrap_or_default();
         let mut answers = Vec::with_capacity(commands.len());
+        let mut drafts = Vec::new();
         for c in commands {
             let reply = match serde_json::from_str::<QueuedCommand>(&c.body) {
                 Ok(q) => match commands::parse(&q.name, q.payload.to_string().as_bytes()) {
                     Ok(req) => {
-                        let (reply, event) = commands::apply(&mut self.engine, &req, now.0);
+                        let (reply, event) = self.carry_out(&req, now, &mut drafts).await;
                         events.extend(event);
                         reply
                     }
@@ -580,7 +736,8 @@ impl Core {
             };
             answers.push((c.id, String::from_utf8_lossy(&reply).into_owned()));
         }
-        self.store_all(Vec::new(), &events, now).await;
+        self.store_all(drafts, &events, now).await;
+        self.close_periods(now).await;
         if !answers.is_empty()
             && let Err(err) = self.store.answer_commands(answers).await
         {
@@ -593,6 +750,8 @@ impl Core {
 const COUNTERS_SCOPE: &str = "maintenance";
 /// The engine-state scope of the hour-of-week energy baselines.
 const BASELINE_SCOPE: &str = "baselines";
+/// The engine-state scope of the energy-platform recorder's mark.
+const PLATFORM_SCOPE: &str = crate::platform::live::STATE_SCOPE;
 /// The engine-state scope of the energy counters.
 const LEDGER_SCOPE: &str = crate::process::ledger::STATE_SCOPE;
 
@@ -694,6 +853,8 @@ struct Generation {
     mqtt: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
     acquire: AcquireStats,
     mqtt_stats: Vec<(String, Arc<MqttStats>)>,
+    /// The HTTPS uplink's counters, when it runs.
+    platform_stats: Option<Arc<PlatformUploadStats>>,
     influx: Option<(CancellationToken, InfluxHandle, Duration)>,
     influx_stats: Option<Arc<InfluxStats>>,
     /// Cancels the webhook notifiers once the core (their only user) has stopped.
@@ -702,10 +863,19 @@ struct Generation {
     webhook_stats: Vec<(String, Arc<WebhookStats>)>,
 }
 
+/// The queue (and log name) of the energy platform's HTTPS uplink: the section it is
+/// configured in, which no `[[mqtt]]` name can equal (names have no dots).
+const HTTPS_SINK: &str = "energy_platform.https";
+
 /// Each sink's outbox queue (opened on first use); the default queue alone when there is no
 /// sink. A queue that cannot be opened leaves its sink out, logged.
 async fn sink_queues(plan: &Plan, store: &StoreHandle) -> Vec<SinkQueue> {
-    if plan.mqtt.is_empty() {
+    if plan.mqtt.is_empty()
+        && plan
+            .energy_platform
+            .as_ref()
+            .is_none_or(|p| p.https.is_none())
+    {
         warn!("No [mqtt] section: polling and storing only.");
         return vec![SinkQueue {
             name: DEFAULT_SINK_NAME.to_owned(),
@@ -714,21 +884,49 @@ async fn sink_queues(plan: &Plan, store: &StoreHandle) -> Vec<SinkQueue> {
             wake: Arc::new(Wake::new()),
         }];
     }
-    let mut queues = Vec::with_capacity(plan.mqtt.len());
-    for m in &plan.mqtt {
-        match store.queue(m.name.as_str()).await {
+    let https = plan
+        .energy_platform
+        .as_ref()
+        .filter(|p| p.https.is_some())
+        .map(|_| (HTTPS_SINK, Format::EnergyPlatform));
+    let mut queues = Vec::with_capacity(plan.mqtt.len() + 1);
+    for (name, format) in plan
+        .mqtt
+        .iter()
+        .map(|m| (m.name.as_str(), m.format))
+        .chain(https)
+    {
+        match store.queue(name).await {
             Ok(queue) => queues.push(SinkQueue {
-                name: m.name.to_string(),
+                name: name.to_owned(),
                 queue,
-                format: m.format,
+                format,
                 wake: Arc::new(Wake::new()),
             }),
             Err(err) => {
-                error!(sink = %m.name, error = %err, "Cannot open the sink's outbox queue; the sink does not run.");
+                error!(sink = %name, error = %err, "Cannot open the sink's outbox queue; the sink does not run.");
             }
         }
     }
     queues
+}
+
+/// The energy-platform recorder, resumed from its saved mark, when some sink takes records.
+fn recorder(
+    plan: &Plan,
+    sinks: &[SinkQueue],
+    saved: &[(String, String)],
+    now: Timestamp,
+) -> Option<Recorder> {
+    let platform = plan.energy_platform.as_ref()?;
+    if !sinks.iter().any(|s| s.format == Format::EnergyPlatform) {
+        return None;
+    }
+    let state = RecorderState::from_rows(saved).unwrap_or_else(|err| {
+        error!(error = %err, "Unreadable energy-platform recorder mark; recording from today.");
+        RecorderState::default()
+    });
+    Some(Recorder::new(platform, state, now.0))
 }
 
 async fn start_generation(
@@ -788,6 +986,7 @@ async fn start_generation(
         alarm_gauges: alarm_gauges.clone(),
         seqs: HashMap::new(),
         store: store.clone(),
+        recorder: recorder(&plan, &sinks, &saved.platform, clock.now()),
         sinks: sinks.clone(),
         clock: clock.clone(),
     };
@@ -802,9 +1001,19 @@ async fn start_generation(
     {
         let stats = Arc::new(MqttStats::default());
         let cancel = CancellationToken::new();
+        let platform = plan
+            .energy_platform
+            .as_ref()
+            .filter(|_| m.format == Format::EnergyPlatform)
+            .map(|p| PlatformRender {
+                versions: p.versions.clone(),
+                timezone: p.timezone,
+                clock: clock.clone(),
+            });
         let outbox = Arc::new(StoreOutbox {
             store: store.clone(),
             queue: sink.queue,
+            platform,
         });
         let session = Session::new(
             m.clone(),
@@ -824,6 +1033,40 @@ async fn start_generation(
         mqtt.push((cancel, handle));
         mqtt_stats.push((m.name.to_string(), stats));
     }
+    let mut platform_stats = None;
+    if let (Some(platform), Some(sink)) = (
+        plan.energy_platform.as_ref(),
+        sinks.iter().find(|s| s.name == HTTPS_SINK),
+    ) {
+        let stats = Arc::new(PlatformUploadStats::default());
+        let outbox = Arc::new(StoreOutbox {
+            store: store.clone(),
+            queue: sink.queue,
+            platform: None,
+        });
+        match PlatformQueue::new(
+            platform,
+            outbox,
+            sink.wake.clone(),
+            clock.clone(),
+            stats.clone(),
+        ) {
+            Ok(uploader) => {
+                let cancel = CancellationToken::new();
+                let c = cancel.clone();
+                let handle = tokio::spawn(async move {
+                    if let Err(err) = uploader.run(c).await {
+                        error!(error = %err, "Energy-platform uploader cannot start; its records stay in the outbox.");
+                    }
+                });
+                mqtt.push((cancel, handle));
+                platform_stats = Some(stats);
+            }
+            Err(err) => {
+                error!(error = %err, "Energy-platform uploader cannot start; its records stay in the outbox.");
+            }
+        }
+    }
     Generation {
         plan,
         acquire_cancel,
@@ -831,6 +1074,7 @@ async fn start_generation(
         mqtt,
         acquire,
         mqtt_stats,
+        platform_stats,
         influx,
         influx_stats,
         notify_cancel,
@@ -845,6 +1089,7 @@ impl Generation {
         Sources {
             acquire: self.acquire.clone(),
             mqtt: self.mqtt_stats.clone(),
+            platform: self.platform_stats.clone(),
             outbox: outbox.clone(),
             influx: self.influx_stats.clone(),
             alarms: self.alarm_gauges.clone(),
@@ -895,10 +1140,15 @@ struct Saved {
     counters: Vec<(String, crate::detect::maintenance::Counters)>,
     ledger: Vec<(String, String)>,
     baselines: Vec<(String, String)>,
+    platform: Vec<(String, String)>,
 }
 
 async fn load_saved(store: &StoreHandle) -> Saved {
     Saved {
+        platform: store.load_state(PLATFORM_SCOPE).await.unwrap_or_else(|err| {
+            error!(error = %err, "Cannot load the energy-platform recorder's mark; it starts from today.");
+            Vec::new()
+        }),
         raised: load_raised(store).await,
         counters: load_counters(store).await,
         ledger: store.load_state(LEDGER_SCOPE).await.unwrap_or_else(|err| {

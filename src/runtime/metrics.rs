@@ -52,6 +52,8 @@ pub struct Sources {
     pub acquire: AcquireStats,
     /// MQTT counters by sink name.
     pub mqtt: Vec<(String, Arc<MqttStats>)>,
+    /// The energy platform's HTTPS uplink counters, when it runs.
+    pub platform: Option<Arc<crate::sink::platform_queue::PlatformUploadStats>>,
     /// Outbox gauges.
     pub outbox: Arc<OutboxGauges>,
     /// InfluxDB counters, when configured.
@@ -273,6 +275,33 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
                 );
             }
         }
+    }
+    if let Some(p) = &s.platform {
+        header(
+            &mut out,
+            "plantwatch_platform_uploads_total",
+            "counter",
+            "Energy-platform record uploads over HTTPS, by outcome.",
+        );
+        for (result, v) in [
+            ("sent", &p.sent),
+            ("acked", &p.acked),
+            ("retried", &p.retried),
+            ("rejected", &p.rejected),
+        ] {
+            let _w = writeln!(
+                out,
+                "plantwatch_platform_uploads_total{{result=\"{result}\"}} {}",
+                load(v)
+            );
+        }
+        header(
+            &mut out,
+            "plantwatch_platform_logins_total",
+            "counter",
+            "Energy-platform sessions opened (first login and renewals).",
+        );
+        let _w = writeln!(out, "plantwatch_platform_logins_total {}", load(&p.logins));
     }
     if let Some(i) = &s.influx {
         header(

@@ -85,12 +85,43 @@ pub enum UplinkError {
 impl UplinkError {
     /// Whether sending the same record later may succeed (the link, the server or the
     /// session), as opposed to a record the platform refuses as it stands.
+    ///
+    /// A record refused with `responseCode` 401 even after a fresh login, or with a 5xx code
+    /// (the platform's own failure, wrapped in its envelope), is worth sending again later;
+    /// any other refusal of a record is about the record itself.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Client(_) | Self::Password(_) => false,
             Self::Transport { .. } | Self::Malformed { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 401 || *status == 429,
-            Self::Refused { call, .. } => *call != "dataEnterpriseEnergy",
+            Self::Refused { call, code, .. } => {
+                *call != DATA_CALL || *code == EXPIRED || *code >= 500
+            }
+        }
+    }
+
+    /// Whether the platform refused this record as it stands: an answer to the upload call
+    /// with a `responseCode` that a retry cannot change, or HTTP 400/422. Other HTTP errors
+    /// of the upload call (404, 403, …) and every failure of the login calls are about the
+    /// link or the setup, never the record, so the record must not be dropped for them.
+    pub fn is_record_refused(&self) -> bool {
+        match self {
+            Self::Refused { call, .. } => *call == DATA_CALL && !self.is_retryable(),
+            Self::Status { call, status } => *call == DATA_CALL && matches!(*status, 400 | 422),
+            _ => false,
+        }
+    }
+
+    /// Whether the platform refused the login itself (the enterprise code or the password),
+    /// or the password cannot be used at all: an operator must fix the credentials, and
+    /// retrying unchanged only repeats the refusal.
+    pub fn is_login_refused(&self) -> bool {
+        match self {
+            Self::Password(_) => true,
+            Self::Refused { call, code, .. } => {
+                matches!(*call, "requestAK" | "enterpriseInfo/rwk") && *code < 500
+            }
+            _ => false,
         }
     }
 }
@@ -113,6 +144,9 @@ pub struct Uplink {
 
 /// The `responseCode` that means the token has expired.
 const EXPIRED: i64 = 401;
+
+/// The upload call.
+const DATA_CALL: &str = "dataEnterpriseEnergy";
 
 impl Uplink {
     /// A client for `config` (nothing is sent yet).
@@ -151,6 +185,17 @@ impl Uplink {
     /// How many times a session was opened (the first login and every renewal).
     pub fn logins(&self) -> u64 {
         self.logins
+    }
+
+    /// Whether a session is open (the next send does not log in first).
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Replaces the password used by the next login (the daemon re-reads its password file
+    /// before each login, so fixing the file is enough); the open session, if any, stays.
+    pub fn set_password(&mut self, password: String) {
+        self.config.password = password;
     }
 
     /// Posts `body` to `call` and returns the envelope's `data` when `responseCode` is 200.
@@ -300,14 +345,11 @@ impl Uplink {
             let body =
                 serde_json::to_value(record.payload(&session.versions, uploaded)).map_err(|e| {
                     UplinkError::Malformed {
-                        call: "dataEnterpriseEnergy",
+                        call: DATA_CALL,
                         detail: e.to_string(),
                     }
                 })?;
-            match self
-                .call("dataEnterpriseEnergy", &body, Some(&session.token))
-                .await
-            {
+            match self.call(DATA_CALL, &body, Some(&session.token)).await {
                 Ok(_) => return Ok(()),
                 // An expired token: renew once and send again.
                 Err(
@@ -321,9 +363,45 @@ impl Uplink {
             }
         }
         Err(UplinkError::Refused {
-            call: "dataEnterpriseEnergy",
+            call: DATA_CALL,
             code: EXPIRED,
             message: "the token was refused again right after renewal".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(call: &'static str, code: i64) -> UplinkError {
+        UplinkError::Refused {
+            call,
+            code,
+            message: "no".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_upload_calls_own_refusals_are_about_the_record() {
+        let status = |call, status| UplinkError::Status { call, status };
+        assert!(refused(DATA_CALL, 400).is_record_refused());
+        assert!(status(DATA_CALL, 400).is_record_refused());
+        // A token still refused, or the platform's own failure: retry, never drop.
+        for e in [refused(DATA_CALL, 401), refused(DATA_CALL, 503)] {
+            assert!(e.is_retryable() && !e.is_record_refused(), "{e}");
+        }
+        // A wrong path or a refused login is never the record's fault.
+        for e in [
+            status(DATA_CALL, 404),
+            status("enterpriseInfo/rwk", 404),
+            refused("requestAK", 403),
+        ] {
+            assert!(!e.is_record_refused(), "{e}");
+        }
+        assert!(refused("requestAK", 403).is_login_refused());
+        assert!(refused("enterpriseInfo/rwk", 404).is_login_refused());
+        assert!(!refused("requestAK", 500).is_login_refused());
+        assert!(!refused(DATA_CALL, 400).is_login_refused());
     }
 }

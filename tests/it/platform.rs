@@ -1,9 +1,12 @@
 //! The HTTPS uplink against a local platform that implements the onboarding flow of
 //! PLATFORM.md §1.2 (secret key, SM4 password, token, versions) over real TLS with a
 //! certificate made for the test, and refuses wrong tokens, wrong ciphertexts and malformed
-//! records.
+//! records. It can also fail on cue (HTTP 500, garbage, a stopped server, an expired token),
+//! which the continuous uploader (`sink::platform_queue`) must ride out without losing or
+//! reordering a record.
 
-use std::convert::Infallible;
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +42,35 @@ struct Platform {
     accepted: Vec<Value>,
     /// Refusals, as (call, reason).
     refused: Vec<(String, String)>,
+    /// The key (dataCode/statType/statDate) of every data upload that reached the service,
+    /// failed or not, in order.
+    attempts: Vec<String>,
+    /// Faults by data-upload attempt index (0-based, counting `attempts`).
+    faults: BTreeMap<usize, Fault>,
+    /// New connections still to be cut at once (the server is "stopped").
+    down_connections: u32,
+    /// Faults actually served: 500s, garbage, cut requests and cut connections.
+    faults_served: u32,
+    /// Forget the token after this many accepted uploads (it "expires" mid-stream).
+    expire_after: Option<usize>,
+}
+
+/// A failure the fake platform serves on cue.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// HTTP 500.
+    Status500,
+    /// HTTP 200 with a body that is not JSON.
+    Garbage,
+    /// The server stops: this request's connection is cut, and so are the next `n` new
+    /// connections.
+    Stop(u32),
+}
+
+/// What the service does with a request: answer it, or cut its connection.
+enum Reply {
+    Answer(u16, String),
+    Cut,
 }
 
 fn envelope(code: i64, message: &str, data: &Value) -> (u16, String) {
@@ -95,6 +127,10 @@ fn answer(p: &mut Platform, path: &str, bearer: Option<&str>, body: &[u8]) -> (u
             envelope(200, "ok", &json!({"regVersion": "3", "dicVersion": "12"}))
         }
         "/YNEnergy/dataEnterpriseEnergy" => {
+            if p.expire_after.is_some_and(|n| p.accepted.len() >= n) {
+                p.expire_after = None;
+                p.token = None;
+            }
             if p.fail_next > 0 {
                 p.fail_next -= 1;
                 return (500, "internal error".into());
@@ -126,6 +162,38 @@ fn answer(p: &mut Platform, path: &str, bearer: Option<&str>, body: &[u8]) -> (u
     }
 }
 
+/// The platform's identity of an uploaded body.
+fn key_of(body: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        body["dataCode"].as_str().unwrap_or("?"),
+        body["statType"].as_str().unwrap_or("?"),
+        body["statDate"].as_str().unwrap_or("?")
+    )
+}
+
+/// [`answer`], after the scripted fault of this attempt, if any.
+fn serve_request(p: &mut Platform, path: &str, bearer: Option<&str>, body: &[u8]) -> Reply {
+    if path == "/YNEnergy/dataEnterpriseEnergy" {
+        let attempt = p.attempts.len();
+        let key = serde_json::from_slice::<Value>(body).map_or_else(|_| "?".into(), |b| key_of(&b));
+        p.attempts.push(key);
+        if let Some(fault) = p.faults.remove(&attempt) {
+            p.faults_served += 1;
+            return match fault {
+                Fault::Status500 => Reply::Answer(500, "internal error".into()),
+                Fault::Garbage => Reply::Answer(200, "<html>bad gateway</html>".into()),
+                Fault::Stop(n) => {
+                    p.down_connections = n;
+                    Reply::Cut
+                }
+            };
+        }
+    }
+    let (status, text) = answer(p, path, bearer, body);
+    Reply::Answer(status, text)
+}
+
 /// Serves the fake platform over TLS on 127.0.0.1; returns its base URL and the CA PEM.
 async fn serve(platform: Arc<Mutex<Platform>>) -> (String, Vec<u8>) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
@@ -145,6 +213,16 @@ async fn serve(platform: Arc<Mutex<Platform>>) -> (String, Vec<u8>) {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
+            {
+                let mut p = platform.lock().unwrap();
+                if p.down_connections > 0 {
+                    // Stopped: the connection closes before TLS.
+                    p.down_connections -= 1;
+                    p.faults_served += 1;
+                    drop(tcp);
+                    continue;
+                }
+            }
             let acceptor = acceptor.clone();
             let platform = platform.clone();
             tokio::spawn(async move {
@@ -162,15 +240,20 @@ async fn serve(platform: Arc<Mutex<Platform>>) -> (String, Vec<u8>) {
                             .and_then(|v| v.strip_prefix("Bearer "))
                             .map(str::to_owned);
                         let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let (status, text) = answer(
+                        let reply = serve_request(
                             &mut platform.lock().unwrap(),
                             &path,
                             bearer.as_deref(),
                             &body,
                         );
+                        let (status, text) = match reply {
+                            Reply::Answer(status, text) => (status, text),
+                            // An error from the service makes hyper drop the connection.
+                            Reply::Cut => return Err(std::io::Error::other("stopped")),
+                        };
                         let mut response = Response::new(Full::new(Bytes::from(text)));
                         *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                        Ok::<_, Infallible>(response)
+                        Ok::<_, std::io::Error>(response)
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
@@ -503,4 +586,561 @@ async fn plantwatch_upload_sends_a_days_records_and_a_resend_carries_the_same_ke
         (total - 240.0).abs() < 1e-9,
         "the day equals the sum of its quarters: {total}"
     );
+}
+
+// ---- The continuous uploader: a real store's outbox drained through the uplink. ----
+
+use plantwatch::platform::outbox_message;
+use plantwatch::sink::mqtt::{Outbox, OutboxError, OutboxItem, Rendered};
+use plantwatch::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
+use plantwatch::store::{OutboxLimits, Store, StoreHandle};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The store's outbox as the uploader reads it (the daemon's adapter, minus rendering).
+struct QueueOutbox(StoreHandle);
+
+impl Outbox for QueueOutbox {
+    async fn fetch(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, OutboxError> {
+        let rows = self
+            .0
+            .fetch(after, limit)
+            .await
+            .map_err(|e| OutboxError(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxItem {
+                id: r.id,
+                topic: r.stream,
+                created: plantwatch::model::Timestamp(r.created_ms),
+                payload: r.payload,
+            })
+            .collect())
+    }
+
+    async fn ack(&self, rows: Vec<i64>) -> Result<(), OutboxError> {
+        self.0
+            .ack(rows)
+            .await
+            .map_err(|e| OutboxError(e.to_string()))
+    }
+
+    async fn newest(&self) -> Result<Option<i64>, OutboxError> {
+        self.0
+            .newest()
+            .await
+            .map_err(|e| OutboxError(e.to_string()))
+    }
+
+    fn render(&self, _item: &OutboxItem, _backfill: bool) -> Option<Rendered> {
+        None
+    }
+}
+
+/// Polls `check` every 20 ms, at most 1000 times (20 s), failing the test if it never holds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    crate::harness::within(Duration::from_secs(30), what, async {
+        for _ in 0..1000 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{what}: never happened in 1000 tries");
+    })
+    .await;
+}
+
+/// A running uploader against a fake platform, over a temporary state file.
+struct Rig {
+    _dir: tempfile::TempDir,
+    password_file: std::path::PathBuf,
+    platform: Arc<Mutex<Platform>>,
+    store: StoreHandle,
+    stats: Arc<PlatformUploadStats>,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), plantwatch::sink::platform_queue::PlatformQueueError>>,
+    next_seq: BTreeMap<String, u64>,
+}
+
+impl Rig {
+    /// Starts the platform (with `setup` applied first) and the uploader; `password` goes in
+    /// the password file.
+    async fn start(password: &str, setup: impl FnOnce(&mut Platform)) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fake = Platform::default();
+        setup(&mut fake);
+        let platform = Arc::new(Mutex::new(fake));
+        let (url, ca_pem) = serve(platform.clone()).await;
+        std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{password}\n")).unwrap();
+        let config = platform_config(&format!(
+            "\n[energy_platform.https]\nurl = \"{url}\"\nca_file = \"{}\"\npassword_file = \"{}\"\n\
+             timeout = \"5s\"\nretry_min_ms = 10\nretry_max_ms = 80\n",
+            dir.path().join("ca.pem").display(),
+            password_file.display(),
+        ));
+        let plan = load_str("q.toml", &config, &EnvOverrides::Off, Path::new("."), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let energy_platform = plan.energy_platform.expect("[energy_platform]");
+        let store = Store::open(&dir.path().join("state.db"), OutboxLimits::default()).unwrap();
+        let stats = Arc::new(PlatformUploadStats::default());
+        let wake = Arc::new(Notify::new());
+        let cancel = CancellationToken::new();
+        let queue = PlatformQueue::new(
+            &energy_platform,
+            Arc::new(QueueOutbox(store.clone())),
+            wake.clone(),
+            Arc::new(plantwatch::clock::ManualClock::new(
+                plantwatch::model::Timestamp(DAY + 86_400_000 + 300_000),
+            )),
+            stats.clone(),
+        )
+        .unwrap();
+        let task = tokio::spawn(queue.run(cancel.clone()));
+        Rig {
+            _dir: dir,
+            password_file,
+            platform,
+            store,
+            stats,
+            wake,
+            cancel,
+            task,
+            next_seq: BTreeMap::new(),
+        }
+    }
+
+    /// Queues `records` as the core does, and wakes the uploader.
+    async fn enqueue(&mut self, records: &[Record]) {
+        let messages = records
+            .iter()
+            .map(|r| {
+                let key = plantwatch::platform::outbox::stream(&r.key.data_code);
+                let seq = self.next_seq.entry(key).or_insert(0);
+                *seq += 1;
+                outbox_message(r, plantwatch::store::DEFAULT_QUEUE, *seq, 0)
+            })
+            .collect();
+        self.store.enqueue(messages).await.unwrap();
+        self.wake.notify_one();
+    }
+
+    async fn rows(&self) -> u64 {
+        self.store.stats().await.unwrap().rows
+    }
+
+    fn stat(&self, f: impl Fn(&PlatformUploadStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+        f(&self.stats).load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until the platform has accepted `n` records and the queue is empty.
+    async fn drained(&self, n: usize) {
+        eventually("the queue drains", || async {
+            self.platform.lock().unwrap().accepted.len() >= n && self.rows().await == 0
+        })
+        .await;
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        crate::harness::within(Duration::from_secs(10), "the uploader stops", self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The platform's key of each record, as it would be uploaded.
+fn keys(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            let body = serde_json::to_value(r.payload(&Default::default(), uploaded())).unwrap();
+            key_of(&body)
+        })
+        .collect()
+}
+
+/// `n` records of a day: its quarters, in time order (the day record last, when `n` is 97).
+fn day_records(n: usize) -> Vec<Record> {
+    let plan = load_str(
+        "p.toml",
+        &platform_config(""),
+        &EnvOverrides::Off,
+        Path::new("."),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let platform = plan.energy_platform.expect("[energy_platform]");
+    let all = Builder::new(&platform).build(&day_of_quarters(), DAY + 86_400_000);
+    assert!(all.len() >= n);
+    all.into_iter().take(n).collect()
+}
+
+fn accepted_keys(platform: &Mutex<Platform>) -> Vec<String> {
+    platform
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .map(key_of)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploader_drains_its_queue_once_each_in_order_and_deletes_the_rows() {
+    let mut rig = Rig::start(PASSWORD, |_| {}).await;
+    let records = day_records(97);
+    rig.enqueue(&records[..60]).await;
+    rig.drained(60).await;
+    // More rows later: the wake-up brings the idle uploader back.
+    rig.enqueue(&records[60..]).await;
+    rig.drained(97).await;
+    assert_eq!(accepted_keys(&rig.platform), keys(&records));
+    let day = rig.platform.lock().unwrap().accepted[96].clone();
+    assert_eq!(
+        (day["statType"].as_str(), day["dataValue"].as_str()),
+        (Some("1"), Some("240.00"))
+    );
+    assert_eq!(
+        day["uploadDate"], "2026-10-06 00:05:00",
+        "stamped from the uploader's clock"
+    );
+    assert_eq!(rig.rows().await, 0);
+    assert_eq!(rig.stat(|s| &s.acked), 97);
+    assert_eq!(rig.stat(|s| &s.sent), 97);
+    assert_eq!(rig.stat(|s| &s.retried), 0);
+    assert_eq!(rig.stat(|s| &s.rejected), 0);
+    assert_eq!(rig.stat(|s| &s.logins), 1);
+    assert_eq!(rig.stats.problem(), None);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_500s_garbage_and_a_stopped_server_loses_and_reorders_nothing() {
+    let mut rig = Rig::start(PASSWORD, |p| {
+        p.faults.insert(3, Fault::Status500);
+        p.faults.insert(4, Fault::Status500);
+        p.faults.insert(5, Fault::Status500);
+        p.faults.insert(9, Fault::Garbage);
+        // Stopped: this request and the next four connections are cut.
+        p.faults.insert(14, Fault::Stop(4));
+        p.faults.insert(15, Fault::Garbage);
+    })
+    .await;
+    let records = day_records(30);
+    rig.enqueue(&records).await;
+    rig.drained(30).await;
+    let expected = keys(&records);
+    assert_eq!(
+        accepted_keys(&rig.platform),
+        expected,
+        "each once, in order"
+    );
+    let (attempts, served) = {
+        let p = rig.platform.lock().unwrap();
+        assert!(
+            p.faults.is_empty(),
+            "every fault was served: {:?}",
+            p.faults
+        );
+        (p.attempts.clone(), u64::from(p.faults_served))
+    };
+    // Every attempt that reached the server carried the key of the record at the head of the
+    // queue: a resend is the same record, never a rebuilt or skipped one.
+    let mut attempted = attempts.clone();
+    attempted.dedup();
+    assert_eq!(attempted, expected);
+    assert_eq!(
+        attempts.len(),
+        30 + 3 + 1 + 1 + 1,
+        "one more attempt per fault that reached it"
+    );
+    assert_eq!(served, 3 + 1 + 1 + 4 + 1);
+    assert_eq!(
+        rig.stat(|s| &s.retried),
+        served,
+        "each failure counted once"
+    );
+    assert_eq!(rig.stat(|s| &s.sent), 30 + served);
+    assert_eq!(rig.stat(|s| &s.acked), 30);
+    assert_eq!(
+        rig.stat(|s| &s.logins),
+        1,
+        "the outage did not cost the session"
+    );
+    assert_eq!(rig.stats.problem(), None, "recovered");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_expiring_mid_stream_is_renewed_and_nothing_is_lost() {
+    let mut rig = Rig::start(PASSWORD, |p| p.expire_after = Some(7)).await;
+    let records = day_records(20);
+    rig.enqueue(&records).await;
+    rig.drained(20).await;
+    assert_eq!(accepted_keys(&rig.platform), keys(&records));
+    assert_eq!(
+        rig.stat(|s| &s.logins),
+        2,
+        "the first login and one renewal"
+    );
+    assert_eq!(
+        rig.stat(|s| &s.retried),
+        0,
+        "the renewal happens inside one attempt"
+    );
+    {
+        let p = rig.platform.lock().unwrap();
+        assert_eq!(p.tokens_issued, 2);
+        assert_eq!(
+            p.refused,
+            [("/YNEnergy/dataEnterpriseEnergy".into(), "token".into())]
+        );
+    }
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_keeps_every_row_names_the_key_and_recovers_once_the_file_is_fixed() {
+    let mut rig = Rig::start("654321", |_| {}).await;
+    let records = day_records(10);
+    rig.enqueue(&records).await;
+    eventually("the login is refused a few times", || async {
+        rig.stat(|s| &s.retried) >= 3
+    })
+    .await;
+    let problem = rig.stats.problem().expect("a problem is reported");
+    assert!(
+        problem.contains("energy_platform.https.password_file"),
+        "{problem}"
+    );
+    assert!(problem.contains("requestAK"), "{problem}");
+    assert!(
+        !problem.contains("654321"),
+        "the password is never shown: {problem}"
+    );
+    assert_eq!(rig.rows().await, 10, "nothing deleted");
+    assert_eq!(rig.stat(|s| &s.acked), 0);
+    assert_eq!(rig.stat(|s| &s.rejected), 0);
+    assert!(rig.platform.lock().unwrap().accepted.is_empty());
+    // The operator fixes the file; the next login reads it.
+    std::fs::write(&rig.password_file, format!("{PASSWORD}\n")).unwrap();
+    rig.drained(10).await;
+    assert_eq!(accepted_keys(&rig.platform), keys(&records));
+    assert_eq!(rig.stats.problem(), None);
+    assert_eq!(rig.stat(|s| &s.logins), 1);
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_platform_refuses_is_counted_and_moved_aside_and_the_rest_still_flow() {
+    let mut rig = Rig::start(PASSWORD, |_| {}).await;
+    let mut records = day_records(8);
+    let mut unregistered = records[3].clone();
+    unregistered.key.data_code = "E999-unregistered".into();
+    records.insert(4, unregistered);
+    rig.enqueue(&records).await;
+    rig.drained(8).await;
+    let mut expected = keys(&records);
+    expected.remove(4);
+    assert_eq!(accepted_keys(&rig.platform), expected);
+    assert_eq!(
+        rig.rows().await,
+        0,
+        "the refused row does not block the queue"
+    );
+    assert_eq!(rig.stat(|s| &s.rejected), 1);
+    assert_eq!(rig.stat(|s| &s.acked), 8);
+    assert_eq!(
+        rig.stat(|s| &s.retried),
+        0,
+        "a refused record is not retried"
+    );
+    {
+        let p = rig.platform.lock().unwrap();
+        assert_eq!(p.refused.len(), 1);
+        assert!(p.refused[0].1.starts_with("malformed"), "{:?}", p.refused);
+    }
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reach_the_platform() {
+    use plantwatch::platform::{Recorder, RecorderState, close_due};
+
+    let mut rig = Rig::start(PASSWORD, |_| {}).await;
+    let plan = load_str(
+        "p.toml",
+        &platform_config(""),
+        &EnvOverrides::Off,
+        Path::new("."),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let platform = plan.energy_platform.expect("[energy_platform]");
+    let intervals = day_of_quarters();
+    let mut recorder = Recorder::new(&platform, RecorderState::default(), DAY);
+    let mut records = Vec::new();
+    // As the core does: save each closed interval, then record it, then close what is due.
+    for chunk in intervals.chunks(16) {
+        rig.store.save_intervals(chunk.to_vec()).await.unwrap();
+        records.extend(recorder.record(chunk));
+        let now = chunk.last().unwrap().end_ms + 1_000;
+        let (closed, _) = close_due(&mut recorder, rig.store.path(), now)
+            .await
+            .unwrap();
+        records.extend(closed);
+    }
+    assert_eq!(records.len(), 97, "96 quarters and the day once it ended");
+    assert_eq!(records[96].value.to_string(), "240.00");
+    assert!(records[96].valid);
+    // The state the core saves brings a restarted recorder back without repeats.
+    rig.store
+        .save_state(
+            plantwatch::platform::live::STATE_SCOPE,
+            recorder.state().to_rows(),
+        )
+        .await
+        .unwrap();
+    let rows = rig
+        .store
+        .load_state(plantwatch::platform::live::STATE_SCOPE)
+        .await
+        .unwrap();
+    let mut again = Recorder::new(
+        &platform,
+        RecorderState::from_rows(&rows).unwrap(),
+        DAY + 86_400_000 + 5_000,
+    );
+    let (repeat, _) = close_due(&mut again, rig.store.path(), DAY + 86_400_000 + 5_000)
+        .await
+        .unwrap();
+    assert!(repeat.is_empty(), "{repeat:?}");
+
+    rig.enqueue(&records).await;
+    rig.drained(97).await;
+    assert_eq!(accepted_keys(&rig.platform), keys(&records));
+    rig.stop().await;
+}
+
+// ---- The daemon: the `upload` command → both energy-platform sinks. ----
+
+/// `plantwatch run` with a JSON sink (commands), an `energy_platform` MQTT sink and the HTTPS
+/// uplink: an `upload` command re-queues a day's records from the ledger, and every record
+/// reaches both the platform and the MQTT sink, in the platform's body, once; a second
+/// command re-sends the day under the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upload_command_sends_records_to_the_https_platform_and_the_energy_platform_sink() {
+    use crate::harness::daemon::Daemon;
+    use crate::harness::subscriber::{Received, Subscriber};
+    use plantwatch::sink::mqtt::broker::EmbeddedBroker;
+
+    let dir = tempfile::tempdir().unwrap();
+    let platform = Arc::new(Mutex::new(Platform::default()));
+    let (url, ca_pem) = serve(platform.clone()).await;
+    let config = upload_setup(dir.path(), &url, &ca_pem).await;
+    let broker = EmbeddedBroker::start().unwrap();
+    let mut sub = Subscriber::start(broker.addr, "tp/#").await;
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[mqtt]]\nname = \"plant\"\nhost = \"127.0.0.1\"\nport = {p}\ntopic_prefix = \"tp/plant\"\n\
+         reconnect_min_ms = 100\n\n[[mqtt]]\nname = \"province\"\nformat = \"energy_platform\"\n\
+         host = \"127.0.0.1\"\nport = {p}\ntopic_prefix = \"tp/province\"\nreconnect_min_ms = 100\n",
+        p = broker.addr.port()
+    ));
+    let daemon = Daemon::spawn(dir.path(), &text);
+    let mut all: Vec<Received> = sub
+        .collect_until(Duration::from_secs(30), |g| {
+            g.iter().any(|m| m.topic == "tp/plant/status")
+        })
+        .await;
+    assert!(
+        all.iter().any(|m| m.topic == "tp/plant/status"),
+        "{}",
+        daemon.log()
+    );
+    sub.publish(
+        "tp/plant/cmd/upload",
+        br#"{"id":"u1","from":"2026-10-05","to":"2026-10-05"}"#,
+    )
+    .await;
+    let records = |g: &[Received]| -> Vec<Value> {
+        g.iter()
+            .filter(|m| m.topic == "tp/province/energy_platform/E001-0101-00")
+            .map(Received::json)
+            .collect()
+    };
+    all.extend(
+        sub.collect_until(Duration::from_secs(30), |g| {
+            records(g).len() >= 97 && g.iter().any(|m| m.topic == "tp/plant/cmd/upload/reply")
+        })
+        .await,
+    );
+    let reply = all
+        .iter()
+        .find(|m| m.topic == "tp/plant/cmd/upload/reply")
+        .unwrap_or_else(|| panic!("a reply\n{}", daemon.log()))
+        .json();
+    assert_eq!(reply["id"], "u1");
+    assert_eq!(reply["queued"], 97, "{reply}");
+    assert!(
+        !all.iter().any(|m| m.topic.starts_with("tp/province/cmd/")),
+        "the reply goes only to the sink the command came from"
+    );
+    let published = records(&all);
+    assert_eq!(published.len(), 97, "96 quarters and the day, once each");
+    for r in &published {
+        assert_eq!(r["enterpriseCode"], CODE);
+        assert!(
+            r["uploadDate"].as_str().is_some_and(|d| d.len() == 19),
+            "{r}"
+        );
+    }
+    let quarters: f64 = published
+        .iter()
+        .filter(|r| r["statType"] == "0")
+        .map(|r| r["dataValue"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let day: Vec<&Value> = published.iter().filter(|r| r["statType"] == "1").collect();
+    assert_eq!(day.len(), 1);
+    assert_eq!(day[0]["dataValue"], "240.00");
+    assert!((quarters - 240.0).abs() < 1e-9, "{quarters}");
+
+    eventually("the HTTPS platform has all 97", || {
+        let n = platform.lock().unwrap().accepted.len();
+        async move { n == 97 }
+    })
+    .await;
+    sub.publish(
+        "tp/plant/cmd/upload",
+        br#"{"id":"u2","from":"2026-10-05","to":"2026-10-05","stat_type":[1]}"#,
+    )
+    .await;
+    eventually("the day is re-sent", || {
+        let n = platform.lock().unwrap().accepted.len();
+        async move { n == 98 }
+    })
+    .await;
+    let p = platform.lock().unwrap();
+    let key = |v: &Value| format!("{}/{}/{}", v["dataCode"], v["statType"], v["statDate"]);
+    let days: Vec<String> = p
+        .accepted
+        .iter()
+        .filter(|v| v["statType"] == "1")
+        .map(key)
+        .collect();
+    assert_eq!(days.len(), 2);
+    assert_eq!(days[0], days[1], "the resend carries the same key");
 }
