@@ -126,6 +126,7 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     plan.mqtt = vec![Mqtt {
         name: crate::model::Name::new(crate::config::daemon::DEFAULT_SINK_NAME)?,
         format: Format::Json,
+        sparkplug: None,
         host: broker.addr.ip().to_string(),
         port: broker.addr.port(),
         client_id: "plantwatch-demo".into(),

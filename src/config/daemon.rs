@@ -64,6 +64,9 @@ pub struct RawMqtt {
     /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
     #[serde(default)]
     pub protocol: Option<String>,
+    /// `[mqtt.sparkplug]`: the edge node, for `format = "sparkplug_b"`.
+    #[serde(default)]
+    pub sparkplug: Option<super::sparkplug::RawSparkplug>,
 }
 
 /// `[mqtt.tls]` as written.
@@ -230,6 +233,8 @@ pub enum Format {
     Json,
     /// Energy-platform records (GB/T 37947 data model) from the `[energy_platform]` section.
     EnergyPlatform,
+    /// Sparkplug B for a SCADA host, with its own delivery rules (`[mqtt.sparkplug]`).
+    SparkplugB,
 }
 
 impl Format {
@@ -238,6 +243,7 @@ impl Format {
         match text {
             "json" => Some(Self::Json),
             "energy_platform" => Some(Self::EnergyPlatform),
+            "sparkplug_b" => Some(Self::SparkplugB),
             _ => None,
         }
     }
@@ -248,6 +254,7 @@ impl std::fmt::Display for Format {
         f.write_str(match self {
             Self::Json => "json",
             Self::EnergyPlatform => "energy_platform",
+            Self::SparkplugB => "sparkplug_b",
         })
     }
 }
@@ -262,6 +269,8 @@ pub struct Mqtt {
     pub name: Name,
     /// Payload profile.
     pub format: Format,
+    /// The Sparkplug edge node, for [`Format::SparkplugB`].
+    pub sparkplug: Option<crate::sparkplug::NodeConfig>,
     /// Broker host.
     pub host: String,
     /// Broker port.
@@ -326,7 +335,10 @@ pub fn resolve_mqtt(
         Some(text) => Format::parse(text).unwrap_or_else(|| {
             issues.push(
                 key("format"),
-                format!("`{text}` is not a payload profile; use \"json\" or \"energy_platform\""),
+                format!(
+                    "`{text}` is not a payload profile; use \"json\", \"energy_platform\" or \
+                     \"sparkplug_b\""
+                ),
             );
             Format::default()
         }),
@@ -451,10 +463,36 @@ pub fn resolve_mqtt(
             Protocol::default()
         }),
     };
+    let sparkplug = match (&raw.sparkplug, format) {
+        (Some(sp), Format::SparkplugB) => super::sparkplug::resolve(
+            sp,
+            gateway.map_or("gateway", Name::as_str),
+            &key("sparkplug"),
+            issues,
+        ),
+        (None, Format::SparkplugB) => {
+            issues.push(
+                key("sparkplug"),
+                "format = \"sparkplug_b\" needs a [mqtt.sparkplug] table with at least `group_id`",
+            );
+            None
+        }
+        (Some(_), _) => {
+            issues.push(
+                key("sparkplug"),
+                format!(
+                    "only a sink with format = \"sparkplug_b\" uses it; this one is \"{format}\""
+                ),
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let name = name?;
     (issues.0.len() == before).then(|| Mqtt {
         name,
         format,
+        sparkplug,
         host: raw
             .host
             .trim_start_matches('[')

@@ -17,6 +17,7 @@ pub mod platform;
 pub mod profile;
 pub mod raw;
 pub mod rules;
+pub mod sparkplug;
 pub mod webhooks;
 
 use std::collections::HashMap;

@@ -40,7 +40,9 @@ use crate::sink::mqtt::{
     DOWNLINK_QUEUE, Downlink, MqttStats, Outbox, OutboxError, OutboxItem, Rendered, Session,
 };
 use crate::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
+use crate::sink::sparkplug::SparkplugSink;
 use crate::sink::webhook::{Notification, Notifier, NotifierHandle, WebhookConfig, WebhookStats};
+use crate::sparkplug::DeviceSpec;
 use crate::store::{
     AlarmRow, DEFAULT_QUEUE, OutboxLimits, OutboxMessage, OutboxRow, QueueId, Span, StoreError,
     StoreHandle, record,
@@ -446,6 +448,17 @@ impl Core {
             }
             self.ledger.apply(&batch, &mut intervals, &mut steps);
             self.engine.evaluate(&batch, &mut events);
+            // Sparkplug reports by exception itself, from every poll: it gets them before the
+            // JSON reporting policy thins them out.
+            if self.sinks.iter().any(|s| s.format == Format::SparkplugB) {
+                drafts.push(Draft {
+                    stream: format!("sparkplug/{}", batch.device),
+                    key: batch.device.to_string(),
+                    body: DraftBody::Batch(batch.clone()),
+                    only: None,
+                    format: Format::SparkplugB,
+                });
+            }
             let Some(batch) = self.reporter.filter(device, batch, now) else {
                 continue;
             };
@@ -1015,21 +1028,43 @@ async fn start_generation(
             queue: sink.queue,
             platform,
         });
-        let session = Session::new(
-            m.clone(),
-            outbox,
-            sink.wake.clone(),
-            clock.clone(),
-            stats.clone(),
-        )
-        .with_downlink(downlink_tx.clone());
         let c = cancel.clone();
         let name = m.name.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(err) = session.run(c).await {
-                error!(sink = %name, error = %err, "MQTT sink cannot start; its messages stay in the outbox.");
+        let handle = match &m.sparkplug {
+            Some(node) => {
+                let devices = plan.devices.iter().map(DeviceSpec::from_plan).collect();
+                let sink = SparkplugSink::new(
+                    m.clone(),
+                    node.clone(),
+                    devices,
+                    outbox,
+                    sink.wake.clone(),
+                    store.clone(),
+                    clock.clone(),
+                    stats.clone(),
+                );
+                tokio::spawn(async move {
+                    if let Err(err) = sink.run(c).await {
+                        error!(sink = %name, error = %err, "Sparkplug sink cannot start; its polls stay in the outbox.");
+                    }
+                })
             }
-        });
+            None => {
+                let session = Session::new(
+                    m.clone(),
+                    outbox,
+                    sink.wake.clone(),
+                    clock.clone(),
+                    stats.clone(),
+                )
+                .with_downlink(downlink_tx.clone());
+                tokio::spawn(async move {
+                    if let Err(err) = session.run(c).await {
+                        error!(sink = %name, error = %err, "MQTT sink cannot start; its messages stay in the outbox.");
+                    }
+                })
+            }
+        };
         mqtt.push((cancel, handle));
         mqtt_stats.push((m.name.to_string(), stats));
     }

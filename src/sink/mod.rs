@@ -5,4 +5,5 @@ pub mod influx;
 pub mod mqtt;
 pub mod platform_http;
 pub mod platform_queue;
+pub mod sparkplug;
 pub mod webhook;

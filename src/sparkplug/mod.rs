@@ -1,6 +1,6 @@
 //! Sparkplug B (Eclipse Sparkplug 3.0, DESIGN.md §4): the protobuf payloads, the topic
 //! namespace, and a pure per-edge-node session state machine. No I/O and no clock: the MQTT
-//! sink (not written yet) carries out what [`EdgeNode`] returns.
+//! sink ([`crate::sink::sparkplug`]) carries out what [`EdgeNode`] returns.
 //!
 //! Delivery follows Sparkplug's rules, not the JSON profile's outbox: births and data at QoS 0
 //! on a clean session, only the NDEATH (the will) at QoS 1, nothing retained; store-and-forward

@@ -17,6 +17,21 @@
 //! 5. An NCMD `Node Control/Rebirth` = true births again (same bdSeq, seq back to 0).
 //!
 //! `seq` runs 0–255 and wraps, counting every NBIRTH, DBIRTH and DDATA of the node.
+//!
+//! Two ways to feed it polls:
+//! - in memory: [`EdgeNode::on_poll`] at any time; while not born, polls wait in the node's
+//!   bounded buffer (`buffer_limit`) and go out as history after the next birth;
+//! - from a persistent queue (what [`crate::sink::sparkplug`] does, with `buffer_limit = 0`):
+//!   the caller reads polls only while [`EdgeNode::is_born`], hands those stored before the
+//!   current birth to [`EdgeNode::on_historical`] and the rest to [`EdgeNode::on_poll`], and
+//!   may [`EdgeNode::prime`] the node with the newest stored polls just before a birth so that
+//!   the births declare current values rather than those from before an outage.
+//!
+//! Per point the node keeps three views: `current` (the newest reading, which a birth
+//! declares), `reported` (what the host holds as current: the birth and live data; by exception
+//! compares live polls against it) and `history` (the last value sent as history, which
+//! historical polls are compared against). History never changes `reported`, so a value that
+//! changed during an outage and then held still is still sent live once the outage is over.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -143,6 +158,9 @@ struct PointState {
     current: Option<Reading>,
     /// What the host has last been given (live or buffered); `Some(None)` is a reported null.
     reported: Option<Option<Wire>>,
+    /// What the host has last been given as history since the last birth (seeded with what it
+    /// held before that birth); compared against by [`EdgeNode::on_historical`].
+    history: Option<Option<Wire>>,
 }
 
 #[derive(Debug)]
@@ -215,6 +233,7 @@ impl EdgeNode {
                             alias,
                             current: None,
                             reported: None,
+                            history: None,
                         }
                     })
                     .collect(),
@@ -368,17 +387,7 @@ impl EdgeNode {
                 continue;
             };
             let point = &mut device.points[p];
-            let wire = match sample.quality {
-                Quality::Bad(_) => None,
-                Quality::Good | Quality::Uncertain(_) => sample
-                    .value
-                    .as_ref()
-                    .and_then(|v| to_wire(point.spec.datatype, v)),
-            };
-            let reading = Reading {
-                ts: sample.ts,
-                wire,
-            };
+            let reading = reading(point, sample);
             point.current = Some(reading.clone());
             if every_poll || point.reported.as_ref() != Some(&reading.wire) {
                 point.reported = Some(reading.wire.clone());
@@ -404,6 +413,55 @@ impl EdgeNode {
                 readings,
             });
             Vec::new()
+        }
+    }
+
+    /// A poll taken from a persistent queue that was stored before the current birth: a DDATA
+    /// whose metrics carry `is_historical` and the samples' own timestamps, or `None` when
+    /// nothing is to be sent (not born, unknown device, or by exception nothing changed since
+    /// the last history sent). It updates the value the next birth declares only if it is
+    /// newer than what the node already has, and never what the host holds as current, so
+    /// live polls are still compared against the birth.
+    pub fn on_historical(&mut self, batch: &SampleBatch, now: Timestamp) -> Option<Message> {
+        if !self.born {
+            return None;
+        }
+        let &d = self.by_name.get(&batch.device)?;
+        let every_poll = self.config.data_mode == DataMode::EveryPoll;
+        let device = &mut self.devices[d];
+        let mut readings = Vec::with_capacity(batch.samples.len());
+        for sample in &batch.samples {
+            let Some(&p) = device.index.get(&sample.point) else {
+                continue;
+            };
+            let point = &mut device.points[p];
+            let reading = reading(point, sample);
+            if point.current.as_ref().is_none_or(|c| c.ts <= reading.ts) {
+                point.current = Some(reading.clone());
+            }
+            if every_poll || point.history.as_ref() != Some(&reading.wire) {
+                point.history = Some(reading.wire.clone());
+                readings.push((p, reading));
+            }
+        }
+        if readings.is_empty() {
+            return None;
+        }
+        Some(self.ddata(d, &readings, true, now))
+    }
+
+    /// Records a stored poll as the latest value of its points without sending anything, so
+    /// that the next birth declares it. Feed polls oldest first: the last one wins.
+    pub fn prime(&mut self, batch: &SampleBatch) {
+        let Some(&d) = self.by_name.get(&batch.device) else {
+            return;
+        };
+        let device = &mut self.devices[d];
+        for sample in &batch.samples {
+            if let Some(&p) = device.index.get(&sample.point) {
+                let point = &mut device.points[p];
+                point.current = Some(reading(point, sample));
+            }
         }
     }
 
@@ -529,7 +587,8 @@ impl EdgeNode {
                 .map(|p| {
                     let wire = p.current.as_ref().and_then(|r| r.wire.clone());
                     let ts = p.current.as_ref().map_or(now, |r| r.ts);
-                    p.reported = Some(wire.clone());
+                    // What the host held before this birth is where its history resumes.
+                    p.history = p.reported.replace(wire.clone());
                     birth_metric(
                         p.spec.name.as_str(),
                         p.alias,
@@ -575,6 +634,21 @@ impl EdgeNode {
             ..Payload::default()
         };
         self.message(MessageType::DData, Some(&device.topic_id), &ddata)
+    }
+}
+
+/// A sample as the wire sees it: bad quality, and values the datatype cannot hold, are null.
+fn reading(point: &PointState, sample: &crate::model::PointSample) -> Reading {
+    let wire = match sample.quality {
+        Quality::Bad(_) => None,
+        Quality::Good | Quality::Uncertain(_) => sample
+            .value
+            .as_ref()
+            .and_then(|v| to_wire(point.spec.datatype, v)),
+    };
+    Reading {
+        ts: sample.ts,
+        wire,
     }
 }
 
@@ -1244,6 +1318,92 @@ mod tests {
                 .metrics
                 .iter()
                 .all(|m| m.is_historical == Some(true))
+        );
+    }
+
+    #[test]
+    fn history_from_a_queue_is_marked_historical_and_live_data_is_still_compared_to_the_birth() {
+        let mut node = EdgeNode::new(config(None, DataMode::ByException, 0), &[meter()], 0);
+        assert_eq!(
+            node.on_historical(&poll2(), Timestamp(T0)),
+            None,
+            "history only goes out after a birth"
+        );
+        node.connecting();
+        node.on_connected(Timestamp(T0));
+        assert_eq!(node.on_poll(&poll1(), Timestamp(T0 + 1_020)).len(), 1);
+        node.on_connection_lost();
+        assert_eq!(
+            node.on_historical(&poll2(), Timestamp(T0)),
+            None,
+            "nor while down"
+        );
+        // poll2 stays in the queue; the births still declare poll1's values.
+        node.connecting();
+        let now = Timestamp(T0 + 9_000);
+        let births = node.on_connected(now);
+        assert_eq!(
+            decode(&births[1]).metrics[0].value,
+            Some(PV::DoubleValue(231.4))
+        );
+        let h = node.on_historical(&poll2(), now).unwrap();
+        assert_eq!(h.kind, MessageType::DData);
+        let p = decode(&h);
+        assert_eq!(p.seq, Some(2));
+        assert_eq!(p.timestamp, Some(now.0 as u64), "sent now");
+        let sent: Vec<_> = p
+            .metrics
+            .iter()
+            .map(|m| (m.alias.unwrap(), m.timestamp.unwrap(), m.is_historical))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (1, T0 as u64 + 3_011, Some(true)),
+                (3, T0 as u64 + 3_014, Some(true))
+            ],
+            "changes since what the host held before the birth, at their own time"
+        );
+        assert_eq!(
+            node.on_historical(&poll2(), now),
+            None,
+            "by exception within history too"
+        );
+        // The same values live: the host's current values are still the birth's, so they go.
+        let live = node.on_poll(&poll2(), now).pop().unwrap();
+        let p = decode(&live);
+        assert_eq!(p.seq, Some(3));
+        assert_eq!(p.metrics.len(), 2);
+        assert!(p.metrics.iter().all(|m| m.is_historical.is_none()));
+        // History older than what the node has does not become the declared value.
+        node.on_historical(&poll1(), now);
+        let rebirth = node
+            .on_message("spBv1.0/plant/NCMD/gw-01", &ncmd_rebirth(), now)
+            .unwrap();
+        assert_eq!(
+            decode(&rebirth[1]).metrics[0].value,
+            Some(PV::DoubleValue(231.9))
+        );
+    }
+
+    #[test]
+    fn priming_makes_the_birth_declare_the_newest_stored_values() {
+        let mut node = EdgeNode::new(config(None, DataMode::EveryPoll, 0), &[meter()], 0);
+        node.prime(&poll1());
+        node.prime(&poll2());
+        node.prime(&batch("nope", T0, vec![good("ua", T0, Value::F64(1.0))]));
+        node.connecting();
+        let births = node.on_connected(Timestamp(T0 + 9_000));
+        let dbirth = decode(&births[1]);
+        assert_eq!(dbirth.metrics[0].value, Some(PV::DoubleValue(231.9)));
+        assert_eq!(dbirth.metrics[0].timestamp, Some(T0 as u64 + 3_011));
+        assert_eq!(dbirth.metrics[6].is_null, Some(true));
+        // Every-poll history sends every metric, even those the birth already holds.
+        let h = node.on_historical(&poll2(), Timestamp(T0 + 9_001)).unwrap();
+        assert_eq!(decode(&h).metrics.len(), 7);
+        assert_eq!(
+            node.on_historical(&batch("nope", T0, Vec::new()), Timestamp(T0)),
+            None
         );
     }
 

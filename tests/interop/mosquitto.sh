@@ -340,6 +340,33 @@ else
   fail "alarms: config" "$(tail -c 800 "$TMP/alarms/check.log")"
 fi
 
+echo "mosquitto: case sparkplug"
+# The real daemon with a Sparkplug B sink; tests/interop/sparkplug_live.py plays the primary
+# host and judges every message with pysparkplug (an independent implementation). When it asks
+# for the NDEATH, the daemon is killed -9 so that mosquitto publishes the will.
+if ! "$PY" -c 'import pysparkplug, paho.mqtt.client' 2>/dev/null; then
+  fail "sparkplug: prerequisites" "python3 needs pysparkplug and paho-mqtt 1.6"
+elif config sparkplug "$P_PLAIN" 3.1.1 'format = "sparkplug_b"' '[mqtt.sparkplug]' \
+  'group_id = "plant"' 'edge_node_id = "gw-01"' 'primary_host_id = "scada"'; then
+  timeout 100 "$PY" "$ROOT/tests/interop/sparkplug_live.py" --port "$P_PLAIN" --group plant --node gw-01 \
+    --host-id scada --min-ddata 6 --timeout 60 --await-ndeath-s 15 \
+    >"$TMP/sparkplug/judge.out" 2>&1 &
+  JUDGE=$!
+  PIDS+=("$JUDGE")
+  run_daemon sparkplug
+  if wait_until 900 "the judge to ask for the NDEATH" grep -q 'awaiting NDEATH' "$TMP/sparkplug/judge.out"; then
+    kill -9 "$DAEMON" 2>/dev/null || true
+  fi
+  if wait "$JUDGE"; then
+    pass "sparkplug: pysparkplug judges the live session ($(tail -n 1 "$TMP/sparkplug/judge.out"))"
+  else
+    fail "sparkplug: live session" "$(grep -v '^PASS' "$TMP/sparkplug/judge.out" | tail -c 1500); daemon: $(log sparkplug | tail -c 1200)"
+  fi
+  stop "$DAEMON"
+else
+  fail "sparkplug: config" "$(tail -c 800 "$TMP/sparkplug/check.log")"
+fi
+
 # Secrets never reach the logs.
 if grep -qF -e "$GW_PASSWORD" "$TMP"/*/daemon.raw; then
   fail "password never logged" "found in $(grep -lF -e "$GW_PASSWORD" "$TMP"/*/daemon.raw)"

@@ -23,5 +23,6 @@ mod platform;
 mod profiles;
 mod replay;
 mod sparkplug;
+mod sparkplug_live;
 mod store;
 mod systemd;

@@ -89,6 +89,7 @@ fn plan(port: u16, protocol: Protocol) -> Mqtt {
     Mqtt {
         name: plantwatch::model::Name::new("mqtt").unwrap(),
         format: plantwatch::config::daemon::Format::Json,
+        sparkplug: None,
         host: "127.0.0.1".into(),
         port,
         client_id: format!("plantwatch-test-{protocol}-{port}"),

@@ -1,5 +1,6 @@
 //! One broker connection, MQTT 3.1.1 or 5, behind one small face, so that the delivery logic
-//! in [`super::Session`] and [`super::inflight::InFlight`] exists once.
+//! in [`super::Session`] and [`super::inflight::InFlight`] exists once, and so that the
+//! Sparkplug sink ([`crate::sink::sparkplug`]) connects the same way with its own will.
 //!
 //! rumqttc has two parallel stacks, `rumqttc` (3.1.1) and `rumqttc::v5`, with distinct types but
 //! the same shape: an `AsyncClient` that queues requests and an `EventLoop` that reports each
@@ -28,7 +29,7 @@ const MIN_V5_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5)
 
 /// What the session acts on, from either protocol's event loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Event {
+pub(crate) enum Event {
     /// The broker accepted the connection; the session on it is fresh.
     ConnAck,
     /// The client wrote a PUBLISH with this packet id (0 for QoS 0).
@@ -60,19 +61,19 @@ pub(super) enum Event {
 
 /// The client's request channel is full (or its event loop is gone): try again later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Refused;
+pub(crate) struct Refused;
 
 /// A publish the client did not take, handed back so that it can be tried again later.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Returned {
+pub(crate) struct Returned {
     /// The topic as given.
-    pub(super) topic: String,
+    pub(crate) topic: String,
     /// The payload as given.
-    pub(super) payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// The request side of a connection.
-pub(super) enum Client {
+pub(crate) enum Client {
     /// MQTT 3.1.1.
     V311(rumqttc::AsyncClient),
     /// MQTT 5.
@@ -80,7 +81,7 @@ pub(super) enum Client {
 }
 
 /// The event side of a connection; polling it drives the network and reconnects.
-pub(super) enum Events {
+pub(crate) enum Events {
     /// MQTT 3.1.1.
     V311(Box<rumqttc::EventLoop>),
     /// MQTT 5.
@@ -91,7 +92,7 @@ impl Client {
     /// Queues a publish without waiting. A refused publish comes back whole (rumqttc returns
     /// the request inside its error), so the caller keeps it without copying every message;
     /// `None` only if rumqttc ever returned some other request.
-    pub(super) fn try_publish(
+    pub(crate) fn try_publish(
         &self,
         topic: String,
         qos: QoS,
@@ -126,7 +127,7 @@ impl Client {
     }
 
     /// Queues a SUBSCRIBE without waiting.
-    pub(super) fn try_subscribe(&self, topic: String, qos: QoS) -> Result<(), Refused> {
+    pub(crate) fn try_subscribe(&self, topic: String, qos: QoS) -> Result<(), Refused> {
         match self {
             Self::V311(c) => c.try_subscribe(topic, qos).map_err(|_| Refused),
             Self::V5(c) => c.try_subscribe(topic, v5_qos(qos)).map_err(|_| Refused),
@@ -134,7 +135,7 @@ impl Client {
     }
 
     /// Queues a DISCONNECT without waiting.
-    pub(super) fn try_disconnect(&self) -> Result<(), Refused> {
+    pub(crate) fn try_disconnect(&self) -> Result<(), Refused> {
         match self {
             Self::V311(c) => c.try_disconnect().map_err(|_| Refused),
             Self::V5(c) => c.try_disconnect().map_err(|_| Refused),
@@ -143,8 +144,22 @@ impl Client {
 }
 
 impl Events {
+    /// Replaces the Last Will sent with the next CONNECT. rumqttc reads its options afresh at
+    /// every reconnect, so this takes effect on the next attempt; the current connection (if
+    /// any) keeps the will it was opened with.
+    pub(crate) fn set_will(&mut self, will: Will) {
+        match self {
+            Self::V311(l) => {
+                l.mqtt_options.set_last_will(will.v311());
+            }
+            Self::V5(l) => {
+                l.options.set_last_will(will.v5());
+            }
+        }
+    }
+
     /// The next event; connects first when there is no connection.
-    pub(super) async fn poll(&mut self) -> Event {
+    pub(crate) async fn poll(&mut self) -> Event {
         match self {
             Self::V311(l) => from_v311(l.poll().await),
             Self::V5(l) => from_v5(l.poll().await),
@@ -214,16 +229,45 @@ fn from_v5(polled: Result<v5::Event, v5::ConnectionError>) -> Event {
     }
 }
 
+/// A Last Will: what the broker publishes for us when the connection ends without a
+/// DISCONNECT. The JSON profile's is the retained "offline" status; Sparkplug's is the NDEATH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Will {
+    /// Full topic.
+    pub(crate) topic: String,
+    /// Payload bytes.
+    pub(crate) payload: Vec<u8>,
+    /// QoS the broker publishes it at.
+    pub(crate) qos: QoS,
+    /// Whether the broker retains it.
+    pub(crate) retain: bool,
+}
+
+impl Will {
+    fn v311(self) -> rumqttc::LastWill {
+        rumqttc::LastWill::new(self.topic, self.payload, self.qos, self.retain)
+    }
+
+    fn v5(self) -> v5::mqttbytes::v5::LastWill {
+        v5::mqttbytes::v5::LastWill::new(
+            self.topic,
+            self.payload,
+            v5_qos(self.qos),
+            self.retain,
+            None,
+        )
+    }
+}
+
 /// What both protocols' options share, read once from the plan and its files.
 struct Common {
     credentials: Option<(String, Secret)>,
     transport: Option<rumqttc::Transport>,
-    /// The Last Will payload ("offline").
-    will: Vec<u8>,
+    will: Will,
 }
 
 impl Common {
-    fn new(plan: &Mqtt, now: Timestamp) -> Result<Self, MqttError> {
+    fn new(plan: &Mqtt, will: Will) -> Result<Self, MqttError> {
         let credentials = match &plan.username {
             Some(user) => {
                 let password = match &plan.password {
@@ -241,7 +285,7 @@ impl Common {
         Ok(Self {
             credentials,
             transport,
-            will: json_v1::status(false, now),
+            will,
         })
     }
 }
@@ -251,8 +295,23 @@ impl Common {
 ///
 /// # Errors
 /// [`MqttError`] when a password or TLS file cannot be read.
-pub(super) fn connect(plan: &Mqtt, now: Timestamp) -> Result<(Client, Events), MqttError> {
-    let common = Common::new(plan, now)?;
+pub(crate) fn connect(plan: &Mqtt, now: Timestamp) -> Result<(Client, Events), MqttError> {
+    let will = Will {
+        topic: status_topic(plan),
+        payload: json_v1::status(false, now),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+    };
+    connect_with_will(plan, will)
+}
+
+/// As [`connect`], with the caller's Last Will (replace it before a reconnect with
+/// [`Events::set_will`]).
+///
+/// # Errors
+/// [`MqttError`] when a password or TLS file cannot be read.
+pub(crate) fn connect_with_will(plan: &Mqtt, will: Will) -> Result<(Client, Events), MqttError> {
+    let common = Common::new(plan, will)?;
     // A small request channel: the outbox, not rumqttc, holds the backlog.
     let cap = usize::from(plan.max_inflight) + 4;
     Ok(match plan.protocol {
@@ -273,12 +332,7 @@ fn v311_options(plan: &Mqtt, common: Common) -> rumqttc::MqttOptions {
         .set_keep_alive(plan.keep_alive)
         .set_inflight(plan.max_inflight.max(1))
         .set_max_packet_size(MAX_PACKET as usize, MAX_PACKET as usize)
-        .set_last_will(rumqttc::LastWill::new(
-            status_topic(plan),
-            common.will,
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_last_will(common.will.v311());
     if let Some((user, password)) = common.credentials {
         o.set_credentials(user, password.0);
     }
@@ -296,13 +350,7 @@ fn v5_options(plan: &Mqtt, common: Common) -> v5::MqttOptions {
         .set_keep_alive(plan.keep_alive.max(MIN_V5_KEEP_ALIVE))
         .set_outgoing_inflight_upper_limit(plan.max_inflight.max(1))
         .set_max_packet_size(Some(MAX_PACKET))
-        .set_last_will(v5::mqttbytes::v5::LastWill::new(
-            status_topic(plan),
-            common.will,
-            v5::mqttbytes::QoS::AtLeastOnce,
-            true,
-            None,
-        ));
+        .set_last_will(common.will.v5());
     if let Some((user, password)) = common.credentials {
         o.set_credentials(user, password.0);
     }
@@ -371,6 +419,68 @@ mod tests {
             from_v5(Ok(v5::Event::Incoming(p5::Packet::PubAck(ack)))),
             Event::PubAck(4),
             "no subscribers is still a delivery to the broker"
+        );
+    }
+
+    fn plan(protocol: Protocol) -> Mqtt {
+        Mqtt {
+            name: crate::model::Name::new("mqtt").unwrap(),
+            format: crate::config::daemon::Format::Json,
+            sparkplug: None,
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: "c".into(),
+            topic_prefix: "p".into(),
+            qos: 1,
+            keep_alive: std::time::Duration::from_secs(30),
+            max_inflight: 8,
+            reconnect: (
+                std::time::Duration::from_millis(1),
+                std::time::Duration::from_millis(2),
+            ),
+            backfill_per_live: 1,
+            username: None,
+            password: None,
+            tls: None,
+            protocol,
+        }
+    }
+
+    fn will(payload: &[u8]) -> Will {
+        Will {
+            topic: "spBv1.0/g/NDEATH/n".into(),
+            payload: payload.to_vec(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn the_callers_will_is_set_and_can_be_replaced_before_a_reconnect() {
+        let (_c, mut events) = connect_with_will(&plan(Protocol::V311), will(b"1")).unwrap();
+        let Events::V311(l) = &events else {
+            panic!("3.1.1 asked for")
+        };
+        let w = l.mqtt_options.last_will().unwrap();
+        assert_eq!(
+            (w.topic.as_str(), &w.message[..], w.qos, w.retain),
+            ("spBv1.0/g/NDEATH/n", &b"1"[..], QoS::AtLeastOnce, false)
+        );
+        events.set_will(will(b"2"));
+        let Events::V311(l) = &events else {
+            panic!("3.1.1 asked for")
+        };
+        assert_eq!(&l.mqtt_options.last_will().unwrap().message[..], b"2");
+
+        let (_c, mut events) = connect_with_will(&plan(Protocol::V5), will(b"1")).unwrap();
+        events.set_will(will(b"3"));
+        let Events::V5(l) = &events else {
+            panic!("5 asked for")
+        };
+        let w = l.options.last_will().unwrap();
+        assert_eq!(
+            (&w.message[..], w.qos, w.retain),
+            (&b"3"[..], v5::mqttbytes::QoS::AtLeastOnce, false)
         );
     }
 

@@ -20,7 +20,7 @@
 //!   code is not a delivery: the row stays and goes out again after the next reconnect.
 
 pub mod broker;
-mod conn;
+pub(crate) mod conn;
 mod feed;
 pub mod inflight;
 
