@@ -326,8 +326,8 @@ data_code = "E001-0101-00"
     )
 }
 
-/// Three real-time records and one day record of a meter, from the real builder.
-fn records() -> Vec<Record> {
+/// The `[energy_platform]` of [`platform_config`].
+fn energy_platform() -> plantwatch::config::platform::EnergyPlatform {
     let plan = load_str(
         "p.toml",
         &platform_config(""),
@@ -336,7 +336,12 @@ fn records() -> Vec<Record> {
         None,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let platform = plan.energy_platform.expect("[energy_platform]");
+    plan.energy_platform.expect("[energy_platform]")
+}
+
+/// Three real-time records and one day record of a meter, from the real builder.
+fn records() -> Vec<Record> {
+    let platform = energy_platform();
     let intervals = day_of_quarters();
     let all = Builder::new(&platform).build(&intervals, DAY + 86_400_000 + 60_000);
     let mut picked: Vec<Record> = all.iter().take(3).cloned().collect();
@@ -591,55 +596,11 @@ async fn plantwatch_upload_sends_a_days_records_and_a_resend_carries_the_same_ke
 // ---- The continuous uploader: a real store's outbox drained through the uplink. ----
 
 use plantwatch::platform::outbox_message;
-use plantwatch::sink::mqtt::{Outbox, OutboxError, OutboxItem, Rendered};
+use plantwatch::runtime::daemon::StoreOutbox;
 use plantwatch::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
 use plantwatch::store::{OutboxLimits, Store, StoreHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-/// The store's outbox as the uploader reads it (the daemon's adapter, minus rendering).
-struct QueueOutbox(StoreHandle);
-
-impl Outbox for QueueOutbox {
-    async fn fetch(
-        &self,
-        after: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<OutboxItem>, OutboxError> {
-        let rows = self
-            .0
-            .fetch(after, limit)
-            .await
-            .map_err(|e| OutboxError(e.to_string()))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| OutboxItem {
-                id: r.id,
-                topic: r.stream,
-                created: plantwatch::model::Timestamp(r.created_ms),
-                payload: r.payload,
-            })
-            .collect())
-    }
-
-    async fn ack(&self, rows: Vec<i64>) -> Result<(), OutboxError> {
-        self.0
-            .ack(rows)
-            .await
-            .map_err(|e| OutboxError(e.to_string()))
-    }
-
-    async fn newest(&self) -> Result<Option<i64>, OutboxError> {
-        self.0
-            .newest()
-            .await
-            .map_err(|e| OutboxError(e.to_string()))
-    }
-
-    fn render(&self, _item: &OutboxItem, _backfill: bool) -> Option<Rendered> {
-        None
-    }
-}
 
 /// Polls `check` every 20 ms, at most 1000 times (20 s), failing the test if it never holds.
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -699,7 +660,7 @@ impl Rig {
         let cancel = CancellationToken::new();
         let queue = PlatformQueue::new(
             &energy_platform,
-            Arc::new(QueueOutbox(store.clone())),
+            Arc::new(StoreOutbox::default_queue(store.clone())),
             wake.clone(),
             Arc::new(plantwatch::clock::ManualClock::new(
                 plantwatch::model::Timestamp(DAY + 86_400_000 + 300_000),
@@ -774,15 +735,7 @@ fn keys(records: &[Record]) -> Vec<String> {
 
 /// `n` records of a day: its quarters, in time order (the day record last, when `n` is 97).
 fn day_records(n: usize) -> Vec<Record> {
-    let plan = load_str(
-        "p.toml",
-        &platform_config(""),
-        &EnvOverrides::Off,
-        Path::new("."),
-        None,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let platform = plan.energy_platform.expect("[energy_platform]");
+    let platform = energy_platform();
     let all = Builder::new(&platform).build(&day_of_quarters(), DAY + 86_400_000);
     assert!(all.len() >= n);
     all.into_iter().take(n).collect()
@@ -981,15 +934,7 @@ async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reac
     use plantwatch::platform::{Recorder, RecorderState, close_due};
 
     let mut rig = Rig::start(PASSWORD, |_| {}).await;
-    let plan = load_str(
-        "p.toml",
-        &platform_config(""),
-        &EnvOverrides::Off,
-        Path::new("."),
-        None,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let platform = plan.energy_platform.expect("[energy_platform]");
+    let platform = energy_platform();
     let intervals = day_of_quarters();
     let mut recorder = Recorder::new(&platform, RecorderState::default(), DAY);
     let mut records = Vec::new();

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use plantwatch::clock::SystemClock;
 use plantwatch::config::daemon::{Mqtt, Protocol};
 use plantwatch::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
+use plantwatch::runtime::daemon::StoreOutbox;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
-use plantwatch::sink::mqtt::inflight::RowId;
-use plantwatch::sink::mqtt::{MqttError, MqttStats, Outbox, OutboxError, OutboxItem, Rendered};
+use plantwatch::sink::mqtt::{MqttError, MqttStats};
 use plantwatch::sink::sparkplug::{STATE_SCOPE, SparkplugSink};
 use plantwatch::sparkplug::proto::payload::metric::Value as PV;
 use plantwatch::sparkplug::proto::{DataType, Payload};
@@ -38,48 +38,6 @@ use crate::harness::within;
 
 const T0: i64 = 1_700_000_000_000;
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The sink's queue: the store's outbox (the daemon's adapter, minus rendering, which the
-/// Sparkplug sink does not use).
-pub(crate) struct QueueOutbox(pub(crate) StoreHandle);
-
-impl Outbox for QueueOutbox {
-    async fn fetch(
-        &self,
-        after: Option<RowId>,
-        limit: usize,
-    ) -> Result<Vec<OutboxItem>, OutboxError> {
-        let rows = self
-            .0
-            .fetch(after, limit)
-            .await
-            .map_err(|e| OutboxError(e.to_string()))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| OutboxItem {
-                id: r.id,
-                topic: r.stream,
-                created: Timestamp(r.created_ms),
-                payload: r.payload,
-            })
-            .collect())
-    }
-    async fn ack(&self, rows: Vec<RowId>) -> Result<(), OutboxError> {
-        self.0
-            .ack(rows)
-            .await
-            .map_err(|e| OutboxError(e.to_string()))
-    }
-    async fn newest(&self) -> Result<Option<RowId>, OutboxError> {
-        self.0
-            .newest()
-            .await
-            .map_err(|e| OutboxError(e.to_string()))
-    }
-    fn render(&self, _item: &OutboxItem, _backfill: bool) -> Option<Rendered> {
-        None
-    }
-}
 
 /// One message as the host received it.
 #[derive(Debug, Clone)]
@@ -362,7 +320,7 @@ pub(crate) fn plan(port: u16, protocol: Protocol, client_id: &str) -> Mqtt {
 pub(crate) struct Rig {
     _dir: tempfile::TempDir,
     pub(crate) store: StoreHandle,
-    pub(crate) outbox: Arc<QueueOutbox>,
+    pub(crate) outbox: Arc<StoreOutbox>,
     pub(crate) wake: Arc<Notify>,
     pub(crate) stats: Arc<MqttStats>,
     seqs: HashMap<String, u64>,
@@ -380,7 +338,7 @@ impl Rig {
         let store = Store::open(&dir.path().join("state.db"), limits).unwrap();
         Self {
             _dir: dir,
-            outbox: Arc::new(QueueOutbox(store.clone())),
+            outbox: Arc::new(StoreOutbox::default_queue(store.clone())),
             store,
             wake: Arc::new(Notify::new()),
             stats: Arc::new(MqttStats::default()),
