@@ -384,19 +384,22 @@ pub fn spawn_links(
     tasks: &mut JoinSet<()>,
 ) -> AcquireStats {
     let mut stats = AcquireStats::default();
-    let total = plan.devices.len().max(1) as u64;
     for (index, link) in plan.links.iter().enumerate() {
         let devices: Vec<_> = plan
             .devices
             .iter()
-            .enumerate()
-            .filter(|(_, d)| d.link == index)
-            .map(|(k, d)| {
+            .filter(|d| d.link == index)
+            .map(|d| {
                 let s = Arc::new(DeviceStats::default());
                 stats.devices.push((d.name.to_string(), s.clone()));
-                // Spread first polls evenly over one period.
-                let offset = ms(d.poll_interval) * (k as u64) / total;
-                (d.clone(), Duration::from_millis(offset), s)
+                // Every device starts on the same instant of the period, not spread over it:
+                // each distinct poll instant wakes the runtime and makes its own outbox
+                // commit (an fsync), and 200 of them a second cost more CPU than the polls
+                // (cargo bench --bench e2e, 200 devices: 16.4 µs per value spread evenly,
+                // 7.4 µs in 4 slots, 5.2 µs together). Devices on one link still take turns,
+                // and 2000 devices at 1 s start together without a missed tick
+                // (cargo bench --bench poll).
+                (d.clone(), Duration::ZERO, s)
             })
             .collect();
         if devices.is_empty() {

@@ -356,6 +356,7 @@ elif config sparkplug "$P_PLAIN" 3.1.1 'format = "sparkplug_b"' '[mqtt.sparkplug
   run_daemon sparkplug
   if wait_until 900 "the judge to ask for the NDEATH" grep -q 'awaiting NDEATH' "$TMP/sparkplug/judge.out"; then
     kill -9 "$DAEMON" 2>/dev/null || true
+    wait "$DAEMON" 2>/dev/null || true # reaped quietly: the kill is the point
   fi
   if wait "$JUDGE"; then
     pass "sparkplug: pysparkplug judges the live session ($(tail -n 1 "$TMP/sparkplug/judge.out"))"
