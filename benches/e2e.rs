@@ -240,7 +240,7 @@ fn main() {
     let plant = plant.replacen("[gateway]\nsite = \"sim\"\nid = \"sim-gw\"\n", "", 1);
     let cfg = dir.join("plantwatch.toml");
     std::fs::write(&cfg, format!(
-        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nmax_inflight = 256\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[store]\npath = \"{}\"\n\n{plant}",
+        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[store]\npath = \"{}\"\n\n{plant}",
         broker.port(), dir.join("state.db").display()
     )).unwrap();
 
