@@ -1050,14 +1050,18 @@ async fn start_generation(
                 })
             }
             None => {
-                let session = Session::new(
+                let mut session = Session::new(
                     m.clone(),
                     outbox,
                     sink.wake.clone(),
                     clock.clone(),
                     stats.clone(),
-                )
-                .with_downlink(downlink_tx.clone());
+                );
+                // Commands and their replies are JSON-profile messages: an energy_platform
+                // sink's queue holds only records.
+                if m.format == Format::Json {
+                    session = session.with_downlink(downlink_tx.clone());
+                }
                 tokio::spawn(async move {
                     if let Err(err) = session.run(c).await {
                         error!(sink = %name, error = %err, "MQTT sink cannot start; its messages stay in the outbox.");
