@@ -94,7 +94,8 @@ pub struct Options {
     pub stop: Option<CancellationToken>,
 }
 
-/// One outbox queue as an MQTT session sees it: stored rows, rendered to JSON v1 when sent.
+/// One outbox queue as an MQTT session sees it: stored rows, rendered when sent to JSON v1,
+/// or to the platform's body for an `energy_platform` sink.
 #[derive(Debug, Clone)]
 pub struct StoreOutbox {
     /// The state file.
