@@ -581,18 +581,19 @@ impl Core {
 
     /// Copies each draft into the queue of every sink it is for, with that queue's seq.
     async fn fan_out(&mut self, drafts: Vec<Draft>, now: Timestamp) -> Vec<OutboxMessage> {
-        let sinks = self.sinks.clone();
+        // Taken for the loop (`seq` borrows the core mutably) and put back: copying the list
+        // for every batch would allocate on the poll path.
+        let sinks = std::mem::take(&mut self.sinks);
         let mut messages = Vec::with_capacity(drafts.len());
         for mut d in drafts {
-            let targets: Vec<&SinkQueue> = sinks
-                .iter()
-                .filter(|s| s.format == d.format)
-                .filter(|s| d.only.as_ref().is_none_or(|only| *only == s.name))
-                .collect();
-            for (i, sink) in targets.iter().enumerate() {
+            let (format, only) = (d.format, d.only.take());
+            let wanted =
+                |s: &&SinkQueue| s.format == format && only.as_ref().is_none_or(|o| *o == s.name);
+            let targets = sinks.iter().filter(wanted).count();
+            for (i, sink) in sinks.iter().filter(wanted).enumerate() {
                 // The last copy takes the draft's buffers: one sink (the usual case) copies
                 // nothing.
-                let last = i + 1 == targets.len();
+                let last = i + 1 == targets;
                 let key = sink.seq_key(&d.key);
                 let seq = self.seq(&key).await;
                 let payload = match &mut d.body {
@@ -615,6 +616,7 @@ impl Core {
                 });
             }
         }
+        self.sinks = sinks;
         messages
     }
 
