@@ -7,7 +7,11 @@
 //! Environment:
 //! - `BENCH_DEVICES` (default `200,2000`): device counts, one case each.
 //! - `BENCH_SECONDS` (default 60): measuring window; `BENCH_WARMUP` (default 3) before it.
-//! - `BENCH_RUNTIME` (default `current_thread`): `current_thread`, `multi_thread` or `both`.
+//! - `BENCH_RUNTIME` (default `current_thread,floor`): a comma list of `current_thread`,
+//!   `multi_thread` and `floor`. `floor` is no poller at all: one blocking thread sends the same
+//!   Modbus frames the read plans would, to every device in turn, and reads the answers without
+//!   decoding them. It is what the kernel alone charges for this traffic, the least any poller
+//!   with a TCP connection per device can spend.
 //! - `BENCH_BASE_PORT`: first simulator port (default: ephemeral ports chosen by the kernel).
 //! - `PLANTWATCH_BIN`: the plantwatch binary (default `target/release/plantwatch`).
 #![allow(
@@ -325,6 +329,142 @@ async fn measure(plan: &Plan, warmup: Duration, seconds: Duration, sim_pid: u32)
     }
 }
 
+/// One device's connection and its read plan's requests as ready-made Modbus TCP frames.
+struct RawDevice {
+    stream: std::net::TcpStream,
+    /// (frame, values the request carries).
+    requests: Vec<(Vec<u8>, u64)>,
+}
+
+fn connect_raw(plan: &Plan) -> Result<Vec<RawDevice>, String> {
+    use plantwatch::config::plan::Transport;
+    let mut raw = Vec::with_capacity(plan.devices.len());
+    for d in &plan.devices {
+        let Some(Transport::Tcp(e)) = plan.links.get(d.link).map(|l| &l.transport) else {
+            return Err(format!("device {}: floor needs a Modbus TCP link", d.name));
+        };
+        let stream = std::net::TcpStream::connect((e.host.as_str(), e.port))
+            .map_err(|err| format!("device {}: connect {e}: {err}", d.name))?;
+        let requests = d
+            .read_plan
+            .requests
+            .iter()
+            .map(|r| {
+                let [ah, al] = r.address.to_be_bytes();
+                let [ch, cl] = r.count.to_be_bytes();
+                // MBAP header (transaction id patched per send, protocol 0, 6 bytes follow), PDU.
+                let frame = vec![
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    6,
+                    d.unit_id,
+                    r.function.code(),
+                    ah,
+                    al,
+                    ch,
+                    cl,
+                ];
+                (frame, r.slots.len() as u64)
+            })
+            .collect();
+        raw.push(RawDevice { stream, requests });
+    }
+    Ok(raw)
+}
+
+/// One cycle: request k of every device, then its answers, for each k. Returns (values, good).
+fn floor_cycle(raw: &mut [RawDevice], tid: u16) -> std::io::Result<(u64, u64)> {
+    use std::io::{Read as _, Write as _};
+    let (mut values, mut good) = (0, 0);
+    let rounds = raw.iter().map(|d| d.requests.len()).max().unwrap_or(0);
+    let mut answer = [0u8; 260];
+    for k in 0..rounds {
+        for d in raw.iter_mut() {
+            if let Some((frame, _)) = d.requests.get_mut(k) {
+                frame[..2].copy_from_slice(&tid.to_be_bytes());
+                d.stream.write_all(frame)?;
+            }
+        }
+        for d in raw.iter_mut() {
+            let Some((_, n)) = d.requests.get(k) else {
+                continue;
+            };
+            d.stream.read_exact(&mut answer[..7])?;
+            let len = usize::from(u16::from_be_bytes([answer[4], answer[5]])).clamp(1, 254);
+            d.stream.read_exact(&mut answer[..len - 1])?;
+            values += n;
+            // An exception sets the function code's high bit.
+            if answer[0] & 0x80 == 0 {
+                good += n;
+            }
+        }
+    }
+    Ok((values, good))
+}
+
+fn measure_floor(
+    plan: &Plan,
+    warmup: Duration,
+    seconds: Duration,
+    sim_pid: u32,
+) -> Result<Measured, String> {
+    let tck = clk_tck();
+    let rss_spawned = status_kib("VmRSS");
+    let hwm_spawned = status_kib("VmHWM");
+    let mut raw = connect_raw(plan)?;
+    let sim_pid = sim_pid.to_string();
+    let mut window = Window::default();
+    let start = Instant::now();
+    let cycles = (warmup + seconds).as_secs();
+    let (mut wall0, mut cpu0, mut sim0, mut hwm_warm, mut rss_w0) =
+        (start, (Duration::ZERO, Duration::ZERO), None, None, None);
+    for cycle in 0..cycles {
+        let due = start + Duration::from_secs(cycle);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        if cycle == warmup.as_secs() {
+            hwm_warm = status_kib("VmHWM");
+            rss_w0 = status_kib("VmRSS");
+            wall0 = Instant::now();
+            cpu0 = cpu_times("self", tck).unwrap_or_default();
+            sim0 = cpu_times(&sim_pid, tck);
+        }
+        let (values, good) =
+            floor_cycle(&mut raw, cycle as u16).map_err(|e| format!("cycle {cycle}: {e}"))?;
+        if cycle >= warmup.as_secs() {
+            window.batches += raw.len() as u64;
+            window.values += values;
+            window.good += good;
+        }
+    }
+    std::thread::sleep((start + warmup + seconds).saturating_duration_since(Instant::now()));
+    let wall = wall0.elapsed();
+    let cpu1 = cpu_times("self", tck).unwrap_or_default();
+    let sim_cpu = match (sim0, cpu_times(&sim_pid, tck)) {
+        (Some(a), Some(b)) => Some((b.0 + b.1).saturating_sub(a.0 + a.1)),
+        _ => None,
+    };
+    Ok(Measured {
+        rss: [
+            rss_spawned,
+            hwm_spawned,
+            hwm_warm,
+            rss_w0,
+            status_kib("VmRSS"),
+            status_kib("VmHWM"),
+        ],
+        window,
+        wall,
+        cpu_user: cpu1.0.saturating_sub(cpu0.0),
+        cpu_sys: cpu1.1.saturating_sub(cpu0.1),
+        sim_cpu,
+        before: [0; 4],
+        after: [0; 4],
+    })
+}
+
 fn run_case(bin: &Path, devices: u16, flavor: &str, warmup: Duration, seconds: Duration) -> bool {
     println!(
         "--- poll: {devices} devices × {POINTS_PER_DEVICE} values at 1 s, {flavor} runtime, warm-up {} s, window {} s",
@@ -358,26 +498,35 @@ fn run_case(bin: &Path, devices: u16, flavor: &str, warmup: Duration, seconds: D
     let hwm_startup = status_kib("VmHWM");
     let reset = reset_peak_rss();
 
-    let runtime = if flavor == "multi_thread" {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            println!("poll bench: cannot build the tokio runtime: {e}");
-            return false;
+    let m = if flavor == "floor" {
+        match measure_floor(&plan, warmup, seconds, sim.child.id()) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("poll bench: floor: {e}");
+                return false;
+            }
         }
+    } else {
+        let runtime = if flavor == "multi_thread" {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        };
+        let runtime = match runtime {
+            Ok(r) => r,
+            Err(e) => {
+                println!("poll bench: cannot build the tokio runtime: {e}");
+                return false;
+            }
+        };
+        runtime.block_on(measure(&plan, warmup, seconds, sim.child.id()))
     };
-    let m = runtime.block_on(measure(&plan, warmup, seconds, sim.child.id()));
     let rss_end = status_kib("VmRSS");
     let hwm = status_kib("VmHWM");
-    drop(runtime);
     drop(sim);
 
     let w = &m.window;
@@ -477,11 +626,15 @@ fn main() -> ExitCode {
         .filter_map(|s| s.trim().parse().ok())
         .filter(|&n| n > 0)
         .collect();
-    let flavors: Vec<&str> = match env_or("BENCH_RUNTIME", "current_thread").as_str() {
-        "both" => vec!["current_thread", "multi_thread"],
-        "multi_thread" | "multi" => vec!["multi_thread"],
-        _ => vec!["current_thread"],
-    };
+    let flavor_list = env_or("BENCH_RUNTIME", "current_thread,floor");
+    let flavors: Vec<&str> = flavor_list
+        .split(',')
+        .map(|f| match f.trim() {
+            "multi_thread" | "multi" => "multi_thread",
+            "floor" => "floor",
+            _ => "current_thread",
+        })
+        .collect();
     let (warmup, seconds) = (Duration::from_secs(warmup), Duration::from_secs(seconds));
 
     // A single case runs here; several run each in a fresh process (clean RSS per case).

@@ -1,4 +1,5 @@
-//! Transports: open a Modbus client context for a link, and run one read with a timeout.
+//! Transports: open a Modbus client for a link (our own reader for Modbus TCP, `mbap.rs`;
+//! tokio-modbus for RTU framing), and run one read with a timeout.
 //!
 //! tokio-modbus has no timeout of its own, and a TCP context reused after a timeout mismatches
 //! headers (tokio-modbus #324), so every transaction is wrapped in a timeout and a connection
@@ -10,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::slave::{Slave, SlaveContext};
 
+use super::mbap::TcpReader;
 use crate::config::plan::{Function, Link, Parity, TcpEndpoint, Transport};
 
 /// Why a link could not be opened.
@@ -64,10 +66,20 @@ pub enum ReadResult {
     Failed(String),
 }
 
+/// An open client: our own for Modbus TCP, tokio-modbus for serial framing.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per link, held by its task for the link's life: boxing the frame buffer would save nothing"
+)]
+enum Client {
+    Tcp(TcpReader<TcpStream>),
+    Rtu(Context),
+}
+
 /// An open (or not yet open) client connection for one link.
 pub struct Connection {
     link: Link,
-    ctx: Option<Context>,
+    ctx: Option<Client>,
     /// When the last transaction ended, to keep the RTU silent interval between frames.
     last_frame_end: Option<tokio::time::Instant>,
 }
@@ -150,10 +162,10 @@ impl Connection {
         }
         let name = self.link.name.as_str();
         let ctx = match &self.link.transport {
-            Transport::Tcp(e) => tokio_modbus::client::tcp::attach(tcp(name, e).await?),
-            Transport::RtuOverTcp { endpoint, .. } => {
-                tokio_modbus::client::rtu::attach(tcp(name, endpoint).await?)
-            }
+            Transport::Tcp(e) => Client::Tcp(TcpReader::new(tcp(name, e).await?)),
+            Transport::RtuOverTcp { endpoint, .. } => Client::Rtu(
+                tokio_modbus::client::rtu::attach(tcp(name, endpoint).await?),
+            ),
             Transport::Rtu(s) => {
                 let builder = tokio_serial::new(s.path.to_string_lossy(), s.baud)
                     .data_bits(tokio_serial::DataBits::Eight)
@@ -174,7 +186,7 @@ impl Connection {
                         source,
                     }
                 })?;
-                tokio_modbus::client::rtu::attach(port)
+                Client::Rtu(tokio_modbus::client::rtu::attach(port))
             }
         };
         self.ctx = Some(ctx);
@@ -200,38 +212,23 @@ impl Connection {
         if let Some(end) = self.last_frame_end.filter(|_| !gap.is_zero()) {
             tokio::time::sleep_until(end + gap).await;
         }
-        let Some(ctx) = self.ctx.as_mut() else {
-            return ReadResult::Failed("link is not open".into());
-        };
-        ctx.set_slave(Slave(unit));
-        let outcome = tokio::time::timeout(timeout, async {
-            match function {
-                Function::Coil => ctx
-                    .read_coils(address, count)
+        let outcome = match self.ctx.as_mut() {
+            None => return ReadResult::Failed("link is not open".into()),
+            Some(Client::Tcp(reader)) => {
+                tokio::time::timeout(timeout, reader.read(unit, function, address, count))
                     .await
-                    .map(|r| r.map(ReadResult::Bits)),
-                Function::DiscreteInput => ctx
-                    .read_discrete_inputs(address, count)
-                    .await
-                    .map(|r| r.map(ReadResult::Bits)),
-                Function::Holding => ctx
-                    .read_holding_registers(address, count)
-                    .await
-                    .map(|r| r.map(ReadResult::Words)),
-                Function::Input => ctx
-                    .read_input_registers(address, count)
-                    .await
-                    .map(|r| r.map(ReadResult::Words)),
+                    .map(|r| r.map_err(|e| e.to_string()))
             }
-        })
-        .await;
+            Some(Client::Rtu(ctx)) => {
+                tokio::time::timeout(timeout, rtu_read(ctx, unit, function, address, count)).await
+            }
+        };
         self.last_frame_end = Some(tokio::time::Instant::now());
         match outcome {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(exception))) => ReadResult::Exception(u8::from(exception)),
+            Ok(Ok(result)) => result,
             Ok(Err(err)) => {
                 self.ctx = None;
-                ReadResult::Failed(err.to_string())
+                ReadResult::Failed(err)
             }
             Err(_) => {
                 // A late answer would be taken for the next request's: start afresh.
@@ -239,5 +236,39 @@ impl Connection {
                 ReadResult::Timeout
             }
         }
+    }
+}
+
+/// One read through tokio-modbus; `Err` is a transport failure, an exception is a result.
+async fn rtu_read(
+    ctx: &mut Context,
+    unit: u8,
+    function: Function,
+    address: u16,
+    count: u16,
+) -> Result<ReadResult, String> {
+    ctx.set_slave(Slave(unit));
+    let answer = match function {
+        Function::Coil => ctx
+            .read_coils(address, count)
+            .await
+            .map(|r| r.map(ReadResult::Bits)),
+        Function::DiscreteInput => ctx
+            .read_discrete_inputs(address, count)
+            .await
+            .map(|r| r.map(ReadResult::Bits)),
+        Function::Holding => ctx
+            .read_holding_registers(address, count)
+            .await
+            .map(|r| r.map(ReadResult::Words)),
+        Function::Input => ctx
+            .read_input_registers(address, count)
+            .await
+            .map(|r| r.map(ReadResult::Words)),
+    };
+    match answer {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(exception)) => Ok(ReadResult::Exception(u8::from(exception))),
+        Err(err) => Err(err.to_string()),
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod health;
 pub mod link;
+mod mbap;
 pub mod plan;
 pub mod schedule;
 
