@@ -8,6 +8,14 @@
 //! Environment: `BENCH_DEVICES` (default 200), `BENCH_SECONDS` (default 60), `BENCH_WARMUP`
 //! (default 5), `BENCH_OUTAGE` (seconds the broker is unreachable before the replay
 //! measurement; default 60), `PLANTWATCH_BIN` (default `target/release/plantwatch`).
+//!
+//! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
+//! hours instead of extrapolating from the outage's: the outage's rows are copied in the
+//! outbox, renumbered so that every device's seqs stay contiguous, until it holds
+//! devices × H × 3600 messages; then the drain is timed against DESIGN.md §8's budget of ten
+//! minutes for a day's backlog with live polling going on. H = 24 is 17.28 M rows for 200
+//! devices: a few minutes to grow and about 7 GB under `$TMPDIR`. The rows are copies, so
+//! their timestamps repeat.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -98,11 +106,48 @@ struct Counts {
     values: AtomicU64,
     backfill: AtomicU64,
     seqs: Mutex<HashMap<String, (u64, u64, u64)>>, // device -> (min, max, count)
-    /// Last backfill seq per device, and how often one arrived below it.
-    backfill_last: Mutex<HashMap<String, u64>>,
+    /// Backfill seqs per device, and how often one arrived below the last.
+    backfill_seen: Mutex<HashMap<String, Seen>>,
     backfill_out_of_order: AtomicU64,
+    /// Backfill seqs seen for the first time, and again.
+    backfill_distinct: AtomicU64,
+    backfill_duplicates: AtomicU64,
     /// When the first backfill message arrived.
     first_backfill: Mutex<Option<Instant>>,
+    live: Mutex<LiveGaps>,
+}
+
+/// Above this a seq is not tracked: a bitmap indexed by seq stays small only because the bench
+/// starts from a fresh state file (a day of 1 s polls is 86 400 seqs per device).
+const TRACKED_SEQS: u64 = 1 << 24;
+
+#[derive(Default)]
+struct Seen {
+    last: Option<u64>,
+    /// Bit `seq` set once seq has arrived: exact missing and duplicate counts for millions of
+    /// messages at a few KiB per device.
+    bits: Vec<u64>,
+}
+
+/// Whether live data kept flowing while a backlog drains: arrival of each device's last live
+/// message, and the longest wait between two of one device's.
+#[derive(Default)]
+struct LiveGaps {
+    last: HashMap<String, Instant>,
+    first: Option<Instant>,
+    longest: Duration,
+    longest_device: String,
+}
+
+/// Sets bit `i`; false if it was set already.
+fn set_bit(bits: &mut Vec<u64>, i: u64) -> bool {
+    let (word, bit) = ((i / 64) as usize, i % 64);
+    if bits.len() <= word {
+        bits.resize(word + 1, 0);
+    }
+    let fresh = bits[word] & (1 << bit) == 0;
+    bits[word] |= 1 << bit;
+    fresh
 }
 
 /// The raw value of the first `"key":` in a JSON object: up to the next `,` or `}`. The top-level
@@ -135,10 +180,28 @@ fn count(counts: &Counts, payload: &[u8]) {
             .lock()
             .unwrap()
             .get_or_insert_with(Instant::now);
-        let mut last = counts.backfill_last.lock().unwrap();
-        let prev = last.insert(device.clone(), seq);
-        if prev.is_some_and(|p| seq < p) {
+        let mut seen = counts.backfill_seen.lock().unwrap();
+        let d = seen.entry(device.clone()).or_default();
+        if d.last.replace(seq).is_some_and(|p| seq < p) {
             counts.backfill_out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        if seq < TRACKED_SEQS {
+            let tally = if set_bit(&mut d.bits, seq) {
+                &counts.backfill_distinct
+            } else {
+                &counts.backfill_duplicates
+            };
+            tally.fetch_add(1, Ordering::Relaxed);
+        }
+    } else {
+        let now = Instant::now();
+        let mut live = counts.live.lock().unwrap();
+        live.first.get_or_insert(now);
+        if let Some(prev) = live.last.insert(device.clone(), now) {
+            if now - prev > live.longest {
+                live.longest = now - prev;
+                live.longest_device.clone_from(&device);
+            }
         }
     }
     let mut seqs = counts.seqs.lock().unwrap();
@@ -161,6 +224,10 @@ fn main() {
     let seconds = env_u64("BENCH_SECONDS", 60);
     let warmup = env_u64("BENCH_WARMUP", 5);
     let outage = env_u64("BENCH_OUTAGE", 60);
+    let backlog_hours = std::env::var("BENCH_BACKLOG_HOURS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|h| *h > 0.0);
     let dir = std::env::temp_dir().join(format!("plantwatch-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -354,36 +421,19 @@ fn main() {
         ),
     )
     .unwrap();
-    let daemon = Guard(
-        Command::new(&bin)
-            .arg("run")
-            .arg(&cfg)
-            .arg("--no-metrics")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = run_quiet(&bin, &cfg);
     std::thread::sleep(Duration::from_secs(outage));
     drop(daemon);
+    if let Some(hours) = backlog_hours {
+        replay_backlog(&bin, &cfg, &text, &counts, devices, hours);
+        std::fs::remove_dir_all(&dir).ok();
+        return;
+    }
     std::fs::write(&cfg, text).unwrap();
     let backfill0 = counts.backfill.load(Ordering::Relaxed);
     let m_before = counts.messages.load(Ordering::Relaxed);
     *counts.first_backfill.lock().unwrap() = None;
-    let daemon = Guard(
-        Command::new(&bin)
-            .arg("run")
-            .arg(&cfg)
-            .arg("--no-metrics")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = run_quiet(&bin, &cfg);
     let backlog = outage * devices;
     let start = Instant::now();
     let pid = daemon.0.id();
@@ -438,4 +488,434 @@ fn main() {
     }
     drop(daemon);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// DESIGN.md §8: a day's backlog drains within this while live polling continues.
+const BUDGET: Duration = Duration::from_secs(600);
+
+/// `plantwatch run` with its output silenced: a daemon that cannot reach its broker logs every
+/// reconnect.
+fn run_quiet(bin: &Path, cfg: &Path) -> Guard {
+    Guard(
+        Command::new(bin)
+            .arg("run")
+            .arg(cfg)
+            .arg("--no-metrics")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// One outbox row as read for copying.
+struct OutboxRow {
+    id: i64,
+    stream: String,
+    key: String,
+    seq: u64,
+    created_ms: i64,
+    payload: Vec<u8>,
+}
+
+/// The outbox after [`grow_outbox`].
+struct Grown {
+    rows_before: u64,
+    rows: u64,
+    payload_bytes: u64,
+    passes: u32,
+    took: Duration,
+    /// Telemetry seqs stored, per device as the subscriber sees it (the JSON `device`).
+    expected: HashMap<String, Vec<u64>>,
+    journal_mode: String,
+}
+
+/// Copies the default outbox's rows until it holds `target`, each copy renumbered past its key's
+/// seqs, then moves `seqs.next` past them. Doubling keeps every pass a plain read of rows already
+/// there; copying in id order keeps each device's seqs contiguous and increasing with id, as the
+/// daemon would have stored a long outage.
+fn grow_outbox(db: &Path, target: u64) -> anyhow::Result<Grown> {
+    use plantwatch::store::record;
+    use rusqlite::{Connection, params};
+
+    // Rows per read and per transaction: big enough that commits cost nothing, small enough to
+    // hold in memory (a few hundred bytes each).
+    const CHUNK: u64 = 50_000;
+
+    let start = Instant::now();
+    let mut conn = Connection::open(db)?;
+    // Bench setup on a throwaway file: a crash here loses nothing worth an fsync.
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+
+    let mut range: HashMap<String, (u64, u64)> = HashMap::new(); // key -> (min, max) seq
+    let mut expected: HashMap<String, Vec<u64>> = HashMap::new();
+    let (mut rows, mut payload_bytes) = (0u64, 0u64);
+    {
+        let mut stmt = conn.prepare("SELECT key, seq, payload FROM outbox")?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let (key, seq): (String, u64) = (r.get(0)?, r.get(1)?);
+            let payload = r.get_ref(2)?.as_blob()?;
+            rows += 1;
+            payload_bytes += payload.len() as u64;
+            if payload.first() == Some(&record::FORMAT) {
+                let (batch, wire) = record::decode_batch(payload)?;
+                set_bit(
+                    expected
+                        .entry(batch.device.as_str().to_owned())
+                        .or_default(),
+                    wire,
+                );
+            }
+            let e = range.entry(key).or_insert((seq, seq));
+            e.0 = e.0.min(seq);
+            e.1 = e.1.max(seq);
+        }
+    }
+    let rows_before = rows;
+    anyhow::ensure!(rows > 0, "the outage left the outbox empty");
+
+    let mut passes = 0;
+    while rows < target {
+        let (first, last): (i64, i64) =
+            conn.query_row("SELECT min(id), max(id) FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        // Taken before the pass: its copies land after every seq the key has now.
+        let shift: HashMap<String, u64> = range
+            .iter()
+            .map(|(k, (lo, hi))| (k.clone(), hi - lo + 1))
+            .collect();
+        let pass_start = Instant::now();
+        let mut after = first - 1;
+        // The last pass copies only the oldest rows: still a prefix of every device's seqs.
+        while rows < target && after < last {
+            let chunk: Vec<OutboxRow> = conn
+                .prepare_cached(
+                    "SELECT id, stream, key, seq, created_ms, payload FROM outbox \
+                     WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+                )?
+                .query_map(params![after, last, CHUNK.min(target - rows)], |r| {
+                    Ok(OutboxRow {
+                        id: r.get(0)?,
+                        stream: r.get(1)?,
+                        key: r.get(2)?,
+                        seq: r.get(3)?,
+                        created_ms: r.get(4)?,
+                        payload: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let Some(tail) = chunk.last() else { break };
+            after = tail.id;
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO outbox (stream, key, seq, created_ms, payload) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for row in chunk {
+                    // Alarms and health carry no seq of their own to move.
+                    let (seq, payload) = if row.payload.first() == Some(&record::FORMAT) {
+                        let (batch, wire) = record::decode_batch(&row.payload)?;
+                        let seq = wire + shift[&row.key];
+                        set_bit(
+                            expected
+                                .entry(batch.device.as_str().to_owned())
+                                .or_default(),
+                            seq,
+                        );
+                        (seq, record::encode_batch(&batch, seq))
+                    } else {
+                        (row.seq, row.payload)
+                    };
+                    insert.execute(params![row.stream, row.key, seq, row.created_ms, payload])?;
+                    let e = range.get_mut(&row.key).expect("key read above");
+                    e.1 = e.1.max(seq);
+                    rows += 1;
+                    payload_bytes += payload.len() as u64;
+                }
+            }
+            tx.commit()?;
+        }
+        passes += 1;
+        println!(
+            "  pass {passes}: {rows} rows ({:.1} s)",
+            pass_start.elapsed().as_secs_f64()
+        );
+    }
+
+    let tx = conn.transaction()?;
+    {
+        // Live polls continue after the backlog instead of being refused as reused seqs.
+        let mut next = tx.prepare(
+            "INSERT INTO seqs (key, next) VALUES (?1, ?2) \
+             ON CONFLICT (key) DO UPDATE SET next = max(next, excluded.next)",
+        )?;
+        for (key, (_, max)) in &range {
+            next.execute(params![key, max + 1])?;
+        }
+    }
+    // So that the outbox counters still add up: enqueued = acked + dropped + stored.
+    tx.execute(
+        "UPDATE meta SET value = value + ?1 WHERE key = 'outbox.enqueued_total'",
+        [rows - rows_before],
+    )?;
+    tx.commit()?;
+    // The daemon opens in WAL mode and refuses any other.
+    let journal_mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(Grown {
+        rows_before,
+        rows,
+        payload_bytes,
+        passes,
+        took: start.elapsed(),
+        expected,
+        journal_mode,
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The replay phase of `BENCH_BACKLOG_HOURS`: grows the outage's backlog to `hours` of polls,
+/// then times its drain by a daemon that polls live at the same time.
+fn replay_backlog(bin: &Path, cfg: &Path, text: &str, counts: &Counts, devices: u64, hours: f64) {
+    let target = (devices as f64 * hours * 3600.0).round() as u64;
+    let db = cfg.with_file_name("state.db");
+    println!(
+        "backlog: growing the outbox to {target} rows ({devices} devices × {hours} h of 1 s polls)"
+    );
+    let g = match grow_outbox(&db, target) {
+        Ok(g) => g,
+        Err(e) => {
+            println!("backlog: cannot grow the outbox: {e:#}");
+            return;
+        }
+    };
+    let file = |suffix: &str| {
+        std::fs::metadata(db.with_file_name(format!("state.db{suffix}"))).map_or(0, |m| m.len())
+    };
+    let (holes, devices_stored) = g.expected.values().fold((0, 0), |(holes, n), bits| {
+        let set: u64 = bits.iter().map(|w| u64::from(w.count_ones())).sum();
+        let lo = bits
+            .iter()
+            .position(|w| *w != 0)
+            .map_or(0, |i| i as u64 * 64 + u64::from(bits[i].trailing_zeros()));
+        let hi =
+            bits.len() as u64 * 64 - 1 - u64::from(bits.last().map_or(64, |w| w.leading_zeros()));
+        (holes + (hi + 1 - lo - set), n + 1)
+    });
+    println!(
+        "  {} → {} rows in {:.1} s ({} passes); payload {:.1} MiB ({:.0} B per row); state.db {:.1} MiB (+ WAL {:.1} MiB), journal_mode {}",
+        g.rows_before,
+        g.rows,
+        g.took.as_secs_f64(),
+        g.passes,
+        mib(g.payload_bytes),
+        g.payload_bytes as f64 / g.rows as f64,
+        mib(file("")),
+        mib(file("-wal")),
+        g.journal_mode
+    );
+    println!(
+        "  seqs stored: {devices_stored} devices, {}",
+        if holes == 0 {
+            "each contiguous".to_owned()
+        } else {
+            format!("{holes} seqs missing between a device's first and last")
+        }
+    );
+    // Below its backlog the daemon would drop the oldest rows as it starts.
+    let max_bytes = (g.payload_bytes as f64 * 1.5) as u64;
+    std::fs::write(
+        cfg,
+        text.replacen(
+            "[store]\n",
+            &format!("[store]\nmax_outbox_bytes = {}\n", max_bytes.max(256 << 20)),
+            1,
+        ),
+    )
+    .unwrap();
+
+    counts.backfill_seen.lock().unwrap().clear();
+    *counts.live.lock().unwrap() = LiveGaps::default();
+    *counts.first_backfill.lock().unwrap() = None;
+    let expected: u64 = g
+        .expected
+        .values()
+        .flatten()
+        .map(|w| u64::from(w.count_ones()))
+        .sum();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (b0, d0, dup0, o0, m0) = (
+        load(&counts.backfill),
+        load(&counts.backfill_distinct),
+        load(&counts.backfill_duplicates),
+        load(&counts.backfill_out_of_order),
+        load(&counts.messages),
+    );
+    let live_now = || (load(&counts.messages) - m0) - (load(&counts.backfill) - b0);
+    let timeout = Duration::from_secs_f64((BUDGET.as_secs_f64() * 1.5).max(900.0));
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    let daemon = run_quiet(bin, cfg);
+    let start = Instant::now();
+    let pid = daemon.0.id();
+    let tck = clk_tck();
+    let cpu0 = cpu_ticks(pid);
+    let mut windows = Vec::new(); // live messages per WINDOW
+    let (mut window_end, mut live_before, mut backfill_before) = (WINDOW, 0, 0);
+    let mut drained = None;
+    while start.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(10));
+        let distinct = load(&counts.backfill_distinct) - d0;
+        if distinct >= expected {
+            drained = Some(start.elapsed());
+            break;
+        }
+        if start.elapsed() >= window_end {
+            let (live, backfill) = (live_now(), load(&counts.backfill) - b0);
+            windows.push(live - live_before);
+            println!(
+                "  [{:>4} s] backfill {distinct} of {expected} ({:.0} msg/s), live {:.0} msg/s",
+                window_end.as_secs(),
+                (backfill - backfill_before) as f64 / WINDOW.as_secs_f64(),
+                (live - live_before) as f64 / WINDOW.as_secs_f64(),
+            );
+            (live_before, backfill_before) = (live, backfill);
+            window_end += WINDOW;
+        }
+    }
+    let t = drained.unwrap_or_else(|| start.elapsed());
+    let cpu_s = (cpu_ticks(pid) - cpu0) as f64 / tck as f64;
+    let hwm = status_kib(pid, "VmHWM:");
+    let end = Instant::now();
+    let got = load(&counts.backfill) - b0;
+    let distinct = load(&counts.backfill_distinct) - d0;
+    let live = live_now();
+    let last_window = t.saturating_sub(window_end - WINDOW);
+    let first = counts.first_backfill.lock().unwrap().map(|f| f - start);
+
+    let (missing, unexpected) = {
+        let seen = counts.backfill_seen.lock().unwrap();
+        let mut missing = 0u64;
+        for (device, want) in &g.expected {
+            let have = seen.get(device).map_or(&[][..], |s| &s.bits[..]);
+            for (i, w) in want.iter().enumerate() {
+                missing += u64::from((w & !have.get(i).copied().unwrap_or(0)).count_ones());
+            }
+        }
+        let mut unexpected = 0u64;
+        for (device, s) in seen.iter() {
+            let want = g.expected.get(device).map_or(&[][..], |w| &w[..]);
+            for (i, w) in s.bits.iter().enumerate() {
+                unexpected += u64::from((w & !want.get(i).copied().unwrap_or(0)).count_ones());
+            }
+        }
+        (missing, unexpected)
+    };
+    let (gap, gap_device, first_live, silent) = {
+        let l = counts.live.lock().unwrap();
+        // A device whose live messages stopped for good has its gap still open at the end.
+        let (mut gap, mut device) = (l.longest, l.longest_device.clone());
+        for (d, at) in &l.last {
+            if end - *at > gap {
+                gap = end - *at;
+                device.clone_from(d);
+            }
+        }
+        (
+            gap,
+            device,
+            l.first.map(|f| f - start),
+            devices.saturating_sub(l.last.len() as u64),
+        )
+    };
+
+    let verdict = |minutes: f64| {
+        if minutes * 60.0 <= BUDGET.as_secs_f64() {
+            "within"
+        } else {
+            "OVER"
+        }
+    };
+    let per_day = devices * 86_400;
+    let rate = got as f64 / t.as_secs_f64();
+    match drained {
+        Some(_) => println!(
+            "replay: a {hours} h backlog of {} rows drained in {:.2} min ({:.1} s) = {rate:.0} msg/s, with {live} live messages interleaved",
+            g.rows,
+            t.as_secs_f64() / 60.0,
+            t.as_secs_f64()
+        ),
+        None => println!(
+            "replay: NOT drained: {distinct} of {expected} backfill messages within {} s ({rate:.0} msg/s), with {live} live messages interleaved",
+            timeout.as_secs()
+        ),
+    }
+    if let Some(first) = first.filter(|f| *f < t) {
+        println!(
+            "  first backfill message after {:.2} s (daemon start, loading the outbox, connecting); {:.0} msg/s from then on",
+            first.as_secs_f64(),
+            got as f64 / (t - first).as_secs_f64()
+        );
+    }
+    let mut per_window: Vec<String> = windows
+        .iter()
+        .map(|n| format!("{:.0}", *n as f64 / WINDOW.as_secs_f64()))
+        .collect();
+    if !last_window.is_zero() {
+        per_window.push(format!(
+            "{:.0} (last {:.0} s)",
+            (live - live_before) as f64 / last_window.as_secs_f64(),
+            last_window.as_secs_f64()
+        ));
+    }
+    println!(
+        "  live while draining: {} msg/s per {} s window (polling {devices} devices at 1 s); first live message after {}; longest gap between one device's live messages {:.2} s ({gap_device}); devices with no live message: {silent}",
+        per_window.join(", "),
+        WINDOW.as_secs(),
+        first_live.map_or_else(
+            || "never".to_owned(),
+            |f| format!("{:.2} s", f.as_secs_f64())
+        ),
+        gap.as_secs_f64(),
+    );
+    println!(
+        "  daemon CPU: {cpu_s:.1} s = {:.1} µs per message; VmHWM (peak) {:.1} MiB",
+        cpu_s * 1e6 / (got + live).max(1) as f64,
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "  backfill: {distinct} distinct of {expected} stored, missing seqs {missing}, duplicates {}, unexpected {unexpected}, arriving out of order per device {}",
+        load(&counts.backfill_duplicates) - dup0,
+        load(&counts.backfill_out_of_order) - o0
+    );
+    let minutes = t.as_secs_f64() / 60.0;
+    if drained.is_none() {
+        println!(
+            "  budget: OVER: a {hours} h backlog did not drain in {:.0} min (budget 10 min for 24 h)",
+            timeout.as_secs_f64() / 60.0
+        );
+    } else if (hours - 24.0).abs() < 1e-9 {
+        println!(
+            "  budget: a 24 h backlog ({} rows) drained in {minutes:.1} min: {} the 10-minute budget",
+            g.rows,
+            verdict(minutes)
+        );
+    } else {
+        let day = minutes * per_day as f64 / g.rows as f64;
+        println!(
+            "  budget: extrapolated from {hours} h, a 24 h backlog ({per_day} rows) would take ≈{day:.1} min: {} the 10-minute budget (BENCH_BACKLOG_HOURS=24 measures it)",
+            verdict(day)
+        );
+    }
+    drop(daemon);
 }

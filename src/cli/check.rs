@@ -89,7 +89,7 @@ fn print_plan(path: &Path, plan: &Plan) {
             "OFFSET",
             "UNIT"
         );
-        for p in &d.points {
+        for p in d.points.iter() {
             let ty = match p.codec.data_type {
                 crate::decode::DataType::Bit => format!("bit{}", p.codec.bit),
                 crate::decode::DataType::String => format!("str{}", p.codec.length),

@@ -84,7 +84,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
     let polled = poll_once(&plan, device, &SystemClock).await;
     if args.json {
         let mut points = serde_json::Map::new();
-        for (s, p) in polled.batch.samples.iter().zip(&device.points) {
+        for (s, p) in polled.batch.samples.iter().zip(device.points.iter()) {
             let v = match &s.value {
                 Some(Value::F64(f)) => serde_json::json!(f),
                 Some(Value::I64(i)) => serde_json::json!(i),
@@ -123,7 +123,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
         "QUALITY"
     );
     let mut good = 0;
-    for (s, p) in polled.batch.samples.iter().zip(&device.points) {
+    for (s, p) in polled.batch.samples.iter().zip(device.points.iter()) {
         good += usize::from(s.quality == crate::model::Quality::Good);
         out!(
             "{:<18} {:>16} {:<6} {:<18} {}",

@@ -1155,7 +1155,7 @@ fn resolve_device(
         offline_after_failures: raw.offline_after_failures,
         offline_retry: ms(raw.offline_retry_ms),
         limits,
-        points,
+        points: points.into(),
         read_plan,
     })
 }

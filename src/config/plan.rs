@@ -180,7 +180,7 @@ pub struct Device {
     /// Request size limits.
     pub limits: RequestLimits,
     /// Points in config order.
-    pub points: Vec<Point>,
+    pub points: std::sync::Arc<[Point]>,
     /// The coalesced requests of one cycle.
     pub read_plan: ReadPlan,
 }

@@ -1543,7 +1543,7 @@ mod tests {
         for device in &plan.devices {
             let spec = DeviceSpec::from_plan(device);
             assert_eq!(spec.points.len(), device.points.len());
-            for (s, p) in spec.points.iter().zip(&device.points) {
+            for (s, p) in spec.points.iter().zip(device.points.iter()) {
                 assert_eq!(s.name, p.name);
                 assert_eq!(s.datatype, datatype_of(&p.codec));
             }

@@ -68,6 +68,9 @@ const STATEMENT_CACHE: usize = 64;
 /// How long a connection waits for a lock held by another process (e.g. `plantwatch export`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The writer connection's page cache, in KiB (SQLite's default is 2000).
+const STORE_CACHE_KIB: i64 = 512;
+
 /// How big the outbox may grow and how writes are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxLimits {
@@ -776,6 +779,12 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .map_err(err("set synchronous=FULL"))?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(err("set the WAL size limit"))?;
+    // SQLite's default 2 MiB page cache fills over hours as the outbox churns through pages,
+    // an eighth of the daemon's 15 MiB budget (DESIGN.md §8). The outbox is appended at one
+    // end and read and deleted at the other, so its hot pages are few; the kernel's page cache
+    // serves the rest.
+    conn.pragma_update(None, "cache_size", -STORE_CACHE_KIB)
+        .map_err(err("set the page cache size"))?;
     Ok(conn)
 }
 
