@@ -90,6 +90,16 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes the process caused to be written to storage (the outbox's WAL and checkpoints).
+fn disk_written(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn clk_tck() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -359,18 +369,21 @@ fn main() {
     let pid = daemon.0.id();
     std::thread::sleep(Duration::from_secs(warmup));
     let tck = clk_tck();
-    let (cpu0, v0, m0, t0) = (
+    let (cpu0, v0, m0, t0, disk0, rss0) = (
         cpu_ticks(pid),
         counts.values.load(Ordering::Relaxed),
         counts.messages.load(Ordering::Relaxed),
         Instant::now(),
+        disk_written(pid),
+        status_kib(pid, "VmRSS:"),
     );
     std::thread::sleep(Duration::from_secs(seconds));
-    let (cpu1, v1, m1, dt) = (
+    let (cpu1, v1, m1, dt, disk1) = (
         cpu_ticks(pid),
         counts.values.load(Ordering::Relaxed),
         counts.messages.load(Ordering::Relaxed),
         t0.elapsed(),
+        disk_written(pid),
     );
     let values = v1 - v0;
     let cpu_s = (cpu1 - cpu0) as f64 / tck as f64;
@@ -397,10 +410,17 @@ fn main() {
         "  daemon CPU: {cpu_s:.2} s = {:.2} µs per delivered value",
         cpu_s * 1e6 / values.max(1) as f64
     );
+    let rss1 = status_kib(pid, "VmRSS:");
     println!(
-        "  daemon memory: VmRSS {:.1} MiB, VmHWM (peak) {:.1} MiB",
-        status_kib(pid, "VmRSS:") as f64 / 1024.0,
-        status_kib(pid, "VmHWM:") as f64 / 1024.0
+        "  daemon memory: VmRSS {:.1} MiB, VmHWM (peak) {:.1} MiB; {:+.0} KiB/min over the window",
+        rss1 as f64 / 1024.0,
+        status_kib(pid, "VmHWM:") as f64 / 1024.0,
+        (rss1 as f64 - rss0 as f64) * 60.0 / dt.as_secs_f64()
+    );
+    println!(
+        "  daemon disk writes: {:.1} bytes per delivered value ({:.0} KiB/s; /proc/<pid>/io write_bytes)",
+        (disk1 - disk0) as f64 / values.max(1) as f64,
+        (disk1 - disk0) as f64 / 1024.0 / dt.as_secs_f64()
     );
 
     // Outbox replay: make the broker unreachable (SIGSTOP the broker would stall the socket;
@@ -524,6 +544,9 @@ struct OutboxRow {
 struct Grown {
     rows_before: u64,
     rows: u64,
+    /// Rows that are not telemetry (device status, alarms): copied as they are, sent on topics
+    /// the subscriber does not count.
+    others: u64,
     payload_bytes: u64,
     passes: u32,
     took: Duration,
@@ -672,6 +695,11 @@ fn grow_outbox(db: &Path, target: u64) -> anyhow::Result<Grown> {
     Ok(Grown {
         rows_before,
         rows,
+        others: conn.query_row(
+            "SELECT count(*) FROM outbox WHERE substr(payload, 1, 1) <> ?1",
+            [vec![record::FORMAT]],
+            |r| r.get(0),
+        )?,
         payload_bytes,
         passes,
         took: start.elapsed(),
@@ -723,6 +751,11 @@ fn replay_backlog(bin: &Path, cfg: &Path, text: &str, counts: &Counts, devices: 
         mib(file("")),
         mib(file("-wal")),
         g.journal_mode
+    );
+    println!(
+        "  of which {} are telemetry and {} device status or alarm messages (on other topics)",
+        g.rows - g.others,
+        g.others
     );
     println!(
         "  seqs stored: {devices_stored} devices, {}",
