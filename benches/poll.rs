@@ -546,20 +546,23 @@ fn run_case(bin: &Path, devices: u16, flavor: &str, warmup: Duration, seconds: D
         100.0 * w.good as f64 / w.values.max(1) as f64,
         w.values as f64 / secs
     );
-    println!(
-        "devices {devices}: poll period p50 {} ms, p99 {} ms, min {} ms, max {} ms, >1.5 s gaps {late}",
-        percentile(&periods, 50.0),
-        percentile(&periods, 99.0),
-        periods.first().copied().unwrap_or(0),
-        periods.last().copied().unwrap_or(0),
-    );
-    println!(
-        "devices {devices}: missed ticks {} in window ({missed1} since start), polls ok {}, failed {}, timeouts {}",
-        missed1 - missed0,
-        ok1 - ok0,
-        failed1 - failed0,
-        timeouts1 - timeouts0
-    );
+    // The floor has no scheduler: its cycles are back to back, so periods and ticks mean nothing.
+    if flavor != "floor" {
+        println!(
+            "devices {devices}: poll period p50 {} ms, p99 {} ms, min {} ms, max {} ms, >1.5 s gaps {late}",
+            percentile(&periods, 50.0),
+            percentile(&periods, 99.0),
+            periods.first().copied().unwrap_or(0),
+            periods.last().copied().unwrap_or(0),
+        );
+        println!(
+            "devices {devices}: missed ticks {} in window ({missed1} since start), polls ok {}, failed {}, timeouts {}",
+            missed1 - missed0,
+            ok1 - ok0,
+            failed1 - failed0,
+            timeouts1 - timeouts0
+        );
+    }
     println!(
         "devices {devices}: CPU {:.3} s over {secs:.1} s ({:.1}% of one core; user {:.3} s, sys {:.3} s) = {:.3} µs per value{}",
         cpu.as_secs_f64(),

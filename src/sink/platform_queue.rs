@@ -6,7 +6,8 @@
 //! - **accepted** (HTTP 2xx, `responseCode` 200): the row is acknowledged (deleted);
 //! - **worth retrying** (no answer, HTTP 5xx/401/429, an answer that is not the envelope, a
 //!   token still refused after one renewal): the *same* row is sent again after a wait that
-//!   starts at `retry_min_ms` and doubles up to `retry_max_ms`; later rows wait behind it, so
+//!   starts at `retry_min_ms` and doubles up to `retry_max_ms`, each drawn from the upper half
+//!   of its step so that gateways do not retry in step; later rows wait behind it, so
 //!   records arrive in queue order and nothing is skipped;
 //! - **login refused** (wrong password or enterprise code): as above, and the password is read
 //!   again from `password_file` / `password_credential` before each login, so fixing the file
@@ -48,6 +49,7 @@ use crate::config::daemon::PasswordSource;
 use crate::config::platform::{EnergyPlatform, Https};
 use crate::platform::outbox::decode;
 use crate::platform::record::{DATE_FORMAT, Record, local_datetime};
+use crate::sink::backoff::Backoff;
 
 /// Rows read from the outbox at a time.
 const BATCH: usize = 64;
@@ -131,35 +133,6 @@ enum Outcome {
     /// The platform refused this record; move it aside.
     Refused(UplinkError),
     Retry(Trouble, String),
-}
-
-/// Exponential backoff between `min` and `max`, without jitter (one uploader per gateway; a
-/// fleet restarting together is spread by the per-enterprise `enterpriseUploadTime` anyway).
-#[derive(Debug, Clone, Copy)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            next: min,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (now * 2).min(self.max);
-        now
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
 }
 
 /// The config key the password comes from, for messages.
@@ -472,15 +445,6 @@ impl<O: Outbox> Run<'_, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(700));
-        let waits: Vec<u128> = (0..5).map(|_| b.next().as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 700, 700]);
-        b.reset();
-        assert_eq!(b.next(), Duration::from_millis(100));
-    }
 
     #[test]
     fn credential_messages_name_the_config_key() {

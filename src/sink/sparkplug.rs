@@ -43,6 +43,7 @@ use super::mqtt::inflight::{RowId, Tracked};
 use super::mqtt::{MqttError, MqttStats, Outbox, OutboxError, OutboxItem};
 use crate::clock::Clock;
 use crate::config::daemon::Mqtt;
+use crate::sink::backoff::Backoff;
 use crate::sparkplug::{DeviceSpec, EdgeNode, Message, MessageType, NodeConfig, Qos, Topic};
 use crate::store::{StoreHandle, record};
 
@@ -187,7 +188,7 @@ impl<O: Outbox> SparkplugSink<O> {
         let broker = format!("{}:{}", self.plan.host, self.plan.port);
         let window = usize::from(self.plan.max_inflight.max(1));
         let mut flow = Flow::default();
-        let mut backoff = self.plan.reconnect.0;
+        let mut backoff = Backoff::new(self.plan.reconnect.0, self.plan.reconnect.1);
         let mut outage_logged = false;
         let mut fetching: Option<Fetching> = None;
         let mut acking: Option<Acking> = None;
@@ -222,7 +223,7 @@ impl<O: Outbox> SparkplugSink<O> {
                     Event::ConnAck => {
                         abort(&mut fetching);
                         flow.reset(true);
-                        backoff = self.plan.reconnect.0;
+                        backoff.reset();
                         outage_logged = false;
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
                         self.stats.connected.store(1, Ordering::Relaxed);
@@ -285,9 +286,8 @@ impl<O: Outbox> SparkplugSink<O> {
                         self.stats.connected.store(0, Ordering::Relaxed);
                         tokio::select! {
                             () = cancel.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next()) => {}
                         }
-                        backoff = (backoff * 2).min(self.plan.reconnect.1);
                         // A new connect attempt: a new bdSeq, saved first, and its will.
                         let will = node.connecting();
                         self.save_bd_seq(&key, node.next_bd_seq()).await;
@@ -536,7 +536,7 @@ impl<O: Outbox> SparkplugSink<O> {
     /// since guessing could reuse a bdSeq the broker still holds a will for. `None` if
     /// cancelled meanwhile.
     async fn load_bd_seq(&self, key: &str, cancel: &CancellationToken) -> Option<u8> {
-        let mut backoff = self.plan.reconnect.0;
+        let mut backoff = Backoff::new(self.plan.reconnect.0, self.plan.reconnect.1);
         loop {
             match self.store.load_state(STATE_SCOPE).await {
                 Ok(rows) => {
@@ -553,9 +553,8 @@ impl<O: Outbox> SparkplugSink<O> {
                     error!(key, error = %err, "Cannot read the saved Sparkplug bdSeq; retrying before connecting.");
                     tokio::select! {
                         () = cancel.cancelled() => return None,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff.next()) => {}
                     }
-                    backoff = (backoff * 2).min(self.plan.reconnect.1);
                 }
             }
         }

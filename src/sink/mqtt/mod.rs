@@ -39,6 +39,7 @@ use crate::clock::Clock;
 use crate::config::daemon::{Mqtt, PasswordSource, Tls};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
+use crate::sink::backoff::Backoff;
 use conn::{Client, Event, Returned};
 use feed::{Feed, FeedPlan, Ready};
 use inflight::{InFlight, RowId, Tracked};
@@ -351,7 +352,7 @@ impl<O: Outbox> Session<O> {
         let mut feed: Option<Feed> = None;
         // Rendered messages taken from the feeder, waiting for room in the window.
         let mut ready: VecDeque<Ready> = VecDeque::new();
-        let mut backoff = self.plan.reconnect.0;
+        let mut backoff = Backoff::new(self.plan.reconnect.0, self.plan.reconnect.1);
         let mut outage_since: Option<Timestamp> = None;
         let mut pending_acks: Vec<RowId> = Vec::new();
         // Deletes run beside the event loop: awaiting each one here would hold up every PUBACK
@@ -387,7 +388,7 @@ impl<O: Outbox> Session<O> {
                             backfill_per_live: self.plan.backfill_per_live as usize,
                             backfill_before,
                         }));
-                        backoff = self.plan.reconnect.0;
+                        backoff.reset();
                         rejection_logged = false;
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
                         self.stats.connected.store(1, Ordering::Relaxed);
@@ -451,9 +452,8 @@ impl<O: Outbox> Session<O> {
                         inflight.on_connection_lost();
                         tokio::select! {
                             () = cancel.cancelled() => break,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next()) => {}
                         }
-                        backoff = (backoff * 2).min(self.plan.reconnect.1);
                     }
                 },
                 // A finished delete: count it, and let the next one take what piled up.
