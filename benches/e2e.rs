@@ -530,16 +530,6 @@ fn run_quiet(bin: &Path, cfg: &Path) -> Guard {
     )
 }
 
-/// One outbox row as read for copying.
-struct OutboxRow {
-    id: i64,
-    stream: String,
-    key: String,
-    seq: u64,
-    created_ms: i64,
-    payload: Vec<u8>,
-}
-
 /// The outbox after [`grow_outbox`].
 struct Grown {
     rows_before: u64,
@@ -560,7 +550,7 @@ struct Grown {
 /// there; copying in id order keeps each device's seqs contiguous and increasing with id, as the
 /// daemon would have stored a long outage.
 fn grow_outbox(db: &Path, target: u64) -> anyhow::Result<Grown> {
-    use plantwatch::store::record;
+    use plantwatch::store::{OutboxRow, record};
     use rusqlite::{Connection, params};
 
     // Rows per read and per transaction: big enough that commits cost nothing, small enough to
@@ -621,16 +611,10 @@ fn grow_outbox(db: &Path, target: u64) -> anyhow::Result<Grown> {
                     "SELECT id, stream, key, seq, created_ms, payload FROM outbox \
                      WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
                 )?
-                .query_map(params![after, last, CHUNK.min(target - rows)], |r| {
-                    Ok(OutboxRow {
-                        id: r.get(0)?,
-                        stream: r.get(1)?,
-                        key: r.get(2)?,
-                        seq: r.get(3)?,
-                        created_ms: r.get(4)?,
-                        payload: r.get(5)?,
-                    })
-                })?
+                .query_map(
+                    params![after, last, CHUNK.min(target - rows)],
+                    OutboxRow::from_sql,
+                )?
                 .collect::<Result<_, _>>()?;
             let Some(tail) = chunk.last() else { break };
             after = tail.id;

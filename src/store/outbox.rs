@@ -76,6 +76,24 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
+impl OutboxRow {
+    /// Reads a row selected as `id, stream, key, seq, created_ms, payload`, the column order of
+    /// every outbox table.
+    ///
+    /// # Errors
+    /// A column missing or of another type.
+    pub fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            stream: r.get(1)?,
+            key: r.get(2)?,
+            seq: r.get(3)?,
+            created_ms: r.get(4)?,
+            payload: r.get(5)?,
+        })
+    }
+}
+
 /// One queue's size.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueSize {
@@ -329,16 +347,7 @@ pub(super) fn fetch_span(conn: &Connection, span: Span) -> Result<Vec<OutboxRow>
         "fetch",
         stmt.query_map(
             params![span.after.unwrap_or(0), span.until.unwrap_or(RowId::MAX)],
-            |r| {
-                Ok(OutboxRow {
-                    id: r.get(0)?,
-                    stream: r.get(1)?,
-                    key: r.get(2)?,
-                    seq: r.get(3)?,
-                    created_ms: r.get(4)?,
-                    payload: r.get(5)?,
-                })
-            },
+            OutboxRow::from_sql,
         ),
     )?;
     // Sized up front: a replay fetches hundreds of rows at a time.
