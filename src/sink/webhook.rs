@@ -27,7 +27,8 @@
 //!   failing endpoint) holds messages back.
 //! - Retries: network errors, HTTP 5xx, HTTP 429 and a robot's rate-limit
 //!   errcode are retried with exponential backoff (1 s, 2 s, 4 s … capped at
-//!   60 s, at least `Retry-After`) up to `max_retries` times. Any other 4xx
+//!   60 s, each drawn from the upper half of its step, at least `Retry-After`)
+//!   up to `max_retries` times. Any other 4xx
 //!   and any other nonzero robot errcode fail permanently: logged once with
 //!   the webhook name and the robot's errmsg, counted in `failed`.
 //! - Delivery is at-least-once: a request whose response was lost is retried.
@@ -89,6 +90,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
+
 /// Capacity of each notifier's queue; `offer` drops beyond it.
 pub const QUEUE_CAP: usize = 256;
 
@@ -111,7 +114,7 @@ const MORE_RESERVE: usize = 64;
 /// against a misbehaving endpoint).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// First retry delay; doubled per attempt. Unit tests shrink it so retry
+/// First retry step; doubled per attempt. Unit tests shrink it so retry
 /// tests stay fast; the doubling and cap are the same.
 const BACKOFF_BASE: Duration = if cfg!(test) {
     Duration::from_millis(20)
@@ -553,14 +556,6 @@ fn classify(format: Format, status: u16, body: &[u8], retry_after: Option<Durati
     }
 }
 
-/// Delay before retry number `attempt + 1`: base · 2^attempt, capped.
-fn backoff(attempt: u32) -> Duration {
-    BACKOFF_BASE
-        .checked_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX))
-        .unwrap_or(MAX_BACKOFF)
-        .min(MAX_BACKOFF)
-}
-
 /// Token bucket of capacity 1 (see the module invariants).
 struct TokenBucket {
     tokens: f64,
@@ -849,6 +844,7 @@ impl Notifier {
         let cancel = self.cancel.clone();
         let body = render(self.format, batch);
         let mut attempt: u32 = 0;
+        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -871,7 +867,8 @@ impl Notifier {
                             attempts = attempt + 1, "webhook delivery failed; retries exhausted");
                         return Delivery::Failed;
                     }
-                    let delay = backoff(attempt)
+                    let delay = backoff
+                        .next()
                         .max(after.unwrap_or_default())
                         .min(MAX_BACKOFF);
                     attempt += 1;
@@ -1341,14 +1338,6 @@ mod tests {
                 after: Some(Duration::from_secs(7))
             }
         );
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        assert_eq!(backoff(0), BACKOFF_BASE);
-        assert_eq!(backoff(1), BACKOFF_BASE * 2);
-        assert_eq!(backoff(3), BACKOFF_BASE * 8);
-        assert_eq!(backoff(40), MAX_BACKOFF.min(BACKOFF_BASE * 65_536));
     }
 
     #[test]
