@@ -42,3 +42,6 @@ pub mod sim;
 pub mod sink;
 pub mod sparkplug;
 pub mod store;
+
+#[cfg(test)]
+pub(crate) mod test_log;

@@ -1602,6 +1602,7 @@ mod tests {
     #[tokio::test]
     async fn permanent_robot_error_is_logged_once_by_name_without_the_key() {
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let _pin = crate::test_log::pin_interest();
         // Current-thread test runtime: the notifier task runs on this thread.
         let _guard = tracing::subscriber::set_default(Capture(logs.clone()));
         let responder: Responder = Arc::new(|_: &Seen, _| {

@@ -1173,6 +1173,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
+        let _pin = crate::test_log::pin_interest();
         tracing::subscriber::with_default(subscriber, || {
             let mut store = bare(dir.path(), 1_000);
             let ids: Vec<RowId> = (0..10).map(|s| enqueue_now(&mut store, s)).collect();
