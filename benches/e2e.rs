@@ -8,8 +8,7 @@
 //! Environment: `BENCH_DEVICES` (default 200), `BENCH_SECONDS` (default 60), `BENCH_WARMUP`
 //! (default 5), `BENCH_OUTAGE` (seconds the broker is unreachable before the replay
 //! measurement; default 60), `PLANTWATCH_BIN` (default `target/release/plantwatch`),
-//! `BENCH_MAX_GAP` (sets every meter's `max_gap_registers`; 32 merges the profile's four read
-//! requests into two, which the simulator answers since it serves unmapped registers as 0).
+//! `BENCH_MAX_GAP` (sets every meter's `max_gap_registers`: `support/max_gap.rs`).
 //!
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
 //! hours instead of extrapolating from the outage's: the outage's rows are copied in the
@@ -37,6 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+#[path = "support/max_gap.rs"]
+mod max_gap;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -317,13 +319,7 @@ fn main() {
     }
     let plant = std::fs::read_to_string(&sim_cfg).expect("simulator config");
     let plant = plant.replacen("[gateway]\nsite = \"sim\"\nid = \"sim-gw\"\n", "", 1);
-    let plant = match std::env::var("BENCH_MAX_GAP") {
-        Ok(gap) if !gap.is_empty() => plant.replace(
-            "[[devices]]\n",
-            &format!("[[devices]]\nmax_gap_registers = {gap}\n"),
-        ),
-        _ => plant,
-    };
+    let plant = max_gap::apply(plant);
     let cfg = dir.join("plantwatch.toml");
     std::fs::write(&cfg, format!(
         "[gateway]\nsite = \"bench\"\nid = \"gw\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[store]\npath = \"{}\"\n\n{plant}",

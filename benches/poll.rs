@@ -12,6 +12,8 @@
 //!   Modbus frames the read plans would, to every device in turn, and reads the answers without
 //!   decoding them. It is what the kernel alone charges for this traffic, the least any poller
 //!   with a TCP connection per device can spend.
+//! - `BENCH_MAX_GAP`: sets every meter's `max_gap_registers` (`support/max_gap.rs`); the
+//!   `floor` case sends the merged plans' frames too.
 //! - `BENCH_BASE_PORT`: first simulator port (default: ephemeral ports chosen by the kernel).
 //! - `PLANTWATCH_BIN`: the plantwatch binary (default `target/release/plantwatch`).
 #![allow(
@@ -40,6 +42,9 @@ use plantwatch::model::{DeviceId, Quality, SampleBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+#[path = "support/max_gap.rs"]
+mod max_gap;
 
 /// Points of the chint-dtsu666 profile.
 const POINTS_PER_DEVICE: u64 = 22;
@@ -480,7 +485,7 @@ fn run_case(bin: &Path, devices: u16, flavor: &str, warmup: Duration, seconds: D
         }
     };
     let text = match std::fs::read_to_string(&sim.config) {
-        Ok(t) => t,
+        Ok(t) => max_gap::apply(t),
         Err(e) => {
             println!("poll bench: cannot read {}: {e}", sim.config.display());
             return false;
