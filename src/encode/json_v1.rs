@@ -3,6 +3,8 @@
 //! Invariants: every payload carries `"v":1`; telemetry carries the device's `seq`; numbers
 //! that are not finite are written as `null` (JSON has no NaN); bad points carry their reason.
 
+use std::io::Write as _;
+
 use serde_json::json;
 
 use crate::detect::{AlarmEvent, DeviceHealth};
@@ -20,16 +22,18 @@ fn push_str(out: &mut Vec<u8>, text: &str) {
 }
 
 fn push_value(out: &mut Vec<u8>, v: Option<&Value>) {
-    match v {
-        None => out.extend_from_slice(b"null"),
-        Some(Value::F64(f)) => match serde_json::Number::from_f64(*f) {
-            Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        },
-        Some(Value::I64(i)) => out.extend_from_slice(i.to_string().as_bytes()),
-        Some(Value::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Some(Value::Str(t)) => push_str(out, t),
-    }
+    // serde_json writes floats in their shortest round-tripping form and non-finite ones as
+    // `null` (JSON has no NaN), straight into `out`: no String per value on the hot path.
+    let _infallible = match v {
+        None => out.write_all(b"null"),
+        Some(Value::F64(f)) => serde_json::to_writer(&mut *out, f).map_err(std::io::Error::from),
+        Some(Value::I64(i)) => serde_json::to_writer(&mut *out, i).map_err(std::io::Error::from),
+        Some(Value::Bool(b)) => out.write_all(if *b { b"true" } else { b"false" }),
+        Some(Value::Str(t)) => {
+            push_str(out, t);
+            Ok(())
+        }
+    };
 }
 
 /// `{"v":1,"device":…,"ts":…,"seq":…,"points":{"ua":{"v":231.4,"q":"good"},…}}`, plus
@@ -43,10 +47,14 @@ pub fn telemetry(batch: &SampleBatch, seq: u64, backfill: bool) -> Vec<u8> {
         .map(|s| s.ts)
         .max()
         .unwrap_or(batch.tick);
-    let mut out = Vec::with_capacity(64 + batch.samples.len() * 40);
+    // Sized for the common case so the buffer is not doubled: a good float point takes its name
+    // plus about 40 bytes. Replay keeps up to `max_inflight` of these in memory at once.
+    let names: usize = batch.samples.iter().map(|s| s.point.as_str().len()).sum();
+    let mut out =
+        Vec::with_capacity(80 + batch.device.as_str().len() + names + 44 * batch.samples.len());
     out.extend_from_slice(b"{\"v\":1,\"device\":");
     push_str(&mut out, batch.device.as_str());
-    out.extend_from_slice(format!(",\"ts\":{},\"seq\":{seq},\"points\":{{", ts.0).as_bytes());
+    let _infallible = write!(out, ",\"ts\":{},\"seq\":{seq},\"points\":{{", ts.0);
     for (i, s) in batch.samples.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -237,6 +245,44 @@ mod tests {
         assert_eq!(
             text,
             r#"{"v":1,"device":"main-meter","ts":1700000000015,"seq":42,"points":{"ua":{"v":231.4,"q":"good"},"run":{"v":true,"q":"good"},"ep":{"v":null,"q":"bad","reason":"exception:02"}}}"#
+        );
+    }
+
+    #[test]
+    fn a_meters_payload_fits_its_first_allocation() {
+        // Scaled f32 readings print with up to 17 significant digits.
+        let names = [
+            "uab", "ubc", "uca", "ua", "ub", "uc", "ia", "ib", "ic", "p", "pa", "pb",
+        ];
+        let mut b = batch();
+        b.samples = names
+            .iter()
+            .chain(&[
+                "pc",
+                "q",
+                "pf",
+                "pfa",
+                "pfb",
+                "pfc",
+                "freq",
+                "ep_total",
+                "ep_import",
+            ])
+            .chain(&["ep_export"])
+            .map(|n| PointSample {
+                point: Name::new(n).unwrap(),
+                ts: b.tick,
+                value: Some(Value::F64(f64::from(2314.7f32) * 0.1)),
+                quality: Quality::Good,
+            })
+            .collect();
+        let payload = telemetry(&b, u64::from(u32::MAX), true);
+        // A buffer that had to grow would be about twice the payload.
+        assert!(
+            payload.capacity() - payload.len() < payload.len() / 4,
+            "{} bytes in a buffer of {}",
+            payload.len(),
+            payload.capacity()
         );
     }
 
