@@ -8,7 +8,8 @@
 //! Environment: `BENCH_DEVICES` (default 200), `BENCH_SECONDS` (default 60), `BENCH_WARMUP`
 //! (default 5), `BENCH_OUTAGE` (seconds the broker is unreachable before the replay
 //! measurement; default 60), `PLANTWATCH_BIN` (default `target/release/plantwatch`),
-//! `BENCH_MAX_GAP` (sets every meter's `max_gap_registers`: `support/max_gap.rs`).
+//! `BENCH_MAX_GAP` (sets every meter's `max_gap_registers`: `support/max_gap.rs`),
+//! `BENCH_MAX_INFLIGHT` (sets `[mqtt] max_inflight`, which bounds the replay's memory and rate).
 //!
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
 //! hours instead of extrapolating from the outage's: the outage's rows are copied in the
@@ -321,8 +322,12 @@ fn main() {
     let plant = plant.replacen("[gateway]\nsite = \"sim\"\nid = \"sim-gw\"\n", "", 1);
     let plant = max_gap::apply(plant);
     let cfg = dir.join("plantwatch.toml");
+    let inflight = std::env::var("BENCH_MAX_INFLIGHT")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map_or_else(String::new, |n| format!("max_inflight = {n}\n"));
     std::fs::write(&cfg, format!(
-        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[store]\npath = \"{}\"\n\n{plant}",
+        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n{inflight}\n[store]\npath = \"{}\"\n\n{plant}",
         broker.port(), dir.join("state.db").display()
     )).unwrap();
 

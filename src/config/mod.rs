@@ -23,6 +23,7 @@ pub mod webhooks;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -525,6 +526,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             devices.push(d);
         }
     }
+    share_point_tables(&mut devices);
     if raw_devices.as_ref().is_some_and(Vec::is_empty) {
         issues.push(
             "devices",
@@ -887,6 +889,18 @@ struct DeviceContext<'a> {
     profiles: &'a Profiles,
     /// The issue count before the device was deserialized (unknown keys may already be in).
     before: usize,
+}
+
+/// Lets devices whose resolved points are equal (a profile used without overrides) share one
+/// table: 200 DTSU666 meters held 200 copies, 0.6 MB of the daemon's heap (heaptrack).
+fn share_point_tables(devices: &mut [plan::Device]) {
+    let mut tables: Vec<Arc<[plan::Point]>> = Vec::new();
+    for device in devices {
+        match tables.iter().find(|t| t[..] == device.points[..]) {
+            Some(shared) => device.points = Arc::clone(shared),
+            None => tables.push(Arc::clone(&device.points)),
+        }
+    }
 }
 
 fn resolve_device(

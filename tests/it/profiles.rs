@@ -96,3 +96,24 @@ fn generic_plc_status_bits_and_signed_temperatures() {
     let (_, a, v) = decoded(&d, "running_hours", &[0x0001, 0x0000]);
     assert_eq!((a, v), (6, Value::I64(65_536)));
 }
+
+#[test]
+fn meters_of_one_profile_share_its_point_table_until_one_overrides_a_point() {
+    let meter = |name: &str| {
+        format!("[[devices]]\nname = \"{name}\"\nlink = \"l\"\nprofile = \"chint-dtsu666\"\n")
+    };
+    let p = plan(&format!(
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+         {}{}{}[devices.points.ua]\nscale = 1.0\n",
+        meter("a"),
+        meter("b"),
+        meter("h")
+    ));
+    let [a, b, h] = [0, 1, 2].map(|i| &p.devices[i]);
+    assert!(std::sync::Arc::ptr_eq(&a.points, &b.points));
+    assert!(!std::sync::Arc::ptr_eq(&a.points, &h.points));
+    let bits = 2314.0f32.to_bits();
+    let words = [(bits >> 16) as u16, bits as u16];
+    assert!(approx(&decoded(b, "ua", &words).2, 231.4));
+    assert!(approx(&decoded(h, "ua", &words).2, 2314.0));
+}
