@@ -250,32 +250,21 @@ mod tests {
 
     #[test]
     fn a_meters_payload_fits_its_first_allocation() {
-        // Scaled f32 readings print with up to 17 significant digits.
-        let names = [
-            "uab", "ubc", "uca", "ua", "ub", "uc", "ia", "ib", "ic", "p", "pa", "pb",
-        ];
+        // The DTSU666 profile's 22 points; scaled f32 readings print with up to 17 digits.
+        let profiles = crate::config::Profiles::built_in().unwrap();
+        let meter = profiles.get("chint-dtsu666").unwrap();
         let mut b = batch();
-        b.samples = names
+        b.samples = meter
+            .points
             .iter()
-            .chain(&[
-                "pc",
-                "q",
-                "pf",
-                "pfa",
-                "pfb",
-                "pfc",
-                "freq",
-                "ep_total",
-                "ep_import",
-            ])
-            .chain(&["ep_export"])
-            .map(|n| PointSample {
-                point: Name::new(n).unwrap(),
+            .map(|(name, _)| PointSample {
+                point: Name::new(name).unwrap(),
                 ts: b.tick,
                 value: Some(Value::F64(f64::from(2314.7f32) * 0.1)),
                 quality: Quality::Good,
             })
             .collect();
+        assert_eq!(b.samples.len(), 22);
         let payload = telemetry(&b, u64::from(u32::MAX), true);
         // A buffer that had to grow would be about twice the payload.
         assert!(
