@@ -1,7 +1,8 @@
 //! Decode throughput on one core (DESIGN.md §8): registers → typed, scaled values.
 //!
-//! Prints values/s and ns/value per data type, for a realistic mix, and for the read-plan work
-//! a link task does per poll (one `SampleBatch` of a CHINT DTSU666: 22 scaled f32 points).
+//! Prints values/s and ns/value per data type, for a realistic mix, for the read-plan work a
+//! link task does per poll (one `SampleBatch` of a CHINT DTSU666: 22 scaled f32 points), and for
+//! the MQTT feeder's work per stored row (outbox record → JSON payload), which bounds replay.
 //!
 //! Run with `cargo bench --bench decode`; `BENCH_SECONDS_PER_CASE` (default 2) sets the time
 //! spent on each case.
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use plantwatch::config::{EnvOverrides, Plan, load_str};
 use plantwatch::decode::{ByteOrder, Codec, DataType, decode, encode};
+use plantwatch::encode::json_v1;
 use plantwatch::model::{BadReason, PointSample, Quality, SampleBatch, Timestamp, Value};
+use plantwatch::store::record;
 
 /// Values per inner batch: large enough that the timing loop costs nothing, small enough to
 /// stay in L1/L2.
@@ -290,4 +293,27 @@ fn main() {
         1e9 / rate,
         1e6 * points as f64 / rate
     );
+
+    // The feeder's work per stored row: the outbox record rendered to its JSON payload, read in
+    // place (what the daemon does) and through an owned SampleBatch (what it did before).
+    let stored = record::encode_batch(&first, 1);
+    let in_place = || {
+        let b = record::read_batch(black_box(&stored)).expect("reads");
+        json_v1::telemetry_of(b.device, b.tick, &b.samples, b.seq, true).len()
+    };
+    let owned = || {
+        let (b, seq) = record::decode_batch(black_box(&stored)).expect("decodes");
+        json_v1::telemetry(&b, seq, true).len()
+    };
+    assert_eq!(in_place(), owned(), "both render the same payload");
+    for (label, render) in [
+        ("read in place", &in_place as &dyn Fn() -> usize),
+        ("as an owned SampleBatch", &owned),
+    ] {
+        let (rate, _) = measure(budget, points, render);
+        println!(
+            "outbox row → JSON ({points} points, {label}): {:.2} µs/message",
+            1e6 * points as f64 / rate
+        );
+    }
 }

@@ -21,12 +21,21 @@ impl Name {
     /// # Errors
     /// [`InvalidName`] when `s` is empty, longer than 64 bytes or has other characters.
     pub fn new(s: &str) -> Result<Self, InvalidName> {
+        Self::check(s)?;
+        Ok(Self(Arc::from(s)))
+    }
+
+    /// Checks `s` as [`Name::new`] does, without allocating the name.
+    ///
+    /// # Errors
+    /// [`InvalidName`] when `s` is empty, longer than 64 bytes or has other characters.
+    pub fn check(s: &str) -> Result<(), InvalidName> {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if ok {
-            Ok(Self(Arc::from(s)))
+            Ok(())
         } else {
             Err(InvalidName(s.to_owned()))
         }

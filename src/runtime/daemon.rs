@@ -215,9 +215,15 @@ impl Outbox for StoreOutbox {
                 retain,
             });
         }
-        let (batch, seq) = record::decode_batch(&item.payload).ok()?;
+        let stored = record::read_batch(&item.payload).ok()?;
         Some(Rendered {
-            payload: json_v1::telemetry(&batch, seq, backfill),
+            payload: json_v1::telemetry_of(
+                stored.device,
+                stored.tick,
+                &stored.samples,
+                stored.seq,
+                backfill,
+            ),
             retain: false,
         })
     }

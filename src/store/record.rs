@@ -23,6 +23,7 @@
 //! (including NaN payloads, `-0.0` and extreme timestamps); decoding untrusted bytes never
 //! panics and never allocates more than the input can describe.
 
+use crate::encode::json_v1;
 use crate::model::{
     BadReason, InvalidName, Name, PointSample, Quality, SampleBatch, Timestamp, UncertainReason,
     Value,
@@ -166,11 +167,38 @@ pub fn encode_batch(batch: &SampleBatch, seq: u64) -> Vec<u8> {
     out
 }
 
-/// Decodes bytes written by [`encode_batch`] into the batch and its seq.
+/// One sample of a stored batch, its point name borrowed from the record's bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample<'a> {
+    /// The point's name, already checked as a [`Name`].
+    pub point: &'a str,
+    /// When its response arrived.
+    pub ts: Timestamp,
+    /// The value, if any.
+    pub value: Option<Value>,
+    /// Its quality.
+    pub quality: Quality,
+}
+
+/// A stored batch read in place: what rendering it for the wire needs, without a [`Name`]
+/// allocated per point (replay renders tens of thousands of these a second).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredBatch<'a> {
+    /// The device's seq for this batch.
+    pub seq: u64,
+    /// The device's name, already checked as a [`Name`].
+    pub device: &'a str,
+    /// The poll's tick.
+    pub tick: Timestamp,
+    /// The samples, in stored order.
+    pub samples: Vec<StoredSample<'a>>,
+}
+
+/// Reads bytes written by [`encode_batch`] in place.
 ///
 /// # Errors
 /// [`RecordError`] when the bytes are truncated, of another format, or malformed.
-pub fn decode_batch(bytes: &[u8]) -> Result<(SampleBatch, u64), RecordError> {
+pub fn read_batch(bytes: &[u8]) -> Result<StoredBatch<'_>, RecordError> {
     let mut r = Reader { bytes, at: 0 };
     let format = r.byte()?;
     if format != FORMAT {
@@ -202,7 +230,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(SampleBatch, u64), RecordError> {
             _ => return Err(RecordError::Tag { tag, at: tag_at }),
         };
         let value = r.value(tag & 0x0f)?;
-        samples.push(PointSample {
+        samples.push(StoredSample {
             point,
             ts: Timestamp(ts),
             value,
@@ -214,12 +242,55 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(SampleBatch, u64), RecordError> {
             extra: r.remaining(),
         });
     }
-    let batch = SampleBatch {
+    Ok(StoredBatch {
+        seq,
         device,
         tick: Timestamp(tick),
         samples,
+    })
+}
+
+/// Decodes bytes written by [`encode_batch`] into the batch and its seq.
+///
+/// # Errors
+/// [`RecordError`] when the bytes are truncated, of another format, or malformed.
+pub fn decode_batch(bytes: &[u8]) -> Result<(SampleBatch, u64), RecordError> {
+    let stored = read_batch(bytes)?;
+    // `read_batch` checked every name, so these cannot fail.
+    let name = |s: &str| Name::new(s).map_err(|source| RecordError::Name { at: 0, source });
+    let samples = stored
+        .samples
+        .into_iter()
+        .map(|s| {
+            Ok(PointSample {
+                point: name(s.point)?,
+                ts: s.ts,
+                value: s.value,
+                quality: s.quality,
+            })
+        })
+        .collect::<Result<_, RecordError>>()?;
+    let batch = SampleBatch {
+        device: name(stored.device)?,
+        tick: stored.tick,
+        samples,
     };
-    Ok((batch, seq))
+    Ok((batch, stored.seq))
+}
+
+impl json_v1::SampleFields for StoredSample<'_> {
+    fn point(&self) -> &str {
+        self.point
+    }
+    fn ts(&self) -> Timestamp {
+        self.ts
+    }
+    fn value(&self) -> Option<&Value> {
+        self.value.as_ref()
+    }
+    fn quality(&self) -> Quality {
+        self.quality
+    }
 }
 
 fn quality_code(q: Quality) -> (u8, Option<u8>) {
@@ -324,7 +395,7 @@ struct Reader<'a> {
     at: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn remaining(&self) -> usize {
         self.bytes.len().saturating_sub(self.at)
     }
@@ -338,7 +409,7 @@ impl Reader<'_> {
         Ok(b)
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], RecordError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         let end = self
             .at
             .checked_add(n)
@@ -367,17 +438,19 @@ impl Reader<'_> {
         Err(RecordError::Varint { at: start })
     }
 
-    fn str(&mut self) -> Result<&str, RecordError> {
+    fn str(&mut self) -> Result<&'a str, RecordError> {
         let len = self.varint()?;
         let at = self.at;
         let len = usize::try_from(len).map_err(|_| RecordError::Truncated { at })?;
         std::str::from_utf8(self.take(len)?).map_err(|_| RecordError::Utf8 { at })
     }
 
-    fn name(&mut self) -> Result<Name, RecordError> {
+    /// A string checked as a [`Name`], borrowed from the bytes.
+    fn name(&mut self) -> Result<&'a str, RecordError> {
         let at = self.at;
         let s = self.str()?;
-        Name::new(s).map_err(|source| RecordError::Name { at, source })
+        Name::check(s).map_err(|source| RecordError::Name { at, source })?;
+        Ok(s)
     }
 
     fn value(&mut self, kind: u8) -> Result<Option<Value>, RecordError> {
@@ -601,6 +674,14 @@ mod tests {
             let (back, back_seq) = decode_batch(&bytes).unwrap();
             prop_assert_eq!(back_seq, seq);
             prop_assert!(same(&back, &batch), "{:?} != {:?}", back, batch);
+        }
+
+        #[test]
+        fn a_batch_read_in_place_renders_as_the_live_one(batch in any_batch(), seq in any::<u64>(), backfill in any::<bool>()) {
+            let bytes = encode_batch(&batch, seq);
+            let stored = read_batch(&bytes).unwrap();
+            let rendered = json_v1::telemetry_of(stored.device, stored.tick, &stored.samples, stored.seq, backfill);
+            prop_assert_eq!(rendered, json_v1::telemetry(&batch, seq, backfill));
         }
 
         #[test]
