@@ -47,6 +47,12 @@ impl Name {
     }
 }
 
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `pad` honours width and alignment, so names line up in tables.
@@ -191,11 +197,12 @@ impl fmt::Display for Quality {
     }
 }
 
-/// One point's reading within a [`SampleBatch`].
+/// One point's reading within a [`SampleBatch`]. The outbox reads stored ones with the name
+/// borrowed from the row (`PointSample<&str>`), so rendering them allocates no [`Name`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct PointSample {
+pub struct PointSample<N = PointId> {
     /// The point's name.
-    pub point: PointId,
+    pub point: N,
     /// When the response that carried it arrived.
     pub ts: Timestamp,
     /// The value; `None` when the quality is bad.

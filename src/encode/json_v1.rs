@@ -8,7 +8,7 @@ use std::io::Write as _;
 use serde_json::json;
 
 use crate::detect::{AlarmEvent, DeviceHealth};
-use crate::model::{PointSample, Quality, SampleBatch, Timestamp, Value};
+use crate::model::{PointSample, SampleBatch, Timestamp, Value};
 use crate::process::ledger::LedgerInterval;
 use crate::process::tou::Period;
 
@@ -36,34 +36,6 @@ fn push_value(out: &mut Vec<u8>, v: Option<&Value>) {
     };
 }
 
-/// What a telemetry payload needs of one sample: a live [`PointSample`] and a sample read in
-/// place from the outbox both have it.
-pub trait SampleFields {
-    /// The point's name.
-    fn point(&self) -> &str;
-    /// When its response arrived.
-    fn ts(&self) -> Timestamp;
-    /// Its value, if any.
-    fn value(&self) -> Option<&Value>;
-    /// Its quality.
-    fn quality(&self) -> Quality;
-}
-
-impl SampleFields for PointSample {
-    fn point(&self) -> &str {
-        self.point.as_str()
-    }
-    fn ts(&self) -> Timestamp {
-        self.ts
-    }
-    fn value(&self) -> Option<&Value> {
-        self.value.as_ref()
-    }
-    fn quality(&self) -> Quality {
-        self.quality
-    }
-}
-
 /// `{"v":1,"device":…,"ts":…,"seq":…,"points":{"ua":{"v":231.4,"q":"good"},…}}`, plus
 /// `"backfill":true` for messages replayed after an outage. `ts` is when the poll's last
 /// response arrived. Written directly (not through a map) so that points keep config order
@@ -78,18 +50,19 @@ pub fn telemetry(batch: &SampleBatch, seq: u64, backfill: bool) -> Vec<u8> {
     )
 }
 
-/// [`telemetry`] from its parts, for samples of any kind (the outbox renders them in place).
-pub fn telemetry_of<S: SampleFields>(
+/// [`telemetry`] from its parts, for samples with owned or borrowed names (the outbox renders
+/// stored samples in place).
+pub fn telemetry_of<N: AsRef<str>>(
     device: &str,
     tick: Timestamp,
-    samples: &[S],
+    samples: &[PointSample<N>],
     seq: u64,
     backfill: bool,
 ) -> Vec<u8> {
-    let ts = samples.iter().map(S::ts).max().unwrap_or(tick);
+    let ts = samples.iter().map(|s| s.ts).max().unwrap_or(tick);
     // Sized for the common case so the buffer is not doubled: a good float point takes its name
     // plus about 40 bytes. Replay keeps up to `max_inflight` of these in memory at once.
-    let names: usize = samples.iter().map(|s| s.point().len()).sum();
+    let names: usize = samples.iter().map(|s| s.point.as_ref().len()).sum();
     let mut out = Vec::with_capacity(80 + device.len() + names + 44 * samples.len());
     out.extend_from_slice(b"{\"v\":1,\"device\":");
     push_str(&mut out, device);
@@ -98,14 +71,13 @@ pub fn telemetry_of<S: SampleFields>(
         if i > 0 {
             out.push(b',');
         }
-        push_str(&mut out, s.point());
+        push_str(&mut out, s.point.as_ref());
         out.extend_from_slice(b":{\"v\":");
-        push_value(&mut out, s.value());
+        push_value(&mut out, s.value.as_ref());
         out.extend_from_slice(b",\"q\":\"");
-        let quality = s.quality();
-        out.extend_from_slice(quality.label().as_bytes());
+        out.extend_from_slice(s.quality.label().as_bytes());
         out.push(b'"');
-        if let Some(reason) = quality.reason() {
+        if let Some(reason) = s.quality.reason() {
             out.extend_from_slice(b",\"reason\":");
             push_str(&mut out, &reason);
         }

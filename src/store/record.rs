@@ -23,7 +23,6 @@
 //! (including NaN payloads, `-0.0` and extreme timestamps); decoding untrusted bytes never
 //! panics and never allocates more than the input can describe.
 
-use crate::encode::json_v1;
 use crate::model::{
     BadReason, InvalidName, Name, PointSample, Quality, SampleBatch, Timestamp, UncertainReason,
     Value,
@@ -167,19 +166,6 @@ pub fn encode_batch(batch: &SampleBatch, seq: u64) -> Vec<u8> {
     out
 }
 
-/// One sample of a stored batch, its point name borrowed from the record's bytes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredSample<'a> {
-    /// The point's name, already checked as a [`Name`].
-    pub point: &'a str,
-    /// When its response arrived.
-    pub ts: Timestamp,
-    /// The value, if any.
-    pub value: Option<Value>,
-    /// Its quality.
-    pub quality: Quality,
-}
-
 /// A stored batch read in place: what rendering it for the wire needs, without a [`Name`]
 /// allocated per point (replay renders tens of thousands of these a second).
 #[derive(Debug, Clone, PartialEq)]
@@ -190,8 +176,8 @@ pub struct StoredBatch<'a> {
     pub device: &'a str,
     /// The poll's tick.
     pub tick: Timestamp,
-    /// The samples, in stored order.
-    pub samples: Vec<StoredSample<'a>>,
+    /// The samples, in stored order, each name borrowed and already checked as a [`Name`].
+    pub samples: Vec<PointSample<&'a str>>,
 }
 
 /// Reads bytes written by [`encode_batch`] in place.
@@ -230,7 +216,7 @@ pub fn read_batch(bytes: &[u8]) -> Result<StoredBatch<'_>, RecordError> {
             _ => return Err(RecordError::Tag { tag, at: tag_at }),
         };
         let value = r.value(tag & 0x0f)?;
-        samples.push(StoredSample {
+        samples.push(PointSample {
             point,
             ts: Timestamp(ts),
             value,
@@ -276,21 +262,6 @@ pub fn decode_batch(bytes: &[u8]) -> Result<(SampleBatch, u64), RecordError> {
         samples,
     };
     Ok((batch, stored.seq))
-}
-
-impl json_v1::SampleFields for StoredSample<'_> {
-    fn point(&self) -> &str {
-        self.point
-    }
-    fn ts(&self) -> Timestamp {
-        self.ts
-    }
-    fn value(&self) -> Option<&Value> {
-        self.value.as_ref()
-    }
-    fn quality(&self) -> Quality {
-        self.quality
-    }
 }
 
 fn quality_code(q: Quality) -> (u8, Option<u8>) {
@@ -680,8 +651,8 @@ mod tests {
         fn a_batch_read_in_place_renders_as_the_live_one(batch in any_batch(), seq in any::<u64>(), backfill in any::<bool>()) {
             let bytes = encode_batch(&batch, seq);
             let stored = read_batch(&bytes).unwrap();
-            let rendered = json_v1::telemetry_of(stored.device, stored.tick, &stored.samples, stored.seq, backfill);
-            prop_assert_eq!(rendered, json_v1::telemetry(&batch, seq, backfill));
+            let rendered = crate::encode::json_v1::telemetry_of(stored.device, stored.tick, &stored.samples, stored.seq, backfill);
+            prop_assert_eq!(rendered, crate::encode::json_v1::telemetry(&batch, seq, backfill));
         }
 
         #[test]
