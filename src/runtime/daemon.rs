@@ -29,7 +29,7 @@ use crate::config::daemon::{DEFAULT_SINK_NAME, Format};
 use crate::config::{ConfigErrors, EnvOverrides, Plan};
 use crate::detect::{AlarmEvent, AlarmStatus, Engine};
 use crate::encode::json_v1;
-use crate::model::{SampleBatch, Timestamp};
+use crate::model::{DeviceId, SampleBatch, Timestamp};
 use crate::platform::record::local_datetime;
 use crate::platform::{Record, Recorder, RecorderState, Versions, close_due};
 use crate::process::ledger::{Ledger, LedgerInterval};
@@ -314,6 +314,9 @@ impl Draft {
 /// The core stage: detection, reporting policy, sequence numbers, and the outbox write.
 struct Core {
     plan: Arc<Plan>,
+    /// Each device's index in `plan.devices`: a batch finds its device without a scan, which
+    /// was a linear search per batch, devices² compares per tick.
+    device_index: HashMap<DeviceId, usize>,
     /// Gets every poll (before the reporting policy): a database is not a metered link.
     influx: Option<InfluxHandle>,
     reporter: Reporter,
@@ -447,7 +450,11 @@ impl Core {
         let mut intervals = Vec::new();
         let mut steps = Vec::new();
         for batch in batches {
-            let Some(device) = self.plan.device(batch.device.as_str()) else {
+            let Some(device) = self
+                .device_index
+                .get(&batch.device)
+                .and_then(|&i| self.plan.devices.get(i))
+            else {
                 continue;
             };
             if let Some(influx) = &self.influx {
@@ -1000,6 +1007,12 @@ async fn start_generation(
     let alarm_gauges = Arc::new(AlarmGauges::default());
     let core = Core {
         plan: plan.clone(),
+        device_index: plan
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect(),
         influx: influx.as_ref().map(|(_, h, _)| h.clone()),
         reporter,
         engine,

@@ -158,6 +158,18 @@ pub(super) struct OutboxState {
     pub(super) episode_dropped: u64,
 }
 
+impl OutboxState {
+    /// A copy without the seq map, which is the large part and is kept in the file too.
+    pub(super) fn without_seqs(&self) -> Self {
+        Self {
+            queues: self.queues.clone(),
+            names: self.names.clone(),
+            seqs: HashMap::new(),
+            ..*self
+        }
+    }
+}
+
 const META_ENQUEUED: &str = "outbox.enqueued_total";
 const META_ACKED: &str = "outbox.acked_total";
 const META_DROPPED: &str = "outbox.dropped_total";
@@ -198,12 +210,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<OutboxState> {
             .optional()?
             .unwrap_or(0))
     };
-    let mut seqs = HashMap::new();
-    let mut stmt = conn.prepare("SELECT key, next FROM seqs")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))? {
-        let (key, next) = row?;
-        seqs.insert(key, next);
-    }
+    let seqs = load_seqs(conn)?;
     Ok(OutboxState {
         rows,
         bytes,
@@ -217,6 +224,13 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<OutboxState> {
         dropping: false,
         episode_dropped: 0,
     })
+}
+
+/// Reads every key's next seq from the file.
+pub(super) fn load_seqs(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
+    let mut stmt = conn.prepare_cached("SELECT key, next FROM seqs")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    rows.collect()
 }
 
 /// Inserts `msgs` in order, moving each key's `next` past its seqs; all or nothing.
@@ -261,14 +275,20 @@ pub(super) fn enqueue(
 
     let mut ids = Vec::with_capacity(msgs.len());
     let mut bytes = 0u64;
+    // The statement text of the last queue: a group's rows are nearly always for one queue.
+    let mut text: Option<(QueueId, String)> = None;
     for m in msgs {
-        let mut insert = sql(
-            "prepare insert",
-            conn.prepare_cached(&format!(
-                "INSERT INTO {} (stream, key, seq, created_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
-                table(m.queue)
-            )),
-        )?;
+        let insert_sql = match &text {
+            Some((queue, t)) if *queue == m.queue => t,
+            _ => {
+                let t = format!(
+                    "INSERT INTO {} (stream, key, seq, created_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    table(m.queue)
+                );
+                &text.insert((m.queue, t)).1
+            }
+        };
+        let mut insert = sql("prepare insert", conn.prepare_cached(insert_sql))?;
         sql(
             "insert into outbox",
             insert.execute(params![m.stream, m.key, m.seq, m.created_ms, m.payload]),
@@ -290,7 +310,12 @@ pub(super) fn enqueue(
         sql("update seqs", upsert.execute(params![key, n]))?;
     }
     for (key, n) in next {
-        st.seqs.insert(key.to_owned(), n);
+        match st.seqs.get_mut(key) {
+            Some(seq) => *seq = n,
+            None => {
+                st.seqs.insert(key.to_owned(), n);
+            }
+        }
     }
     st.rows += ids.len() as u64;
     st.bytes += bytes;

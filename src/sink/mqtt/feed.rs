@@ -196,7 +196,7 @@ async fn next_batch<O: Outbox>(
         match outbox.render(item, backfill) {
             Some(Rendered { payload, retain }) => batch.push(Ready {
                 row: item.id,
-                topic: format!("{}/{}", plan.prefix, item.topic),
+                topic: [plan.prefix.as_str(), "/", item.topic.as_str()].concat(),
                 payload,
                 retain,
             }),
