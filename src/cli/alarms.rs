@@ -74,7 +74,8 @@ fn state_path(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<PathBu
     }
     match super::load(&args.config, profiles_dir) {
         Ok(plan) => Ok(plan.store.path),
-        Err(errors) => anyhow::bail!("{errors}\n(or give --state FILE)"),
+        Err(errors) => Err(anyhow::Error::new(errors)
+            .context("the config names the state file (or give --state FILE)")),
     }
 }
 

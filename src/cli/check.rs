@@ -24,10 +24,7 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(errors) => {
-            eprintln!("{errors}");
-            Ok(ExitCode::FAILURE)
-        }
+        Err(errors) => Ok(super::config_failed(&errors)),
     }
 }
 

@@ -169,7 +169,9 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .await?;
 
     let stop = CancellationToken::new();
-    let daemon = tokio::spawn(crate::runtime::daemon::run(
+    // The daemon owns SIGINT and SIGTERM (a second one exits at once); the demo ends when it
+    // does. A second listener here would see the same Ctrl-C as a second signal.
+    let mut daemon = tokio::spawn(crate::runtime::daemon::run(
         Options {
             config: ConfigSource::Fixed(Box::new(plan)),
             profiles_dir: None,
@@ -189,9 +191,15 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     tokio::pin!(until);
     let (mut fault_on, mut fault_done) = (false, args.no_faults);
     let mut spiked = args.no_faults;
+    let mut daemon_done = false;
+    let mut failed = None;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            result = &mut daemon => {
+                daemon_done = true;
+                failed = result.map_or_else(|e| Some(anyhow::Error::new(e)), |r| r.err().map(anyhow::Error::new));
+                break;
+            }
             () = &mut until => break,
             event = events.poll() => match event {
                 // An empty retained message removes a cleared alarm's state: nothing to show.
@@ -232,10 +240,15 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     stop.cancel();
-    let _finished = tokio::time::timeout(Duration::from_secs(5), daemon).await;
+    if !daemon_done {
+        let _finished = tokio::time::timeout(Duration::from_secs(5), daemon).await;
+    }
     sim.shutdown().await;
     for suffix in ["", "-wal", "-shm"] {
         let _gone = std::fs::remove_file(format!("{}{suffix}", state.display()));
     }
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        Some(err) => Err(err.context("the demo's daemon stopped")),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }

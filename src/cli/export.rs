@@ -99,10 +99,7 @@ fn span(args: &Args, tz: chrono_tz::Tz) -> anyhow::Result<Span> {
 pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let plan = match super::load(&args.config, profiles_dir) {
         Ok(p) => p,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(78));
-        }
+        Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let tz = plan.gateway.timezone;
     let span = span(args, tz)?;

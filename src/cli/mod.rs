@@ -129,9 +129,23 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("plantwatch: {err:#}");
-            ExitCode::FAILURE
+            if err.chain().any(|e| e.is::<ConfigErrors>()) {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// The exit status of every command whose config is invalid (sysexits' EX_CONFIG): the unit's
+/// `RestartPreventExitStatus=78` stops systemd from restarting on a file that cannot work.
+const EX_CONFIG: u8 = 78;
+
+/// Prints a config's issues and gives the exit status that says "fix the config".
+fn config_failed(errors: &ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    ExitCode::from(EX_CONFIG)
 }
 
 /// One thread runs every task. The work is I/O (polls, MQTT, HTTP); the store has its own

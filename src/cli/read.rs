@@ -52,10 +52,7 @@ fn parse_address(s: &str) -> Result<u16, String> {
 pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let plan = match super::load(&args.config, profiles_dir) {
         Ok(p) => p,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let device = plan.device(&args.device).with_context(|| {
         let names: Vec<&str> = plan.devices.iter().map(|d| d.name.as_str()).collect();

@@ -82,10 +82,7 @@ impl crate::replay::LedgerSink for StateSink {
 pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let plan = match super::load(&args.config, profiles_dir) {
         Ok(p) => p,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(78));
-        }
+        Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let point = match &args.point {
         None => None,

@@ -54,11 +54,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
     };
     match crate::runtime::daemon::run(opts, Arc::new(SystemClock)).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(DaemonError::Config(errors)) => {
-            eprintln!("{errors}");
-            // EX_CONFIG: systemd shows it, and Restart=on-failure will not loop on a bad file forever.
-            Ok(ExitCode::from(78))
-        }
+        Err(DaemonError::Config(errors)) => Ok(super::config_failed(&errors)),
         Err(err) => Err(err.into()),
     }
 }

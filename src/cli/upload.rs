@@ -79,10 +79,7 @@ const ATTEMPTS: u32 = 3;
 pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let plan = match super::load(&args.config, profiles_dir) {
         Ok(p) => p,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(78));
-        }
+        Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let Some(platform) = plan.energy_platform.as_ref() else {
         anyhow::bail!(

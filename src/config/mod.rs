@@ -246,12 +246,19 @@ pub(crate) fn deserialize_at<T: DeserializeOwned>(
         if d.missing.as_ref().is_some_and(|m| suggested.contains(m)) {
             return None;
         }
+        // An unknown key, or a known key with a bad value (a wrong type, an enum value that is
+        // not one of its variants): either way the key is dropped and the rest tried again.
+        let field = d.unknown.clone().or_else(|| {
+            let rest = d.key.strip_prefix(key)?.strip_prefix('.')?;
+            Some(rest.split(['.', '[']).next().unwrap_or(rest).to_owned())
+        });
+        let bad_value = d.unknown.is_none();
         issues.push(d.key, d.message);
         let t = table.as_mut()?;
-        if d.unknown
-            .is_none_or(|field| t.shift_remove(&field).is_none())
-        {
-            return None;
+        let field = field.filter(|f| t.shift_remove(f).is_some())?;
+        // A required key dropped for its bad value is then "missing": already reported.
+        if bad_value {
+            suggested.push(field);
         }
         suggested.extend(d.suggestion);
         value = config::Value::new(None, t.clone());
@@ -1543,5 +1550,45 @@ mod tests {
         assert!(gateway.is_some());
         let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, ["gateway.sitename", "gateway.idd"]);
+    }
+
+    #[test]
+    fn a_bad_enum_value_does_not_hide_the_other_problems_of_an_element() {
+        let mut issues = Issues::default();
+        let table = parse_toml_source(
+            "t.toml",
+            "[[rules]]\nname = \"r\"\nkind = \"anomaly\"\nseason = \"x\"\ndirection = \"up\"\nthreshhold = 0.5\n",
+            &mut issues,
+        )
+        .unwrap();
+        let value = table["rules"].clone().into_array().unwrap().remove(0);
+        let rule: Option<rules::RawRule> = deserialize_at(value, "rules[0]", &mut issues);
+        let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "rules[0].season",
+                "rules[0].direction",
+                "rules[0].threshhold"
+            ],
+            "{issues:?}"
+        );
+        assert!(rule.is_some(), "what is left deserializes");
+    }
+
+    #[test]
+    fn a_required_key_with_a_bad_value_is_not_also_reported_missing() {
+        let mut issues = Issues::default();
+        let table = parse_toml_source(
+            "t.toml",
+            "[[rules]]\nname = \"r\"\nkind = \"hihg\"\n",
+            &mut issues,
+        )
+        .unwrap();
+        let value = table["rules"].clone().into_array().unwrap().remove(0);
+        let rule: Option<rules::RawRule> = deserialize_at(value, "rules[0]", &mut issues);
+        assert!(rule.is_none());
+        assert_eq!(issues.0.len(), 1, "{issues:?}");
+        assert_eq!(issues.0[0].key, "rules[0].kind");
     }
 }

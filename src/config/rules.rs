@@ -718,13 +718,13 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         }
         limit.unwrap_or(0.0)
     };
-    if matches!(
-        r.kind,
-        RuleKindName::ServiceHours | RuleKindName::ServiceStarts
-    ) {
+    if let Some(source) = made_elsewhere(r.kind) {
         issues.push(
             format!("{key}.kind"),
-            "service alarms come from [[maintenance]] (service_hours, service_starts)",
+            format!(
+                "kind = \"{}\" is not written in [[rules]]: {source}",
+                r.kind.as_str()
+            ),
         );
         return None;
     }
@@ -897,7 +897,7 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
             }
             RuleKind::Expression
         }
-        // Returned above: these never come from [[rules]].
+        // Refused above with their issue (`made_elsewhere`): these never come from [[rules]].
         RuleKindName::ServiceHours
         | RuleKindName::ServiceStarts
         | RuleKindName::Quota
@@ -922,6 +922,29 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         off_delay,
         targets,
     })
+}
+
+/// Where the alarms of a kind that `[[rules]]` cannot declare come from, so that such a rule is
+/// refused with a pointer instead of dropped.
+fn made_elsewhere(kind: RuleKindName) -> Option<&'static str> {
+    match kind {
+        RuleKindName::ServiceHours | RuleKindName::ServiceStarts => {
+            Some("service alarms come from [[maintenance]] (service_hours, service_starts)")
+        }
+        RuleKindName::Quota => Some("quota alarms come from [[quotas]]"),
+        RuleKindName::Demand => Some("demand alarms come from `contract_kw` on a [[meters]] entry"),
+        RuleKindName::Baseline => Some("baseline alarms come from [[baselines]]"),
+        RuleKindName::HighHigh
+        | RuleKindName::High
+        | RuleKindName::Low
+        | RuleKindName::LowLow
+        | RuleKindName::Rate
+        | RuleKindName::Stuck
+        | RuleKindName::CommLoss
+        | RuleKindName::Anomaly
+        | RuleKindName::Trend
+        | RuleKindName::Expression => None,
+    }
 }
 
 fn backticked(message: &str) -> Option<&str> {

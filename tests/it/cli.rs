@@ -34,7 +34,7 @@ fn check_prints_points_and_the_read_plan_of_a_valid_config() {
 }
 
 #[test]
-fn check_reports_every_error_with_its_key_and_exits_1() {
+fn check_reports_every_error_with_its_key_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(
@@ -45,7 +45,8 @@ fn check_reports_every_error_with_its_key_and_exits_1() {
     )
     .unwrap();
     let (code, _, err) = run(&["check", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    // EX_CONFIG, as `run` exits on the same file: the unit's RestartPreventExitStatus=78.
+    assert_eq!(code, 78);
     assert!(err.contains("devices[0].link"), "{err}");
     assert!(err.contains("devices[0].points.ua.adress"), "{err}");
     assert!(err.contains("bad.toml"), "names the file: {err}");
@@ -166,6 +167,81 @@ fn demo_shows_live_values_within_seconds() {
             "{device} polled: {out}"
         );
     }
+}
+
+/// Starts `plantwatch demo`, waits (bounded) for its first telemetry line, sends `signal`,
+/// and returns the exit code (None: still running after 15 s, then killed) and the output.
+fn demo_stopped_by(signal: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(bin())
+        .args(["demo", "--no-faults"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start plantwatch demo");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = String::new();
+    // Bounded: the demo prints a telemetry line per device per second.
+    for line in lines.by_ref().take(200) {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("telemetry/") {
+            break;
+        }
+    }
+    let sent = out.contains("telemetry/")
+        && Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut exited = false;
+    while sent && std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !exited {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        sent,
+        "no telemetry before the signal, or kill failed:\n{out}"
+    );
+    let code = exited.then(|| status.code().unwrap_or(-1));
+    for line in lines.map_while(Result::ok) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, format!("{out}\nstderr:\n{err}"))
+}
+
+#[test]
+fn demo_exits_on_sigterm() {
+    let (code, out) = demo_stopped_by("TERM");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("Stopped cleanly"), "{out}");
+}
+
+#[test]
+fn demo_exits_on_one_sigint_without_calling_it_a_second_signal() {
+    let (code, out) = demo_stopped_by("INT");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("Second signal"), "{out}");
 }
 
 #[test]
