@@ -1,5 +1,6 @@
 //! `plantwatch replay` throughput (issue budget: over 1 million rows per second on one core)
-//! with every rule kind enabled, and the detect engine's own cost per value.
+//! with every rule kind enabled, and the cost per value of the pipeline step that live and replay
+//! share.
 //!
 //! Run with `cargo bench --bench replay`; `BENCH_ROWS` (default 2 000 000) sets the input size.
 //! The input is generated in memory (`timestamp,device,point,value`, one poll per second of a
@@ -18,8 +19,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use plantwatch::config::{EnvOverrides, load_str};
-use plantwatch::detect::Engine;
 use plantwatch::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
+use plantwatch::pipeline::{Outputs, Pipeline, Taps};
 use plantwatch::replay::{ReplayOptions, replay};
 
 const CONFIG: &str = r#"
@@ -157,7 +158,7 @@ fn main() {
     .unwrap();
     let rules: usize = plan.rules.iter().map(|r| r.targets.len()).sum();
 
-    // The engine alone, on ready-made batches: the detect stage's cost per value.
+    // The pipeline step alone, on ready-made batches: what live and replay both pay per value.
     let polls = rows / POINTS.len();
     let names: Vec<Name> = POINTS.iter().map(|p| Name::new(p).unwrap()).collect();
     let device = Name::new("motor-1").unwrap();
@@ -180,22 +181,21 @@ fn main() {
             }
         })
         .collect();
-    let mut engine = Engine::new(&plan);
-    let mut events = Vec::new();
+    let mut pipeline = Pipeline::new(std::sync::Arc::new(plan.clone()), Taps::default());
+    let mut out = Outputs::default();
+    let (polls, values) = (batches.len(), batches.len() * POINTS.len());
     let started = Instant::now();
-    for b in &batches {
-        engine.evaluate(b, &mut events);
+    for b in batches {
+        let tick = b.tick;
+        pipeline.step(b, tick, &mut out);
     }
     let secs = started.elapsed().as_secs_f64();
-    let values = batches.len() * POINTS.len();
     println!(
-        "detect engine: {values} values ({} polls, {rules} alarms) in {secs:.3} s: {:.2} M values/s, {:.0} ns/value, {} events",
-        batches.len(),
+        "pipeline step (ledger, rules, energy alarms): {values} values ({polls} polls, {rules} alarms) in {secs:.3} s: {:.2} M values/s, {:.0} ns/value, {} events",
         values as f64 / secs / 1e6,
         secs * 1e9 / values as f64,
-        events.len()
+        out.events.len()
     );
-    drop(batches);
 
     // Replay end to end: CSV parse + detect + CSV write.
     let mut csv = Vec::with_capacity(rows * 40);

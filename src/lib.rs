@@ -17,6 +17,7 @@
 //! - [`encode`]: pure payload encoders (the JSON profile of DESIGN.md §4).
 //! - [`sparkplug`]: pure Sparkplug B codec and edge node session state machine (DESIGN.md §4).
 //! - [`process`]: pure stages between acquisition and sinks (the reporting policy).
+//! - [`pipeline`]: the one step (process → detect → reporting) that live, replay and benches run.
 //! - [`platform`]: pure records for the national energy-monitoring platform, from the ledger.
 //! - [`sink`]: the MQTT sink (outbox-driven delivery) and the embedded broker.
 //! - [`runtime`]: signals, systemd notify and watchdog, metrics over HTTP.
@@ -34,6 +35,7 @@ pub mod detect;
 pub mod encode;
 pub mod export;
 pub mod model;
+pub mod pipeline;
 pub mod platform;
 pub mod process;
 pub mod replay;

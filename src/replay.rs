@@ -16,11 +16,13 @@ use std::io::{Read, Write};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone};
 
+use std::sync::Arc;
+
 use crate::config::plan::Plan;
-use crate::detect::{AlarmEvent, Engine};
 use crate::encode::json_v1;
 use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
-use crate::process::ledger::{Ledger, LedgerInterval};
+use crate::pipeline::{Outputs, Pipeline, Taps};
+use crate::process::ledger::LedgerInterval;
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -68,50 +70,53 @@ pub trait LedgerSink {
     fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()>;
 }
 
-/// The stages a replayed poll goes through: detection, and the ledger when asked for.
+/// The pipeline a replayed poll goes through, and where its ledger rows go.
 struct Stages<'a> {
-    engine: Engine,
-    fired: Vec<AlarmEvent>,
-    ledger: Option<(Ledger, &'a mut dyn LedgerSink)>,
-    steps: Vec<(usize, crate::process::counter::Booked)>,
-    closed: Vec<LedgerInterval>,
+    pipeline: Pipeline,
+    out: Outputs,
+    ledger: Option<&'a mut dyn LedgerSink>,
 }
 
 impl Stages<'_> {
-    fn run(&mut self, batch: &SampleBatch) -> Result<(), ReplayError> {
-        self.fired.clear();
-        self.engine.evaluate(batch, &mut self.fired);
-        if let Some((ledger, sink)) = self.ledger.as_mut() {
-            self.steps.clear();
-            let new = self.closed.len();
-            ledger.apply(batch, &mut self.closed, &mut self.steps);
-            self.engine
-                .energy(&self.closed[new..], &self.steps, &mut self.fired);
-            // Handed over in chunks: a year of readings must not pile up in memory.
-            if self.closed.len() >= 4096 {
-                sink.intervals(std::mem::take(&mut self.closed))
-                    .map_err(|source| ReplayError::Io {
-                        what: "state".into(),
-                        source,
-                    })?;
-            }
+    /// One poll through the same step as the live daemon; its events are in `out.events`.
+    /// The batch comes back (the `every_poll` tap), so its buffers serve the next poll.
+    fn run(&mut self, batch: SampleBatch) -> Result<Option<SampleBatch>, ReplayError> {
+        self.out.events.clear();
+        self.out.polls.clear();
+        // Replay has no clock: the poll's own tick is its "now".
+        let tick = batch.tick;
+        self.pipeline.step(batch, tick, &mut self.out);
+        let back = self.out.polls.pop();
+        // Handed over in chunks: a year of readings must not pile up in memory.
+        if self.out.intervals.len() >= 4096 {
+            self.hand_over()?;
         }
-        Ok(())
+        Ok(back)
+    }
+
+    fn hand_over(&mut self) -> Result<(), ReplayError> {
+        let closed = std::mem::take(&mut self.out.intervals);
+        match self.ledger.as_mut() {
+            Some(sink) => sink.intervals(closed).map_err(|source| ReplayError::Io {
+                what: "state".into(),
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn finish(&mut self) -> Result<(), ReplayError> {
-        let Some((ledger, sink)) = self.ledger.as_mut() else {
+        if !self.out.intervals.is_empty() {
+            self.hand_over()?;
+        }
+        let Some(sink) = self.ledger.as_mut() else {
             return Ok(());
         };
-        let io = |source| ReplayError::Io {
-            what: "state".into(),
-            source,
-        };
-        if !self.closed.is_empty() {
-            sink.intervals(std::mem::take(&mut self.closed))
-                .map_err(io)?;
-        }
-        sink.states(ledger.states()).map_err(io)
+        sink.states(self.pipeline.ledger().states())
+            .map_err(|source| ReplayError::Io {
+                what: "state".into(),
+                source,
+            })
     }
 }
 
@@ -207,41 +212,46 @@ pub fn replay<R: Read, W: Write, E: Write>(
     ledger: Option<&mut dyn LedgerSink>,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
-    let engine = Engine::new(plan);
     let tz = plan.gateway.timezone;
     let mut stages = Stages {
-        engine,
-        fired: Vec::new(),
-        ledger: ledger.map(|sink| (Ledger::new(plan), sink)),
-        steps: Vec::new(),
-        closed: Vec::new(),
+        pipeline: Pipeline::new(
+            Arc::new(plan.clone()),
+            Taps {
+                every_poll: true,
+                reported: false,
+            },
+        ),
+        out: Outputs::default(),
+        ledger,
     };
     // Consumption input: running sums per point, and the interval length that dates the
     // counter's zero (one interval before a point's first row).
     let mut sums: std::collections::HashMap<(usize, usize), f64> = std::collections::HashMap::new();
     let interval_ms = i64::try_from(plan.energy.interval.as_millis()).unwrap_or(900_000);
-    let fixed = match &opts.point {
-        Some((d, p)) => {
-            let di = stages
-                .engine
-                .device_index(d)
-                .ok_or_else(|| ReplayError::Row {
-                    input: opts.input_name.clone(),
-                    line: 0,
-                    message: format!("--point: no device `{d}` in the config"),
+    let fixed =
+        match &opts.point {
+            Some((d, p)) => {
+                let di =
+                    stages
+                        .pipeline
+                        .engine()
+                        .device_index(d)
+                        .ok_or_else(|| ReplayError::Row {
+                            input: opts.input_name.clone(),
+                            line: 0,
+                            message: format!("--point: no device `{d}` in the config"),
+                        })?;
+                let pi = stages.pipeline.engine().point_index(di, p).ok_or_else(|| {
+                    ReplayError::Row {
+                        input: opts.input_name.clone(),
+                        line: 0,
+                        message: format!("--point: device `{d}` has no point `{p}`"),
+                    }
                 })?;
-            let pi = stages
-                .engine
-                .point_index(di, p)
-                .ok_or_else(|| ReplayError::Row {
-                    input: opts.input_name.clone(),
-                    line: 0,
-                    message: format!("--point: device `{d}` has no point `{p}`"),
-                })?;
-            Some((di, pi))
-        }
-        None => None,
-    };
+                Some((di, pi))
+            }
+            None => None,
+        };
     let names: Vec<(Name, Vec<Name>)> = plan
         .devices
         .iter()
@@ -355,10 +365,13 @@ pub fn replay<R: Read, W: Write, E: Write>(
                     None => {
                         let d = field(&record, 1);
                         let p = field(&record, 2);
-                        let t = stages
-                            .engine
-                            .device_index(d)
-                            .and_then(|di| stages.engine.point_index(di, p).map(|pi| (di, pi)));
+                        let t = stages.pipeline.engine().device_index(d).and_then(|di| {
+                            stages
+                                .pipeline
+                                .engine()
+                                .point_index(di, p)
+                                .map(|pi| (di, pi))
+                        });
                         lookup.insert(key.clone(), t);
                         t
                     }
@@ -406,7 +419,7 @@ pub fn replay<R: Read, W: Write, E: Write>(
                             quality: Quality::Good,
                         }],
                     };
-                    stages.run(&zero)?;
+                    stages.run(zero)?;
                 }
                 let sum = sums.entry((di, pi)).or_insert(0.0);
                 *sum += v;
@@ -489,23 +502,25 @@ fn flush_group<W: Write, E: Write>(
         let what = what.to_owned();
         move |source| ReplayError::Io { what, source }
     };
-    if let Some(batch) = group.batch.as_mut().filter(|b| !b.samples.is_empty()) {
-        stages.run(batch)?;
-        batch.samples.clear();
+    if let Some(batch) = group.batch.take_if(|b| !b.samples.is_empty()) {
+        group.batch = stages.run(batch)?.map(|mut b| {
+            b.samples.clear();
+            b
+        });
         if let Some(e) = events.as_mut() {
-            for ev in &stages.fired {
+            for ev in &stages.out.events {
                 e.write_all(&json_v1::alarm(ev)).map_err(io("events"))?;
                 e.write_all(b"\n").map_err(io("events"))?;
             }
         }
-        summary.events += stages.fired.len() as u64;
+        summary.events += stages.out.events.len() as u64;
     }
     let mut alarms: Vec<&str> = Vec::new();
     for row in &group.rows[..group.len] {
         alarms.clear();
         let score = row.target.and_then(|(di, pi)| {
-            alarms.extend(stages.engine.raised_for(di, pi));
-            stages.engine.score(di, pi)
+            alarms.extend(stages.pipeline.engine().raised_for(di, pi));
+            stages.pipeline.engine().score(di, pi)
         });
         write_row(out, &row.record, fixed, names, score, &alarms).map_err(io("output"))?;
     }

@@ -384,7 +384,26 @@ pub fn spawn_links(
     cancel: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> AcquireStats {
+    let (stats, links) = link_tasks(plan, tx, clock, cancel);
+    for (_name, task) in links {
+        tasks.spawn(task);
+    }
+    stats
+}
+
+/// One task per link of `plan` that has devices, named by its link, for the caller to spawn:
+/// each polls its devices and sends their batches to `tx` until `cancel`.
+pub fn link_tasks(
+    plan: &Plan,
+    tx: &mpsc::Sender<SampleBatch>,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> (
+    AcquireStats,
+    Vec<(String, impl Future<Output = ()> + Send + 'static)>,
+) {
     let mut stats = AcquireStats::default();
+    let mut tasks = Vec::with_capacity(plan.links.len());
     for (index, link) in plan.links.iter().enumerate() {
         let devices: Vec<_> = plan
             .devices
@@ -407,16 +426,19 @@ pub fn spawn_links(
             continue;
         }
         let span = tracing::info_span!("link", link = %link.name);
-        tasks.spawn(tracing::Instrument::instrument(
-            run_link(
-                link.clone(),
-                devices,
-                tx.clone(),
-                clock.clone(),
-                cancel.child_token(),
+        tasks.push((
+            format!("link {}", link.name),
+            tracing::Instrument::instrument(
+                run_link(
+                    link.clone(),
+                    devices,
+                    tx.clone(),
+                    clock.clone(),
+                    cancel.child_token(),
+                ),
+                span,
             ),
-            span,
         ));
     }
-    stats
+    (stats, tasks)
 }

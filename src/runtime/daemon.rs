@@ -15,25 +15,25 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{Notify as Wake, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::commands;
 use super::metrics::{AlarmGauges, InfluxStats, OutboxGauges, Sources};
 use super::signals::{Signal, Signals};
+use super::supervisor::{Restarts, Supervisor};
 use super::systemd::{self, Heartbeats, Notify};
-use crate::acquire::{AcquireStats, spawn_links};
+use crate::acquire::{AcquireStats, link_tasks};
 use crate::clock::Clock;
 use crate::config::daemon::{DEFAULT_SINK_NAME, Format};
 use crate::config::{ConfigErrors, EnvOverrides, Plan};
-use crate::detect::{AlarmEvent, AlarmStatus, Engine};
+use crate::detect::{AlarmEvent, AlarmStatus};
 use crate::encode::json_v1;
-use crate::model::{DeviceId, SampleBatch, Timestamp};
+use crate::model::{SampleBatch, Timestamp};
+use crate::pipeline::{Outputs, Pipeline, Taps};
 use crate::platform::record::local_datetime;
 use crate::platform::{Record, Recorder, RecorderState, Versions, close_due};
-use crate::process::ledger::{Ledger, LedgerInterval};
-use crate::process::report::Reporter;
+use crate::process::ledger::LedgerInterval;
 use crate::sink::influx::{InfluxHandle, InfluxSink};
 use crate::sink::mqtt::inflight::RowId;
 use crate::sink::mqtt::{
@@ -311,17 +311,15 @@ impl Draft {
     }
 }
 
-/// The core stage: detection, reporting policy, sequence numbers, and the outbox write.
+/// The core stage: the pipeline step for every poll, sequence numbers, and the outbox write.
 struct Core {
     plan: Arc<Plan>,
-    /// Each device's index in `plan.devices`: a batch finds its device without a scan, which
-    /// was a linear search per batch, devices² compares per tick.
-    device_index: HashMap<DeviceId, usize>,
     /// Gets every poll (before the reporting policy): a database is not a metered link.
     influx: Option<InfluxHandle>,
-    reporter: Reporter,
-    engine: Engine,
-    ledger: Ledger,
+    /// Process, detect and the reporting policy: the same step `replay` runs.
+    pipeline: Pipeline,
+    /// The pipeline's output for the group of polls in hand, reused from group to group.
+    out: Outputs,
     notifiers: Vec<NotifierHandle>,
     alarm_gauges: Arc<AlarmGauges>,
     seqs: HashMap<String, u64>,
@@ -355,17 +353,20 @@ impl Core {
         seq
     }
 
-    /// Runs until every link has stopped and the batches are drained.
+    /// Runs until every link has stopped and the batches are drained, or until `cancel`
+    /// (the shutdown's grace period is over).
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<SampleBatch>,
         mut downlink: mpsc::Receiver<Downlink>,
+        cancel: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
         loop {
             let input = tokio::select! {
+                () = cancel.cancelled() => CoreInput::Closed,
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
                 Some(d) = downlink.recv() => CoreInput::Downlink(d),
                 _ = tick.tick() => CoreInput::Tick,
@@ -392,22 +393,23 @@ impl Core {
     }
 
     async fn save_counters(&self) {
-        let baselines = self.engine.baseline_states();
+        let baselines = self.pipeline.engine().baseline_states();
         if !baselines.is_empty()
             && let Err(err) = self.store.save_state(BASELINE_SCOPE, baselines).await
         {
             error!(error = %err, "Cannot save the energy baselines.");
         }
-        if !self.ledger.is_empty()
+        if !self.pipeline.ledger().is_empty()
             && let Err(err) = self
                 .store
-                .save_state(LEDGER_SCOPE, self.ledger.states())
+                .save_state(LEDGER_SCOPE, self.pipeline.ledger().states())
                 .await
         {
             error!(error = %err, "Cannot save the energy counters.");
         }
         let rows: Vec<(String, String)> = self
-            .engine
+            .pipeline
+            .engine()
             .counters()
             .into_iter()
             .filter_map(|(device, c)| Some((device, serde_json::to_string(&c).ok()?)))
@@ -423,7 +425,8 @@ impl Core {
     async fn publish_health(&mut self) {
         let now = self.clock.now();
         let drafts = self
-            .engine
+            .pipeline
+            .engine()
             .health()
             .into_iter()
             .map(|h| {
@@ -445,37 +448,27 @@ impl Core {
             }
         }
         let now = self.clock.now();
-        let mut drafts = Vec::with_capacity(batches.len());
-        let mut events = Vec::new();
-        let mut intervals = Vec::new();
-        let mut steps = Vec::new();
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         for batch in batches {
-            let Some(device) = self
-                .device_index
-                .get(&batch.device)
-                .and_then(|&i| self.plan.devices.get(i))
-            else {
-                continue;
-            };
             if let Some(influx) = &self.influx {
                 influx.offer(&batch);
             }
-            self.ledger.apply(&batch, &mut intervals, &mut steps);
-            self.engine.evaluate(&batch, &mut events);
-            // Sparkplug reports by exception itself, from every poll: it gets them before the
-            // JSON reporting policy thins them out.
-            if self.sinks.iter().any(|s| s.format == Format::SparkplugB) {
-                drafts.push(Draft {
-                    stream: format!("sparkplug/{}", batch.device),
-                    key: batch.device.to_string(),
-                    body: DraftBody::Batch(batch.clone()),
-                    only: None,
-                    format: Format::SparkplugB,
-                });
-            }
-            let Some(batch) = self.reporter.filter(device, batch, now) else {
-                continue;
-            };
+            self.pipeline.step(batch, now, &mut out);
+        }
+        let mut drafts = Vec::with_capacity(out.polls.len() + out.reported.len());
+        // Sparkplug reports by exception itself, from every poll: it gets them before the
+        // JSON reporting policy thins them out.
+        for batch in out.polls.drain(..) {
+            drafts.push(Draft {
+                stream: format!("sparkplug/{}", batch.device),
+                key: batch.device.to_string(),
+                body: DraftBody::Batch(batch),
+                only: None,
+                format: Format::SparkplugB,
+            });
+        }
+        for batch in out.reported.drain(..) {
             drafts.push(Draft {
                 stream: format!("telemetry/{}", batch.device),
                 key: batch.device.to_string(),
@@ -484,9 +477,9 @@ impl Core {
                 format: Format::Json,
             });
         }
-        if !intervals.is_empty() || !steps.is_empty() {
-            self.engine.energy(&intervals, &steps, &mut events);
-        }
+        let events = std::mem::take(&mut out.events);
+        let intervals = std::mem::take(&mut out.intervals);
+        self.out = out;
         let mut recorded = false;
         if !intervals.is_empty() {
             // `book` awaits the ledger write, which the recorder's period reads must see.
@@ -510,7 +503,8 @@ impl Core {
         }
         let (saved, states) = tokio::join!(
             self.store.save_intervals(intervals.to_vec()),
-            self.store.save_state(LEDGER_SCOPE, self.ledger.states())
+            self.store
+                .save_state(LEDGER_SCOPE, self.pipeline.ledger().states())
         );
         if let Err(err) = saved.and(states) {
             error!(error = %err, intervals = intervals.len(), "Cannot save ledger intervals.");
@@ -553,7 +547,7 @@ impl Core {
                 .changes
                 .fetch_add(events.len() as u64, Ordering::Relaxed);
             let mut by_severity = [0u64; 4];
-            for a in self.engine.raised() {
+            for a in self.pipeline.engine().raised() {
                 by_severity[a.severity as usize] += 1;
             }
             for (gauge, n) in self.alarm_gauges.raised.iter().zip(by_severity) {
@@ -670,7 +664,7 @@ impl Core {
             stat_types,
         } = &req.command
         else {
-            return commands::apply(&mut self.engine, req, now.0);
+            return commands::apply(self.pipeline.engine_mut(), req, now.0);
         };
         let queued = match (&self.plan.energy_platform, self.recorder.is_some()) {
             (None, _) => Err("no [energy_platform] section in the configuration".to_owned()),
@@ -744,7 +738,7 @@ impl Core {
     async fn tick(&mut self) {
         let now = self.clock.now();
         let mut events = Vec::new();
-        self.engine.tick(now.0, &mut events);
+        self.pipeline.engine_mut().tick(now.0, &mut events);
         let commands = self.store.pending_commands().await.unwrap_or_default();
         let mut answers = Vec::with_capacity(commands.len());
         let mut drafts = Vec::new();
@@ -832,7 +826,7 @@ fn notification(e: &AlarmEvent, plan: &Plan) -> Notification {
 fn spawn_notifiers(
     plan: &Plan,
     clock: &Arc<dyn Clock>,
-    cancel: &CancellationToken,
+    tasks: &Supervisor,
 ) -> (Vec<NotifierHandle>, Vec<(String, Arc<WebhookStats>)>) {
     let mut out = Vec::new();
     let mut stats = Vec::new();
@@ -853,7 +847,14 @@ fn spawn_notifiers(
         cfg.digest_after = w.digest_after;
         let c = clock.clone();
         let counters = Arc::new(WebhookStats::default());
-        match Notifier::spawn(cfg, counters.clone(), cancel.clone(), move || c.now().0) {
+        let spawned = Notifier::spawn_on(
+            cfg,
+            counters.clone(),
+            tasks.token().clone(),
+            move || c.now().0,
+            tasks.tracker(),
+        );
+        match spawned {
             Ok(h) => {
                 out.push(h);
                 stats.push((w.name.clone(), counters));
@@ -874,22 +875,28 @@ fn log_alarm(e: &AlarmEvent) {
     }
 }
 
-/// A running acquisition + core + MQTT generation, replaced as a whole on reload.
+/// A running acquisition + core + sinks generation, replaced as a whole on reload. Each part
+/// has its own supervisor, so shutdown can stop them in order: polling first, then the core
+/// drains what was polled, then the notifiers and sinks send what was stored.
 struct Generation {
     plan: Arc<Plan>,
-    acquire_cancel: CancellationToken,
-    tasks: JoinSet<()>,
-    mqtt: Vec<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The link tasks.
+    links: Supervisor,
+    /// The core task: ends by itself once every link has stopped and its batches are stored.
+    core: Supervisor,
+    /// MQTT, Sparkplug and the HTTPS uplink: restarted with backoff when they fail.
+    sinks: Supervisor,
+    /// Webhook notifiers: end by themselves once the core (their only sender) has stopped.
+    notifiers: Supervisor,
     acquire: AcquireStats,
     mqtt_stats: Vec<(String, Arc<MqttStats>)>,
     /// The HTTPS uplink's counters, when it runs.
     platform_stats: Option<Arc<PlatformUploadStats>>,
     influx: Option<(CancellationToken, InfluxHandle, Duration)>,
     influx_stats: Option<Arc<InfluxStats>>,
-    /// Cancels the webhook notifiers once the core (their only user) has stopped.
-    notify_cancel: CancellationToken,
     alarm_gauges: Arc<AlarmGauges>,
     webhook_stats: Vec<(String, Arc<WebhookStats>)>,
+    restarts: Vec<(String, Arc<Restarts>)>,
 }
 
 /// The queue (and log name) of the energy platform's HTTPS uplink: the section it is
@@ -962,14 +969,15 @@ async fn start_generation(
     plan: Arc<Plan>,
     store: &StoreHandle,
     clock: &Arc<dyn Clock>,
-    reporter: Reporter,
     saved: &Saved,
 ) -> Generation {
     let (tx, rx) = mpsc::channel::<SampleBatch>(1024);
     let (downlink_tx, downlink_rx) = mpsc::channel::<Downlink>(DOWNLINK_QUEUE);
-    let acquire_cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let acquire = spawn_links(&plan, &tx, clock, &acquire_cancel, &mut tasks);
+    let links = Supervisor::default();
+    let (acquire, link_tasks) = link_tasks(&plan, &tx, clock, links.token());
+    for (name, task) in link_tasks {
+        links.spawn(&name, task);
+    }
     drop(tx);
     let sinks = sink_queues(&plan, store).await;
     let influx_stats = plan
@@ -996,27 +1004,24 @@ async fn start_generation(
             .ok()
             .map(|h| (influx_cancel.clone(), h, timeout))
         });
-    let mut engine = Engine::new(&plan);
+    let taps = Taps {
+        every_poll: sinks.iter().any(|s| s.format == Format::SparkplugB),
+        reported: true,
+    };
+    let mut pipeline = Pipeline::new(plan.clone(), taps);
+    let engine = pipeline.engine_mut();
     engine.restore(&saved.raised);
     engine.restore_counters(&saved.counters);
     engine.restore_baselines(&saved.baselines);
-    let mut ledger = Ledger::new(&plan);
-    ledger.restore(&saved.ledger);
-    let notify_cancel = CancellationToken::new();
-    let (notifiers, webhook_stats) = spawn_notifiers(&plan, clock, &notify_cancel);
+    pipeline.ledger_mut().restore(&saved.ledger);
+    let notifier_tasks = Supervisor::default();
+    let (notifiers, webhook_stats) = spawn_notifiers(&plan, clock, &notifier_tasks);
     let alarm_gauges = Arc::new(AlarmGauges::default());
     let core = Core {
         plan: plan.clone(),
-        device_index: plan
-            .devices
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
-            .collect(),
         influx: influx.as_ref().map(|(_, h, _)| h.clone()),
-        reporter,
-        engine,
-        ledger,
+        pipeline,
+        out: Outputs::default(),
         notifiers,
         alarm_gauges: alarm_gauges.clone(),
         seqs: HashMap::new(),
@@ -1025,9 +1030,15 @@ async fn start_generation(
         sinks: sinks.clone(),
         clock: clock.clone(),
     };
-    // Ends when every link task has dropped its sender and the channel is drained.
-    tasks.spawn(core.run(rx, downlink_rx));
-    let mut mqtt = Vec::with_capacity(plan.mqtt.len());
+    // Ends when every link task has dropped its sender and the channel is drained, or when
+    // its token is cancelled because the grace period is over.
+    let core_tasks = Supervisor::default();
+    core_tasks.spawn(
+        "core",
+        core.run(rx, downlink_rx, core_tasks.token().clone()),
+    );
+    let sink_tasks = Supervisor::default();
+    let mut restarts = Vec::new();
     let mut mqtt_stats = Vec::with_capacity(plan.mqtt.len());
     for (m, sink) in plan
         .mqtt
@@ -1035,7 +1046,6 @@ async fn start_generation(
         .filter_map(|m| Some((m, sinks.iter().find(|s| s.name == m.name.as_str())?)))
     {
         let stats = Arc::new(MqttStats::default());
-        let cancel = CancellationToken::new();
         let platform = plan
             .energy_platform
             .as_ref()
@@ -1050,49 +1060,51 @@ async fn start_generation(
             queue: sink.queue,
             platform,
         });
-        let c = cancel.clone();
-        let name = m.name.clone();
-        let handle = match &m.sparkplug {
+        let task = format!("sink {}", m.name);
+        let count = Arc::new(Restarts::default());
+        let (m, wake, clock, stats_for_task) =
+            (m.clone(), sink.wake.clone(), clock.clone(), stats.clone());
+        let name = m.name.to_string();
+        match m.sparkplug.clone() {
             Some(node) => {
-                let devices = plan.devices.iter().map(DeviceSpec::from_plan).collect();
-                let sink = SparkplugSink::new(
-                    m.clone(),
-                    node.clone(),
-                    devices,
-                    outbox,
-                    sink.wake.clone(),
-                    store.clone(),
-                    clock.clone(),
-                    stats.clone(),
-                );
-                tokio::spawn(async move {
-                    if let Err(err) = sink.run(c).await {
-                        error!(sink = %name, error = %err, "Sparkplug sink cannot start; its polls stay in the outbox.");
-                    }
-                })
+                let store = store.clone();
+                let devices: Vec<DeviceSpec> =
+                    plan.devices.iter().map(DeviceSpec::from_plan).collect();
+                sink_tasks.spawn_restarting(&task, SINK_RESTART, count.clone(), move |cancel| {
+                    SparkplugSink::new(
+                        m.clone(),
+                        node.clone(),
+                        devices.clone(),
+                        outbox.clone(),
+                        wake.clone(),
+                        store.clone(),
+                        clock.clone(),
+                        stats_for_task.clone(),
+                    )
+                    .run(cancel)
+                });
             }
             None => {
-                let mut session = Session::new(
-                    m.clone(),
-                    outbox,
-                    sink.wake.clone(),
-                    clock.clone(),
-                    stats.clone(),
-                );
                 // Commands and their replies are JSON-profile messages: an energy_platform
                 // sink's queue holds only records.
-                if m.format == Format::Json {
-                    session = session.with_downlink(downlink_tx.clone());
-                }
-                tokio::spawn(async move {
-                    if let Err(err) = session.run(c).await {
-                        error!(sink = %name, error = %err, "MQTT sink cannot start; its messages stay in the outbox.");
+                let downlink = (m.format == Format::Json).then(|| downlink_tx.clone());
+                sink_tasks.spawn_restarting(&task, SINK_RESTART, count.clone(), move |cancel| {
+                    let mut session = Session::new(
+                        m.clone(),
+                        outbox.clone(),
+                        wake.clone(),
+                        clock.clone(),
+                        stats_for_task.clone(),
+                    );
+                    if let Some(tx) = &downlink {
+                        session = session.with_downlink(tx.clone());
                     }
-                })
+                    session.run(cancel)
+                });
             }
-        };
-        mqtt.push((cancel, handle));
-        mqtt_stats.push((m.name.to_string(), stats));
+        }
+        restarts.push((task, count));
+        mqtt_stats.push((name, stats));
     }
     let mut platform_stats = None;
     if let (Some(platform), Some(sink)) = (
@@ -1105,22 +1117,40 @@ async fn start_generation(
             queue: sink.queue,
             platform: None,
         });
+        // Built once here to check its settings (a bad certificate is a config problem that
+        // no restart fixes), then again for each start.
         match PlatformQueue::new(
             platform,
-            outbox,
+            outbox.clone(),
             sink.wake.clone(),
             clock.clone(),
             stats.clone(),
         ) {
-            Ok(uploader) => {
-                let cancel = CancellationToken::new();
-                let c = cancel.clone();
-                let handle = tokio::spawn(async move {
-                    if let Err(err) = uploader.run(c).await {
-                        error!(error = %err, "Energy-platform uploader cannot start; its records stay in the outbox.");
+            Ok(_checked) => {
+                let task = HTTPS_SINK.to_owned();
+                let count = Arc::new(Restarts::default());
+                let (platform, wake, clock, stats_for_task) = (
+                    platform.clone(),
+                    sink.wake.clone(),
+                    clock.clone(),
+                    stats.clone(),
+                );
+                sink_tasks.spawn_restarting(&task, SINK_RESTART, count.clone(), move |cancel| {
+                    let uploader = PlatformQueue::new(
+                        &platform,
+                        outbox.clone(),
+                        wake.clone(),
+                        clock.clone(),
+                        stats_for_task.clone(),
+                    );
+                    async move {
+                        match uploader {
+                            Ok(u) => u.run(cancel).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        }
                     }
                 });
-                mqtt.push((cancel, handle));
+                restarts.push((task, count));
                 platform_stats = Some(stats);
             }
             Err(err) => {
@@ -1130,19 +1160,29 @@ async fn start_generation(
     }
     Generation {
         plan,
-        acquire_cancel,
-        tasks,
-        mqtt,
+        links,
+        core: core_tasks,
+        sinks: sink_tasks,
+        notifiers: notifier_tasks,
         acquire,
         mqtt_stats,
         platform_stats,
         influx,
         influx_stats,
-        notify_cancel,
         alarm_gauges,
         webhook_stats,
+        restarts,
     }
 }
+
+/// The first and the longest wait before a failed sink is started again.
+const SINK_RESTART: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// How long the webhook notifiers may take to send what they hold at shutdown.
+const NOTIFIER_DRAIN: Duration = Duration::from_secs(5);
+
+/// How long the sinks may take to stop once cancelled.
+const SINK_STOP: Duration = Duration::from_secs(3);
 
 impl Generation {
     /// What `/metrics` reads from this generation.
@@ -1155,22 +1195,27 @@ impl Generation {
             influx: self.influx_stats.clone(),
             alarms: self.alarm_gauges.clone(),
             webhooks: self.webhook_stats.clone(),
+            restarts: self.restarts.clone(),
         }
     }
 
-    /// Stops polling, lets the core store what is in flight, then gives MQTT `grace` to send.
-    async fn stop(mut self, grace: Duration) {
-        self.acquire_cancel.cancel();
-        let drained = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
+    /// Stops in order, each part bounded: polling stops; the core stores what was polled
+    /// (within `grace`, else it is cancelled: polls not yet stored are lost, what is stored is
+    /// safe); InfluxDB flushes; the notifiers send what they hold; the sinks stop.
+    async fn stop(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let left = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(100))
+        };
+        self.links.stop("acquisition", left()).await;
+        if !self.core.drain(left()).await {
             warn!(
                 grace_ms = grace.as_millis(),
-                "Grace period over; stopping with work in flight (it is in the outbox)."
+                "Grace period over; stopping with work in flight (what is stored is in the outbox)."
             );
-            self.tasks.abort_all();
+            self.core.stop("core", Duration::from_secs(1)).await;
         }
         if let Some((cancel, handle, timeout)) = self.influx {
             // The core has drained: flush what the InfluxDB queue holds, bounded.
@@ -1179,19 +1224,14 @@ impl Generation {
             cancel.cancel();
             let _flushed = tokio::time::timeout(timeout + Duration::from_secs(1), stopped).await;
         }
-        // The core has stopped and dropped its notifier handles, so the notifiers are
-        // sending what they hold; give them a moment, then stop them.
-        let notify_cancel = self.notify_cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            notify_cancel.cancel();
-        });
-        for (cancel, _) in &self.mqtt {
-            cancel.cancel();
+        // The core has stopped and dropped the notifiers' handles: they end by themselves
+        // once they have sent what they hold.
+        if !self.notifiers.drain(NOTIFIER_DRAIN.min(left())).await {
+            self.notifiers
+                .stop("webhooks", Duration::from_secs(1))
+                .await;
         }
-        for (_, handle) in self.mqtt {
-            let _finished = tokio::time::timeout(Duration::from_secs(3), handle).await;
-        }
+        self.sinks.stop("sinks", SINK_STOP).await;
     }
 }
 
@@ -1270,9 +1310,9 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
             "Restored raised alarms from the state file."
         );
     }
-    let mut generation =
-        start_generation(plan.clone(), &store, &clock, Reporter::default(), &saved).await;
-    let metrics_cancel = CancellationToken::new();
+    let mut generation = start_generation(plan.clone(), &store, &clock, &saved).await;
+    // Tasks that live as long as the process: the metrics server.
+    let process_tasks = Supervisor::default();
     let mut sources = generation.sources(&gauges);
     let (sources_tx, sources_rx) = tokio::sync::watch::channel(sources.clone());
     if let Some(addr) = opts.metrics_addr {
@@ -1283,12 +1323,15 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                 error,
             })?;
         info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Serving /metrics.");
-        tokio::spawn(super::http::serve(
-            listener,
-            sources_rx,
-            clock.clone(),
-            metrics_cancel.clone(),
-        ));
+        process_tasks.spawn(
+            "metrics",
+            super::http::serve(
+                listener,
+                sources_rx,
+                clock.clone(),
+                process_tasks.token().clone(),
+            ),
+        );
     }
     info!(devices = plan.devices.len(), links = plan.links.len(), store = %plan.store.path.display(), "plantwatch running.");
     systemd::notify(&[
@@ -1322,7 +1365,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             // Stop first, so the new core starts from every alarm the old one saved.
                             generation.stop(opts.shutdown_grace).await;
                             let saved = load_saved(&store).await;
-                            generation = start_generation(next.clone(), &store, &clock, Reporter::default(), &saved).await;
+                            generation = start_generation(next.clone(), &store, &clock, &saved).await;
                             sources = generation.sources(&gauges);
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");
@@ -1386,6 +1429,6 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
     if second_signal {
         warn!("Second signal; exiting now. Everything stored is safe in the outbox.");
     }
-    metrics_cancel.cancel();
+    process_tasks.stop("metrics", Duration::from_secs(1)).await;
     Ok(())
 }

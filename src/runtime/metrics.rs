@@ -62,6 +62,8 @@ pub struct Sources {
     pub alarms: Arc<AlarmGauges>,
     /// Webhook counters, by webhook name.
     pub webhooks: Vec<(String, Arc<crate::sink::webhook::WebhookStats>)>,
+    /// Restarts of the supervised tasks, by task name.
+    pub restarts: Vec<(String, Arc<super::supervisor::Restarts>)>,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -366,6 +368,22 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
                     load(v)
                 );
             }
+        }
+    }
+    if !s.restarts.is_empty() {
+        header(
+            &mut out,
+            "plantwatch_task_restarts_total",
+            "counter",
+            "Times a supervised task (a sink) failed or panicked and was started again.",
+        );
+        for (name, r) in &s.restarts {
+            let _w = writeln!(
+                out,
+                "plantwatch_task_restarts_total{{task=\"{}\"}} {}",
+                escape(name),
+                load(&r.total)
+            );
         }
     }
     out

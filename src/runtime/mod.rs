@@ -14,4 +14,5 @@ pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod signals;
+pub mod supervisor;
 pub mod systemd;

@@ -1,7 +1,7 @@
 //! Sinks: the I/O shell for outputs. Each sink is its own task; a slow sink never slows
 //! polling or another sink (DESIGN.md §1).
 
-mod backoff;
+pub(crate) mod backoff;
 pub mod influx;
 pub mod mqtt;
 pub mod platform_http;

@@ -89,6 +89,7 @@ use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
 
@@ -681,6 +682,18 @@ impl Notifier {
         cancel: CancellationToken,
         clock: impl Fn() -> i64 + Send + 'static,
     ) -> Result<NotifierHandle, WebhookError> {
+        Self::spawn_on(cfg, stats, cancel, clock, &TaskTracker::new())
+    }
+
+    /// Like [`Notifier::spawn`], with the task tracked by `tracker`, so a shutdown can wait
+    /// for it to deliver what it holds.
+    pub fn spawn_on(
+        cfg: WebhookConfig,
+        stats: Arc<WebhookStats>,
+        cancel: CancellationToken,
+        clock: impl Fn() -> i64 + Send + 'static,
+        tracker: &TaskTracker,
+    ) -> Result<NotifierHandle, WebhookError> {
         let invalid = |reason: &str| WebhookError::InvalidConfig {
             name: cfg.name.clone(),
             reason: reason.to_owned(),
@@ -749,7 +762,7 @@ impl Notifier {
             cancel,
             rx,
         };
-        let task = runtime.spawn(worker.run());
+        let task = tracker.spawn_on(worker.run(), &runtime);
         Ok(NotifierHandle {
             name,
             min_severity: cfg.min_severity,

@@ -10,6 +10,7 @@
 
 mod acquire;
 mod alarms;
+mod architecture;
 mod cli;
 mod config;
 mod daemon;
@@ -19,6 +20,7 @@ mod export;
 mod harness;
 mod influx;
 mod mqtt;
+mod pipeline;
 mod platform;
 mod profiles;
 mod replay;

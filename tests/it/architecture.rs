@@ -1,0 +1,154 @@
+//! The layering, checked: the pure stages (`detect`, `process`, `decode`, `encode`, `platform`,
+//! `sparkplug`, and the `pipeline` step that drives them) import neither the I/O shell
+//! (`store`, `sink`, `runtime`) nor the config loader, and do no I/O of their own. A stage owns
+//! the types of its own spec; `config` assembles them.
+//!
+//! The known imports that still break this are listed in `KNOWN`, each to be removed as its
+//! stage takes over its types. The test fails on a new one, and on an entry that no longer
+//! occurs, so the list only shrinks.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::harness::repo;
+
+/// The pure stages, as paths below `src/`.
+const PURE: [&str; 7] = [
+    "detect",
+    "process",
+    "decode",
+    "encode",
+    "platform",
+    "sparkplug",
+    "pipeline.rs",
+];
+
+/// What a pure stage must not name: the shell's modules and the I/O crates.
+const FORBIDDEN: [&str; 10] = [
+    "crate::config",
+    "crate::store",
+    "crate::sink",
+    "crate::runtime",
+    "tokio::net",
+    "tokio::fs",
+    "tokio::task",
+    "rusqlite",
+    "rumqttc",
+    "reqwest",
+];
+
+/// `(file below src/, forbidden path)` pairs that exist today: the stages still take their
+/// settings from `config`'s types, and the platform reads the ledger itself.
+const KNOWN: [(&str, &str); 13] = [
+    ("detect/health.rs", "crate::config"),
+    ("detect/mod.rs", "crate::config"),
+    ("pipeline.rs", "crate::config"),
+    ("platform/build.rs", "crate::config"),
+    ("platform/live.rs", "crate::config"),
+    ("platform/outbox.rs", "crate::store"),
+    ("platform/source.rs", "crate::config"),
+    ("platform/source.rs", "crate::store"),
+    ("platform/source.rs", "rusqlite"),
+    ("platform/source.rs", "tokio::task"),
+    ("process/ledger.rs", "crate::config"),
+    ("process/report.rs", "crate::config"),
+    ("sparkplug/node.rs", "crate::config"),
+];
+
+/// The code of a file without its `#[cfg(test)]` module and comments: tests may build a
+/// config to get their input.
+fn production_code(text: &str) -> String {
+    let code = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    code.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every `.rs` file at or below `path`.
+fn rust_files(path: &Path, out: &mut Vec<std::path::PathBuf>) {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return;
+    }
+    for entry in std::fs::read_dir(path).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Whether `code` names `forbidden`, written out or through a grouped `use crate::{…}`.
+fn names(code: &str, forbidden: &str) -> bool {
+    if code.contains(forbidden) {
+        return true;
+    }
+    let Some(module) = forbidden.strip_prefix("crate::") else {
+        return false;
+    };
+    code.match_indices("use crate::{").any(|(i, _)| {
+        let group = &code[i..];
+        let group = &group[..group.find("};").unwrap_or(group.len())];
+        group
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|w| w == module)
+    })
+}
+
+#[test]
+fn pure_stages_import_no_config_store_sink_runtime_or_io() {
+    let src = repo().join("src");
+    let mut found = BTreeSet::new();
+    for stage in PURE {
+        let mut files = Vec::new();
+        rust_files(&src.join(stage), &mut files);
+        assert!(!files.is_empty(), "no files for {stage}");
+        for file in files {
+            let code = production_code(&std::fs::read_to_string(&file).unwrap());
+            let rel = file
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            for forbidden in FORBIDDEN {
+                if names(&code, forbidden) {
+                    found.insert((rel.clone(), forbidden.to_owned()));
+                }
+            }
+        }
+    }
+    let known: BTreeSet<(String, String)> = KNOWN
+        .iter()
+        .map(|(f, m)| ((*f).to_owned(), (*m).to_owned()))
+        .collect();
+    let new: Vec<_> = found.difference(&known).collect();
+    let gone: Vec<_> = known.difference(&found).collect();
+    assert!(
+        new.is_empty(),
+        "a pure stage imports the shell or does I/O: {new:?}; take the type into the stage \
+         (config assembles it) or move the I/O to store/ or runtime/"
+    );
+    assert!(
+        gone.is_empty(),
+        "fixed, well done: remove {gone:?} from KNOWN in tests/it/architecture.rs"
+    );
+}
+
+#[test]
+fn the_scanner_sees_grouped_imports_and_ignores_tests_and_comments() {
+    assert!(names(
+        "use crate::{config::plan::Plan, model::Name};",
+        "crate::config"
+    ));
+    assert!(!names("use crate::{model::Name};", "crate::config"));
+    let code = production_code(
+        "// crate::store in a comment\nfn f() {}\n#[cfg(test)]\nmod tests {\n    use crate::store;\n}\n",
+    );
+    assert!(!names(&code, "crate::store"), "{code}");
+}
