@@ -2,10 +2,14 @@
 //! benches all call, so a recording replayed offline raises exactly the alarms and books
 //! exactly the ledger rows that the daemon did live.
 //!
-//! Order per poll, the same everywhere: the energy ledger takes the counters; the rules
-//! evaluate the poll; the energy alarms (quotas, demand, baselines) see what this poll
-//! booked; the reporting policy decides what the JSON telemetry carries. Pure: no I/O, no
-//! clock (`now` is passed in).
+//! Order per poll, the same everywhere: time advances to the poll's time (a comm-loss alarm
+//! whose duration ran out is raised at its exact instant, before the poll is looked at); the
+//! energy ledger takes the counters; the rules evaluate the poll; the energy alarms (quotas,
+//! demand, baselines) see what this poll booked; the reporting policy decides what the JSON
+//! telemetry carries. Live, the daemon also advances time every second, so a device that
+//! sends nothing is noticed; replay learns of the same instant at the next poll, and the
+//! events come out the same and in the same order. Pure: no I/O, no clock (`now` is passed
+//! in).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +64,8 @@ pub struct Pipeline {
     taps: Taps,
     /// What the ledger booked for the poll in hand (reused, so a step allocates nothing).
     booked: Vec<(usize, Booked)>,
+    /// The newest time the stages were advanced to (ms): timers fire once, in time order.
+    advanced_to: i64,
 }
 
 impl Pipeline {
@@ -78,6 +84,17 @@ impl Pipeline {
             plan,
             taps,
             booked: Vec::new(),
+            advanced_to: i64::MIN,
+        }
+    }
+
+    /// Lets time alone act at `now` (ms): comm-loss alarms of devices that sent nothing, shelves
+    /// that expired. Times older than one already seen do nothing, so a recording sorted by
+    /// device rather than by time does not fire one device's timers at another's time.
+    pub fn advance(&mut self, now: i64, events: &mut Vec<AlarmEvent>) {
+        if now > self.advanced_to {
+            self.advanced_to = now;
+            self.engine.tick(now, events);
         }
     }
 
@@ -112,6 +129,14 @@ impl Pipeline {
         let Some(&device) = self.device_index.get(&batch.device) else {
             return;
         };
+        // The time its telemetry message carries: the poll's last response.
+        let at = batch
+            .samples
+            .iter()
+            .map(|s| s.ts.0)
+            .max()
+            .unwrap_or(batch.tick.0);
+        self.advance(at, &mut out.events);
         let first = out.intervals.len();
         self.booked.clear();
         self.ledger

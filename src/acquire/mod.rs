@@ -404,41 +404,55 @@ pub fn link_tasks(
 ) {
     let mut stats = AcquireStats::default();
     let mut tasks = Vec::with_capacity(plan.links.len());
-    for (index, link) in plan.links.iter().enumerate() {
-        let devices: Vec<_> = plan
-            .devices
-            .iter()
-            .filter(|d| d.link == index)
-            .map(|d| {
-                let s = Arc::new(DeviceStats::default());
-                stats.devices.push((d.name.to_string(), s.clone()));
-                // Every device starts on the same instant of the period, not spread over it:
-                // each distinct poll instant wakes the runtime and makes its own outbox
-                // commit (an fsync), and 200 of them a second cost more CPU than the polls
-                // (cargo bench --bench e2e, 200 devices: 16.4 µs per value spread evenly,
-                // 7.4 µs in 4 slots, 5.2 µs together). Devices on one link still take turns,
-                // and 2000 devices at 1 s start together without a missed tick
-                // (cargo bench --bench poll).
-                (d.clone(), Duration::ZERO, s)
-            })
-            .collect();
-        if devices.is_empty() {
-            continue;
+    for index in 0..plan.links.len() {
+        if let Some((link_stats, task)) = link_task(plan, index, tx, clock, cancel) {
+            stats.devices.extend(link_stats.devices);
+            tasks.push((format!("link {}", plan.links[index].name), task));
         }
-        let span = tracing::info_span!("link", link = %link.name);
-        tasks.push((
-            format!("link {}", link.name),
-            tracing::Instrument::instrument(
-                run_link(
-                    link.clone(),
-                    devices,
-                    tx.clone(),
-                    clock.clone(),
-                    cancel.child_token(),
-                ),
-                span,
-            ),
-        ));
     }
     (stats, tasks)
+}
+
+/// The task of link `index` of `plan`: it polls the link's devices and sends their batches to
+/// `tx` until `cancel`. `None` when the link has no devices.
+pub fn link_task(
+    plan: &Plan,
+    index: usize,
+    tx: &mpsc::Sender<SampleBatch>,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
+    let link = plan.links.get(index)?;
+    let mut stats = AcquireStats::default();
+    let devices: Vec<_> = plan
+        .devices
+        .iter()
+        .filter(|d| d.link == index)
+        .map(|d| {
+            let s = Arc::new(DeviceStats::default());
+            stats.devices.push((d.name.to_string(), s.clone()));
+            // Every device starts on the same instant of the period, not spread over it:
+            // each distinct poll instant wakes the runtime and makes its own outbox commit (an
+            // fsync), and 200 of them a second cost more CPU than the polls (cargo bench
+            // --bench e2e, 200 devices: 16.4 µs per value spread evenly, 7.4 µs in 4 slots,
+            // 5.2 µs together). Devices on one link still take turns, and 2000 devices at 1 s
+            // start together without a missed tick (cargo bench --bench poll).
+            (d.clone(), Duration::ZERO, s)
+        })
+        .collect();
+    if devices.is_empty() {
+        return None;
+    }
+    let span = tracing::info_span!("link", link = %link.name);
+    let task = tracing::Instrument::instrument(
+        run_link(
+            link.clone(),
+            devices,
+            tx.clone(),
+            clock.clone(),
+            cancel.child_token(),
+        ),
+        span,
+    );
+    Some((stats, task))
 }

@@ -12,7 +12,7 @@ use serde_json::{Value as Json, json};
 
 use crate::clock::{Clock, SystemClock};
 use crate::detect::AlarmEvent;
-use crate::runtime::daemon::QueuedCommand;
+use crate::runtime::core_task::QueuedCommand;
 use crate::store::alarms::offline;
 
 /// Arguments of `alarms`.

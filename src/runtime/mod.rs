@@ -6,13 +6,22 @@
 //!
 //! - [`metrics`] and [`http`]: Prometheus text on a loopback port, rendered from the stages'
 //!   own counters at scrape time.
+//! - [`daemon`]: `plantwatch run`'s lifecycle: start, SIGHUP reload, SIGTERM drain, watchdog.
+//! - `topology`: which tasks run for a plan and how they are wired, started and stopped.
+//! - [`supervisor`]: the one place tasks are spawned, with restart policy and bounded stops.
+//! - [`core_task`]: the core task: pipeline step, seqs, outbox writes, operator commands.
+//! - [`outbox`]: the state file's outbox queues as the sinks read and render them.
+//! - [`commands`]: the downlink commands (`ack`, `shelve`, `list`, …), parsed and applied.
 //!
 //! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
 
 pub mod commands;
+pub mod core_task;
 pub mod daemon;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod signals;
 pub mod supervisor;
 pub mod systemd;
+mod topology;

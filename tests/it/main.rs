@@ -23,6 +23,7 @@ mod mqtt;
 mod pipeline;
 mod platform;
 mod profiles;
+mod reload;
 mod replay;
 mod sparkplug;
 mod sparkplug_live;

@@ -55,14 +55,50 @@ impl LedgerSink for Booked {
 
 /// The stored outbox, in the order the core wrote it: (stream, payload).
 fn outbox(state: &Path) -> Vec<(String, Vec<u8>)> {
-    let db = rusqlite::Connection::open(state).unwrap();
-    let mut q = db
-        .prepare("SELECT stream, payload FROM outbox ORDER BY id")
-        .unwrap();
-    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    outbox_rows(state).unwrap()
+}
+
+fn outbox_rows(state: &Path) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+    let db =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut q = db.prepare("SELECT stream, payload FROM outbox ORDER BY id")?;
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+}
+
+/// Waits (bounded: 30 s) until the state file's outbox holds `count` rows for which `wanted`
+/// holds, given the row's stream and its wire message as JSON (null for a telemetry batch).
+async fn wait_for(
+    state: &Path,
+    count: usize,
+    wanted: impl Fn(&str, &serde_json::Value) -> bool,
+) -> bool {
+    for _ in 0..300 {
+        // The daemon creates the file and its tables: until then there is nothing to read.
+        let rows = if state.exists() {
+            outbox_rows(state).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let found = rows
+            .iter()
+            .filter(|(stream, payload)| {
+                let body = record::decode_wire(payload)
+                    .and_then(|(b, _)| serde_json::from_slice(b).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                wanted(stream, &body)
+            })
+            .count();
+        if found >= count {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Whether `body` is an alarm change of `rule` to `state`.
+fn alarm(body: &serde_json::Value, rule: &str, state: &str) -> bool {
+    body["rule"] == rule && body["state"] == state
 }
 
 /// A stored wire message's bytes (alarms, energy), without its retain flag.
@@ -100,15 +136,22 @@ async fn replaying_the_live_recording_gives_the_same_alarms_and_ledger() {
         Arc::new(SystemClock) as Arc<dyn Clock>,
     ));
     // A spike, then a cable pulled and put back: limit, rate, expression and comm-loss alarms
-    // raise and clear while the meter's counter closes ledger intervals every 2 s.
+    // raise and clear while the meter's counter closes ledger intervals every 2 s. Each step
+    // waits (bounded) until the daemon has stored what it should show.
     let pump = sim.device("pump-1").unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let polled = wait_for(&state, 5, |stream, _| stream == "telemetry/pump-1").await;
+    assert!(polled, "pump-1 is polled");
     pump.inject(Fault::Spike(3));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let raised = wait_for(&state, 1, |_, b| alarm(b, "motor-overheat", "active")).await;
+    assert!(raised, "the spike raises motor-overheat");
     pump.inject(Fault::NoAnswer);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let offline = wait_for(&state, 1, |_, b| alarm(b, "offline", "active")).await;
+    assert!(offline, "the pulled cable raises offline");
     pump.clear_faults();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let back = wait_for(&state, 1, |_, b| alarm(b, "offline", "cleared")).await;
+    assert!(back, "the cable put back clears offline");
+    let booked = wait_for(&state, 3, |stream, _| stream.starts_with("energy/")).await;
+    assert!(booked, "three ledger intervals closed");
     stop.cancel();
     within(Duration::from_secs(20), "the daemon stops", daemon)
         .await

@@ -596,7 +596,7 @@ async fn plantwatch_upload_sends_a_days_records_and_a_resend_carries_the_same_ke
 // ---- The continuous uploader: a real store's outbox drained through the uplink. ----
 
 use plantwatch::platform::outbox_message;
-use plantwatch::runtime::daemon::StoreOutbox;
+use plantwatch::runtime::outbox::StoreOutbox;
 use plantwatch::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
 use plantwatch::store::{OutboxLimits, Store, StoreHandle};
 use tokio::sync::Notify;

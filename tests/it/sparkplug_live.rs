@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use plantwatch::clock::SystemClock;
 use plantwatch::config::daemon::{Mqtt, Protocol};
 use plantwatch::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
-use plantwatch::runtime::daemon::StoreOutbox;
+use plantwatch::runtime::outbox::StoreOutbox;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use plantwatch::sink::mqtt::{MqttError, MqttStats};
 use plantwatch::sink::sparkplug::{STATE_SCOPE, SparkplugSink};

@@ -1,0 +1,687 @@
+//! The core task: every poll through the pipeline step, alarm changes and ledger intervals to
+//! the outbox with a seq per sink queue, operator commands, and the state a restart resumes
+//! from. One task; it owns the pipeline's state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Notify as Wake, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::commands;
+use super::metrics::AlarmGauges;
+use crate::clock::Clock;
+use crate::config::Plan;
+use crate::config::daemon::Format;
+use crate::detect::{AlarmEvent, AlarmStatus};
+use crate::encode::json_v1;
+use crate::model::{SampleBatch, Timestamp};
+use crate::pipeline::{Outputs, Pipeline};
+use crate::platform::{Record, Recorder, close_due};
+use crate::process::ledger::LedgerInterval;
+use crate::sink::influx::InfluxHandle;
+use crate::sink::mqtt::Downlink;
+use crate::sink::webhook::{Notification, NotifierHandle};
+use crate::store::{AlarmRow, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record};
+
+/// The receiving ends of the core's inputs, handed from one core to the next on a reload.
+pub(super) struct Receivers {
+    /// Polls from the links.
+    pub(super) batches: mpsc::Receiver<SampleBatch>,
+    /// Commands from the MQTT sessions.
+    pub(super) downlink: mpsc::Receiver<Downlink>,
+}
+
+/// A sink's outbox queue as the core fills it.
+#[derive(Debug, Clone)]
+pub(super) struct SinkQueue {
+    /// The sink's name (`mqtt.name`).
+    pub(super) name: String,
+    /// Its queue in the store.
+    pub(super) queue: QueueId,
+    /// What it publishes.
+    pub(super) format: Format,
+    /// Woken when rows are added to the queue.
+    pub(super) wake: Arc<Wake>,
+}
+
+impl SinkQueue {
+    /// The seq key of `key` in this queue: the default queue keeps the bare keys it always
+    /// had; every other queue counts its own.
+    fn seq_key(&self, key: &str) -> String {
+        if self.queue == DEFAULT_QUEUE {
+            key.to_owned()
+        } else {
+            format!("{}:{key}", self.name)
+        }
+    }
+}
+
+/// A JSON-profile message before it is copied into each JSON sink's queue with that queue's
+/// seq.
+struct Draft {
+    /// Topic below the prefix.
+    stream: String,
+    /// Sequence key.
+    key: String,
+    /// What is stored.
+    body: DraftBody,
+    /// Only for the sink that received the command it answers; `None` for every sink of
+    /// `format`.
+    only: Option<String>,
+    /// The sinks it is for: JSON-profile messages, or energy-platform records.
+    format: Format,
+}
+
+/// The stored form of a [`Draft`].
+enum DraftBody {
+    /// A poll, encoded with its seq per queue.
+    Batch(SampleBatch),
+    /// Wire bytes, already in `record::encode_wire` form.
+    Wire(Vec<u8>),
+}
+
+impl Draft {
+    fn wire(stream: String, key: String, payload: &[u8], retain: bool) -> Self {
+        Self {
+            stream,
+            key,
+            body: DraftBody::Wire(record::encode_wire(payload, retain)),
+            only: None,
+            format: Format::Json,
+        }
+    }
+
+    /// An energy-platform record for every `energy_platform` sink and the HTTPS uplink.
+    fn platform(r: &Record) -> Self {
+        let key = crate::platform::outbox::stream(&r.key.data_code);
+        Self {
+            stream: key.clone(),
+            key,
+            body: DraftBody::Wire(crate::platform::outbox::payload(r)),
+            only: None,
+            format: Format::EnergyPlatform,
+        }
+    }
+}
+
+/// The core stage: the pipeline step for every poll, sequence numbers, and the outbox write.
+pub(super) struct Core {
+    pub(super) plan: Arc<Plan>,
+    /// Gets every poll (before the reporting policy): a database is not a metered link.
+    pub(super) influx: Option<InfluxHandle>,
+    /// Process, detect and the reporting policy: the same step `replay` runs.
+    pub(super) pipeline: Pipeline,
+    /// The pipeline's output for the group of polls in hand, reused from group to group.
+    pub(super) out: Outputs,
+    pub(super) notifiers: Vec<Arc<NotifierHandle>>,
+    pub(super) alarm_gauges: Arc<AlarmGauges>,
+    pub(super) seqs: HashMap<String, u64>,
+    pub(super) store: StoreHandle,
+    /// Every sink's queue; when no sink is configured, the default queue alone, so that a
+    /// commissioning gateway still keeps what it would send.
+    pub(super) sinks: Vec<SinkQueue>,
+    /// Energy-platform records from the ledger, when a sink takes them.
+    pub(super) recorder: Option<Recorder>,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+/// What ends a core's input wait.
+enum CoreInput {
+    Batch(SampleBatch),
+    Downlink(Downlink),
+    Tick,
+    Closed,
+}
+
+impl Core {
+    async fn seq(&mut self, key: &str) -> u64 {
+        if let Some(next) = self.seqs.get_mut(key) {
+            let seq = *next;
+            *next += 1;
+            return seq;
+        }
+        // First message of this key in this process: continue where the last run stopped.
+        let seq = self.store.next_seq(key).await.unwrap_or(0);
+        self.seqs.insert(key.to_owned(), seq + 1);
+        seq
+    }
+
+    /// Runs until every link has stopped and the batches are drained, or until `cancel`
+    /// (the shutdown's grace period is over).
+    /// Hands the receivers back, with what it has not taken, for the next core (a reload).
+    pub(super) async fn run(
+        mut self,
+        receivers: Receivers,
+        cancel: CancellationToken,
+    ) -> Receivers {
+        let Receivers {
+            batches: mut rx,
+            mut downlink,
+        } = receivers;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
+        loop {
+            let input = tokio::select! {
+                () = cancel.cancelled() => CoreInput::Closed,
+                b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
+                Some(d) = downlink.recv() => CoreInput::Downlink(d),
+                _ = tick.tick() => CoreInput::Tick,
+            };
+            match input {
+                CoreInput::Batch(first) => self.batches(first, &mut rx).await,
+                CoreInput::Downlink(d) => self.downlink(&d).await,
+                CoreInput::Tick => {
+                    ticks += 1;
+                    self.tick().await;
+                    let health_s = self.plan.health.interval.as_secs();
+                    if health_s > 0 && ticks % health_s == 0 {
+                        self.publish_health().await;
+                    }
+                    // A crash loses at most a minute of running time.
+                    if ticks % 60 == 0 {
+                        self.save_counters().await;
+                    }
+                }
+                CoreInput::Closed => break,
+            }
+        }
+        self.save_counters().await;
+        Receivers {
+            batches: rx,
+            downlink,
+        }
+    }
+
+    async fn save_counters(&self) {
+        let baselines = self.pipeline.engine().baseline_states();
+        if !baselines.is_empty()
+            && let Err(err) = self.store.save_state(BASELINE_SCOPE, baselines).await
+        {
+            error!(error = %err, "Cannot save the energy baselines.");
+        }
+        if !self.pipeline.ledger().is_empty()
+            && let Err(err) = self
+                .store
+                .save_state(LEDGER_SCOPE, self.pipeline.ledger().states())
+                .await
+        {
+            error!(error = %err, "Cannot save the energy counters.");
+        }
+        let rows: Vec<(String, String)> = self
+            .pipeline
+            .engine()
+            .counters()
+            .into_iter()
+            .filter_map(|(device, c)| Some((device, serde_json::to_string(&c).ok()?)))
+            .collect();
+        if !rows.is_empty()
+            && let Err(err) = self.store.save_state(COUNTERS_SCOPE, rows).await
+        {
+            error!(error = %err, "Cannot save maintenance counters.");
+        }
+    }
+
+    /// `{prefix}/health/{device}` for every device, retained.
+    async fn publish_health(&mut self) {
+        let now = self.clock.now();
+        let drafts = self
+            .pipeline
+            .engine()
+            .health()
+            .into_iter()
+            .map(|h| {
+                let key = format!("health/{}", h.device);
+                Draft::wire(key.clone(), key, &json_v1::health(&h, now), true)
+            })
+            .collect();
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// Detects on and stores every batch waiting in `rx`, in one group commit.
+    async fn batches(&mut self, first: SampleBatch, rx: &mut mpsc::Receiver<SampleBatch>) {
+        let mut batches = vec![first];
+        // Drain what queued up while the last commit was running: one commit for all of it.
+        while batches.len() < 4096 {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let now = self.clock.now();
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        for batch in batches {
+            if let Some(influx) = &self.influx {
+                influx.offer(&batch);
+            }
+            self.pipeline.step(batch, now, &mut out);
+        }
+        let mut drafts = Vec::with_capacity(out.polls.len() + out.reported.len());
+        // Sparkplug reports by exception itself, from every poll: it gets them before the
+        // JSON reporting policy thins them out.
+        for batch in out.polls.drain(..) {
+            drafts.push(Draft {
+                stream: format!("sparkplug/{}", batch.device),
+                key: batch.device.to_string(),
+                body: DraftBody::Batch(batch),
+                only: None,
+                format: Format::SparkplugB,
+            });
+        }
+        for batch in out.reported.drain(..) {
+            drafts.push(Draft {
+                stream: format!("telemetry/{}", batch.device),
+                key: batch.device.to_string(),
+                body: DraftBody::Batch(batch),
+                only: None,
+                format: Format::Json,
+            });
+        }
+        let events = std::mem::take(&mut out.events);
+        let intervals = std::mem::take(&mut out.intervals);
+        self.out = out;
+        let mut recorded = false;
+        if !intervals.is_empty() {
+            // `book` awaits the ledger write, which the recorder's period reads must see.
+            self.book(&intervals, &mut drafts).await;
+            if let Some(recorder) = &mut self.recorder {
+                drafts.extend(recorder.record(&intervals).iter().map(Draft::platform));
+                recorded = true;
+            }
+        }
+        if self.store_all(drafts, &events, now).await && recorded {
+            self.save_recorder().await;
+        }
+    }
+
+    /// Closed ledger intervals: the energy topic through the outbox, the ledger table, and the
+    /// counter states that produced them (so a restart continues from here).
+    async fn book(&mut self, intervals: &[LedgerInterval], drafts: &mut Vec<Draft>) {
+        for iv in intervals {
+            let key = format!("energy/{}", iv.meter);
+            drafts.push(Draft::wire(key.clone(), key, &json_v1::energy(iv), false));
+        }
+        let (saved, states) = tokio::join!(
+            self.store.save_intervals(intervals.to_vec()),
+            self.store
+                .save_state(LEDGER_SCOPE, self.pipeline.ledger().states())
+        );
+        if let Err(err) = saved.and(states) {
+            error!(error = %err, intervals = intervals.len(), "Cannot save ledger intervals.");
+        }
+    }
+
+    /// Outbox messages (and alarm rows) for alarm changes, then one store round for all.
+    /// Returns whether everything was stored (the recorder's mark may move past it).
+    async fn store_all(
+        &mut self,
+        mut drafts: Vec<Draft>,
+        events: &[AlarmEvent],
+        now: Timestamp,
+    ) -> bool {
+        let mut rows = Vec::with_capacity(events.len());
+        for e in events {
+            let stream = format!("alarm/{}/{}", e.device, e.alarm);
+            let key = format!("alarm/{}", e.device);
+            let body = json_v1::alarm(e);
+            let cleared = e.state == AlarmStatus::Cleared;
+            drafts.push(Draft::wire(stream.clone(), key.clone(), &body, !cleared));
+            if cleared {
+                // The retained state goes away: an empty retained message (DESIGN.md §4).
+                drafts.push(Draft::wire(stream, key, b"", true));
+            }
+            rows.push(AlarmRow {
+                device: e.device.clone(),
+                alarm: e.alarm.clone(),
+                body: (!cleared).then(|| serde_json::to_string(e).unwrap_or_default()),
+            });
+            log_alarm(e);
+            if matches!(e.state, AlarmStatus::Active | AlarmStatus::Cleared) {
+                for n in &self.notifiers {
+                    n.offer(notification(e, &self.plan));
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.alarm_gauges
+                .changes
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let mut by_severity = [0u64; 4];
+            for a in self.pipeline.engine().raised() {
+                by_severity[a.severity as usize] += 1;
+            }
+            for (gauge, n) in self.alarm_gauges.raised.iter().zip(by_severity) {
+                gauge.store(n, Ordering::Relaxed);
+            }
+        }
+        let messages = self.fan_out(drafts, now).await;
+        if messages.is_empty() {
+            return true;
+        }
+        let n = messages.len();
+        // Outbox first: a crash between the two re-raises an alarm (a duplicate), never
+        // remembers one that was not sent.
+        let (stored, saved) = tokio::join!(self.store.enqueue(messages), async {
+            if rows.is_empty() {
+                Ok(())
+            } else {
+                self.store.save_alarms(rows).await
+            }
+        });
+        if let Err(err) = saved {
+            error!(error = %err, "Cannot save alarm state; a restart may raise these alarms again.");
+        }
+        match stored {
+            Ok(_) => {
+                for sink in &self.sinks {
+                    sink.wake.notify_one();
+                }
+                true
+            }
+            // The samples are lost only if the disk is: log loudly, keep polling.
+            Err(err) => {
+                error!(messages = n, error = %err, "Cannot store messages in the outbox.");
+                false
+            }
+        }
+    }
+
+    /// Copies each draft into the queue of every sink it is for, with that queue's seq.
+    async fn fan_out(&mut self, drafts: Vec<Draft>, now: Timestamp) -> Vec<OutboxMessage> {
+        // Taken for the loop (`seq` borrows the core mutably) and put back: copying the list
+        // for every batch would allocate on the poll path.
+        let sinks = std::mem::take(&mut self.sinks);
+        let mut messages = Vec::with_capacity(drafts.len());
+        for mut d in drafts {
+            let (format, only) = (d.format, d.only.take());
+            let wanted =
+                |s: &&SinkQueue| s.format == format && only.as_ref().is_none_or(|o| *o == s.name);
+            let targets = sinks.iter().filter(wanted).count();
+            for (i, sink) in sinks.iter().filter(wanted).enumerate() {
+                // The last copy takes the draft's buffers: one sink (the usual case) copies
+                // nothing.
+                let last = i + 1 == targets;
+                let key = sink.seq_key(&d.key);
+                let seq = self.seq(&key).await;
+                let payload = match &mut d.body {
+                    DraftBody::Batch(batch) => record::encode_batch(batch, seq),
+                    DraftBody::Wire(wire) if last => std::mem::take(wire),
+                    DraftBody::Wire(wire) => wire.clone(),
+                };
+                let stream = if last {
+                    std::mem::take(&mut d.stream)
+                } else {
+                    d.stream.clone()
+                };
+                messages.push(OutboxMessage {
+                    queue: sink.queue,
+                    stream,
+                    key,
+                    seq,
+                    created_ms: now.0,
+                    payload,
+                });
+            }
+        }
+        self.sinks = sinks;
+        messages
+    }
+
+    async fn downlink(&mut self, d: &Downlink) {
+        let now = self.clock.now();
+        let mut drafts = Vec::new();
+        let (reply, event) = match commands::parse(&d.name, &d.payload) {
+            Ok(req) => self.carry_out(&req, now, &mut drafts).await,
+            Err(reply) => {
+                warn!(command = %d.name, reply = %String::from_utf8_lossy(&reply), "Refused a downlink command.");
+                (reply, None)
+            }
+        };
+        let mut answer = Draft::wire(
+            format!("cmd/{}/reply", d.name),
+            format!("cmd/{}", d.name),
+            &reply,
+            false,
+        );
+        // The reply goes back where the command came from.
+        answer.only = Some(d.sink.clone());
+        drafts.push(answer);
+        let events: Vec<AlarmEvent> = event.into_iter().collect();
+        self.store_all(drafts, &events, now).await;
+    }
+
+    /// Carries out a parsed command: `upload` here (it needs the ledger and the platform
+    /// queues), the alarm commands in [`commands::apply`]. Records to send go into `drafts`.
+    async fn carry_out(
+        &mut self,
+        req: &commands::Request,
+        now: Timestamp,
+        drafts: &mut Vec<Draft>,
+    ) -> (Vec<u8>, Option<AlarmEvent>) {
+        let commands::Command::Upload {
+            from,
+            to,
+            stat_types,
+        } = &req.command
+        else {
+            return commands::apply(self.pipeline.engine_mut(), req, now.0);
+        };
+        let queued = match (&self.plan.energy_platform, self.recorder.is_some()) {
+            (None, _) => Err("no [energy_platform] section in the configuration".to_owned()),
+            (Some(_), false) => Err("no sink takes energy-platform records: add \
+                 [energy_platform.https] or an [[mqtt]] sink with format = \"energy_platform\""
+                .to_owned()),
+            (Some(platform), true) => {
+                match crate::platform::records_for_range(
+                    self.store.path(),
+                    platform,
+                    *from,
+                    *to,
+                    stat_types,
+                    now.0,
+                )
+                .await
+                {
+                    Ok(records) => {
+                        info!(from = %from, to = %to, records = records.len(), "Re-queued energy-platform records on request.");
+                        drafts.extend(records.iter().map(Draft::platform));
+                        Ok(records.len())
+                    }
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+        };
+        (commands::upload_reply(&req.id, queued), None)
+    }
+
+    /// Day, month and year records whose period has closed, then the recorder's mark.
+    async fn close_periods(&mut self, now: Timestamp) {
+        let Some(recorder) = &mut self.recorder else {
+            return;
+        };
+        let (records, done) = match close_due(recorder, self.store.path(), now.0).await {
+            Ok(r) => r,
+            Err(err) => {
+                error!(error = %err, "Cannot read the ledger to close an energy-platform period; trying again in a second.");
+                return;
+            }
+        };
+        for due in &done {
+            if let Some(from) = due.skipped_from {
+                warn!(from = %from, "Energy-platform periods this old were not closed after the restart; `plantwatch upload` can send them.");
+            }
+        }
+        if done.is_empty() {
+            return;
+        }
+        let drafts = records.iter().map(Draft::platform).collect();
+        if self.store_all(drafts, &[], now).await {
+            self.save_recorder().await;
+        }
+    }
+
+    /// Saves the recorder's mark, once what it returned is stored.
+    async fn save_recorder(&self) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        if let Err(err) = self
+            .store
+            .save_state(PLATFORM_SCOPE, recorder.state().to_rows())
+            .await
+        {
+            error!(error = %err, "Cannot save the energy-platform recorder's mark; a restart repeats some records.");
+        }
+    }
+
+    /// Shelve expiries, and commands left in the state file by `plantwatch alarms`.
+    async fn tick(&mut self) {
+        let now = self.clock.now();
+        let mut events = Vec::new();
+        self.pipeline.advance(now.0, &mut events);
+        let commands = self.store.pending_commands().await.unwrap_or_default();
+        let mut answers = Vec::with_capacity(commands.len());
+        let mut drafts = Vec::new();
+        for c in commands {
+            let reply = match serde_json::from_str::<QueuedCommand>(&c.body) {
+                Ok(q) => match commands::parse(&q.name, q.payload.to_string().as_bytes()) {
+                    Ok(req) => {
+                        let (reply, event) = self.carry_out(&req, now, &mut drafts).await;
+                        events.extend(event);
+                        reply
+                    }
+                    Err(reply) => reply,
+                },
+                Err(e) => commands::error_reply(
+                    &serde_json::Value::Null,
+                    &format!("unreadable queued command: {e}"),
+                ),
+            };
+            answers.push((c.id, String::from_utf8_lossy(&reply).into_owned()));
+        }
+        self.store_all(drafts, &events, now).await;
+        self.close_periods(now).await;
+        if !answers.is_empty()
+            && let Err(err) = self.store.answer_commands(answers).await
+        {
+            error!(error = %err, "Cannot record command replies.");
+        }
+    }
+}
+
+/// The engine-state scope of the maintenance counters.
+const COUNTERS_SCOPE: &str = "maintenance";
+/// The engine-state scope of the hour-of-week energy baselines.
+const BASELINE_SCOPE: &str = "baselines";
+/// The engine-state scope of the energy-platform recorder's mark.
+const PLATFORM_SCOPE: &str = crate::platform::live::STATE_SCOPE;
+/// The engine-state scope of the energy counters.
+const LEDGER_SCOPE: &str = crate::process::ledger::STATE_SCOPE;
+
+/// The maintenance counters saved in the state file.
+async fn load_counters(store: &StoreHandle) -> Vec<(String, crate::detect::maintenance::Counters)> {
+    match store.load_state(COUNTERS_SCOPE).await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|(device, body)| {
+                serde_json::from_str(&body)
+                    .map_err(|e| warn!(device = %device, error = %e, "Unreadable saved counters skipped."))
+                    .ok()
+                    .map(|c| (device, c))
+            })
+            .collect(),
+        Err(err) => {
+            error!(error = %err, "Cannot load maintenance counters; they start from zero.");
+            Vec::new()
+        }
+    }
+}
+
+/// A command as `plantwatch alarms` queues it in the state file.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+pub struct QueuedCommand {
+    /// The command name (`ack`, `shelve`, …).
+    pub name: String,
+    /// Its JSON body, as on the MQTT command topic.
+    pub payload: serde_json::Value,
+}
+
+fn notification(e: &AlarmEvent, plan: &Plan) -> Notification {
+    Notification {
+        device: e.device.clone(),
+        rule: e.alarm.clone(),
+        id: e.id.clone(),
+        state: e.state.as_str().to_owned(),
+        severity: e.severity,
+        message: e.message.clone(),
+        value: e.value,
+        limit: e.limit,
+        ts_ms: e.ts,
+        site: plan.gateway.site.to_string(),
+        gateway: plan.gateway.id.to_string(),
+    }
+}
+fn log_alarm(e: &AlarmEvent) {
+    match e.state {
+        AlarmStatus::Active => {
+            warn!(alarm = %e.id, severity = e.severity.as_str(), "Alarm raised: {}", e.message)
+        }
+        AlarmStatus::Cleared => info!(alarm = %e.id, "Alarm cleared: {}", e.message),
+        state => info!(alarm = %e.id, state = state.as_str(), "Alarm {}.", state.as_str()),
+    }
+}
+
+/// What a new generation starts from: the state the last one (or the last run) saved.
+pub(super) struct Saved {
+    pub(super) raised: Vec<AlarmEvent>,
+    pub(super) counters: Vec<(String, crate::detect::maintenance::Counters)>,
+    pub(super) ledger: Vec<(String, String)>,
+    pub(super) baselines: Vec<(String, String)>,
+    pub(super) platform: Vec<(String, String)>,
+}
+
+pub(super) async fn load_saved(store: &StoreHandle) -> Saved {
+    Saved {
+        platform: store.load_state(PLATFORM_SCOPE).await.unwrap_or_else(|err| {
+            error!(error = %err, "Cannot load the energy-platform recorder's mark; it starts from today.");
+            Vec::new()
+        }),
+        raised: load_raised(store).await,
+        counters: load_counters(store).await,
+        ledger: store.load_state(LEDGER_SCOPE).await.unwrap_or_else(|err| {
+            error!(error = %err, "Cannot load the energy counters; they start afresh.");
+            Vec::new()
+        }),
+        baselines: store
+            .load_state(BASELINE_SCOPE)
+            .await
+            .unwrap_or_else(|err| {
+                error!(error = %err, "Cannot load the energy baselines; they learn afresh.");
+                Vec::new()
+            }),
+    }
+}
+
+/// The raised alarms saved in the state file; unreadable rows are logged and skipped.
+async fn load_raised(store: &StoreHandle) -> Vec<AlarmEvent> {
+    match store.load_alarms().await {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|r| {
+                let body = r.body?;
+                serde_json::from_str(&body)
+                    .map_err(|e| warn!(device = %r.device, alarm = %r.alarm, error = %e, "Unreadable saved alarm skipped."))
+                    .ok()
+            })
+            .collect(),
+        Err(err) => {
+            error!(error = %err, "Cannot load saved alarms; raised alarms may be raised again.");
+            Vec::new()
+        }
+    }
+}
