@@ -131,6 +131,8 @@ pub struct ReplaySummary {
     pub first_unknown: Option<String>,
     /// Malformed rows skipped.
     pub skipped: u64,
+    /// The first skipped rows (at most [`REPORTED_BAD_ROWS`]): line and what is wrong.
+    pub bad_rows: Vec<(u64, String)>,
     /// Alarm events written.
     pub events: u64,
 }
@@ -151,15 +153,44 @@ struct Group {
     len: usize,
 }
 
+/// Skipped rows listed by line in a replay's summary; the rest are only counted.
+pub const REPORTED_BAD_ROWS: usize = 10;
+
+/// Timestamps a recording can have (ms, 1990-01-01 to 2100-01-01 UTC): anything else is a unit
+/// or format mistake (0, a negative number, 1e20), not a reading.
+const PLAUSIBLE_MS: std::ops::Range<i64> = 631_152_000_000..4_102_444_800_000;
+
+/// A row that cannot be replayed: with `--skip-bad-rows` it is counted (and the first few
+/// kept, with their line); without, it stops the replay.
+fn reject(
+    summary: &mut ReplaySummary,
+    opts: &ReplayOptions,
+    line: u64,
+    message: String,
+) -> Result<(), ReplayError> {
+    if !opts.skip_bad_rows {
+        return Err(ReplayError::Row {
+            input: opts.input_name.clone(),
+            line,
+            message,
+        });
+    }
+    summary.skipped += 1;
+    if summary.bad_rows.len() < REPORTED_BAD_ROWS {
+        summary.bad_rows.push((line, message));
+    }
+    Ok(())
+}
+
 fn parse_ts(text: &str, tz: chrono_tz::Tz) -> Option<i64> {
     let t = text.trim();
     if let Ok(n) = t.parse::<i64>() {
         // Seconds until the year 5138; milliseconds after 1973.
-        return Some(if n.abs() < 100_000_000_000 {
-            n * 1000
+        return if n.unsigned_abs() < 100_000_000_000 {
+            n.checked_mul(1000)
         } else {
-            n
-        });
+            Some(n)
+        };
     }
     if let Ok(f) = t.parse::<f64>() {
         if f.is_finite() {
@@ -298,23 +329,19 @@ pub fn replay<R: Read, W: Write, E: Write>(
             break;
         }
         line = record.position().map_or(line + 1, |p| p.line());
-        let bad = |message: String| ReplayError::Row {
-            input: opts.input_name.clone(),
-            line,
-            message,
-        };
         if record.len() != columns {
             let what = if columns == 2 {
                 "`timestamp,value` (with --point DEVICE/POINT)"
             } else {
                 "`timestamp,device,point,value` (or give --point DEVICE/POINT for `timestamp,value`)"
             };
-            let e = bad(format!("{} columns; expected {what}", record.len()));
-            if opts.skip_bad_rows {
-                summary.skipped += 1;
-                continue;
-            }
-            return Err(e);
+            reject(
+                &mut summary,
+                opts,
+                line,
+                format!("{} columns; expected {what}", record.len()),
+            )?;
+            continue;
         }
         let ts_text = field(&record, 0);
         let Some(ts) = parse_ts(ts_text, tz) else {
@@ -322,29 +349,51 @@ pub fn replay<R: Read, W: Write, E: Write>(
                 // A header.
                 continue;
             }
-            if opts.skip_bad_rows {
-                summary.skipped += 1;
-                continue;
-            }
-            return Err(bad(format!(
-                "timestamp `{ts_text}` is neither epoch seconds/ms nor ISO-8601"
-            )));
+            reject(
+                &mut summary,
+                opts,
+                line,
+                format!("timestamp `{ts_text}` is neither epoch seconds/ms nor ISO-8601"),
+            )?;
+            continue;
         };
+        if !PLAUSIBLE_MS.contains(&ts) {
+            reject(
+                &mut summary,
+                opts,
+                line,
+                format!(
+                    "timestamp `{ts_text}` is outside 1990-2100 (epoch seconds or milliseconds, or ISO-8601)"
+                ),
+            )?;
+            continue;
+        }
         let value_text = field(&record, columns - 1);
         let value = if value_text.is_empty() {
             None
         } else {
             match value_text.parse::<f64>() {
-                Ok(v) => Some(v),
+                Ok(v) if v.is_finite() => Some(v),
+                Ok(_) => {
+                    reject(
+                        &mut summary,
+                        opts,
+                        line,
+                        format!("value `{value_text}` is not a finite number"),
+                    )?;
+                    continue;
+                }
                 Err(_) => match value_text {
                     "true" | "TRUE" | "True" => Some(1.0),
                     "false" | "FALSE" | "False" => Some(0.0),
                     _ => {
-                        if opts.skip_bad_rows {
-                            summary.skipped += 1;
-                            continue;
-                        }
-                        return Err(bad(format!("value `{value_text}` is not a number")));
+                        reject(
+                            &mut summary,
+                            opts,
+                            line,
+                            format!("value `{value_text}` is not a number"),
+                        )?;
+                        continue;
                     }
                 },
             }

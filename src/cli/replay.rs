@@ -168,6 +168,12 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     }
     if summary.skipped > 0 {
         eprintln!("replay: skipped {} malformed rows", summary.skipped);
+        for (line, why) in &summary.bad_rows {
+            eprintln!("  line {line}: {why}");
+        }
+        if summary.skipped > summary.bad_rows.len() as u64 {
+            eprintln!("  (only the first {} are listed)", summary.bad_rows.len());
+        }
     }
     if summary.unknown > 0 {
         eprintln!(

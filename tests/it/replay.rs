@@ -156,6 +156,41 @@ fn a_malformed_row_stops_the_replay_naming_its_line_unless_skipped() {
     assert!(!ok && err.contains("--point"), "{err}");
 }
 
+#[test]
+fn non_finite_values_and_absurd_timestamps_are_bad_rows_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "timestamp,value\n1760000000,1\n1760000001,NaN\n1760000002,inf\n1760000003,-inf\n\
+               0,5\n-1760000000,5\n-9223372036854775808,5\n1e20,5\n1760000009,4\n";
+    let point = ["--point", "motor-1/bearing_temp"];
+    let (ok, _, err) = replay(dir.path(), csv, &point);
+    assert!(!ok, "a NaN stops the replay without --skip-bad-rows");
+    assert!(err.contains("line 3") && err.contains("`NaN`"), "{err}");
+    let (ok, out, err) = replay(
+        dir.path(),
+        csv,
+        &["--point", "motor-1/bearing_temp", "--skip-bad-rows"],
+    );
+    assert!(ok, "{err}");
+    // The header and the two good rows.
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(err.contains("skipped 7 malformed rows"), "{err}");
+    for (line, what) in [
+        (3, "`NaN` is not a finite number"),
+        (4, "`inf` is not a finite number"),
+        (5, "`-inf` is not a finite number"),
+        (6, "`0` is outside 1990-2100"),
+        (7, "`-1760000000` is outside"),
+        (8, "`-9223372036854775808` is"),
+        (9, "`1e20` is outside"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("line {line}: ")) && l.contains(what)),
+            "line {line} ({what}) not reported:\n{err}"
+        );
+    }
+}
+
 const METER_CONFIG: &str = r#"
 [gateway]
 site = "plant1"
