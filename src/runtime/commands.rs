@@ -176,18 +176,41 @@ pub fn error_reply(id: &Json, message: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Salvages the id from anything object-like, so that even a bad command's reply can be
+/// matched.
+fn loose_id(payload: &[u8]) -> Json {
+    serde_json::from_slice::<Json>(payload)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(Json::Null)
+}
+
+/// Parses and validates a command that arrived over MQTT. One that arrived with the retain
+/// flag is refused whatever it says: the broker hands a retained message to every new
+/// subscription, so carrying it out would repeat it on every reconnect and restart.
+///
+/// # Errors
+/// The error reply (JSON bytes) naming what is wrong.
+pub fn parse_downlink(name: &str, payload: &[u8], retained: bool) -> Result<Request, Vec<u8>> {
+    if retained {
+        return Err(error_reply(
+            &loose_id(payload),
+            &format!(
+                "refused `{name}`: it arrived retained, and retained commands are never carried \
+                 out; send it without the retain flag, and clear the retained message (an \
+                 empty retained message on the same topic)"
+            ),
+        ));
+    }
+    parse(name, payload)
+}
+
 /// Parses and validates command `name` with JSON `payload`.
 ///
 /// # Errors
 /// The error reply (JSON bytes) naming what is wrong.
 pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
-    // Salvage the id from anything object-like, so even a bad command's reply can be matched.
-    let loose: Option<Json> = serde_json::from_slice(payload).ok();
-    let id = loose
-        .as_ref()
-        .and_then(|v| v.get("id"))
-        .cloned()
-        .unwrap_or(Json::Null);
+    let id = loose_id(payload);
     let fail = |m: String| Err(error_reply(&id, &m));
     if !NAMES.contains(&name) {
         return fail(format!(
@@ -413,6 +436,18 @@ mod tests {
         assert!(event.is_none());
         let done = String::from_utf8(upload_reply(&json!("u"), Ok(97))).unwrap();
         assert_eq!(done, r#"{"id":"u","ok":true,"queued":97,"v":1}"#);
+    }
+
+    #[test]
+    fn issue_20_a_retained_command_is_refused_with_its_id_whatever_it_says() {
+        let reply = match parse_downlink("serviced", br#"{"id":"r1","device":"m"}"#, true) {
+            Ok(r) => panic!("a retained command was accepted: {r:?}"),
+            Err(reply) => String::from_utf8(reply).unwrap(),
+        };
+        assert!(reply.contains(r#""id":"r1""#), "{reply}");
+        assert!(reply.contains(r#""ok":false"#), "{reply}");
+        assert!(reply.contains("retained"), "{reply}");
+        assert!(parse_downlink("serviced", br#"{"id":"r1","device":"m"}"#, false).is_ok());
     }
 
     #[test]

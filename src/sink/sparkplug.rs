@@ -254,7 +254,7 @@ impl<O: Outbox> SparkplugSink<O> {
                             let _ignored = client.try_disconnect();
                         }
                     },
-                    Event::Message { topic, payload } => {
+                    Event::Message { topic, payload, .. } => {
                         let was_born = node.is_born();
                         let ours = self.is_ours(&topic);
                         let watermark = if ours.is_some() { self.prime(&mut node).await } else { None };
@@ -274,7 +274,7 @@ impl<O: Outbox> SparkplugSink<O> {
                         }
                     }
                     Event::PubAck(_) | Event::PubRejected { .. } | Event::OutgoingDisconnect | Event::Other => {}
-                    Event::Error(err) => {
+                    Event::Error(err) | Event::TooLarge(err) => {
                         if flow.connected || !outage_logged {
                             warn!(broker = %broker, error = %err,
                                   "Broker unreachable; keeping data in the queue.");
@@ -377,7 +377,7 @@ impl<O: Outbox> SparkplugSink<O> {
                             pending_acks.push(row);
                         }
                     }
-                    Event::OutgoingDisconnect | Event::Error(_) => break,
+                    Event::OutgoingDisconnect | Event::Error(_) | Event::TooLarge(_) => break,
                     _ => {}
                 }
             }

@@ -382,3 +382,152 @@ fn the_embedded_broker_listens_on_loopback_only() {
     assert!(broker.addr_v5.ip().is_loopback());
     let _ = Timestamp(0);
 }
+
+/// Publishes `payload` retained at QoS 1 and waits (bounded) for the broker's PUBACK, from a
+/// client allowed packets far larger than the session's 1 MiB.
+async fn publish_retained(addr: SocketAddr, topic: &str, payload: Vec<u8>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(
+        format!("retainer-{}", addr.port()),
+        "127.0.0.1",
+        addr.port(),
+    );
+    opts.set_max_packet_size(32 << 20, 32 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await
+        .unwrap();
+    crate::harness::within(
+        Duration::from_secs(10),
+        "the retained publish's PUBACK",
+        async {
+            loop {
+                if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.unwrap() {
+                    break;
+                }
+            }
+        },
+    )
+    .await;
+    client.disconnect().await.unwrap();
+    let _disconnected = tokio::time::timeout(Duration::from_secs(2), async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_retained_oversized_command_costs_one_reconnect_and_telemetry_keeps_flowing() {
+    oversized_retained_command(Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_mqtt5_a_retained_oversized_command_costs_one_reconnect_and_telemetry_keeps_flowing()
+ {
+    oversized_retained_command(Protocol::V5).await;
+}
+
+/// Issue 20, defect 2: a retained command over the client's packet limit dropped the
+/// connection, and the broker sent it again after every resubscribe: a reconnect loop that
+/// held up telemetry. Now it costs one reconnect, after which commands stay off for a
+/// cool-down, and rows stored meanwhile all arrive.
+async fn oversized_retained_command(protocol: Protocol) {
+    let broker = EmbeddedBroker::start().unwrap();
+    publish_retained(broker.addr, "pw/test/cmd/list", vec![b'x'; 2 << 20]).await;
+    let mut sub = Subscriber::start(broker.addr, "pw/test/telemetry/#").await;
+    let outbox = Arc::new(MemOutbox::default());
+    let wake = Arc::new(Notify::new());
+    let stats = Arc::new(MqttStats::default());
+    let (tx, mut commands) = tokio::sync::mpsc::channel(64);
+    let session = Session::new(
+        plan(listener(&broker, protocol).port(), protocol),
+        outbox.clone(),
+        wake.clone(),
+        Arc::new(SystemClock),
+        stats.clone(),
+    )
+    .with_downlink(tx);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    wait_connected(&stats, 1).await;
+    // A poll every 50 ms for 3 s: long enough for a loop to show (the reconnect backoff is
+    // 50 to 400 ms).
+    for n in 1..=60 {
+        outbox.push("telemetry/d1", n.to_string());
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = sub
+        .collect_until(Duration::from_secs(20), |g| {
+            let mut n = numbers(g);
+            n.sort_unstable();
+            n.dedup();
+            n.len() >= 60
+        })
+        .await;
+    let mut arrived = numbers(&got);
+    arrived.sort_unstable();
+    arrived.dedup();
+    assert_eq!(
+        arrived,
+        (1..=60).collect::<Vec<_>>(),
+        "{protocol}: every row arrived"
+    );
+    let connects = stats.connects.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        connects <= 2,
+        "{protocol}: {connects} connections; the oversized command may cost one reconnect"
+    );
+    assert!(
+        commands.try_recv().is_err(),
+        "{protocol}: the oversized command never arrived"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Issue 20, defect 2: a retained command reaches the core flagged, so that it is refused;
+/// a live one is not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_retained_command_is_handed_over_flagged_and_a_live_one_is_not() {
+    let broker = EmbeddedBroker::start().unwrap();
+    publish_retained(
+        broker.addr,
+        "pw/test/cmd/serviced",
+        br#"{"id":"r1","device":"m"}"#.to_vec(),
+    )
+    .await;
+    let sub = Subscriber::start(broker.addr, "pw/test/nothing").await;
+    let stats = Arc::new(MqttStats::default());
+    let (tx, mut commands) = tokio::sync::mpsc::channel(64);
+    let session = Session::new(
+        plan(broker.addr.port(), Protocol::V311),
+        Arc::new(MemOutbox::default()),
+        Arc::new(Notify::new()),
+        Arc::new(SystemClock),
+        stats.clone(),
+    )
+    .with_downlink(tx);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    let first = crate::harness::within(
+        Duration::from_secs(10),
+        "the retained command",
+        commands.recv(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.name.as_str(), first.retained), ("serviced", true));
+    sub.publish("pw/test/cmd/serviced", br#"{"id":"l1","device":"m"}"#)
+        .await;
+    let live = crate::harness::within(Duration::from_secs(10), "the live command", commands.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        (live.payload.as_slice(), live.retained),
+        (&br#"{"id":"l1","device":"m"}"#[..], false)
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

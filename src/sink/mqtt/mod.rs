@@ -21,6 +21,7 @@
 
 pub mod broker;
 pub(crate) mod conn;
+pub mod downlink;
 mod feed;
 pub mod inflight;
 
@@ -41,6 +42,7 @@ use crate::encode::json_v1;
 use crate::model::Timestamp;
 use crate::sink::backoff::Backoff;
 use conn::{Client, Event, Returned};
+use downlink::CommandGate;
 use feed::{Feed, FeedPlan, Ready};
 use inflight::{InFlight, RowId, Tracked};
 
@@ -269,6 +271,9 @@ pub struct Downlink {
     pub name: String,
     /// The raw payload, validated by whoever handles it.
     pub payload: Vec<u8>,
+    /// It arrived with the retain flag: a stored command, possibly old, possibly seen
+    /// before. It must be refused, never carried out.
+    pub retained: bool,
 }
 
 /// Commands queued for the core before new ones are refused (and logged).
@@ -304,14 +309,16 @@ impl<O: Outbox> Session<O> {
     }
 
     /// Subscribes to `{prefix}/cmd/+` and hands every command to `tx` (never blocking: a full
-    /// queue drops the command with a log line, and the sender gets no reply).
+    /// queue drops the command with a log line, and the sender gets no reply). The
+    /// subscription follows the rules of [`downlink`]: only once the connection delivers, and
+    /// not for a cool-down after an oversized message.
     #[must_use]
     pub fn with_downlink(mut self, tx: tokio::sync::mpsc::Sender<Downlink>) -> Self {
         self.downlink = Some(tx);
         self
     }
 
-    fn on_message(&self, topic: &str, payload: Vec<u8>) {
+    fn on_message(&self, topic: &str, payload: Vec<u8>, retained: bool) {
         let Some(tx) = &self.downlink else { return };
         let prefix = format!("{}/cmd/", self.plan.topic_prefix);
         let Some(name) = topic.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
@@ -323,6 +330,7 @@ impl<O: Outbox> Session<O> {
                 sink: self.plan.name.to_string(),
                 name: name.to_owned(),
                 payload,
+                retained,
             })
             .is_err()
         {
@@ -361,7 +369,10 @@ impl<O: Outbox> Session<O> {
         let window = usize::from(self.plan.max_inflight);
         // One log line per connection for rejected publishes; the counter has the rest.
         let mut rejection_logged = false;
+        let mut commands = CommandGate::new(self.downlink.is_some());
+        let commands_topic = format!("{}/cmd/+", self.plan.topic_prefix);
         loop {
+            let resume_commands = commands.resume_at().filter(|_| feed.is_some());
             let want = ready.is_empty() && inflight.len() < window;
             tokio::select! {
                 biased;
@@ -377,7 +388,21 @@ impl<O: Outbox> Session<O> {
                         let _ignored = client.try_disconnect();
                     }
                 },
-                event = events.poll() => match event {
+                // Commands were paused and may come back on this connection.
+                () = sleep_until(resume_commands), if resume_commands.is_some() => {}
+                event = events.poll() => {
+                if let Event::TooLarge(err) = &event {
+                    let paused = commands.on_too_large(tokio::time::Instant::now());
+                    if paused.first {
+                        warn!(broker = %broker, topic = %commands_topic, error = %err, cooldown_s = paused.cooldown.as_secs(),
+                            "The broker sent a message over the packet limit; commands are off for the cool-down so that \
+                             telemetry keeps flowing. A retained message on a command topic is the usual cause: clear it.");
+                    } else {
+                        debug!(broker = %broker, error = %err, cooldown_s = paused.cooldown.as_secs(),
+                            "Another message over the packet limit; commands are off again.");
+                    }
+                }
+                match event {
                     Event::ConnAck => {
                         inflight.on_connection_lost();
                         ready.clear();
@@ -400,12 +425,9 @@ impl<O: Outbox> Session<O> {
                         if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, json_v1::status(true, now)).is_ok() {
                             inflight.handed_to_client(Tracked::Untracked);
                         }
-                        // Clean sessions forget subscriptions: subscribe on every connection.
-                        if self.downlink.is_some()
-                            && client.try_subscribe(format!("{}/cmd/+", self.plan.topic_prefix), QoS::AtLeastOnce).is_err()
-                        {
-                            warn!(broker = %broker, "Cannot subscribe to the command topic on this connection.");
-                        }
+                        // Clean sessions forget subscriptions: the gate subscribes again on every
+                        // connection, once it delivers.
+                        commands.on_connected();
                     }
                     // Left over from a connection that already dropped: its rows were returned.
                     Event::OutgoingPublish(pkid) | Event::PubAck(pkid) | Event::PubRejected { pkid, .. }
@@ -423,6 +445,7 @@ impl<O: Outbox> Session<O> {
                         }
                     }
                     Event::PubAck(pkid) => {
+                        commands.on_delivered();
                         if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
                             pending_acks.push(row);
                         }
@@ -437,9 +460,9 @@ impl<O: Outbox> Session<O> {
                             }
                         }
                     }
-                    Event::Message { topic, payload } => self.on_message(&topic, payload),
+                    Event::Message { topic, payload, retained } => self.on_message(&topic, payload, retained),
                     Event::OutgoingDisconnect | Event::Other => {}
-                    Event::Error(err) => {
+                    Event::Error(err) | Event::TooLarge(err) => {
                         // The first failed connect counts as an outage too: rows stored meanwhile
                         // are replays by the time they go out.
                         if feed.take().is_some() || outage_since.is_none() {
@@ -455,7 +478,7 @@ impl<O: Outbox> Session<O> {
                             () = tokio::time::sleep(backoff.next()) => {}
                         }
                     }
-                },
+                }},
                 // A finished delete: count it, and let the next one take what piled up.
                 result = join(&mut acking), if acking.is_some() => {
                     acking = None;
@@ -472,6 +495,16 @@ impl<O: Outbox> Session<O> {
             }
             if let Some(f) = feed.as_mut() {
                 self.hand_over(&client, qos, &mut inflight, &mut ready, f, window);
+                if commands.should_subscribe(tokio::time::Instant::now()) {
+                    if client
+                        .try_subscribe_commands(commands_topic.clone())
+                        .is_ok()
+                    {
+                        commands.on_subscribed(tokio::time::Instant::now());
+                    } else {
+                        debug!(broker = %broker, "Request queue full; subscribing to commands after the next event.");
+                    }
+                }
             }
         }
         if let Some(done) = acking.take() {
@@ -492,7 +525,7 @@ impl<O: Outbox> Session<O> {
         let drain = async {
             for _ in 0..16 {
                 match events.poll().await {
-                    Event::OutgoingDisconnect | Event::Error(_) => break,
+                    Event::OutgoingDisconnect | Event::Error(_) | Event::TooLarge(_) => break,
                     _ => {}
                 }
             }
@@ -570,6 +603,14 @@ impl<O: Outbox> Session<O> {
 async fn next_batch(feed: &mut Option<Feed>) -> Option<Vec<Ready>> {
     match feed.as_mut() {
         Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
