@@ -531,3 +531,61 @@ async fn issue_20_a_retained_command_is_handed_over_flagged_and_a_live_one_is_no
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_pubacks_arriving_while_stopping_delete_their_rows() {
+    pubacks_while_stopping(Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_mqtt5_pubacks_arriving_while_stopping_delete_their_rows() {
+    pubacks_while_stopping(Protocol::V5).await;
+}
+
+/// Issue 20, defect 7: PUBACKs that arrived during shutdown were ignored, so delivered rows
+/// stayed in the outbox and were sent again at the next start. The proxy holds the broker's
+/// PUBACKs back until the session has been told to stop.
+async fn pubacks_while_stopping(protocol: Protocol) {
+    let broker = EmbeddedBroker::start().unwrap();
+    let proxy = Proxy::start(listener(&broker, protocol)).await;
+    let mut sub = Subscriber::start(broker.addr, "pw/test/telemetry/#").await;
+    let outbox = Arc::new(MemOutbox::default());
+    let wake = Arc::new(Notify::new());
+    let stats = Arc::new(MqttStats::default());
+    let session = Session::new(
+        plan(proxy.addr.port(), protocol),
+        outbox.clone(),
+        wake.clone(),
+        Arc::new(SystemClock),
+        stats.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    wait_connected(&stats, 1).await;
+    proxy.hold();
+    for n in 1..=12 {
+        outbox.push("telemetry/d1", n.to_string());
+        wake.notify_one();
+    }
+    // The broker has them all, so it has sent every PUBACK; the proxy holds them.
+    let got = sub
+        .collect_until(Duration::from_secs(20), |g| numbers(g).len() >= 12)
+        .await;
+    assert_eq!(numbers(&got), (1..=12).collect::<Vec<_>>(), "{protocol}");
+    assert_eq!(
+        outbox.len(),
+        12,
+        "{protocol}: no PUBACK reached the session yet"
+    );
+    cancel.cancel();
+    proxy.release();
+    crate::harness::within(Duration::from_secs(5), "the session's stop", task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outbox.len(),
+        0,
+        "{protocol}: every row the broker acknowledged is deleted, not resent at the next start"
+    );
+}

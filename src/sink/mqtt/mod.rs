@@ -507,6 +507,20 @@ impl<O: Outbox> Session<O> {
                 }
             }
         }
+        // What is in flight may be delivered already: take the PUBACKs that come within the
+        // drain (the daemon waits a bounded time for this task), so that rows the broker has
+        // are deleted now instead of being sent again at the next start.
+        if feed.is_some() && !inflight.is_empty() {
+            let drained = tokio::time::timeout(
+                PUBACK_DRAIN,
+                drain_pubacks(&mut events, &mut inflight, &mut pending_acks),
+            )
+            .await;
+            if drained.is_err() {
+                info!(broker = %broker, unacknowledged = inflight.len(),
+                    "Stopping with publishes unacknowledged; they stay in the outbox and go out again at the next start.");
+            }
+        }
         if let Some(done) = acking.take() {
             self.acked(done.await);
         }
@@ -604,6 +618,43 @@ async fn next_batch(feed: &mut Option<Feed>) -> Option<Vec<Ready>> {
     match feed.as_mut() {
         Some(f) => f.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// How long a stopping session waits for the PUBACKs of what it has in flight. The daemon
+/// gives the task 3 s in all; the offline status and the DISCONNECT need the rest.
+const PUBACK_DRAIN: Duration = Duration::from_millis(1500);
+
+/// Polls the event loop until nothing is in flight or the connection ends, collecting the
+/// rows whose PUBACKs arrive; the client keeps sending what it had queued meanwhile.
+async fn drain_pubacks(events: &mut conn::Events, inflight: &mut InFlight, acked: &mut Vec<RowId>) {
+    while !inflight.is_empty() {
+        match events.poll().await {
+            Event::OutgoingPublish(pkid) => {
+                if inflight.on_outgoing_publish(pkid).is_err() {
+                    return;
+                }
+                if pkid == 0
+                    && let Some(Tracked::Row(row)) = inflight.on_puback(pkid)
+                {
+                    acked.push(row);
+                }
+            }
+            Event::PubAck(pkid) => {
+                if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
+                    acked.push(row);
+                }
+            }
+            // Not delivered: the row stays for the next start.
+            Event::PubRejected { pkid, .. } => {
+                let _kept = inflight.on_puback(pkid);
+            }
+            // A new connection has a fresh session: what was in flight is unsent again.
+            Event::ConnAck | Event::Error(_) | Event::TooLarge(_) | Event::OutgoingDisconnect => {
+                return;
+            }
+            Event::Message { .. } | Event::Other => {}
+        }
     }
 }
 
