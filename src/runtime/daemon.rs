@@ -639,7 +639,7 @@ impl Core {
         let (reply, event) = match commands::parse_downlink(&d.name, &d.payload, d.retained) {
             Ok(req) => self.carry_out(&req, now, &mut drafts).await,
             Err(reply) => {
-                warn!(command = %d.name, reply = %String::from_utf8_lossy(&reply), "Refused a downlink command.");
+                commands::log_refused(&d.name, &reply);
                 (reply, None)
             }
         };

@@ -7,11 +7,14 @@
 //! - [`metrics`] and [`http`]: Prometheus text on a loopback port, rendered from the stages'
 //!   own counters at scrape time.
 //!
+//! - [`log_limit`]: log lines a peer can trigger, rate-limited and escaped.
+//!
 //! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
 
 pub mod commands;
 pub mod daemon;
 pub mod http;
+pub mod log_limit;
 pub mod metrics;
 pub mod signals;
 pub mod systemd;

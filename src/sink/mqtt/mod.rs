@@ -40,6 +40,7 @@ use crate::clock::Clock;
 use crate::config::daemon::{Mqtt, PasswordSource, Tls};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
+use crate::runtime::log_limit::{REPEAT_WINDOW, RepeatLimit, peer_text};
 use crate::sink::backoff::Backoff;
 use conn::{Client, Event, Returned};
 use downlink::CommandGate;
@@ -287,6 +288,8 @@ pub struct Session<O: Outbox> {
     clock: Arc<dyn Clock>,
     stats: Arc<MqttStats>,
     downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
+    /// A command flood fills the queue with every message: one line a minute, with a count.
+    queue_full: RepeatLimit,
 }
 
 impl<O: Outbox> Session<O> {
@@ -305,6 +308,7 @@ impl<O: Outbox> Session<O> {
             clock,
             stats,
             downlink: None,
+            queue_full: RepeatLimit::new(REPEAT_WINDOW),
         }
     }
 
@@ -322,7 +326,7 @@ impl<O: Outbox> Session<O> {
         let Some(tx) = &self.downlink else { return };
         let prefix = format!("{}/cmd/", self.plan.topic_prefix);
         let Some(name) = topic.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
-            debug!(topic, "Message on a topic that is not a command; ignored.");
+            debug!(topic = %peer_text(topic), "Message on a topic that is not a command; ignored.");
             return;
         };
         if tx
@@ -333,10 +337,13 @@ impl<O: Outbox> Session<O> {
                 retained,
             })
             .is_err()
+            && let Some(left_out) = self.queue_full.admit("", std::time::Instant::now())
         {
             warn!(
-                topic,
-                "Command queue full (or the core stopped); command dropped unanswered."
+                topic = %peer_text(topic),
+                left_out,
+                "Command queue full (or the core stopped); command dropped unanswered \
+                 (left_out: as many since the last such line)."
             );
         }
     }
