@@ -7,6 +7,8 @@
 //! - [`metrics`] and [`http`]: Prometheus text on a loopback port, rendered from the stages'
 //!   own counters at scrape time.
 //!
+//! - [`listener`]: the accept loop every listening socket goes through: a connection cap,
+//!   header and connection time limits, no spinning on a failed accept.
 //! - [`log_limit`]: log lines a peer can trigger, rate-limited and escaped.
 //!
 //! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
@@ -14,6 +16,7 @@
 pub mod commands;
 pub mod daemon;
 pub mod http;
+pub mod listener;
 pub mod log_limit;
 pub mod metrics;
 pub mod signals;
