@@ -9,6 +9,8 @@
 //! - backfill is interleaved with live rows (`backfill_per_live` old rows per new one), so a
 //!   long backlog never delays live data by more than the read-ahead: a few batches, which is
 //!   milliseconds at replay speed;
+//! - the ordering contract that follows: per device, order holds within the live stream and
+//!   within the backfill stream, not across them; consumers order by `ts` or `seq`;
 //! - rows reach the client through the connection's feeder (`feed`), which reads and renders
 //!   them a batch ahead, so the event loop never waits on the store; the feeder and what it
 //!   read ahead die with the connection, and the next one starts over from the outbox;
