@@ -18,6 +18,7 @@ mod energy;
 mod export;
 mod harness;
 mod influx;
+mod listener;
 mod mqtt;
 mod platform;
 mod profiles;
