@@ -18,6 +18,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
+use super::log_limit::{RepeatLimit, escape_and_cut, is_unsafe, peer_text};
 use crate::config::rules::parse_duration;
 use crate::detect::{AlarmEvent, Engine, MAX_SHELVE_MS};
 use crate::platform::record::StatType;
@@ -32,6 +33,12 @@ pub const MAX_UPLOAD_DAYS: i64 = 366;
 /// records is about 3000 rows per item, which the outbox takes in its stride; a year would be
 /// 35 000 per item.
 pub const MAX_REALTIME_UPLOAD_DAYS: i64 = 31;
+
+/// Longest `id`, in characters: it is echoed in every reply.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Longest error message in a reply, in characters (the peer's parts are cut shorter).
+const MAX_ERROR_CHARS: usize = 1_000;
 
 /// A validated command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +104,12 @@ struct Body {
 fn upload_date(field: &str, text: Option<&str>) -> Result<NaiveDate, String> {
     let text =
         text.ok_or_else(|| format!("missing `{field}`: a local date, e.g. \"2026-10-01\""))?;
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| format!("`{field}` is `{text}`, not a date as YYYY-MM-DD"))
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        format!(
+            "`{field}` is `{}`, not a date as YYYY-MM-DD",
+            peer_text(text)
+        )
+    })
 }
 
 /// `stat_type` of `upload`: one statType or a list, each as its code (0 to 3) or name.
@@ -113,8 +124,9 @@ fn upload_stat_types(value: Option<&Json>) -> Result<Vec<StatType>, String> {
         };
         found.ok_or_else(|| {
             format!(
-                "`stat_type` has `{v}`; use 0 (real-time), 1 (day), 2 (month) or 3 (year), or \
-                 their names"
+                "`stat_type` has `{}`; use 0 (real-time), 1 (day), 2 (month) or 3 (year), or \
+                 their names",
+                peer_text(&v.to_string())
             )
         })
     };
@@ -169,11 +181,69 @@ pub fn upload_reply(id: &Json, queued: Result<usize, String>) -> Vec<u8> {
     }
 }
 
-/// The error reply for a request that could not be carried out.
+/// The error reply for a request that could not be carried out. The message is escaped and
+/// bounded (it may quote the peer), and so is a string id that is too long or unsafe to echo
+/// as it came.
 pub fn error_reply(id: &Json, message: &str) -> Vec<u8> {
+    let id = match id {
+        Json::String(s) if s.chars().count() > MAX_ID_CHARS || s.chars().any(is_unsafe) => {
+            Json::String(escape_and_cut(s, MAX_ID_CHARS))
+        }
+        other => other.clone(),
+    };
+    let message = escape_and_cut(message, MAX_ERROR_CHARS);
     json!({"v": 1, "id": id, "ok": false, "error": message})
         .to_string()
         .into_bytes()
+}
+
+/// Repeats of a refusal of the same command name: one WARN a minute, with the count.
+static REFUSALS: RepeatLimit = RepeatLimit::new(super::log_limit::REPEAT_WINDOW);
+
+/// Logs that command `name` was refused with `reply`: the name escaped and cut (it is the
+/// peer's topic segment), the reply as built by [`error_reply`], and repeats of the same
+/// command's refusal counted instead of written.
+pub fn log_refused(name: &str, reply: &[u8]) {
+    let name = peer_text(name);
+    let Some(left_out) = REFUSALS.admit(&name, std::time::Instant::now()) else {
+        return;
+    };
+    let reply = String::from_utf8_lossy(reply);
+    if left_out == 0 {
+        tracing::warn!(command = %name, reply = %reply, "Refused a downlink command.");
+    } else {
+        tracing::warn!(command = %name, reply = %reply, left_out,
+            "Refused a downlink command; as many refusals of it since the last line were left out.");
+    }
+}
+
+/// Salvages the id from anything object-like, so that even a bad command's reply can be
+/// matched.
+fn loose_id(payload: &[u8]) -> Json {
+    serde_json::from_slice::<Json>(payload)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(Json::Null)
+}
+
+/// Parses and validates a command that arrived over MQTT. One that arrived with the retain
+/// flag is refused whatever it says: the broker hands a retained message to every new
+/// subscription, so carrying it out would repeat it on every reconnect and restart.
+///
+/// # Errors
+/// The error reply (JSON bytes) naming what is wrong.
+pub fn parse_downlink(name: &str, payload: &[u8], retained: bool) -> Result<Request, Vec<u8>> {
+    if retained {
+        return Err(error_reply(
+            &loose_id(payload),
+            &format!(
+                "refused `{name}`: it arrived retained, and retained commands are never carried \
+                 out; send it without the retain flag, and clear the retained message (an \
+                 empty retained message on the same topic)"
+            ),
+        ));
+    }
+    parse(name, payload)
 }
 
 /// Parses and validates command `name` with JSON `payload`.
@@ -181,17 +251,12 @@ pub fn error_reply(id: &Json, message: &str) -> Vec<u8> {
 /// # Errors
 /// The error reply (JSON bytes) naming what is wrong.
 pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
-    // Salvage the id from anything object-like, so even a bad command's reply can be matched.
-    let loose: Option<Json> = serde_json::from_slice(payload).ok();
-    let id = loose
-        .as_ref()
-        .and_then(|v| v.get("id"))
-        .cloned()
-        .unwrap_or(Json::Null);
+    let id = loose_id(payload);
     let fail = |m: String| Err(error_reply(&id, &m));
     if !NAMES.contains(&name) {
         return fail(format!(
-            "unknown command `{name}`; commands: {}",
+            "unknown command `{}`; commands: {}",
+            peer_text(name),
             NAMES.join(", ")
         ));
     }
@@ -199,7 +264,8 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
         Ok(b) => b,
         Err(e) => {
             return fail(format!(
-                "malformed command: {e}; send e.g. {{\"id\":\"1\",\"alarm\":\"motor-1/bearing-hot\"}}"
+                "malformed command: {}; send e.g. {{\"id\":\"1\",\"alarm\":\"motor-1/bearing-hot\"}}",
+                peer_text(&e.to_string())
             ));
         }
     };
@@ -208,6 +274,14 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
     }
     if matches!(body.id, Some(Json::Array(_) | Json::Object(_))) {
         return fail("`id` must be a string or a number".into());
+    }
+    if let Some(Json::String(id)) = &body.id {
+        if id.chars().count() > MAX_ID_CHARS {
+            return fail(format!("`id` is longer than {MAX_ID_CHARS} characters"));
+        }
+        if id.chars().any(is_unsafe) {
+            return fail("`id` holds control or bidirectional-override characters".into());
+        }
     }
     let alarm = || {
         body.alarm
@@ -231,10 +305,13 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
                 .duration
                 .as_deref()
                 .ok_or_else(|| "missing `duration`, e.g. \"2h\"".to_owned())?;
-            let d = parse_duration(text)?;
+            let d = parse_duration(text).map_err(|e| peer_text(&e))?;
             let duration_ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             if !(1000..=MAX_SHELVE_MS).contains(&duration_ms) {
-                return Err(format!("duration `{text}` is out of range: give 1s to 30d"));
+                return Err(format!(
+                    "duration `{}` is out of range: give 1s to 30d",
+                    peer_text(text)
+                ));
             }
             Ok(Command::Shelve { alarm, duration_ms })
         }),
@@ -413,6 +490,93 @@ mod tests {
         assert!(event.is_none());
         let done = String::from_utf8(upload_reply(&json!("u"), Ok(97))).unwrap();
         assert_eq!(done, r#"{"id":"u","ok":true,"queued":97,"v":1}"#);
+    }
+
+    #[test]
+    fn issue_20_a_retained_command_is_refused_with_its_id_whatever_it_says() {
+        let reply = match parse_downlink("serviced", br#"{"id":"r1","device":"m"}"#, true) {
+            Ok(r) => panic!("a retained command was accepted: {r:?}"),
+            Err(reply) => String::from_utf8(reply).unwrap(),
+        };
+        assert!(reply.contains(r#""id":"r1""#), "{reply}");
+        assert!(reply.contains(r#""ok":false"#), "{reply}");
+        assert!(reply.contains("retained"), "{reply}");
+        assert!(parse_downlink("serviced", br#"{"id":"r1","device":"m"}"#, false).is_ok());
+    }
+
+    #[test]
+    fn issue_20_a_hostile_command_is_answered_and_logged_cut_and_escaped() {
+        let huge = "x".repeat(120_000);
+        let bidi = "\u{202e}gpj.exe";
+        for (name, payload) in [
+            ("ack", format!(r#"{{"id":"q","{huge}":1}}"#)),
+            ("ack", format!(r#"{{"id":"q","alarm":"a","{bidi}":1}}"#)),
+            (bidi, r#"{"id":"q"}"#.to_owned()),
+            (
+                "shelve",
+                format!(r#"{{"id":"q","alarm":"a","duration":"{huge}"}}"#),
+            ),
+            (
+                "upload",
+                format!(r#"{{"id":"q","from":"{bidi}","to":"2026-01-01"}}"#),
+            ),
+            ("ack", format!(r#"{{"id":"{huge}","alarm":"a"}}"#)),
+            ("ack", format!(r#"{{"id":"{bidi}","alarm":"a"}}"#)),
+        ] {
+            let reply = match parse(name, payload.as_bytes()) {
+                Ok(r) => panic!("accepted: {r:?}"),
+                Err(reply) => String::from_utf8(reply).unwrap(),
+            };
+            assert!(reply.len() < 2_000, "{name}: a {} byte reply", reply.len());
+            assert!(!reply.contains('\u{202e}'), "{name}: raw U+202E in {reply}");
+            let json: Json = serde_json::from_str(&reply).unwrap();
+            assert_eq!(json["ok"], false, "{reply}");
+        }
+        let reply = parse(bidi, br#"{"id":"q"}"#).unwrap_err();
+        assert!(
+            String::from_utf8(reply)
+                .unwrap()
+                .contains("\\u{202e}gpj.exe")
+        );
+    }
+
+    #[test]
+    fn issue_20_a_flood_of_refused_commands_logs_one_line_per_minute() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Logs(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Logs {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _pin = crate::test_log::pin_interest();
+        // A name no other test refuses, since the limit is process-wide.
+        let name = "flood-\u{202e}test";
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..5_000 {
+                let reply = error_reply(&json!(i), "unknown command");
+                log_refused(name, &reply);
+            }
+        });
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.matches("Refused a downlink command").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text}");
+        assert!(text.contains("flood-\\u{202e}test"), "{text}");
     }
 
     #[test]

@@ -435,10 +435,10 @@ impl Core {
     async fn downlink(&mut self, d: &Downlink) {
         let now = self.clock.now();
         let mut drafts = Vec::new();
-        let (reply, event) = match commands::parse(&d.name, &d.payload) {
+        let (reply, event) = match commands::parse_downlink(&d.name, &d.payload, d.retained) {
             Ok(req) => self.carry_out(&req, now, &mut drafts).await,
             Err(reply) => {
-                warn!(command = %d.name, reply = %String::from_utf8_lossy(&reply), "Refused a downlink command.");
+                commands::log_refused(&d.name, &reply);
                 (reply, None)
             }
         };

@@ -13,12 +13,18 @@
 //! - [`outbox`]: the state file's outbox queues as the sinks read and render them.
 //! - [`commands`]: the downlink commands (`ack`, `shelve`, `list`, …), parsed and applied.
 //!
+//! - [`listener`]: the accept loop every listening socket goes through: a connection cap,
+//!   header and connection time limits, no spinning on a failed accept.
+//! - [`log_limit`]: log lines a peer can trigger, rate-limited and escaped.
+//!
 //! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
 
 pub mod commands;
 pub mod core_task;
 pub mod daemon;
 pub mod http;
+pub mod listener;
+pub mod log_limit;
 pub mod metrics;
 pub mod outbox;
 pub mod signals;

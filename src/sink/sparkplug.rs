@@ -43,6 +43,7 @@ use super::mqtt::inflight::{RowId, Tracked};
 use super::mqtt::{MqttError, MqttStats, Outbox, OutboxError, OutboxItem};
 use crate::clock::Clock;
 use crate::config::daemon::Mqtt;
+use crate::runtime::log_limit::{REPEAT_WINDOW, RepeatLimit, peer_text};
 use crate::sink::backoff::Backoff;
 use crate::sparkplug::{DeviceSpec, EdgeNode, Message, MessageType, NodeConfig, Qos, Topic};
 use crate::store::{StoreHandle, record};
@@ -196,6 +197,14 @@ impl<O: Outbox> SparkplugSink<O> {
         // Rows acked but maybe not yet deleted: a read that returns them skips them, so that a
         // reconnect does not send them twice.
         let mut deleting: BTreeSet<RowId> = BTreeSet::new();
+        // Inbound messages are the peer's to repeat at will: one line a minute per kind.
+        let inbound_logs = RepeatLimit::new(REPEAT_WINDOW);
+        let host = self
+            .node
+            .primary_host_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         loop {
             tokio::select! {
                 biased;
@@ -254,18 +263,34 @@ impl<O: Outbox> SparkplugSink<O> {
                             let _ignored = client.try_disconnect();
                         }
                     },
-                    Event::Message { topic, payload } => {
+                    Event::Message { topic, payload, .. } => {
                         let was_born = node.is_born();
+                        let host_before = node.host_online();
                         let ours = self.is_ours(&topic);
                         let watermark = if ours.is_some() { self.prime(&mut node).await } else { None };
+                        let now = std::time::Instant::now();
                         match node.on_message(&topic, &payload, self.clock.now()) {
                             Ok(out) => {
                                 if out.is_empty() {
-                                    log_ignored(&topic, ours);
+                                    log_ignored(&topic, ours, &inbound_logs, now);
                                 }
                                 take(&mut flow, out, watermark);
                             }
-                            Err(err) => warn!(topic = %topic, error = %err, "Unreadable Sparkplug message ignored."),
+                            Err(err) => {
+                                if let Some(left_out) = inbound_logs.admit("unreadable", now) {
+                                    warn!(topic = %peer_text(&topic), error = %err, left_out,
+                                        "Sparkplug message ignored (left_out: as many since the last such line).");
+                                }
+                            }
+                        }
+                        match (host_before, node.host_online()) {
+                            (before, Some(true)) if before != Some(true) => {
+                                info!(host = %host, "Primary host online (STATE); births and data may flow.");
+                            }
+                            (before, Some(false)) if before != Some(false) => {
+                                warn!(host = %host, "Primary host offline (STATE); data waits in the queue until it is back.");
+                            }
+                            _ => {}
                         }
                         if was_born && !node.is_born() {
                             info!(broker = %broker, "Primary host offline; keeping data in the queue until it is back.");
@@ -274,7 +299,7 @@ impl<O: Outbox> SparkplugSink<O> {
                         }
                     }
                     Event::PubAck(_) | Event::PubRejected { .. } | Event::OutgoingDisconnect | Event::Other => {}
-                    Event::Error(err) => {
+                    Event::Error(err) | Event::TooLarge(err) => {
                         if flow.connected || !outage_logged {
                             warn!(broker = %broker, error = %err,
                                   "Broker unreachable; keeping data in the queue.");
@@ -377,7 +402,7 @@ impl<O: Outbox> SparkplugSink<O> {
                             pending_acks.push(row);
                         }
                     }
-                    Event::OutgoingDisconnect | Event::Error(_) => break,
+                    Event::OutgoingDisconnect | Event::Error(_) | Event::TooLarge(_) => break,
                     _ => {}
                 }
             }
@@ -615,24 +640,33 @@ fn take(flow: &mut Flow, out: Vec<Message>, watermark: Option<RowId>) {
     }
 }
 
-/// Logs a command the node had nothing to do for.
-fn log_ignored(topic: &str, ours: Option<bool>) {
-    match Topic::parse(topic) {
+/// Logs a command the node had nothing to do for, at most once a minute per kind with the
+/// count of those left out: a host (or anyone) may send them by the thousand.
+fn log_ignored(topic: &str, ours: Option<bool>, limit: &RepeatLimit, now: std::time::Instant) {
+    let kind = match Topic::parse(topic) {
         Ok(Topic::Edge {
             message_type: MessageType::DCmd,
             ..
-        }) => info!(
-            topic,
-            "Sparkplug device command ignored: plantwatch writes to no device."
-        ),
+        }) => "dcmd",
         Ok(Topic::Edge {
             message_type: MessageType::NCmd,
             ..
-        }) if ours == Some(true) => info!(
-            topic,
-            "Sparkplug node command ignored: only Node Control/Rebirth is handled, and only while born."
-        ),
-        _ => debug!(topic, "Sparkplug message needs no action."),
+        }) if ours == Some(true) => "ncmd",
+        _ => {
+            debug!(topic = %peer_text(topic), "Sparkplug message needs no action.");
+            return;
+        }
+    };
+    let Some(left_out) = limit.admit(kind, now) else {
+        return;
+    };
+    let topic = peer_text(topic);
+    if kind == "dcmd" {
+        info!(topic = %topic, left_out, "Sparkplug device command ignored: plantwatch writes to no device.");
+    } else {
+        info!(topic = %topic, left_out,
+            "Sparkplug node command ignored: only Node Control/Rebirth is handled, only while born, \
+             and at most once in 5 s.");
     }
 }
 

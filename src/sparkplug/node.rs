@@ -142,7 +142,29 @@ pub enum InboundError {
     /// An NCMD payload is not a Sparkplug B protobuf.
     #[error("NCMD payload is not a Sparkplug B payload")]
     Payload(#[source] prost::DecodeError),
+    /// The primary host's `STATE` carries a timestamp too far ahead of this gateway's clock
+    /// to be real: taking it would make every later, true `STATE` look stale.
+    #[error(
+        "STATE timestamp {timestamp} is {lead_ms} ms ahead of this gateway's clock (at most \
+         {MAX_STATE_LEAD_MS} allowed); ignored. If the host is genuine, check both clocks"
+    )]
+    FutureState {
+        /// The timestamp as sent.
+        timestamp: u64,
+        /// How far ahead of `now` it is, ms.
+        lead_ms: u64,
+    },
 }
+
+/// How far ahead of the gateway's clock a `STATE` timestamp may be (10 minutes): room for
+/// clocks that disagree a little, and no more, so that a spoofed far-future `STATE` cannot
+/// make the host's real ones stale.
+pub const MAX_STATE_LEAD_MS: u64 = 10 * 60 * 1000;
+
+/// The shortest time between two births on request (5 s): a host asks when it saw a gap,
+/// and one birth answers every request made within the interval after it; 300 requests once
+/// made 288 births in 10 s.
+pub const MIN_REBIRTH_INTERVAL_MS: i64 = 5_000;
 
 #[derive(Debug, Clone)]
 struct Reading {
@@ -198,6 +220,8 @@ pub struct EdgeNode {
     /// The newest `STATE` timestamp seen, kept across reconnects to reject stale ones.
     host_seen: Option<u64>,
     born: bool,
+    /// When the last birth on request was made, to rate-limit rebirth requests.
+    last_rebirth: Option<Timestamp>,
     seq: u8,
     backlog: VecDeque<Buffered>,
     dropped: u64,
@@ -253,6 +277,7 @@ impl EdgeNode {
             host_online: None,
             host_seen: None,
             born: false,
+            last_rebirth: None,
             seq: 0,
             backlog: VecDeque::new(),
             dropped: 0,
@@ -479,7 +504,15 @@ impl EdgeNode {
     ) -> Result<Vec<Message>, InboundError> {
         match Topic::parse(topic)? {
             Topic::State { host_id } if Some(&host_id) == self.config.primary_host_id.as_ref() => {
-                Ok(self.on_host_state(HostState::parse(payload)?, now))
+                let state = HostState::parse(payload)?;
+                let lead_ms = state.timestamp.saturating_sub(ms(now));
+                if lead_ms > MAX_STATE_LEAD_MS {
+                    return Err(InboundError::FutureState {
+                        timestamp: state.timestamp,
+                        lead_ms,
+                    });
+                }
+                Ok(self.on_host_state(state, now))
             }
             Topic::Edge {
                 group_id,
@@ -490,7 +523,12 @@ impl EdgeNode {
                 let ncmd = Payload::decode(payload).map_err(InboundError::Payload)?;
                 // A rebirth while the gate is shut would be premature: the birth follows the
                 // primary host's return anyway.
-                if payload::is_rebirth_request(&ncmd) && self.born {
+                // One birth answers every request made within the interval after it.
+                let recent = self
+                    .last_rebirth
+                    .is_some_and(|at| now.0.saturating_sub(at.0) < MIN_REBIRTH_INTERVAL_MS);
+                if payload::is_rebirth_request(&ncmd) && self.born && !recent {
+                    self.last_rebirth = Some(now);
                     Ok(self.birth(now))
                 } else {
                     Ok(Vec::new())
@@ -498,6 +536,12 @@ impl EdgeNode {
             }
             Topic::State { .. } | Topic::Edge { .. } => Ok(Vec::new()),
         }
+    }
+
+    /// The primary host's state as last heard on this connection: `None` before its first
+    /// `STATE` (or without a primary host configured).
+    pub fn host_online(&self) -> Option<bool> {
+        self.host_online
     }
 
     fn on_host_state(&mut self, state: HostState, now: Timestamp) -> Vec<Message> {
@@ -1030,6 +1074,71 @@ mod tests {
         assert_eq!(decode(&all[255]).seq, Some(255));
         assert_eq!(decode(&all[256]).seq, Some(0));
         assert_eq!(all[256].kind, MessageType::DData, "the wrap is not a birth");
+    }
+
+    #[test]
+    fn issue_20_a_flood_of_rebirth_requests_makes_one_birth_per_interval() {
+        let mut node = EdgeNode::new(config(None, DataMode::ByException, 16), &[meter()], 3);
+        node.connecting();
+        node.on_connected(Timestamp(T0));
+        let ncmd = "spBv1.0/plant/NCMD/gw-01";
+        // 300 requests over 10 s.
+        let births = (0..300)
+            .map(|i| {
+                let out = node
+                    .on_message(ncmd, &ncmd_rebirth(), Timestamp(T0 + 1 + i * 33))
+                    .unwrap();
+                out.iter().filter(|m| m.kind == MessageType::NBirth).count()
+            })
+            .sum::<usize>();
+        assert_eq!(births, 2, "one at the first request, one 5 s later");
+    }
+
+    #[test]
+    fn issue_20_a_far_future_state_is_refused_and_the_real_host_still_counts() {
+        let mut node = EdgeNode::new(
+            config(Some("scada"), DataMode::EveryPoll, 16),
+            &[meter()],
+            0,
+        );
+        let topic = "spBv1.0/STATE/scada";
+        node.connecting();
+        assert!(
+            node.on_connected(Timestamp(T0)).is_empty(),
+            "gated on the host"
+        );
+        let now = Timestamp(T0 + 1_000);
+        let births = node
+            .on_message(topic, &state(true, T0 as u64), now)
+            .unwrap();
+        assert_eq!(kinds(&births), [MessageType::NBirth, MessageType::DBirth]);
+        // The spoof: offline, stamped at the end of time.
+        let spoof = node.on_message(topic, &state(false, u64::MAX), now);
+        assert!(
+            matches!(spoof, Err(InboundError::FutureState { .. })),
+            "{spoof:?}"
+        );
+        assert_eq!(node.host_online(), Some(true), "the spoof changed nothing");
+        assert_eq!(
+            node.on_poll(&poll1(), Timestamp(T0 + 2_000)).len(),
+            1,
+            "data flows"
+        );
+        // Just inside the allowed lead is a real STATE.
+        let lead = MAX_STATE_LEAD_MS - 1;
+        node.on_message(
+            topic,
+            &state(false, T0 as u64 + 2_000 + lead),
+            Timestamp(T0 + 2_000),
+        )
+        .unwrap();
+        assert_eq!(node.host_online(), Some(false));
+        let text = InboundError::FutureState {
+            timestamp: u64::MAX,
+            lead_ms: 1,
+        }
+        .to_string();
+        assert!(text.contains("ahead of this gateway's clock"), "{text}");
     }
 
     #[test]

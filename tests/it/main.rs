@@ -19,6 +19,7 @@ mod energy;
 mod export;
 mod harness;
 mod influx;
+mod listener;
 mod mqtt;
 mod pipeline;
 mod platform;

@@ -382,3 +382,289 @@ fn the_embedded_broker_listens_on_loopback_only() {
     assert!(broker.addr_v5.ip().is_loopback());
     let _ = Timestamp(0);
 }
+
+/// Publishes `payload` retained at QoS 1 and waits (bounded) for the broker's PUBACK, from a
+/// client allowed packets far larger than the session's 1 MiB.
+async fn publish_retained(addr: SocketAddr, topic: &str, payload: Vec<u8>) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(
+        format!("retainer-{}", addr.port()),
+        "127.0.0.1",
+        addr.port(),
+    );
+    opts.set_max_packet_size(32 << 20, 32 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload)
+        .await
+        .unwrap();
+    crate::harness::within(
+        Duration::from_secs(10),
+        "the retained publish's PUBACK",
+        async {
+            loop {
+                if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.unwrap() {
+                    break;
+                }
+            }
+        },
+    )
+    .await;
+    client.disconnect().await.unwrap();
+    let _disconnected = tokio::time::timeout(Duration::from_secs(2), async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_retained_oversized_command_costs_one_reconnect_and_telemetry_keeps_flowing() {
+    oversized_retained_command(Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_mqtt5_a_retained_oversized_command_costs_one_reconnect_and_telemetry_keeps_flowing()
+ {
+    oversized_retained_command(Protocol::V5).await;
+}
+
+/// Issue 20, defect 2: a retained command over the client's packet limit dropped the
+/// connection, and the broker sent it again after every resubscribe: a reconnect loop that
+/// held up telemetry. Now it costs one reconnect, after which commands stay off for a
+/// cool-down, and rows stored meanwhile all arrive.
+async fn oversized_retained_command(protocol: Protocol) {
+    let broker = EmbeddedBroker::start().unwrap();
+    publish_retained(broker.addr, "pw/test/cmd/list", vec![b'x'; 2 << 20]).await;
+    let mut sub = Subscriber::start(broker.addr, "pw/test/telemetry/#").await;
+    let outbox = Arc::new(MemOutbox::default());
+    let wake = Arc::new(Notify::new());
+    let stats = Arc::new(MqttStats::default());
+    let (tx, mut commands) = tokio::sync::mpsc::channel(64);
+    let session = Session::new(
+        plan(listener(&broker, protocol).port(), protocol),
+        outbox.clone(),
+        wake.clone(),
+        Arc::new(SystemClock),
+        stats.clone(),
+    )
+    .with_downlink(tx);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    wait_connected(&stats, 1).await;
+    // A poll every 50 ms for 3 s: long enough for a loop to show (the reconnect backoff is
+    // 50 to 400 ms).
+    for n in 1..=60 {
+        outbox.push("telemetry/d1", n.to_string());
+        wake.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = sub
+        .collect_until(Duration::from_secs(20), |g| {
+            let mut n = numbers(g);
+            n.sort_unstable();
+            n.dedup();
+            n.len() >= 60
+        })
+        .await;
+    let mut arrived = numbers(&got);
+    arrived.sort_unstable();
+    arrived.dedup();
+    assert_eq!(
+        arrived,
+        (1..=60).collect::<Vec<_>>(),
+        "{protocol}: every row arrived"
+    );
+    let connects = stats.connects.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        connects <= 2,
+        "{protocol}: {connects} connections; the oversized command may cost one reconnect"
+    );
+    assert!(
+        commands.try_recv().is_err(),
+        "{protocol}: the oversized command never arrived"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Issue 20, defect 2: a retained command reaches the core flagged, so that it is refused;
+/// a live one is not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_retained_command_is_handed_over_flagged_and_a_live_one_is_not() {
+    let broker = EmbeddedBroker::start().unwrap();
+    publish_retained(
+        broker.addr,
+        "pw/test/cmd/serviced",
+        br#"{"id":"r1","device":"m"}"#.to_vec(),
+    )
+    .await;
+    let sub = Subscriber::start(broker.addr, "pw/test/nothing").await;
+    let stats = Arc::new(MqttStats::default());
+    let (tx, mut commands) = tokio::sync::mpsc::channel(64);
+    let session = Session::new(
+        plan(broker.addr.port(), Protocol::V311),
+        Arc::new(MemOutbox::default()),
+        Arc::new(Notify::new()),
+        Arc::new(SystemClock),
+        stats.clone(),
+    )
+    .with_downlink(tx);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    let first = crate::harness::within(
+        Duration::from_secs(10),
+        "the retained command",
+        commands.recv(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.name.as_str(), first.retained), ("serviced", true));
+    sub.publish("pw/test/cmd/serviced", br#"{"id":"l1","device":"m"}"#)
+        .await;
+    let live = crate::harness::within(Duration::from_secs(10), "the live command", commands.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        (live.payload.as_slice(), live.retained),
+        (&br#"{"id":"l1","device":"m"}"#[..], false)
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_pubacks_arriving_while_stopping_delete_their_rows() {
+    pubacks_while_stopping(Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_mqtt5_pubacks_arriving_while_stopping_delete_their_rows() {
+    pubacks_while_stopping(Protocol::V5).await;
+}
+
+/// Issue 20, defect 7: PUBACKs that arrived during shutdown were ignored, so delivered rows
+/// stayed in the outbox and were sent again at the next start. The proxy holds the broker's
+/// PUBACKs back until the session has been told to stop.
+async fn pubacks_while_stopping(protocol: Protocol) {
+    let broker = EmbeddedBroker::start().unwrap();
+    let proxy = Proxy::start(listener(&broker, protocol)).await;
+    let mut sub = Subscriber::start(broker.addr, "pw/test/telemetry/#").await;
+    let outbox = Arc::new(MemOutbox::default());
+    let wake = Arc::new(Notify::new());
+    let stats = Arc::new(MqttStats::default());
+    let session = Session::new(
+        plan(proxy.addr.port(), protocol),
+        outbox.clone(),
+        wake.clone(),
+        Arc::new(SystemClock),
+        stats.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    wait_connected(&stats, 1).await;
+    proxy.hold();
+    for n in 1..=12 {
+        outbox.push("telemetry/d1", n.to_string());
+        wake.notify_one();
+    }
+    // The broker has them all, so it has sent every PUBACK; the proxy holds them.
+    let got = sub
+        .collect_until(Duration::from_secs(20), |g| numbers(g).len() >= 12)
+        .await;
+    assert_eq!(numbers(&got), (1..=12).collect::<Vec<_>>(), "{protocol}");
+    assert_eq!(
+        outbox.len(),
+        12,
+        "{protocol}: no PUBACK reached the session yet"
+    );
+    cancel.cancel();
+    proxy.release();
+    crate::harness::within(Duration::from_secs(5), "the session's stop", task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outbox.len(),
+        0,
+        "{protocol}: every row the broker acknowledged is deleted, not resent at the next start"
+    );
+}
+
+/// The first arrival of each row, in arrival order, split by the `backfill` flag.
+fn streams(got: &[crate::harness::subscriber::Received]) -> (Vec<i64>, Vec<i64>) {
+    let mut seen = std::collections::HashSet::new();
+    let (mut backfill, mut live) = (Vec::new(), Vec::new());
+    for m in got
+        .iter()
+        .filter(|m| m.topic.starts_with("pw/test/telemetry"))
+    {
+        let json = m.json();
+        let n = json["n"].as_i64().unwrap();
+        if seen.insert(n) {
+            if json["backfill"] == true {
+                backfill.push(n);
+            } else {
+                live.push(n);
+            }
+        }
+    }
+    (backfill, live)
+}
+
+/// Issue 20, defect 11, the ordering contract as the README states it: per device, order
+/// holds within the live stream and within the backfill stream (`"backfill":true`); the two
+/// interleave after an outage, so consumers order by `ts` or `seq`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_after_an_outage_each_stream_keeps_its_order() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let proxy = Proxy::start(broker.addr).await;
+    let mut sub = Subscriber::start(broker.addr, "pw/test/#").await;
+    let outbox = Arc::new(MemOutbox::default());
+    let wake = Arc::new(Notify::new());
+    let stats = Arc::new(MqttStats::default());
+    let session = Session::new(
+        plan(proxy.addr.port(), Protocol::V311),
+        outbox.clone(),
+        wake.clone(),
+        Arc::new(SystemClock),
+        stats.clone(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(session.run(cancel.clone()));
+    wait_connected(&stats, 1).await;
+    proxy.cut();
+    wait_connected(&stats, 0).await;
+    // Polls stored during the outage: one device, one topic.
+    for n in 1..=600 {
+        outbox.push("telemetry/d1", n.to_string());
+    }
+    proxy.restore();
+    wait_connected(&stats, 1).await;
+    // Polls stored after the connection came back are live.
+    for n in 601..=660 {
+        outbox.push("telemetry/d1", n.to_string());
+        wake.notify_one();
+        tokio::task::yield_now().await;
+    }
+    let got = sub
+        .collect_until(Duration::from_secs(30), |g| {
+            let (b, l) = streams(g);
+            b.len() + l.len() >= 660
+        })
+        .await;
+    let (backfill, live) = streams(&got);
+    let mut all: Vec<i64> = backfill.iter().chain(&live).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=660).collect::<Vec<_>>(), "nothing lost");
+    assert!(
+        backfill.is_sorted(),
+        "the backfill stream is in order: {backfill:?}"
+    );
+    assert!(live.is_sorted(), "the live stream is in order: {live:?}");
+    assert!(
+        backfill.iter().all(|&n| n <= 600) && live.iter().all(|&n| n > 600),
+        "what was stored during the outage is backfill, the rest live"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

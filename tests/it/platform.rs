@@ -1016,6 +1016,27 @@ async fn the_upload_command_sends_records_to_the_https_platform_and_the_energy_p
         "{}",
         daemon.log()
     );
+    // The command subscription follows the connection's first acknowledged publish, so it
+    // may trail the status: probe with `list`, which changes nothing, until it answers.
+    let mut subscribed = false;
+    for n in 0..50 {
+        sub.publish(
+            "tp/plant/cmd/list",
+            format!(r#"{{"id":"probe-{n}"}}"#).as_bytes(),
+        )
+        .await;
+        let got = sub
+            .collect_until(Duration::from_millis(200), |g| {
+                g.iter().any(|m| m.topic == "tp/plant/cmd/list/reply")
+            })
+            .await;
+        subscribed = got.iter().any(|m| m.topic == "tp/plant/cmd/list/reply");
+        all.extend(got);
+        if subscribed {
+            break;
+        }
+    }
+    assert!(subscribed, "the daemon answers commands\n{}", daemon.log());
     sub.publish(
         "tp/plant/cmd/upload",
         br#"{"id":"u1","from":"2026-10-05","to":"2026-10-05"}"#,

@@ -1012,3 +1012,31 @@ async fn the_daemon_runs_a_sparkplug_sink_beside_a_json_sink() {
         daemon.log()
     );
 }
+
+/// Issue 20, defect 5: one spoofed `STATE` `{"online":false,"timestamp":u64::MAX}` stopped
+/// all DDATA, and the real host's later STATEs were ignored as stale until a restart. Now a
+/// far-future STATE is refused, and data keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_a_spoofed_far_future_state_does_not_silence_the_node() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let mut host = Host::start(broker.addr, "host-spoof").await;
+    let mut rig = Rig::new();
+    host.state(true, 2).await;
+    let (cancel, task) = rig.sink(
+        plan(broker.addr.port(), Protocol::V311, "pw-spb-spoof"),
+        node_config(Some("scada")),
+        vec![meter()],
+    );
+    rig.wait_connects(1).await;
+    host.expect("births", "DBIRTH", 1).await;
+    // The spoof, as anyone with publish rights on the broker could send it.
+    host.state(false, u64::MAX).await;
+    rig.store_poll(&meter_poll(1, T0 + 1_000)).await;
+    let got = host.expect("data after the spoof", "DDATA", 1).await;
+    assert_eq!(
+        values(got.last().unwrap())[0],
+        (1, Some(PV::DoubleValue(1.0)))
+    );
+    cancel.cancel();
+    within(WAIT, "clean stop", task).await.unwrap().unwrap();
+}

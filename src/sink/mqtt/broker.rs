@@ -39,7 +39,9 @@ fn server(name: &str, listen: SocketAddr) -> ServerSettings {
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,
-            max_payload_size: 1 << 20,
+            // Above the client's 1 MiB packet limit, so that tests can send what a real broker
+            // might: a message the client must survive without taking.
+            max_payload_size: 16 << 20,
             max_inflight_count: 1000,
             auth: None,
             external_auth: None,

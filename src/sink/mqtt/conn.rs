@@ -21,8 +21,9 @@ use crate::config::daemon::{Mqtt, Protocol};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
 
-/// Largest packet either way: 1 MiB.
-const MAX_PACKET: u32 = 1 << 20;
+/// Largest packet either way: 1 MiB. Over MQTT 5 the CONNECT tells the broker, which then
+/// drops larger messages for us instead of sending them.
+pub(crate) const MAX_PACKET: u32 = 1 << 20;
 
 /// The shortest keep-alive rumqttc's v5 options accept.
 const MIN_V5_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -52,11 +53,19 @@ pub(crate) enum Event {
         topic: String,
         /// Payload bytes.
         payload: Vec<u8>,
+        /// The broker sent it with the retain flag: a stored message (3.1.1 flags those sent
+        /// because we subscribed; MQTT 5 with Retain As Published flags every retained one).
+        retained: bool,
     },
     /// Anything else (pings, acks of our own subscriptions): nothing to do.
     Other,
     /// The connection failed or dropped; polling again reconnects.
     Error(String),
+    /// The broker sent a packet larger than [`MAX_PACKET`] and the connection was dropped for
+    /// it; polling again reconnects. Only a subscription brings such packets, and the broker
+    /// sends a retained one again after every resubscribe, so the caller must stop subscribing
+    /// for a while or it reconnects in a loop.
+    TooLarge(String),
 }
 
 /// The client's request channel is full (or its event loop is gone): try again later.
@@ -134,6 +143,25 @@ impl Client {
         }
     }
 
+    /// Queues the SUBSCRIBE for downlink commands on `topic`. Over MQTT 5 it asks the broker
+    /// not to send retained messages at all (Retain Handling 2) and to keep the retain flag
+    /// of live ones (Retain As Published), so that a retained command is never taken for a
+    /// fresh one; 3.1.1 has no such options, and the caller refuses what arrives flagged.
+    pub(crate) fn try_subscribe_commands(&self, topic: String) -> Result<(), Refused> {
+        match self {
+            Self::V311(c) => c
+                .try_subscribe(topic, QoS::AtLeastOnce)
+                .map_err(|_| Refused),
+            Self::V5(c) => {
+                let mut filter =
+                    v5::mqttbytes::v5::Filter::new(topic, v5::mqttbytes::QoS::AtLeastOnce);
+                filter.preserve_retain = true;
+                filter.retain_forward_rule = v5::mqttbytes::v5::RetainForwardRule::Never;
+                c.try_subscribe_many([filter]).map_err(|_| Refused)
+            }
+        }
+    }
+
     /// Queues a DISCONNECT without waiting.
     pub(crate) fn try_disconnect(&self) -> Result<(), Refused> {
         match self {
@@ -194,12 +222,18 @@ fn from_v311(polled: Result<rumqttc::Event, rumqttc::ConnectionError>) -> Event 
         Ok(E::Incoming(Packet::Publish(p))) => Event::Message {
             topic: p.topic,
             payload: p.payload.to_vec(),
+            retained: p.retain,
         },
         Ok(E::Outgoing(o)) => outgoing(o),
         Ok(other) => {
             debug!(event = ?other, "MQTT incoming event.");
             Event::Other
         }
+        Err(
+            err @ rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_),
+            )),
+        ) => Event::TooLarge(err.to_string()),
         Err(err) => Event::Error(err.to_string()),
     }
 }
@@ -219,12 +253,18 @@ fn from_v5(polled: Result<v5::Event, v5::ConnectionError>) -> Event {
         Ok(E::Incoming(Packet::Publish(p))) => Event::Message {
             topic: String::from_utf8_lossy(&p.topic).into_owned(),
             payload: p.payload.to_vec(),
+            retained: p.retain,
         },
         Ok(E::Outgoing(o)) => outgoing(o),
         Ok(other) => {
             debug!(event = ?other, "MQTT incoming event.");
             Event::Other
         }
+        Err(
+            err @ v5::ConnectionError::MqttState(v5::StateError::Deserialization(
+                v5::mqttbytes::Error::PayloadSizeLimitExceeded { .. },
+            )),
+        ) => Event::TooLarge(err.to_string()),
         Err(err) => Event::Error(err.to_string()),
     }
 }

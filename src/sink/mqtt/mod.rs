@@ -9,6 +9,8 @@
 //! - backfill is interleaved with live rows (`backfill_per_live` old rows per new one), so a
 //!   long backlog never delays live data by more than the read-ahead: a few batches, which is
 //!   milliseconds at replay speed;
+//! - the ordering contract that follows: per device, order holds within the live stream and
+//!   within the backfill stream, not across them; consumers order by `ts` or `seq`;
 //! - rows reach the client through the connection's feeder (`feed`), which reads and renders
 //!   them a batch ahead, so the event loop never waits on the store; the feeder and what it
 //!   read ahead die with the connection, and the next one starts over from the outbox;
@@ -21,6 +23,7 @@
 
 pub mod broker;
 pub(crate) mod conn;
+pub mod downlink;
 mod feed;
 pub mod inflight;
 
@@ -39,8 +42,10 @@ use crate::clock::Clock;
 use crate::config::daemon::{Mqtt, PasswordSource, Tls};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
+use crate::runtime::log_limit::{REPEAT_WINDOW, RepeatLimit, peer_text};
 use crate::sink::backoff::Backoff;
 use conn::{Client, Event, Returned};
+use downlink::CommandGate;
 use feed::{Feed, FeedPlan, Ready};
 use inflight::{InFlight, RowId, Tracked};
 
@@ -269,6 +274,9 @@ pub struct Downlink {
     pub name: String,
     /// The raw payload, validated by whoever handles it.
     pub payload: Vec<u8>,
+    /// It arrived with the retain flag: a stored command, possibly old, possibly seen
+    /// before. It must be refused, never carried out.
+    pub retained: bool,
 }
 
 /// Commands queued for the core before new ones are refused (and logged).
@@ -282,6 +290,8 @@ pub struct Session<O: Outbox> {
     clock: Arc<dyn Clock>,
     stats: Arc<MqttStats>,
     downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
+    /// A command flood fills the queue with every message: one line a minute, with a count.
+    queue_full: RepeatLimit,
 }
 
 impl<O: Outbox> Session<O> {
@@ -300,22 +310,25 @@ impl<O: Outbox> Session<O> {
             clock,
             stats,
             downlink: None,
+            queue_full: RepeatLimit::new(REPEAT_WINDOW),
         }
     }
 
     /// Subscribes to `{prefix}/cmd/+` and hands every command to `tx` (never blocking: a full
-    /// queue drops the command with a log line, and the sender gets no reply).
+    /// queue drops the command with a log line, and the sender gets no reply). The
+    /// subscription follows the rules of [`downlink`]: only once the connection delivers, and
+    /// not for a cool-down after an oversized message.
     #[must_use]
     pub fn with_downlink(mut self, tx: tokio::sync::mpsc::Sender<Downlink>) -> Self {
         self.downlink = Some(tx);
         self
     }
 
-    fn on_message(&self, topic: &str, payload: Vec<u8>) {
+    fn on_message(&self, topic: &str, payload: Vec<u8>, retained: bool) {
         let Some(tx) = &self.downlink else { return };
         let prefix = format!("{}/cmd/", self.plan.topic_prefix);
         let Some(name) = topic.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
-            debug!(topic, "Message on a topic that is not a command; ignored.");
+            debug!(topic = %peer_text(topic), "Message on a topic that is not a command; ignored.");
             return;
         };
         if tx
@@ -323,12 +336,16 @@ impl<O: Outbox> Session<O> {
                 sink: self.plan.name.to_string(),
                 name: name.to_owned(),
                 payload,
+                retained,
             })
             .is_err()
+            && let Some(left_out) = self.queue_full.admit("", std::time::Instant::now())
         {
             warn!(
-                topic,
-                "Command queue full (or the core stopped); command dropped unanswered."
+                topic = %peer_text(topic),
+                left_out,
+                "Command queue full (or the core stopped); command dropped unanswered \
+                 (left_out: as many since the last such line)."
             );
         }
     }
@@ -361,7 +378,10 @@ impl<O: Outbox> Session<O> {
         let window = usize::from(self.plan.max_inflight);
         // One log line per connection for rejected publishes; the counter has the rest.
         let mut rejection_logged = false;
+        let mut commands = CommandGate::new(self.downlink.is_some());
+        let commands_topic = format!("{}/cmd/+", self.plan.topic_prefix);
         loop {
+            let resume_commands = commands.resume_at().filter(|_| feed.is_some());
             let want = ready.is_empty() && inflight.len() < window;
             tokio::select! {
                 biased;
@@ -377,7 +397,21 @@ impl<O: Outbox> Session<O> {
                         let _ignored = client.try_disconnect();
                     }
                 },
-                event = events.poll() => match event {
+                // Commands were paused and may come back on this connection.
+                () = sleep_until(resume_commands), if resume_commands.is_some() => {}
+                event = events.poll() => {
+                if let Event::TooLarge(err) = &event {
+                    let paused = commands.on_too_large(tokio::time::Instant::now());
+                    if paused.first {
+                        warn!(broker = %broker, topic = %commands_topic, error = %err, cooldown_s = paused.cooldown.as_secs(),
+                            "The broker sent a message over the packet limit; commands are off for the cool-down so that \
+                             telemetry keeps flowing. A retained message on a command topic is the usual cause: clear it.");
+                    } else {
+                        debug!(broker = %broker, error = %err, cooldown_s = paused.cooldown.as_secs(),
+                            "Another message over the packet limit; commands are off again.");
+                    }
+                }
+                match event {
                     Event::ConnAck => {
                         inflight.on_connection_lost();
                         ready.clear();
@@ -400,12 +434,9 @@ impl<O: Outbox> Session<O> {
                         if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, json_v1::status(true, now)).is_ok() {
                             inflight.handed_to_client(Tracked::Untracked);
                         }
-                        // Clean sessions forget subscriptions: subscribe on every connection.
-                        if self.downlink.is_some()
-                            && client.try_subscribe(format!("{}/cmd/+", self.plan.topic_prefix), QoS::AtLeastOnce).is_err()
-                        {
-                            warn!(broker = %broker, "Cannot subscribe to the command topic on this connection.");
-                        }
+                        // Clean sessions forget subscriptions: the gate subscribes again on every
+                        // connection, once it delivers.
+                        commands.on_connected();
                     }
                     // Left over from a connection that already dropped: its rows were returned.
                     Event::OutgoingPublish(pkid) | Event::PubAck(pkid) | Event::PubRejected { pkid, .. }
@@ -423,6 +454,7 @@ impl<O: Outbox> Session<O> {
                         }
                     }
                     Event::PubAck(pkid) => {
+                        commands.on_delivered();
                         if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
                             pending_acks.push(row);
                         }
@@ -437,9 +469,9 @@ impl<O: Outbox> Session<O> {
                             }
                         }
                     }
-                    Event::Message { topic, payload } => self.on_message(&topic, payload),
+                    Event::Message { topic, payload, retained } => self.on_message(&topic, payload, retained),
                     Event::OutgoingDisconnect | Event::Other => {}
-                    Event::Error(err) => {
+                    Event::Error(err) | Event::TooLarge(err) => {
                         // The first failed connect counts as an outage too: rows stored meanwhile
                         // are replays by the time they go out.
                         if feed.take().is_some() || outage_since.is_none() {
@@ -455,7 +487,7 @@ impl<O: Outbox> Session<O> {
                             () = tokio::time::sleep(backoff.next()) => {}
                         }
                     }
-                },
+                }},
                 // A finished delete: count it, and let the next one take what piled up.
                 result = join(&mut acking), if acking.is_some() => {
                     acking = None;
@@ -472,6 +504,30 @@ impl<O: Outbox> Session<O> {
             }
             if let Some(f) = feed.as_mut() {
                 self.hand_over(&client, qos, &mut inflight, &mut ready, f, window);
+                if commands.should_subscribe(tokio::time::Instant::now()) {
+                    if client
+                        .try_subscribe_commands(commands_topic.clone())
+                        .is_ok()
+                    {
+                        commands.on_subscribed(tokio::time::Instant::now());
+                    } else {
+                        debug!(broker = %broker, "Request queue full; subscribing to commands after the next event.");
+                    }
+                }
+            }
+        }
+        // What is in flight may be delivered already: take the PUBACKs that come within the
+        // drain (the daemon waits a bounded time for this task), so that rows the broker has
+        // are deleted now instead of being sent again at the next start.
+        if feed.is_some() && !inflight.is_empty() {
+            let drained = tokio::time::timeout(
+                PUBACK_DRAIN,
+                drain_pubacks(&mut events, &mut inflight, &mut pending_acks),
+            )
+            .await;
+            if drained.is_err() {
+                info!(broker = %broker, unacknowledged = inflight.len(),
+                    "Stopping with publishes unacknowledged; they stay in the outbox and go out again at the next start.");
             }
         }
         if let Some(done) = acking.take() {
@@ -492,7 +548,7 @@ impl<O: Outbox> Session<O> {
         let drain = async {
             for _ in 0..16 {
                 match events.poll().await {
-                    Event::OutgoingDisconnect | Event::Error(_) => break,
+                    Event::OutgoingDisconnect | Event::Error(_) | Event::TooLarge(_) => break,
                     _ => {}
                 }
             }
@@ -570,6 +626,51 @@ impl<O: Outbox> Session<O> {
 async fn next_batch(feed: &mut Option<Feed>) -> Option<Vec<Ready>> {
     match feed.as_mut() {
         Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a stopping session waits for the PUBACKs of what it has in flight. The daemon
+/// gives the task 3 s in all; the offline status and the DISCONNECT need the rest.
+const PUBACK_DRAIN: Duration = Duration::from_millis(1500);
+
+/// Polls the event loop until nothing is in flight or the connection ends, collecting the
+/// rows whose PUBACKs arrive; the client keeps sending what it had queued meanwhile.
+async fn drain_pubacks(events: &mut conn::Events, inflight: &mut InFlight, acked: &mut Vec<RowId>) {
+    while !inflight.is_empty() {
+        match events.poll().await {
+            Event::OutgoingPublish(pkid) => {
+                if inflight.on_outgoing_publish(pkid).is_err() {
+                    return;
+                }
+                if pkid == 0
+                    && let Some(Tracked::Row(row)) = inflight.on_puback(pkid)
+                {
+                    acked.push(row);
+                }
+            }
+            Event::PubAck(pkid) => {
+                if let Some(Tracked::Row(row)) = inflight.on_puback(pkid) {
+                    acked.push(row);
+                }
+            }
+            // Not delivered: the row stays for the next start.
+            Event::PubRejected { pkid, .. } => {
+                let _kept = inflight.on_puback(pkid);
+            }
+            // A new connection has a fresh session: what was in flight is unsent again.
+            Event::ConnAck | Event::Error(_) | Event::TooLarge(_) | Event::OutgoingDisconnect => {
+                return;
+            }
+            Event::Message { .. } | Event::Other => {}
+        }
+    }
+}
+
+/// Sleeps until `at`; never resolves for `None`.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -75,6 +75,11 @@ impl Daemon {
         self.child = Some(child);
     }
 
+    /// The process id, while running.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     /// The daemon's log so far (for failure messages).
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -14,6 +15,8 @@ pub(crate) struct Proxy {
     pub(crate) addr: SocketAddr,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    /// While true, bytes from the upstream are held back (the connection stays open).
+    held: watch::Sender<bool>,
 }
 
 impl Proxy {
@@ -24,6 +27,8 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
         let gen_tx = generation.clone();
+        let (held, _) = watch::channel(false);
+        let held_tx = held.clone();
         let up2 = up.clone();
         tokio::spawn(async move {
             loop {
@@ -35,13 +40,33 @@ impl Proxy {
                     continue;
                 }
                 let mut cut = gen_tx.subscribe();
+                let held = held_tx.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let mut client = client;
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let down = async move {
+                        let mut held = held;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match server_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if held.wait_for(|h| !*h).await.is_err() {
+                                return;
+                            }
+                            if client_tx.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up => {}
+                        () = down => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -51,7 +76,18 @@ impl Proxy {
             addr,
             up,
             generation,
+            held,
         }
+    }
+
+    /// Holds back what the upstream sends (PUBACKs, say) until [`Self::release`].
+    pub(crate) fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Forwards what was held back, and everything after.
+    pub(crate) fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// Drops every connection and refuses new ones.
