@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Scores the predictions benches/anomaly.rs wrote for the SKAB recordings with tsad.
+
+tsad (PyPI) is the scorer SKAB's own leaderboard was produced with, so the figures are
+comparable with the published ones. Usage: skab_score.py PREDICTIONS_DIR
+
+PREDICTIONS_DIR holds one folder per SKAB folder, each with one `;`-separated file per
+experiment: `datetime;anomaly;changepoint;pred_outlier;pred_cp` (labels, then the detector's
+0/1 outputs). Prints, per folder and for the tuned and held-out groups, NAB standard / low FP /
+low FN (window 60 s right of each change point) on `pred_cp` and binary F1 (with false and
+missed alarm rates) on `pred_outlier`.
+"""
+
+import contextlib
+import io
+import os
+import sys
+
+import pandas as pd
+from tsad.utils.evaluating.evaluating import evaluating
+
+# valve2/ and other/ never steer a default; they are reported apart so a reader sees whether
+# the tuned figures carry over.
+TUNED = ["valve1"]
+HELD_OUT = ["valve2", "other"]
+
+
+def load(folder):
+    series = []
+    for name in sorted(os.listdir(folder), key=lambda n: (len(n), n)):
+        if not name.endswith(".csv"):
+            continue
+        df = pd.read_csv(
+            os.path.join(folder, name), sep=";", index_col="datetime", parse_dates=True
+        )
+        series.append(df)
+    return series
+
+
+def quiet(fn, *args, **kwargs):
+    # tsad prints its own figures; the table below is the report.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+def score(frames):
+    true_cp = [f["changepoint"].astype(int) for f in frames]
+    pred_cp = [f["pred_cp"].astype(int) for f in frames]
+    true_out = [f["anomaly"].astype(int) for f in frames]
+    pred_out = [f["pred_outlier"].astype(int) for f in frames]
+    nab = quiet(
+        evaluating,
+        true_cp,
+        pred_cp,
+        metric="nab",
+        window_width="60s",
+        anomaly_window_destination="righter",
+    )
+    f1, far, mar = quiet(evaluating, true_out, pred_out, metric="binary")
+    return nab, f1, far, mar
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: skab_score.py PREDICTIONS_DIR")
+    root = sys.argv[1]
+    folders = [f for f in TUNED + HELD_OUT if os.path.isdir(os.path.join(root, f))]
+    if not folders:
+        sys.exit(f"{root}: no SKAB prediction folders (valve1, valve2, other)")
+    frames = {f: load(os.path.join(root, f)) for f in folders}
+    rows = [(f, frames[f]) for f in folders]
+    rows.append(("tuned (valve1)", [x for f in TUNED if f in frames for x in frames[f]]))
+    rows.append(
+        ("held out (valve2+other)", [x for f in HELD_OUT if f in frames for x in frames[f]])
+    )
+    rows.append(("all", [x for f in folders for x in frames[f]]))
+    print(
+        f"{'SKAB (tsad)':<24} {'files':>5} {'NAB std':>8} {'low FP':>8} {'low FN':>8} "
+        f"{'F1':>6} {'FAR %':>7} {'MAR %':>7}"
+    )
+    for label, group in rows:
+        if not group:
+            continue
+        nab, f1, far, mar = score(group)
+        print(
+            f"{label:<24} {len(group):>5} {nab['Standard']:>8.2f} {nab['LowFP']:>8.2f} "
+            f"{nab['LowFN']:>8.2f} {f1:>6.2f} {far:>7.2f} {mar:>7.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
