@@ -9,8 +9,10 @@
 //! Protocol: every point of an experiment is streamed once, causally, through one model per
 //! point with the rule's default settings. No file is tuned for and no label is read by the
 //! detector. Per row the device is predicted
-//! - an *outlier* while any point's alarm is raised, and
-//! - a *change point* where a point's score first reaches the threshold (its rising edge).
+//! - an *outlier* while any point's alarm is raised,
+//! - a *change point* where a point's score reaches the threshold (its rising edge), and,
+//!   as SKAB's own baselines turn outlier detectors into change-point detectors, a change
+//!   point at every *edge* of the outlier prediction (the device's alarm raised or cleared).
 //!
 //! The predictions are written to `target/anomaly-bench/` and scored by
 //! `benches/skab_score.py` with tsad, the scorer of SKAB's own leaderboard
@@ -97,7 +99,7 @@ fn read_skab(path: &Path) -> Vec<Row> {
     rows
 }
 
-/// One point under the default `anomaly` rule: the score and whether the alarm is raised.
+/// One point under the default `anomaly` rule: the onset score, and the episode the alarm follows.
 struct PointRule {
     model: AnomalyModel,
     raised: bool,
@@ -114,15 +116,25 @@ impl PointRule {
     }
 
     /// Feeds one sample; returns (change point predicted here, alarm raised, alarm raised now).
-    fn step(&mut self, ts_ms: i64, value: f64) -> (bool, bool, bool) {
+    fn step(&mut self, ts_ms: i64, value: f64, trace: bool) -> (bool, bool, bool) {
         let Some(score) = self.model.update(ts_ms, 0, value) else {
             return (false, self.raised, false);
         };
+        if trace {
+            println!(
+                "trace {ts_ms} value {value} expected {:.6} raw {:.3} score {:.6} episode {} {}",
+                score.expected,
+                score.raw,
+                score.score,
+                score.episode.active,
+                score.episode.kind.as_str()
+            );
+        }
         let above = score.score >= DEFAULT_THRESHOLD;
         let onset = above && !self.above;
         self.above = above;
         let was = self.raised;
-        self.raised = above;
+        self.raised = score.episode.active;
         (onset, self.raised, self.raised && !was)
     }
 }
@@ -135,7 +147,14 @@ struct Run {
     false_raises: usize,
 }
 
-fn run(rows: &[Row]) -> Run {
+/// `PLANTWATCH_SKAB_TRACE=valve1/13.csv:7` prints every score of point 7 of that file.
+fn run(rows: &[Row], name: &str) -> Run {
+    let trace = std::env::var("PLANTWATCH_SKAB_TRACE").ok().and_then(|t| {
+        let (file, point) = t.rsplit_once(':')?;
+        (file == name)
+            .then(|| point.parse::<usize>().ok())
+            .flatten()
+    });
     let mut rules: Vec<PointRule> = POINTS.iter().map(|_| PointRule::new()).collect();
     let first_fault = rows
         .iter()
@@ -150,8 +169,8 @@ fn run(rows: &[Row]) -> Run {
     for (i, row) in rows.iter().enumerate() {
         let (mut cp, mut outlier) = (false, false);
         let normal = (LEARN_ROWS..first_fault).contains(&i);
-        for (rule, &v) in rules.iter_mut().zip(&row.values) {
-            let (onset, raised, raise) = rule.step(row.ts_ms, v);
+        for (p, (rule, &v)) in rules.iter_mut().zip(&row.values).enumerate() {
+            let (onset, raised, raise) = rule.step(row.ts_ms, v, trace == Some(p));
             cp |= onset;
             outlier |= raised;
             if normal {
@@ -183,14 +202,22 @@ fn experiments(dir: &Path, quick: bool) -> Vec<PathBuf> {
 }
 
 fn write_predictions(path: &Path, rows: &[Row], run: &Run) {
-    let mut text = String::from("datetime;anomaly;changepoint;pred_outlier;pred_cp\n");
+    let mut text = String::from("datetime;anomaly;changepoint;pred_outlier;pred_cp;pred_edge\n");
+    let mut before = 0;
     for (i, r) in rows.iter().enumerate() {
+        let outlier = run.pred_outlier[i];
         writeln!(
             text,
-            "{};{};{};{};{}",
-            r.datetime, r.anomaly, r.changepoint, run.pred_outlier[i], run.pred_cp[i]
+            "{};{};{};{};{};{}",
+            r.datetime,
+            r.anomaly,
+            r.changepoint,
+            outlier,
+            run.pred_cp[i],
+            u8::from(outlier != before)
         )
         .unwrap();
+        before = outlier;
     }
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
@@ -230,7 +257,8 @@ fn main() {
         let (mut rows_n, mut samples, mut raises) = (0, 0, 0);
         for file in &files {
             let rows = read_skab(file);
-            let run = run(&rows);
+            let name = format!("{folder}/{}", file.file_name().unwrap().to_string_lossy());
+            let run = run(&rows, &name);
             write_predictions(&dest.join(file.file_name().unwrap()), &rows, &run);
             rows_n += rows.len();
             samples += run.normal_samples;
@@ -249,7 +277,7 @@ fn main() {
     }
     let free = skab.join("anomaly-free/anomaly-free.csv");
     let rows = read_skab(&free);
-    let run = run(&rows);
+    let run = run(&rows, "anomaly-free.csv");
     println!(
         "{:<14} {:>5} {:>8} {:>15} {:>20.2}",
         "anomaly-free",

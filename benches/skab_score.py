@@ -5,10 +5,11 @@ tsad (PyPI) is the scorer SKAB's own leaderboard was produced with, so the figur
 comparable with the published ones. Usage: skab_score.py PREDICTIONS_DIR
 
 PREDICTIONS_DIR holds one folder per SKAB folder, each with one `;`-separated file per
-experiment: `datetime;anomaly;changepoint;pred_outlier;pred_cp` (labels, then the detector's
-0/1 outputs). Prints, per folder and for the tuned and held-out groups, NAB standard / low FP /
-low FN (window 60 s right of each change point) on `pred_cp` and binary F1 (with false and
-missed alarm rates) on `pred_outlier`.
+experiment: `datetime;anomaly;changepoint;pred_outlier;pred_cp;pred_edge` (labels, then the
+detector's 0/1 outputs). Prints, per folder and for the tuned and held-out groups, NAB
+standard / low FP / low FN (window 60 s right of each change point) on `pred_cp` (score
+onsets) and on `pred_edge` (raises and clears, SKAB's protocol for outlier detectors), and
+binary F1 (with false and missed alarm rates) on `pred_outlier`.
 """
 
 import contextlib
@@ -43,12 +44,10 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def score(frames):
+def nab(frames, column):
     true_cp = [f["changepoint"].astype(int) for f in frames]
-    pred_cp = [f["pred_cp"].astype(int) for f in frames]
-    true_out = [f["anomaly"].astype(int) for f in frames]
-    pred_out = [f["pred_outlier"].astype(int) for f in frames]
-    nab = quiet(
+    pred_cp = [f[column].astype(int) for f in frames]
+    return quiet(
         evaluating,
         true_cp,
         pred_cp,
@@ -56,8 +55,13 @@ def score(frames):
         window_width="60s",
         anomaly_window_destination="righter",
     )
+
+
+def score(frames):
+    true_out = [f["anomaly"].astype(int) for f in frames]
+    pred_out = [f["pred_outlier"].astype(int) for f in frames]
     f1, far, mar = quiet(evaluating, true_out, pred_out, metric="binary")
-    return nab, f1, far, mar
+    return nab(frames, "pred_cp"), nab(frames, "pred_edge"), f1, far, mar
 
 
 def main():
@@ -75,16 +79,19 @@ def main():
     )
     rows.append(("all", [x for f in folders for x in frames[f]]))
     print(
-        f"{'SKAB (tsad)':<24} {'files':>5} {'NAB std':>8} {'low FP':>8} {'low FN':>8} "
-        f"{'F1':>6} {'FAR %':>7} {'MAR %':>7}"
+        f"{'SKAB (tsad)':<24} {'files':>5} | NAB on score onsets: {'std':>6} {'low FP':>6} "
+        f"{'low FN':>6} | on alarm edges: {'std':>6} {'low FP':>6} {'low FN':>6} | "
+        f"{'F1':>5} {'FAR %':>6} {'MAR %':>6}"
     )
     for label, group in rows:
         if not group:
             continue
-        nab, f1, far, mar = score(group)
+        onsets, edges, f1, far, mar = score(group)
         print(
-            f"{label:<24} {len(group):>5} {nab['Standard']:>8.2f} {nab['LowFP']:>8.2f} "
-            f"{nab['LowFN']:>8.2f} {f1:>6.2f} {far:>7.2f} {mar:>7.2f}"
+            f"{label:<24} {len(group):>5} | {'':>20} {onsets['Standard']:>6.2f} "
+            f"{onsets['LowFP']:>6.2f} {onsets['LowFN']:>6.2f} | {'':>15} "
+            f"{edges['Standard']:>6.2f} {edges['LowFP']:>6.2f} {edges['LowFN']:>6.2f} | "
+            f"{f1:>5.2f} {far:>6.2f} {mar:>6.2f}"
         )
 
 
