@@ -4,7 +4,8 @@
 //! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
 //! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of
 //! `;`-separated CSV files (github.com/waico/SKAB, folder `data/`). `PLANTWATCH_SKAB_QUICK=1`
-//! runs only the first two experiments of each folder (for CI).
+//! runs only the first two experiments of each folder (for CI); `PLANTWATCH_SKAB_THRESHOLD`
+//! replaces the default threshold (to see the trade-off; the reported figures use none).
 //!
 //! Protocol: every point of an experiment is streamed once, causally, through one model per
 //! point with the rule's default settings. No file is tuned for and no label is read by the
@@ -107,9 +108,12 @@ struct PointRule {
 }
 
 impl PointRule {
-    fn new() -> Self {
+    fn new(threshold: f64) -> Self {
         Self {
-            model: AnomalyModel::new(AnomalyParams::default()),
+            model: AnomalyModel::new(AnomalyParams {
+                threshold,
+                ..AnomalyParams::default()
+            }),
             raised: false,
             above: false,
         }
@@ -130,7 +134,7 @@ impl PointRule {
                 score.episode.kind.as_str()
             );
         }
-        let above = score.score >= DEFAULT_THRESHOLD;
+        let above = score.score >= self.model.params().threshold;
         let onset = above && !self.above;
         self.above = above;
         let was = self.raised;
@@ -145,6 +149,7 @@ struct Run {
     pred_cp: Vec<u8>,
     normal_samples: usize,
     false_raises: usize,
+    false_by_point: [usize; 8],
 }
 
 /// `PLANTWATCH_SKAB_TRACE=valve1/13.csv:7` prints every score of point 7 of that file.
@@ -155,7 +160,11 @@ fn run(rows: &[Row], name: &str) -> Run {
             .then(|| point.parse::<usize>().ok())
             .flatten()
     });
-    let mut rules: Vec<PointRule> = POINTS.iter().map(|_| PointRule::new()).collect();
+    let threshold = std::env::var("PLANTWATCH_SKAB_THRESHOLD")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(DEFAULT_THRESHOLD);
+    let mut rules: Vec<PointRule> = POINTS.iter().map(|_| PointRule::new(threshold)).collect();
     let first_fault = rows
         .iter()
         .position(|r| r.anomaly == 1)
@@ -165,6 +174,7 @@ fn run(rows: &[Row], name: &str) -> Run {
         pred_cp: Vec::with_capacity(rows.len()),
         normal_samples: 0,
         false_raises: 0,
+        false_by_point: [0; 8],
     };
     for (i, row) in rows.iter().enumerate() {
         let (mut cp, mut outlier) = (false, false);
@@ -176,6 +186,7 @@ fn run(rows: &[Row], name: &str) -> Run {
             if normal {
                 out.normal_samples += 1;
                 out.false_raises += usize::from(raise);
+                out.false_by_point[p] += usize::from(raise);
             }
         }
         out.pred_outlier.push(u8::from(outlier));
@@ -249,6 +260,7 @@ fn main() {
         "false episodes", "files", "rows", "normal samples", "per pt per 10k"
     );
     let (mut all_samples, mut all_raises) = (0, 0);
+    let mut by_point = [0usize; 8];
     for folder in FOLDERS {
         let dir = skab.join(folder);
         let dest = out_root.join(folder);
@@ -263,6 +275,9 @@ fn main() {
             rows_n += rows.len();
             samples += run.normal_samples;
             raises += run.false_raises;
+            for (all, n) in by_point.iter_mut().zip(run.false_by_point) {
+                *all += n;
+            }
         }
         println!(
             "{:<14} {:>5} {:>8} {:>15} {:>20.2}",
@@ -288,6 +303,9 @@ fn main() {
     );
     all_samples += run.normal_samples;
     all_raises += run.false_raises;
+    for (all, n) in by_point.iter_mut().zip(run.false_by_point) {
+        *all += n;
+    }
     println!(
         "{:<14} {:>5} {:>8} {:>15} {:>20.2}",
         "all normal",
@@ -296,6 +314,12 @@ fn main() {
         all_samples,
         rate(all_raises, all_samples)
     );
+    let per_point: Vec<String> = POINTS
+        .iter()
+        .zip(by_point)
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    println!("false episodes by point: {}", per_point.join(", "));
 
     let scorer = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/skab_score.py");
     let status = Command::new("python3").arg(&scorer).arg(&out_root).status();

@@ -340,11 +340,11 @@ fn kind_names_are_stable() {
 
 #[test]
 fn score_mapping_matches_the_documented_table() {
-    // Per component p (four components): 0.9 at 1e-5 / 4, 0.99 at 1e-6 / 4.
+    // Per component p (four components): 0.9 at 1e-7 / 4, 0.99 at 1e-8 / 4.
     let at = |p: f64| surprise_to_score(-(p / BONFERRONI).log10());
-    assert!((at(1e-5) - 0.9).abs() < 1e-12, "{}", at(1e-5));
-    assert!((at(1e-6) - 0.99).abs() < 1e-12);
-    assert_eq!(at(1e-3).to_bits(), 0.0f64.to_bits());
+    assert!((at(1e-7) - 0.9).abs() < 1e-9, "{}", at(1e-7));
+    assert!((at(1e-8) - 0.99).abs() < 1e-9);
+    assert_eq!(at(1e-5).to_bits(), 0.0f64.to_bits());
     assert_eq!(surprise_to_score(f64::INFINITY).to_bits(), 1.0f64.to_bits());
     assert_eq!(surprise_to_score(f64::NAN).to_bits(), 0.0f64.to_bits());
 }
