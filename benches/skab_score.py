@@ -2,7 +2,9 @@
 """Scores the predictions benches/anomaly.rs wrote for the SKAB recordings with tsad.
 
 tsad (PyPI) is the scorer SKAB's own leaderboard was produced with, so the figures are
-comparable with the published ones. Usage: skab_score.py PREDICTIONS_DIR
+comparable with the published ones.
+Usage: skab_score.py PREDICTIONS_DIR [--min-f1=F] [--min-nab=N]
+(exits 1 when the F1 or the NAB standard on alarm edges of all folders is below its floor)
 
 PREDICTIONS_DIR holds one folder per SKAB folder, each with one `;`-separated file per
 experiment: `datetime;anomaly;changepoint;pred_outlier;pred_cp;pred_edge` (labels, then the
@@ -65,9 +67,12 @@ def score(frames):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: skab_score.py PREDICTIONS_DIR")
-    root = sys.argv[1]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    floors = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
+    unknown = set(floors) - {"min-f1", "min-nab"}
+    if len(args) != 1 or unknown:
+        sys.exit("usage: skab_score.py PREDICTIONS_DIR [--min-f1=F] [--min-nab=N]")
+    root = args[0]
     folders = [f for f in TUNED + HELD_OUT if os.path.isdir(os.path.join(root, f))]
     if not folders:
         sys.exit(f"{root}: no SKAB prediction folders (valve1, valve2, other)")
@@ -83,16 +88,24 @@ def main():
         f"{'low FN':>6} | on alarm edges: {'std':>6} {'low FP':>6} {'low FN':>6} | "
         f"{'F1':>5} {'FAR %':>6} {'MAR %':>6}"
     )
+    failed = []
     for label, group in rows:
         if not group:
             continue
         onsets, edges, f1, far, mar = score(group)
+        if label == "all":
+            if "min-f1" in floors and f1 < float(floors["min-f1"]):
+                failed.append(f"F1 {f1} < {floors['min-f1']}")
+            if "min-nab" in floors and edges["Standard"] < float(floors["min-nab"]):
+                failed.append(f"NAB standard {edges['Standard']} < {floors['min-nab']}")
         print(
             f"{label:<24} {len(group):>5} | {'':>20} {onsets['Standard']:>6.2f} "
             f"{onsets['LowFP']:>6.2f} {onsets['LowFN']:>6.2f} | {'':>15} "
             f"{edges['Standard']:>6.2f} {edges['LowFP']:>6.2f} {edges['LowFN']:>6.2f} | "
             f"{f1:>5.2f} {far:>6.2f} {mar:>6.2f}"
         )
+    if failed:
+        sys.exit("below the floor: " + "; ".join(failed))
 
 
 if __name__ == "__main__":
