@@ -52,7 +52,9 @@
 //! 3. **variance ratio** (`Variance`): `ln(S / D) / 0.17` with S a 30-sample EWMA and D
 //!    the long EWMA of `|x_t - x_(t-1)|` (D learns from differences clipped to
 //!    `[D/3, 3D]`). Differences make it blind to the baseline and the season. Exact
-//!    repeats are kept out of S and D, they belong to the next component.
+//!    repeats are kept out of S and D, they belong to the next component. S and D are kept
+//!    per side of the baseline, so a point switching between two operating levels (a motor
+//!    running and stopped) compares each level's noise with its own.
 //! 4. **stuck** (`Stuck`): run length L of bit-identical consecutive values and a learned
 //!    repeat probability p (never below 0.02): `e = sqrt(2 * min(L, cap) * ln(1/p))`
 //!    with `cap = learn_samples / 8`; and the collapse side of the variance ratio.
@@ -369,8 +371,12 @@ struct Core {
     chain: bool,
     level: f64,
     absdev: f64,
-    diff_long: f64,
-    diff_short: f64,
+    /// Long and short difference scales per side of the baseline (below, above).
+    diff_long: [f64; 2],
+    diff_short: [f64; 2],
+    /// Side of the baseline the current sample is on, and the differences each side has seen.
+    side: usize,
+    n_side: [u64; 2],
     repeat: f64,
     run: u32,
     cusum_hi: f64,
@@ -395,8 +401,8 @@ impl Core {
         self.dt_typ.is_finite()
             && self.level.is_finite()
             && self.absdev.is_finite()
-            && self.diff_long.is_finite()
-            && self.diff_short.is_finite()
+            && self.diff_long.iter().all(|d| d.is_finite())
+            && self.diff_short.iter().all(|d| d.is_finite())
             && self.repeat.is_finite()
             && self.cusum_hi.is_finite()
             && self.cusum_lo.is_finite()
@@ -507,8 +513,10 @@ impl AnomalyModel {
                 chain: false,
                 level: 0.0,
                 absdev: 0.0,
-                diff_long: 0.0,
-                diff_short: 0.0,
+                diff_long: [0.0; 2],
+                diff_short: [0.0; 2],
+                side: 0,
+                n_side: [0; 2],
                 repeat: 0.0,
                 run: 0,
                 cusum_hi: 0.0,
@@ -622,6 +630,11 @@ impl AnomalyModel {
         // Difference statistics: exact repeats feed the stuck test, everything else the
         // short/long difference scales (repeats are kept out so stuck does not also
         // collapse the variance ratio).
+        // Each side of the baseline keeps its own difference scales: a point that switches
+        // between two operating levels (a motor running and stopped) has a different noise
+        // at each, and comparing one level's noise with the other's would be an anomaly at
+        // every switch. On a single level both sides see the same noise.
+        c.side = usize::from(value >= expected);
         let mut repeated = false;
         if c.chain && !gap {
             let d = (value - c.prev).abs();
@@ -635,15 +648,18 @@ impl AnomalyModel {
                 c.run = 0;
                 c.repeat -= rp * c.repeat;
                 c.n_diff = c.n_diff.saturating_add(1);
-                if c.n_diff == 1 {
-                    c.diff_long = d;
-                    c.diff_short = d;
+                let s = c.side;
+                c.n_side[s] = c.n_side[s].saturating_add(1);
+                let n = c.n_side[s];
+                if n == 1 {
+                    c.diff_long[s] = d;
+                    c.diff_short[s] = d;
                 } else {
-                    let dl = c.diff_long;
-                    c.diff_long += rate(self.alpha, c.n_diff)
+                    let dl = c.diff_long[s];
+                    c.diff_long[s] += rate(self.alpha, n)
                         * (clip(d, dl / DIFF_LONG_CLIP, dl * DIFF_LONG_CLIP) - dl);
-                    c.diff_short +=
-                        rate(SHORT_ALPHA, c.n_diff) * (d.min(dl * DIFF_SHORT_CLIP) - c.diff_short);
+                    c.diff_short[s] +=
+                        rate(SHORT_ALPHA, n) * (d.min(dl * DIFF_SHORT_CLIP) - c.diff_short[s]);
                 }
             }
         } else {
@@ -885,9 +901,9 @@ impl AnomalyModel {
         };
 
         let (mut var_up, mut var_down) = (0.0, 0.0);
-        if c.n_diff >= self.warmup {
+        if c.n_side[c.side] >= self.warmup {
             let floor = self.min_sigma * ABS_DIFF_PER_SIGMA;
-            let ratio = c.diff_short.max(floor) / c.diff_long.max(floor);
+            let ratio = c.diff_short[c.side].max(floor) / c.diff_long[c.side].max(floor);
             let l = ratio.ln();
             if l > 0.0 {
                 var_up = l / LN_RATIO_SD;

@@ -717,3 +717,34 @@ fn scores_keep_full_precision_through_a_lasting_change() {
     assert!(saturated <= 1, "{saturated} samples at >= 0.9999");
     assert!(after.iter().all(|s| (0.0..=1.0).contains(s)));
 }
+
+#[test]
+fn regime_switching_does_not_alarm() {
+    // A motor that runs (current 10 A) and stops (0 A) for 20 min to 3 h at a time.
+    let mut rng = Rng(5);
+    let mut model = AnomalyModel::new(AnomalyParams::default());
+    let (mut running, mut left) = (true, 90usize);
+    let mut onsets = Vec::new();
+    for i in 0..10 * DAY {
+        if left == 0 {
+            running = !running;
+            left = 20 + rng.below(160);
+        }
+        left -= 1;
+        let v = if running {
+            10.0 + 0.3 * rng.gauss()
+        } else {
+            0.02 * rng.gauss().abs()
+        };
+        let s = model.update(T0_MS + i as i64 * MINUTE_MS, 0, v);
+        // The first day teaches it both regimes.
+        if i >= DAY && s.is_some_and(|s| s.score >= THRESHOLD) {
+            onsets.push(i);
+        }
+    }
+    assert!(
+        onsets.len() <= 1,
+        "{} onsets in 9 days: {onsets:?}",
+        onsets.len()
+    );
+}
