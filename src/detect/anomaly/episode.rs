@@ -19,6 +19,15 @@ pub(super) const QUIET_SURPRISE: f64 = 3.0;
 pub(super) const REARM_SAMPLES: u32 = 20;
 /// The episode's kind is refined over its first samples, then kept.
 const KIND_SAMPLES: u64 = 20;
+/// A point excursion of at least this many sigma counts towards the sign balance.
+const EXCURSION_Z: f64 = 2.0;
+/// Excursions on one side that make a level shift: a spike's own and four more within 20
+/// samples, which noise after a spike gives far less than once in a hundred spikes.
+const ONE_SIDED: u32 = 5;
+// Component order, as in the model's evidence.
+const MEAN: usize = 1;
+const VARIANCE: usize = 2;
+const STUCK: usize = 3;
 
 /// The anomaly episode a model is in (or was last in), for the rule, the alarm and replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +72,11 @@ pub(super) struct Tracker {
     touched: [bool; COMPONENTS],
     /// Peak surprise per component since the episode started, for its kind.
     peak: [f64; COMPONENTS],
+    /// Point excursions above and below the baseline since the episode started.
+    above: u32,
+    below: u32,
+    /// The mean component's kind when it first left the quiet level in this episode.
+    mean_kind: Option<AnomalyKind>,
 }
 
 impl Default for Tracker {
@@ -74,6 +88,9 @@ impl Default for Tracker {
             started_n: 0,
             touched: [false; COMPONENTS],
             peak: [0.0; COMPONENTS],
+            above: 0,
+            below: 0,
+            mean_kind: None,
         }
     }
 }
@@ -84,14 +101,15 @@ impl Tracker {
         self.episode
     }
 
-    /// Consumes one sample's readings (sample number `n`, time `ts_ms`); returns the onset
-    /// score and the component that gave it.
+    /// Consumes one sample's readings (sample number `n`, time `ts_ms`, signed point z);
+    /// returns the onset score and the component that gave it.
     pub(super) fn step(
         &mut self,
         n: u64,
         ts_ms: i64,
         threshold: f64,
         readings: &[Reading; COMPONENTS],
+        z: f64,
     ) -> (f64, Option<usize>) {
         let mut onset = (0.0, None);
         for (i, r) in readings.iter().enumerate() {
@@ -110,6 +128,9 @@ impl Tracker {
                 self.started_n = n;
                 self.peak = [0.0; COMPONENTS];
                 self.touched = [false; COMPONENTS];
+                self.above = 0;
+                self.below = 0;
+                self.mean_kind = None;
             }
             self.armed = [false; COMPONENTS];
             self.quiet = [0; COMPONENTS];
@@ -127,7 +148,7 @@ impl Tracker {
         }
         if self.episode.active {
             if n.saturating_sub(self.started_n) <= KIND_SAMPLES {
-                self.refine_kind(n, readings);
+                self.refine_kind(readings, z);
             }
             if self.quiet.iter().all(|q| *q >= REARM_SAMPLES) {
                 self.episode.active = false;
@@ -136,25 +157,33 @@ impl Tracker {
         onset
     }
 
-    /// Keeps the kind of the component with the strongest evidence so far; a point
-    /// excursion that outlasts its first sample is a level shift, not a spike.
-    fn refine_kind(&mut self, n: u64, readings: &[Reading; COMPONENTS]) {
-        let mut best = (0.0, self.episode.kind);
-        for (i, r) in readings.iter().enumerate() {
-            self.peak[i] = self.peak[i].max(r.surprise);
-            if self.peak[i] > best.0 {
-                let mut kind = r.kind;
-                if kind == AnomalyKind::Spike && n > self.started_n && r.surprise >= QUIET_SURPRISE
-                {
-                    kind = AnomalyKind::LevelShift;
-                }
-                if kind == AnomalyKind::Spike && self.episode.kind != AnomalyKind::Spike {
-                    // A spike reading never overrides a slower kind once one was seen.
-                    kind = self.episode.kind;
-                }
-                best = (self.peak[i], kind);
-            }
+    /// Names the episode from what its first samples showed: repeats or a collapsed noise
+    /// are `Stuck`; point excursions on both sides of the baseline with a raised noise are
+    /// `Variance`; a one-sided excursion or a moved mean is the mean's kind (a level shift,
+    /// or a drift if the mean crept up before the episode); a lone excursion is a `Spike`.
+    fn refine_kind(&mut self, readings: &[Reading; COMPONENTS], z: f64) {
+        for (peak, r) in self.peak.iter_mut().zip(readings) {
+            *peak = peak.max(r.surprise);
         }
-        self.episode.kind = best.1;
+        if self.mean_kind.is_none() && readings[MEAN].surprise >= QUIET_SURPRISE {
+            self.mean_kind = Some(readings[MEAN].kind);
+        }
+        if z >= EXCURSION_Z {
+            self.above += 1;
+        } else if z <= -EXCURSION_Z {
+            self.below += 1;
+        }
+        let active = |i: usize| self.peak[i] >= QUIET_SURPRISE;
+        self.episode.kind = if active(STUCK) && self.peak[STUCK] >= self.peak[VARIANCE] {
+            AnomalyKind::Stuck
+        } else if active(VARIANCE) && self.above.min(self.below) >= 2 {
+            AnomalyKind::Variance
+        } else if active(MEAN) || self.above.max(self.below) >= ONE_SIDED {
+            self.mean_kind.unwrap_or(AnomalyKind::LevelShift)
+        } else if active(VARIANCE) {
+            AnomalyKind::Variance
+        } else {
+            AnomalyKind::Spike
+        };
     }
 }

@@ -81,9 +81,10 @@
 //! Every component is *armed* while quiet (`p > 0.001`). The onset score is that of the
 //! strongest armed component; when it reaches the threshold an episode starts (if none is
 //! active), and every component is disarmed until it has been quiet for 20 samples. The
-//! episode ends when all are quiet for 20 samples. Its kind is that of the strongest
-//! component over its first 20 samples (a point excursion that outlasts one sample is a
-//! level shift, not a spike), then kept.
+//! episode ends when all are quiet for 20 samples. Its kind is named from its first 20
+//! samples, then kept: stuck (repeats or collapsed noise), variance (excursions on both
+//! sides with raised noise), level shift or drift (a one-sided excursion or a moved mean;
+//! drift when the mean crept up before the episode), else spike.
 //!
 //! # Learning during an anomaly
 //!
@@ -436,6 +437,8 @@ pub struct AnomalyModel {
 #[derive(Debug, Clone, Copy)]
 struct Evidence {
     values: [f64; COMPONENTS],
+    /// Signed point z, for the episode's kind.
+    z: f64,
     mean_kind: AnomalyKind,
 }
 
@@ -852,7 +855,7 @@ impl AnomalyModel {
         // anomalies are normal.
         let quiet = !c.tracker.episode().active;
         let calm = strongest.0 < QUIET_SURPRISE;
-        let (score, _) = c.tracker.step(c.n, ts_ms, self.threshold, &readings);
+        let (score, _) = c.tracker.step(c.n, ts_ms, self.threshold, &readings, ev.z);
         if quiet && !c.tracker.episode().active {
             for (tail, e) in c.tails.iter_mut().zip(ev.values) {
                 tail.learn(e, calm);
@@ -921,6 +924,7 @@ impl AnomalyModel {
 
         Evidence {
             values: [z.abs(), mean, var_up, stuck],
+            z,
             mean_kind,
         }
     }
