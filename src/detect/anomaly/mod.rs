@@ -117,6 +117,7 @@
 //! * The calibration learns what is normal from what it sees: a point that is anomalous
 //!   from its first sample on learns that as normal.
 
+pub mod device;
 mod episode;
 mod period;
 mod tail;
