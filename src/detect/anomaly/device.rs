@@ -4,7 +4,7 @@
 //!
 //! Each point is standardised by a robust running level and scale; an exponentially weighted
 //! covariance of the standardised vectors is learned on quiet samples and decomposed (Jacobi)
-//! every [`REFIT_SAMPLES`] samples. Per sample the model computes Hotelling's T² in the
+//! every 50 samples. Per sample the model computes Hotelling's T² in the
 //! retained components and the residual Q (squared prediction error), turns each into a
 //! sigma-equivalent by the Wilson–Hilferty approximation of its chi-square law, and runs them
 //! through the same calibration and episodes as the single-point model. The share of each
