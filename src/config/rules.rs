@@ -221,6 +221,8 @@ pub enum RatePer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SeasonName {
+    /// The model finds the point's cycle, if it has one (the default).
+    Auto,
     /// One baseline.
     None,
     /// A baseline per local hour of the day.
@@ -814,7 +816,9 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                 }
                 params.min_sigma = s;
             }
-            params.season = match r.season.unwrap_or(SeasonName::None) {
+            params.threshold = threshold;
+            params.season = match r.season.unwrap_or(SeasonName::Auto) {
+                SeasonName::Auto => Season::Auto,
                 SeasonName::None => Season::None,
                 SeasonName::HourOfDay => Season::HourOfDay,
                 SeasonName::HourOfWeek => Season::HourOfWeek,

@@ -1242,9 +1242,9 @@ fn point_condition(
             let flat = state.update(at, v, *tolerance);
             Some(flat >= ms(*duration))
         }
-        (Detector::Anomaly(model), RuleKind::Anomaly { threshold, params }) => {
+        (Detector::Anomaly(model), RuleKind::Anomaly { params, .. }) => {
             let bucket = match params.season {
-                Season::None => 0,
+                Season::None | Season::Auto => 0,
                 Season::HourOfDay => hour_of_day,
                 Season::HourOfWeek => hour_of_week,
             };
@@ -1252,8 +1252,9 @@ fn point_condition(
             *score_out = Some(score_out.map_or(score.score, |s: f64| s.max(score.score)));
             seen.score = Some(score.score);
             seen.limit = Some(score.expected);
-            let band = if raised { rule.deadband } else { 0.0 };
-            Some(score.score >= threshold - band)
+            // The alarm follows the model's episode: one raise at its onset, one clear at
+            // its end, however long the anomaly lasts.
+            Some(score.episode.active)
         }
         (
             Detector::Trend(model),

@@ -491,6 +491,43 @@ warmup_samples = 60"#,
     assert!(e.score(d, pt).unwrap() >= 0.9);
 }
 
+/// Deterministic, aperiodic noise in [-1, 1) for minute `m` (splitmix64 of m).
+fn hashed_noise(m: i64) -> f64 {
+    let mut z = (m as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+#[test]
+fn an_anomaly_rule_raises_once_and_clears_once_for_a_lasting_shift() {
+    let p = plan(
+        r#"[[rules]]
+name = "flow-odd"
+kind = "anomaly"
+point = "vibration""#,
+    );
+    let mut e = Engine::new(&p);
+    // A day of noise, then the level jumps by 12 noise amplitudes for six hours and comes back.
+    let shifted = 1440..1440 + 360;
+    let events = per_minute(&mut e, "vibration", 1440 + 720, |m| {
+        let base = 50.0 + hashed_noise(m);
+        if shifted.contains(&m) {
+            base + 12.0
+        } else {
+            base
+        }
+    });
+    let states: Vec<_> = events.iter().map(|e| (e.state, e.ts / 60_000)).collect();
+    assert_eq!(states.len(), 2, "one raise and one clear: {states:?}");
+    assert_eq!(states[0], (AlarmStatus::Active, 1440), "{states:?}");
+    assert_eq!(states[1].0, AlarmStatus::Cleared, "{states:?}");
+    assert!(
+        (1440 + 360..1440 + 420).contains(&states[1].1),
+        "cleared soon after the level came back: {states:?}"
+    );
+}
+
 #[test]
 fn running_hours_raise_a_service_alarm_and_serviced_clears_it() {
     let p = plan(
@@ -555,4 +592,21 @@ severity = "high""#,
     let h = &e.health()[0];
     assert!(h.parts.comm > 30.0, "{h:?}");
     assert!(h.parts.index() < 45, "{h:?}");
+}
+
+#[test]
+fn an_anomaly_rule_looks_for_its_own_season_by_default_and_takes_its_threshold() {
+    use plantwatch::config::rules::RuleKind;
+    use plantwatch::detect::anomaly::Season;
+    let seasons = [("", Season::Auto), ("season = \"none\"", Season::None)];
+    for (line, season) in seasons {
+        let p = plan(&format!(
+            "[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\npoint = \"vibration\"\nthreshold = 0.95\n{line}"
+        ));
+        let RuleKind::Anomaly { params, .. } = &p.rules[0].kind else {
+            panic!("{:?}", p.rules[0].kind);
+        };
+        assert_eq!(params.season, season, "{line}");
+        assert!((params.threshold - 0.95).abs() < 1e-12, "{params:?}");
+    }
 }

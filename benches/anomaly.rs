@@ -1,0 +1,384 @@
+//! The `anomaly` rule on real, labelled plant recordings: SKAB, a water-pump test bed
+//! (8 sensors at 1 s; valve closings, leaks, rotor imbalance, cavitation).
+//!
+//! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
+//! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of
+//! `;`-separated CSV files (github.com/waico/SKAB, folder `data/`). `PLANTWATCH_SKAB_QUICK=1`
+//! runs only the first two experiments of each folder (for CI); `PLANTWATCH_SKAB_THRESHOLD`
+//! replaces the default threshold (to see the trade-off; the reported figures use none).
+//! `PLANTWATCH_SKAB_MODEL=device` runs the device-level model (one PCA T²/Q model over the
+//! 8 points, not yet wired into the rule) instead; its false episodes are per device.
+//! For CI, `PLANTWATCH_SKAB_MAX_FALSE` (false episodes per point per 10 000 normal samples),
+//! `PLANTWATCH_SKAB_MIN_F1` and `PLANTWATCH_SKAB_MIN_NAB` (NAB standard on the alarm's raises
+//! and clears, all folders) make the bench fail when a figure is worse.
+//!
+//! Protocol: every point of an experiment is streamed once, causally, through one model per
+//! point with the rule's default settings. No file is tuned for and no label is read by the
+//! detector. Per row the device is predicted
+//! - an *outlier* while any point's alarm is raised,
+//! - a *change point* where a point's score reaches the threshold (its rising edge), and,
+//!   as SKAB's own baselines turn outlier detectors into change-point detectors, a change
+//!   point at every *edge* of the outlier prediction (the device's alarm raised or cleared).
+//!
+//! The predictions are written to `target/anomaly-bench/` and scored by
+//! `benches/skab_score.py` with tsad, the scorer of SKAB's own leaderboard
+//! (`pip install --no-deps tsad` plus numpy, pandas, matplotlib): NAB standard / low FP /
+//! low FN with a 60 s window right of each change point, and binary F1, per folder.
+//! valve1/ is the only folder defaults may be tuned on; valve2/ and other/ are held out.
+//!
+//! The bench also prints the false-episode rate: alarm raises per point per 10 000 normal
+//! samples, on `anomaly-free.csv` and on the stretch of each experiment before its first
+//! labelled fault, both counted after the 400 rows SKAB allows for learning.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    reason = "benchmark binary"
+)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use plantwatch::detect::anomaly::device::DeviceModel;
+use plantwatch::detect::anomaly::{AnomalyModel, AnomalyParams, DEFAULT_THRESHOLD};
+
+/// Rows SKAB's protocol treats as known-normal learning data.
+const LEARN_ROWS: usize = 400;
+const POINTS: [&str; 8] = [
+    "Accelerometer1RMS",
+    "Accelerometer2RMS",
+    "Current",
+    "Pressure",
+    "Temperature",
+    "Thermocouple",
+    "Voltage",
+    "Volume Flow RateRMS",
+];
+const FOLDERS: [&str; 3] = ["valve1", "valve2", "other"];
+
+struct Row {
+    datetime: String,
+    ts_ms: i64,
+    values: [f64; 8],
+    anomaly: u8,
+    changepoint: u8,
+}
+
+fn read_skab(path: &Path) -> Vec<Row> {
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let points: Vec<usize> = POINTS
+        .iter()
+        .map(|p| col(p).unwrap_or_else(|| panic!("{}: no column {p}", path.display())))
+        .collect();
+    let (anomaly, changepoint) = (col("anomaly"), col("changepoint"));
+    let mut rows = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let datetime = record[0].to_owned();
+        let ts = chrono::NaiveDateTime::parse_from_str(&datetime, "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("{}:{}: {datetime}: {e}", path.display(), line + 2));
+        let mut values = [0.0; 8];
+        for (v, &c) in values.iter_mut().zip(&points) {
+            *v = record[c].parse().unwrap_or(f64::NAN);
+        }
+        let flag = |c: Option<usize>| {
+            c.map_or(0, |c| {
+                u8::from(record[c].parse::<f64>().unwrap_or(0.0) > 0.5)
+            })
+        };
+        rows.push(Row {
+            datetime,
+            ts_ms: ts.and_utc().timestamp_millis(),
+            values,
+            anomaly: flag(anomaly),
+            changepoint: flag(changepoint),
+        });
+    }
+    rows
+}
+
+/// One point under the default `anomaly` rule: the onset score, and the episode the alarm follows.
+struct PointRule {
+    model: AnomalyModel,
+    raised: bool,
+    above: bool,
+}
+
+impl PointRule {
+    fn new(threshold: f64) -> Self {
+        Self {
+            model: AnomalyModel::new(AnomalyParams {
+                threshold,
+                ..AnomalyParams::default()
+            }),
+            raised: false,
+            above: false,
+        }
+    }
+
+    /// Feeds one sample; returns (change point predicted here, alarm raised, alarm raised now).
+    fn step(&mut self, ts_ms: i64, value: f64, trace: bool) -> (bool, bool, bool) {
+        let Some(score) = self.model.update(ts_ms, 0, value) else {
+            return (false, self.raised, false);
+        };
+        if trace {
+            println!(
+                "trace {ts_ms} value {value} expected {:.6} raw {:.3} score {:.6} episode {} {}",
+                score.expected,
+                score.raw,
+                score.score,
+                score.episode.active,
+                score.episode.kind.as_str()
+            );
+        }
+        let above = score.score >= self.model.params().threshold;
+        let onset = above && !self.above;
+        self.above = above;
+        let was = self.raised;
+        self.raised = score.episode.active;
+        (onset, self.raised, self.raised && !was)
+    }
+}
+
+/// Detector outputs per row of one recording, and the raises counted in its normal stretch.
+struct Run {
+    pred_outlier: Vec<u8>,
+    pred_cp: Vec<u8>,
+    normal_samples: usize,
+    false_raises: usize,
+    false_by_point: [usize; 8],
+}
+
+/// `PLANTWATCH_SKAB_TRACE=valve1/13.csv:7` prints every score of point 7 of that file.
+fn run(rows: &[Row], name: &str) -> Run {
+    let trace = std::env::var("PLANTWATCH_SKAB_TRACE").ok().and_then(|t| {
+        let (file, point) = t.rsplit_once(':')?;
+        (file == name)
+            .then(|| point.parse::<usize>().ok())
+            .flatten()
+    });
+    let threshold = std::env::var("PLANTWATCH_SKAB_THRESHOLD")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(DEFAULT_THRESHOLD);
+    let mut rules: Vec<PointRule> = POINTS.iter().map(|_| PointRule::new(threshold)).collect();
+    let first_fault = rows
+        .iter()
+        .position(|r| r.anomaly == 1)
+        .unwrap_or(rows.len());
+    let mut out = Run {
+        pred_outlier: Vec::with_capacity(rows.len()),
+        pred_cp: Vec::with_capacity(rows.len()),
+        normal_samples: 0,
+        false_raises: 0,
+        false_by_point: [0; 8],
+    };
+    if std::env::var("PLANTWATCH_SKAB_MODEL").is_ok_and(|m| m == "device") {
+        let mut model = DeviceModel::new(POINTS.len(), AnomalyParams::default().learn_samples);
+        let (mut raised, mut above) = (false, false);
+        for (i, row) in rows.iter().enumerate() {
+            let normal = (LEARN_ROWS..first_fault).contains(&i);
+            let s = model.update(row.ts_ms, &row.values, threshold);
+            let (score, active) = s.map_or((0.0, raised), |s| (s.score, s.episode.active));
+            let onset = score >= threshold && !above;
+            above = score >= threshold;
+            if normal {
+                out.normal_samples += 1;
+                out.false_raises += usize::from(active && !raised);
+            }
+            raised = active;
+            out.pred_outlier.push(u8::from(active));
+            out.pred_cp.push(u8::from(onset));
+        }
+        return out;
+    }
+    for (i, row) in rows.iter().enumerate() {
+        let (mut cp, mut outlier) = (false, false);
+        let normal = (LEARN_ROWS..first_fault).contains(&i);
+        for (p, (rule, &v)) in rules.iter_mut().zip(&row.values).enumerate() {
+            let (onset, raised, raise) = rule.step(row.ts_ms, v, trace == Some(p));
+            cp |= onset;
+            outlier |= raised;
+            if normal {
+                out.normal_samples += 1;
+                out.false_raises += usize::from(raise);
+                out.false_by_point[p] += usize::from(raise);
+            }
+        }
+        out.pred_outlier.push(u8::from(outlier));
+        out.pred_cp.push(u8::from(cp));
+    }
+    out
+}
+
+fn experiments(dir: &Path, quick: bool) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    // Numeric order (1, 2, ..., 10), as SKAB numbers its experiments.
+    files.sort_by_key(|p| {
+        let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+        (stem.len(), stem)
+    });
+    if quick {
+        files.truncate(2);
+    }
+    files
+}
+
+fn write_predictions(path: &Path, rows: &[Row], run: &Run) {
+    let mut text = String::from("datetime;anomaly;changepoint;pred_outlier;pred_cp;pred_edge\n");
+    let mut before = 0;
+    for (i, r) in rows.iter().enumerate() {
+        let outlier = run.pred_outlier[i];
+        writeln!(
+            text,
+            "{};{};{};{};{};{}",
+            r.datetime,
+            r.anomaly,
+            r.changepoint,
+            outlier,
+            run.pred_cp[i],
+            u8::from(outlier != before)
+        )
+        .unwrap();
+        before = outlier;
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+fn rate(raises: usize, samples: usize) -> f64 {
+    raises as f64 * 10_000.0 / samples.max(1) as f64
+}
+
+fn main() {
+    let Some(skab) = std::env::var_os("PLANTWATCH_SKAB_DIR").map(PathBuf::from) else {
+        println!(
+            "anomaly bench: skipped. Set PLANTWATCH_SKAB_DIR to SKAB's data/ folder (with \
+             valve1/, valve2/, other/, anomaly-free/; github.com/waico/SKAB) and install the \
+             scorer: pip install --no-deps tsad numpy pandas matplotlib"
+        );
+        return;
+    };
+    let quick = std::env::var_os("PLANTWATCH_SKAB_QUICK").is_some_and(|v| v != "0");
+    let out_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/anomaly-bench");
+    println!(
+        "anomaly bench: default rule (threshold {DEFAULT_THRESHOLD}), one model per point, \
+         {} points; predictions in {}",
+        POINTS.len(),
+        out_root.display()
+    );
+
+    println!(
+        "{:<14} {:>5} {:>8} {:>15} {:>20}",
+        "false episodes", "files", "rows", "normal samples", "per pt per 10k"
+    );
+    let (mut all_samples, mut all_raises) = (0, 0);
+    let mut by_point = [0usize; 8];
+    for folder in FOLDERS {
+        let dir = skab.join(folder);
+        let dest = out_root.join(folder);
+        // A quick run must not score the files a full run left behind.
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        std::fs::create_dir_all(&dest).unwrap();
+        let files = experiments(&dir, quick);
+        let (mut rows_n, mut samples, mut raises) = (0, 0, 0);
+        for file in &files {
+            let rows = read_skab(file);
+            let name = format!("{folder}/{}", file.file_name().unwrap().to_string_lossy());
+            let run = run(&rows, &name);
+            write_predictions(&dest.join(file.file_name().unwrap()), &rows, &run);
+            rows_n += rows.len();
+            samples += run.normal_samples;
+            raises += run.false_raises;
+            for (all, n) in by_point.iter_mut().zip(run.false_by_point) {
+                *all += n;
+            }
+        }
+        println!(
+            "{:<14} {:>5} {:>8} {:>15} {:>20.2}",
+            format!("{folder} pre-fault"),
+            files.len(),
+            rows_n,
+            samples,
+            rate(raises, samples)
+        );
+        all_samples += samples;
+        all_raises += raises;
+    }
+    let free = skab.join("anomaly-free/anomaly-free.csv");
+    let rows = read_skab(&free);
+    let run = run(&rows, "anomaly-free.csv");
+    println!(
+        "{:<14} {:>5} {:>8} {:>15} {:>20.2}",
+        "anomaly-free",
+        1,
+        rows.len(),
+        run.normal_samples,
+        rate(run.false_raises, run.normal_samples)
+    );
+    all_samples += run.normal_samples;
+    all_raises += run.false_raises;
+    for (all, n) in by_point.iter_mut().zip(run.false_by_point) {
+        *all += n;
+    }
+    println!(
+        "{:<14} {:>5} {:>8} {:>15} {:>20.2}",
+        "all normal",
+        "",
+        "",
+        all_samples,
+        rate(all_raises, all_samples)
+    );
+    let per_point: Vec<String> = POINTS
+        .iter()
+        .zip(by_point)
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    println!("false episodes by point: {}", per_point.join(", "));
+
+    let all_rate = rate(all_raises, all_samples);
+    let floor = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<f64>()
+                .unwrap_or_else(|e| panic!("{name}={v}: {e}"))
+        })
+    };
+    if let Some(max) = floor("PLANTWATCH_SKAB_MAX_FALSE") {
+        if all_rate > max {
+            eprintln!("anomaly bench: {all_rate:.2} false episodes per point per 10k > {max}");
+            std::process::exit(1);
+        }
+    }
+
+    let scorer = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/skab_score.py");
+    let mut command = Command::new("python3");
+    command.arg(&scorer).arg(&out_root);
+    if let Some(f1) = floor("PLANTWATCH_SKAB_MIN_F1") {
+        command.arg(format!("--min-f1={f1}"));
+    }
+    if let Some(nab) = floor("PLANTWATCH_SKAB_MIN_NAB") {
+        command.arg(format!("--min-nab={nab}"));
+    }
+    let status = command.status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "anomaly bench: the scorer failed or a figure is below its floor (the tsad \
+             scorer installs with `pip install --no-deps tsad numpy pandas matplotlib`)"
+        );
+        std::process::exit(1);
+    }
+}

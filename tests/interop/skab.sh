@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The anomaly rule on real labelled recordings, in a quick mode, so a regression turns CI red:
+# fetches SKAB (github.com/waico/SKAB, pinned commit, GPL-3.0 data: downloaded, never
+# committed here), installs its scorer tsad, and runs benches/anomaly.rs on the first two
+# experiments of each folder plus the fault-free run, with floors below today's figures
+# (quick mode measured 0.64 false episodes per point per 10k, F1 0.74, NAB 27.4).
+#
+#   tests/interop/skab.sh      (PLANTWATCH_SKAB_DIR=... skips the download)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+COMMIT=b2c0d46c2971dcbfe71e26087b6d231998bb91c2
+
+missing() {
+  if [[ "${CI:-}" == "true" ]]; then echo "skab: $1 missing" >&2; exit 1; fi
+  echo "skab: skipped, $1 missing"; exit 0
+}
+
+"$PY" -m pip install -q --no-deps tsad >/dev/null 2>&1 || missing "pip install tsad"
+"$PY" -m pip install -q numpy pandas matplotlib >/dev/null 2>&1 || missing "pip install numpy pandas matplotlib"
+"$PY" -c 'from tsad.utils.evaluating.evaluating import evaluating' || missing "tsad"
+
+if [[ -z "${PLANTWATCH_SKAB_DIR:-}" ]]; then
+  DEST="$ROOT/target/skab-$COMMIT"
+  if [[ ! -d "$DEST/data" ]]; then
+    TMP="$(mktemp -d)"
+    trap 'rm -rf "$TMP"' EXIT
+    curl -fsSL --max-time 300 -o "$TMP/skab.tar.gz" \
+      "https://codeload.github.com/waico/SKAB/tar.gz/$COMMIT" || missing "the SKAB download"
+    mkdir -p "$DEST"
+    tar -xzf "$TMP/skab.tar.gz" -C "$DEST" --strip-components=1 "SKAB-$COMMIT/data"
+  fi
+  export PLANTWATCH_SKAB_DIR="$DEST/data"
+fi
+
+PLANTWATCH_SKAB_QUICK=1 \
+  PLANTWATCH_SKAB_MAX_FALSE=1.0 PLANTWATCH_SKAB_MIN_F1=0.70 PLANTWATCH_SKAB_MIN_NAB=24 \
+  cargo bench --bench anomaly --profile dev
