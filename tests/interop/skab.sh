@@ -22,6 +22,12 @@ missing() {
 "$PY" -m pip install -q numpy pandas matplotlib >/dev/null 2>&1 || missing "pip install numpy pandas matplotlib"
 "$PY" -c 'from tsad.utils.evaluating.evaluating import evaluating' || missing "tsad"
 
+# The team's machines and CI keep labelled datasets in a folder beside the checkout; CI's
+# network reaches the package registries only, so the download below is for other machines.
+BESIDE="$ROOT/../shared/datasets/skab/data"
+if [[ -z "${PLANTWATCH_SKAB_DIR:-}" && -d "$BESIDE" ]]; then
+  export PLANTWATCH_SKAB_DIR="$BESIDE"
+fi
 if [[ -z "${PLANTWATCH_SKAB_DIR:-}" ]]; then
   DEST="$ROOT/target/skab-$COMMIT"
   if [[ ! -d "$DEST/data" ]]; then
