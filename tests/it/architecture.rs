@@ -23,8 +23,9 @@ const PURE: [&str; 7] = [
     "pipeline.rs",
 ];
 
-/// What a pure stage must not name: the shell's modules and the I/O crates.
-const FORBIDDEN: [&str; 10] = [
+/// What a pure stage must not name: the shell's modules, the I/O crates, the clock (time is an
+/// input, so replay and tests run the same code) and task spawning.
+const FORBIDDEN: [&str; 16] = [
     "crate::config",
     "crate::store",
     "crate::sink",
@@ -35,6 +36,12 @@ const FORBIDDEN: [&str; 10] = [
     "rusqlite",
     "rumqttc",
     "reqwest",
+    "Instant::now",
+    "SystemTime::now",
+    "Utc::now",
+    "Local::now",
+    "tokio::spawn",
+    "thread::spawn",
 ];
 
 /// `(file below src/, forbidden path)` pairs that exist today: the stages still take their
@@ -55,13 +62,20 @@ const KNOWN: [(&str, &str); 13] = [
     ("sparkplug/node.rs", "crate::config"),
 ];
 
-/// The code of a file without its `#[cfg(test)]` module and comments: tests may build a
-/// config to get their input.
+/// The code of a file without its test module and comments: tests may build a config to get
+/// their input, or time themselves.
 fn production_code(text: &str) -> String {
-    let code = match text.find("#[cfg(test)]\nmod tests") {
-        Some(i) => &text[..i],
-        None => text,
-    };
+    let lines: Vec<&str> = text.lines().collect();
+    // A top-level `#[cfg(test)]` whose item, after any further attributes, is a module.
+    let test_module = (0..lines.len()).find(|&i| {
+        lines[i] == "#[cfg(test)]"
+            && lines[i + 1..]
+                .iter()
+                // Skip attributes, written on one line or several.
+                .find(|l| !(l.starts_with('#') || l.starts_with(' ') || l.starts_with(')')))
+                .is_some_and(|l| l.starts_with("mod "))
+    });
+    let code = lines[..test_module.unwrap_or(lines.len())].join("\n");
     code.lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
@@ -148,7 +162,12 @@ fn the_scanner_sees_grouped_imports_and_ignores_tests_and_comments() {
     ));
     assert!(!names("use crate::{model::Name};", "crate::config"));
     let code = production_code(
-        "// crate::store in a comment\nfn f() {}\n#[cfg(test)]\nmod tests {\n    use crate::store;\n}\n",
+        "// crate::store in a comment\nfn f() {}\n#[cfg(test)]\n#[allow(unused)]\nmod tests {\n    use crate::store;\n}\n",
     );
     assert!(!names(&code, "crate::store"), "{code}");
+    let code = production_code("#[cfg(test)]\nfn helper() {}\nfn f() { Instant::now(); }\n");
+    assert!(
+        names(&code, "Instant::now"),
+        "a cfg(test) item that is not a module: {code}"
+    );
 }
