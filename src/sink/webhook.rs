@@ -115,14 +115,6 @@ const MORE_RESERVE: usize = 64;
 /// against a misbehaving endpoint).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// First retry step; doubled per attempt. Unit tests shrink it so retry
-/// tests stay fast; the doubling and cap are the same.
-const BACKOFF_BASE: Duration = if cfg!(test) {
-    Duration::from_millis(20)
-} else {
-    Duration::from_secs(1)
-};
-
 /// Upper bound for one retry delay, `Retry-After` included.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -162,6 +154,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Retries after the first attempt for transient failures.
     pub max_retries: u32,
+    /// First wait before a retry; doubled per attempt up to a minute.
+    pub retry_base: Duration,
     /// Requests per minute (token bucket refill rate, capacity 1); ≥ 1.
     pub rate_per_minute: u32,
     /// When more than this many notifications wait, they go as one digest.
@@ -180,6 +174,7 @@ impl WebhookConfig {
             min_severity: Severity::Low,
             timeout: Duration::from_secs(10),
             max_retries: 5,
+            retry_base: Duration::from_secs(1),
             rate_per_minute: 18,
             digest_after: 3,
         }
@@ -202,6 +197,7 @@ impl fmt::Debug for WebhookConfig {
             .field("min_severity", &self.min_severity)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
+            .field("retry_base", &self.retry_base)
             .field("rate_per_minute", &self.rate_per_minute)
             .field("digest_after", &self.digest_after)
             .finish()
@@ -447,32 +443,12 @@ fn truncate_utf8(s: &str, max: usize) -> String {
     out
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` without a date crate.
+/// `YYYY-MM-DD HH:MM:SS UTC`; an instant chrono cannot represent prints as its ms.
 fn format_utc(ts_ms: i64) -> String {
-    let secs = ts_ms.div_euclid(1000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    match chrono::DateTime::from_timestamp_millis(ts_ms) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{ts_ms} ms UTC"),
+    }
 }
 
 /// Result of one HTTP attempt.
@@ -607,6 +583,7 @@ pub struct Notifier {
     // Only ever called from `&mut self` methods, so Send suffices (no Sync).
     clock: Box<dyn Fn() -> i64 + Send>,
     max_retries: u32,
+    retry_base: Duration,
     digest_after: usize,
     bucket: TokenBucket,
     stats: Arc<WebhookStats>,
@@ -756,6 +733,7 @@ impl Notifier {
             client,
             clock: Box::new(clock),
             max_retries: cfg.max_retries,
+            retry_base: cfg.retry_base,
             digest_after: usize::try_from(cfg.digest_after).unwrap_or(usize::MAX),
             bucket: TokenBucket::new(cfg.rate_per_minute, Instant::now()),
             stats: stats.clone(),
@@ -857,7 +835,7 @@ impl Notifier {
         let cancel = self.cancel.clone();
         let body = render(self.format, batch);
         let mut attempt: u32 = 0;
-        let mut backoff = Backoff::new(BACKOFF_BASE, MAX_BACKOFF);
+        let mut backoff = Backoff::new(self.retry_base, MAX_BACKOFF);
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -1122,6 +1100,8 @@ mod tests {
         WebhookConfig {
             timeout: WAIT,
             max_retries: 3,
+            // Retry tests stay fast; the doubling and the cap are the same.
+            retry_base: Duration::from_millis(20),
             rate_per_minute: 6000,
             digest_after: 1000,
             ..WebhookConfig::new(name, url, format)
