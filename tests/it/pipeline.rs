@@ -16,7 +16,7 @@ use plantwatch::sim::{Bind, Fault, Simulator};
 use plantwatch::store::record;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::within;
+use crate::harness::{eventually, within};
 
 /// The demo plant, polled five times faster, with a short ledger interval and rules of every
 /// family that can fire within seconds: limits, rate, expression, comm loss, demand, quota.
@@ -70,9 +70,10 @@ fn outbox_rows(state: &Path) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
 async fn wait_for(
     state: &Path,
     count: usize,
+    what: &str,
     wanted: impl Fn(&str, &serde_json::Value) -> bool,
-) -> bool {
-    for _ in 0..300 {
+) {
+    eventually(Duration::from_secs(30), what, || {
         // The daemon creates the file and its tables: until then there is nothing to read.
         let rows = if state.exists() {
             outbox_rows(state).unwrap_or_default()
@@ -88,12 +89,9 @@ async fn wait_for(
                 wanted(stream, &body)
             })
             .count();
-        if found >= count {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+        (found >= count).then_some(())
+    })
+    .await;
 }
 
 /// Whether `body` is an alarm change of `rule` to `state`.
@@ -139,19 +137,29 @@ async fn replaying_the_live_recording_gives_the_same_alarms_and_ledger() {
     // raise and clear while the meter's counter closes ledger intervals every 2 s. Each step
     // waits (bounded) until the daemon has stored what it should show.
     let pump = sim.device("pump-1").unwrap();
-    let polled = wait_for(&state, 5, |stream, _| stream == "telemetry/pump-1").await;
-    assert!(polled, "pump-1 is polled");
+    wait_for(&state, 5, "pump-1 polled", |stream, _| {
+        stream == "telemetry/pump-1"
+    })
+    .await;
     pump.inject(Fault::Spike(3));
-    let raised = wait_for(&state, 1, |_, b| alarm(b, "motor-overheat", "active")).await;
-    assert!(raised, "the spike raises motor-overheat");
+    wait_for(&state, 1, "the spike raises motor-overheat", |_, b| {
+        alarm(b, "motor-overheat", "active")
+    })
+    .await;
     pump.inject(Fault::NoAnswer);
-    let offline = wait_for(&state, 1, |_, b| alarm(b, "offline", "active")).await;
-    assert!(offline, "the pulled cable raises offline");
+    wait_for(&state, 1, "the pulled cable raises offline", |_, b| {
+        alarm(b, "offline", "active")
+    })
+    .await;
     pump.clear_faults();
-    let back = wait_for(&state, 1, |_, b| alarm(b, "offline", "cleared")).await;
-    assert!(back, "the cable put back clears offline");
-    let booked = wait_for(&state, 3, |stream, _| stream.starts_with("energy/")).await;
-    assert!(booked, "three ledger intervals closed");
+    wait_for(&state, 1, "the cable put back clears offline", |_, b| {
+        alarm(b, "offline", "cleared")
+    })
+    .await;
+    wait_for(&state, 3, "three ledger intervals", |stream, _| {
+        stream.starts_with("energy/")
+    })
+    .await;
     stop.cancel();
     within(Duration::from_secs(20), "the daemon stops", daemon)
         .await

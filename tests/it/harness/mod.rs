@@ -26,6 +26,28 @@ pub(crate) async fn within<T>(limit: Duration, what: &str, fut: impl Future<Outp
     }
 }
 
+/// Checks `check` every 50 ms until it gives `Some`, failing the test after `limit`: the one
+/// way a test waits for a state it cannot be told about (a file, a row, a counter), bounded in
+/// time and count.
+pub(crate) async fn eventually<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
+    // Bounded in count as well: 20 checks a second for at most an hour.
+    for _ in 0..72_000 {
+        if let Some(v) = check() {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not seen within {limit:?}")
+}
+
 /// The plantwatch binary under test.
 pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plantwatch"))
