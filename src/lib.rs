@@ -17,13 +17,19 @@
 //! - [`encode`]: pure payload encoders (the JSON profile of DESIGN.md §4).
 //! - [`sparkplug`]: pure Sparkplug B codec and edge node session state machine (DESIGN.md §4).
 //! - [`process`]: pure stages between acquisition and sinks (the reporting policy).
+//! - [`detect`]: pure alarm rules and anomaly models over sample batches, energy alarms,
+//!   device health and flood control; the same code runs live and in [`replay`].
+//! - [`replay`]: recorded CSV through the detect stage at full speed, for tuning rules.
 //! - [`pipeline`]: the one step (process → detect → reporting) that live, replay and benches run.
 //! - [`platform`]: pure records for the national energy-monitoring platform, from the ledger.
-//! - [`sink`]: the MQTT sink (outbox-driven delivery) and the embedded broker.
+//! - [`export`]: the energy report of a period (CSV, JSON, HTML) from the ledger's intervals.
+//! - [`sink`]: the outputs: MQTT (outbox-driven delivery), Sparkplug B, InfluxDB, webhooks,
+//!   the platform's HTTPS upload; with the `demo` feature, the embedded MQTT broker.
 //! - [`runtime`]: signals, systemd notify and watchdog, metrics over HTTP.
 //! - [`sim`]: a Modbus device simulator serving real sockets and ptys, with fault injection.
 //! - [`clock`]: the one place that reads wall-clock time.
-//! - [`store`]: the SQLite state file on one thread: the durable, bounded MQTT outbox.
+//! - [`store`]: the SQLite state file on one thread: the durable, bounded MQTT outbox, the
+//!   energy ledger and the alarms' states.
 //! - [`cli`]: the command line, the only module that prints.
 
 pub mod acquire;
@@ -47,3 +53,35 @@ pub mod store;
 
 #[cfg(test)]
 pub(crate) mod test_log;
+
+#[cfg(test)]
+mod tests {
+    /// The module names of the crate doc's map (`//! - [`name`]: …` lines).
+    fn map_entries(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! - [`")?.split_once("`]").map(|(m, _)| m))
+            .collect()
+    }
+
+    /// The `pub mod` declarations of this file, with or without a `cfg` above them.
+    fn public_modules(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub mod ")?.strip_suffix(';'))
+            .collect()
+    }
+
+    #[test]
+    fn module_map_names_every_public_module_and_nothing_else() {
+        let source = include_str!("lib.rs");
+        let (map, modules) = (map_entries(source), public_modules(source));
+        assert!(modules.len() > 10, "no `pub mod` lines found: {modules:?}");
+        let missing: Vec<_> = modules.iter().filter(|m| !map.contains(m)).collect();
+        let stale: Vec<_> = map.iter().filter(|m| !modules.contains(m)).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "module map in src/lib.rs: missing {missing:?}, names no module {stale:?}"
+        );
+    }
+}

@@ -16,6 +16,8 @@ macro_rules! out {
 
 mod alarms;
 mod check;
+// A build without the `demo` feature has no embedded broker; its `demo` only says so.
+#[cfg_attr(not(feature = "demo"), path = "demo_unavailable.rs")]
 mod demo;
 mod export;
 mod read;
@@ -85,6 +87,10 @@ enum Command {
     /// Serve simulated Modbus devices (profiles or a config's devices) with injectable faults.
     Simulate(simulate::Args),
     /// Run a simulated plant and the real acquisition engine against it, printing live values.
+    #[cfg_attr(
+        not(feature = "demo"),
+        command(about = "Not in this build: it was built without the `demo` feature")
+    )]
     Demo(demo::Args),
     /// Run recorded CSV through the alarm rules at full speed: scores, alarms and events.
     Replay(replay::Args),

@@ -63,13 +63,9 @@ impl Notify {
         match self {
             Self::Ready => out.push_str("READY=1"),
             Self::Reloading => {
-                out.push_str("RELOADING=1");
                 // systemd ≥ 253 needs the stamp only for Type=notify-reload; 252 ignores it.
-                // Without a reading we send RELOADING=1 alone rather than a wrong value.
-                if let Some(usec) = monotonic_usec() {
-                    out.push_str("\nMONOTONIC_USEC=");
-                    out.push_str(&usec.to_string());
-                }
+                out.push_str("RELOADING=1\nMONOTONIC_USEC=");
+                out.push_str(&monotonic_usec().to_string());
             }
             Self::Stopping => out.push_str("STOPPING=1"),
             Self::Status(text) => {
@@ -184,57 +180,15 @@ fn socket_addr(socket: &OsStr) -> io::Result<SocketAddr> {
 
 /// The current `CLOCK_MONOTONIC` reading in microseconds, for `MONOTONIC_USEC=`.
 ///
-/// The crate forbids `unsafe`, and no dependency offers a safe `clock_gettime`, so:
-///
-/// 1. `std::time::Instant` *is* `CLOCK_MONOTONIC` on Linux (std's documented platform table),
-///    and its `Debug` output shows the raw `tv_sec`/`tv_nsec`. That format is not a stable API,
-///    so it is parsed strictly, and a unit test fails the build's tests if a toolchain changes it.
-/// 2. If it does not parse, `/proc/uptime` rounded *up* to its 10 ms resolution. That is
-///    `CLOCK_BOOTTIME`, which equals `CLOCK_MONOTONIC` plus time spent suspended, so it is never
-///    smaller. systemd (≥ 253, `Type=notify-reload` only) uses the stamp solely to check that a
-///    `RELOADING=1` was generated no earlier than the SIGHUP it sent (`MONOTONIC_USEC >=
-///    reload_begin_usec`), so an upper bound is accepted where a lower one could be rejected as
-///    stale. systemd 252 ignores the field.
-/// 3. `None` if neither works; [`Notify::Reloading`] then sends `RELOADING=1` alone.
-#[allow(
-    clippy::disallowed_methods,
-    reason = "a protocol field read from CLOCK_MONOTONIC, not time for logic (C5)"
-)]
-pub fn monotonic_usec() -> Option<u64> {
-    parse_instant_debug(&format!("{:?}", Instant::now())).or_else(|| {
-        std::fs::read_to_string("/proc/uptime")
-            .ok()
-            .and_then(|text| uptime_ceiling_usec(&text))
-    })
-}
-
-/// `Instant { tv_sec: 3781, tv_nsec: 993209833 }` → µs.
-fn parse_instant_debug(text: &str) -> Option<u64> {
-    let rest = text.strip_prefix("Instant { tv_sec: ")?;
-    let (sec, rest) = rest.split_once(", tv_nsec: ")?;
-    let nsec = rest.strip_suffix(" }")?;
-    let sec: u64 = sec.parse().ok()?;
-    let nsec: u64 = nsec.parse().ok()?;
-    if nsec >= 1_000_000_000 {
-        return None;
-    }
-    sec.checked_mul(1_000_000)?.checked_add(nsec / 1_000)
-}
-
-/// The first field of `/proc/uptime` (`3781.99 5737.50`) in µs, plus one unit of its last
-/// digit, because the kernel truncates.
-fn uptime_ceiling_usec(text: &str) -> Option<u64> {
-    let first = text.split_whitespace().next()?;
-    let (sec, frac) = first.split_once('.')?;
-    let digits = u32::try_from(frac.len())
-        .ok()
-        .filter(|&d| (1..=6).contains(&d))?;
-    let unit = 10_u64.pow(6 - digits);
-    let sec: u64 = sec.parse().ok()?;
-    let frac: u64 = frac.parse().ok()?;
-    sec.checked_mul(1_000_000)?
-        .checked_add(frac * unit)?
-        .checked_add(unit)
+/// Read with `clock_gettime(2)` through rustix, since the crate forbids `unsafe`. The call
+/// cannot fail for `CLOCK_MONOTONIC`, which every Linux kernel has.
+#[must_use]
+pub fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // The clock counts from boot, so neither field is ever negative.
+    let sec = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nsec = u64::try_from(now.tv_nsec).unwrap_or(0);
+    sec.saturating_mul(1_000_000).saturating_add(nsec / 1_000)
 }
 
 /// How often to send [`Notify::Watchdog`]: half of `WATCHDOG_USEC`, as sd_watchdog_enabled(3)
@@ -525,54 +479,43 @@ mod tests {
         assert_eq!(one_line("abc", 2), "ab");
     }
 
-    #[test]
-    fn instant_debug_still_shows_the_monotonic_clock() {
-        // Guards the primary source of `monotonic_usec`: if a toolchain changes the format,
-        // this fails and the /proc/uptime fallback is what ships until it is looked at.
-        let text = format!("{:?}", Instant::now());
-        assert!(parse_instant_debug(&text).is_some(), "unparsable: {text}");
+    /// `Instant { tv_sec: 3781, tv_nsec: 993209833 }` → µs: std's `Instant` is
+    /// `CLOCK_MONOTONIC` on Linux, and its `Debug` shows the raw reading, which makes it a
+    /// second, independent reader of the clock to check against.
+    fn instant_debug_usec(instant: Instant) -> u64 {
+        let text = format!("{instant:?}");
+        let fields = text
+            .strip_prefix("Instant { tv_sec: ")
+            .and_then(|rest| rest.strip_suffix(" }"))
+            .and_then(|rest| rest.split_once(", tv_nsec: "));
+        let (sec, nsec) = fields.unwrap_or_else(|| panic!("unexpected Instant format: {text}"));
+        sec.parse::<u64>().unwrap() * 1_000_000 + nsec.parse::<u64>().unwrap() / 1_000
     }
 
     #[test]
-    fn instant_debug_parsing_is_strict() {
-        assert_eq!(
-            parse_instant_debug("Instant { tv_sec: 3781, tv_nsec: 993209833 }"),
-            Some(3_781_993_209)
-        );
-        assert_eq!(
-            parse_instant_debug("Instant { tv_sec: 1, tv_nsec: 1000000000 }"),
-            None
-        );
-        assert_eq!(parse_instant_debug("Instant { t: 5 }"), None);
-        assert_eq!(
-            parse_instant_debug("Instant { tv_sec: -1, tv_nsec: 0 }"),
-            None
-        );
-    }
-
-    #[test]
-    fn monotonic_reading_is_no_later_than_boottime() {
-        let mono = monotonic_usec().expect("a monotonic reading");
-        let boot = std::fs::read_to_string("/proc/uptime")
-            .ok()
-            .and_then(|t| uptime_ceiling_usec(&t))
-            .expect("/proc/uptime");
+    fn monotonic_usec_reads_the_clock_std_instant_reads() {
+        let before = instant_debug_usec(Instant::now());
+        let usec = monotonic_usec();
+        let after = instant_debug_usec(Instant::now());
         assert!(
-            mono <= boot,
-            "monotonic {mono} µs > boottime ceiling {boot} µs"
+            before <= usec && usec <= after,
+            "CLOCK_MONOTONIC {usec} µs outside [{before}, {after}]"
         );
-        assert!(mono > 0);
     }
 
     #[test]
-    fn uptime_is_rounded_up_to_its_resolution() {
-        assert_eq!(
-            uptime_ceiling_usec("3781.99 5737.50\n"),
-            Some(3_782_000_000)
+    fn monotonic_usec_is_no_later_than_the_time_since_boot() {
+        // /proc/uptime is CLOCK_BOOTTIME, which also counts suspended time; it is truncated to
+        // 10 ms, so one unit is added.
+        let usec = monotonic_usec();
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap();
+        let seconds: f64 = uptime.split_whitespace().next().unwrap().parse().unwrap();
+        let boot_ceiling = (seconds * 1e6) as u64 + 10_000;
+        assert!(usec > 0);
+        assert!(
+            usec <= boot_ceiling,
+            "{usec} µs > boottime {boot_ceiling} µs"
         );
-        assert_eq!(uptime_ceiling_usec("12.5 0.0"), Some(12_600_000));
-        assert_eq!(uptime_ceiling_usec("12 0"), None);
-        assert_eq!(uptime_ceiling_usec(""), None);
     }
 
     #[test]

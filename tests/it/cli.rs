@@ -156,6 +156,7 @@ fn simulate_writes_a_config_that_read_can_poll() {
     assert!((220.0..240.0).contains(&ua), "ua = {ua}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_shows_live_values_within_seconds() {
     let (code, out, err) = run(&["demo", "--duration", "3", "--no-faults"]);
@@ -171,6 +172,7 @@ fn demo_shows_live_values_within_seconds() {
 
 /// Starts `plantwatch demo`, waits (bounded) for its first telemetry line, sends `signal`,
 /// and returns the exit code (None: still running after 15 s, then killed) and the output.
+#[cfg(feature = "demo")]
 fn demo_stopped_by(signal: &str) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader, Read};
     let mut child = Command::new(bin())
@@ -230,6 +232,7 @@ fn demo_stopped_by(signal: &str) -> (Option<i32>, String) {
     (code, format!("{out}\nstderr:\n{err}"))
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_exits_on_sigterm() {
     let (code, out) = demo_stopped_by("TERM");
@@ -237,11 +240,26 @@ fn demo_exits_on_sigterm() {
     assert!(out.contains("Stopped cleanly"), "{out}");
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn demo_exits_on_one_sigint_without_calling_it_a_second_signal() {
     let (code, out) = demo_stopped_by("INT");
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("Second signal"), "{out}");
+}
+
+#[cfg(not(feature = "demo"))]
+#[test]
+fn demo_without_the_demo_feature_says_the_build_left_it_out() {
+    let (code, out, err) = run(&["demo", "--duration", "3", "--no-faults"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("built without the `demo` feature") && err.contains("cargo build"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["demo", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("built without the `demo` feature"), "{out}");
 }
 
 #[test]

@@ -621,6 +621,8 @@ async fn nothing_listening_is_a_retryable_failure_too() {
     within(Duration::from_secs(5), "sink stops", handle.stopped()).await;
 }
 
+// Its plant comes from the `daemon` module, which is built with the `demo` feature.
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_writes_every_poll_to_victoria_metrics() {
     let Some(vm) = Vm::start().await else {

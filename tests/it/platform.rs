@@ -986,6 +986,7 @@ async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reac
 /// uplink: an `upload` command re-queues a day's records from the ledger, and every record
 /// reaches both the platform and the MQTT sink, in the platform's body, once; a second
 /// command re-sends the day under the same key.
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upload_command_sends_records_to_the_https_platform_and_the_energy_platform_sink() {
     use crate::harness::daemon::Daemon;

@@ -1,4 +1,5 @@
-//! An in-process MQTT broker (rumqttd) on loopback, for `plantwatch demo` and `cargo test`.
+//! An in-process MQTT broker (rumqttd) on loopback, for `plantwatch demo` and `cargo test`;
+//! only in builds with the `demo` feature (a default one).
 //!
 //! rumqttd binds the address it is given and cannot report an ephemeral port, so a free port
 //! is found by binding port 0 first; the short window in which another process could take it

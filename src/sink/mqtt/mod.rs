@@ -21,6 +21,7 @@
 //!   only option building and event translation differ. An MQTT 5 PUBACK with an error reason
 //!   code is not a delivery: the row stays and goes out again after the next reconnect.
 
+#[cfg(feature = "demo")]
 pub mod broker;
 pub(crate) mod conn;
 pub mod downlink;
