@@ -166,6 +166,10 @@ fn malformed(what: impl std::fmt::Display) -> io::Error {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test spawns the peer or server it talks to"
+)]
 mod tests {
     use super::*;
     use tokio::io::DuplexStream;

@@ -171,6 +171,10 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
     // The daemon owns SIGINT and SIGTERM (a second one exits at once); the demo ends when it
     // does. A second listener here would see the same Ctrl-C as a second signal.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the demo awaits the daemon it runs; the daemon supervises its own tasks"
+    )]
     let mut daemon = tokio::spawn(crate::runtime::daemon::run(
         Options {
             config: ConfigSource::Fixed(Box::new(plan)),

@@ -84,6 +84,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test spawns the peer or server it talks to"
+)]
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -93,6 +93,10 @@ pub async fn accept_loop<F, Fut>(
         };
         let connection = serve(stream, peer);
         let lifetime = limits.connection_timeout;
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a connection's task: bounded by its lifetime, counted against the listener's cap"
+        )]
         tokio::spawn(async move {
             if tokio::time::timeout(lifetime, connection).await.is_err() {
                 debug!(listener = name, peer = %peer, "Connection closed at its time limit.");
@@ -103,6 +107,10 @@ pub async fn accept_loop<F, Fut>(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test spawns the peer or server it talks to"
+)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;

@@ -436,6 +436,10 @@ impl InfluxSink {
             outage: None,
         };
         info!(url = %sink.plan.url, bucket = %sink.plan.bucket, "InfluxDB sink started.");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the writer's task; its handle's `stopped()` is what shutdown waits for"
+        )]
         tokio::spawn(async move {
             // Fires when the task ends, however it ends (even aborted).
             let _done = done.drop_guard();

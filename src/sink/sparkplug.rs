@@ -324,7 +324,7 @@ impl<O: Outbox> SparkplugSink<O> {
             if acking.is_none() && !pending_acks.is_empty() {
                 let rows = std::mem::take(&mut pending_acks);
                 let outbox = self.outbox.clone();
-                acking = Some(tokio::spawn(async move {
+                acking = Some(crate::sink::spawn_round_trip(async move {
                     let result = outbox.ack(rows.clone()).await;
                     (rows, result)
                 }));
@@ -345,7 +345,7 @@ impl<O: Outbox> SparkplugSink<O> {
             {
                 let outbox = self.outbox.clone();
                 let after = flow.cursor;
-                fetching = Some(tokio::spawn(async move {
+                fetching = Some(crate::sink::spawn_round_trip(async move {
                     let rows = outbox.fetch(after, BATCH).await;
                     if rows.is_err() {
                         tokio::time::sleep(RETRY).await;

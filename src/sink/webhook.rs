@@ -991,6 +991,10 @@ impl Notifier {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test spawns the peer or server it talks to"
+)]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};

@@ -7,6 +7,10 @@
     clippy::print_stdout,
     reason = "test helpers fail loudly; that is their job"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests spawn the peers they talk to; the bans (spawning, the clock) guard src/"
+)]
 // Without the embedded broker the harness's daemon, proxy and subscriber have no users; the
 // default build, which CI lints with `--all-targets`, still reports dead code.
 #![cfg_attr(

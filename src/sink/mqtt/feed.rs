@@ -98,6 +98,10 @@ impl Feed {
     ) -> Self {
         // One batch waits here while the next is read: enough to hide a store round trip.
         let (tx, rx) = mpsc::channel(1);
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the feeder is owned by its session, which aborts it on drop"
+        )]
         let task = tokio::spawn(run(outbox, wake, stats, plan, tx));
         Self {
             rx,

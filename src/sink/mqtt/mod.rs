@@ -498,7 +498,7 @@ impl<O: Outbox> Session<O> {
             if acking.is_none() && !pending_acks.is_empty() {
                 let rows = std::mem::take(&mut pending_acks);
                 let outbox = self.outbox.clone();
-                acking = Some(tokio::spawn(async move {
+                acking = Some(crate::sink::spawn_round_trip(async move {
                     let n = rows.len() as u64;
                     (n, outbox.ack(rows).await)
                 }));
