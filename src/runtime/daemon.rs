@@ -1305,6 +1305,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
     let mut last_polls = 0u64;
     let mut last_progress = tokio::time::Instant::now();
     let mut second_signal = false;
+    let mut store_status: Option<String> = None;
     let stop = opts.stop.clone().unwrap_or_default();
     loop {
         tokio::select! {
@@ -1346,12 +1347,12 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     last_progress = now;
                 }
                 if let Ok(stats) = store.stats().await {
-                    gauges.rows.store(stats.rows, Ordering::Relaxed);
-                    gauges.bytes.store(stats.bytes, Ordering::Relaxed);
-                    gauges.oldest_ms.store(stats.oldest_created_ms.unwrap_or(0), Ordering::Relaxed);
-                    gauges.dropped.store(stats.dropped_total, Ordering::Relaxed);
-                    gauges.enqueued.store(stats.enqueued_total, Ordering::Relaxed);
-                    hearts.beat("store", std::time::Instant::now());
+                    gauges.update(&stats);
+                    // A store that answers but cannot write is not alive (issue 20).
+                    if !stats.health.degraded() {
+                        hearts.beat("store", std::time::Instant::now());
+                    }
+                    store_status = stats.health.status();
                 }
                 let slowest = generation.plan.devices.iter().map(|d| d.poll_interval.max(d.offline_retry)).max().unwrap_or_default();
                 // Feed the watchdog only while polling makes progress and the store answers.
@@ -1366,9 +1367,10 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     n => format!("{connected} of {n} brokers connected"),
                 };
                 systemd::notify(&[Notify::Status(format!(
-                    "{} devices, outbox {} messages, {brokers}",
+                    "{} devices, outbox {} messages, {brokers}{}",
                     generation.plan.devices.len(),
                     gauges.rows.load(Ordering::Relaxed),
+                    store_status.as_deref().map(|s| format!(", {s}")).unwrap_or_default(),
                 ))]);
                 if hearts.is_empty() {
                     hearts.register("store", Duration::from_secs(60), std::time::Instant::now());

@@ -29,23 +29,27 @@
 //!   back under 90 % of the bound).
 
 pub mod alarms;
+pub mod health;
 pub mod ledger;
 pub mod outbox;
 pub mod record;
 mod schema;
+mod space;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 
 pub use alarms::{AlarmRow, CommandRow};
+pub use health::{Loss, StoreHealth};
 pub use outbox::{
     DEFAULT_QUEUE, OutboxMessage, OutboxRow, OutboxStats, QueueId, QueueSize, RowId, Span,
 };
@@ -57,10 +61,6 @@ const QUEUE: usize = 256;
 
 /// The most requests committed in one transaction; more wait for the next group.
 const MAX_GROUP: usize = 4 * QUEUE;
-
-/// The WAL file is truncated back to this after a checkpoint, so a burst does not leave a large
-/// file on a small card.
-const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// Prepared statements kept by the store's connection.
 const STATEMENT_CACHE: usize = 64;
@@ -303,6 +303,7 @@ impl Request {
         self,
         conn: &Connection,
         st: &mut OutboxState,
+        ctx: &Ctx<'_>,
         path: &Path,
     ) -> (Done, Option<StoreError>) {
         match self {
@@ -314,11 +315,18 @@ impl Request {
                 after,
                 limit,
                 reply,
-            } => finish(reply, outbox::fetch(conn, queue, after, limit), path),
+            } => {
+                let rows = outbox::fetch(conn, queue, after, limit)
+                    .map(|rows| ctx.pending.unacked(queue, rows));
+                finish(reply, rows, path)
+            }
             Self::FetchSpans { spans, reply } => {
                 let rows = spans
                     .into_iter()
-                    .map(|span| outbox::fetch_span(conn, span))
+                    .map(|span| {
+                        outbox::fetch_span(conn, span)
+                            .map(|rows| ctx.pending.unacked(span.queue, rows))
+                    })
                     .collect();
                 finish(reply, rows, path)
             }
@@ -327,7 +335,16 @@ impl Request {
                 outbox::ack(conn, st, queue, &rows).map(|_deleted| ()),
                 path,
             ),
-            Self::Stats { reply } => finish(reply, outbox::stats(conn, st), path),
+            Self::Stats { reply } => {
+                let stats = outbox::stats(conn, st).map(|s| OutboxStats {
+                    health: StoreHealth {
+                        disk_full: st.full,
+                        ..*ctx.health
+                    },
+                    ..s
+                });
+                finish(reply, stats, path)
+            }
             Self::QueueSize { queue, reply } => {
                 let size = st.queues.get(&queue).copied().unwrap_or_default();
                 finish(reply, Ok(size), path)
@@ -376,6 +393,51 @@ impl Request {
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
         }
+    }
+}
+
+/// What a request may read besides the connection and the outbox state.
+struct Ctx<'a> {
+    health: &'a StoreHealth,
+    pending: &'a PendingAcks,
+}
+
+/// Rows the broker acknowledged whose delete has not committed yet (it failed, e.g. on a full
+/// disk). The store deletes them with its next write group, so a delete never fails for good,
+/// and fetches skip them meanwhile, so a reconnect does not send them again.
+#[derive(Debug, Default)]
+struct PendingAcks(BTreeMap<QueueId, BTreeSet<RowId>>);
+
+impl PendingAcks {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn add(&mut self, queue: QueueId, rows: &[RowId]) {
+        self.0
+            .entry(queue)
+            .or_default()
+            .extend(rows.iter().copied());
+    }
+
+    /// `rows` without those waiting for their delete.
+    fn unacked(&self, queue: QueueId, mut rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+        if let Some(pending) = self.0.get(&queue) {
+            rows.retain(|r| !pending.contains(&r.id));
+        }
+        rows
+    }
+
+    /// Ack requests for every pending row, their answers going nowhere.
+    fn requests(&self) -> Vec<Request> {
+        self.0
+            .iter()
+            .map(|(&queue, rows)| Request::Ack {
+                queue,
+                rows: rows.iter().copied().collect(),
+                reply: oneshot::channel().0,
+            })
+            .collect()
     }
 }
 
@@ -428,8 +490,16 @@ pub struct Store {
     path: PathBuf,
     limits: OutboxLimits,
     outbox: OutboxState,
-    /// Inside a disk-full episode (logged once).
-    disk_full: bool,
+    /// The file system's room, the reserve file and the full condition.
+    space: space::Space,
+    /// Deletes of delivered rows that wait for a write group that commits.
+    pending_acks: PendingAcks,
+    /// Failing writes, for the log, `/metrics` and the watchdog.
+    failures: health::WriteFailures,
+    /// What was found lost when the file was opened.
+    loss: Option<Loss>,
+    /// Losses found at open, ever.
+    losses_total: u64,
 }
 
 impl Store {
@@ -453,6 +523,17 @@ impl Store {
         schema::migrate(&mut conn, path)?;
         let outbox = outbox::load(&conn)
             .map_err(|e| StoreError::sqlite(path.to_path_buf(), "load the outbox", e))?;
+        let mut space = space::Space::new(path);
+        space
+            .configure(&conn)
+            .map_err(|e| StoreError::sqlite(path.to_path_buf(), "size the WAL", e))?;
+        if !space.ensure_reserve() {
+            warn!(
+                path = %space.reserve_path().display(),
+                bytes = space.reserve_bytes,
+                "No room for the store's reserve file; a full disk may stall deletes until space returns."
+            );
+        }
         info!(
             path = %path.display(),
             rows = outbox.rows,
@@ -464,7 +545,11 @@ impl Store {
             path: path.to_path_buf(),
             limits,
             outbox,
-            disk_full: false,
+            space,
+            pending_acks: PendingAcks::default(),
+            failures: health::WriteFailures::default(),
+            loss: None,
+            losses_total: 0,
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let (exit_tx, exit_rx) = watch::channel(());
@@ -555,8 +640,20 @@ impl Store {
     }
 
     /// Runs one group in one transaction and answers it; returns whether it wrote.
-    fn run_group(&mut self, group: Vec<Request>) -> bool {
+    fn run_group(&mut self, mut group: Vec<Request>) -> bool {
         let writes = group.iter().any(Request::writes);
+        if writes && !self.pending_acks.is_empty() {
+            let retry = self.pending_acks.requests();
+            group.splice(0..0, retry);
+        }
+        // The acks of this group, kept in case it rolls back (a few ids per PUBACK batch).
+        let acks: Vec<(QueueId, Vec<RowId>)> = group
+            .iter()
+            .filter_map(|r| match r {
+                Request::Ack { queue, rows, .. } => Some((*queue, rows.clone())),
+                _ => None,
+            })
+            .collect();
         // Requests change the state in place. A failed write group gets its counters back from
         // this copy and its seq map from the file: copying the map of every key's seq for each
         // write group showed in the steady-state profile, and a rollback is rare.
@@ -566,18 +663,30 @@ impl Store {
             OutboxState::default()
         };
         let mut done = Vec::with_capacity(group.len());
+        let health = self.health(Instant::now());
+        let ctx = Ctx {
+            health: &health,
+            pending: &self.pending_acks,
+        };
         let failure = execute(
             &self.conn,
             &self.path,
             &self.limits,
+            &mut self.space,
             &before,
             &mut self.outbox,
+            &ctx,
             group,
             &mut done,
             writes,
         );
         match &failure {
-            None => self.after_commit(&before, writes),
+            None => {
+                if writes {
+                    self.pending_acks = PendingAcks::default();
+                }
+                self.after_commit(&before, writes);
+            }
             Some(e) => {
                 if !self.conn.is_autocommit()
                     && let Err(re) = self.conn.execute_batch("ROLLBACK")
@@ -586,8 +695,19 @@ impl Store {
                 }
                 if writes {
                     self.restore(before);
+                    for (queue, rows) in &acks {
+                        self.pending_acks.add(*queue, rows);
+                    }
+                    self.log_failure(e);
+                    if matches!(e, StoreError::DiskFull { .. }) {
+                        self.make_room();
+                    }
+                } else {
+                    let cause = std::error::Error::source(e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    warn!(path = %self.path.display(), error = %e, cause = %cause, "Store read failed.");
                 }
-                self.log_failure(e);
             }
         }
         for d in done {
@@ -615,9 +735,9 @@ impl Store {
             return;
         }
         let path = self.path.display();
-        if self.disk_full {
-            self.disk_full = false;
-            info!(path = %path, "Store writes succeed again.");
+        let failed = self.failures.succeeded();
+        if failed > 0 {
+            info!(path = %path, failed, "Store writes succeed again.");
         }
         let st = &self.outbox;
         if st.dropping && !before.dropping {
@@ -636,24 +756,123 @@ impl Store {
                 "Outbox back under its size bound."
             );
         }
+        self.full_changed(before.full);
     }
 
+    /// On entering or leaving the full condition: one WARN each, and the WAL sized for it.
+    fn full_changed(&self, was_full: bool) {
+        let st = &self.outbox;
+        if st.full != was_full {
+            let sized = if st.full {
+                self.space.hold_wal(&self.conn)
+            } else {
+                self.space.configure(&self.conn)
+            };
+            if let Err(e) = sized {
+                debug!(path = %self.path.display(), error = %e, "Cannot resize the WAL.");
+            }
+        }
+        if st.full && !was_full {
+            warn!(
+                path = %self.path.display(),
+                headroom = self.space.headroom,
+                "State file system full; each new message now replaces the oldest (counted in plantwatch_outbox_dropped_total)."
+            );
+        }
+        if was_full && !st.full {
+            warn!(
+                path = %self.path.display(),
+                dropped = st.full_dropped,
+                dropped_total = st.dropped_total,
+                "State file system has room again; messages are no longer dropped for space."
+            );
+        }
+    }
+
+    /// After SQLite found the disk full despite the headroom (another process filled it):
+    /// frees the reserve, checkpoints, drops the oldest messages for twice the headroom in a
+    /// transaction of its own and checkpoints again, so that the next group, and every
+    /// delete, has room.
+    fn make_room(&mut self) {
+        let was_full = self.outbox.full;
+        self.space.release_reserve();
+        // First the checkpoint, into the reserve's space: then the WAL starts over where it is
+        // and the deletes below need no more of the disk.
+        self.outbox.full = true;
+        self.checkpoint();
+        let before = self.outbox.without_seqs();
+        let result = (|| -> Result<(), OpError> {
+            outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
+            let room = outbox::sql("measure the room", self.space.room(&self.conn))?;
+            let wanted = self
+                .space
+                .headroom
+                .saturating_mul(2)
+                .saturating_sub(room.bytes);
+            let dropped = outbox::drop_bytes(&self.conn, &mut self.outbox, wanted)?;
+            self.outbox.full = true;
+            self.outbox.full_dropped += dropped;
+            outbox::save_counters(&self.conn, &before, &self.outbox)?;
+            outbox::sql("commit", run_cached(&self.conn, "COMMIT"))
+        })();
+        if let Err(e) = result {
+            if !self.conn.is_autocommit() {
+                let _rolled_back = self.conn.execute_batch("ROLLBACK");
+            }
+            self.restore(before);
+            self.outbox.full = true;
+            debug!(path = %self.path.display(), error = ?e, "No room made yet.");
+        }
+        self.checkpoint();
+        self.full_changed(was_full);
+    }
+
+    /// Copies the WAL into the main file. Normally the WAL is then truncated (TRUNCATE mode),
+    /// giving its space back; on a full disk it is kept (RESTART mode) and written over from
+    /// its start, because growing it again may find no room. A reader elsewhere may keep part
+    /// of it; the next checkpoint finishes.
+    fn checkpoint(&self) {
+        let sql = if self.outbox.full {
+            "PRAGMA wal_checkpoint(RESTART)"
+        } else {
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        };
+        if let Err(e) = self.conn.query_row(sql, [], |_| Ok(())) {
+            debug!(path = %self.path.display(), error = %e, "Checkpoint failed.");
+        }
+    }
+
+    /// Counts a failed write group and logs it: ERROR when writes start to fail, DEBUG while
+    /// they keep failing (one line per poll would bury everything else), INFO when they work
+    /// again.
     fn log_failure(&mut self, e: &StoreError) {
         let cause = std::error::Error::source(e)
             .map(ToString::to_string)
             .unwrap_or_default();
+        let first = self.failures.failed(Instant::now());
         if matches!(e, StoreError::DiskFull { .. }) {
-            if !self.disk_full {
-                self.disk_full = true;
-                error!(
-                    path = %self.path.display(),
-                    error = %e,
-                    cause = %cause,
-                    "Store write failed: disk full; nothing is stored until space returns."
-                );
-            }
+            // The full condition has its own WARN (see `make_room`).
+            debug!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed: disk full.");
+        } else if first {
+            error!(
+                path = %self.path.display(),
+                error = %e,
+                cause = %cause,
+                "Store writes fail; nothing is stored until they work again."
+            );
         } else {
-            error!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed.");
+            debug!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed again.");
+        }
+    }
+
+    /// The health figures at `now`.
+    fn health(&self, now: Instant) -> StoreHealth {
+        StoreHealth {
+            write_failures_total: self.failures.total,
+            failing_for: self.failures.failing_for(now),
+            disk_full: self.outbox.full,
+            losses_total: self.losses_total,
+            loss: self.loss,
         }
     }
 }
@@ -677,8 +896,10 @@ fn execute(
     conn: &Connection,
     path: &Path,
     limits: &OutboxLimits,
+    space: &mut space::Space,
     before: &OutboxState,
     st: &mut OutboxState,
+    ctx: &Ctx<'_>,
     group: Vec<Request>,
     done: &mut Vec<Done>,
     writes: bool,
@@ -697,7 +918,7 @@ fn execute(
     let mut failure = None;
     let mut dropped = 0;
     for req in requests.by_ref() {
-        let (d, fail) = req.process(conn, st, path);
+        let (d, fail) = req.process(conn, st, ctx, path);
         done.push(d);
         if fail.is_some() {
             failure = fail;
@@ -717,7 +938,7 @@ fn execute(
     }
     done.extend(requests.map(Request::unprocessed));
     if failure.is_none() && writes {
-        failure = bound_and_count(conn, limits, before, st, dropped)
+        failure = bound_and_count(conn, limits, space, before, st, dropped)
             .err()
             .map(|e| op_error(path, e));
     }
@@ -739,6 +960,7 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn bound_and_count(
     conn: &Connection,
     limits: &OutboxLimits,
+    space: &mut space::Space,
     before: &OutboxState,
     st: &mut OutboxState,
     dropped: u64,
@@ -754,7 +976,45 @@ fn bound_and_count(
     } else if st.dropping && outbox::largest_queue_bytes(st) <= limits.max_bytes / 10 * 9 {
         st.dropping = false;
     }
+    // The file system's room: while it is below the headroom, the oldest rows make way, as
+    // under the byte bound. The drops do not start a byte-bound episode; the full condition
+    // has its own log lines.
+    let room = outbox::sql("measure the room", space.room(conn))?;
+    let deficit = space.deficit(room);
+    if deficit > 0 {
+        if !st.full {
+            st.full = true;
+            st.full_dropped = 0;
+        }
+        st.full_dropped += outbox::drop_bytes(conn, st, deficit)?;
+    } else if st.full && space.can_leave_full(room) {
+        st.full = false;
+    }
+    if !space.held() && !space.ensure_reserve() {
+        give_pages_back(conn, space.short_for_reserve())?;
+    }
     outbox::save_counters(conn, before, st)
+}
+
+/// Returns up to `bytes` of the database's free pages to the file system (they leave the file
+/// at the next checkpoint), so that the reserve fits again after a full disk. A file made
+/// before incremental auto-vacuum was set keeps its pages; the reserve then waits for space.
+fn give_pages_back(conn: &Connection, bytes: u64) -> Result<(), OpError> {
+    let pragma = |name: &str| -> Result<u64, OpError> {
+        outbox::sql(
+            "give pages back",
+            conn.pragma_query_value(None, name, |r| r.get(0)),
+        )
+    };
+    let free = pragma("freelist_count")?;
+    if bytes == 0 || free == 0 {
+        return Ok(());
+    }
+    let pages = bytes.div_ceil(pragma("page_size")?.max(512)).min(free);
+    outbox::sql(
+        "give pages back",
+        conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})")),
+    )
 }
 
 fn op_error(path: &Path, e: OpError) -> StoreError {
@@ -773,6 +1033,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(err("set the busy timeout"))?;
+    // Only a new file takes it (before its first table): free pages can then be given back to
+    // the file system, so that the reserve fits again after a full disk (see `space.rs`).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(err("set incremental auto-vacuum"))?;
     // Every statement the thread runs stays prepared; rusqlite's default of 16 is fewer than
     // the outbox, alarm, ledger and transaction statements together.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -789,8 +1053,6 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // (NORMAL would only keep the database consistent, not the last commits).
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err("set synchronous=FULL"))?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-        .map_err(err("set the WAL size limit"))?;
     // SQLite's default 2 MiB page cache fills over hours as the outbox churns through pages,
     // an eighth of the daemon's 15 MiB budget (DESIGN.md §8). The outbox is appended at one
     // end and read and deleted at the other, so its hot pages are few; the kernel's page cache
@@ -1123,6 +1385,8 @@ mod tests {
         let mut conn = open_connection(&path).unwrap();
         schema::migrate(&mut conn, &path).unwrap();
         let outbox = outbox::load(&conn).unwrap();
+        let space = space::Space::new(&path);
+        space.configure(&conn).unwrap();
         Store {
             conn,
             path,
@@ -1131,7 +1395,11 @@ mod tests {
                 commit_window: Duration::ZERO,
             },
             outbox,
-            disk_full: false,
+            space,
+            pending_acks: PendingAcks::default(),
+            failures: health::WriteFailures::default(),
+            loss: None,
+            losses_total: 0,
         }
     }
 
@@ -1210,44 +1478,136 @@ mod tests {
         });
     }
 
-    #[tokio::test]
-    async fn a_full_disk_is_an_error_and_the_store_recovers_when_space_returns() {
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, Logs) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _pin = crate::test_log::pin_interest();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        (out, logs)
+    }
+
+    fn page_budget(store: &Store, extra: u64) {
+        let pages: u64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages + extra)
+            .unwrap();
+    }
+
+    fn enqueue_batch(store: &mut Store, seqs: std::ops::Range<u64>, len: usize) -> Vec<RowId> {
+        let (reply, mut rx) = oneshot::channel();
+        store.run_group(vec![Request::Enqueue {
+            msgs: seqs.map(|s| msg("m", s, len)).collect(),
+            reply,
+        }]);
+        rx.try_recv().unwrap().unwrap()
+    }
+
+    /// A page budget stands in for a full disk (SQLite reports SQLITE_FULL either way): every
+    /// enqueue still succeeds, the oldest rows make way and are counted, one WARN marks each
+    /// end of the full condition, and acks empty it again.
+    #[test]
+    fn a_full_disk_drops_the_oldest_counts_them_and_warns_once_each_way() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let conn = open_connection(&path).unwrap();
-        // A page budget stands in for a full disk: SQLite reports SQLITE_FULL either way.
-        conn.pragma_update(None, "max_page_count", 40).unwrap();
-        let store = Store::start(conn, &path, limits()).unwrap();
-
-        let mut seq = 0;
-        let mut stored = Vec::new();
-        let full = loop {
-            assert!(seq < 1_000, "the page budget never filled");
-            match store.enqueue(vec![msg("m", seq, 2_000)]).await {
-                Ok(ids) => stored.extend(ids),
-                Err(e) => break e,
+        let ((), logs) = logged(|| {
+            let mut store = bare(dir.path(), u64::MAX);
+            store.space.headroom = 64 * 1024;
+            page_budget(&store, 256);
+            let mut stored = 0u64;
+            for batch in 0..100u64 {
+                stored +=
+                    enqueue_batch(&mut store, batch * 10..batch * 10 + 10, 2_000).len() as u64;
             }
-            seq += 1;
-        };
-        assert!(matches!(full, StoreError::DiskFull { .. }), "{full:?}");
-        assert!(full.to_string().contains("state.db"), "{full}");
-        let before = store.stats().await.unwrap();
-        assert_eq!(before.rows, stored.len() as u64);
+            assert_eq!(stored, 1_000, "every enqueue succeeded");
+            let st = &store.outbox;
+            assert!(st.full);
+            assert!(st.dropped_total > 0);
+            assert_eq!(
+                st.rows + st.dropped_total,
+                1_000,
+                "every row is kept or counted"
+            );
+            assert!(store.health(Instant::now()).disk_full);
+            assert_eq!(store.failures.total, 0, "no write failed");
+            assert!(!st.dropping, "not the byte bound's episode");
 
-        // Still serving; acking frees pages, and the same seq is accepted on retry.
-        store.ack(stored[..10].to_vec()).await.unwrap();
-        let ids = store.enqueue(vec![msg("m", seq, 2_000)]).await.unwrap();
-        assert_eq!(ids.len(), 1);
-        let after = store.stats().await.unwrap();
-        assert_eq!(after.rows, before.rows - 10 + 1);
-        assert_eq!(after.enqueued_total, before.enqueued_total + 1);
-        assert_eq!(store.next_seq("m").await.unwrap(), seq + 1);
+            // Delivery frees room; the next write leaves the full condition.
+            let ids: Vec<RowId> = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10_000)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            ack_now(&mut store, ids);
+            enqueue_now(&mut store, 5_000);
+            assert!(!store.outbox.full);
+        });
+        assert_eq!(logs.count("State file system full"), 1);
+        assert_eq!(logs.count("State file system has room again"), 1);
+        assert_eq!(logs.count("ERROR"), 0);
+    }
+
+    /// A group that fails takes the acks in it down too; they are deleted by the next group
+    /// that commits, and fetches skip them meanwhile, so nothing delivered is sent again.
+    #[test]
+    fn a_delete_that_failed_is_retried_and_its_rows_are_not_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = bare(dir.path(), u64::MAX);
+        store.space.headroom = 1024;
+        let ids = enqueue_batch(&mut store, 0..5, 100);
+        page_budget(&store, 64);
+        let (ack, mut ack_rx) = oneshot::channel();
+        let (big, mut big_rx) = oneshot::channel();
+        store.run_group(vec![
+            Request::Ack {
+                queue: DEFAULT_QUEUE,
+                rows: ids[..2].to_vec(),
+                reply: ack,
+            },
+            Request::Enqueue {
+                msgs: vec![msg("m", 5, 1_000_000)],
+                reply: big,
+            },
+        ]);
+        assert!(matches!(
+            big_rx.try_recv().unwrap(),
+            Err(StoreError::DiskFull { .. })
+        ));
+        assert!(ack_rx.try_recv().unwrap().is_err());
+        let (reply, mut rx) = oneshot::channel();
+        store.run_group(vec![Request::Fetch {
+            queue: DEFAULT_QUEUE,
+            after: None,
+            limit: 100,
+            reply,
+        }]);
+        let fetched: Vec<RowId> = rx
+            .try_recv()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(fetched, ids[2..], "acked rows are not fetched again");
+        let acked_before = store.outbox.acked_total;
+        enqueue_now(&mut store, 6);
+        assert_eq!(store.outbox.acked_total, acked_before + 2);
+        assert_eq!(store.outbox.rows, 4);
+        assert!(store.pending_acks.is_empty());
     }
 
     #[test]
     fn a_group_that_rolls_back_leaves_the_seqs_and_counters_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = bare(dir.path(), u64::MAX);
+        // Little headroom, so that the room made after the failure drops nothing.
+        store.space.headroom = 1024;
         enqueue_now(&mut store, 0);
         let before = outbox::stats(&store.conn, &store.outbox).unwrap();
         // Room for a small row, not for a big one: the second enqueue fails after the first has

@@ -16,6 +16,7 @@ mod daemon;
 mod detect;
 mod energy;
 mod export;
+mod faults;
 mod harness;
 mod influx;
 mod mqtt;
