@@ -1261,7 +1261,15 @@ fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
 pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError> {
     let mut signals = Signals::new().map_err(DaemonError::Signals)?;
     let plan = Arc::new(load(&opts)?);
-    let store = crate::store::Store::open(&plan.store.path, OutboxLimits::from(&plan.store))?;
+    let recovery = crate::store::Recovery {
+        on_corrupt: plan.store.on_corrupt,
+        now_ms: clock.now().millis(),
+    };
+    let store = crate::store::Store::open_with(
+        &plan.store.path,
+        OutboxLimits::from(&plan.store),
+        recovery,
+    )?;
     let gauges = Arc::new(OutboxGauges::default());
     let saved = load_saved(&store).await;
     if !saved.raised.is_empty() {
@@ -1389,5 +1397,14 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
         warn!("Second signal; exiting now. Everything stored is safe in the outbox.");
     }
     metrics_cancel.cancel();
+    // Let the store thread checkpoint and close the file before the process exits.
+    let closed = store.closed();
+    drop(store);
+    if tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .is_err()
+    {
+        warn!("The store did not close within 10 s; its WAL keeps what was not checkpointed.");
+    }
     Ok(())
 }

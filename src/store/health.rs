@@ -31,7 +31,7 @@ impl Loss {
     pub fn describe(self) -> &'static str {
         match self {
             Self::Wal => "the write-ahead log of an unclean stop was missing or damaged",
-            Self::Schema => "the schema did not match its version",
+            Self::Schema => "the state file's schema did not match its version and it was replaced",
             Self::Corrupt => "the state file was corrupt and was replaced",
         }
     }

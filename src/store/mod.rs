@@ -33,10 +33,11 @@ pub mod health;
 pub mod ledger;
 pub mod outbox;
 pub mod record;
+mod recovery;
 mod schema;
 mod space;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -44,7 +45,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, trace, warn};
 
@@ -70,6 +71,31 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer connection's page cache, in KiB (SQLite's default is 2000).
 const STORE_CACHE_KIB: i64 = 512;
+
+/// How far each key's seq high-water mark moves ahead of its seqs: the gap a consumer sees
+/// after a lost WAL. Keys near their mark move with any key that reaches its own, so that one
+/// checkpoint serves them all; at 5 messages a second per key, that is one every half hour.
+const SEQ_BLOCK: u64 = 10_000;
+
+/// A TRUNCATE checkpoint at least this often while the store writes, so that the main file
+/// holds nearly everything and the WAL gives its space back.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+
+/// `meta` keys of the recovery bookkeeping (see `recovery.rs`).
+const META_RUNNING: &str = "store.running";
+const META_LOSSES: &str = "store.losses_total";
+const META_CHECKPOINTS: &str = "store.checkpoints";
+
+pub use crate::config::daemon::OnCorrupt;
+
+/// What [`Store::open_with`] does about a damaged file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// A corrupt file is moved aside (and a fresh one started) or refused.
+    pub on_corrupt: OnCorrupt,
+    /// Now, ms since the Unix epoch: names the file moved aside.
+    pub now_ms: i64,
+}
 
 /// How big the outbox may grow and how writes are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +216,27 @@ pub enum StoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// A table the schema version promises is missing.
+    #[error("store {}: table `{table}` is missing for schema version {version}", path.display())]
+    SchemaMismatch {
+        /// The database file.
+        path: PathBuf,
+        /// The missing table.
+        table: String,
+        /// The version in the file.
+        version: u32,
+    },
+    /// A corrupt file could not be moved aside.
+    #[error("store {}: cannot move the corrupt file to {}", path.display(), to.display())]
+    MoveAside {
+        /// The database file.
+        path: PathBuf,
+        /// Where it was to go.
+        to: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The store thread has stopped.
     #[error("store {}: the store thread has stopped", path.display())]
     Closed {
@@ -199,6 +246,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What an open failure says about the file: corrupt, a schema that does not match its
+    /// version, or neither (unreadable, locked, full: keep the file and fail).
+    fn damage(&self) -> Option<Loss> {
+        match self {
+            Self::SchemaMismatch { .. } => Some(Loss::Schema),
+            Self::Open { source, .. } | Self::Sqlite { source, .. }
+                if recovery::is_corrupt(source) =>
+            {
+                Some(Loss::Corrupt)
+            }
+            Self::Sqlite { source, .. } if recovery::is_schema_mismatch(source) => {
+                Some(Loss::Schema)
+            }
+            _ => None,
+        }
+    }
+
     /// Wraps a SQLite error, recognising a full disk.
     fn sqlite(path: PathBuf, what: &'static str, e: rusqlite::Error) -> Self {
         let full =
@@ -500,6 +564,20 @@ pub struct Store {
     loss: Option<Loss>,
     /// Losses found at open, ever.
     losses_total: u64,
+    /// Each key's seq high-water mark, as committed and checkpointed: no seq at or above it
+    /// is stored before the mark moves.
+    reserved: HashMap<String, u64>,
+    /// When the WAL was last checkpointed.
+    last_checkpoint: Instant,
+}
+
+/// A file opened and checked, before its thread starts.
+struct Opened {
+    conn: Connection,
+    outbox: OutboxState,
+    reserved: HashMap<String, u64>,
+    loss: Option<Loss>,
+    losses_total: u64,
 }
 
 impl Store {
@@ -511,22 +589,159 @@ impl Store {
     /// [`StoreError`] when the file cannot be opened, is not in WAL mode, was written by a newer
     /// build, or the thread cannot start.
     pub fn open(path: &Path, limits: OutboxLimits) -> Result<StoreHandle, StoreError> {
-        Self::start(open_connection(path)?, path, limits)
+        let refuse = Recovery {
+            on_corrupt: OnCorrupt::Refuse,
+            now_ms: 0,
+        };
+        Self::open_with(path, limits, refuse)
     }
 
-    /// Migrates, loads and starts the thread on an opened connection.
-    fn start(
-        mut conn: Connection,
+    /// [`Self::open`] for the daemon: state lost since the last run is reported (and seqs
+    /// continue past it), and a corrupt file is moved aside per `recovery`.
+    ///
+    /// # Errors
+    /// As [`Self::open`]; a corrupt file only with [`OnCorrupt::Refuse`], or when it cannot be
+    /// moved aside.
+    pub fn open_with(
         path: &Path,
         limits: OutboxLimits,
+        recovery: Recovery,
     ) -> Result<StoreHandle, StoreError> {
+        let space = space::Space::new(path);
+        let wal = recovery::inspect_wal(path, space.wal_max);
+        let opened = match Self::open_file(path, wal) {
+            Ok(opened) => opened,
+            Err(e) => match (e.damage(), recovery.on_corrupt) {
+                (Some(kind), OnCorrupt::MoveAside) => {
+                    Self::replace(path, &e, kind, recovery.now_ms)?
+                }
+                (Some(kind), OnCorrupt::Refuse) => {
+                    error!(path = %path.display(), error = %e, cause = %cause(&e), "{}; store.on_corrupt = \"refuse\" keeps it.", capitalised(kind.describe()));
+                    return Err(e);
+                }
+                (None, _) => return Err(e),
+            },
+        };
+        Self::start(opened, path, limits, space)
+    }
+
+    /// Opens, migrates and checks the file, and finds what an unclean stop lost.
+    fn open_file(path: &Path, wal: recovery::WalFile) -> Result<Opened, StoreError> {
+        let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
+        let mut conn = open_connection(path)?;
+        // Before anything writes: how many valid frames SQLite found in the WAL.
+        let frames: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .map_err(err("read the WAL"))?;
         schema::migrate(&mut conn, path)?;
-        let outbox = outbox::load(&conn)
-            .map_err(|e| StoreError::sqlite(path.to_path_buf(), "load the outbox", e))?;
-        let mut space = space::Space::new(path);
-        space
-            .configure(&conn)
-            .map_err(|e| StoreError::sqlite(path.to_path_buf(), "size the WAL", e))?;
+        schema::verify(&conn, path)?;
+        let mut outbox = outbox::load(&conn).map_err(err("load the outbox"))?;
+        let reserved = outbox::load_reserved(&conn).map_err(err("load the seq marks"))?;
+        let meta = |key: &str| -> Result<u64, StoreError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(err("read the meta table"))
+        };
+        let was_running = meta(META_RUNNING)? == 1;
+        let mut losses_total = meta(META_LOSSES)?;
+        let mut loss = None;
+        if was_running && (wal != recovery::WalFile::Present || frames <= 0) {
+            // Commits since the last checkpoint are gone, and with them the seqs they moved:
+            // every key continues from its mark, which was checkpointed before use.
+            conn.execute("UPDATE seqs SET next = max(next, reserved)", [])
+                .map_err(err("move the seqs past their marks"))?;
+            outbox.seqs = outbox::load_seqs(&conn).map_err(err("load the seqs"))?;
+            losses_total += 1;
+            loss = Some(Loss::Wal);
+            error!(
+                path = %path.display(),
+                wal = ?wal,
+                wal_frames = frames,
+                rows = outbox.rows,
+                "State lost: {}; messages stored since the last checkpoint are gone, and seqs continue past their high-water marks.",
+                Loss::Wal.describe()
+            );
+        }
+        Ok(Opened {
+            conn,
+            outbox,
+            reserved,
+            loss,
+            losses_total,
+        })
+    }
+
+    /// Moves a corrupt file aside and opens a fresh one, carrying over the seq marks and loss
+    /// count the old file still yields.
+    fn replace(
+        path: &Path,
+        failure: &StoreError,
+        kind: Loss,
+        now_ms: i64,
+    ) -> Result<Opened, StoreError> {
+        let aside = recovery::corrupt_name(path, now_ms);
+        error!(
+            path = %path.display(),
+            moved_to = %aside.display(),
+            error = %failure,
+            cause = %cause(failure),
+            "{}; moving it aside and starting a fresh state file.",
+            capitalised(kind.describe())
+        );
+        recovery::move_aside(path, &aside).map_err(|e| StoreError::MoveAside {
+            path: path.to_path_buf(),
+            to: aside.clone(),
+            source: Arc::new(e),
+        })?;
+        let salvage = recovery::salvage(&aside).unwrap_or_else(|e| {
+            error!(
+                path = %aside.display(),
+                error = %e,
+                "No seqs could be read from the corrupt file; seqs restart from 0."
+            );
+            recovery::Salvage::default()
+        });
+        let mut opened = Self::open_file(path, recovery::WalFile::Missing)?;
+        let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
+        for (key, &mark) in &salvage.seqs {
+            opened
+                .conn
+                .execute(
+                    "INSERT INTO seqs (key, next, reserved) VALUES (?1, ?2, ?2)",
+                    params![key, mark],
+                )
+                .map_err(err("carry the seqs over"))?;
+            opened.outbox.seqs.insert(key.clone(), mark);
+            opened.reserved.insert(key.clone(), mark);
+        }
+        if !salvage.seqs.is_empty() {
+            info!(
+                keys = salvage.seqs.len(),
+                "Seqs carried over from the corrupt file."
+            );
+        }
+        opened.losses_total = salvage.losses_total + 1;
+        opened.loss = Some(kind);
+        Ok(opened)
+    }
+
+    /// Marks the file as open, checkpoints, and starts the thread.
+    fn start(
+        opened: Opened,
+        path: &Path,
+        limits: OutboxLimits,
+        mut space: space::Space,
+    ) -> Result<StoreHandle, StoreError> {
+        let Opened {
+            conn,
+            outbox,
+            reserved,
+            loss,
+            losses_total,
+        } = opened;
+        let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
+        space.configure(&conn).map_err(err("size the WAL"))?;
         if !space.ensure_reserve() {
             warn!(
                 path = %space.reserve_path().display(),
@@ -534,13 +749,21 @@ impl Store {
                 "No room for the store's reserve file; a full disk may stall deletes until space returns."
             );
         }
+        for (key, value) in [(META_RUNNING, 1), (META_LOSSES, losses_total)] {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(err("mark the file open"))?;
+        }
         info!(
             path = %path.display(),
             rows = outbox.rows,
             bytes = outbox.bytes,
             "Store opened."
         );
-        let store = Self {
+        let mut store = Self {
             conn,
             path: path.to_path_buf(),
             limits,
@@ -548,9 +771,13 @@ impl Store {
             space,
             pending_acks: PendingAcks::default(),
             failures: health::WriteFailures::default(),
-            loss: None,
-            losses_total: 0,
+            loss,
+            losses_total,
+            reserved,
+            last_checkpoint: Instant::now(),
         };
+        // The mark must be in the main file, not only in a WAL that may be lost.
+        store.checkpoint(true);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (exit_tx, exit_rx) = watch::channel(());
         std::thread::Builder::new()
@@ -629,6 +856,7 @@ impl Store {
                 self.run_group(std::mem::take(&mut held));
             }
         }
+        self.mark_stopped();
         let path = self.path;
         if let Err((_, e)) = self.conn.close() {
             warn!(path = %path.display(), error = %e, "Store did not close cleanly.");
@@ -664,22 +892,32 @@ impl Store {
         };
         let mut done = Vec::with_capacity(group.len());
         let health = self.health(Instant::now());
+        let reserve_failure = if writes {
+            self.reserve_seqs(&group).err()
+        } else {
+            None
+        };
         let ctx = Ctx {
             health: &health,
             pending: &self.pending_acks,
         };
-        let failure = execute(
-            &self.conn,
-            &self.path,
-            &self.limits,
-            &mut self.space,
-            &before,
-            &mut self.outbox,
-            &ctx,
-            group,
-            &mut done,
-            writes,
-        );
+        let failure = if let Some(e) = reserve_failure {
+            done.extend(group.into_iter().map(Request::unprocessed));
+            Some(e)
+        } else {
+            execute(
+                &self.conn,
+                &self.path,
+                &self.limits,
+                &mut self.space,
+                &before,
+                &mut self.outbox,
+                &ctx,
+                group,
+                &mut done,
+                writes,
+            )
+        };
         match &failure {
             None => {
                 if writes {
@@ -733,6 +971,9 @@ impl Store {
     fn after_commit(&mut self, before: &OutboxState, writes: bool) {
         if !writes {
             return;
+        }
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.checkpoint(true);
         }
         let path = self.path.display();
         let failed = self.failures.succeeded();
@@ -799,7 +1040,7 @@ impl Store {
         // First the checkpoint, into the reserve's space: then the WAL starts over where it is
         // and the deletes below need no more of the disk.
         self.outbox.full = true;
-        self.checkpoint();
+        self.checkpoint(true);
         let before = self.outbox.without_seqs();
         let result = (|| -> Result<(), OpError> {
             outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
@@ -823,23 +1064,110 @@ impl Store {
             self.outbox.full = true;
             debug!(path = %self.path.display(), error = ?e, "No room made yet.");
         }
-        self.checkpoint();
+        self.checkpoint(true);
         self.full_changed(was_full);
     }
 
-    /// Copies the WAL into the main file. Normally the WAL is then truncated (TRUNCATE mode),
-    /// giving its space back; on a full disk it is kept (RESTART mode) and written over from
-    /// its start, because growing it again may find no room. A reader elsewhere may keep part
-    /// of it; the next checkpoint finishes.
-    fn checkpoint(&self) {
+    /// Copies the WAL into the main file; returns whether it all went in (a reader elsewhere
+    /// may hold part back; the next checkpoint finishes). Normally the WAL is then truncated
+    /// (TRUNCATE mode), giving its space back; on a full disk it is kept (RESTART mode) and
+    /// written over from its start, because growing it again may find no room. With
+    /// `keep_wal`, one small write follows, because while the store is open its WAL is never
+    /// empty: an empty one at the next open means it was lost (see `recovery.rs`).
+    fn checkpoint(&mut self, keep_wal: bool) -> bool {
+        self.last_checkpoint = Instant::now();
         let sql = if self.outbox.full {
             "PRAGMA wal_checkpoint(RESTART)"
         } else {
             "PRAGMA wal_checkpoint(TRUNCATE)"
         };
-        if let Err(e) = self.conn.query_row(sql, [], |_| Ok(())) {
+        let busy = self.conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        let complete = matches!(busy, Ok(0));
+        if let Err(e) = &busy {
             debug!(path = %self.path.display(), error = %e, "Checkpoint failed.");
         }
+        if keep_wal
+            && let Err(e) = self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+                [META_CHECKPOINTS],
+            )
+        {
+            debug!(path = %self.path.display(), error = %e, "Cannot count the checkpoint.");
+        }
+        complete
+    }
+
+    /// At a clean stop: the file is no longer open, and everything is in the main file.
+    fn mark_stopped(&mut self) {
+        if let Err(e) = self
+            .conn
+            .execute("UPDATE meta SET value = 0 WHERE key = ?1", [META_RUNNING])
+        {
+            warn!(path = %self.path.display(), error = %e, "Cannot mark the state file closed; the next start may report a lost WAL.");
+        }
+        if !self.checkpoint(false) {
+            warn!(path = %self.path.display(), "The last checkpoint did not finish; the WAL keeps the rest.");
+        }
+    }
+
+    /// Moves the seq marks of the keys in `group` that reach them a block ahead, commits and
+    /// checkpoints that, before the group's rows use them: a seq is stored only below a mark
+    /// the main file already holds, so no loss of the WAL can make it be used twice.
+    fn reserve_seqs(&mut self, group: &[Request]) -> Result<(), StoreError> {
+        let mut marks: HashMap<String, u64> = HashMap::new();
+        for req in group {
+            let Request::Enqueue { msgs, .. } = req else {
+                continue;
+            };
+            for m in msgs {
+                let mark = self.reserved.get(&m.key).copied().unwrap_or(0);
+                if m.seq >= mark {
+                    let want = m.seq.saturating_add(SEQ_BLOCK).min(i64::MAX as u64);
+                    let e = marks.entry(m.key.clone()).or_insert(want);
+                    *e = (*e).max(want);
+                }
+            }
+        }
+        if marks.is_empty() {
+            return Ok(());
+        }
+        for (key, &mark) in &self.reserved {
+            let next = self.outbox.seqs.get(key).copied().unwrap_or(0);
+            if mark.saturating_sub(next) < SEQ_BLOCK / 2 && !marks.contains_key(key) {
+                marks.insert(
+                    key.clone(),
+                    next.saturating_add(SEQ_BLOCK).min(i64::MAX as u64),
+                );
+            }
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            run_cached(&self.conn, "BEGIN IMMEDIATE")?;
+            let mut upsert = self.conn.prepare_cached(
+                "INSERT INTO seqs (key, next, reserved) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET reserved = max(reserved, excluded.reserved)",
+            )?;
+            for (key, mark) in &marks {
+                let next = self.outbox.seqs.get(key).copied().unwrap_or(0);
+                upsert.execute(params![key, next, mark])?;
+            }
+            run_cached(&self.conn, "COMMIT")
+        })();
+        if let Err(e) = result {
+            if !self.conn.is_autocommit() {
+                let _rolled_back = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(StoreError::sqlite(
+                self.path.clone(),
+                "move the seq marks",
+                e,
+            ));
+        }
+        if !self.checkpoint(true) {
+            warn!(path = %self.path.display(), "The seq marks are not all in the main file yet (a reader holds the WAL); a lost WAL now could repeat seqs.");
+        }
+        self.reserved.extend(marks);
+        Ok(())
     }
 
     /// Counts a failed write group and logs it: ERROR when writes start to fail, DEBUG while
@@ -1015,6 +1343,22 @@ fn give_pages_back(conn: &Connection, bytes: u64) -> Result<(), OpError> {
         "give pages back",
         conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})")),
     )
+}
+
+/// The source of `e`, or nothing.
+fn cause(e: &StoreError) -> String {
+    std::error::Error::source(e)
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+/// `text` with its first letter in upper case, to start a log message.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn op_error(path: &Path, e: OpError) -> StoreError {
@@ -1400,6 +1744,8 @@ mod tests {
             failures: health::WriteFailures::default(),
             loss: None,
             losses_total: 0,
+            reserved: HashMap::new(),
+            last_checkpoint: Instant::now(),
         }
     }
 
@@ -1637,7 +1983,8 @@ mod tests {
             Err(StoreError::DiskFull { .. })
         ));
         assert!(small_rx.try_recv().unwrap().is_err());
-        assert_eq!(store.outbox.seqs.get("x"), None);
+        // `x` may have a row from its seq mark, but its next seq is still 0.
+        assert_eq!(store.outbox.seqs.get("x").copied().unwrap_or(0), 0);
         assert_eq!(store.outbox.seqs.get("m"), Some(&1));
         let after = outbox::stats(&store.conn, &store.outbox).unwrap();
         assert_eq!(after.rows, before.rows);

@@ -242,6 +242,13 @@ pub(super) fn load_seqs(conn: &Connection) -> rusqlite::Result<HashMap<String, u
     rows.collect()
 }
 
+/// Reads every key's seq high-water mark from the file.
+pub(super) fn load_reserved(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
+    let mut stmt = conn.prepare_cached("SELECT key, reserved FROM seqs")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    rows.collect()
+}
+
 /// Inserts `msgs` in order, moving each key's `next` past its seqs; all or nothing.
 pub(super) fn enqueue(
     conn: &Connection,
