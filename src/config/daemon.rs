@@ -121,6 +121,9 @@ pub struct RawStore {
     /// Longest wait to group outbox writes into one transaction (flash wear).
     #[serde(default)]
     pub commit_window_ms: Option<u64>,
+    /// What to do with a corrupt state file: `move_aside` (default) or `refuse`.
+    #[serde(default)]
+    pub on_corrupt: Option<String>,
 }
 
 /// Where the password comes from; read when the sink starts, never logged.
@@ -311,6 +314,19 @@ pub struct Store {
     pub max_outbox_bytes: u64,
     /// Group-commit window.
     pub commit_window: Duration,
+    /// What to do with a corrupt state file.
+    pub on_corrupt: OnCorrupt,
+}
+
+/// What the daemon does when it finds its state file corrupt at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCorrupt {
+    /// Log an ERROR, rename the file to `state.db.corrupt-<UTC time>` and start a fresh one,
+    /// rather than fail every start under `Restart=on-failure`.
+    #[default]
+    MoveAside,
+    /// Fail to start, leaving the file for an operator.
+    Refuse,
 }
 
 /// 256 MiB: about an hour of the 200-meter workload at 1 s (a device message takes about 350
@@ -548,10 +564,22 @@ pub fn resolve_store(
             format!("{window} is out of range; use 0 to 5000 ms"),
         );
     }
+    let on_corrupt = match raw.on_corrupt.as_deref() {
+        None | Some("move_aside") => OnCorrupt::MoveAside,
+        Some("refuse") => OnCorrupt::Refuse,
+        Some(other) => {
+            issues.push(
+                "store.on_corrupt",
+                format!("`{other}` is not a choice; use \"move_aside\" or \"refuse\""),
+            );
+            OnCorrupt::MoveAside
+        }
+    };
     (issues.0.len() == before).then(|| Store {
         path,
         max_outbox_bytes: max,
         commit_window: Duration::from_millis(window),
+        on_corrupt,
     })
 }
 

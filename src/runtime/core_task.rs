@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify as Wake, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::commands;
 use super::metrics::AlarmGauges;
@@ -383,9 +383,12 @@ impl Core {
                 }
                 true
             }
-            // The samples are lost only if the disk is: log loudly, keep polling.
+            // The samples are lost only if the disk is; keep polling. The store logs a failing
+            // disk once when it starts and once when it ends, counts every failed write
+            // (plantwatch_store_write_failures_total) and tells systemd: a line per batch here
+            // would flood the journal of a gateway whose card is full.
             Err(err) => {
-                error!(messages = n, error = %err, "Cannot store messages in the outbox.");
+                debug!(messages = n, error = %err, "Cannot store messages in the outbox.");
                 false
             }
         }

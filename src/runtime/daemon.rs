@@ -89,7 +89,15 @@ fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
 pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError> {
     let mut signals = Signals::new().map_err(DaemonError::Signals)?;
     let plan = Arc::new(load(&opts)?);
-    let store = crate::store::Store::open(&plan.store.path, OutboxLimits::from(&plan.store))?;
+    let recovery = crate::store::Recovery {
+        on_corrupt: plan.store.on_corrupt,
+        now_ms: clock.now().millis(),
+    };
+    let store = crate::store::Store::open_with(
+        &plan.store.path,
+        OutboxLimits::from(&plan.store),
+        recovery,
+    )?;
     let gauges = Arc::new(OutboxGauges::default());
     let saved = load_saved(&store).await;
     if !saved.raised.is_empty() {
@@ -136,6 +144,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
     let mut last_polls = 0u64;
     let mut last_progress = tokio::time::Instant::now();
     let mut second_signal = false;
+    let mut store_status: Option<String> = None;
     let stop = opts.stop.clone().unwrap_or_default();
     loop {
         tokio::select! {
@@ -177,12 +186,12 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     last_progress = now;
                 }
                 if let Ok(stats) = store.stats().await {
-                    gauges.rows.store(stats.rows, Ordering::Relaxed);
-                    gauges.bytes.store(stats.bytes, Ordering::Relaxed);
-                    gauges.oldest_ms.store(stats.oldest_created_ms.unwrap_or(0), Ordering::Relaxed);
-                    gauges.dropped.store(stats.dropped_total, Ordering::Relaxed);
-                    gauges.enqueued.store(stats.enqueued_total, Ordering::Relaxed);
-                    hearts.beat("store", std::time::Instant::now());
+                    gauges.update(&stats);
+                    // A store that answers but cannot write is not alive (issue 20).
+                    if !stats.health.degraded() {
+                        hearts.beat("store", std::time::Instant::now());
+                    }
+                    store_status = stats.health.status();
                 }
                 let slowest = generation.plan.devices.iter().map(|d| d.poll_interval.max(d.offline_retry)).max().unwrap_or_default();
                 // Feed the watchdog only while polling makes progress and the store answers.
@@ -197,9 +206,10 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     n => format!("{connected} of {n} brokers connected"),
                 };
                 systemd::notify(&[Notify::Status(format!(
-                    "{} devices, outbox {} messages, {brokers}",
+                    "{} devices, outbox {} messages, {brokers}{}",
                     generation.plan.devices.len(),
                     gauges.rows.load(Ordering::Relaxed),
+                    store_status.as_deref().map(|s| format!(", {s}")).unwrap_or_default(),
                 ))]);
                 if hearts.is_empty() {
                     hearts.register("store", Duration::from_secs(60), std::time::Instant::now());
@@ -218,5 +228,14 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
         warn!("Second signal; exiting now. Everything stored is safe in the outbox.");
     }
     process_tasks.stop("metrics", Duration::from_secs(1)).await;
+    // Let the store thread checkpoint and close the file before the process exits.
+    let closed = store.closed();
+    drop(store);
+    if tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .is_err()
+    {
+        warn!("The store did not close within 10 s; its WAL keeps what was not checkpointed.");
+    }
     Ok(())
 }

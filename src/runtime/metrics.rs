@@ -25,6 +25,32 @@ pub struct OutboxGauges {
     pub dropped: AtomicU64,
     /// Messages stored, ever.
     pub enqueued: AtomicU64,
+    /// Store write transactions that failed, this run.
+    pub write_failures: AtomicU64,
+    /// 1 while store writes have failed for longer than the degraded bound.
+    pub degraded: AtomicU64,
+    /// 1 while the state file's file system is full and new messages replace the oldest.
+    pub disk_full: AtomicU64,
+    /// Times state was found lost when the store was opened, ever.
+    pub losses: AtomicU64,
+}
+
+impl OutboxGauges {
+    /// Takes the figures of one [`crate::store::StoreHandle::stats`] call.
+    pub fn update(&self, stats: &crate::store::OutboxStats) {
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.rows, stats.rows);
+        set(&self.bytes, stats.bytes);
+        self.oldest_ms
+            .store(stats.oldest_created_ms.unwrap_or(0), Ordering::Relaxed);
+        set(&self.dropped, stats.dropped_total);
+        set(&self.enqueued, stats.enqueued_total);
+        let h = &stats.health;
+        set(&self.write_failures, h.write_failures_total);
+        set(&self.degraded, u64::from(h.degraded()));
+        set(&self.disk_full, u64::from(h.disk_full));
+        set(&self.losses, h.losses_total);
+    }
 }
 
 /// InfluxDB sink counters.
@@ -234,6 +260,35 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
         "Messages dropped by the outbox size bound.",
     );
     let _w = writeln!(out, "plantwatch_outbox_dropped_total {}", load(&o.dropped));
+    for (name, kind, help, value) in [
+        (
+            "plantwatch_store_write_failures_total",
+            "counter",
+            "State-file write transactions that failed and were rolled back.",
+            &o.write_failures,
+        ),
+        (
+            "plantwatch_store_degraded",
+            "gauge",
+            "1 while state-file writes have failed for minutes; the watchdog is no longer fed.",
+            &o.degraded,
+        ),
+        (
+            "plantwatch_store_disk_full",
+            "gauge",
+            "1 while the state file's file system is full and new messages replace the oldest.",
+            &o.disk_full,
+        ),
+        (
+            "plantwatch_store_losses_total",
+            "counter",
+            "Times stored state was found lost when the state file was opened.",
+            &o.losses,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _w = writeln!(out, "{name} {}", load(value));
+    }
     if !s.mqtt.is_empty() {
         for (name, kind, help, value) in [
             (

@@ -29,23 +29,28 @@
 //!   back under 90 % of the bound).
 
 pub mod alarms;
+pub mod health;
 pub mod ledger;
 pub mod outbox;
 pub mod record;
+mod recovery;
 mod schema;
+mod space;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 
 pub use alarms::{AlarmRow, CommandRow};
+pub use health::{Loss, StoreHealth};
 pub use outbox::{
     DEFAULT_QUEUE, OutboxMessage, OutboxRow, OutboxStats, QueueId, QueueSize, RowId, Span,
 };
@@ -58,10 +63,6 @@ const QUEUE: usize = 256;
 /// The most requests committed in one transaction; more wait for the next group.
 const MAX_GROUP: usize = 4 * QUEUE;
 
-/// The WAL file is truncated back to this after a checkpoint, so a burst does not leave a large
-/// file on a small card.
-const WAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
-
 /// Prepared statements kept by the store's connection.
 const STATEMENT_CACHE: usize = 64;
 
@@ -70,6 +71,31 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer connection's page cache, in KiB (SQLite's default is 2000).
 const STORE_CACHE_KIB: i64 = 512;
+
+/// How far each key's seq high-water mark moves ahead of its seqs: the gap a consumer sees
+/// after a lost WAL. Keys near their mark move with any key that reaches its own, so that one
+/// checkpoint serves them all; at 5 messages a second per key, that is one every half hour.
+const SEQ_BLOCK: u64 = 10_000;
+
+/// A TRUNCATE checkpoint at least this often while the store writes, so that the main file
+/// holds nearly everything and the WAL gives its space back.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
+
+/// `meta` keys of the recovery bookkeeping (see `recovery.rs`).
+const META_RUNNING: &str = "store.running";
+const META_LOSSES: &str = "store.losses_total";
+const META_CHECKPOINTS: &str = "store.checkpoints";
+
+pub use crate::config::daemon::OnCorrupt;
+
+/// What [`Store::open_with`] does about a damaged file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// A corrupt file is moved aside (and a fresh one started) or refused.
+    pub on_corrupt: OnCorrupt,
+    /// Now, ms since the Unix epoch: names the file moved aside.
+    pub now_ms: i64,
+}
 
 /// How big the outbox may grow and how writes are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +216,27 @@ pub enum StoreError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// A table the schema version promises is missing.
+    #[error("store {}: table `{table}` is missing for schema version {version}", path.display())]
+    SchemaMismatch {
+        /// The database file.
+        path: PathBuf,
+        /// The missing table.
+        table: String,
+        /// The version in the file.
+        version: u32,
+    },
+    /// A corrupt file could not be moved aside.
+    #[error("store {}: cannot move the corrupt file to {}", path.display(), to.display())]
+    MoveAside {
+        /// The database file.
+        path: PathBuf,
+        /// Where it was to go.
+        to: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The store thread has stopped.
     #[error("store {}: the store thread has stopped", path.display())]
     Closed {
@@ -199,6 +246,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What an open failure says about the file: corrupt, a schema that does not match its
+    /// version, or neither (unreadable, locked, full: keep the file and fail).
+    fn damage(&self) -> Option<Loss> {
+        match self {
+            Self::SchemaMismatch { .. } => Some(Loss::Schema),
+            Self::Open { source, .. } | Self::Sqlite { source, .. }
+                if recovery::is_corrupt(source) =>
+            {
+                Some(Loss::Corrupt)
+            }
+            Self::Sqlite { source, .. } if recovery::is_schema_mismatch(source) => {
+                Some(Loss::Schema)
+            }
+            _ => None,
+        }
+    }
+
     /// Wraps a SQLite error, recognising a full disk.
     fn sqlite(path: PathBuf, what: &'static str, e: rusqlite::Error) -> Self {
         let full =
@@ -303,6 +367,7 @@ impl Request {
         self,
         conn: &Connection,
         st: &mut OutboxState,
+        ctx: &Ctx<'_>,
         path: &Path,
     ) -> (Done, Option<StoreError>) {
         match self {
@@ -314,11 +379,18 @@ impl Request {
                 after,
                 limit,
                 reply,
-            } => finish(reply, outbox::fetch(conn, queue, after, limit), path),
+            } => {
+                let rows = outbox::fetch(conn, queue, after, limit)
+                    .map(|rows| ctx.pending.unacked(queue, rows));
+                finish(reply, rows, path)
+            }
             Self::FetchSpans { spans, reply } => {
                 let rows = spans
                     .into_iter()
-                    .map(|span| outbox::fetch_span(conn, span))
+                    .map(|span| {
+                        outbox::fetch_span(conn, span)
+                            .map(|rows| ctx.pending.unacked(span.queue, rows))
+                    })
                     .collect();
                 finish(reply, rows, path)
             }
@@ -327,7 +399,16 @@ impl Request {
                 outbox::ack(conn, st, queue, &rows).map(|_deleted| ()),
                 path,
             ),
-            Self::Stats { reply } => finish(reply, outbox::stats(conn, st), path),
+            Self::Stats { reply } => {
+                let stats = outbox::stats(conn, st).map(|s| OutboxStats {
+                    health: StoreHealth {
+                        disk_full: st.full,
+                        ..*ctx.health
+                    },
+                    ..s
+                });
+                finish(reply, stats, path)
+            }
             Self::QueueSize { queue, reply } => {
                 let size = st.queues.get(&queue).copied().unwrap_or_default();
                 finish(reply, Ok(size), path)
@@ -376,6 +457,51 @@ impl Request {
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
         }
+    }
+}
+
+/// What a request may read besides the connection and the outbox state.
+struct Ctx<'a> {
+    health: &'a StoreHealth,
+    pending: &'a PendingAcks,
+}
+
+/// Rows the broker acknowledged whose delete has not committed yet (it failed, e.g. on a full
+/// disk). The store deletes them with its next write group, so a delete never fails for good,
+/// and fetches skip them meanwhile, so a reconnect does not send them again.
+#[derive(Debug, Default)]
+struct PendingAcks(BTreeMap<QueueId, BTreeSet<RowId>>);
+
+impl PendingAcks {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn add(&mut self, queue: QueueId, rows: &[RowId]) {
+        self.0
+            .entry(queue)
+            .or_default()
+            .extend(rows.iter().copied());
+    }
+
+    /// `rows` without those waiting for their delete.
+    fn unacked(&self, queue: QueueId, mut rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+        if let Some(pending) = self.0.get(&queue) {
+            rows.retain(|r| !pending.contains(&r.id));
+        }
+        rows
+    }
+
+    /// Ack requests for every pending row, their answers going nowhere.
+    fn requests(&self) -> Vec<Request> {
+        self.0
+            .iter()
+            .map(|(&queue, rows)| Request::Ack {
+                queue,
+                rows: rows.iter().copied().collect(),
+                reply: oneshot::channel().0,
+            })
+            .collect()
     }
 }
 
@@ -428,8 +554,30 @@ pub struct Store {
     path: PathBuf,
     limits: OutboxLimits,
     outbox: OutboxState,
-    /// Inside a disk-full episode (logged once).
-    disk_full: bool,
+    /// The file system's room, the reserve file and the full condition.
+    space: space::Space,
+    /// Deletes of delivered rows that wait for a write group that commits.
+    pending_acks: PendingAcks,
+    /// Failing writes, for the log, `/metrics` and the watchdog.
+    failures: health::WriteFailures,
+    /// What was found lost when the file was opened.
+    loss: Option<Loss>,
+    /// Losses found at open, ever.
+    losses_total: u64,
+    /// Each key's seq high-water mark, as committed and checkpointed: no seq at or above it
+    /// is stored before the mark moves.
+    reserved: HashMap<String, u64>,
+    /// When the WAL was last checkpointed.
+    last_checkpoint: Instant,
+}
+
+/// A file opened and checked, before its thread starts.
+struct Opened {
+    conn: Connection,
+    outbox: OutboxState,
+    reserved: HashMap<String, u64>,
+    loss: Option<Loss>,
+    losses_total: u64,
 }
 
 impl Store {
@@ -441,31 +589,195 @@ impl Store {
     /// [`StoreError`] when the file cannot be opened, is not in WAL mode, was written by a newer
     /// build, or the thread cannot start.
     pub fn open(path: &Path, limits: OutboxLimits) -> Result<StoreHandle, StoreError> {
-        Self::start(open_connection(path)?, path, limits)
+        let refuse = Recovery {
+            on_corrupt: OnCorrupt::Refuse,
+            now_ms: 0,
+        };
+        Self::open_with(path, limits, refuse)
     }
 
-    /// Migrates, loads and starts the thread on an opened connection.
-    fn start(
-        mut conn: Connection,
+    /// [`Self::open`] for the daemon: state lost since the last run is reported (and seqs
+    /// continue past it), and a corrupt file is moved aside per `recovery`.
+    ///
+    /// # Errors
+    /// As [`Self::open`]; a corrupt file only with [`OnCorrupt::Refuse`], or when it cannot be
+    /// moved aside.
+    pub fn open_with(
         path: &Path,
         limits: OutboxLimits,
+        recovery: Recovery,
     ) -> Result<StoreHandle, StoreError> {
+        let space = space::Space::new(path);
+        let wal = recovery::inspect_wal(path, space.wal_max);
+        let opened = match Self::open_file(path, wal) {
+            Ok(opened) => opened,
+            Err(e) => match (e.damage(), recovery.on_corrupt) {
+                (Some(kind), OnCorrupt::MoveAside) => {
+                    Self::replace(path, &e, kind, recovery.now_ms)?
+                }
+                (Some(kind), OnCorrupt::Refuse) => {
+                    error!(path = %path.display(), error = %e, cause = %cause(&e), "{}; store.on_corrupt = \"refuse\" keeps it.", capitalised(kind.describe()));
+                    return Err(e);
+                }
+                (None, _) => return Err(e),
+            },
+        };
+        Self::start(opened, path, limits, space)
+    }
+
+    /// Opens, migrates and checks the file, and finds what an unclean stop lost.
+    fn open_file(path: &Path, wal: recovery::WalFile) -> Result<Opened, StoreError> {
+        let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
+        let mut conn = open_connection(path)?;
+        // Before anything writes: how many valid frames SQLite found in the WAL.
+        let frames: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .map_err(err("read the WAL"))?;
         schema::migrate(&mut conn, path)?;
-        let outbox = outbox::load(&conn)
-            .map_err(|e| StoreError::sqlite(path.to_path_buf(), "load the outbox", e))?;
+        schema::verify(&conn, path)?;
+        let mut outbox = outbox::load(&conn).map_err(err("load the outbox"))?;
+        let reserved = outbox::load_reserved(&conn).map_err(err("load the seq marks"))?;
+        let meta = |key: &str| -> Result<u64, StoreError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map(Option::unwrap_or_default)
+                .map_err(err("read the meta table"))
+        };
+        let was_running = meta(META_RUNNING)? == 1;
+        let mut losses_total = meta(META_LOSSES)?;
+        let mut loss = None;
+        if was_running && (wal != recovery::WalFile::Present || frames <= 0) {
+            // Commits since the last checkpoint are gone, and with them the seqs they moved:
+            // every key continues from its mark, which was checkpointed before use.
+            conn.execute("UPDATE seqs SET next = max(next, reserved)", [])
+                .map_err(err("move the seqs past their marks"))?;
+            outbox.seqs = outbox::load_seqs(&conn).map_err(err("load the seqs"))?;
+            losses_total += 1;
+            loss = Some(Loss::Wal);
+            error!(
+                path = %path.display(),
+                wal = ?wal,
+                wal_frames = frames,
+                rows = outbox.rows,
+                "State lost: {}; messages stored since the last checkpoint are gone, and seqs continue past their high-water marks.",
+                Loss::Wal.describe()
+            );
+        }
+        Ok(Opened {
+            conn,
+            outbox,
+            reserved,
+            loss,
+            losses_total,
+        })
+    }
+
+    /// Moves a corrupt file aside and opens a fresh one, carrying over the seq marks and loss
+    /// count the old file still yields.
+    fn replace(
+        path: &Path,
+        failure: &StoreError,
+        kind: Loss,
+        now_ms: i64,
+    ) -> Result<Opened, StoreError> {
+        let aside = recovery::corrupt_name(path, now_ms);
+        error!(
+            path = %path.display(),
+            moved_to = %aside.display(),
+            error = %failure,
+            cause = %cause(failure),
+            "{}; moving it aside and starting a fresh state file.",
+            capitalised(kind.describe())
+        );
+        recovery::move_aside(path, &aside).map_err(|e| StoreError::MoveAside {
+            path: path.to_path_buf(),
+            to: aside.clone(),
+            source: Arc::new(e),
+        })?;
+        let salvage = recovery::salvage(&aside).unwrap_or_else(|e| {
+            error!(
+                path = %aside.display(),
+                error = %e,
+                "No seqs could be read from the corrupt file; seqs restart from 0."
+            );
+            recovery::Salvage::default()
+        });
+        let mut opened = Self::open_file(path, recovery::WalFile::Missing)?;
+        let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
+        for (key, &mark) in &salvage.seqs {
+            opened
+                .conn
+                .execute(
+                    "INSERT INTO seqs (key, next, reserved) VALUES (?1, ?2, ?2)",
+                    params![key, mark],
+                )
+                .map_err(err("carry the seqs over"))?;
+            opened.outbox.seqs.insert(key.clone(), mark);
+            opened.reserved.insert(key.clone(), mark);
+        }
+        if !salvage.seqs.is_empty() {
+            info!(
+                keys = salvage.seqs.len(),
+                "Seqs carried over from the corrupt file."
+            );
+        }
+        opened.losses_total = salvage.losses_total + 1;
+        opened.loss = Some(kind);
+        Ok(opened)
+    }
+
+    /// Marks the file as open, checkpoints, and starts the thread.
+    fn start(
+        opened: Opened,
+        path: &Path,
+        limits: OutboxLimits,
+        mut space: space::Space,
+    ) -> Result<StoreHandle, StoreError> {
+        let Opened {
+            conn,
+            outbox,
+            reserved,
+            loss,
+            losses_total,
+        } = opened;
+        let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
+        space.configure(&conn).map_err(err("size the WAL"))?;
+        if !space.ensure_reserve() {
+            warn!(
+                path = %space.reserve_path().display(),
+                bytes = space.reserve_bytes,
+                "No room for the store's reserve file; a full disk may stall deletes until space returns."
+            );
+        }
+        for (key, value) in [(META_RUNNING, 1), (META_LOSSES, losses_total)] {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(err("mark the file open"))?;
+        }
         info!(
             path = %path.display(),
             rows = outbox.rows,
             bytes = outbox.bytes,
             "Store opened."
         );
-        let store = Self {
+        let mut store = Self {
             conn,
             path: path.to_path_buf(),
             limits,
             outbox,
-            disk_full: false,
+            space,
+            pending_acks: PendingAcks::default(),
+            failures: health::WriteFailures::default(),
+            loss,
+            losses_total,
+            reserved,
+            last_checkpoint: Instant::now(),
         };
+        // The mark must be in the main file, not only in a WAL that may be lost.
+        store.checkpoint(true);
         let (tx, rx) = mpsc::channel(QUEUE);
         let (exit_tx, exit_rx) = watch::channel(());
         std::thread::Builder::new()
@@ -544,6 +856,7 @@ impl Store {
                 self.run_group(std::mem::take(&mut held));
             }
         }
+        self.mark_stopped();
         let path = self.path;
         if let Err((_, e)) = self.conn.close() {
             warn!(path = %path.display(), error = %e, "Store did not close cleanly.");
@@ -555,8 +868,20 @@ impl Store {
     }
 
     /// Runs one group in one transaction and answers it; returns whether it wrote.
-    fn run_group(&mut self, group: Vec<Request>) -> bool {
+    fn run_group(&mut self, mut group: Vec<Request>) -> bool {
         let writes = group.iter().any(Request::writes);
+        if writes && !self.pending_acks.is_empty() {
+            let retry = self.pending_acks.requests();
+            group.splice(0..0, retry);
+        }
+        // The acks of this group, kept in case it rolls back (a few ids per PUBACK batch).
+        let acks: Vec<(QueueId, Vec<RowId>)> = group
+            .iter()
+            .filter_map(|r| match r {
+                Request::Ack { queue, rows, .. } => Some((*queue, rows.clone())),
+                _ => None,
+            })
+            .collect();
         // Requests change the state in place. A failed write group gets its counters back from
         // this copy and its seq map from the file: copying the map of every key's seq for each
         // write group showed in the steady-state profile, and a rollback is rare.
@@ -566,18 +891,40 @@ impl Store {
             OutboxState::default()
         };
         let mut done = Vec::with_capacity(group.len());
-        let failure = execute(
-            &self.conn,
-            &self.path,
-            &self.limits,
-            &before,
-            &mut self.outbox,
-            group,
-            &mut done,
-            writes,
-        );
+        let health = self.health(Instant::now());
+        let reserve_failure = if writes {
+            self.reserve_seqs(&group).err()
+        } else {
+            None
+        };
+        let ctx = Ctx {
+            health: &health,
+            pending: &self.pending_acks,
+        };
+        let failure = if let Some(e) = reserve_failure {
+            done.extend(group.into_iter().map(Request::unprocessed));
+            Some(e)
+        } else {
+            execute(
+                &self.conn,
+                &self.path,
+                &self.limits,
+                &mut self.space,
+                &before,
+                &mut self.outbox,
+                &ctx,
+                group,
+                &mut done,
+                writes,
+            )
+        };
         match &failure {
-            None => self.after_commit(&before, writes),
+            None => {
+                if writes {
+                    self.pending_acks = PendingAcks::default();
+                }
+                self.after_commit(&before, writes);
+            }
             Some(e) => {
                 if !self.conn.is_autocommit()
                     && let Err(re) = self.conn.execute_batch("ROLLBACK")
@@ -586,8 +933,19 @@ impl Store {
                 }
                 if writes {
                     self.restore(before);
+                    for (queue, rows) in &acks {
+                        self.pending_acks.add(*queue, rows);
+                    }
+                    self.log_failure(e);
+                    if matches!(e, StoreError::DiskFull { .. }) {
+                        self.make_room();
+                    }
+                } else {
+                    let cause = std::error::Error::source(e)
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    warn!(path = %self.path.display(), error = %e, cause = %cause, "Store read failed.");
                 }
-                self.log_failure(e);
             }
         }
         for d in done {
@@ -614,10 +972,13 @@ impl Store {
         if !writes {
             return;
         }
+        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            self.checkpoint(true);
+        }
         let path = self.path.display();
-        if self.disk_full {
-            self.disk_full = false;
-            info!(path = %path, "Store writes succeed again.");
+        let failed = self.failures.succeeded();
+        if failed > 0 {
+            info!(path = %path, failed, "Store writes succeed again.");
         }
         let st = &self.outbox;
         if st.dropping && !before.dropping {
@@ -636,24 +997,210 @@ impl Store {
                 "Outbox back under its size bound."
             );
         }
+        self.full_changed(before.full);
     }
 
+    /// On entering or leaving the full condition: one WARN each, and the WAL sized for it.
+    fn full_changed(&self, was_full: bool) {
+        let st = &self.outbox;
+        if st.full != was_full {
+            let sized = if st.full {
+                self.space.hold_wal(&self.conn)
+            } else {
+                self.space.configure(&self.conn)
+            };
+            if let Err(e) = sized {
+                debug!(path = %self.path.display(), error = %e, "Cannot resize the WAL.");
+            }
+        }
+        if st.full && !was_full {
+            warn!(
+                path = %self.path.display(),
+                headroom = self.space.headroom,
+                "State file system full; each new message now replaces the oldest (counted in plantwatch_outbox_dropped_total)."
+            );
+        }
+        if was_full && !st.full {
+            warn!(
+                path = %self.path.display(),
+                dropped = st.full_dropped,
+                dropped_total = st.dropped_total,
+                "State file system has room again; messages are no longer dropped for space."
+            );
+        }
+    }
+
+    /// After SQLite found the disk full despite the headroom (another process filled it):
+    /// frees the reserve, checkpoints, drops the oldest messages for twice the headroom in a
+    /// transaction of its own and checkpoints again, so that the next group, and every
+    /// delete, has room.
+    fn make_room(&mut self) {
+        let was_full = self.outbox.full;
+        self.space.release_reserve();
+        // First the checkpoint, into the reserve's space: then the WAL starts over where it is
+        // and the deletes below need no more of the disk.
+        self.outbox.full = true;
+        self.checkpoint(true);
+        let before = self.outbox.without_seqs();
+        let result = (|| -> Result<(), OpError> {
+            outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
+            let room = outbox::sql("measure the room", self.space.room(&self.conn))?;
+            let wanted = self
+                .space
+                .headroom
+                .saturating_mul(2)
+                .saturating_sub(room.bytes);
+            let dropped = outbox::drop_bytes(&self.conn, &mut self.outbox, wanted)?;
+            self.outbox.full = true;
+            self.outbox.full_dropped += dropped;
+            outbox::save_counters(&self.conn, &before, &self.outbox)?;
+            outbox::sql("commit", run_cached(&self.conn, "COMMIT"))
+        })();
+        if let Err(e) = result {
+            if !self.conn.is_autocommit() {
+                let _rolled_back = self.conn.execute_batch("ROLLBACK");
+            }
+            self.restore(before);
+            self.outbox.full = true;
+            debug!(path = %self.path.display(), error = ?e, "No room made yet.");
+        }
+        self.checkpoint(true);
+        self.full_changed(was_full);
+    }
+
+    /// Copies the WAL into the main file; returns whether it all went in (a reader elsewhere
+    /// may hold part back; the next checkpoint finishes). Normally the WAL is then truncated
+    /// (TRUNCATE mode), giving its space back; on a full disk it is kept (RESTART mode) and
+    /// written over from its start, because growing it again may find no room. With
+    /// `keep_wal`, one small write follows, because while the store is open its WAL is never
+    /// empty: an empty one at the next open means it was lost (see `recovery.rs`).
+    fn checkpoint(&mut self, keep_wal: bool) -> bool {
+        self.last_checkpoint = Instant::now();
+        let sql = if self.outbox.full {
+            "PRAGMA wal_checkpoint(RESTART)"
+        } else {
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        };
+        let busy = self.conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        let complete = matches!(busy, Ok(0));
+        if let Err(e) = &busy {
+            debug!(path = %self.path.display(), error = %e, "Checkpoint failed.");
+        }
+        if keep_wal
+            && let Err(e) = self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, 1) \
+                 ON CONFLICT (key) DO UPDATE SET value = value + 1",
+                [META_CHECKPOINTS],
+            )
+        {
+            debug!(path = %self.path.display(), error = %e, "Cannot count the checkpoint.");
+        }
+        complete
+    }
+
+    /// At a clean stop: the file is no longer open, and everything is in the main file.
+    fn mark_stopped(&mut self) {
+        if let Err(e) = self
+            .conn
+            .execute("UPDATE meta SET value = 0 WHERE key = ?1", [META_RUNNING])
+        {
+            warn!(path = %self.path.display(), error = %e, "Cannot mark the state file closed; the next start may report a lost WAL.");
+        }
+        if !self.checkpoint(false) {
+            warn!(path = %self.path.display(), "The last checkpoint did not finish; the WAL keeps the rest.");
+        }
+    }
+
+    /// Moves the seq marks of the keys in `group` that reach them a block ahead, commits and
+    /// checkpoints that, before the group's rows use them: a seq is stored only below a mark
+    /// the main file already holds, so no loss of the WAL can make it be used twice.
+    fn reserve_seqs(&mut self, group: &[Request]) -> Result<(), StoreError> {
+        let mut marks: HashMap<String, u64> = HashMap::new();
+        for req in group {
+            let Request::Enqueue { msgs, .. } = req else {
+                continue;
+            };
+            for m in msgs {
+                let mark = self.reserved.get(&m.key).copied().unwrap_or(0);
+                if m.seq >= mark {
+                    let want = m.seq.saturating_add(SEQ_BLOCK).min(i64::MAX as u64);
+                    let e = marks.entry(m.key.clone()).or_insert(want);
+                    *e = (*e).max(want);
+                }
+            }
+        }
+        if marks.is_empty() {
+            return Ok(());
+        }
+        for (key, &mark) in &self.reserved {
+            let next = self.outbox.seqs.get(key).copied().unwrap_or(0);
+            if mark.saturating_sub(next) < SEQ_BLOCK / 2 && !marks.contains_key(key) {
+                marks.insert(
+                    key.clone(),
+                    next.saturating_add(SEQ_BLOCK).min(i64::MAX as u64),
+                );
+            }
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            run_cached(&self.conn, "BEGIN IMMEDIATE")?;
+            let mut upsert = self.conn.prepare_cached(
+                "INSERT INTO seqs (key, next, reserved) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET reserved = max(reserved, excluded.reserved)",
+            )?;
+            for (key, mark) in &marks {
+                let next = self.outbox.seqs.get(key).copied().unwrap_or(0);
+                upsert.execute(params![key, next, mark])?;
+            }
+            run_cached(&self.conn, "COMMIT")
+        })();
+        if let Err(e) = result {
+            if !self.conn.is_autocommit() {
+                let _rolled_back = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(StoreError::sqlite(
+                self.path.clone(),
+                "move the seq marks",
+                e,
+            ));
+        }
+        if !self.checkpoint(true) {
+            warn!(path = %self.path.display(), "The seq marks are not all in the main file yet (a reader holds the WAL); a lost WAL now could repeat seqs.");
+        }
+        self.reserved.extend(marks);
+        Ok(())
+    }
+
+    /// Counts a failed write group and logs it: ERROR when writes start to fail, DEBUG while
+    /// they keep failing (one line per poll would bury everything else), INFO when they work
+    /// again.
     fn log_failure(&mut self, e: &StoreError) {
         let cause = std::error::Error::source(e)
             .map(ToString::to_string)
             .unwrap_or_default();
+        let first = self.failures.failed(Instant::now());
         if matches!(e, StoreError::DiskFull { .. }) {
-            if !self.disk_full {
-                self.disk_full = true;
-                error!(
-                    path = %self.path.display(),
-                    error = %e,
-                    cause = %cause,
-                    "Store write failed: disk full; nothing is stored until space returns."
-                );
-            }
+            // The full condition has its own WARN (see `make_room`).
+            debug!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed: disk full.");
+        } else if first {
+            error!(
+                path = %self.path.display(),
+                error = %e,
+                cause = %cause,
+                "Store writes fail; nothing is stored until they work again."
+            );
         } else {
-            error!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed.");
+            debug!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed again.");
+        }
+    }
+
+    /// The health figures at `now`.
+    fn health(&self, now: Instant) -> StoreHealth {
+        StoreHealth {
+            write_failures_total: self.failures.total,
+            failing_for: self.failures.failing_for(now),
+            disk_full: self.outbox.full,
+            losses_total: self.losses_total,
+            loss: self.loss,
         }
     }
 }
@@ -677,8 +1224,10 @@ fn execute(
     conn: &Connection,
     path: &Path,
     limits: &OutboxLimits,
+    space: &mut space::Space,
     before: &OutboxState,
     st: &mut OutboxState,
+    ctx: &Ctx<'_>,
     group: Vec<Request>,
     done: &mut Vec<Done>,
     writes: bool,
@@ -697,7 +1246,7 @@ fn execute(
     let mut failure = None;
     let mut dropped = 0;
     for req in requests.by_ref() {
-        let (d, fail) = req.process(conn, st, path);
+        let (d, fail) = req.process(conn, st, ctx, path);
         done.push(d);
         if fail.is_some() {
             failure = fail;
@@ -717,7 +1266,7 @@ fn execute(
     }
     done.extend(requests.map(Request::unprocessed));
     if failure.is_none() && writes {
-        failure = bound_and_count(conn, limits, before, st, dropped)
+        failure = bound_and_count(conn, limits, space, before, st, dropped)
             .err()
             .map(|e| op_error(path, e));
     }
@@ -739,6 +1288,7 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn bound_and_count(
     conn: &Connection,
     limits: &OutboxLimits,
+    space: &mut space::Space,
     before: &OutboxState,
     st: &mut OutboxState,
     dropped: u64,
@@ -754,7 +1304,61 @@ fn bound_and_count(
     } else if st.dropping && outbox::largest_queue_bytes(st) <= limits.max_bytes / 10 * 9 {
         st.dropping = false;
     }
+    // The file system's room: while it is below the headroom, the oldest rows make way, as
+    // under the byte bound. The drops do not start a byte-bound episode; the full condition
+    // has its own log lines.
+    let room = outbox::sql("measure the room", space.room(conn))?;
+    let deficit = space.deficit(room);
+    if deficit > 0 {
+        if !st.full {
+            st.full = true;
+            st.full_dropped = 0;
+        }
+        st.full_dropped += outbox::drop_bytes(conn, st, deficit)?;
+    } else if st.full && space.can_leave_full(room) {
+        st.full = false;
+    }
+    if !space.held() && !space.ensure_reserve() {
+        give_pages_back(conn, space.short_for_reserve())?;
+    }
     outbox::save_counters(conn, before, st)
+}
+
+/// Returns up to `bytes` of the database's free pages to the file system (they leave the file
+/// at the next checkpoint), so that the reserve fits again after a full disk. A file made
+/// before incremental auto-vacuum was set keeps its pages; the reserve then waits for space.
+fn give_pages_back(conn: &Connection, bytes: u64) -> Result<(), OpError> {
+    let pragma = |name: &str| -> Result<u64, OpError> {
+        outbox::sql(
+            "give pages back",
+            conn.pragma_query_value(None, name, |r| r.get(0)),
+        )
+    };
+    let free = pragma("freelist_count")?;
+    if bytes == 0 || free == 0 {
+        return Ok(());
+    }
+    let pages = bytes.div_ceil(pragma("page_size")?.max(512)).min(free);
+    outbox::sql(
+        "give pages back",
+        conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})")),
+    )
+}
+
+/// The source of `e`, or nothing.
+fn cause(e: &StoreError) -> String {
+    std::error::Error::source(e)
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+/// `text` with its first letter in upper case, to start a log message.
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn op_error(path: &Path, e: OpError) -> StoreError {
@@ -773,6 +1377,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(err("set the busy timeout"))?;
+    // Only a new file takes it (before its first table): free pages can then be given back to
+    // the file system, so that the reserve fits again after a full disk (see `space.rs`).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(err("set incremental auto-vacuum"))?;
     // Every statement the thread runs stays prepared; rusqlite's default of 16 is fewer than
     // the outbox, alarm, ledger and transaction statements together.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -789,8 +1397,6 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // (NORMAL would only keep the database consistent, not the last commits).
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err("set synchronous=FULL"))?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-        .map_err(err("set the WAL size limit"))?;
     // SQLite's default 2 MiB page cache fills over hours as the outbox churns through pages,
     // an eighth of the daemon's 15 MiB budget (DESIGN.md §8). The outbox is appended at one
     // end and read and deleted at the other, so its hot pages are few; the kernel's page cache
@@ -1123,6 +1729,8 @@ mod tests {
         let mut conn = open_connection(&path).unwrap();
         schema::migrate(&mut conn, &path).unwrap();
         let outbox = outbox::load(&conn).unwrap();
+        let space = space::Space::new(&path);
+        space.configure(&conn).unwrap();
         Store {
             conn,
             path,
@@ -1131,7 +1739,13 @@ mod tests {
                 commit_window: Duration::ZERO,
             },
             outbox,
-            disk_full: false,
+            space,
+            pending_acks: PendingAcks::default(),
+            failures: health::WriteFailures::default(),
+            loss: None,
+            losses_total: 0,
+            reserved: HashMap::new(),
+            last_checkpoint: Instant::now(),
         }
     }
 
@@ -1210,44 +1824,136 @@ mod tests {
         });
     }
 
-    #[tokio::test]
-    async fn a_full_disk_is_an_error_and_the_store_recovers_when_space_returns() {
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, Logs) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _pin = crate::test_log::pin_interest();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        (out, logs)
+    }
+
+    fn page_budget(store: &Store, extra: u64) {
+        let pages: u64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages + extra)
+            .unwrap();
+    }
+
+    fn enqueue_batch(store: &mut Store, seqs: std::ops::Range<u64>, len: usize) -> Vec<RowId> {
+        let (reply, mut rx) = oneshot::channel();
+        store.run_group(vec![Request::Enqueue {
+            msgs: seqs.map(|s| msg("m", s, len)).collect(),
+            reply,
+        }]);
+        rx.try_recv().unwrap().unwrap()
+    }
+
+    /// A page budget stands in for a full disk (SQLite reports SQLITE_FULL either way): every
+    /// enqueue still succeeds, the oldest rows make way and are counted, one WARN marks each
+    /// end of the full condition, and acks empty it again.
+    #[test]
+    fn a_full_disk_drops_the_oldest_counts_them_and_warns_once_each_way() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let conn = open_connection(&path).unwrap();
-        // A page budget stands in for a full disk: SQLite reports SQLITE_FULL either way.
-        conn.pragma_update(None, "max_page_count", 40).unwrap();
-        let store = Store::start(conn, &path, limits()).unwrap();
-
-        let mut seq = 0;
-        let mut stored = Vec::new();
-        let full = loop {
-            assert!(seq < 1_000, "the page budget never filled");
-            match store.enqueue(vec![msg("m", seq, 2_000)]).await {
-                Ok(ids) => stored.extend(ids),
-                Err(e) => break e,
+        let ((), logs) = logged(|| {
+            let mut store = bare(dir.path(), u64::MAX);
+            store.space.headroom = 64 * 1024;
+            page_budget(&store, 256);
+            let mut stored = 0u64;
+            for batch in 0..100u64 {
+                stored +=
+                    enqueue_batch(&mut store, batch * 10..batch * 10 + 10, 2_000).len() as u64;
             }
-            seq += 1;
-        };
-        assert!(matches!(full, StoreError::DiskFull { .. }), "{full:?}");
-        assert!(full.to_string().contains("state.db"), "{full}");
-        let before = store.stats().await.unwrap();
-        assert_eq!(before.rows, stored.len() as u64);
+            assert_eq!(stored, 1_000, "every enqueue succeeded");
+            let st = &store.outbox;
+            assert!(st.full);
+            assert!(st.dropped_total > 0);
+            assert_eq!(
+                st.rows + st.dropped_total,
+                1_000,
+                "every row is kept or counted"
+            );
+            assert!(store.health(Instant::now()).disk_full);
+            assert_eq!(store.failures.total, 0, "no write failed");
+            assert!(!st.dropping, "not the byte bound's episode");
 
-        // Still serving; acking frees pages, and the same seq is accepted on retry.
-        store.ack(stored[..10].to_vec()).await.unwrap();
-        let ids = store.enqueue(vec![msg("m", seq, 2_000)]).await.unwrap();
-        assert_eq!(ids.len(), 1);
-        let after = store.stats().await.unwrap();
-        assert_eq!(after.rows, before.rows - 10 + 1);
-        assert_eq!(after.enqueued_total, before.enqueued_total + 1);
-        assert_eq!(store.next_seq("m").await.unwrap(), seq + 1);
+            // Delivery frees room; the next write leaves the full condition.
+            let ids: Vec<RowId> = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10_000)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            ack_now(&mut store, ids);
+            enqueue_now(&mut store, 5_000);
+            assert!(!store.outbox.full);
+        });
+        assert_eq!(logs.count("State file system full"), 1);
+        assert_eq!(logs.count("State file system has room again"), 1);
+        assert_eq!(logs.count("ERROR"), 0);
+    }
+
+    /// A group that fails takes the acks in it down too; they are deleted by the next group
+    /// that commits, and fetches skip them meanwhile, so nothing delivered is sent again.
+    #[test]
+    fn a_delete_that_failed_is_retried_and_its_rows_are_not_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = bare(dir.path(), u64::MAX);
+        store.space.headroom = 1024;
+        let ids = enqueue_batch(&mut store, 0..5, 100);
+        page_budget(&store, 64);
+        let (ack, mut ack_rx) = oneshot::channel();
+        let (big, mut big_rx) = oneshot::channel();
+        store.run_group(vec![
+            Request::Ack {
+                queue: DEFAULT_QUEUE,
+                rows: ids[..2].to_vec(),
+                reply: ack,
+            },
+            Request::Enqueue {
+                msgs: vec![msg("m", 5, 1_000_000)],
+                reply: big,
+            },
+        ]);
+        assert!(matches!(
+            big_rx.try_recv().unwrap(),
+            Err(StoreError::DiskFull { .. })
+        ));
+        assert!(ack_rx.try_recv().unwrap().is_err());
+        let (reply, mut rx) = oneshot::channel();
+        store.run_group(vec![Request::Fetch {
+            queue: DEFAULT_QUEUE,
+            after: None,
+            limit: 100,
+            reply,
+        }]);
+        let fetched: Vec<RowId> = rx
+            .try_recv()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(fetched, ids[2..], "acked rows are not fetched again");
+        let acked_before = store.outbox.acked_total;
+        enqueue_now(&mut store, 6);
+        assert_eq!(store.outbox.acked_total, acked_before + 2);
+        assert_eq!(store.outbox.rows, 4);
+        assert!(store.pending_acks.is_empty());
     }
 
     #[test]
     fn a_group_that_rolls_back_leaves_the_seqs_and_counters_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = bare(dir.path(), u64::MAX);
+        // Little headroom, so that the room made after the failure drops nothing.
+        store.space.headroom = 1024;
         enqueue_now(&mut store, 0);
         let before = outbox::stats(&store.conn, &store.outbox).unwrap();
         // Room for a small row, not for a big one: the second enqueue fails after the first has
@@ -1277,7 +1983,8 @@ mod tests {
             Err(StoreError::DiskFull { .. })
         ));
         assert!(small_rx.try_recv().unwrap().is_err());
-        assert_eq!(store.outbox.seqs.get("x"), None);
+        // `x` may have a row from its seq mark, but its next seq is still 0.
+        assert_eq!(store.outbox.seqs.get("x").copied().unwrap_or(0), 0);
         assert_eq!(store.outbox.seqs.get("m"), Some(&1));
         let after = outbox::stats(&store.conn, &store.outbox).unwrap();
         assert_eq!(after.rows, before.rows);

@@ -120,6 +120,8 @@ pub struct OutboxStats {
     pub acked_total: u64,
     /// Write transactions committed since the store opened: each is one fsync of the WAL.
     pub commits_total: u64,
+    /// Failing writes, a full disk, state lost at open.
+    pub health: super::StoreHealth,
 }
 
 /// Why one outbox operation failed.
@@ -156,6 +158,11 @@ pub(super) struct OutboxState {
     pub(super) dropping: bool,
     /// Rows dropped in the current episode.
     pub(super) episode_dropped: u64,
+    /// Inside the full condition: the file system's room is below the headroom (see
+    /// `space.rs`), and new rows replace the oldest.
+    pub(super) full: bool,
+    /// Rows dropped for room in the current full condition.
+    pub(super) full_dropped: u64,
 }
 
 impl OutboxState {
@@ -223,12 +230,21 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<OutboxState> {
         seqs,
         dropping: false,
         episode_dropped: 0,
+        full: false,
+        full_dropped: 0,
     })
 }
 
 /// Reads every key's next seq from the file.
 pub(super) fn load_seqs(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
     let mut stmt = conn.prepare_cached("SELECT key, next FROM seqs")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+    rows.collect()
+}
+
+/// Reads every key's seq high-water mark from the file.
+pub(super) fn load_reserved(conn: &Connection) -> rusqlite::Result<HashMap<String, u64>> {
+    let mut stmt = conn.prepare_cached("SELECT key, reserved FROM seqs")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
     rows.collect()
 }
@@ -520,6 +536,7 @@ pub(super) fn stats(conn: &Connection, st: &OutboxState) -> Result<OutboxStats, 
         enqueued_total: st.enqueued_total,
         acked_total: st.acked_total,
         commits_total: st.commits_total,
+        health: super::StoreHealth::default(),
     })
 }
 
@@ -542,6 +559,31 @@ pub(super) fn enforce_bound(
     let mut dropped = 0;
     for queue in over {
         dropped += drop_oldest(conn, st, queue, max_bytes)?;
+    }
+    Ok(dropped)
+}
+
+/// Deletes the oldest rows worth at least `bytes` of payload, from the largest queue first;
+/// returns how many. Each is counted in `dropped_total`, as under the byte bound.
+pub(super) fn drop_bytes(
+    conn: &Connection,
+    st: &mut OutboxState,
+    mut bytes: u64,
+) -> Result<u64, OpError> {
+    let mut dropped = 0;
+    // Bounded: each pass empties a queue or frees what is asked.
+    for _ in 0..st.queues.len() {
+        let Some((&queue, size)) = st.queues.iter().max_by_key(|(_, s)| s.bytes) else {
+            break;
+        };
+        if bytes == 0 || size.bytes == 0 {
+            break;
+        }
+        let had = size.bytes;
+        let keep = had.saturating_sub(bytes);
+        dropped += drop_oldest(conn, st, queue, keep)?;
+        let freed = had - st.queues.get(&queue).map_or(0, |s| s.bytes);
+        bytes = bytes.saturating_sub(freed);
     }
     Ok(dropped)
 }

@@ -31,6 +31,7 @@ mod detect;
 #[cfg(feature = "demo")]
 mod energy;
 mod export;
+mod faults;
 mod harness;
 mod influx;
 #[cfg(feature = "demo")]

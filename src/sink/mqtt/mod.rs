@@ -565,9 +565,10 @@ impl<O: Outbox> Session<O> {
             Ok((n, Ok(()))) => {
                 self.stats.acked.fetch_add(n, Ordering::Relaxed);
             }
-            // The rows stay and will be sent again: a duplicate, never a loss.
+            // The store keeps the ids and retries the delete with its next write, and does not
+            // hand the rows out again meanwhile; it logs a failing disk itself, once.
             Ok((_, Err(err))) => {
-                error!(error = %err, "Cannot delete acknowledged rows; they will be resent.")
+                debug!(error = %err, "Cannot delete acknowledged rows yet; the store retries.")
             }
             Err(err) => {
                 error!(error = %err, "The outbox delete task failed; the rows will be resent.")
