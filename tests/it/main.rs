@@ -31,6 +31,8 @@ mod detect;
 #[cfg(feature = "demo")]
 mod energy;
 mod export;
+// Needs the embedded broker.
+#[cfg(feature = "demo")]
 mod faults;
 mod harness;
 mod influx;
