@@ -238,6 +238,17 @@ pub struct Sample {
 }
 
 impl SampleBatch {
+    /// The poll's time (ms): its last response, as its telemetry message carries it, or its
+    /// tick when it has no samples. Rules, the ledger and the pipeline's clock all use it, so a
+    /// replay of recorded telemetry sees the times the live daemon saw.
+    pub fn time(&self) -> i64 {
+        self.samples
+            .iter()
+            .map(|s| s.ts.0)
+            .max()
+            .unwrap_or(self.tick.0)
+    }
+
     /// Flattens the batch into self-contained samples.
     pub fn into_samples(self) -> impl Iterator<Item = Sample> {
         let device = self.device;

@@ -129,14 +129,7 @@ impl Pipeline {
         let Some(&device) = self.device_index.get(&batch.device) else {
             return;
         };
-        // The time its telemetry message carries: the poll's last response.
-        let at = batch
-            .samples
-            .iter()
-            .map(|s| s.ts.0)
-            .max()
-            .unwrap_or(batch.tick.0);
-        self.advance(at, &mut out.events);
+        self.advance(batch.time(), &mut out.events);
         let first = out.intervals.len();
         self.booked.clear();
         self.ledger

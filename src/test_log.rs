@@ -22,3 +22,44 @@ pub(crate) fn pin_interest() -> InterestPin {
         _second: tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()),
     }
 }
+
+/// Formatted log lines captured by [`capture`], for asserting on.
+#[derive(Clone, Default)]
+pub(crate) struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything logged so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// How many times `needle` was logged so far.
+    pub(crate) fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+}
+
+/// Runs `f` with this thread's log lines captured (the interest pinned, so a sibling test
+/// cannot blind the capture); `f` may look at what is captured while it runs.
+pub(crate) fn capture<T>(f: impl FnOnce(&Captured) -> T) -> (T, Captured) {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _pin = pin_interest();
+    let out = tracing::subscriber::with_default(subscriber, || f(&logs));
+    (out, logs)
+}

@@ -447,12 +447,7 @@ impl Engine {
         let Some(dev) = self.devices.get_mut(di) else {
             return;
         };
-        let now = batch
-            .samples
-            .iter()
-            .map(|s| s.ts.0)
-            .max()
-            .unwrap_or(batch.tick.0);
+        let now = batch.time();
         dev.sample_of.iter_mut().for_each(|s| *s = None);
         dev.scores.iter_mut().for_each(|s| *s = None);
         let mut answered = false;

@@ -113,12 +113,7 @@ impl Ledger {
         let Some(indices) = self.by_device.get(&batch.device) else {
             return;
         };
-        let now = batch
-            .samples
-            .iter()
-            .map(|s| s.ts.0)
-            .max()
-            .unwrap_or(batch.tick.0);
+        let now = batch.time();
         for &i in indices {
             let meter = &self.energy.meters[i];
             let Some(sample) = batch

@@ -542,34 +542,15 @@ mod tests {
 
     #[test]
     fn issue_20_a_flood_of_refused_commands_logs_one_line_per_minute() {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Logs(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Logs {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _pin = crate::test_log::pin_interest();
         // A name no other test refuses, since the limit is process-wide.
         let name = "flood-\u{202e}test";
-        tracing::subscriber::with_default(subscriber, || {
+        let ((), logs) = crate::test_log::capture(|_| {
             for i in 0..5_000 {
                 let reply = error_reply(&json!(i), "unknown command");
                 log_refused(name, &reply);
             }
         });
-        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         assert_eq!(
             text.matches("Refused a downlink command").count(),
             1,

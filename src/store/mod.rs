@@ -1768,39 +1768,10 @@ mod tests {
         rx.try_recv().unwrap().unwrap();
     }
 
-    /// Captures formatted log lines.
-    #[derive(Clone, Default)]
-    struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Logs {
-        fn count(&self, needle: &str) -> usize {
-            String::from_utf8_lossy(&self.0.lock().unwrap())
-                .matches(needle)
-                .count()
-        }
-    }
-
     #[test]
     fn drops_are_logged_once_per_episode() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _pin = crate::test_log::pin_interest();
-        tracing::subscriber::with_default(subscriber, || {
+        crate::test_log::capture(|logs| {
             let mut store = bare(dir.path(), 1_000);
             let ids: Vec<RowId> = (0..10).map(|s| enqueue_now(&mut store, s)).collect();
             assert!(!store.outbox.dropping);
@@ -1822,18 +1793,6 @@ mod tests {
             assert_eq!(store.outbox.episode_dropped, 1);
             assert_eq!(logs.count("Outbox full"), 2);
         });
-    }
-
-    fn logged<T>(f: impl FnOnce() -> T) -> (T, Logs) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .finish();
-        let _pin = crate::test_log::pin_interest();
-        let out = tracing::subscriber::with_default(subscriber, f);
-        (out, logs)
     }
 
     fn page_budget(store: &Store, extra: u64) {
@@ -1862,7 +1821,7 @@ mod tests {
     #[test]
     fn a_full_disk_drops_the_oldest_counts_them_and_warns_once_each_way() {
         let dir = tempfile::tempdir().unwrap();
-        let ((), logs) = logged(|| {
+        let ((), logs) = crate::test_log::capture(|_| {
             let mut store = bare(dir.path(), u64::MAX);
             store.space.headroom = 64 * 1024;
             page_budget(&store, 256);
