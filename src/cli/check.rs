@@ -22,6 +22,11 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
             if !args.quiet {
                 print_plan(&args.config, &plan);
             }
+            // Valid, but worth a second look: shown even with --quiet (ExecStartPre's output
+            // lands in the journal).
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => Ok(super::config_failed(&errors)),

@@ -17,6 +17,7 @@ pub mod platform;
 pub mod profile;
 pub mod raw;
 pub mod rules;
+mod security;
 pub mod sparkplug;
 pub mod webhooks;
 
@@ -464,6 +465,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             format!("unknown section; valid sections: {}", SECTIONS.join(", ")),
         );
     }
+    let strict_security = gateway.as_ref().is_some_and(|g| g.strict_security);
     let gateway = gateway.and_then(|g| resolve_gateway(&g, &mut issues));
 
     let mut links = Vec::new();
@@ -595,6 +597,25 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let state_directory = state_directory();
     let store =
         raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
+    let mut warnings = Vec::new();
+    if issues.is_empty() {
+        let sections: Vec<(&str, &daemon::Mqtt)> = raw_mqtt
+            .iter()
+            .map(|(section, _)| section.as_str())
+            .zip(&mqtt)
+            .collect();
+        let insecure = security::insecure(&sections, &webhooks);
+        if strict_security {
+            for i in insecure {
+                issues.push(
+                    i.key,
+                    format!("{} (refused: [gateway] strict_security = true)", i.message),
+                );
+            }
+        } else {
+            warnings = insecure;
+        }
+    }
     match (gateway, store) {
         (Some(gateway), Some(store)) if issues.is_empty() => Ok(Plan {
             gateway,
@@ -610,6 +631,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             health,
             energy,
             energy_platform,
+            warnings,
         }),
         _ => Err(issues.0),
     }

@@ -39,6 +39,9 @@ pub struct Plan {
     pub energy: super::energy::Energy,
     /// Records for the national energy-monitoring platform; `None` when not configured.
     pub energy_platform: Option<super::platform::EnergyPlatform>,
+    /// Settings that work but expose the plant (`check` prints them, `run` logs them); with
+    /// `[gateway] strict_security = true` they are errors instead and never get here.
+    pub warnings: Vec<super::ConfigIssue>,
 }
 
 impl Plan {

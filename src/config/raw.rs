@@ -25,6 +25,10 @@ pub struct RawGateway {
     /// A directory of profile files that override or add to the built-in ones.
     #[serde(default)]
     pub profiles_dir: Option<PathBuf>,
+    /// Refuse insecure settings (plain-http webhooks to public hosts, MQTT passwords over
+    /// plain TCP) instead of warning about them.
+    #[serde(default)]
+    pub strict_security: bool,
 }
 
 fn default_timezone() -> String {

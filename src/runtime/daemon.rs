@@ -73,6 +73,13 @@ pub struct Options {
     pub stop: Option<CancellationToken>,
 }
 
+/// Logs the plan's insecure settings, once per load.
+fn log_warnings(plan: &Plan) {
+    for w in &plan.warnings {
+        warn!(key = %w.key, "{}", w.message);
+    }
+}
+
 fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
     match &opts.config {
         ConfigSource::File(path) => {
@@ -89,6 +96,7 @@ fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
 pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError> {
     let mut signals = Signals::new().map_err(DaemonError::Signals)?;
     let plan = Arc::new(load(&opts)?);
+    log_warnings(&plan);
     let recovery = crate::store::Recovery {
         on_corrupt: plan.store.on_corrupt,
         now_ms: clock.now().millis(),
@@ -158,6 +166,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                                 warn!(old = %generation.plan.store.path.display(), new = %next.store.path.display(),
                                       "store.path changed; it takes effect at the next restart.");
                             }
+                            log_warnings(&next);
                             let next = Arc::new(next);
                             // Only what changed restarts; the core always does, from every alarm
                             // and counter the old one saved.

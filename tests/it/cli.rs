@@ -263,6 +263,25 @@ fn demo_without_the_demo_feature_says_the_build_left_it_out() {
 }
 
 #[test]
+fn check_warns_about_a_plain_http_webhook_to_a_public_host_and_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plant.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+         [[devices]]\nname = \"m\"\nlink = \"l\"\nprofile = \"generic-plc\"\n\
+         [[webhooks]]\nname = \"chat\"\nformat = \"generic\"\nurl = \"http://alarms.example.com/hook\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["check", "--quiet", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: webhooks[0].url: webhook `chat` posts alarms to a public host"),
+        "{err}"
+    );
+}
+
+#[test]
 fn help_teaches_the_first_commands() {
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);

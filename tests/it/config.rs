@@ -543,3 +543,30 @@ fn the_reference_config_uploads_the_incomer_with_its_kind_coefficient() {
 fn a_config_without_energy_platform_builds_no_records() {
     assert!(ok(MINIMAL).energy_platform.is_none());
 }
+
+#[test]
+fn insecure_settings_are_warnings_without_strict_security_and_local_hosts_are_not() {
+    let text = |webhook: &str, broker: &str| {
+        format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n[mqtt]\nhost = \"{broker}\"\nusername = \"u\"\n\
+             password_credential = \"mqtt\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+             [[devices]]\nname = \"d\"\nlink = \"l\"\nprofile = \"generic-plc\"\n\
+             [[webhooks]]\nname = \"chat\"\nformat = \"generic\"\nurl = \"{webhook}\"\n"
+        )
+    };
+    let plan = ok(&text(
+        "http://alarms.example.com/hook",
+        "broker.example.com",
+    ));
+    let keys: Vec<&str> = plan.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["webhooks[0].url", "mqtt.password_credential"],
+        "{:?}",
+        plan.warnings
+    );
+    let plan = ok(&text("http://192.168.1.20:8080/hook", "10.0.0.5"));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let plan = ok(&text("https://alarms.example.com/hook", "127.0.0.1"));
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+}
