@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux") {
         // A position-independent executable makes the loader apply ~50 000 relocations at
         // start: it reads 1.2 MB of them and dirties the 1.3 MB of pointer tables they patch,
-        // 2.7 MiB of the daemon's resident memory (DESIGN.md §8 budget: 15 MiB; measured with
+        // 2.7 MiB of the daemon's resident memory (docs/design.md §8 budget: 15 MiB; measured with
         // benches/e2e.rs, 15.2 against 12.4 MiB). The cost is ASLR for the executable's own
         // image; libraries, stack, heap and mmaps stay randomised. README "Performance budgets".
         println!("cargo:rustc-link-arg-bins=-no-pie");

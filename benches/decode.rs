@@ -1,4 +1,4 @@
-//! Decode throughput on one core (DESIGN.md §8): registers → typed, scaled values.
+//! Decode throughput on one core (docs/design.md §8): registers → typed, scaled values.
 //!
 //! Prints values/s and ns/value per data type, for a realistic mix, for the read-plan work a
 //! link task does per poll (one `SampleBatch` of a CHINT DTSU666: 22 scaled f32 points), and for

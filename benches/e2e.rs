@@ -1,4 +1,4 @@
-//! End-to-end budget (DESIGN.md §8, issue 3): simulator → `plantwatch run` → MQTT broker →
+//! End-to-end budget (docs/design.md §8, issue 3): simulator → `plantwatch run` → MQTT broker →
 //! subscriber, N meters × 22 values at 1 s; and the outbox replay rate after an outage.
 //!
 //! The simulator and the daemon are separate processes, so the CPU time and peak RSS read
@@ -14,7 +14,7 @@
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
 //! hours instead of extrapolating from the outage's: the outage's rows are copied in the
 //! outbox, renumbered so that every device's seqs stay contiguous, until it holds
-//! devices × H × 3600 messages; then the drain is timed against DESIGN.md §8's budget of ten
+//! devices × H × 3600 messages; then the drain is timed against docs/design.md §8's budget of ten
 //! minutes for a day's backlog with live polling going on. H = 24 is 17.28 M rows for 200
 //! devices: a few minutes to grow and about 7 GB under `$TMPDIR`. The rows are copies, so
 //! their timestamps repeat.
@@ -532,7 +532,7 @@ fn main() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// DESIGN.md §8: a day's backlog drains within this while live polling continues.
+/// docs/design.md §8: a day's backlog drains within this while live polling continues.
 const BUDGET: Duration = Duration::from_secs(600);
 
 /// `plantwatch run` with its output silenced: a daemon that cannot reach its broker logs every

@@ -1,4 +1,4 @@
-//! Polling budget (DESIGN.md §8): N simulated Modbus TCP meters × 22 values at 1 s.
+//! Polling budget (docs/design.md §8): N simulated Modbus TCP meters × 22 values at 1 s.
 //!
 //! The simulator runs as a separate process (`plantwatch simulate`), so the CPU time and
 //! resident memory read from `/proc/self` are the poller's alone. Each device count runs in a

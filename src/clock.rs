@@ -15,10 +15,7 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the single wall-clock read (STYLE C5)"
-    )]
+    #[expect(clippy::disallowed_methods, reason = "the single wall-clock read")]
     fn now(&self) -> Timestamp {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

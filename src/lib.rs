@@ -1,6 +1,6 @@
 //! plantwatch: an edge daemon for factory gateways.
 //!
-//! One pipeline (DESIGN.md §1), data flowing one way:
+//! One pipeline (docs/design.md §1), data flowing one way:
 //!
 //! ```text
 //!  links (TCP / RTU / RTU-over-TCP)
@@ -14,8 +14,8 @@
 //! - [`config`]: raw file → pure `resolve` (all issues at once) → typed [`config::Plan`].
 //! - [`decode`]: pure registers ↔ values codec.
 //! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
-//! - [`encode`]: pure payload encoders (the JSON profile of DESIGN.md §4).
-//! - [`sparkplug`]: pure Sparkplug B codec and edge node session state machine (DESIGN.md §4).
+//! - [`encode`]: pure payload encoders (the JSON profile of docs/design.md §4).
+//! - [`sparkplug`]: pure Sparkplug B codec and edge node session state machine (docs/design.md §4).
 //! - [`process`]: pure stages between acquisition and sinks (the reporting policy).
 //! - [`detect`]: pure alarm rules and anomaly models over sample batches, energy alarms,
 //!   device health and flood control; the same code runs live and in [`replay`].

@@ -134,7 +134,7 @@ impl fmt::Display for Value {
     }
 }
 
-/// Why a sample is bad (DESIGN.md §2).
+/// Why a sample is bad (docs/design.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BadReason {
     /// The device did not answer within the transaction timeout, or the cycle was skipped after one.
@@ -222,7 +222,7 @@ pub struct SampleBatch {
     pub samples: Vec<PointSample>,
 }
 
-/// A single sample addressed `device/point` (DESIGN.md §2).
+/// A single sample addressed `device/point` (docs/design.md §2).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The device.

@@ -3,7 +3,7 @@
 //! tokio-modbus frames through `tokio_util::codec::Framed`, which allocates an 8 KiB read
 //! buffer and an 8 KiB write buffer per connection with no way to size them. A gateway polling
 //! 200 meters, one connection each, held 3.3 MiB in those buffers: a fifth of the daemon's
-//! memory budget (DESIGN.md §8) for frames that never exceed 260 bytes. Reads are the only
+//! memory budget (docs/design.md §8) for frames that never exceed 260 bytes. Reads are the only
 //! transactions acquisition makes, so TCP links use this instead; serial and RTU-over-TCP links
 //! keep tokio-modbus. It also checks the transaction id of every answer, which tokio-modbus
 //! leaves to a timeout (tokio-modbus #324).

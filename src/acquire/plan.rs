@@ -1,4 +1,4 @@
-//! Read plans: a device's points coalesced into the fewest Modbus requests (DESIGN.md §3).
+//! Read plans: a device's points coalesced into the fewest Modbus requests (docs/design.md §3).
 //!
 //! Pure. Invariants, checked by property tests: no request exceeds its limit (125 registers or
 //! 2000 bits by default), every point is covered by exactly one request of its own table, and

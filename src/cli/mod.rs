@@ -1,4 +1,4 @@
-//! The command line: the one module that prints to stdout (STYLE.md C13).
+//! The command line: the one module that prints to stdout.
 
 #![allow(
     clippy::print_stdout,

@@ -2,8 +2,8 @@
 //!
 //! Benchmarks are the values of an energy-consumption quota standard (GB 能耗限额) for energy
 //! per unit of product, entered by the user because no source lets us ship them
-//! (PLATFORM.md §3.1). Savings are energy-performance-contract baselines (IPMVP Option B/C,
-//! PLATFORM.md §3.3): a baseline period whose daily use, regressed on production where a
+//! (docs/platform.md §3.1). Savings are energy-performance-contract baselines (IPMVP Option B/C,
+//! docs/platform.md §3.3): a baseline period whose daily use, regressed on production where a
 //! production counter is named, predicts what the reporting period would have used.
 
 use chrono::NaiveDate;

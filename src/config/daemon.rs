@@ -91,7 +91,7 @@ fn default_keep_alive_s() -> u64 {
 }
 /// The window bounds outbox replay: 64 capped it at about 6400 msg/s on loopback, 256 at
 /// 25 000 msg/s (a day's backlog of the 200-device workload in 11.3 min), 1000 at 35 000
-/// msg/s (8.2 min, inside the 10 minutes of DESIGN.md §8). A wide window is also cheaper per
+/// msg/s (8.2 min, inside the 10 minutes of docs/design.md §8). A wide window is also cheaper per
 /// message (e2e bench, 180 s outage: 17.5 µs at 1000, 22.9 at 500, 26.1 at 250). It costs
 /// about 1.1 MiB of rendered messages in flight at a 22-point meter's 1 KB payload.
 fn default_max_inflight() -> u32 {
@@ -231,7 +231,7 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// What a sink publishes (`mqtt.format`, DESIGN.md §4).
+/// What a sink publishes (`mqtt.format`, docs/design.md §4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Format {
     /// The JSON profile v1: telemetry, energy, alarms, health, command replies.

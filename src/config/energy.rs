@@ -1,6 +1,6 @@
 //! `[energy]`, `[[meters]]` and `[[production]]`: which points are cumulative energy or
 //! production counters, how they become ledger intervals, the time-of-use calendar, and the
-//! standard-coal coefficients (DESIGN.md §6).
+//! standard-coal coefficients (docs/design.md §6).
 
 use std::time::Duration;
 

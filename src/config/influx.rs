@@ -1,7 +1,7 @@
 //! `[influxdb]`: the optional InfluxDB v2 sink (or anything that accepts `/api/v2/write`, such
 //! as VictoriaMetrics).
 //!
-//! The sink is lossy by design (STYLE.md §6.2): it has its own bounded queue and drops, with a
+//! The sink is lossy by design: it has its own bounded queue and drops, with a
 //! count, what does not fit, so a slow or dead database never holds up polling or MQTT. The
 //! keys here size that queue, the batches and the retries.
 //!

@@ -1,4 +1,4 @@
-//! Configuration in three layers (STYLE.md C3): the file as written ([`raw`]), a pure
+//! Configuration in three layers: the file as written ([`raw`]), a pure
 //! [`resolve`] that reports every problem at once with its key path, and the typed [`Plan`].
 //!
 //! Loading goes through the `config` crate so that `PLANTWATCH__SECTION__KEY` environment

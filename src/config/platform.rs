@@ -1,9 +1,9 @@
 //! `[energy_platform]` and `[[energy_platform.items]]`: who the enterprise is at the national
 //! key energy-consuming units online monitoring platform, and which ledger meters it uploads
-//! under which registered data-item codes (DESIGN.md §4, PLATFORM.md §1.3).
+//! under which registered data-item codes (docs/design.md §4, docs/platform.md §1.3).
 //!
 //! The values of `data_code`, `scope` and `input_type` are registered with the platform
-//! beforehand (`dataCollectConfigure`); their layout is not public (PLATFORM.md §1.4), so they
+//! beforehand (`dataCollectConfigure`); their layout is not public (docs/platform.md §1.4), so they
 //! are opaque text here, checked only for shape.
 
 use chrono_tz::Tz;
@@ -17,14 +17,14 @@ use crate::platform::record::StatType;
 use crate::platform::uscc::Uscc;
 
 /// Default share of estimated intervals a valid day, month or year may have (mirrors the
-/// platform's ≥ 90 % completeness rule, PLATFORM.md §1.3 \[S\]).
+/// platform's ≥ 90 % completeness rule, docs/platform.md §1.3 \[S\]).
 pub const DEFAULT_MAX_ESTIMATED_SHARE: f64 = 0.1;
 
 /// Default decimal places of `dataValue` (the clients send `"0.00"` for nothing measured).
 pub const DEFAULT_DECIMALS: u8 = 2;
 
 /// Ledger intervals the platform takes real-time values at: 15 min, relaxable to 30 min or
-/// 1 h (PLATFORM.md §1.3 \[S\]).
+/// 1 h (docs/platform.md §1.3 \[S\]).
 const REALTIME_INTERVALS_S: [u64; 3] = [900, 1800, 3600];
 
 /// The `inputType` of manual filing (手工填报), which automatic uploads never carry \[C\].

@@ -1,5 +1,5 @@
 //! `[mqtt.sparkplug]`: who this gateway is in the Sparkplug B namespace, when the MQTT sink
-//! speaks Sparkplug (`format = "sparkplug_b"`) instead of the JSON profile (DESIGN.md §4).
+//! speaks Sparkplug (`format = "sparkplug_b"`) instead of the JSON profile (docs/design.md §4).
 //!
 //! Ids follow the Sparkplug 3.0 topic rules ([`Id`]: one topic level, never a wildcard). The
 //! group id may not be `STATE` either: `spBv1.0/STATE/…` is the host applications' namespace,

@@ -1,7 +1,7 @@
 //! Registers and bits → typed, scaled values, and back (for the simulator and the probe).
 //!
 //! Pure: no I/O, no clock. `decode` is called inside the link task so that what crosses the
-//! first channel is already typed (DESIGN.md §1); `encode` is its exact inverse for unscaled
+//! first channel is already typed (docs/design.md §1); `encode` is its exact inverse for unscaled
 //! values, which the property tests check.
 //!
 //! Byte and word order use the four usual names for a 32-bit value whose big-endian bytes are

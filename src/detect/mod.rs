@@ -45,7 +45,7 @@ pub const FLOOD_ALARM: &str = "alarm-flood";
 /// Buckets of a trend window: fine enough to follow a shift, coarse enough to be cheap.
 const TREND_BUCKETS: u16 = 60;
 
-/// An alarm's published state (DESIGN.md §4).
+/// An alarm's published state (docs/design.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AlarmStatus {

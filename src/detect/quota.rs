@@ -1,5 +1,5 @@
 //! Energy quotas per shift, day or month, with an early warning when the projected
-//! end-of-period total crosses the quota (DESIGN.md §6).
+//! end-of-period total crosses the quota (docs/design.md §6).
 //!
 //! Consumption arrives as closed ledger intervals; an interval counts in the period that
 //! holds its start (intervals are aligned to the local clock, so they do not straddle local

@@ -1,4 +1,4 @@
-//! The JSON profile, version 1 (DESIGN.md §4): telemetry and status payloads.
+//! The JSON profile, version 1 (docs/design.md §4): telemetry and status payloads.
 //!
 //! Invariants: every payload carries `"v":1`; telemetry carries the device's `seq`; numbers
 //! that are not finite are written as `null` (JSON has no NaN); bad points carry their reason.
@@ -105,7 +105,7 @@ pub fn mark_backfill(payload: &[u8], backfill: bool) -> Vec<u8> {
     }
 }
 
-/// The alarm topic's payload (DESIGN.md §4):
+/// The alarm topic's payload (docs/design.md §4):
 /// `{"v":1,"id":…,"state":…,"severity":…,"raised":…,"value":…,"limit":…,"message":…}` plus
 /// `device`, `alarm`, `rule`, `point`, `ts` and, while shelved, `shelved_until`.
 pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
@@ -163,7 +163,7 @@ pub fn health(h: &DeviceHealth, ts: Timestamp) -> Vec<u8> {
     doc.to_string().into_bytes()
 }
 
-/// `{prefix}/energy/{meter}`: one closed interval (DESIGN.md §4),
+/// `{prefix}/energy/{meter}`: one closed interval (docs/design.md §4),
 /// `{"v":1,"meter":…,"start":…,"end":…,"kind":"electricity","unit":"kWh","delta":…,
 /// "tou":"peak","kgce":…,"quality":"good"}`, plus `tou_split` when the interval straddles a
 /// period boundary and `flags` when the counter rolled over, reset, was replaced, jumped or

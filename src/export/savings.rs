@@ -1,4 +1,4 @@
-//! Savings of an energy-performance contract (IPMVP, PLATFORM.md §3.3): what the reporting
+//! Savings of an energy-performance contract (IPMVP, docs/platform.md §3.3): what the reporting
 //! period would have used under the baseline period's behaviour, against what it used.
 //!
 //! Per project, the ledger's intervals are summed per local day, once over the baseline

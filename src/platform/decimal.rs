@@ -1,7 +1,7 @@
 //! Fixed-point decimals for `dataValue`, so that totals agree with their parts to the last digit.
 //!
 //! The platform receives values as decimal text and checks day and month figures against each
-//! other (PLATFORM.md §1.3). Summing `f64`s and printing the result can disagree with the sum of
+//! other (docs/platform.md §1.3). Summing `f64`s and printing the result can disagree with the sum of
 //! the printed parts in the last place, so every interval's consumption is rounded **once**, to
 //! a whole number of units of `10^-decimals`, and every total is an integer sum of those units.
 //!

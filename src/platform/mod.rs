@@ -1,4 +1,4 @@
-//! The energy-platform profile (DESIGN.md §4): the records that the national key
+//! The energy-platform profile (docs/design.md §4): the records that the national key
 //! energy-consuming units online monitoring system (重点用能单位能耗在线监测系统, GB/T 37947)
 //! collects, built from the energy ledger.
 //!

@@ -1,18 +1,18 @@
-//! The collected-data record of the energy platform (PLATFORM.md §1.3, `EnterpriseEnergyModel`)
+//! The collected-data record of the energy platform (docs/platform.md §1.3, `EnterpriseEnergyModel`)
 //! and its wire form.
 //!
 //! A [`Record`] is what the builder derives from the ledger; it holds everything that is fixed
 //! once its period has closed. A [`Payload`] adds what only the upload knows: the platform's
 //! `regVersion` and `dicVersion` (from `checkVersion`) and `uploadDate`. A resend after an
 //! outage therefore carries the same [`RecordKey`] and `dataValue` with a new `uploadDate`
-//! (PLATFORM.md §1.5: re-send the same key, never re-aggregate).
+//! (docs/platform.md §1.5: re-send the same key, never re-aggregate).
 //!
 //! Wire facts and their footing:
 //! - Field names are those of the Yunnan clients (`enterpriseCode`, `dataCode`, `dataValue`,
 //!   `convertRation` with its spelling, …) \[C\].
 //! - **Every value is a JSON string**, numbers included: the Linyang client puts each field
 //!   into the body with `toString()`, and the Yunnan client's `EnterpriseEnergyModel` declares
-//!   every field `String` \[C, client code\]. PLATFORM.md itself only states it for `dataValue`;
+//!   every field `String` \[C, client code\]. docs/platform.md itself only states it for `dataValue`;
 //!   that the platform refuses JSON numbers is not known \[I\].
 //! - `statDate` and `uploadDate` are `yyyy-MM-dd HH:mm:ss` (Linyang `DateUtil.DEFAULT_PATTERN`;
 //!   the Yunnan client notes the upload fails unless the time has seconds) \[C, client code\],
@@ -132,7 +132,7 @@ impl StatPeriod {
 }
 
 /// What identifies a record at the platform: the same key is the same figure, so a resend
-/// carries the key it had the first time (PLATFORM.md §1.5).
+/// carries the key it had the first time (docs/platform.md §1.5).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordKey {
     /// The enterprise's unified social credit code.
@@ -180,7 +180,7 @@ pub struct Record {
 }
 
 /// The dictionary and registration versions the platform returns from `checkVersion`; every
-/// upload carries them (PLATFORM.md §1.2, step 4).
+/// upload carries them (docs/platform.md §1.2, step 4).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Versions {
     /// `regVersion`.

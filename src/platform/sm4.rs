@@ -1,5 +1,5 @@
 //! The password an enterprise sends to the provincial platform, SM4-CBC encrypted as the
-//! platform's onboarding flow prescribes (PLATFORM.md §1.2):
+//! platform's onboarding flow prescribes (docs/platform.md §1.2):
 //! - key: the first 16 characters of the platform-issued `secretKey`;
 //! - IV: the first 16 characters of the 18-character enterprise code;
 //! - plaintext: a PIN block, 2-digit length + PIN + `F` fill to 16 characters (PIN ≤ 14);
@@ -96,7 +96,7 @@ pub fn decrypt_password(
 mod tests {
     use super::*;
 
-    /// The harness values of an existing platform client (PLATFORM.md §1.2), whose
+    /// The harness values of an existing platform client (docs/platform.md §1.2), whose
     /// ciphertext was computed independently with Python's `cryptography` SM4-CBC.
     #[test]
     fn the_reference_pin_block_encrypts_to_the_independently_computed_ciphertext() {

@@ -1,5 +1,5 @@
 //! The unified social credit code (统一社会信用代码) of GB 32100-2015 法人和其他组织统一社会信用代码编码规则,
-//! which the energy platform uses as `enterpriseCode` (PLATFORM.md §1.2, §1.3).
+//! which the energy platform uses as `enterpriseCode` (docs/platform.md §1.2, §1.3).
 //!
 //! Layout of the 18 characters (positions counted from 1, as the standard does):
 //!

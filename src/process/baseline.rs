@@ -1,4 +1,4 @@
-//! Energy baselines (PLATFORM.md §3.2–3.3): the same hour of the week over the last weeks,
+//! Energy baselines (docs/platform.md §3.2–3.3): the same hour of the week over the last weeks,
 //! and a linear regression on production, with the fit statistics M&V asks for.
 //!
 //! Pure. Invariants: an hour-of-week slot keeps at most `weeks` values, newest last; a median

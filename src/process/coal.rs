@@ -2,7 +2,7 @@
 //!
 //! Invariants:
 //! - Every [`EnergyKind`] has one unit and one coefficient in kgce per unit; defaults come from
-//!   the table in PLATFORM.md §2.1 and each can be overridden per site (the provincial platform's
+//!   the table in docs/platform.md §2.1 and each can be overridden per site (the provincial platform's
 //!   `collectRatio` dictionary may prescribe others). A coefficient is finite and not negative.
 //! - Electricity is converted at its equivalent (calorific) value 0.1229 kgce/kWh unless an
 //!   equal-value coefficient is configured; [`Coefficients::electricity_basis`] says which, so
@@ -11,11 +11,11 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Heat content of 1 kgce: fuel with a lower heating value of 29 307 kJ (GB/T 2589; PLATFORM.md
+/// Heat content of 1 kgce: fuel with a lower heating value of 29 307 kJ (GB/T 2589; docs/platform.md
 /// §2).
 pub const KJ_PER_KGCE: f64 = 29_307.0;
 
-/// Where the default coefficients come from, for reports to print (PLATFORM.md §7.3).
+/// Where the default coefficients come from, for reports to print (docs/platform.md §7.3).
 pub const DEFAULT_SOURCE: &str = "GB/T 2589 (2008 annex values; verify vs 2020)";
 
 /// An energy carrier or energy-carrying medium that a meter can count.
@@ -121,8 +121,8 @@ impl EnergyKind {
 
     /// The GB/T 2589 default in kgce per [`unit`](Self::unit).
     pub fn default_kgce_per_unit(self) -> f64 {
-        // PLATFORM.md §2.1 "Conversion factors" (long-standing GB/T 2589 annex values, tagged [S];
-        // the 2020 Annex A/B table itself was not seen, §7.3), as also listed in DESIGN.md §6.
+        // docs/platform.md §2.1 "Conversion factors" (long-standing GB/T 2589 annex values, tagged [S];
+        // the 2020 Annex A/B table itself was not seen, §7.3), as also listed in docs/design.md §6.
         match self {
             EnergyKind::Electricity => 0.1229, // equivalent value, 3 600 kJ/kWh
             EnergyKind::RawCoal => 0.7143,     // 20 908 kJ/kg (5 000 kcal)
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn each_default_is_the_documented_gb_t_2589_value() {
-        // DESIGN.md §6 and PLATFORM.md §2.1, value by value.
+        // docs/design.md §6 and docs/platform.md §2.1, value by value.
         let documented = [
             (EnergyKind::Electricity, 0.1229, "kWh"),
             (EnergyKind::RawCoal, 0.7143, "kg"),

@@ -4,7 +4,7 @@
 //!
 //! [`DemandState`] is fed energy booked over spans of time (from the counter's
 //! [`Booked`](super::counter::Booked), so rollover, resets and gaps are already handled;
-//! PLATFORM.md §4.2 prefers energy deltas to averaging instantaneous power). Energy is spread
+//! docs/platform.md §4.2 prefers energy deltas to averaging instantaneous power). Energy is spread
 //! linearly over its span into steps aligned like the counter's intervals ([`interval_end`]); a
 //! window is the last `window_ms / step_ms` steps (one step for fixed blocks), evaluated as each
 //! step closes.
@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::counter::{interval_end, interval_start};
 use super::tou::{DAY_MS, MAX_TS_MS, MIN_TS_MS, utc_offset_ms};
 
-/// The demand period of Chinese tariffs: 15 minutes (PLATFORM.md §4.2).
+/// The demand period of Chinese tariffs: 15 minutes (docs/platform.md §4.2).
 pub const DEFAULT_WINDOW_MS: i64 = 15 * 60_000;
 
 /// Share of the contracted demand up to which the contract value is billed in Hubei (105 %).
@@ -202,7 +202,7 @@ pub struct BilledDemand {
 /// Applies the contract rule to a month's maximum demand: up to 105 % of `contract_kw` the
 /// contract value is billed; above it the maximum is billed and the part above 105 % once more.
 pub fn billed_demand(contract_kw: f64, max_kw: f64) -> BilledDemand {
-    // PLATFORM.md §4.2 [S], State Grid 国家电网财〔2016〕633号: above 105 % of the contract "超过
+    // docs/platform.md §4.2 [S], State Grid 国家电网财〔2016〕633号: above 105 % of the contract "超过
     // 105%部分的基本电费加一倍收取" (the excess part's charge is doubled); at or below it the
     // contract value is billed. Read as 1.05·C + 2·excess (e.g. C = 1000, max 1200 → 1050 +
     // 2 × 150 = 1350): the part up to 105 % at the single price, the excess at twice it. This is

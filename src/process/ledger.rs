@@ -1,6 +1,6 @@
 //! The energy ledger's pure core: counter readings of every configured meter and production
 //! counter → closed intervals, each split across time-of-use periods and converted to
-//! standard coal (DESIGN.md §6).
+//! standard coal (docs/design.md §6).
 //!
 //! Deterministic in (state, batch): the time of a reading is its poll's time, as for alarms.
 //! Invariants: an interval is emitted once by a given state (the store keys them by meter and

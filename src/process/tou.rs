@@ -217,11 +217,11 @@ impl Calendar {
     /// Hubei's 2021 industrial scheme, the same every month: sharp 20–22, peak 9–15, valley 23–7,
     /// flat otherwise.
     pub fn hubei_2021() -> Calendar {
-        // PLATFORM.md §4.1 "2021 scheme" (in force from 2021-01-01, tagged [S]): 尖峰 20:00–22:00,
+        // docs/platform.md §4.1 "2021 scheme" (in force from 2021-01-01, tagged [S]): 尖峰 20:00–22:00,
         // 高峰 09:00–15:00, 平 07:00–09:00 + 15:00–20:00 + 22:00–23:00, 低谷 23:00–07:00, with no
-        // month qualifier on any row; DESIGN.md §6 agrees. Month-dependent critical peaks
+        // month qualifier on any row; docs/design.md §6 agrees. Month-dependent critical peaks
         // (Jul–Aug 20–22, other months 18–20) and a 12:00–14:00 valley belong to the January 2024
-        // *draft* in the same section, whose final form is unknown (PLATFORM.md §7.4), so they are
+        // *draft* in the same section, whose final form is unknown (docs/platform.md §7.4), so they are
         // not applied here. No holiday rule is published for Hubei, hence no holidays.
         let day = Day::from_minutes(&[
             (0, 7 * 60, Period::Valley),
@@ -537,7 +537,7 @@ mod tests {
         }
     }
 
-    /// The January 2024 Hubei draft (PLATFORM.md §4.1): month-dependent sharp hours.
+    /// The January 2024 Hubei draft (docs/platform.md §4.1): month-dependent sharp hours.
     fn hubei_2024_draft() -> Calendar {
         let day = |sharp: (&str, &str), peaks: [(&str, &str); 2]| DaySpec {
             periods: vec![

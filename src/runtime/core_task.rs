@@ -332,7 +332,7 @@ impl Core {
             let cleared = e.state == AlarmStatus::Cleared;
             drafts.push(Draft::wire(stream.clone(), key.clone(), &body, !cleared));
             if cleared {
-                // The retained state goes away: an empty retained message (DESIGN.md §4).
+                // The retained state goes away: an empty retained message (docs/design.md §4).
                 drafts.push(Draft::wire(stream, key, b"", true));
             }
             rows.push(AlarmRow {

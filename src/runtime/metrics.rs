@@ -3,7 +3,7 @@
 //! only ever bump an atomic.
 //!
 //! Names follow `plantwatch_<subject>_<measure>_<unit>[_total]`; labels are bounded (device,
-//! link, result), never point names or error text (STYLE.md C12).
+//! link, result), never point names or error text.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -17,7 +17,7 @@
 //!   header and connection time limits, no spinning on a failed accept.
 //! - [`log_limit`]: log lines a peer can trigger, rate-limited and escaped.
 //!
-//! Invariant: nothing here mutates the process environment (STYLE.md C11, §7.6).
+//! Invariant: nothing here mutates the process environment.
 
 pub mod commands;
 pub mod core_task;

@@ -1,4 +1,4 @@
-//! The signals the daemon acts on, as one async stream (STYLE.md C9, C10).
+//! The signals the daemon acts on, as one async stream.
 //!
 //! | signal  | sent by                                   | [`Signal`]    | the daemon…            |
 //! |---------|-------------------------------------------|---------------|------------------------|

@@ -1,4 +1,4 @@
-//! The systemd contract (STYLE.md §5, C9–C11): `sd_notify` messages and the watchdog.
+//! The systemd contract: `sd_notify` messages and the watchdog.
 //!
 //! What this module owns:
 //! - [`notify`]: one datagram of [`Notify`] states to `$NOTIFY_SOCKET`, a silent no-op when the

@@ -1,6 +1,6 @@
 //! The InfluxDB v2 sink: device polls as line protocol, POSTed to `/api/v2/write` in batches.
 //!
-//! This sink is lossy on purpose (STYLE.md §6.2): the outbox and MQTT own delivery, InfluxDB is
+//! This sink is lossy on purpose: the outbox and MQTT own delivery, InfluxDB is
 //! a convenience copy, and a slow or dead database must never slow polling or MQTT.
 //!
 //! Receives: [`InfluxHandle::offer`], called by the core for every batch. It encodes the poll
@@ -21,7 +21,7 @@
 //! - the backoff survives from batch to batch and resets on the first success, so a database
 //!   that stays down is asked at most once per `retry.1` or so;
 //! - every outage logs once when it starts, once when data is first lost, and once when writes
-//!   succeed again (STYLE.md C13: log transitions, count repetitions);
+//!   succeed again;
 //! - counters are in points: [`InfluxStats::written`] counts fields in acknowledged writes,
 //!   [`InfluxStats::dropped`] fields lost to a full queue, exhausted retries, a rejection or
 //!   shutdown. Bad-quality samples and non-finite floats are not points: they are never written

@@ -1,5 +1,5 @@
 //! Sinks: the I/O shell for outputs. Each sink is its own task; a slow sink never slows
-//! polling or another sink (DESIGN.md §1).
+//! polling or another sink (docs/design.md §1).
 
 pub(crate) mod backoff;
 pub mod influx;

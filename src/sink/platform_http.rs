@@ -1,4 +1,4 @@
-//! The HTTPS uplink to the provincial energy platform (PLATFORM.md §1.2–1.3): JSON POSTs with
+//! The HTTPS uplink to the provincial energy platform (docs/platform.md §1.2–1.3): JSON POSTs with
 //! a bearer access token (AK) obtained as the platform's onboarding flow prescribes.
 //!
 //! The session: `enterpriseInfo/rwk` returns the secret key (SK); `requestAK` with the

@@ -1,5 +1,5 @@
 //! The Sparkplug B sink: one task owns a broker connection (the JSON sink's, from
-//! `sink::mqtt::conn`) and drives the pure [`EdgeNode`] with it (DESIGN.md §4).
+//! `sink::mqtt::conn`) and drives the pure [`EdgeNode`] with it (docs/design.md §4).
 //!
 //! Data comes from the sink's own outbox queue, which is also the store-and-forward buffer:
 //! one row per device poll, every poll, stored as [`record::encode_batch`]; the node does the

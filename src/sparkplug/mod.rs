@@ -1,4 +1,4 @@
-//! Sparkplug B (Eclipse Sparkplug 3.0, DESIGN.md §4): the protobuf payloads, the topic
+//! Sparkplug B (Eclipse Sparkplug 3.0, docs/design.md §4): the protobuf payloads, the topic
 //! namespace, and a pure per-edge-node session state machine. No I/O and no clock: the MQTT
 //! sink ([`crate::sink::sparkplug`]) carries out what [`EdgeNode`] returns.
 //!
@@ -7,7 +7,7 @@
 //! is gated on the primary host's `STATE` (buffer while it is offline, then a fresh birth and
 //! the backlog as `is_historical` data), not on PUBACKs.
 //!
-//! Mapping from the data model (DESIGN.md §2):
+//! Mapping from the data model (docs/design.md §2):
 //! - group id and edge node id come from the config; each device is a Sparkplug device of the
 //!   same name, each point a metric of the same name in that device's DBIRTH;
 //! - point types map to datatypes as [`datatype`] documents (scaled points are Double);

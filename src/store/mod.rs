@@ -1,5 +1,5 @@
 //! The state store: one SQLite file (WAL, `synchronous=FULL`) owned by one dedicated thread
-//! (DESIGN.md §5, STYLE.md C8). Today it holds the MQTT outbox ([`outbox`]); the energy ledger
+//! (docs/design.md §5). Today it holds the MQTT outbox ([`outbox`]); the energy ledger
 //! and alarms will be further tables behind the same thread.
 //!
 //! Shape: [`Store::open`] opens and migrates the file, then moves the connection into a
@@ -8,7 +8,7 @@
 //! oneshot. The thread stops when the last handle is dropped; [`StoreHandle::closed`] tells the
 //! supervisor when it has.
 //!
-//! Group commit (flash wear, DESIGN.md §5, §8): the thread takes every request that is waiting,
+//! Group commit (flash wear, docs/design.md §5, §8): the thread takes every request that is waiting,
 //! runs them in arrival order inside ONE transaction, commits, and only then answers them. After
 //! a commit that wrote, it rests for `commit_window` before the next group, so there are at most
 //! `1 / commit_window` write commits per second (each is one fsync of the WAL; checkpoints add
@@ -1398,7 +1398,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err("set synchronous=FULL"))?;
     // SQLite's default 2 MiB page cache fills over hours as the outbox churns through pages,
-    // an eighth of the daemon's 15 MiB budget (DESIGN.md §8). The outbox is appended at one
+    // an eighth of the daemon's 15 MiB budget (docs/design.md §8). The outbox is appended at one
     // end and read and deleted at the other, so its hot pages are few; the kernel's page cache
     // serves the rest.
     conn.pragma_update(None, "cache_size", -STORE_CACHE_KIB)

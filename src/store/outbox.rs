@@ -1,5 +1,5 @@
 //! The outbox table: every MQTT message, stored before it is sent and deleted on its PUBACK
-//! (STYLE.md C7), plus the per-key `seq` high-water marks and the outbox counters.
+//!, plus the per-key `seq` high-water marks and the outbox counters.
 //!
 //! These functions run on the store thread inside the group's transaction and update an
 //! `OutboxState` copy that the thread keeps only if the transaction commits, so memory and

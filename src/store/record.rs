@@ -1,6 +1,6 @@
 //! A compact, lossless binary form of one telemetry [`SampleBatch`], for outbox payloads.
 //!
-//! The outbox keeps what it stores small because gateways write to flash (DESIGN.md §5, §8:
+//! The outbox keeps what it stores small because gateways write to flash (docs/design.md §5, §8:
 //! at most 32 bytes of disk per stored value); the JSON wire form is rendered from this at send
 //! time. Pure: no I/O, no clock.
 //!

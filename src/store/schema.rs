@@ -54,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
          body  TEXT NOT NULL,
          PRIMARY KEY (scope, key)
      ) WITHOUT ROWID;",
-    // 4: the energy ledger: closed intervals per meter (DESIGN.md §5), keyed so that an
+    // 4: the energy ledger: closed intervals per meter (docs/design.md §5), keyed so that an
     // interval re-emitted after a crash replaces itself. `tou_*` split `delta` by period.
     "CREATE TABLE energy_intervals (
          meter      TEXT    NOT NULL,

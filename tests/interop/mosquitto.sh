@@ -8,7 +8,7 @@
 #   tests/interop/mosquitto.sh     (from anywhere; PLANTWATCH_BIN and MOSQUITTO override)
 #
 # A throwaway CA, server and client certificates are made in a temporary directory; the
-# broker and the simulated plant listen on free loopback ports (STYLE C14). Every wait is
+# broker and the simulated plant listen on free loopback ports. Every wait is
 # bounded and every background process is stopped on exit.
 set -euo pipefail
 

@@ -6,7 +6,7 @@
 #   tests/interop/run.sh            (from anywhere; PLANTWATCH_BIN overrides the binary)
 #
 # The checked-in tests/interop/pymodbus.toml carries placeholder ports and pty path; this
-# script rewrites them into a temporary copy (no fixed ports, STYLE C14).
+# script rewrites them into a temporary copy (no fixed ports).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -3,7 +3,7 @@
 //! Every `tests/fixtures/configs/bad/*.toml` opens with one or more header lines
 //! `# expect: <ConfigIssue.key> | <message fragment>`; loading the file must report exactly
 //! those keys (no more, no fewer), each with a message containing its fragment. Every file in
-//! `configs/` must resolve without issues (STYLE.md C14).
+//! `configs/` must resolve without issues.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! The single integration-test binary (STYLE.md C14): real sockets, real ptys, the real binary.
+//! The single integration-test binary: real sockets, real ptys, the real binary.
 
 #![allow(
     clippy::unwrap_used,

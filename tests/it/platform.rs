@@ -1,5 +1,5 @@
 //! The HTTPS uplink against a local platform that implements the onboarding flow of
-//! PLATFORM.md §1.2 (secret key, SM4 password, token, versions) over real TLS with a
+//! docs/platform.md §1.2 (secret key, SM4 password, token, versions) over real TLS with a
 //! certificate made for the test, and refuses wrong tokens, wrong ciphertexts and malformed
 //! records. It can also fail on cue (HTTP 500, garbage, a stopped server, an expired token),
 //! which the continuous uploader (`sink::platform_queue`) must ride out without losing or

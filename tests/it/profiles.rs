@@ -1,5 +1,5 @@
 //! Built-in profiles decode known register frames into known engineering values
-//! (hand-computed from the manufacturers' register maps, PLATFORM.md §5).
+//! (hand-computed from the manufacturers' register maps, docs/platform.md §5).
 
 use plantwatch::config::Profiles;
 use plantwatch::config::plan::{Device, Function};

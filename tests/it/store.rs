@@ -630,7 +630,7 @@ async fn store_polls(path: &Path, realistic: bool) -> (u64, u64, u64) {
     (size(path) + size(&wal), payload, json)
 }
 
-/// DESIGN.md §8: at most 32 bytes of disk per stored value. Prints the measured figures.
+/// docs/design.md §8: at most 32 bytes of disk per stored value. Prints the measured figures.
 #[tokio::test]
 async fn telemetry_costs_at_most_32_bytes_of_disk_per_stored_value() {
     let values = (BATCHES * POINTS.len()) as f64;
@@ -655,7 +655,7 @@ async fn telemetry_costs_at_most_32_bytes_of_disk_per_stored_value() {
     }
 }
 
-/// Not a test but a measurement (DESIGN.md §8 budgets are checked by benchmarks): 5 s of the
+/// Not a test but a measurement (docs/design.md §8 budgets are checked by benchmarks): 5 s of the
 /// 200-meter load (200 enqueues/s, a fetch + ack every 100 ms as the MQTT sink would) with the
 /// default 100 ms window. Run
 /// `strace -f -c -e trace=fsync,fdatasync <it binary> --exact store::fsync_rate_under_the_200_meter_load --ignored`

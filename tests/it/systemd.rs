@@ -1,4 +1,4 @@
-//! The systemd contract (STYLE.md C11) against real parts: `sd_notify` datagrams on real
+//! The systemd contract against real parts: `sd_notify` datagrams on real
 //! sockets, the shipped unit through `systemd-analyze verify`, and signals delivered by `kill`
 //! to a child process.
 
@@ -212,7 +212,7 @@ fn notify_reads_the_environment_and_never_unsets_it() {
         ],
     );
     assert_eq!(m.next(), "READY=1");
-    // The second call still found NOTIFY_SOCKET (kanidm's unset_env pitfall, STYLE §7.6).
+    // The second call still found NOTIFY_SOCKET (kanidm's unset_env pitfall).
     assert_eq!(m.next(), "STATUS=second");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -343,7 +343,7 @@ fn unit_file_keeps_the_contract() {
     ] {
         assert!(settings.contains(&want), "missing `{want}`");
     }
-    // systemd 252 has no notify-reload (STYLE §5); validation must run before the signal.
+    // systemd 252 has no notify-reload; validation must run before the signal.
     assert!(!settings.contains(&"Type=notify-reload"));
     let reloads: Vec<&&str> = settings
         .iter()

@@ -1,4 +1,4 @@
-//! When the session subscribes to downlink commands, as a pure state machine (STYLE.md C6).
+//! When the session subscribes to downlink commands, as a pure state machine.
 //!
 //! Commands are the one thing the broker pushes at us, and so the one way a peer can hurt
 //! delivery: a message larger than the client's packet limit drops the connection, and a

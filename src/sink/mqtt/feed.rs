@@ -1,5 +1,5 @@
 //! The feeder: reads the outbox ahead of the MQTT session and renders rows to wire messages,
-//! so that the session's loop only hands finished messages to the client (STYLE.md C7).
+//! so that the session's loop only hands finished messages to the client.
 //!
 //! Why a task of its own: a store round trip waits behind the store thread's current group (an
 //! ack commit, say), and rendering a stored batch to JSON costs more than publishing it. Done

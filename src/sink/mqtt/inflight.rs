@@ -1,4 +1,4 @@
-//! Which outbox rows are inside the MQTT client, and under which packet id (STYLE.md C6, C7).
+//! Which outbox rows are inside the MQTT client, and under which packet id.
 //!
 //! rumqttc's `publish()` only queues and returns no packet id; the event loop later reports
 //! `Outgoing::Publish(pkid)` for each queued publish in FIFO order. One task hands publishes to

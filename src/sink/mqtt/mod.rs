@@ -1,5 +1,5 @@
 //! The MQTT sink: one task owns the rumqttc event loop and is its only publisher, so the
-//! FIFO of `Outgoing::Publish` events matches the order rows were handed over (STYLE.md C7).
+//! FIFO of `Outgoing::Publish` events matches the order rows were handed over.
 //!
 //! Invariants:
 //! - a row leaves the outbox only on the PUBACK matched to it through [`inflight::InFlight`];
