@@ -1,8 +1,9 @@
-//! Registers and bits → typed, scaled values, and back (for the simulator and the probe).
+//! Registers and bits → typed, scaled values, and back (for writes and the simulator).
 //!
 //! Pure: no I/O, no clock. `decode` is called inside the link task so that what crosses the
-//! first channel is already typed (docs/design.md §1); `encode` is its exact inverse for unscaled
-//! values, which the property tests check.
+//! first channel is already typed (docs/design.md §1); `encode` and `encode_bit` are its inverse,
+//! used by the simulator and by writes, which the round-trip tests check for every type and
+//! order; a value that does not fit its type after removing scale and offset is refused.
 //!
 //! Byte and word order use the four usual names for a 32-bit value whose big-endian bytes are
 //! `A B C D`: `ABCD` is big-endian with the high word first (what almost every meter sends),
@@ -395,6 +396,48 @@ fn to_bcd(mut v: u64, digits: u32) -> Option<u32> {
     (v == 0).then_some(out)
 }
 
+/// Encodes an engineering value into a coil: the inverse of [`decode_bit`]. With scale or
+/// offset, the value must map back to raw 0 or 1.
+///
+/// # Errors
+/// [`EncodeError::OutOfRange`] for anything but a value that maps to 0 or 1.
+#[expect(
+    clippy::float_cmp,
+    reason = "a rounded value compared with exact 0 and 1"
+)]
+pub fn encode_bit(value: &Value, codec: &Codec) -> Result<bool, EncodeError> {
+    let out_of_range = || EncodeError::OutOfRange {
+        value: value.to_string(),
+        data_type: codec.data_type,
+    };
+    let raw = match value {
+        Value::Bool(b) if !codec.is_scaled() => return Ok(*b),
+        Value::Str(_) => return Err(out_of_range()),
+        other => other.as_f64().map(|v| (v - codec.offset) / codec.scale),
+    };
+    let raw = raw.map(f64::round).ok_or_else(out_of_range)?;
+    if raw == 0.0 {
+        Ok(false)
+    } else if raw == 1.0 {
+        Ok(true)
+    } else {
+        Err(out_of_range())
+    }
+}
+
+/// Sets or clears the bit of a `bit` point in `word`, its register as read, leaving the other
+/// bits as they are: the write-side twin of [`decode`] for `bit`, byte order included.
+pub fn merge_bit(word: u16, codec: &Codec, on: bool) -> u16 {
+    let mask = 1u16 << (codec.bit & 15);
+    // decode reads the bit after the byte swap of the order; undo it around the change.
+    let mask = if codec.order.swaps_bytes() {
+        mask.swap_bytes()
+    } else {
+        mask
+    };
+    if on { word | mask } else { word & !mask }
+}
+
 /// Encodes an engineering value into registers: the inverse of [`decode`].
 ///
 /// Integer types round `(value - offset) / scale` to the nearest integer. A `bit` point encodes
@@ -419,7 +462,8 @@ pub fn encode(value: &Value, codec: &Codec) -> Result<Vec<u16>, EncodeError> {
         };
         let mut bytes = text.into_bytes();
         let len = usize::from(codec.length) * 2;
-        if bytes.len() > len {
+        // decode reads ASCII only and stops at the first NUL: anything else would not read back.
+        if bytes.len() > len || !bytes.is_ascii() || bytes.contains(&0) {
             return Err(out_of_range());
         }
         bytes.resize(len, 0);
@@ -462,8 +506,12 @@ pub fn encode(value: &Value, codec: &Codec) -> Result<Vec<u16>, EncodeError> {
             Value::I64(v) if !codec.is_scaled() => v.to_be_bytes().to_vec(),
             _ => (int(-9.2e18, 9.2e18)? as i64).to_be_bytes().to_vec(),
         },
-        DataType::F32 => (raw as f32).to_be_bytes().to_vec(),
-        DataType::F64 => raw.to_be_bytes().to_vec(),
+        // A float beyond f32 would be sent as infinity, which decode refuses as "no value".
+        DataType::F32 if raw.is_finite() && raw.abs() <= f64::from(f32::MAX) => {
+            (raw as f32).to_be_bytes().to_vec()
+        }
+        DataType::F64 if raw.is_finite() => raw.to_be_bytes().to_vec(),
+        DataType::F32 | DataType::F64 => return Err(out_of_range()),
         DataType::Bcd16 => {
             let v = int(0.0, 9999.0)? as u64;
             (to_bcd(v, 4).ok_or_else(out_of_range)? as u16)
@@ -652,6 +700,128 @@ mod tests {
             decode(&[0x7FC0, 0], &Codec::plain(DataType::F32)),
             Err(DecodeError::NotFinite)
         );
+    }
+
+    /// A value of each type, and the value decode gives back for it.
+    fn sample(data_type: DataType) -> (Value, Value) {
+        match data_type {
+            DataType::Bool | DataType::Bit => (Value::Bool(true), Value::Bool(true)),
+            DataType::U16 => (Value::I64(0xBEEF), Value::I64(0xBEEF)),
+            DataType::I16 => (Value::I64(-1234), Value::I64(-1234)),
+            DataType::U32 => (Value::I64(0xDEAD_BEEF), Value::I64(0xDEAD_BEEF)),
+            DataType::I32 => (Value::I64(-123_456_789), Value::I64(-123_456_789)),
+            DataType::U64 => (
+                Value::I64(0x0102_0304_0506_0708),
+                Value::I64(0x0102_0304_0506_0708),
+            ),
+            DataType::I64 => (
+                Value::I64(-0x0102_0304_0506_0708),
+                Value::I64(-0x0102_0304_0506_0708),
+            ),
+            DataType::F32 => (Value::F64(-12.5), Value::F64(-12.5)),
+            DataType::F64 => (Value::F64(1.0e-7), Value::F64(1.0e-7)),
+            DataType::String => (Value::Str("AUTO".into()), Value::Str("AUTO".into())),
+            DataType::Bcd16 => (Value::I64(9876), Value::I64(9876)),
+            DataType::Bcd32 => (Value::I64(12_345_678), Value::I64(12_345_678)),
+        }
+    }
+
+    #[test]
+    fn every_type_in_every_order_round_trips_through_encode_and_decode() {
+        for data_type in DataType::ALL {
+            for order in ByteOrder::ALL {
+                let mut c = codec(data_type, order);
+                c.length = 3;
+                c.bit = 9;
+                let (value, expected) = sample(data_type);
+                let back = if data_type == DataType::Bool {
+                    encode_bit(&value, &c).map(|b| decode_bit(b, &c))
+                } else {
+                    let words = encode(&value, &c).unwrap();
+                    assert_eq!(
+                        words.len(),
+                        usize::from(c.registers()),
+                        "{data_type} {order}"
+                    );
+                    Ok(decode(&words, &c).unwrap())
+                };
+                assert_eq!(back, Ok(expected), "{data_type} {order}");
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_values_of_every_type_round_trip_in_engineering_units() {
+        for data_type in DataType::ALL {
+            if data_type == DataType::String {
+                continue;
+            }
+            let c = Codec {
+                scale: 0.5,
+                offset: -10.0,
+                bit: 4,
+                ..Codec::plain(data_type)
+            };
+            // Raw 1 is -9.5: a value every type, including bits and BCD, can hold.
+            let value = Value::F64(-9.5);
+            let back = if data_type == DataType::Bool {
+                encode_bit(&value, &c).map(|b| decode_bit(b, &c))
+            } else {
+                encode(&value, &c).map(|w| decode(&w, &c).unwrap())
+            };
+            assert_eq!(back, Ok(value), "{data_type}");
+        }
+    }
+
+    #[test]
+    fn values_beyond_a_type_are_refused_not_wrapped_or_made_infinite() {
+        let refused = [
+            (DataType::F32, Value::F64(1.0e39)),
+            (DataType::F32, Value::F64(f64::NAN)),
+            (DataType::F64, Value::F64(f64::INFINITY)),
+            (DataType::U16, Value::I64(65_536)),
+            (DataType::I16, Value::I64(-32_769)),
+            (DataType::Bcd16, Value::I64(10_000)),
+            (DataType::Bit, Value::I64(2)),
+        ];
+        for (data_type, value) in refused {
+            assert!(
+                matches!(
+                    encode(&value, &Codec::plain(data_type)),
+                    Err(EncodeError::OutOfRange { .. })
+                ),
+                "{value} as {data_type}"
+            );
+        }
+        let mut text = Codec::plain(DataType::String);
+        text.length = 1;
+        assert!(
+            encode(&Value::Str("abc".into()), &text).is_err(),
+            "3 chars in 1 register"
+        );
+        assert!(encode_bit(&Value::I64(2), &Codec::plain(DataType::Bool)).is_err());
+    }
+
+    #[test]
+    fn merge_bit_changes_only_its_own_bit_in_every_order() {
+        for order in ByteOrder::ALL {
+            for bit in 0..16 {
+                let c = Codec {
+                    order,
+                    bit,
+                    ..Codec::plain(DataType::Bit)
+                };
+                for (word, on) in [(0xA5A5, true), (0xA5A5, false), (0, true), (0xFFFF, false)] {
+                    let merged = merge_bit(word, &c, on);
+                    assert_eq!(
+                        decode(&[merged], &c),
+                        Ok(Value::Bool(on)),
+                        "{order} bit {bit}"
+                    );
+                    assert!((merged ^ word).count_ones() <= 1, "{order} bit {bit}");
+                }
+            }
+        }
     }
 
     fn any_order() -> impl Strategy<Value = ByteOrder> {
