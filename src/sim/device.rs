@@ -31,11 +31,15 @@ pub enum Fault {
     Spike(u32),
     /// Answer exception 02 for reads that touch an address no point uses.
     StrictAddresses,
+    /// Answer every write with this exception code (reads are unaffected).
+    WriteException(u8),
+    /// Never answer a write (reads are unaffected).
+    WriteNoAnswer,
 }
 
 impl Fault {
     /// Parses `no_answer`, `slow:500`, `exception:2`, `stuck`, `rollover`, `reset`,
-    /// `spike:3`, `strict_addresses`.
+    /// `spike:3`, `strict_addresses`, `write_exception:3`, `write_no_answer`.
     ///
     /// # Errors
     /// A message listing the valid forms.
@@ -63,13 +67,29 @@ impl Fault {
             "reset" => Fault::CounterReset,
             "spike" => Fault::Spike(u32::try_from(num("a number of reads")?).unwrap_or(u32::MAX)),
             "strict_addresses" => Fault::StrictAddresses,
+            "write_exception" => Fault::WriteException(
+                u8::try_from(num("an exception code")?)
+                    .map_err(|_| format!("`{s}`: exception codes are 1 to 255"))?,
+            ),
+            "write_no_answer" => Fault::WriteNoAnswer,
             _ => {
                 return Err(format!(
-                    "unknown fault `{s}`; valid: no_answer, slow:MS, exception:CODE, stuck, rollover, reset, spike:N, strict_addresses"
+                    "unknown fault `{s}`; valid: no_answer, slow:MS, exception:CODE, stuck, rollover, reset, spike:N, strict_addresses, write_exception:CODE, write_no_answer"
                 ));
             }
         })
     }
+}
+
+/// How the device answers a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAnswer {
+    /// Written.
+    Done,
+    /// An exception code; nothing written.
+    Exception(u8),
+    /// Nothing; nothing written.
+    Silence,
 }
 
 /// How the device answers a read right now.
@@ -93,6 +113,9 @@ struct SimPoint {
     value: f64,
     /// What the registers hold, decoded: exactly what a correct client reads.
     served: f64,
+    /// Set by a write: the point keeps what was written instead of following its behaviour,
+    /// as a setpoint or a command coil does.
+    held: bool,
 }
 
 #[derive(Debug)]
@@ -109,6 +132,8 @@ struct State {
     stuck: bool,
     spike_reads: u32,
     strict: bool,
+    write_exception: Option<u8>,
+    write_silent: bool,
 }
 
 /// A simulated Modbus device.
@@ -152,6 +177,7 @@ impl SimDevice {
                     behaviour,
                     value,
                     served: value,
+                    held: false,
                 }
             })
             .collect();
@@ -172,6 +198,8 @@ impl SimDevice {
                 stuck: false,
                 spike_reads: 0,
                 strict: false,
+                write_exception: None,
+                write_silent: false,
             }),
         }
     }
@@ -203,6 +231,8 @@ impl SimDevice {
             Fault::Stuck => s.stuck = true,
             Fault::Spike(n) => s.spike_reads = n,
             Fault::StrictAddresses => s.strict = true,
+            Fault::WriteException(c) => s.write_exception = Some(c),
+            Fault::WriteNoAnswer => s.write_silent = true,
             Fault::CounterRollover | Fault::CounterReset => {
                 for p in &mut s.points {
                     if p.behaviour.is_counter() {
@@ -227,6 +257,8 @@ impl SimDevice {
         s.stuck = false;
         s.spike_reads = 0;
         s.strict = false;
+        s.write_exception = None;
+        s.write_silent = false;
     }
 
     /// The engineering value the device serves for `point`, as a correct client decodes it.
@@ -236,6 +268,20 @@ impl SimDevice {
             .iter()
             .find(|p| p.point.name.as_str() == point)
             .map(|p| p.served)
+    }
+
+    /// What the device holds at `address` onward in `function`'s table (coils as 0 and 1),
+    /// bypassing faults: how a test sees what a write left behind.
+    pub fn registers(&self, function: Function, address: u16, count: u16) -> Vec<u16> {
+        let s = self.state();
+        (0..count)
+            .map(|i| {
+                s.registers
+                    .get(&(function, address.wrapping_add(i)))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect()
     }
 
     /// Sets `point` to `value` and freezes it there (until the next update if not stuck).
@@ -308,6 +354,69 @@ impl SimDevice {
         }
     }
 
+    /// Answers a write of `words` (registers, or coils as 0 and 1) to `function`'s table at
+    /// `address`, at time `now`. Points in the written range keep the written value.
+    pub fn write(
+        &self,
+        function: Function,
+        address: u16,
+        words: &[u16],
+        now: Timestamp,
+    ) -> WriteAnswer {
+        let mut s = self.state();
+        if s.no_answer || s.write_silent {
+            return WriteAnswer::Silence;
+        }
+        if let Some(code) = s.exception.or(s.write_exception) {
+            return WriteAnswer::Exception(code);
+        }
+        if !matches!(function, Function::Coil | Function::Holding) {
+            return WriteAnswer::Exception(1);
+        }
+        let count = u32::try_from(words.len()).unwrap_or(u32::MAX);
+        let end = u32::from(address) + count;
+        if count == 0 || end > 65_536 {
+            return WriteAnswer::Exception(3);
+        }
+        if s.last_update.is_none() {
+            self.update(&mut s, now);
+        }
+        let touches = |p: &SimPoint| {
+            let start = u32::from(p.point.address);
+            p.point.function == function
+                && start < end
+                && start + u32::from(p.point.width()) > u32::from(address)
+        };
+        if s.strict && !s.points.iter().any(touches) {
+            return WriteAnswer::Exception(2);
+        }
+        for (i, w) in (0u16..).zip(words) {
+            let w = if function.is_bits() {
+                u16::from(*w != 0)
+            } else {
+                *w
+            };
+            s.registers.insert((function, address.wrapping_add(i)), w);
+        }
+        let State {
+            points, registers, ..
+        } = &mut *s;
+        for p in points.iter_mut().filter(|p| touches(p)) {
+            let own: Vec<u16> = (0..p.point.width())
+                .map(|i| {
+                    registers
+                        .get(&(function, p.point.address.wrapping_add(i)))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .collect();
+            p.held = true;
+            p.served = served(&p.point, &own);
+            p.value = p.served;
+        }
+        WriteAnswer::Done
+    }
+
     fn update(&self, s: &mut State, now: Timestamp) {
         let dt_h = s
             .last_update
@@ -329,7 +438,7 @@ impl SimDevice {
             smoothed_load,
             ..
         } = s;
-        for p in points.iter_mut() {
+        for p in points.iter_mut().filter(|p| !p.held) {
             let jitter: f64 = rng.random_range(-1.0..1.0);
             p.value = match p.behaviour {
                 Behaviour::Voltage { nominal } => nominal * (1.0 + 0.006 * jitter),
@@ -570,6 +679,51 @@ mod tests {
     }
 
     #[test]
+    fn a_written_setpoint_is_held_and_write_faults_refuse_without_writing() {
+        let (device, sim) = sim("generic-plc");
+        let p = device
+            .points
+            .iter()
+            .find(|p| p.function == Function::Holding && p.codec.registers() == 1)
+            .unwrap()
+            .clone();
+        read_point(&device, &sim, p.name.as_str(), 0);
+        assert_eq!(
+            sim.write(Function::Holding, p.address, &[7], Timestamp(100)),
+            WriteAnswer::Done
+        );
+        // Held through later updates, as a setpoint is.
+        let later = sim.read(Function::Holding, p.address, 1, Timestamp(3_600_000));
+        assert_eq!(later, Answer::Words(vec![7]));
+        for (fault, answer) in [
+            (Fault::WriteException(3), WriteAnswer::Exception(3)),
+            (Fault::WriteNoAnswer, WriteAnswer::Silence),
+        ] {
+            sim.inject(fault);
+            assert_eq!(
+                sim.write(Function::Holding, p.address, &[9], Timestamp(200)),
+                answer
+            );
+            // Reads still answer.
+            assert_eq!(
+                sim.read(Function::Holding, p.address, 1, Timestamp(300)),
+                Answer::Words(vec![7])
+            );
+            sim.clear_faults();
+        }
+        assert_eq!(
+            sim.write(Function::Input, 0, &[1], Timestamp(400)),
+            WriteAnswer::Exception(1),
+            "input registers are read-only"
+        );
+        assert_eq!(
+            sim.write(Function::Coil, 5, &[1, 0, 1], Timestamp(500)),
+            WriteAnswer::Done
+        );
+        assert_eq!(sim.registers(Function::Coil, 5, 3), [1, 0, 1]);
+    }
+
+    #[test]
     fn faults_parse_from_their_documented_forms() {
         assert_eq!(
             Fault::parse("slow:250"),
@@ -577,6 +731,11 @@ mod tests {
         );
         assert_eq!(Fault::parse("exception:2"), Ok(Fault::Exception(2)));
         assert_eq!(Fault::parse("no_answer"), Ok(Fault::NoAnswer));
+        assert_eq!(
+            Fault::parse("write_exception:4"),
+            Ok(Fault::WriteException(4))
+        );
+        assert_eq!(Fault::parse("write_no_answer"), Ok(Fault::WriteNoAnswer));
         assert!(Fault::parse("slow").unwrap_err().contains("slow:500"));
         assert!(Fault::parse("melt").unwrap_err().contains("valid:"));
     }

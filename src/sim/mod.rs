@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Plan;
 use crate::config::plan::{Function, TcpEndpoint, Transport};
-pub use device::{Answer, Fault, SimDevice};
+pub use device::{Answer, Fault, SimDevice, WriteAnswer};
 
 /// The devices answering on one endpoint, by unit id.
 #[derive(Debug, Default)]
@@ -106,8 +106,7 @@ impl tokio_modbus::server::Service for BusService {
                 Request::ReadDiscreteInputs(a, n) => (Function::DiscreteInput, a, n),
                 Request::ReadHoldingRegisters(a, n) => (Function::Holding, a, n),
                 Request::ReadInputRegisters(a, n) => (Function::Input, a, n),
-                // The simulator is read-only: writes are off in the daemon unless allow-listed.
-                _ => return Err(ExceptionCode::IllegalFunction),
+                write => return serve_write(&device, write, clock.now()),
             };
             match device.read(function, address, count, clock.now()) {
                 Answer::Silence => Ok(None),
@@ -122,6 +121,42 @@ impl tokio_modbus::server::Service for BusService {
                 })),
             }
         })
+    }
+}
+
+/// Answers functions 05, 06, 15 and 16; any other function is illegal here.
+fn serve_write(device: &SimDevice, request: Request<'_>, now: crate::model::Timestamp) -> Reply {
+    let (function, address, words, response) = match request {
+        Request::WriteSingleCoil(a, on) => (
+            Function::Coil,
+            a,
+            vec![u16::from(on)],
+            Response::WriteSingleCoil(a, on),
+        ),
+        Request::WriteMultipleCoils(a, bits) => (
+            Function::Coil,
+            a,
+            bits.iter().map(|b| u16::from(*b)).collect(),
+            Response::WriteMultipleCoils(a, u16::try_from(bits.len()).unwrap_or(u16::MAX)),
+        ),
+        Request::WriteSingleRegister(a, w) => (
+            Function::Holding,
+            a,
+            vec![w],
+            Response::WriteSingleRegister(a, w),
+        ),
+        Request::WriteMultipleRegisters(a, words) => (
+            Function::Holding,
+            a,
+            words.to_vec(),
+            Response::WriteMultipleRegisters(a, u16::try_from(words.len()).unwrap_or(u16::MAX)),
+        ),
+        _ => return Err(ExceptionCode::IllegalFunction),
+    };
+    match device.write(function, address, &words, now) {
+        WriteAnswer::Done => Ok(Some(response)),
+        WriteAnswer::Exception(code) => Err(exception(code)),
+        WriteAnswer::Silence => Ok(None),
     }
 }
 
