@@ -1,5 +1,5 @@
-//! Transports: open a Modbus client for a link (our own reader for Modbus TCP, `mbap.rs`;
-//! tokio-modbus for RTU framing), and run one read with a timeout.
+//! Transports: open a Modbus client for a link (our own client for Modbus TCP, `mbap.rs`;
+//! tokio-modbus for RTU framing), and run one read or write with a timeout.
 //!
 //! tokio-modbus has no timeout of its own, and a TCP context reused after a timeout mismatches
 //! headers (tokio-modbus #324), so every transaction is wrapped in a timeout and a connection
@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::slave::{Slave, SlaveContext};
 
 use super::mbap::TcpReader;
+use super::write::WriteFunction;
 use crate::config::plan::{Function, Link, Parity, TcpEndpoint, Transport};
 
 /// Why a link could not be opened.
@@ -63,6 +64,76 @@ pub enum ReadResult {
     /// No answer within the timeout.
     Timeout,
     /// The transport failed (reset, garbage frame, mismatched header).
+    Failed(String),
+}
+
+/// One write transaction: function, first address and what to write there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModbusWrite {
+    /// 05, 06, 15 or 16.
+    pub function: WriteFunction,
+    /// First coil or register, 0-based.
+    pub address: u16,
+    /// The coils or registers; one for 05 and 06.
+    pub data: WriteData,
+}
+
+/// What a write carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteData {
+    /// Coils.
+    Bits(Vec<bool>),
+    /// Registers.
+    Words(Vec<u16>),
+}
+
+impl ModbusWrite {
+    /// The request PDU (function code onward), as Modbus Application Protocol v1.1b3 §6.5,
+    /// §6.6, §6.11 and §6.12 frame it.
+    pub fn pdu(&self) -> Vec<u8> {
+        let mut pdu = vec![self.function.code()];
+        pdu.extend_from_slice(&self.address.to_be_bytes());
+        match (&self.data, self.function) {
+            (WriteData::Bits(bits), WriteFunction::SingleCoil) => {
+                let on = bits.first().copied().unwrap_or(false);
+                pdu.extend_from_slice(if on { &[0xFF, 0] } else { &[0, 0] });
+            }
+            (WriteData::Words(words), WriteFunction::SingleRegister) => {
+                pdu.extend_from_slice(&words.first().copied().unwrap_or(0).to_be_bytes());
+            }
+            (WriteData::Bits(bits), _) => {
+                let count = u16::try_from(bits.len()).unwrap_or(u16::MAX);
+                pdu.extend_from_slice(&count.to_be_bytes());
+                let mut packed = vec![0u8; bits.len().div_ceil(8)];
+                for (i, _) in bits.iter().enumerate().filter(|(_, on)| **on) {
+                    packed[i / 8] |= 1 << (i % 8);
+                }
+                pdu.push(u8::try_from(packed.len()).unwrap_or(u8::MAX));
+                pdu.extend_from_slice(&packed);
+            }
+            (WriteData::Words(words), _) => {
+                let count = u16::try_from(words.len()).unwrap_or(u16::MAX);
+                pdu.extend_from_slice(&count.to_be_bytes());
+                pdu.push(u8::try_from(words.len() * 2).unwrap_or(u8::MAX));
+                for w in words {
+                    pdu.extend_from_slice(&w.to_be_bytes());
+                }
+            }
+        }
+        pdu
+    }
+}
+
+/// The result of one write transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    /// The device confirmed the write.
+    Done,
+    /// The device answered with an exception code.
+    Exception(u8),
+    /// No answer within the timeout: the write may or may not have landed.
+    Timeout,
+    /// The transport failed.
     Failed(String),
 }
 
@@ -236,6 +307,65 @@ impl Connection {
                 ReadResult::Timeout
             }
         }
+    }
+}
+
+impl Connection {
+    /// Sends one write to `unit` and waits for its confirmation within `timeout`, keeping the
+    /// inter-frame silence as reads do. A timeout or transport failure closes the connection.
+    pub async fn write(&mut self, unit: u8, write: &ModbusWrite, timeout: Duration) -> WriteResult {
+        let gap = self.inter_frame_delay();
+        if let Some(end) = self.last_frame_end.filter(|_| !gap.is_zero()) {
+            tokio::time::sleep_until(end + gap).await;
+        }
+        let outcome = match self.ctx.as_mut() {
+            None => return WriteResult::Failed("link is not open".into()),
+            Some(Client::Tcp(client)) => tokio::time::timeout(timeout, client.write(unit, write))
+                .await
+                .map(|r| r.map_err(|e| e.to_string())),
+            Some(Client::Rtu(ctx)) => {
+                tokio::time::timeout(timeout, rtu_write(ctx, unit, write)).await
+            }
+        };
+        self.last_frame_end = Some(tokio::time::Instant::now());
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => {
+                self.ctx = None;
+                WriteResult::Failed(err)
+            }
+            Err(_) => {
+                self.ctx = None;
+                WriteResult::Timeout
+            }
+        }
+    }
+}
+
+/// One write through tokio-modbus; `Err` is a transport failure, an exception is a result.
+async fn rtu_write(
+    ctx: &mut Context,
+    unit: u8,
+    write: &ModbusWrite,
+) -> Result<WriteResult, String> {
+    ctx.set_slave(Slave(unit));
+    let address = write.address;
+    let answer = match (&write.data, write.function) {
+        (WriteData::Bits(bits), WriteFunction::SingleCoil) => {
+            ctx.write_single_coil(address, bits.first().copied().unwrap_or(false))
+                .await
+        }
+        (WriteData::Bits(bits), _) => ctx.write_multiple_coils(address, bits).await,
+        (WriteData::Words(words), WriteFunction::SingleRegister) => {
+            ctx.write_single_register(address, words.first().copied().unwrap_or(0))
+                .await
+        }
+        (WriteData::Words(words), _) => ctx.write_multiple_registers(address, words).await,
+    };
+    match answer {
+        Ok(Ok(())) => Ok(WriteResult::Done),
+        Ok(Err(exception)) => Ok(WriteResult::Exception(u8::from(exception))),
+        Err(err) => Err(err.to_string()),
     }
 }
 

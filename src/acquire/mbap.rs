@@ -1,18 +1,19 @@
-//! Modbus TCP reads (function codes 1–4) framed in a buffer the size of one Modbus frame.
+//! Modbus TCP reads (function codes 1–4) and writes (5, 6, 15, 16) framed in a buffer the size
+//! of one Modbus frame.
 //!
 //! tokio-modbus frames through `tokio_util::codec::Framed`, which allocates an 8 KiB read
 //! buffer and an 8 KiB write buffer per connection with no way to size them. A gateway polling
 //! 200 meters, one connection each, held 3.3 MiB in those buffers: a fifth of the daemon's
-//! memory budget (docs/design.md §8) for frames that never exceed 260 bytes. Reads are the only
-//! transactions acquisition makes, so TCP links use this instead; serial and RTU-over-TCP links
-//! keep tokio-modbus. It also checks the transaction id of every answer, which tokio-modbus
+//! memory budget (docs/design.md §8) for frames that never exceed 260 bytes. TCP links use this
+//! instead, for the reads that make most of the traffic and the rare writes alike, so one
+//! connection carries both; serial and RTU-over-TCP links keep tokio-modbus. It also checks the transaction id of every answer, which tokio-modbus
 //! leaves to a timeout (tokio-modbus #324).
 
 use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use super::link::ReadResult;
+use super::link::{ModbusWrite, ReadResult, WriteResult};
 use crate::config::plan::Function;
 
 /// MBAP header plus the largest PDU (Modbus Application Protocol v1.1b3 §4.1).
@@ -56,6 +57,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TcpReader<S> {
         self.stream.write_all(&request).await?;
         let pdu = self.answer(unit).await?;
         parse(pdu, code, function.is_bits(), count)
+    }
+
+    /// One write transaction. `Err` is a transport or framing failure, as for [`Self::read`];
+    /// an exception answer is `Ok(WriteResult::Exception)`.
+    pub(crate) async fn write(&mut self, unit: u8, write: &ModbusWrite) -> io::Result<WriteResult> {
+        self.transaction = self.transaction.wrapping_add(1);
+        let pdu = write.pdu();
+        let length = u16::try_from(pdu.len() + 1)
+            .ok()
+            .filter(|l| usize::from(*l) < MAX_ADU - HEADER + 1)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a write of {} bytes exceeds one Modbus frame", pdu.len()),
+                )
+            })?;
+        let mut request = Vec::with_capacity(HEADER + pdu.len());
+        request.extend_from_slice(&self.transaction.to_be_bytes());
+        request.extend_from_slice(&[0, 0]);
+        request.extend_from_slice(&length.to_be_bytes());
+        request.push(unit);
+        request.extend_from_slice(&pdu);
+        self.stream.write_all(&request).await?;
+        let answer = self.answer(unit).await?;
+        match answer {
+            [c, exception] if *c == pdu[0] | 0x80 => Ok(WriteResult::Exception(*exception)),
+            // 05 and 06 echo the request; 15 and 16 answer its address and quantity: either
+            // way, the request's first five bytes.
+            echo if echo == &pdu[..5] => Ok(WriteResult::Done),
+            other => Err(malformed(format!(
+                "write answer {other:02x?}, expected {:02x?}",
+                &pdu[..5]
+            ))),
+        }
     }
 
     /// Reads one whole answer frame and returns its PDU.
@@ -311,6 +346,107 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("after 8 bytes"), "{err}");
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn writes_frame_each_function_and_accept_its_echo() {
+        use crate::acquire::link::{ModbusWrite, WriteData};
+        use crate::acquire::write::WriteFunction;
+        let cases: [(ModbusWrite, &[u8], &[u8]); 4] = [
+            (
+                ModbusWrite {
+                    function: WriteFunction::SingleCoil,
+                    address: 0x13,
+                    data: WriteData::Bits(vec![true]),
+                },
+                &[0, 6, 9, 5, 0, 0x13, 0xFF, 0],
+                &[0, 6, 9, 5, 0, 0x13, 0xFF, 0],
+            ),
+            (
+                ModbusWrite {
+                    function: WriteFunction::SingleRegister,
+                    address: 1,
+                    data: WriteData::Words(vec![0x1234]),
+                },
+                &[0, 6, 9, 6, 0, 1, 0x12, 0x34],
+                &[0, 6, 9, 6, 0, 1, 0x12, 0x34],
+            ),
+            (
+                ModbusWrite {
+                    function: WriteFunction::MultipleCoils,
+                    address: 0x13,
+                    data: WriteData::Bits(vec![
+                        true, false, true, true, false, false, true, true, true, false,
+                    ]),
+                },
+                &[0, 9, 9, 15, 0, 0x13, 0, 10, 2, 0xCD, 0x01],
+                &[0, 6, 9, 15, 0, 0x13, 0, 10],
+            ),
+            (
+                ModbusWrite {
+                    function: WriteFunction::MultipleRegisters,
+                    address: 2,
+                    data: WriteData::Words(vec![0x000A, 0x0102]),
+                },
+                &[0, 11, 9, 16, 0, 2, 0, 2, 4, 0, 0x0A, 1, 2],
+                &[0, 6, 9, 16, 0, 2, 0, 2],
+            ),
+        ];
+        for (write, request_tail, answer_tail) in cases {
+            let (mut client, mut device) = pair();
+            let expected_request = request_tail.to_vec();
+            let answer = answer_tail.to_vec();
+            let server = tokio::spawn(async move {
+                let mut req = vec![0; 4 + expected_request.len()];
+                device.read_exact(&mut req).await.unwrap();
+                assert_eq!(req[..4], [0, 1, 0, 0]);
+                assert_eq!(req[4..], expected_request[..]);
+                let mut frame = vec![0, 1, 0, 0];
+                frame.extend_from_slice(&answer);
+                device.write_all(&frame).await.unwrap();
+                device
+            });
+            let got = client.write(9, &write).await.unwrap();
+            assert_eq!(got, WriteResult::Done, "{write:?}");
+            drop(server.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_exception_is_an_answer_and_a_wrong_echo_is_malformed() {
+        use crate::acquire::link::{ModbusWrite, WriteData};
+        use crate::acquire::write::WriteFunction;
+        let write = ModbusWrite {
+            function: WriteFunction::SingleRegister,
+            address: 1,
+            data: WriteData::Words(vec![7]),
+        };
+        for (answer, expected) in [
+            (
+                &[0u8, 1, 0, 0, 0, 3, 1, 0x86, 3][..],
+                Ok(WriteResult::Exception(3)),
+            ),
+            (
+                &[0, 1, 0, 0, 0, 6, 1, 6, 0, 1, 0, 8][..],
+                Err("write answer"),
+            ),
+        ] {
+            let (mut client, mut device) = pair();
+            let server = tokio::spawn(async move {
+                request(&mut device).await;
+                device.write_all(answer).await.unwrap();
+                device
+            });
+            let got = client.write(1, &write).await;
+            match (got, expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(err), Err(fragment)) => {
+                    assert!(err.to_string().contains(fragment), "{err}");
+                }
+                (got, want) => panic!("{got:?}, expected {want:?}"),
+            }
+            drop(server.await.unwrap());
+        }
     }
 
     #[tokio::test]

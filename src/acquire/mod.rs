@@ -9,13 +9,18 @@
 //! - after a timeout the rest of that device's cycle is skipped (`bad:timeout`), so a dead
 //!   slave costs its bus one timeout per cycle, and after `offline_after_failures` silent
 //!   cycles it is polled only every `offline_retry_ms` (`bad:comm_lost`);
-//! - a request refused with exception 02 (illegal data address) is split and the split kept.
+//! - a request refused with exception 02 (illegal data address) is split and the split kept;
+//! - writes ([`write::WriteHandle`]) are served by the same task, between two device cycles and
+//!   before the next poll that is due, so they never overlap a transaction on the bus and never
+//!   move a device's tick grid.
 
 pub mod health;
 pub mod link;
 mod mbap;
 pub mod plan;
 pub mod schedule;
+pub mod write;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +40,7 @@ use health::{Health, Transition};
 use link::{Connection, ReadResult};
 use plan::Split;
 use schedule::Grid;
+use write::{RateLimiter, WriteError, WriteHandle, WriteRequest};
 
 /// Counters for one device, shared with metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -284,6 +290,44 @@ struct DeviceRun {
     grid: Grid,
     health: Health,
     stats: Arc<DeviceStats>,
+    writes: RateLimiter,
+}
+
+/// The next write for this link; never, when the link takes none.
+async fn next_write(writes: &mut Option<mpsc::Receiver<WriteRequest>>) -> Option<WriteRequest> {
+    match writes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one write request on the link's connection and sends its outcome back.
+async fn serve_write(conn: &mut Connection, runs: &mut [DeviceRun], request: WriteRequest) {
+    let WriteRequest {
+        device,
+        point,
+        value,
+        not_after,
+        reply,
+    } = request;
+    let outcome = if tokio::time::Instant::now() > not_after {
+        Err(WriteError::Expired { device, point })
+    } else if let Some(run) = runs.iter_mut().find(|r| r.device.name.as_str() == device) {
+        writer::serve(
+            conn,
+            &run.device,
+            run.health.is_offline(),
+            &mut run.writes,
+            &run.stats,
+            &point,
+            &value,
+        )
+        .await
+    } else {
+        Err(WriteError::UnknownDevice { device })
+    };
+    // The caller may have given up waiting; the outcome is logged by the writer either way.
+    drop(reply.send(outcome));
 }
 
 fn ms(d: Duration) -> u64 {
@@ -301,6 +345,19 @@ pub async fn run_link(
     clock: Arc<dyn Clock>,
     cancel: CancellationToken,
 ) {
+    run_link_with_writes(link, devices, None, tx, clock, cancel).await;
+}
+
+/// [`run_link`], also serving the writes that arrive on `writes`: each goes before the next
+/// poll that is due, between two device cycles.
+pub async fn run_link_with_writes(
+    link: Link,
+    devices: Vec<(Device, Duration, Arc<DeviceStats>)>,
+    mut writes: Option<mpsc::Receiver<WriteRequest>>,
+    tx: mpsc::Sender<SampleBatch>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) {
     let base = tokio::time::Instant::now();
     let link_name = link.name.clone();
     let mut conn = Connection::new(link);
@@ -311,8 +368,10 @@ pub async fn run_link(
             health: Health::new(device.offline_after_failures),
             device,
             stats,
+            writes: RateLimiter::default(),
         })
         .collect();
+    let mut wrote_since_poll = false;
     loop {
         let Some((idx, due)) = runs
             .iter()
@@ -322,11 +381,29 @@ pub async fn run_link(
         else {
             return;
         };
+        let due_at = base + Duration::from_millis(due);
+        // One write at most before a poll that is already due: a burst of writes delays the
+        // poll by one transaction sequence, never by the whole burst.
+        let poll_waits = wrote_since_poll && tokio::time::Instant::now() >= due_at;
+        // Biased: a write that is waiting goes before a poll that is due. The poll then runs
+        // late within its tick, and the grid stays where it was.
         tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep_until(base + Duration::from_millis(due)) => {}
+            request = next_write(&mut writes), if !poll_waits => {
+                match request {
+                    Some(request) => {
+                        serve_write(&mut conn, &mut runs, request).await;
+                        wrote_since_poll = true;
+                    }
+                    // Every handle is gone: stop listening.
+                    None => writes = None,
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(due_at) => {}
         }
+        wrote_since_poll = false;
         let run = &mut runs[idx];
         let fired = run.grid.fire(ms(base.elapsed()));
         if fired.skipped > 0 {
@@ -391,6 +468,27 @@ pub fn spawn_links(
     stats
 }
 
+/// [`spawn_links`] whose links also serve the writes sent through `writes`.
+pub fn spawn_links_with_writes(
+    plan: &Plan,
+    writes: &WriteHandle,
+    tx: &mpsc::Sender<SampleBatch>,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> AcquireStats {
+    let mut stats = AcquireStats::default();
+    for index in 0..plan.links.len() {
+        if let Some((link_stats, task)) =
+            link_task_with_writes(plan, index, writes, tx, clock, cancel)
+        {
+            stats.devices.extend(link_stats.devices);
+            tasks.spawn(task);
+        }
+    }
+    stats
+}
+
 /// One task per link of `plan` that has devices, named by its link, for the caller to spawn:
 /// each polls its devices and sends their batches to `tx` until `cancel`.
 pub fn link_tasks(
@@ -422,6 +520,30 @@ pub fn link_task(
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
 ) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
+    link_task_inner(plan, index, None, tx, clock, cancel)
+}
+
+/// [`link_task`] that also serves writes: its devices are registered with `writes`, so
+/// [`WriteHandle::write`] reaches them through this task.
+pub fn link_task_with_writes(
+    plan: &Plan,
+    index: usize,
+    writes: &WriteHandle,
+    tx: &mpsc::Sender<SampleBatch>,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
+    link_task_inner(plan, index, Some(writes), tx, clock, cancel)
+}
+
+fn link_task_inner(
+    plan: &Plan,
+    index: usize,
+    writes: Option<&WriteHandle>,
+    tx: &mpsc::Sender<SampleBatch>,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
     let link = plan.links.get(index)?;
     let mut stats = AcquireStats::default();
     let devices: Vec<_> = plan
@@ -443,11 +565,19 @@ pub fn link_task(
     if devices.is_empty() {
         return None;
     }
+    let write_rx = writes.map(|handle| {
+        let (write_tx, write_rx) = mpsc::channel(write::WRITE_QUEUE);
+        for (device, _, _) in &devices {
+            handle.register(device.name.as_str(), write_tx.clone());
+        }
+        write_rx
+    });
     let span = tracing::info_span!("link", link = %link.name);
     let task = tracing::Instrument::instrument(
-        run_link(
+        run_link_with_writes(
             link.clone(),
             devices,
+            write_rx,
             tx.clone(),
             clock.clone(),
             cancel.child_token(),

@@ -205,6 +205,7 @@ mod tests {
             unit: String::new(),
             description: String::new(),
             report: crate::config::plan::Report::default(),
+            write: None,
         }
     }
 

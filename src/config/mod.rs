@@ -20,6 +20,7 @@ pub mod rules;
 mod security;
 pub mod sparkplug;
 pub mod webhooks;
+mod write;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -906,7 +907,13 @@ fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
         report,
         deadband,
         deadband_percent,
-        max_silence_ms
+        max_silence_ms,
+        writable,
+        min,
+        max,
+        allowed,
+        max_rate,
+        verify
     );
     p
 }
@@ -1109,11 +1116,19 @@ fn resolve_device(
         }
         for (n, p) in &profile.points {
             if !raw.exclude_points.contains(n) {
-                merged.push((
-                    n.clone(),
-                    p.clone(),
-                    format!("{key}.points.{n} (from profile {})", profile.meta.name),
-                ));
+                let at = format!("{key}.points.{n} (from profile {})", profile.meta.name);
+                for k in p.write_keys() {
+                    // Writes are allow-listed per device in the config itself: a profile is
+                    // shared by every device that uses it.
+                    issues.push(
+                        format!("{at}.{k}"),
+                        "write keys belong in the device's own [devices.points.NAME], never in \
+                         a profile",
+                    );
+                }
+                let mut p = p.clone();
+                p.clear_write_keys();
+                merged.push((n.clone(), p, at));
             }
         }
     } else if !raw.exclude_points.is_empty() {
@@ -1200,6 +1215,7 @@ fn resolve_device(
         limits,
         points: points.into(),
         read_plan,
+        write_multiple: raw.write_multiple,
     })
 }
 
@@ -1393,6 +1409,10 @@ fn resolve_point(
     if issues.0.len() != before {
         return None;
     }
+    let write = write::resolve_write(key, p, function, &codec, issues);
+    if issues.0.len() != before {
+        return None;
+    }
     let report = resolve_report(key, p, device, issues)?;
     Some(plan::Point {
         name: name?,
@@ -1402,6 +1422,7 @@ fn resolve_point(
         unit: p.unit.clone().unwrap_or_default(),
         description: p.description.clone().unwrap_or_default(),
         report,
+        write,
     })
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::acquire::plan::{ReadPlan, RequestLimits};
+use crate::acquire::write::WriteSpec;
 use crate::decode::Codec;
 use crate::model::{DeviceId, LinkId, Name, PointId};
 
@@ -186,6 +187,8 @@ pub struct Device {
     pub points: std::sync::Arc<[Point]>,
     /// The coalesced requests of one cycle.
     pub read_plan: ReadPlan,
+    /// Write registers with function 16 and coils with 15, even one at a time.
+    pub write_multiple: bool,
 }
 
 /// One point of a device.
@@ -205,6 +208,8 @@ pub struct Point {
     pub description: String,
     /// When its value is reported upstream.
     pub report: Report,
+    /// What a write may set it to; `None` for a read-only point (the default).
+    pub write: Option<WriteSpec>,
 }
 
 /// A point's reporting policy.

@@ -201,6 +201,10 @@ pub struct RawDevice {
     /// With `on_change`: report anyway after this long without a report.
     #[serde(default)]
     pub max_silence_ms: Option<u64>,
+    /// Write registers with function 16 (coils with 15) even when one would do: many devices
+    /// accept only the multiple forms.
+    #[serde(default)]
+    pub write_multiple: bool,
 }
 
 fn default_unit_id() -> u32 {
@@ -349,6 +353,66 @@ pub struct RawPoint {
     /// With `on_change`: report anyway after this long without a report.
     #[serde(default)]
     pub max_silence_ms: Option<u64>,
+    /// Opt in to writes (inline only, never from a profile).
+    #[serde(default)]
+    pub writable: Option<bool>,
+    /// Lowest value a write may set (engineering units).
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Highest value a write may set.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// The only values a write may set (coils, bits, enumerations, text).
+    #[serde(default)]
+    pub allowed: Option<Vec<RawAllowed>>,
+    /// Writes per minute at most.
+    #[serde(default)]
+    pub max_rate: Option<u32>,
+    /// Read back after writing and compare (default true).
+    #[serde(default)]
+    pub verify: Option<bool>,
+}
+
+impl RawPoint {
+    /// The write keys given, by name, for errors and for refusing them where they do not
+    /// apply.
+    pub fn write_keys(&self) -> Vec<&'static str> {
+        [
+            ("writable", self.writable.is_some()),
+            ("min", self.min.is_some()),
+            ("max", self.max.is_some()),
+            ("allowed", self.allowed.is_some()),
+            ("max_rate", self.max_rate.is_some()),
+            ("verify", self.verify.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, given)| given.then_some(k))
+        .collect()
+    }
+
+    /// Drops every write key, leaving the point read-only.
+    pub fn clear_write_keys(&mut self) {
+        self.writable = None;
+        self.min = None;
+        self.max = None;
+        self.allowed = None;
+        self.max_rate = None;
+        self.verify = None;
+    }
+}
+
+/// One entry of `allowed`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawAllowed {
+    /// `true` / `false`.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// A number with a fraction.
+    Float(f64),
+    /// Text.
+    Text(String),
 }
 
 /// `[defaults]` in a profile: what its points use unless they say otherwise.

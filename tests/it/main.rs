@@ -51,3 +51,4 @@ mod sparkplug;
 mod sparkplug_live;
 mod store;
 mod systemd;
+mod writes;
