@@ -22,7 +22,8 @@ const GATEWAY: &str = "[gateway]\nsite = \"test\"\nid = \"gw\"\n";
 
 /// The simulator, the link tasks serving writes, and where their batches go.
 struct Rig {
-    sim: Simulator,
+    /// `None` when the links go to an outside peer.
+    sim: Option<Simulator>,
     writes: WriteHandle,
     batches: mpsc::Receiver<SampleBatch>,
     stats: AcquireStats,
@@ -31,16 +32,27 @@ struct Rig {
 }
 
 impl Rig {
+    /// Serves `config`'s devices from the simulator and polls them there.
     async fn start(config: &str) -> Self {
         let sim = Simulator::start(&plan(config), Bind::LOOPBACK)
             .await
             .unwrap();
+        let plan = sim.plan.clone();
+        Self::run(&plan, Some(sim))
+    }
+
+    /// Polls `config`'s devices where it says, with no simulator.
+    fn connect(config: &str) -> Self {
+        Self::run(&plan(config), None)
+    }
+
+    fn run(plan: &plantwatch::config::Plan, sim: Option<Simulator>) -> Self {
         let writes = WriteHandle::new();
         let (tx, batches) = mpsc::channel(64);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let stats = spawn_links_with_writes(&sim.plan, &writes, &tx, &clock, &cancel, &mut tasks);
+        let stats = spawn_links_with_writes(plan, &writes, &tx, &clock, &cancel, &mut tasks);
         Self {
             sim,
             writes,
@@ -49,6 +61,10 @@ impl Rig {
             cancel,
             tasks,
         }
+    }
+
+    fn sim(&self) -> &Simulator {
+        self.sim.as_ref().unwrap()
     }
 
     async fn write(&self, device: &str, point: &str, value: Value) -> WriteOutcome {
@@ -63,7 +79,7 @@ impl Rig {
     /// What the simulator holds for `device`/`point`, decoded as a client would.
     fn held(&self, device: &str, point: &str) -> Value {
         let p = self
-            .sim
+            .sim()
             .plan
             .device(device)
             .unwrap()
@@ -73,7 +89,7 @@ impl Rig {
             .unwrap()
             .clone();
         let raw = self
-            .sim
+            .sim()
             .device(device)
             .unwrap()
             .registers(p.function, p.address, p.width());
@@ -87,7 +103,9 @@ impl Rig {
     async fn stop(mut self) {
         self.cancel.cancel();
         while self.tasks.join_next().await.is_some() {}
-        self.sim.shutdown().await;
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
     }
 }
 
@@ -223,7 +241,7 @@ async fn function_codes_follow_the_type_and_write_multiple() {
 #[tokio::test]
 async fn every_refusal_names_the_device_and_point_and_writes_nothing() {
     let rig = Rig::start(&format!("{GATEWAY}{SETPOINTS}")).await;
-    let sim = rig.sim.device("plc").unwrap().clone();
+    let sim = rig.sim().device("plc").unwrap().clone();
     let before = sim.registers(Function::Holding, 0, 3);
     let refusals: [(&str, Value, &str); 7] = [
         ("fixed", Value::I64(1), "plc/fixed: not writable"),
@@ -299,7 +317,7 @@ async fn a_write_to_an_offline_device_is_refused_without_a_frame() {
     let config = format!("{GATEWAY}{SETPOINTS}")
         .replace("poll_interval_ms = 60000\n", "poll_interval_ms = 100\n");
     let mut rig = Rig::start(&config).await;
-    let sim = rig.sim.device("plc").unwrap().clone();
+    let sim = rig.sim().device("plc").unwrap().clone();
     sim.inject(Fault::NoAnswer);
     // One silent cycle marks it offline (offline_after_failures = 1): wait for a comm_lost batch.
     within(Duration::from_secs(5), "offline", async {
@@ -438,4 +456,215 @@ fn writable_points_resolve_to_their_limits() {
             ..Codec::plain(DataType::U16)
         }
     );
+}
+
+/// The pymodbus peer of tests/interop, killed when dropped.
+struct Pymodbus(std::process::Child);
+
+impl Drop for Pymodbus {
+    fn drop(&mut self) {
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts tests/interop/pymodbus_server.py on two free ports (Modbus TCP, RTU over TCP);
+/// `None` (skipped, or failed under CI) without pymodbus.
+async fn pymodbus() -> Option<(Pymodbus, u16, u16)> {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let present = Command::new("python3")
+        .args(["-c", "import pymodbus"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        crate::harness::skip_without("pymodbus", "pip install pymodbus; .ci/run installs it");
+        return None;
+    }
+    let (tcp, rtu) = (free_port(), free_port());
+    let mut child = Command::new("python3")
+        .arg(crate::harness::repo().join("tests/interop/pymodbus_server.py"))
+        .args([
+            "--tcp",
+            &tcp.to_string(),
+            "--rtu-over-tcp",
+            &rtu.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let peer = Pymodbus(child);
+    let ready = within(
+        Duration::from_secs(30),
+        "pymodbus READY",
+        tokio::task::spawn_blocking(move || {
+            std::io::BufReader::new(stdout)
+                .lines()
+                .take(100)
+                .map_while(Result::ok)
+                .find(|l| l.starts_with("READY"))
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(ready.is_some(), "pymodbus peer exited before READY");
+    Some((peer, tcp, rtu))
+}
+
+#[tokio::test]
+async fn pymodbus_takes_function_05_06_15_and_16_writes_in_every_order() {
+    let Some((_peer, tcp, rtu)) = pymodbus().await else {
+        return;
+    };
+    // Holding 0..219 and coils 0..40 are mapped in the peer (tests/interop/regmap.py).
+    let mut points = String::new();
+    let mut plan: Vec<(String, serde_json::Value, Value)> = Vec::new();
+    let mut address = 0u16;
+    let types: [(&str, &str, Value); 11] = [
+        ("u16", "", Value::I64(51_234)),
+        ("i16", "", Value::I64(-1234)),
+        ("u32", "", Value::I64(3_000_000_123)),
+        ("i32", "", Value::I64(-2_000_000_123)),
+        ("u64", "", Value::I64(1_234_567_890_123)),
+        ("i64", "", Value::I64(-1_234_567_890_123)),
+        ("f32", "", Value::F64(-12.25)),
+        ("f64", "", Value::F64(1.0e-7)),
+        ("bcd32", "", Value::I64(12_345_678)),
+        ("u16", "scale = 0.1\n", Value::F64(123.4)),
+        ("string", "length = 3\n", Value::Str("HAND".into())),
+    ];
+    for order in ByteOrder::ALL {
+        for (ty, extra, value) in &types {
+            let name = format!("{ty}_{}_{address}", order.to_string().to_lowercase());
+            let (limits, json) = match value {
+                Value::Str(s) => (format!("allowed = [\"{s}\"]\n"), serde_json::json!(s)),
+                // The value is its own range: what matters here is the wire.
+                Value::I64(v) => (format!("min = {v}\nmax = {v}\n"), serde_json::json!(v)),
+                v => {
+                    let f = v.as_f64().unwrap();
+                    (format!("min = {f:?}\nmax = {f:?}\n"), serde_json::json!(f))
+                }
+            };
+            points.push_str(&format!(
+                "[devices.points.{name}]\naddress = {address}\ntype = \"{ty}\"\norder = \"{order}\"\n\
+                 {extra}writable = true\n{limits}"
+            ));
+            let length = if *ty == "string" { 3 } else { 0 };
+            let scale = if extra.contains("scale") { 0.1 } else { 1.0 };
+            plan.push((
+                name,
+                serde_json::json!({"function": "holding", "address": address, "type": ty,
+                    "order": order.to_string(), "value": json, "length": length, "scale": scale}),
+                value.clone(),
+            ));
+            address += DataType::ALL
+                .iter()
+                .find(|d| d.name() == *ty)
+                .unwrap()
+                .registers(3);
+        }
+        let name = format!("bit_{}", order.to_string().to_lowercase());
+        points.push_str(&format!(
+            "[devices.points.{name}]\naddress = {address}\ntype = \"bit\"\nbit = 10\norder = \"{order}\"\n\
+             writable = true\nallowed = [true, false]\n"
+        ));
+        plan.push((
+            name,
+            serde_json::json!({"function": "holding", "address": address, "type": "bit",
+                "order": order.to_string(), "value": true, "bit": 10}),
+            Value::Bool(true),
+        ));
+        address += 1;
+    }
+    assert!(
+        address <= 219,
+        "{address} registers: beyond the peer's mapped block"
+    );
+    for coil in 0..4u16 {
+        points.push_str(&format!(
+            "[devices.points.coil_{coil}]\nfunction = \"coil\"\naddress = {coil}\n\
+             writable = true\nallowed = [true, false]\n"
+        ));
+        let on = coil % 2 == 0;
+        plan.push((
+            format!("coil_{coil}"),
+            serde_json::json!({"function": "coil", "address": coil, "type": "bool", "value": on}),
+            Value::Bool(on),
+        ));
+    }
+    let mut functions = std::collections::BTreeSet::new();
+    // Modbus TCP (our own client: 05, 06, 16) and RTU over TCP (tokio-modbus, with
+    // write_multiple: 15, 16) write the same block, one after the other.
+    for (kind, port, multiple) in [
+        ("tcp", tcp, ""),
+        ("rtu_over_tcp", rtu, "write_multiple = true\n"),
+    ] {
+        let rig = Rig::connect(&format!(
+            "{GATEWAY}[[links]]\nname = \"l\"\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             [[devices]]\nname = \"peer\"\nlink = \"l\"\nunit_id = 1\npoll_interval_ms = 60000\n{multiple}{points}"
+        ));
+        for (name, _, value) in &plan {
+            let written = rig
+                .write("peer", name, value.clone())
+                .await
+                .unwrap_or_else(|err| panic!("{kind}: {err}"));
+            assert_eq!(
+                written.verified.as_ref(),
+                Some(&written.written),
+                "{kind} {name}"
+            );
+            functions.insert(written.function);
+        }
+        rig.stop().await;
+        let expectations: Vec<serde_json::Value> = plan
+            .iter()
+            .map(|(name, e, _)| {
+                let mut e = e.clone();
+                e["name"] = serde_json::json!(name);
+                e
+            })
+            .collect();
+        let mut check = std::process::Command::new("python3")
+            .arg(crate::harness::repo().join("tests/interop/write_check.py"))
+            .arg(tcp.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            let mut stdin = check.stdin.take().unwrap();
+            stdin
+                .write_all(serde_json::to_string(&expectations).unwrap().as_bytes())
+                .unwrap();
+        }
+        let out = within(
+            Duration::from_secs(60),
+            "write_check.py",
+            tokio::task::spawn_blocking(move || check.wait_with_output()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{kind}: the peer disagrees:\n{report}"
+        );
+        println!(
+            "{kind}: {} points checked by write_check.py",
+            expectations.len()
+        );
+    }
+    assert_eq!(functions.into_iter().collect::<Vec<_>>(), [5, 6, 15, 16]);
 }
