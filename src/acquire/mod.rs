@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Plan;
-use crate::config::plan::{Device, Link};
+use crate::config::plan::{Device, Link, Transport};
 use crate::decode::{decode, decode_bit};
 use crate::model::{BadReason, PointSample, Quality, SampleBatch, Timestamp};
 use health::{Health, Transition};
@@ -567,8 +567,14 @@ fn link_task_inner(
     }
     let write_rx = writes.map(|handle| {
         let (write_tx, write_rx) = mpsc::channel(write::WRITE_QUEUE);
+        let connect = match &link.transport {
+            Transport::Tcp(e) | Transport::RtuOverTcp { endpoint: e, .. } => e.connect_timeout,
+            Transport::Rtu(_) => Duration::ZERO,
+        };
         for (device, _, _) in &devices {
-            handle.register(device.name.as_str(), write_tx.clone());
+            // Connect, read before, write, read back; a second for the silences between.
+            let longest = connect + device.timeout * 3 + Duration::from_secs(1);
+            handle.register(device.name.as_str(), write_tx.clone(), longest);
         }
         write_rx
     });

@@ -269,7 +269,14 @@ pub const WRITE_WAIT: Duration = Duration::from_secs(10);
 /// register their devices as they start (a reloaded link replaces its entries).
 #[derive(Debug, Clone, Default)]
 pub struct WriteHandle {
-    routes: Arc<RwLock<HashMap<String, mpsc::Sender<WriteRequest>>>>,
+    routes: Arc<RwLock<HashMap<String, Route>>>,
+}
+
+/// Where a device's writes go, and how long serving one can take once it has started.
+#[derive(Debug, Clone)]
+struct Route {
+    tx: mpsc::Sender<WriteRequest>,
+    longest: Duration,
 }
 
 impl WriteHandle {
@@ -278,14 +285,15 @@ impl WriteHandle {
         Self::default()
     }
 
-    /// Routes writes for `device` to `tx`.
-    pub(crate) fn register(&self, device: &str, tx: mpsc::Sender<WriteRequest>) {
+    /// Routes writes for `device` to `tx`; `longest` bounds one write once the link has
+    /// started it (connecting, reading before, writing, reading back).
+    pub(crate) fn register(&self, device: &str, tx: mpsc::Sender<WriteRequest>, longest: Duration) {
         // A poisoned lock only means a writer panicked mid-insert of a whole entry.
         let mut routes = self
             .routes
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        routes.insert(device.to_owned(), tx);
+        routes.insert(device.to_owned(), Route { tx, longest });
     }
 
     /// Writes `value` to `device`/`point`, waiting at most [`WRITE_WAIT`].
@@ -302,13 +310,13 @@ impl WriteHandle {
         value: Value,
         wait: Duration,
     ) -> WriteOutcome {
-        let tx = self
+        let route = self
             .routes
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(device)
             .cloned();
-        let Some(tx) = tx else {
+        let Some(Route { tx, longest }) = route else {
             return Err(WriteError::UnknownDevice {
                 device: device.to_owned(),
             });
@@ -329,9 +337,10 @@ impl WriteHandle {
         if tx.try_send(request).is_err() {
             return Err(busy());
         }
-        // The link answers expired requests itself; the extra second covers a transaction that
-        // started just before the deadline.
-        match tokio::time::timeout_at(not_after + Duration::from_secs(1), answer).await {
+        // The link answers expired requests itself, and a write it started before the deadline
+        // ends within `longest`: waiting that long too, the reply never says "expired" for a
+        // write that landed.
+        match tokio::time::timeout_at(not_after + longest, answer).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(busy()),
             Err(_) => Err(WriteError::Expired {
