@@ -333,8 +333,8 @@ impl Core {
                 at_ms = e.event.at_ms,
                 unattributed = e.event.unattributed,
                 unit = %e.unit,
-                "Energy counter event: {}.",
-                e.describe()
+                what = %e.describe(),
+                "Energy counter event booked."
             );
             self.energy_events.count(&e.device, &e.point, e.event.kind);
         }
