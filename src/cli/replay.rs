@@ -180,14 +180,19 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     );
     if let Some(s) = &sink {
         eprintln!(
-            "replay: {} ledger intervals and {} counter events written to {}",
+            "replay: {} ledger intervals written to {}",
             s.written,
-            s.events,
             args.state
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
         );
+        if s.events > 0 {
+            eprintln!(
+                "replay: {} counter events (wrap, reset, replacement, jump) written beside them",
+                s.events
+            );
+        }
     }
     if summary.skipped > 0 {
         eprintln!("replay: skipped {} malformed rows", summary.skipped);

@@ -661,7 +661,7 @@ max_rate_per_hour = 50.0
             dir.path().join("scored.csv").to_str().unwrap(),
         ]);
         assert!(ok, "{err}");
-        assert!(err.contains("and 5 counter events written"), "{err}");
+        assert!(err.contains("replay: 5 counter events"), "{err}");
         assert!(err.contains("meter `replaced` (m-reset/e) reset"), "{err}");
 
         // Exact to 0.01 kWh, and no interval lost to a rollover.
