@@ -2130,6 +2130,36 @@ mod tests {
         }
 
         #[test]
+        fn a_wrapping_float_register_loses_nothing_and_reports_every_wrap(steps in series()) {
+            // A float register that shows 0.00 again at 1000 (register_max is that value).
+            let p = MeterParams {
+                register_max: Some(1000.0),
+                ..MeterParams::default()
+            };
+            let mut state = CounterState::new();
+            let mut out = Vec::new();
+            let mut ts = t(0, 0);
+            // Hundredths of a kWh, as the meter shows them.
+            let (mut shown, mut total, mut wraps, mut events) = (90_000_i64, 0_i64, 0, 0);
+            state.push(&p, SH, ts, Some(shown as f64 / 100.0), &mut out);
+            for (dt, inc) in steps {
+                // At most 10 % of the register per step, so every wrap lands in the bottom band.
+                let inc = (inc * 200.0) as i64;
+                ts += dt;
+                total += inc;
+                wraps += (shown + inc) / 100_000;
+                shown = (shown + inc) % 100_000;
+                state.push(&p, SH, ts, Some(shown as f64 / 100.0), &mut out);
+                events += state.events().iter().filter(|e| e.kind == EventKind::Wrap).count();
+            }
+            let want = total as f64 / 100.0;
+            let got = total_of(&state, &out);
+            prop_assert!((got - want).abs() < 0.01, "{got} vs {want}");
+            prop_assert_eq!(events as i64, wraps);
+            prop_assert!(out.iter().all(|i| i.quality == IntervalQuality::Good || i.flags.contains(Flag::Gap)));
+        }
+
+        #[test]
         fn arbitrary_input_never_panics_or_books_a_negative(
             input in prop::collection::vec((-3 * IV..3 * IV, prop::option::of(prop_oneof![
                 -1e12_f64..1e12, Just(f64::NAN), Just(f64::INFINITY), Just(0.0), Just(655.35)
