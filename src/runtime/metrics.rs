@@ -542,4 +542,23 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn energy_events_are_counted_by_device_point_and_kind() {
+        use crate::process::counter::EventKind;
+        let sources = Sources::default();
+        let text = render(&sources, 0);
+        assert!(text.contains("# TYPE plantwatch_energy_events_total counter"));
+        assert!(!text.contains("plantwatch_energy_events_total{"), "{text}");
+        for kind in [EventKind::Wrap, EventKind::Reset, EventKind::Wrap] {
+            sources.energy_events.count("main-meter", "ep_import", kind);
+        }
+        let text = render(&sources, 0);
+        for line in [
+            "plantwatch_energy_events_total{device=\"main-meter\",point=\"ep_import\",kind=\"reset\"} 1",
+            "plantwatch_energy_events_total{device=\"main-meter\",point=\"ep_import\",kind=\"wrap\"} 2",
+        ] {
+            assert!(text.contains(line), "{text}");
+        }
+    }
 }
