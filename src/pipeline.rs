@@ -18,7 +18,7 @@ use crate::config::plan::Plan;
 use crate::detect::{AlarmEvent, Engine};
 use crate::model::{DeviceId, SampleBatch, Timestamp};
 use crate::process::counter::Booked;
-use crate::process::ledger::{Ledger, LedgerInterval};
+use crate::process::ledger::{Ledger, LedgerEvent, LedgerInterval};
 use crate::process::report::Reporter;
 
 /// Which copies of each poll a caller wants back in [`Outputs`], beyond events and intervals.
@@ -37,6 +37,8 @@ pub struct Outputs {
     pub events: Vec<AlarmEvent>,
     /// Ledger intervals closed, in order.
     pub intervals: Vec<LedgerInterval>,
+    /// Counter wraps, resets, replacements and jumps, in order.
+    pub energy_events: Vec<LedgerEvent>,
     /// Every poll, when [`Taps::every_poll`] is set.
     pub polls: Vec<SampleBatch>,
     /// The reported part of each poll that has one, when [`Taps::reported`] is set.
@@ -48,6 +50,7 @@ impl Outputs {
     pub fn clear(&mut self) {
         self.events.clear();
         self.intervals.clear();
+        self.energy_events.clear();
         self.polls.clear();
         self.reported.clear();
     }
@@ -132,8 +135,12 @@ impl Pipeline {
         self.advance(batch.time(), &mut out.events);
         let first = out.intervals.len();
         self.booked.clear();
-        self.ledger
-            .apply(&batch, &mut out.intervals, &mut self.booked);
+        self.ledger.apply(
+            &batch,
+            &mut out.intervals,
+            &mut out.energy_events,
+            &mut self.booked,
+        );
         self.engine.evaluate(&batch, &mut out.events);
         if out.intervals.len() > first || !self.booked.is_empty() {
             self.engine

@@ -22,7 +22,7 @@ use crate::config::plan::Plan;
 use crate::encode::json_v1;
 use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 use crate::pipeline::{Outputs, Pipeline, Taps};
-use crate::process::ledger::LedgerInterval;
+use crate::process::ledger::{LedgerEvent, LedgerInterval};
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,8 @@ pub struct ReplayOptions {
 pub trait LedgerSink {
     /// Closed intervals, in order.
     fn intervals(&mut self, intervals: Vec<LedgerInterval>) -> std::io::Result<()>;
+    /// Counter wraps, resets, replacements and jumps, in order.
+    fn events(&mut self, events: Vec<LedgerEvent>) -> std::io::Result<()>;
     /// The counters' states at the end, as `(meter, JSON)`.
     fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()>;
 }
@@ -88,7 +90,7 @@ impl Stages<'_> {
         self.pipeline.step(batch, tick, &mut self.out);
         let back = self.out.polls.pop();
         // Handed over in chunks: a year of readings must not pile up in memory.
-        if self.out.intervals.len() >= 4096 {
+        if self.out.intervals.len() >= 4096 || !self.out.energy_events.is_empty() {
             self.hand_over()?;
         }
         Ok(back)
@@ -96,17 +98,25 @@ impl Stages<'_> {
 
     fn hand_over(&mut self) -> Result<(), ReplayError> {
         let closed = std::mem::take(&mut self.out.intervals);
-        match self.ledger.as_mut() {
-            Some(sink) => sink.intervals(closed).map_err(|source| ReplayError::Io {
-                what: "state".into(),
-                source,
-            }),
-            None => Ok(()),
+        let events = std::mem::take(&mut self.out.energy_events);
+        let Some(sink) = self.ledger.as_mut() else {
+            return Ok(());
+        };
+        let io = |source| ReplayError::Io {
+            what: "state".into(),
+            source,
+        };
+        if !events.is_empty() {
+            sink.events(events).map_err(io)?;
         }
+        if closed.is_empty() {
+            return Ok(());
+        }
+        sink.intervals(closed).map_err(io)
     }
 
     fn finish(&mut self) -> Result<(), ReplayError> {
-        if !self.out.intervals.is_empty() {
+        if !self.out.intervals.is_empty() || !self.out.energy_events.is_empty() {
             self.hand_over()?;
         }
         let Some(sink) = self.ledger.as_mut() else {

@@ -141,6 +141,11 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     if let Some(line) = progress.as_ref().and_then(|p| p.done(rows)) {
         std::io::stderr().write_all(line.as_bytes()).ok();
     }
+    for e in crate::store::ledger::events(&conn, &meters, span.from_ms, span.to_ms)
+        .with_context(|| format!("cannot read the ledger's events in {}", path.display()))?
+    {
+        builder.add_event(&e);
+    }
     let report = builder.finish();
     let local = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
@@ -171,10 +176,17 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     }
     if report.completeness.expected > 0 && report.completeness.measured_percent() < 90.0 {
         eprintln!(
-            "plantwatch: note: only {:.1} % of the period's intervals were measured ({} estimated, {} missing)",
-            report.completeness.measured_percent(),
+            "plantwatch: note: only {} % of the period's intervals were measured ({} estimated, {} missing)",
+            report.completeness.measured_percent_text(),
             report.completeness.estimated,
             report.completeness.missing
+        );
+    }
+    if report.completeness.events > 0 {
+        eprintln!(
+            "plantwatch: note: {} counter events (wrap, reset, replacement, jump) in the period; \
+             the report lists them",
+            report.completeness.events
         );
     }
     Ok(ExitCode::SUCCESS)

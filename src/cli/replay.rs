@@ -56,6 +56,8 @@ struct StateSink {
     rt: tokio::runtime::Runtime,
     store: crate::store::StoreHandle,
     written: u64,
+    /// Counter events written.
+    events: u64,
 }
 
 impl crate::replay::LedgerSink for StateSink {
@@ -66,6 +68,25 @@ impl crate::replay::LedgerSink for StateSink {
         self.written += intervals.len() as u64;
         self.rt
             .block_on(self.store.save_intervals(intervals))
+            .map_err(std::io::Error::other)
+    }
+
+    fn events(&mut self, events: Vec<crate::process::ledger::LedgerEvent>) -> std::io::Result<()> {
+        // A replayed history's wraps and resets deserve the same word as live ones.
+        for e in &events {
+            eprintln!(
+                "replay: warning: meter `{}` ({}/{}) {} at {} ms: {}",
+                e.meter,
+                e.device,
+                e.point,
+                e.event.kind.as_str(),
+                e.event.at_ms,
+                e.describe()
+            );
+        }
+        self.events += events.len() as u64;
+        self.rt
+            .block_on(self.store.save_energy_events(events))
             .map_err(std::io::Error::other)
     }
 
@@ -112,6 +133,7 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
                 .build()?,
             store: crate::store::Store::open(path, crate::store::OutboxLimits::from(&plan.store))?,
             written: 0,
+            events: 0,
         }),
         None => None,
     };
@@ -165,6 +187,12 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()
         );
+        if s.events > 0 {
+            eprintln!(
+                "replay: {} counter events (wrap, reset, replacement, jump) written beside them",
+                s.events
+            );
+        }
     }
     if summary.skipped > 0 {
         eprintln!("replay: skipped {} malformed rows", summary.skipped);

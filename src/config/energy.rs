@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::describe;
-use super::issue::Issues;
+use super::issue::{ConfigIssue, Issues};
 use super::plan::Device;
 use super::rules::parse_duration;
 use crate::decode::DataType;
@@ -63,7 +63,8 @@ pub struct RawMeter {
     /// Applied to every delta (a CT/PT ratio the point does not already include).
     #[serde(default)]
     pub multiplier: Option<f64>,
-    /// The value at which the register rolls over; default from the point's type and scale.
+    /// The largest value the register shows before it rolls over; default from the point's
+    /// type and scale. For a float point, the value at which it shows 0 again (no default).
     #[serde(default)]
     pub register_max: Option<f64>,
     /// The meter's rated maximum, in units per hour: more is a glitch, not consumption.
@@ -240,7 +241,8 @@ pub struct RawProduction {
     /// Applied to every delta.
     #[serde(default)]
     pub multiplier: Option<f64>,
-    /// The value at which the register rolls over; default from the point's type and scale.
+    /// As for a meter: the largest value the register shows (for a float, where it shows 0
+    /// again); default from the point's type and scale.
     #[serde(default)]
     pub register_max: Option<f64>,
     /// Groups whose energy this output is the product of.
@@ -317,6 +319,8 @@ pub struct Energy {
     pub benchmarks: Vec<super::benchmarks::Benchmark>,
     /// Energy-performance-contract baselines, for reports.
     pub savings: Vec<super::benchmarks::Savings>,
+    /// What `check` should warn about: float counters without `register_max`.
+    pub warnings: Vec<ConfigIssue>,
 }
 
 impl Default for Energy {
@@ -332,22 +336,39 @@ impl Default for Energy {
             demand: crate::process::demand::DemandParams::default(),
             benchmarks: Vec::new(),
             savings: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
 
-/// The largest value a counter point can show, from its type and scale; `None` for floats.
-fn register_max(device: &Device, point: usize) -> Option<f64> {
+/// The range a counter point's register shows, `(min, max)` in engineering units, from its type,
+/// scale and offset; `None` for floats, whose width only `register_max` can tell.
+fn register_range(device: &Device, point: usize) -> Option<(f64, f64)> {
     let codec = &device.points.get(point)?.codec;
-    let counts = match codec.data_type {
-        DataType::U16 | DataType::Bcd16 => 65_535.0,
-        DataType::U32 | DataType::Bcd32 => 4_294_967_295.0,
-        DataType::U64 => 18_446_744_073_709_551_615.0,
-        DataType::I16 => 32_767.0,
-        DataType::I32 => 2_147_483_647.0,
+    let (low, high) = match codec.data_type {
+        DataType::U16 => (0.0, 65_535.0),
+        DataType::Bcd16 => (0.0, 9_999.0),
+        DataType::U32 => (0.0, 4_294_967_295.0),
+        DataType::Bcd32 => (0.0, 99_999_999.0),
+        DataType::U64 => (0.0, 18_446_744_073_709_551_615.0),
+        DataType::I16 => (-32_768.0, 32_767.0),
+        DataType::I32 => (-2_147_483_648.0, 2_147_483_647.0),
+        DataType::I64 => (-9_223_372_036_854_775_808.0, 9_223_372_036_854_775_807.0),
         _ => return None,
     };
-    Some(counts * codec.scale.abs())
+    let (a, b) = (
+        low * codec.scale + codec.offset,
+        high * codec.scale + codec.offset,
+    );
+    Some((a.min(b), a.max(b)))
+}
+
+/// Whether a counter point is a float, whose register width the config must give.
+fn is_float(device: &Device, point: usize) -> bool {
+    device
+        .points
+        .get(point)
+        .is_some_and(|p| matches!(p.codec.data_type, DataType::F32 | DataType::F64))
 }
 
 fn find_point(
@@ -401,15 +422,38 @@ fn resolve_counter(
     groups: &[String],
     common: &Common,
     devices: &[Device],
-    issues: &mut Issues,
+    (issues, warnings): (&mut Issues, &mut Vec<ConfigIssue>),
 ) -> Option<Meter> {
     let (d, p) = find_point(key, device, point, devices, issues)?;
-    let auto_max = register_max(&devices[d], p);
+    let codec = &devices[d].points[p].codec;
+    let float = is_float(&devices[d], p);
+    // A float has no counts: its register_max is where it shows 0 again, and a wrap adds
+    // nothing. An integer's width comes from its type unless config says otherwise.
+    let (register_min, register_max, resolution) = match (register, register_range(&devices[d], p))
+    {
+        (Some(max), _) if float => (0.0, Some(max), 0.0),
+        (Some(max), _) => (codec.offset, Some(max), codec.scale.abs()),
+        (None, Some((min, max))) => (min, Some(max), codec.scale.abs()),
+        (None, None) => (0.0, None, 0.0),
+    };
+    if float && register.is_none() {
+        warnings.push(ConfigIssue::new(
+            format!("{key}.register_max"),
+            format!(
+                "`{device}.{point}` is a float counter without register_max: a drop counts as \
+                 a rollover only where plausible (from the top to the bottom tenth of a power of \
+                 ten, within max_rate_per_hour or the fastest pace seen), else as a reset; give \
+                 the value at which the meter shows 0 again, e.g. 100000 for one that shows \
+                 99999.99 and then 0.00"
+            ),
+        ));
+    }
     let params = MeterParams {
         interval_ms: common.interval_ms,
         multiplier: multiplier.unwrap_or(1.0),
-        register_max: register.or(auto_max),
-        resolution: devices[d].points[p].codec.scale.abs(),
+        register_max,
+        register_min,
+        resolution,
         max_rate_per_hour: max_rate,
         gap_policy: common.gap_policy,
         ..MeterParams::default()
@@ -878,7 +922,7 @@ pub fn resolve_energy(
                 &m.groups,
                 &common,
                 devices,
-                issues,
+                (issues, &mut energy.warnings),
             )
             .map(|mut meter| {
                 meter.demand = demand;
@@ -905,10 +949,71 @@ pub fn resolve_energy(
             &p.groups,
             &common,
             devices,
-            issues,
+            (issues, &mut energy.warnings),
         ));
     }
     energy.quotas = resolve_quotas(quotas, &energy.meters, issues);
     energy.baselines = resolve_baselines(baselines, &energy.meters, issues);
     energy
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{EnvOverrides, Plan, load_str};
+
+    /// A plan with one meter on point `e` of the given type and extra meter keys.
+    fn plan(point: &str, meter: &str) -> Plan {
+        let text = format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\n\
+             host = \"127.0.0.1\"\n[[devices]]\nname = \"m\"\nlink = \"l\"\n\
+             [devices.points.e]\naddress = 0\n{point}\n\
+             [[meters]]\nname = \"main\"\ndevice = \"m\"\npoint = \"e\"\nkind = \"electricity\"\n{meter}\n"
+        );
+        load_str(
+            "t",
+            &text,
+            &EnvOverrides::Off,
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_float_counter_without_register_max_is_warned_about_and_gets_no_width() {
+        let p = plan("type = \"f32\"", "");
+        let keys: Vec<&str> = p.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["meters[0].register_max"], "{:?}", p.warnings);
+        assert!(p.warnings[0].message.contains("`m.e` is a float counter"));
+        let params = &p.energy.meters[0].params;
+        assert_eq!((params.register_max, params.resolution), (None, 0.0));
+    }
+
+    #[test]
+    fn a_float_counter_with_register_max_wraps_there_adding_no_count() {
+        let p = plan("type = \"f32\"", "register_max = 100000.0");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let params = &p.energy.meters[0].params;
+        assert_eq!(params.register_max, Some(100_000.0));
+        assert_eq!((params.register_min, params.resolution), (0.0, 0.0));
+    }
+
+    #[test]
+    fn an_integer_counter_takes_its_width_from_its_type_and_scale() {
+        for (ty, min, max) in [
+            ("u16", 0.0, 655.35),
+            ("u32", 0.0, 42_949_672.95),
+            ("bcd16", 0.0, 99.99),
+            ("bcd32", 0.0, 999_999.99),
+            ("i32", -21_474_836.48, 21_474_836.47),
+        ] {
+            let p = plan(&format!("type = \"{ty}\"\nscale = 0.01"), "");
+            assert!(p.warnings.is_empty(), "{ty}: {:?}", p.warnings);
+            let params = &p.energy.meters[0].params;
+            let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+            assert!(near(params.register_max.unwrap(), max), "{ty}: {params:?}");
+            assert!(near(params.register_min, min), "{ty}: {params:?}");
+            assert!(near(params.resolution, 0.01), "{ty}: {params:?}");
+        }
+    }
 }

@@ -598,7 +598,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let state_directory = state_directory();
     let store =
         raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
-    let mut warnings = Vec::new();
+    let mut warnings = std::mem::take(&mut energy.warnings);
     if issues.is_empty() {
         let sections: Vec<(&str, &daemon::Mqtt)> = raw_mqtt
             .iter()
@@ -614,7 +614,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
                 );
             }
         } else {
-            warnings = insecure;
+            warnings.extend(insecure);
         }
     }
     match (gateway, store) {

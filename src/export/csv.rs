@@ -6,7 +6,9 @@
 //! - `benchmark`: `kind` is the grade (`advanced`, `access`, `limit`), `total` its value;
 //! - `verdict`: `kind` is the best grade met (or `above limit`), `total` the measured value;
 //! - `savings-baseline`, `savings-actual`, `savings`: a savings project's adjusted baseline,
-//!   actual use and saving over the compared days in `total` (saving also in `kgce`).
+//!   actual use and saving over the compared days in `total` (saving also in `kgce`);
+//! - `event`: a counter wrap, reset, replacement or jump: `name` is the meter, `kind` the
+//!   event, `total` the energy it left unattributed, `max_demand_at` when it happened.
 
 use std::fmt::Write as _;
 
@@ -149,6 +151,18 @@ pub fn render(report: &Report, local: impl Fn(i64) -> String) -> String {
             cells[9] = opt(kgce);
             line(&cells);
         }
+    }
+    for e in &report.energy_events {
+        let mut cells = vec![blank(); 16];
+        cells[..5].clone_from_slice(&[
+            "event".into(),
+            field(&e.meter),
+            e.kind.clone(),
+            field(&e.unit),
+            num(e.unattributed),
+        ]);
+        cells[12] = local(e.at_ms);
+        line(&cells);
     }
     let c = &report.completeness;
     line(&[

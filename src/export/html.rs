@@ -124,6 +124,11 @@ fn pct(v: f64) -> String {
     format!("{v:.1} %")
 }
 
+/// The measured share of `c`, never rounded up to "100.0 %" while an interval is short.
+fn measured_pct(c: &super::Completeness) -> String {
+    format!("{} %", c.measured_percent_text())
+}
+
 fn opt_num(v: Option<f64>) -> String {
     v.map(num).unwrap_or_else(|| "–".into())
 }
@@ -155,12 +160,17 @@ fn summary(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
     row(
         "Data completeness (数据完整率)",
         format!(
-            "{} of {} intervals measured ({}), {} estimated, {} missing",
+            "{} of {} intervals measured ({}), {} estimated, {} missing{}",
             c.measured,
             c.expected,
-            pct(c.measured_percent()),
+            measured_pct(c),
             c.estimated,
-            c.missing
+            c.missing,
+            match c.events {
+                0 => String::new(),
+                1 => "; 1 counter event (listed under the completeness table)".into(),
+                n => format!("; {n} counter events (listed under the completeness table)"),
+            }
         ),
     );
     row(
@@ -956,7 +966,9 @@ fn tables(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
         &r.completeness,
         local,
     );
-    out.push_str("</table>\n</section>\n");
+    out.push_str("</table>\n");
+    events_table(out, r, local);
+    out.push_str("</section>\n");
 
     if !r.intensity.is_empty() {
         out.push_str(
@@ -1012,8 +1024,36 @@ fn demand_row(
         c.measured,
         c.estimated,
         c.missing,
-        pct(c.measured_percent())
+        measured_pct(c)
     );
+}
+
+/// Counter wraps, resets, replacements and jumps: why an interval is short or estimated, and
+/// the energy no interval holds.
+fn events_table(out: &mut String, r: &Report, local: &impl Fn(i64) -> String) {
+    if r.energy_events.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h3>Counter events (计量异常事件)</h3>\n<table>\n<tr><th class=\"l\">Meter</th>\
+         <th class=\"l\">Event</th><th class=\"l\">At</th><th>Booked</th>\
+         <th>Unattributed (at least)</th><th>Unit</th><th class=\"l\">What happened</th></tr>\n",
+    );
+    for e in &r.energy_events {
+        w!(
+            out,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>\n",
+            escape(&e.meter),
+            escape(&e.kind),
+            escape(&local(e.at_ms)),
+            num(e.booked),
+            num(e.unattributed),
+            escape(&e.unit),
+            escape(&e.description)
+        );
+    }
+    out.push_str("</table>\n");
 }
 
 /// Energy-performance-contract savings: the model, its fit and the saving.

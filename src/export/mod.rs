@@ -52,6 +52,14 @@ pub struct Completeness {
     pub estimated: u64,
     /// Not measured at all (including intervals absent from the ledger).
     pub missing: u64,
+    /// Counter wraps, resets, replacements and jumps in the span (listed in
+    /// [`Report::energy_events`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Completeness {
@@ -59,6 +67,38 @@ impl Completeness {
     pub fn measured_percent(&self) -> f64 {
         percent(self.measured, self.expected)
     }
+
+    /// [`Self::measured_percent`] with one decimal, never rounded to an extreme it is not:
+    /// a span with an interval short never shows "100.0" (2975 of 2976 is 99.9), and one with
+    /// an interval measured never "0.0".
+    pub fn measured_percent_text(&self) -> String {
+        let text = format!("{:.1}", self.measured_percent());
+        match text.as_str() {
+            "100.0" if self.measured < self.expected => "99.9".into(),
+            "0.0" if self.measured > 0 => "0.1".into(),
+            _ => text,
+        }
+    }
+}
+
+/// A counter wrap, reset, replacement or jump in a report's span: what the completeness
+/// figures alone cannot tell.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    /// The meter.
+    pub meter: String,
+    /// `wrap`, `reset`, `replacement` or `jump`.
+    pub kind: String,
+    /// When the reading that showed it was taken (UTC ms).
+    pub at_ms: i64,
+    /// Unit of the energy figures.
+    pub unit: String,
+    /// Energy booked for the step that holds it.
+    pub booked: f64,
+    /// Energy the counter shows but no interval holds (a lower bound).
+    pub unattributed: f64,
+    /// What happened, in words.
+    pub description: String,
 }
 
 /// `v` with three decimals and never `-0.000`: the number format of every renderer, so that
@@ -236,6 +276,9 @@ pub struct Report {
     pub intensity: Vec<Intensity>,
     /// Completeness over all energy meters.
     pub completeness: Completeness,
+    /// Counter wraps, resets, replacements and jumps of the span, in time order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub energy_events: Vec<EventRow>,
     /// The site's maximum demand over the span (see [`Day::max_demand`]).
     pub max_demand: Option<Demand>,
     /// Per local day of the span, in order.
@@ -285,6 +328,8 @@ pub struct Builder<'a> {
     site_n: Vec<u32>,
     /// Daily sums of the savings projects.
     savings: savings::Tracker,
+    /// Counter events of the span.
+    events: Vec<EventRow>,
 }
 
 /// `[from, …local midnights…, to]`: the boundaries of the local days of the span.
@@ -399,7 +444,29 @@ impl<'a> Builder<'a> {
             site_kw: vec![0.0; site],
             site_n: vec![0; site],
             savings: savings::Tracker::new(energy, tz),
+            events: Vec::new(),
         }
+    }
+
+    /// Adds one counter event; events of unknown meters or outside the span are ignored.
+    pub fn add_event(&mut self, e: &crate::process::ledger::LedgerEvent) {
+        let at = e.event.at_ms;
+        if at < self.span.from_ms || at >= self.span.to_ms {
+            return;
+        }
+        let Some(&i) = self.index.get(&e.meter) else {
+            return;
+        };
+        self.rows[i].completeness.events += 1;
+        self.events.push(EventRow {
+            meter: e.meter.clone(),
+            kind: e.event.kind.as_str().to_owned(),
+            at_ms: at,
+            unit: e.unit.clone(),
+            booked: e.event.booked,
+            unattributed: e.event.unattributed,
+            description: e.describe(),
+        });
     }
 
     /// The ledger to read before the span for the savings baselines (UTC ms, `[from, to)`),
@@ -522,6 +589,7 @@ impl<'a> Builder<'a> {
             mut rows,
             daily_max,
             savings,
+            mut events,
             ..
         } = self;
         let savings = savings.finish(energy, days.len());
@@ -539,6 +607,8 @@ impl<'a> Builder<'a> {
                 .collect();
         }
         let mut report = Report::from_meters(span, energy, rows);
+        events.sort_by(|a, b| (a.at_ms, &a.meter).cmp(&(b.at_ms, &b.meter)));
+        report.energy_events = events;
         report.max_demand = max_demand;
         report.days = days;
         report.load_profile = load_profile;
@@ -654,6 +724,7 @@ impl Report {
                 completeness.measured += row.completeness.measured;
                 completeness.estimated += row.completeness.estimated;
                 completeness.missing += row.completeness.missing;
+                completeness.events += row.completeness.events;
             }
             for g in &row.groups {
                 let e = groups
@@ -710,6 +781,7 @@ impl Report {
             total_tce: total_kgce / 1000.0,
             intensity,
             completeness,
+            energy_events: Vec::new(),
             max_demand: None,
             days: Vec::new(),
             load_profile: LoadProfile {
@@ -803,6 +875,20 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn a_measured_share_is_never_shown_as_an_extreme_it_is_not() {
+        let c = |measured, expected| Completeness {
+            expected,
+            measured,
+            ..Completeness::default()
+        };
+        assert_eq!(c(35_039, 35_040).measured_percent_text(), "99.9");
+        assert_eq!(c(35_040, 35_040).measured_percent_text(), "100.0");
+        assert_eq!(c(1, 35_040).measured_percent_text(), "0.1");
+        assert_eq!(c(0, 35_040).measured_percent_text(), "0.0");
+        assert_eq!(c(2, 3).measured_percent_text(), "66.7");
     }
 
     #[test]

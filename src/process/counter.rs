@@ -21,8 +21,12 @@
 //!
 //! Rules chosen where the design left a choice:
 //! - **Rollover**: with `register_max` set, a decrease from the top 10 % of the register
-//!   (`prev ≥ 0.9·max`) to the bottom 10 % (`new ≤ 0.1·max`) wrapped; its delta is
-//!   `(max − prev) + new + resolution`.
+//!   (`prev ≥ max − 0.1·(max − min)`) to the bottom 10 % (`new ≤ min + 0.1·(max − min)`)
+//!   wrapped; its delta is `(max − prev) + (new − min) + resolution`. Without `register_max`
+//!   (a float counter nobody gave a width), a drop is judged by plausibility: from the top to
+//!   the bottom 10 % of the next power of ten, with progress no more than the rating allows
+//!   (or, unrated, twice the fastest progress measured so far), it is a rollover there;
+//!   anything else is a reset.
 //! - **Reset**: any other decrease, once confirmed. The step that contains it books `new ×
 //!   multiplier` (what a counter restarted at zero has registered since) when a rated maximum is
 //!   configured and says that much fits in the step; otherwise it books nothing.
@@ -38,6 +42,9 @@
 //!   0 and the intervals at its ends keep only what was measured (`Estimated`). Missing intervals
 //!   are listed for at most `max_gap_ms` (31 days) after the last good reading, so a wall-clock
 //!   jump (a gateway without RTC booting in 1970) cannot flood the ledger.
+//! - **Events**: every rollover, confirmed reset, signalled replacement and confirmed jump is
+//!   also reported as a [`CounterEvent`] with what the step booked and what it left
+//!   unattributed, so none of them passes in silence.
 //! - **Quality** follows coverage: `Good` when good steps cover the whole interval, `Missing`
 //!   when nothing booked covers any of it, `Estimated` otherwise.
 
@@ -147,9 +154,14 @@ pub struct MeterParams {
     pub interval_ms: i64,
     /// CT/PT ratio (or any factor) applied to every delta; the counter itself is unscaled.
     pub multiplier: f64,
-    /// Value at which the register rolls over (65535 × scale for u16); `None` for floats.
+    /// Largest value the register shows before it rolls over (65535 × scale for u16); for a
+    /// float counter, the value at which it shows 0 again (100000 for one that shows 99999.99
+    /// and then 0.00). `None`: no known width (see the module doc for how a drop is judged).
     pub register_max: Option<f64>,
-    /// Value of one register count (the scale); a rollover adds it, since `max → 0` is one count.
+    /// Smallest value the register shows, where a rollover lands: 0, or −2³¹ × scale for i32.
+    pub register_min: f64,
+    /// Value of one register count (the scale of an integer point, 0 for a float); a rollover
+    /// adds it, since `max → min` is one count.
     pub resolution: f64,
     /// Rated maximum in delta units per hour after the multiplier (kW for kWh); more is a glitch.
     pub max_rate_per_hour: Option<f64>,
@@ -167,6 +179,7 @@ impl Default for MeterParams {
             interval_ms: DEFAULT_INTERVAL_MS,
             multiplier: 1.0,
             register_max: None,
+            register_min: 0.0,
             resolution: 0.0,
             max_rate_per_hour: None,
             gap_policy: GapPolicy::Interpolate,
@@ -209,8 +222,14 @@ impl MeterParams {
                     format!("{max} is not a positive register range"),
                 );
             }
+            if !(self.register_min.is_finite() && self.register_min < max) {
+                return bad(
+                    "register_min",
+                    format!("{} is not below register_max {max}", self.register_min),
+                );
+            }
             if !(self.resolution.is_finite()
-                && (0.0..=max * ROLLOVER_BAND).contains(&self.resolution))
+                && (0.0..=(max - self.register_min) * ROLLOVER_BAND).contains(&self.resolution))
             {
                 return bad(
                     "resolution",
@@ -448,6 +467,71 @@ pub struct Booked {
     pub quality: IntervalQuality,
 }
 
+/// What broke a counter's continuity: each one is an event row of the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The register rolled over past its maximum; the step is booked in full.
+    Wrap,
+    /// The counter went back and stayed back (a reset, or a replacement nobody signalled).
+    Reset,
+    /// A replacement was signalled.
+    Replacement,
+    /// The counter rose more than the meter's rating allows and stayed up; the rise is left out.
+    Jump,
+}
+
+impl EventKind {
+    /// Every kind, in order.
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Wrap,
+        EventKind::Reset,
+        EventKind::Replacement,
+        EventKind::Jump,
+    ];
+
+    /// The name in the ledger, the log and the metric label: "wrap", "reset", "replacement",
+    /// "jump".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Wrap => "wrap",
+            EventKind::Reset => "reset",
+            EventKind::Replacement => "replacement",
+            EventKind::Jump => "jump",
+        }
+    }
+
+    /// The kind named by [`Self::as_str`], if any.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One discontinuity of a counter, with what the ledger booked for the step that holds it and
+/// what it had to leave out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CounterEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The reading that showed it (UTC ms); for a replacement, when it was signalled.
+    pub at_ms: i64,
+    /// The last accepted reading before it (UTC ms); `at_ms` when there was none.
+    pub from_ms: i64,
+    /// The counter at `from_ms`, if there was a reading.
+    pub before: Option<f64>,
+    /// The counter at `at_ms`.
+    pub after: f64,
+    /// Consumption booked for the step `from_ms → at_ms` (after the multiplier).
+    pub booked: f64,
+    /// Consumption the counter shows but no interval holds (after the multiplier): what a
+    /// reset meter registered since zero, or a jump's rise. A lower bound: what the meter
+    /// registered before a reset between two readings cannot be known.
+    pub unattributed: f64,
+    /// For a wrap of a counter without `register_max`: the range it was judged to roll over
+    /// at (a power of ten), to be confirmed in config.
+    pub inferred_max: Option<f64>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // State
 // ---------------------------------------------------------------------------------------------
@@ -479,10 +563,17 @@ enum Coverage {
     Unbooked,
 }
 
+/// A rollover a step went across.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Wrapped {
+    /// The range a float counter without `register_max` was judged to roll over at.
+    inferred_max: Option<f64>,
+}
+
 /// How the counter moved between two readings.
 enum Step {
     /// Plausible progress (possibly across a rollover).
-    Continuous { delta: f64, rollover: bool },
+    Continuous { delta: f64, wrap: Option<Wrapped> },
     /// A break of continuity that the next reading must confirm.
     Break(Break),
 }
@@ -549,9 +640,16 @@ pub struct CounterState {
     /// the gap those intervals were closed for could shrink after the fact.
     #[serde(default)]
     horizon_ms: Option<i64>,
+    /// The fastest measured progress so far, in delta units per hour: what a drop of a counter
+    /// without a known register width must fit to count as a rollover.
+    #[serde(default)]
+    peak_rate_per_hour: Option<f64>,
     /// What the latest call booked; transient.
     #[serde(skip)]
     booked: Option<Booked>,
+    /// The discontinuities the latest call found; transient.
+    #[serde(skip)]
+    events: Vec<CounterEvent>,
 }
 
 impl CounterState {
@@ -568,6 +666,12 @@ impl CounterState {
     /// What the latest [`push`](Self::push) or [`replaced`](Self::replaced) booked, if anything.
     pub fn last_booked(&self) -> Option<Booked> {
         self.booked
+    }
+
+    /// The wraps, resets, replacements and jumps that the latest [`push`](Self::push) or
+    /// [`replaced`](Self::replaced) found, in time order.
+    pub fn events(&self) -> &[CounterEvent] {
+        &self.events
     }
 
     /// The interval still open, as it would close if nothing more were booked into it.
@@ -591,6 +695,7 @@ impl CounterState {
         out: &mut Vec<Interval>,
     ) {
         self.booked = None;
+        self.events.clear();
         if params.validate().is_err() || !(MIN_TS_MS..=MAX_TS_MS).contains(&ts_ms) {
             return;
         }
@@ -643,10 +748,21 @@ impl CounterState {
             return Err(CounterError::ReplacedInPast { ts_ms, last_ms });
         }
         self.booked = None;
+        self.events.clear();
         let reading = Reading {
             ts_ms,
             value: new_value,
         };
+        self.events.push(CounterEvent {
+            kind: EventKind::Replacement,
+            at_ms: ts_ms,
+            from_ms: self.base.map_or(ts_ms, |b| b.ts_ms),
+            before: self.base.map(|b| b.value),
+            after: new_value,
+            booked: 0.0,
+            unattributed: 0.0,
+            inferred_max: None,
+        });
         match self.base {
             None => {
                 self.restart(params, tz, reading);
@@ -704,33 +820,98 @@ impl CounterState {
             self.step(params, tz, base, reading, out);
             return;
         };
-        if let Step::Continuous { delta, rollover } = classify(params, base, reading) {
+        if let Step::Continuous { delta, wrap } = self.classify(params, base, reading) {
             // The series carries on from before the suspect: it was a glitch.
-            let flag = rollover.then_some(Flag::Rollover);
-            let booking = (Coverage::Measured, delta);
-            self.book(params, tz, base.ts_ms, reading.ts_ms, booking, flag, out);
-            self.base = Some(reading);
+            self.book_progress(params, tz, base, reading, delta, wrap, out);
             return;
         }
         // The series does not return: the break at the suspect was real.
         let s = suspect.reading;
-        let (booking, flag) = match suspect.kind {
-            Break::Jump => ((Coverage::Unbooked, 0.0), Flag::ImpossibleJump),
+        let (booking, flag, event) = match suspect.kind {
+            Break::Jump => {
+                let rise = ((s.value - base.value) * params.multiplier).max(0.0);
+                (
+                    (Coverage::Unbooked, 0.0),
+                    Flag::ImpossibleJump,
+                    (EventKind::Jump, rise),
+                )
+            }
             Break::Decrease => {
                 let since_zero = s.value * params.multiplier;
                 let fits = params.max_rate_per_hour.is_some()
                     && s.value >= 0.0
                     && params.plausible(since_zero, s.ts_ms - base.ts_ms);
                 if fits {
-                    ((Coverage::Estimated, since_zero), Flag::Reset)
+                    (
+                        (Coverage::Estimated, since_zero),
+                        Flag::Reset,
+                        (EventKind::Reset, 0.0),
+                    )
                 } else {
-                    ((Coverage::Unbooked, 0.0), Flag::Reset)
+                    let lost = since_zero.max(0.0);
+                    (
+                        (Coverage::Unbooked, 0.0),
+                        Flag::Reset,
+                        (EventKind::Reset, lost),
+                    )
                 }
             }
         };
         self.book(params, tz, base.ts_ms, s.ts_ms, booking, Some(flag), out);
+        self.events.push(CounterEvent {
+            kind: event.0,
+            at_ms: s.ts_ms,
+            from_ms: base.ts_ms,
+            before: Some(base.value),
+            after: s.value,
+            booked: booking.1,
+            unattributed: event.1,
+            inferred_max: None,
+        });
         self.base = Some(s);
         self.step(params, tz, s, reading, out);
+    }
+
+    /// Books plausible progress `base → reading` (across a rollover if `wrap`), notes its rate
+    /// and any rollover, and moves the base on.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one step's facts, as `book` takes them"
+    )]
+    fn book_progress(
+        &mut self,
+        params: &MeterParams,
+        tz: Tz,
+        base: Reading,
+        reading: Reading,
+        delta: f64,
+        wrap: Option<Wrapped>,
+        out: &mut Vec<Interval>,
+    ) {
+        let flag = wrap.map(|_| Flag::Rollover);
+        let booking = (Coverage::Measured, delta);
+        self.book(params, tz, base.ts_ms, reading.ts_ms, booking, flag, out);
+        let dt_ms = reading.ts_ms - base.ts_ms;
+        match wrap {
+            Some(w) => self.events.push(CounterEvent {
+                kind: EventKind::Wrap,
+                at_ms: reading.ts_ms,
+                from_ms: base.ts_ms,
+                before: Some(base.value),
+                after: reading.value,
+                booked: delta,
+                unattributed: 0.0,
+                inferred_max: w.inferred_max,
+            }),
+            None if dt_ms > 0 => {
+                let rate = delta * MS_PER_HOUR / dt_ms as f64;
+                if rate.is_finite() && self.peak_rate_per_hour.is_none_or(|p| rate > p) {
+                    self.peak_rate_per_hour = Some(rate);
+                }
+            }
+            None => {}
+        }
+        self.base = Some(reading);
     }
 
     /// Books `base → reading` if the counter moved plausibly, else holds `reading` as suspect.
@@ -742,12 +923,9 @@ impl CounterState {
         reading: Reading,
         out: &mut Vec<Interval>,
     ) {
-        match classify(params, base, reading) {
-            Step::Continuous { delta, rollover } => {
-                let flag = rollover.then_some(Flag::Rollover);
-                let booking = (Coverage::Measured, delta);
-                self.book(params, tz, base.ts_ms, reading.ts_ms, booking, flag, out);
-                self.base = Some(reading);
+        match self.classify(params, base, reading) {
+            Step::Continuous { delta, wrap } => {
+                self.book_progress(params, tz, base, reading, delta, wrap, out);
             }
             Step::Break(kind) => self.suspect = Some(Suspect { reading, kind }),
         }
@@ -890,29 +1068,69 @@ impl CounterState {
     }
 }
 
-/// How the counter moved from `from` to `to`.
-fn classify(params: &MeterParams, from: Reading, to: Reading) -> Step {
-    let dt = to.ts_ms - from.ts_ms;
-    let rise = to.value - from.value;
-    let continuous = |delta: f64, rollover: bool| {
-        if params.plausible(delta, dt) {
-            Step::Continuous { delta, rollover }
-        } else {
-            Step::Break(Break::Jump)
+impl CounterState {
+    /// How the counter moved from `from` to `to`.
+    fn classify(&self, params: &MeterParams, from: Reading, to: Reading) -> Step {
+        let dt = to.ts_ms - from.ts_ms;
+        let rise = to.value - from.value;
+        let continuous = |delta: f64, wrap: Option<Wrapped>| {
+            if params.plausible(delta, dt) {
+                Step::Continuous { delta, wrap }
+            } else {
+                Step::Break(Break::Jump)
+            }
+        };
+        if rise >= 0.0 {
+            return continuous(rise * params.multiplier, None);
         }
-    };
-    if rise >= 0.0 {
-        return continuous(rise * params.multiplier, false);
+        if let Some(max) = params.register_max {
+            let min = params.register_min;
+            let band = ROLLOVER_BAND * (max - min);
+            let wrapped =
+                (max - band..=max).contains(&from.value) && (min..=min + band).contains(&to.value);
+            if wrapped {
+                let counts = (max - from.value) + (to.value - min) + params.resolution;
+                let wrap = Wrapped { inferred_max: None };
+                return continuous(counts * params.multiplier, Some(wrap));
+            }
+            return Step::Break(Break::Decrease);
+        }
+        self.decade_wrap(params, from, to)
+            .unwrap_or(Step::Break(Break::Decrease))
     }
-    if let Some(max) = params.register_max {
+
+    /// A drop of a counter without a known width, judged by plausibility: a rollover at the
+    /// next power of ten (where meters that count in decimal digits roll over) if it went from
+    /// the top of that range to its bottom, and the progress that makes is no more than the
+    /// meter's rating allows, or without a rating, twice the fastest progress measured so far
+    /// (over at least an interval). Anything else is no rollover.
+    fn decade_wrap(&self, params: &MeterParams, from: Reading, to: Reading) -> Option<Step> {
+        if !(from.value > 0.0 && to.value >= 0.0) {
+            return None;
+        }
+        let mut max = 10f64.powf(from.value.log10().ceil());
+        if max <= from.value {
+            max *= 10.0;
+        }
         let band = ROLLOVER_BAND * max;
-        let wrapped = (max - band..=max).contains(&from.value) && (0.0..=band).contains(&to.value);
-        if wrapped {
-            let counts = (max - from.value) + to.value + params.resolution;
-            return continuous(counts * params.multiplier, true);
+        if !(from.value >= max - band && to.value <= band && max.is_finite()) {
+            return None;
         }
+        let delta = ((max - from.value) + to.value) * params.multiplier;
+        let dt_ms = (to.ts_ms - from.ts_ms).max(params.interval_ms) as f64;
+        let plausible = match params.max_rate_per_hour {
+            Some(_) => params.plausible(delta, to.ts_ms - from.ts_ms),
+            None => self
+                .peak_rate_per_hour
+                .is_some_and(|peak| delta <= 2.0 * peak * dt_ms / MS_PER_HOUR),
+        };
+        plausible.then_some(Step::Continuous {
+            delta,
+            wrap: Some(Wrapped {
+                inferred_max: Some(max),
+            }),
+        })
     }
-    Step::Break(Break::Decrease)
 }
 
 #[cfg(test)]
@@ -1058,6 +1276,225 @@ mod tests {
             IntervalQuality::Good,
             &[Flag::Rollover],
         );
+    }
+
+    /// Like [`run`], also collecting every event the pushes reported.
+    fn run_events(
+        params: &MeterParams,
+        readings: &[(i64, Option<f64>)],
+    ) -> (CounterState, Vec<Interval>, Vec<CounterEvent>) {
+        let mut state = CounterState::new();
+        let (mut out, mut events) = (Vec::new(), Vec::new());
+        for &(ts, value) in readings {
+            state.push(params, SH, ts, value, &mut out);
+            events.extend_from_slice(state.events());
+        }
+        (state, out, events)
+    }
+
+    /// Checks an event's kind, time and energy, to well within the ledger's 0.01 kWh (a
+    /// register near 4·10⁷ carries float rounding of a few 10⁻⁹).
+    #[track_caller]
+    fn event(e: &CounterEvent, kind: EventKind, at: i64, booked: f64, unattributed: f64) {
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert_eq!((e.kind, e.at_ms), (kind, at), "{e:?}");
+        assert!(
+            near(e.booked, booked),
+            "booked {} != {booked}: {e:?}",
+            e.booked
+        );
+        assert!(
+            near(e.unattributed, unattributed),
+            "unattributed {} != {unattributed}: {e:?}",
+            e.unattributed
+        );
+    }
+
+    #[test]
+    fn a_float_counter_with_register_max_wraps_exactly_and_says_so() {
+        // A float register that shows 99999.99 and then 0.00: register_max is where it is 0 again.
+        let p = MeterParams {
+            register_max: Some(100_000.0),
+            ..MeterParams::default()
+        };
+        let readings = good(&[
+            (t(8, 0), 99_990.5),
+            (t(8, 5), 99_995.25),
+            (t(8, 10), 3.0),
+            (t(8, 15), 8.5),
+        ]);
+        let (_, out, events) = run_events(&p, &readings);
+        check(
+            &out[0],
+            t(8, 0),
+            4.75 + 7.75 + 5.5,
+            IntervalQuality::Good,
+            &[Flag::Rollover],
+        );
+        assert_eq!(events.len(), 1, "{events:?}");
+        event(&events[0], EventKind::Wrap, t(8, 10), 7.75, 0.0);
+        assert_eq!(events[0].inferred_max, None);
+    }
+
+    #[test]
+    fn a_u32_wrap_is_an_event_with_nothing_unattributed() {
+        let p = MeterParams {
+            register_max: Some(42_949_672.95),
+            resolution: 0.01,
+            ..MeterParams::default()
+        };
+        let readings = good(&[
+            (t(8, 0), 42_949_670.0),
+            (t(8, 5), 42_949_672.5),
+            (t(8, 10), 1.0),
+            (t(8, 15), 2.0),
+        ]);
+        let (_, out, events) = run_events(&p, &readings);
+        check(
+            &out[0],
+            t(8, 0),
+            2.5 + (0.45 + 0.01 + 1.0) + 1.0,
+            IntervalQuality::Good,
+            &[Flag::Rollover],
+        );
+        assert_eq!(events.len(), 1, "{events:?}");
+        event(&events[0], EventKind::Wrap, t(8, 10), 1.46, 0.0);
+    }
+
+    #[test]
+    fn a_replaced_meter_near_zero_is_a_reset_event_with_its_count_unattributed() {
+        let readings = good(&[
+            (t(8, 0), 5_000.0),
+            (t(8, 5), 5_010.0),
+            // The new meter reads 0.8; nobody signalled the swap.
+            (t(8, 10), 0.8),
+            (t(8, 15), 2.0),
+        ]);
+        let (_, out, events) = run_events(&MeterParams::default(), &readings);
+        // 10, then nothing for the reset step, then 1.2.
+        check(
+            &out[0],
+            t(8, 0),
+            11.2,
+            IntervalQuality::Estimated,
+            &[Flag::Reset],
+        );
+        assert_eq!(events.len(), 1, "{events:?}");
+        event(&events[0], EventKind::Reset, t(8, 10), 0.0, 0.8);
+        assert_eq!(
+            (events[0].from_ms, events[0].before, events[0].after),
+            (t(8, 5), Some(5_010.0), 0.8)
+        );
+    }
+
+    #[test]
+    fn a_jump_beyond_the_rated_power_is_an_event_with_the_rise_unattributed() {
+        let p = MeterParams {
+            max_rate_per_hour: Some(100.0),
+            ..MeterParams::default()
+        };
+        let readings = good(&[
+            (t(8, 0), 1_000.0),
+            (t(8, 5), 1_005.0),
+            // 3 000 kWh in five minutes from a 100 kW feeder, and it stays up.
+            (t(8, 10), 4_005.0),
+            (t(8, 15), 4_010.0),
+        ]);
+        let (_, out, events) = run_events(&p, &readings);
+        check(
+            &out[0],
+            t(8, 0),
+            10.0,
+            IntervalQuality::Estimated,
+            &[Flag::ImpossibleJump],
+        );
+        assert_eq!(events.len(), 1, "{events:?}");
+        event(&events[0], EventKind::Jump, t(8, 10), 0.0, 3_000.0);
+    }
+
+    #[test]
+    fn a_float_drop_without_register_max_is_judged_by_plausibility() {
+        // Measured pace: 6 kWh in 5 min (72 kWh/h). 99 998 → 4 at the next power of ten is
+        // 6 kWh more: a rollover at 100 000, booked in full.
+        let wraps = good(&[
+            (t(8, 0), 99_992.0),
+            (t(8, 5), 99_998.0),
+            (t(8, 10), 4.0),
+            (t(8, 15), 10.0),
+        ]);
+        let (_, out, events) = run_events(&MeterParams::default(), &wraps);
+        check(
+            &out[0],
+            t(8, 0),
+            18.0,
+            IntervalQuality::Good,
+            &[Flag::Rollover],
+        );
+        assert_eq!(events.len(), 1, "{events:?}");
+        event(&events[0], EventKind::Wrap, t(8, 10), 6.0, 0.0);
+        assert_eq!(events[0].inferred_max, Some(100_000.0));
+        // 95 000 → 4 would be 5 004 kWh in 5 min at that pace: a reset, not a rollover.
+        let resets = good(&[
+            (t(8, 0), 94_994.0),
+            (t(8, 5), 95_000.0),
+            (t(8, 10), 4.0),
+            (t(8, 15), 10.0),
+        ]);
+        let (_, out, events) = run_events(&MeterParams::default(), &resets);
+        assert!(out[0].flags.contains(Flag::Reset), "{out:?}");
+        assert_eq!(events.len(), 1, "{events:?}");
+        event(&events[0], EventKind::Reset, t(8, 10), 0.0, 4.0);
+        // Without a measured pace or a rating nothing says a rollover fits: a reset.
+        let (_, _, events) = run_events(
+            &MeterParams::default(),
+            &good(&[(t(8, 0), 99_998.0), (t(8, 10), 4.0), (t(8, 15), 10.0)]),
+        );
+        assert_eq!(events[0].kind, EventKind::Reset, "{events:?}");
+    }
+
+    #[test]
+    fn a_signed_register_wraps_from_its_top_to_its_bottom() {
+        // i32 × 0.01: 21 474 836.47 is followed by −21 474 836.48.
+        let p = MeterParams {
+            register_max: Some(21_474_836.47),
+            register_min: -21_474_836.48,
+            resolution: 0.01,
+            ..MeterParams::default()
+        };
+        let readings = good(&[
+            (t(8, 0), 21_474_835.0),
+            (t(8, 10), -21_474_835.48),
+            (t(8, 15), -21_474_834.48),
+        ]);
+        let (_, out, events) = run_events(&p, &readings);
+        check(
+            &out[0],
+            t(8, 0),
+            1.47 + 0.01 + 1.0 + 1.0,
+            IntervalQuality::Good,
+            &[Flag::Rollover],
+        );
+        assert_eq!(events[0].kind, EventKind::Wrap);
+    }
+
+    #[test]
+    fn a_signalled_replacement_is_an_event() {
+        let p = MeterParams::default();
+        let mut state = CounterState::new();
+        let mut out = Vec::new();
+        state.push(&p, SH, t(8, 0), Some(500.0), &mut out);
+        state.replaced(&p, SH, t(8, 5), 0.0, &mut out).unwrap();
+        assert_eq!(state.events().len(), 1);
+        event(
+            &state.events()[0],
+            EventKind::Replacement,
+            t(8, 5),
+            0.0,
+            0.0,
+        );
+        assert_eq!(state.events()[0].before, Some(500.0));
+        state.push(&p, SH, t(8, 10), Some(1.0), &mut out);
+        assert!(state.events().is_empty(), "events are per call");
     }
 
     #[test]
@@ -1690,6 +2127,36 @@ mod tests {
             let got = total_of(&state, &out);
             prop_assert!((got - want).abs() <= 1e-6 * want.max(1.0), "{got} vs {want}");
             prop_assert!(out.iter().all(|i| !i.flags.contains(Flag::Reset)));
+        }
+
+        #[test]
+        fn a_wrapping_float_register_loses_nothing_and_reports_every_wrap(steps in series()) {
+            // A float register that shows 0.00 again at 1000 (register_max is that value).
+            let p = MeterParams {
+                register_max: Some(1000.0),
+                ..MeterParams::default()
+            };
+            let mut state = CounterState::new();
+            let mut out = Vec::new();
+            let mut ts = t(0, 0);
+            // Hundredths of a kWh, as the meter shows them.
+            let (mut shown, mut total, mut wraps, mut events) = (90_000_i64, 0_i64, 0, 0);
+            state.push(&p, SH, ts, Some(shown as f64 / 100.0), &mut out);
+            for (dt, inc) in steps {
+                // At most 10 % of the register per step, so every wrap lands in the bottom band.
+                let inc = (inc * 200.0) as i64;
+                ts += dt;
+                total += inc;
+                wraps += (shown + inc) / 100_000;
+                shown = (shown + inc) % 100_000;
+                state.push(&p, SH, ts, Some(shown as f64 / 100.0), &mut out);
+                events += state.events().iter().filter(|e| e.kind == EventKind::Wrap).count();
+            }
+            let want = total as f64 / 100.0;
+            let got = total_of(&state, &out);
+            prop_assert!((got - want).abs() < 0.01, "{got} vs {want}");
+            prop_assert_eq!(events as i64, wraps);
+            prop_assert!(out.iter().all(|i| i.quality == IntervalQuality::Good || i.flags.contains(Flag::Gap)));
         }
 
         #[test]

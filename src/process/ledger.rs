@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::counter::{CounterState, Flags, IntervalQuality};
+use super::counter::{CounterEvent, CounterState, EventKind, Flags, IntervalQuality};
 use super::tou::Period;
 use crate::config::energy::{Counts, Energy, Meter};
 use crate::config::plan::Plan;
@@ -60,6 +60,61 @@ impl LedgerInterval {
     }
 }
 
+/// A wrap, reset, replacement or jump of one meter's counter: a row of the ledger's event
+/// table, a WARN line and a count in `/metrics`, so that no discontinuity passes in silence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEvent {
+    /// The meter or production counter.
+    pub meter: String,
+    /// The device that has its counter point.
+    pub device: String,
+    /// The counter point.
+    pub point: String,
+    /// Unit of `booked` and `unattributed`.
+    pub unit: String,
+    /// What happened, with the step's readings and energy.
+    #[serde(flatten)]
+    pub event: CounterEvent,
+}
+
+impl LedgerEvent {
+    /// What happened, in words, for the log and reports.
+    pub fn describe(&self) -> String {
+        let e = &self.event;
+        let unit = &self.unit;
+        let before = e
+            .before
+            .map_or_else(|| "nothing".to_owned(), |v| format!("{v}"));
+        match e.kind {
+            EventKind::Wrap => match e.inferred_max {
+                Some(max) => format!(
+                    "counter went from {before} to {} and was taken to roll over at {max} \
+                     ({:.3} {unit} booked); set register_max if that is not where it does",
+                    e.after, e.booked
+                ),
+                None => format!(
+                    "counter rolled over from {before} to {} ({:.3} {unit} booked)",
+                    e.after, e.booked
+                ),
+            },
+            EventKind::Reset => format!(
+                "counter went back from {before} to {} and stayed: reset or replaced; \
+                 {:.3} {unit} booked for the step, at least {:.3} {unit} unattributed",
+                e.after, e.booked, e.unattributed
+            ),
+            EventKind::Replacement => format!(
+                "meter replaced: the old one last read {before}, the new one {}",
+                e.after
+            ),
+            EventKind::Jump => format!(
+                "counter jumped from {before} to {}, more than the meter's rating allows: \
+                 {:.3} {unit} left unattributed",
+                e.after, e.unattributed
+            ),
+        }
+    }
+}
+
 /// Every counter's state.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -69,6 +124,7 @@ pub struct Ledger {
     /// Meter indices by device name.
     by_device: HashMap<Name, Vec<usize>>,
     point_names: Vec<Name>,
+    device_names: Vec<Name>,
     scratch: Vec<super::counter::Interval>,
 }
 
@@ -77,10 +133,12 @@ impl Ledger {
     pub fn new(plan: &Plan) -> Self {
         let mut by_device: HashMap<Name, Vec<usize>> = HashMap::new();
         let mut point_names = Vec::new();
+        let mut device_names = Vec::new();
         for (i, m) in plan.energy.meters.iter().enumerate() {
             let d = &plan.devices[m.device];
             by_device.entry(d.name.clone()).or_default().push(i);
             point_names.push(d.points[m.point].name.clone());
+            device_names.push(d.name.clone());
         }
         Self {
             states: vec![CounterState::new(); plan.energy.meters.len()],
@@ -88,6 +146,7 @@ impl Ledger {
             tz: plan.gateway.timezone,
             by_device,
             point_names,
+            device_names,
             scratch: Vec::new(),
         }
     }
@@ -102,12 +161,14 @@ impl Ledger {
         &self.energy.meters
     }
 
-    /// Takes the counters in `batch` and appends every interval they close to `out`, and what
-    /// each reading booked (meter index, span, energy) to `steps`, for demand.
+    /// Takes the counters in `batch` and appends every interval they close to `out`, every
+    /// wrap, reset, replacement or jump they show to `events`, and what each reading booked
+    /// (meter index, span, energy) to `steps`, for demand.
     pub fn apply(
         &mut self,
         batch: &SampleBatch,
         out: &mut Vec<LedgerInterval>,
+        events: &mut Vec<LedgerEvent>,
         steps: &mut Vec<(usize, super::counter::Booked)>,
     ) {
         let Some(indices) = self.by_device.get(&batch.device) else {
@@ -136,6 +197,15 @@ impl Ledger {
             self.scratch.clear();
             self.states[i].push(&meter.params, self.tz, now, value, &mut self.scratch);
             steps.extend(self.states[i].last_booked().map(|b| (i, b)));
+            for e in self.states[i].events() {
+                events.push(LedgerEvent {
+                    meter: meter.name.clone(),
+                    device: self.device_names[i].to_string(),
+                    point: self.point_names[i].to_string(),
+                    unit: meter.counts.unit().to_owned(),
+                    event: *e,
+                });
+            }
             for iv in &self.scratch {
                 out.push(self.book(meter, iv));
             }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::commands;
-use super::metrics::AlarmGauges;
+use super::metrics::{AlarmGauges, EnergyEventCounts};
 use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::Format;
@@ -21,7 +21,7 @@ use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
 use crate::pipeline::{Outputs, Pipeline};
 use crate::platform::{Record, Recorder, close_due};
-use crate::process::ledger::LedgerInterval;
+use crate::process::ledger::{LedgerEvent, LedgerInterval};
 use crate::sink::influx::InfluxHandle;
 use crate::sink::mqtt::Downlink;
 use crate::sink::webhook::{Notification, NotifierHandle};
@@ -119,6 +119,7 @@ pub(super) struct Core {
     pub(super) out: Outputs,
     pub(super) notifiers: Vec<Arc<NotifierHandle>>,
     pub(super) alarm_gauges: Arc<AlarmGauges>,
+    pub(super) energy_events: Arc<EnergyEventCounts>,
     pub(super) seqs: HashMap<String, u64>,
     pub(super) store: StoreHandle,
     /// Every sink's queue; when no sink is configured, the default queue alone, so that a
@@ -284,7 +285,11 @@ impl Core {
         }
         let events = std::mem::take(&mut out.events);
         let intervals = std::mem::take(&mut out.intervals);
+        let energy_events = std::mem::take(&mut out.energy_events);
         self.out = out;
+        if !energy_events.is_empty() {
+            self.book_events(energy_events).await;
+        }
         let mut recorded = false;
         if !intervals.is_empty() {
             // `book` awaits the ledger write, which the recorder's period reads must see.
@@ -313,6 +318,29 @@ impl Core {
         );
         if let Err(err) = saved.and(states) {
             error!(error = %err, intervals = intervals.len(), "Cannot save ledger intervals.");
+        }
+    }
+
+    /// Counter wraps, resets, replacements and jumps: the ledger's event table, one WARN each
+    /// and `plantwatch_energy_events_total`, so none passes in silence.
+    async fn book_events(&mut self, events: Vec<LedgerEvent>) {
+        for e in &events {
+            warn!(
+                meter = %e.meter,
+                device = %e.device,
+                point = %e.point,
+                kind = e.event.kind.as_str(),
+                at_ms = e.event.at_ms,
+                unattributed = e.event.unattributed,
+                unit = %e.unit,
+                what = %e.describe(),
+                "Energy counter event booked."
+            );
+            self.energy_events.count(&e.device, &e.point, e.event.kind);
+        }
+        let n = events.len();
+        if let Err(err) = self.store.save_energy_events(events).await {
+            error!(error = %err, events = n, "Cannot save energy counter events.");
         }
     }
 

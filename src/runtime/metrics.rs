@@ -3,11 +3,13 @@
 //! only ever bump an atomic.
 //!
 //! Names follow `plantwatch_<subject>_<measure>_<unit>[_total]`; labels are bounded (device,
-//! link, result), never point names or error text.
+//! link, result), never error text. Point names appear only on the energy event counter: its
+//! points are the configured meters, a bounded set.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::acquire::{AcquireStats, LATENCY_BUCKETS_MS};
 use crate::sink::mqtt::MqttStats;
@@ -71,6 +73,29 @@ pub struct AlarmGauges {
     pub changes: AtomicU64,
 }
 
+/// The ledger's counter events (wrap, reset, replacement, jump) by device, point and kind,
+/// counted by the core as it books them.
+#[derive(Debug, Default)]
+pub struct EnergyEventCounts {
+    /// std Mutex: held only to bump a count or copy the map, never across an await.
+    by_key: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+}
+
+impl EnergyEventCounts {
+    /// Counts one event of `kind` on `device`'s counter `point`.
+    pub fn count(&self, device: &str, point: &str, kind: crate::process::counter::EventKind) {
+        let mut map = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        *map.entry((device.to_owned(), point.to_owned(), kind.as_str()))
+            .or_default() += 1;
+    }
+
+    /// Every count so far, sorted by device, point and kind.
+    pub fn snapshot(&self) -> Vec<((String, String, &'static str), u64)> {
+        let map = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
 /// Everything `/metrics` reads.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -86,6 +111,8 @@ pub struct Sources {
     pub influx: Option<Arc<InfluxStats>>,
     /// Alarm gauges.
     pub alarms: Arc<AlarmGauges>,
+    /// The ledger's counter events.
+    pub energy_events: Arc<EnergyEventCounts>,
     /// Webhook counters, by webhook name.
     pub webhooks: Vec<(String, Arc<crate::sink::webhook::WebhookStats>)>,
     /// Restarts of the supervised tasks, by task name.
@@ -403,6 +430,20 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
         "plantwatch_alarm_changes_total {}",
         load(&s.alarms.changes)
     );
+    header(
+        &mut out,
+        "plantwatch_energy_events_total",
+        "counter",
+        "Energy counter wraps, resets, replacements and implausible jumps booked by the ledger.",
+    );
+    for ((device, point, kind), n) in s.energy_events.snapshot() {
+        let _w = writeln!(
+            out,
+            "plantwatch_energy_events_total{{device=\"{}\",point=\"{}\",kind=\"{kind}\"}} {n}",
+            escape(&device),
+            escape(&point)
+        );
+    }
     if !s.webhooks.is_empty() {
         header(
             &mut out,
@@ -499,6 +540,25 @@ mod tests {
                 text.contains(&format!("# TYPE {family} ")),
                 "{name} has no TYPE line"
             );
+        }
+    }
+
+    #[test]
+    fn energy_events_are_counted_by_device_point_and_kind() {
+        use crate::process::counter::EventKind;
+        let sources = Sources::default();
+        let text = render(&sources, 0);
+        assert!(text.contains("# TYPE plantwatch_energy_events_total counter"));
+        assert!(!text.contains("plantwatch_energy_events_total{"), "{text}");
+        for kind in [EventKind::Wrap, EventKind::Reset, EventKind::Wrap] {
+            sources.energy_events.count("main-meter", "ep_import", kind);
+        }
+        let text = render(&sources, 0);
+        for line in [
+            "plantwatch_energy_events_total{device=\"main-meter\",point=\"ep_import\",kind=\"reset\"} 1",
+            "plantwatch_energy_events_total{device=\"main-meter\",point=\"ep_import\",kind=\"wrap\"} 2",
+        ] {
+            assert!(text.contains(line), "{text}");
         }
     }
 }

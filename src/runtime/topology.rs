@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::core_task::{Core, Receivers, Saved, SinkQueue, load_saved};
-use super::metrics::{AlarmGauges, InfluxStats, OutboxGauges, Sources};
+use super::metrics::{AlarmGauges, EnergyEventCounts, InfluxStats, OutboxGauges, Sources};
 use super::outbox::{PlatformRender, StoreOutbox};
 use super::supervisor::{Restarts, Supervisor};
 use crate::acquire::{AcquireStats, link_task};
@@ -137,6 +137,7 @@ pub(super) struct Generation {
     /// Each sink's outbox queue and the signal that wakes its task.
     queues: Vec<SinkQueue>,
     alarm_gauges: Arc<AlarmGauges>,
+    energy_events: Arc<EnergyEventCounts>,
 }
 
 /// What a new generation takes over from the old one.
@@ -293,6 +294,7 @@ impl Generation {
             std::mem::take(&mut kept.sinks),
         );
         let alarm_gauges = Arc::new(AlarmGauges::default());
+        let energy_events = Arc::new(EnergyEventCounts::default());
         let taps = Taps {
             every_poll: queues.iter().any(|s| s.format == Format::SparkplugB),
             reported: true,
@@ -310,6 +312,7 @@ impl Generation {
             out: Outputs::default(),
             notifiers: notifiers.iter().map(|n| n.handle.clone()).collect(),
             alarm_gauges: alarm_gauges.clone(),
+            energy_events: energy_events.clone(),
             seqs: HashMap::new(),
             store: store.clone(),
             recorder: recorder(&plan, &queues, &saved.platform, clock.now()),
@@ -337,6 +340,7 @@ impl Generation {
             influx,
             queues,
             alarm_gauges,
+            energy_events,
         }
     }
 
@@ -357,6 +361,7 @@ impl Generation {
             outbox: outbox.clone(),
             influx: self.influx.as_ref().map(|i| i.stats.clone()),
             alarms: self.alarm_gauges.clone(),
+            energy_events: self.energy_events.clone(),
             webhooks: self
                 .notifiers
                 .iter()

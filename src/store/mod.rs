@@ -341,6 +341,10 @@ enum Request {
         rows: Vec<crate::process::ledger::LedgerInterval>,
         reply: Reply<()>,
     },
+    SaveEnergyEvents {
+        rows: Vec<crate::process::ledger::LedgerEvent>,
+        reply: Reply<()>,
+    },
     AnswerCommands {
         answers: Vec<(i64, String)>,
         reply: Reply<()>,
@@ -357,6 +361,7 @@ impl Request {
                 | Self::SaveAlarms { .. }
                 | Self::SaveState { .. }
                 | Self::SaveIntervals { .. }
+                | Self::SaveEnergyEvents { .. }
                 | Self::AnswerCommands { .. }
         )
     }
@@ -434,6 +439,9 @@ impl Request {
                 finish(reply, alarms::load_state(conn, scope), path)
             }
             Self::SaveIntervals { rows, reply } => finish(reply, ledger::save(conn, &rows), path),
+            Self::SaveEnergyEvents { rows, reply } => {
+                finish(reply, ledger::save_events(conn, &rows), path)
+            }
         }
     }
 
@@ -455,6 +463,7 @@ impl Request {
             Self::SaveState { reply, .. } => Done::new(reply, None),
             Self::LoadState { reply, .. } => Done::new(reply, None),
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
+            Self::SaveEnergyEvents { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
         }
     }
@@ -1432,6 +1441,7 @@ impl std::fmt::Debug for Request {
             Self::SaveState { .. } => "SaveState",
             Self::LoadState { .. } => "LoadState",
             Self::SaveIntervals { .. } => "SaveIntervals",
+            Self::SaveEnergyEvents { .. } => "SaveEnergyEvents",
             Self::AnswerCommands { .. } => "AnswerCommands",
         };
         f.write_str(name)
@@ -1635,6 +1645,18 @@ impl StoreHandle {
         rows: Vec<crate::process::ledger::LedgerInterval>,
     ) -> Result<(), StoreError> {
         self.call(|reply| Request::SaveIntervals { rows, reply })
+            .await
+    }
+
+    /// Saves counter events (replacing any with the same meter, time and kind).
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn save_energy_events(
+        &self,
+        rows: Vec<crate::process::ledger::LedgerEvent>,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::SaveEnergyEvents { rows, reply })
             .await
     }
 

@@ -84,6 +84,24 @@ const MIGRATIONS: &[&str] = &[
     // 6: each key's seq high-water mark, moved ahead in blocks and checkpointed before use, so
     // that a lost WAL never lets a seq be used twice (see recovery.rs).
     "ALTER TABLE seqs ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0;",
+    // 7: the ledger's counter events (wrap, reset, replacement, jump) with the energy each
+    // left unattributed, keyed like the intervals so that one re-emitted after a crash
+    // replaces itself.
+    "CREATE TABLE energy_events (
+         meter        TEXT    NOT NULL,
+         at_ms        INTEGER NOT NULL,
+         kind         TEXT    NOT NULL,
+         device       TEXT    NOT NULL,
+         point        TEXT    NOT NULL,
+         unit         TEXT    NOT NULL,
+         from_ms      INTEGER NOT NULL,
+         before       REAL,
+         after        REAL    NOT NULL,
+         booked       REAL    NOT NULL,
+         unattributed REAL    NOT NULL,
+         inferred_max REAL,
+         PRIMARY KEY (meter, at_ms, kind)
+     ) WITHOUT ROWID;",
 ];
 
 /// The tables every file at [`VERSION`] has; a file without one of them is not what its
@@ -97,6 +115,7 @@ const TABLES: &[&str] = &[
     "engine_state",
     "energy_intervals",
     "outbox_queues",
+    "energy_events",
 ];
 
 /// The schema version this build writes.

@@ -456,3 +456,337 @@ over_percent = 20
         );
     }
 }
+
+mod events {
+    //! Issue 20, defect 12: counter wraps, resets, replacements and jumps are booked as event
+    //! rows with the energy they leave unattributed, never lost in silence; through the real
+    //! binary's `check`, `replay --state` and `export`, and the live daemon.
+
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Duration;
+
+    use plantwatch::sim::{Bind, Fault, Simulator};
+
+    use crate::harness::daemon::Daemon;
+    use crate::harness::{bin, eventually, plan};
+
+    /// 2026-10-01 00:00 +08:00.
+    const OCT1: i64 = 1_790_784_000_000;
+    const STEP: i64 = 5 * 60_000;
+    /// Two days of 5-minute readings, the last on the boundary that closes the last interval.
+    const STEPS: i64 = 576;
+
+    /// One device per meter, each with a counter point `e` of its own type.
+    const CONFIG: &str = r#"
+[gateway]
+site = "s"
+id = "g"
+timezone = "Asia/Shanghai"
+
+[[links]]
+name = "bus"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[devices]]
+name = "m-float"
+link = "bus"
+[devices.points.e]
+address = 0
+type = "f32"
+unit = "kWh"
+
+[[devices]]
+name = "m-decade"
+link = "bus"
+[devices.points.e]
+address = 0
+type = "f32"
+unit = "kWh"
+
+[[devices]]
+name = "m-u32"
+link = "bus"
+[devices.points.e]
+address = 0
+type = "u32"
+scale = 0.01
+unit = "kWh"
+
+[[devices]]
+name = "m-reset"
+link = "bus"
+[devices.points.e]
+address = 0
+type = "f32"
+unit = "kWh"
+
+[[devices]]
+name = "m-jump"
+link = "bus"
+[devices.points.e]
+address = 0
+type = "f32"
+unit = "kWh"
+
+[[meters]]
+name = "float-wrap"
+device = "m-float"
+point = "e"
+kind = "electricity"
+register_max = 100000.0
+
+[[meters]]
+name = "float-unknown-width"
+device = "m-decade"
+point = "e"
+kind = "electricity"
+
+[[meters]]
+name = "u32-wrap"
+device = "m-u32"
+point = "e"
+kind = "electricity"
+
+[[meters]]
+name = "replaced"
+device = "m-reset"
+point = "e"
+kind = "electricity"
+register_max = 1000000.0
+
+[[meters]]
+name = "jumpy"
+device = "m-jump"
+point = "e"
+kind = "electricity"
+register_max = 1000000.0
+max_rate_per_hour = 50.0
+"#;
+
+    /// Each device's counter at step `k`, as the CSV writes it.
+    fn readings(k: i64) -> [(&'static str, String); 5] {
+        // 1.75 kWh a step from 99 000: rolls over at 100 000 (step 572) and ends at 1008 kWh.
+        let float = (99_000.0 + 1.75 * k as f64) % 100_000.0;
+        // u32 × 0.01 kWh, 3.5 kWh a step, past 42 949 672.95.
+        let counts = (4_294_900_000 + 350 * k) % 4_294_967_296;
+        // 2 kWh a step from 5 000; at step 300 a new meter reads 0.5 and counts on from there.
+        let replaced = if k < 300 {
+            5_000.0 + 2.0 * k as f64
+        } else {
+            0.5 + 2.0 * (k - 300) as f64
+        };
+        // 1 kWh a step (12 kW against a 50 kW rating); at step 200 it jumps 5 000 and stays.
+        let jumpy = 100.0 + k as f64 + if k >= 200 { 5_000.0 } else { 0.0 };
+        [
+            ("m-float", format!("{float}")),
+            ("m-decade", format!("{float}")),
+            ("m-u32", format!("{}.{:02}", counts / 100, counts % 100)),
+            ("m-reset", format!("{replaced}")),
+            ("m-jump", format!("{jumpy}")),
+        ]
+    }
+
+    fn run(args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Per meter: (sum of closed intervals, intervals not `good`).
+    fn ledger(state: &Path, meter: &str) -> (f64, i64) {
+        let db = rusqlite::Connection::open(state).unwrap();
+        db.query_row(
+            "SELECT total(delta), total(quality != 'good') FROM energy_intervals WHERE meter = ?1",
+            [meter],
+            |r| Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)? as i64)),
+        )
+        .unwrap()
+    }
+
+    /// Every event row: (meter, kind, unattributed, inferred_max).
+    fn events(state: &Path) -> Vec<(String, String, f64, Option<f64>)> {
+        let db = rusqlite::Connection::open(state).unwrap();
+        let mut q = db
+            .prepare(
+                "SELECT meter, kind, unattributed, inferred_max FROM energy_events \
+                 ORDER BY meter, at_ms",
+            )
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn replayed_wraps_resets_and_jumps_are_event_rows_and_the_ledger_stays_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!("{CONFIG}\n[store]\npath = \"{}\"\n", state.display()),
+        )
+        .unwrap();
+        let config = config.to_str().unwrap();
+
+        let (ok, _, err) = run(&["check", "--quiet", config]);
+        assert!(ok, "{err}");
+        assert!(
+            err.contains("warning: meters[1].register_max: `m-decade.e` is a float counter"),
+            "{err}"
+        );
+        assert_eq!(err.matches("is a float counter").count(), 1, "{err}");
+
+        let mut csv = String::from("timestamp,device,point,value\n");
+        for k in 0..=STEPS {
+            for (device, value) in readings(k) {
+                csv.push_str(&format!("{},{device},e,{value}\n", OCT1 + k * STEP));
+            }
+        }
+        let input = dir.path().join("year.csv");
+        std::fs::write(&input, csv).unwrap();
+        let (ok, _, err) = run(&[
+            "replay",
+            config,
+            input.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--output",
+            dir.path().join("scored.csv").to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        assert!(err.contains("replay: 5 counter events"), "{err}");
+        assert!(err.contains("meter `replaced` (m-reset/e) reset"), "{err}");
+
+        // Exact to 0.01 kWh, and no interval lost to a rollover.
+        let near = |a: f64, b: f64| (a - b).abs() < 0.01;
+        for (meter, want) in [
+            ("float-wrap", 1008.0),
+            ("float-unknown-width", 1008.0),
+            ("u32-wrap", 2016.0),
+        ] {
+            let (sum, not_good) = ledger(&state, meter);
+            assert!(near(sum, want), "{meter}: {sum} kWh booked, {want} used");
+            assert_eq!(not_good, 0, "{meter}: a rollover left an interval short");
+        }
+        // The step across the swap (and across the jump) books nothing: its interval is short.
+        let (sum, not_good) = ledger(&state, "replaced");
+        assert!(near(sum, 2.0 * 299.0 + 2.0 * 276.0), "replaced: {sum}");
+        assert_eq!(not_good, 1);
+        let (sum, not_good) = ledger(&state, "jumpy");
+        assert!(near(sum, 575.0), "jumpy: {sum}");
+        assert_eq!(not_good, 1);
+
+        let got = events(&state);
+        let kinds: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(m, k, _, _)| (m.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("float-unknown-width", "wrap"),
+                ("float-wrap", "wrap"),
+                ("jumpy", "jump"),
+                ("replaced", "reset"),
+                ("u32-wrap", "wrap"),
+            ]
+        );
+        assert_eq!(got[0].3, Some(100_000.0), "the width was inferred");
+        assert_eq!(got[1].3, None, "the width was configured");
+        assert!(near(got[2].2, 5_001.0), "the jump's rise: {got:?}");
+        assert!(near(got[3].2, 0.5), "the new meter's count: {got:?}");
+        assert!(got[4].2 == 0.0 && got[1].2 == 0.0, "wraps lose nothing");
+
+        // The report lists them, per meter and in full.
+        let (ok, json, err) = run(&[
+            "export",
+            "--config",
+            config,
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-02",
+            "--format",
+            "json",
+        ]);
+        assert!(ok, "{err}");
+        assert!(err.contains("5 counter events"), "{err}");
+        let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(report["energy_events"].as_array().unwrap().len(), 5);
+        assert_eq!(report["completeness"]["events"], 5);
+        let replaced = report["meters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["meter"] == "replaced")
+            .unwrap();
+        assert_eq!(replaced["completeness"]["events"], 1);
+        assert_eq!(replaced["completeness"]["measured"], 191, "{replaced}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_meter_reset_is_stored_logged_once_and_counted() {
+        let devices = "[[devices]]\nname = \"meter-1\"\nlink = \"switchroom\"\nunit_id = 1\n\
+                       profile = \"chint-dtsu666\"\npoll_interval_ms = 200\n";
+        let sim_plan = plan(&format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n\n[[links]]\nname = \"switchroom\"\n\
+             kind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 502\n\n{devices}"
+        ));
+        let sim = Simulator::start(&sim_plan, Bind::LOOPBACK).await.unwrap();
+        let port = sim.endpoints[0].1.rsplit_once(':').unwrap().1.to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let config = format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n\n[store]\npath = \"{}\"\ncommit_window_ms = 20\n\n\
+             [energy]\ninterval = \"2s\"\n\n\
+             [[meters]]\nname = \"main\"\ndevice = \"meter-1\"\npoint = \"ep_import\"\n\
+             kind = \"electricity\"\n\n\
+             [[links]]\nname = \"switchroom\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {port}\n\n{devices}",
+            state.display()
+        );
+        let daemon = Daemon::spawn(dir.path(), &config);
+        let intervals = |state: &Path| -> i64 {
+            rusqlite::Connection::open(state)
+                .and_then(|db| {
+                    db.query_row("SELECT count(*) FROM energy_intervals", [], |r| r.get(0))
+                })
+                .unwrap_or(0)
+        };
+        eventually(Duration::from_secs(30), "two intervals booked", || {
+            (intervals(&state) >= 2).then_some(())
+        })
+        .await;
+        sim.device("meter-1").unwrap().inject(Fault::CounterReset);
+        // The reset is confirmed by the poll after it; the core logs and counts it, then
+        // stores it.
+        let got = eventually(Duration::from_secs(30), "the reset's event row", || {
+            let got = events(&state);
+            (!got.is_empty()).then_some(got)
+        })
+        .await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].0.as_str(), got[0].1.as_str()), ("main", "reset"));
+        let metrics = daemon.metrics().await;
+        let line = "plantwatch_energy_events_total{device=\"meter-1\",point=\"ep_import\",kind=\"reset\"} 1";
+        assert!(metrics.contains(line), "{metrics}\n{}", daemon.log());
+        let log = daemon.log();
+        let warned: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("Energy counter event"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{log}");
+        assert!(
+            warned[0].contains("WARN") && warned[0].contains("kind=\"reset\""),
+            "{}",
+            warned[0]
+        );
+        sim.shutdown().await;
+    }
+}

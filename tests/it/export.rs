@@ -609,3 +609,107 @@ async fn a_savings_baseline_with_too_few_days_is_reported_as_not_acceptable() {
         "{sv}"
     );
 }
+
+/// Issue 20, defect 12: a month of `incomer` with one interval lost to a counter reset
+/// (2975 of 2976 measured, 99.97 %) was reported as "100.0 %", and the reset nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_20_completeness_shows_counter_events_and_never_rounds_a_gap_to_100_percent() {
+    use plantwatch::process::counter::{CounterEvent, EventKind, Flag};
+    use plantwatch::process::ledger::LedgerEvent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lost = 1000;
+    let intervals: Vec<LedgerInterval> = (0..2976)
+        .map(|k| {
+            let quality = if k == lost {
+                IntervalQuality::Missing
+            } else {
+                IntervalQuality::Good
+            };
+            let mut row = iv(
+                ("incomer", "electricity", "kWh"),
+                OCT1 + k * Q,
+                if k == lost { 0.0 } else { 1.0 },
+                quality,
+                [0.0, 0.0, 0.0, 0.0],
+                Some(0.1229),
+            );
+            if k == lost {
+                row.flags = [Flag::Reset].into_iter().collect();
+            }
+            row
+        })
+        .collect();
+    write_state(dir.path(), intervals, "").await;
+    let reset = LedgerEvent {
+        meter: "incomer".into(),
+        device: "meter-1".into(),
+        point: "ep_import".into(),
+        unit: "kWh".into(),
+        event: CounterEvent {
+            kind: EventKind::Reset,
+            at_ms: OCT1 + lost * Q + 60_000,
+            from_ms: OCT1 + lost * Q - 60_000,
+            before: Some(99_990.0),
+            after: 42.0,
+            booked: 0.0,
+            unattributed: 42.0,
+            inferred_max: None,
+        },
+    };
+    let store = Store::open(&dir.path().join("state.db"), OutboxLimits::default()).unwrap();
+    store.save_energy_events(vec![reset]).await.unwrap();
+    drop(store);
+
+    let out = dir.path().join("oct.html");
+    let (ok, _, err) = export(
+        dir.path(),
+        &[
+            "--month",
+            "2026-10",
+            "--format",
+            "html",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(&out).unwrap();
+    let table = table_after(&html, "Maximum demand and data completeness");
+    let row = table
+        .split("<tr>")
+        .find(|r| r.contains(">incomer<"))
+        .unwrap();
+    assert!(row.contains("<td>2975</td>"), "{row}");
+    assert!(row.contains("99.9 %"), "{row}");
+    assert!(
+        !table.contains("100.0 %"),
+        "a gap is never 100.0 %: {table}"
+    );
+    let summary = table_after(&html, "Data completeness");
+    // boiler-gas has no interval at all: 2975 of 5952.
+    assert!(
+        summary.contains("2975 of 5952 intervals measured (50.0 %)")
+            && summary.contains("1 counter event"),
+        "{summary}"
+    );
+    let events = table_after(&html, "Counter events");
+    for wanted in ["incomer", "reset", "42.000", "2026-10-11T"] {
+        assert!(events.contains(wanted), "no {wanted} in {events}");
+    }
+
+    let (ok, json, err) = export(dir.path(), &["--month", "2026-10", "--format", "json"]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["meters"][0]["completeness"]["events"], 1, "{json}");
+    assert_eq!(report["energy_events"][0]["kind"], "reset");
+    assert_eq!(report["energy_events"][0]["unattributed"], 42.0);
+
+    let (ok, csv, err) = export(dir.path(), &["--month", "2026-10"]);
+    assert!(ok, "{err}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("event,incomer,reset,kWh,42.000,")),
+        "{csv}"
+    );
+}

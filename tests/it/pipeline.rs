@@ -9,7 +9,7 @@ use std::time::Duration;
 use plantwatch::clock::{Clock, SystemClock};
 use plantwatch::config::{EnvOverrides, load_str};
 use plantwatch::encode::json_v1;
-use plantwatch::process::ledger::LedgerInterval;
+use plantwatch::process::ledger::{LedgerEvent, LedgerInterval};
 use plantwatch::replay::{LedgerSink, ReplayOptions, replay};
 use plantwatch::runtime::daemon::{ConfigSource, Options};
 use plantwatch::sim::{Bind, Fault, Simulator};
@@ -38,9 +38,10 @@ fn config() -> String {
     )
 }
 
-/// Collects what replay books, as the ledger's JSON messages.
+/// Collects what replay books: the ledger's JSON messages, and its counter events as
+/// `meter kind at_ms`.
 #[derive(Default)]
-struct Booked(Vec<Vec<u8>>);
+struct Booked(Vec<Vec<u8>>, Vec<String>);
 
 impl LedgerSink for Booked {
     fn intervals(&mut self, intervals: Vec<LedgerInterval>) -> std::io::Result<()> {
@@ -48,9 +49,39 @@ impl LedgerSink for Booked {
         Ok(())
     }
 
+    fn events(&mut self, events: Vec<LedgerEvent>) -> std::io::Result<()> {
+        self.1.extend(
+            events
+                .iter()
+                .map(|e| format!("{} {} {}", e.meter, e.event.kind.as_str(), e.event.at_ms)),
+        );
+        Ok(())
+    }
+
     fn states(&mut self, _states: Vec<(String, String)>) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The counter events the daemon booked in the state file, as `meter kind at_ms`.
+fn stored_events(state: &Path) -> Vec<String> {
+    let db =
+        rusqlite::Connection::open_with_flags(state, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut q = db
+        .prepare("SELECT meter, kind, at_ms FROM energy_events ORDER BY at_ms, meter")
+        .unwrap();
+    q.query_map([], |r| {
+        Ok(format!(
+            "{} {} {}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?
+        ))
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
 }
 
 /// The stored outbox, in the order the core wrote it: (stream, payload).
@@ -255,5 +286,10 @@ async fn replaying_the_live_recording_gives_the_same_alarms_and_ledger() {
         text(&booked.0),
         text(&live_energy),
         "ledger intervals: replay (left) against live (right)"
+    );
+    assert_eq!(
+        booked.1,
+        stored_events(&state),
+        "counter events: replay (left) against live (right)"
     );
 }
