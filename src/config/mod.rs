@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::acquire::plan::{ReadPlan, RequestLimits};
-use crate::decode::{ByteOrder, Codec, DataType};
+use crate::decode::{ByteOrder, Codec, DataType, MAX_DECIMALS};
 use crate::model::Name;
 
 pub use issue::{ConfigErrors, ConfigIssue, Issues};
@@ -899,6 +899,7 @@ fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
         scale,
         offset,
         unit,
+        decimals,
         bit,
         length,
         ratio,
@@ -1355,14 +1356,16 @@ fn resolve_point(
         Ratio::Ct => scale *= device.ct_ratio,
         Ratio::PtCt => scale *= device.pt_ratio * device.ct_ratio,
     }
-    let codec = Codec {
+    let mut codec = Codec {
         data_type,
         order: p.order.or(defaults.order).unwrap_or(ByteOrder::Abcd),
         scale,
         offset,
         bit,
         length,
+        decimals: None,
     };
+    codec.decimals = resolve_decimals(key, p.decimals, &codec, issues);
     if let Some(address) = address {
         let width = if function.is_bits() {
             1
@@ -1403,6 +1406,44 @@ fn resolve_point(
         description: p.description.clone().unwrap_or_default(),
         report,
     })
+}
+
+/// A point's `decimals`: at most [`MAX_DECIMALS`], and only where the value can have a
+/// fraction (a float, or a scaled integer or bit).
+fn resolve_decimals(
+    key: &str,
+    given: Option<u32>,
+    codec: &Codec,
+    issues: &mut Issues,
+) -> Option<u8> {
+    let n = given?;
+    let fractional = matches!(codec.data_type, DataType::F32 | DataType::F64)
+        || (codec.data_type != DataType::String && codec.is_scaled());
+    if !fractional {
+        issues.push(
+            format!("{key}.decimals"),
+            format!(
+                "a{} `{}` value has no fraction to round; set `scale`, or remove `decimals`",
+                if codec.data_type == DataType::String {
+                    ""
+                } else {
+                    "n unscaled"
+                },
+                codec.data_type
+            ),
+        );
+        return None;
+    }
+    match u8::try_from(n) {
+        Ok(n) if n <= MAX_DECIMALS => Some(n),
+        _ => {
+            issues.push(
+                format!("{key}.decimals"),
+                format!("{n} is out of range; use 0 to {MAX_DECIMALS}"),
+            );
+            None
+        }
+    }
 }
 
 /// A point's reporting policy: its own keys, else its device's, else every poll.
