@@ -259,6 +259,27 @@ impl Codec {
         }
     }
 
+    /// The smallest step this codec's values take: one unit of the last decimal written, the
+    /// unit a scaled float counts in, or 0 where any change is a real one.
+    pub fn resolution(&self) -> f64 {
+        match self.precision() {
+            Precision::Decimals(n) => 10f64.powi(-i32::from(n)),
+            Precision::Single if self.is_scaled() => self.scale.abs(),
+            Precision::Single | Precision::Full => 0.0,
+        }
+    }
+
+    /// What the decoded value is on the wire: `number`, `integer`, `bool` or `string`.
+    pub fn wire_kind(&self) -> &'static str {
+        match self.data_type {
+            DataType::String => "string",
+            DataType::F32 | DataType::F64 => "number",
+            _ if self.is_scaled() => "number",
+            DataType::Bool | DataType::Bit => "bool",
+            _ => "integer",
+        }
+    }
+
     /// How many digits of this codec's numbers are real: the point's `decimals` if set, else
     /// what the register type and `scale`/`offset` imply.
     pub fn precision(&self) -> Precision {

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::Format;
 use crate::detect::{AlarmEvent, AlarmStatus};
-use crate::encode::json_v1;
+use crate::encode::{json_compact, json_v1};
 use crate::model::{SampleBatch, Timestamp};
 use crate::pipeline::{Outputs, Pipeline};
 use crate::platform::{Record, Recorder, close_due};
@@ -162,6 +162,7 @@ impl Core {
             batches: mut rx,
             mut downlink,
         } = receivers;
+        self.publish_schemas().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
@@ -224,6 +225,29 @@ impl Core {
         {
             error!(error = %err, "Cannot save maintenance counters.");
         }
+    }
+
+    /// `{prefix}/schema/{device}` for every device, retained, to the compact sinks: at start
+    /// and after every reload, so a consumer always holds the schema of what it receives (the
+    /// queue sends it before any telemetry stored after it).
+    async fn publish_schemas(&mut self) {
+        if !self.sinks.iter().any(|s| s.format == Format::JsonCompact) {
+            return;
+        }
+        let now = self.clock.now();
+        let drafts = self
+            .plan
+            .devices
+            .iter()
+            .map(|d| {
+                let key = format!("schema/{}", d.name);
+                let mut draft =
+                    Draft::wire(key.clone(), key, &json_compact::device_schema(d, now), true);
+                draft.format = Format::JsonCompact;
+                draft
+            })
+            .collect();
+        self.store_all(drafts, &[], now).await;
     }
 
     /// `{prefix}/health/{device}` for every device, retained.
@@ -402,8 +426,9 @@ impl Core {
         let mut messages = Vec::with_capacity(drafts.len());
         for mut d in drafts {
             let (format, only) = (d.format, d.only.take());
-            let wanted =
-                |s: &&SinkQueue| s.format == format && only.as_ref().is_none_or(|o| *o == s.name);
+            let wanted = |s: &&SinkQueue| {
+                s.format.takes(format) && only.as_ref().is_none_or(|o| *o == s.name)
+            };
             let targets = sinks.iter().filter(wanted).count();
             for (i, sink) in sinks.iter().filter(wanted).enumerate() {
                 // The last copy takes the draft's buffers: one sink (the usual case) copies
