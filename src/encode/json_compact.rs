@@ -128,20 +128,6 @@ pub fn schema(device: &str, points: &[SchemaPoint<'_>], ts: Timestamp) -> Vec<u8
     out
 }
 
-/// The schema message of a configured device.
-pub fn device_schema(device: &crate::config::plan::Device, ts: Timestamp) -> Vec<u8> {
-    let points: Vec<SchemaPoint<'_>> = device
-        .points
-        .iter()
-        .map(|p| SchemaPoint {
-            name: p.name.as_str(),
-            unit: &p.unit,
-            kind: p.codec.wire_kind(),
-        })
-        .collect();
-    schema(device.name.as_str(), &points, ts)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::Format;
 use crate::detect::{AlarmEvent, AlarmStatus};
-use crate::encode::{json_compact, json_v1};
+use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
 use crate::pipeline::{Outputs, Pipeline};
 use crate::platform::{Record, Recorder, close_due};
@@ -241,8 +241,12 @@ impl Core {
             .iter()
             .map(|d| {
                 let key = format!("schema/{}", d.name);
-                let mut draft =
-                    Draft::wire(key.clone(), key, &json_compact::device_schema(d, now), true);
+                let mut draft = Draft::wire(
+                    key.clone(),
+                    key,
+                    &crate::sink::mqtt::schema::device_schema(d, now),
+                    true,
+                );
                 draft.format = Format::JsonCompact;
                 draft
             })

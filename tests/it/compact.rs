@@ -10,7 +10,6 @@ use plantwatch::clock::SystemClock;
 use plantwatch::config::daemon::{Format, Mqtt, Protocol};
 use plantwatch::config::plan::Device;
 use plantwatch::decode::{decode, decode_bit};
-use plantwatch::encode::json_compact;
 use plantwatch::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp};
 use plantwatch::process::report::Reporter;
 use plantwatch::runtime::outbox::StoreOutbox;
@@ -313,7 +312,7 @@ async fn a_subscriber_rebuilds_an_hour_of_v1_telemetry_from_compact_messages_and
     let mut rows = Vec::new();
     let mut seq: BTreeMap<String, u64> = BTreeMap::new();
     for d in &demo.devices {
-        let schema = json_compact::device_schema(d, Timestamp(start));
+        let schema = plantwatch::sink::mqtt::schema::device_schema(d, Timestamp(start));
         let stream = format!("schema/{}", d.name);
         rows.push(OutboxMessage {
             queue: compact_queue,
