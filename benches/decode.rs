@@ -44,6 +44,7 @@ fn codec(data_type: DataType, order: ByteOrder, scale: f64, bit: u8) -> Codec {
         offset: 0.0,
         bit,
         length: 1,
+        decimals: None,
     }
 }
 

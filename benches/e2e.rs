@@ -11,6 +11,11 @@
 //! `BENCH_MAX_GAP` (sets every meter's `max_gap_registers`: `support/max_gap.rs`),
 //! `BENCH_MAX_INFLIGHT` (sets `[mqtt] max_inflight`, which bounds the replay's memory and rate).
 //!
+//! `BENCH_WIRE=1` measures bytes on the wire instead (issue 19, `support/wire.rs`): per delivered
+//! value, per value and poll, and per device-day, for json, json_compact and sparkplug_b with
+//! every-poll and on-change reporting. Bytes do not depend on the build, so
+//! `PLANTWATCH_BIN=target/debug/plantwatch` serves.
+//!
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
 //! hours instead of extrapolating from the outage's: the outage's rows are copied in the
 //! outbox, renumbered so that every device's seqs stay contiguous, until it holds
@@ -40,6 +45,8 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 #[path = "support/max_gap.rs"]
 mod max_gap;
+#[path = "support/wire.rs"]
+mod wire;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -327,6 +334,10 @@ fn main() {
     let plant = std::fs::read_to_string(&sim_cfg).expect("simulator config");
     let plant = plant.replacen("[gateway]\nsite = \"sim\"\nid = \"sim-gw\"\n", "", 1);
     let plant = max_gap::apply(plant);
+    if std::env::var_os("BENCH_WIRE").is_some_and(|v| v == "1") {
+        wire::run(&bin, broker, &plant, &dir, devices, warmup, seconds);
+        return;
+    }
     let cfg = dir.join("plantwatch.toml");
     let inflight = std::env::var("BENCH_MAX_INFLIGHT")
         .ok()

@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDateTime, TimeZone};
 use std::sync::Arc;
 
 use crate::config::plan::Plan;
+use crate::decode::Precision;
 use crate::encode::json_v1;
 use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 use crate::pipeline::{Outputs, Pipeline, Taps};
@@ -303,6 +304,13 @@ pub fn replay<R: Read, W: Write, E: Write>(
             )
         })
         .collect();
+    // Each point's number rule (docs/payload.md): a recorded value is replayed, and written,
+    // with the digits its register carries.
+    let precisions: Vec<Vec<Precision>> = plan
+        .devices
+        .iter()
+        .map(|d| d.points.iter().map(|p| p.codec.precision()).collect())
+        .collect();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -454,6 +462,17 @@ pub fn replay<R: Read, W: Write, E: Write>(
             )?;
             write_row(&mut out, &record, fixed, &names, None, &[]).map_err(io("output"))?;
             continue;
+        };
+        // Consumption is summed into a counter; only a reading is the register's own value.
+        let value = match value {
+            Some(v) if !opts.consumption => {
+                let honest = precisions[di][pi].apply(v);
+                if honest.to_bits() != v.to_bits() {
+                    rewrite_field(&mut record, columns - 1, honest);
+                }
+                Some(honest)
+            }
+            v => v,
         };
         let value = match (opts.consumption, value) {
             (true, Some(v)) => {
@@ -634,6 +653,18 @@ fn write_row<W: Write>(
         out.write_all(a.as_bytes())?;
     }
     out.write_all(b"\n")
+}
+
+/// Replaces field `at` of `record` with `value` in its shortest form: only for a recorded
+/// value written with more digits than its register carries, so a clean input costs nothing.
+fn rewrite_field(record: &mut csv::ByteRecord, at: usize, value: f64) {
+    let mut text = ryu::Buffer::new();
+    let text = text.format_finite(value).as_bytes();
+    let mut rewritten = csv::ByteRecord::with_capacity(record.as_slice().len(), record.len());
+    for (i, f) in record.iter().enumerate() {
+        rewritten.push_field(if i == at { text } else { f });
+    }
+    *record = rewritten;
 }
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ pub struct RawMqtt {
     /// The sink's name: its outbox queue, metrics label and log field; default `mqtt`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Payload profile: `"json"` (default), `"energy_platform"` or `"sparkplug_b"`.
+    /// Payload profile: `"json"` (default), `"json_compact"`, `"energy_platform"` or
+    /// `"sparkplug_b"`.
     #[serde(default)]
     pub format: Option<String>,
     /// Broker host name or IP literal.
@@ -237,6 +238,9 @@ pub enum Format {
     /// The JSON profile v1: telemetry, energy, alarms, health, command replies.
     #[default]
     Json,
+    /// The compact JSON profile (payload version 2) for metered links: the same messages as
+    /// [`Format::Json`] with telemetry in short form, plus a retained schema per device.
+    JsonCompact,
     /// Energy-platform records (GB/T 37947 data model) from the `[energy_platform]` section.
     EnergyPlatform,
     /// Sparkplug B for a SCADA host, with its own delivery rules (`[mqtt.sparkplug]`).
@@ -248,6 +252,7 @@ impl Format {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "json" => Some(Self::Json),
+            "json_compact" => Some(Self::JsonCompact),
             "energy_platform" => Some(Self::EnergyPlatform),
             "sparkplug_b" => Some(Self::SparkplugB),
             _ => None,
@@ -255,10 +260,25 @@ impl Format {
     }
 }
 
+impl Format {
+    /// Whether a sink of this format takes messages made for `draft`: a compact sink takes
+    /// every JSON-profile message (rendering telemetry in short form when it sends) and its
+    /// own schema messages.
+    pub fn takes(self, draft: Format) -> bool {
+        self == draft || (self == Self::JsonCompact && draft == Self::Json)
+    }
+
+    /// Whether the sink speaks the JSON profile (either version), and so takes commands.
+    pub fn is_json(self) -> bool {
+        matches!(self, Self::Json | Self::JsonCompact)
+    }
+}
+
 impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Json => "json",
+            Self::JsonCompact => "json_compact",
             Self::EnergyPlatform => "energy_platform",
             Self::SparkplugB => "sparkplug_b",
         })
@@ -356,8 +376,8 @@ pub fn resolve_mqtt(
             issues.push(
                 key("format"),
                 format!(
-                    "`{text}` is not a payload profile; use \"json\", \"energy_platform\" or \
-                     \"sparkplug_b\""
+                    "`{text}` is not a payload profile; use \"json\", \"json_compact\", \
+                     \"energy_platform\" or \"sparkplug_b\""
                 ),
             );
             Format::default()

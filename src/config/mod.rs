@@ -31,7 +31,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::acquire::plan::{ReadPlan, RequestLimits};
-use crate::decode::{ByteOrder, Codec, DataType};
+use crate::decode::{ByteOrder, Codec, DataType, MAX_DECIMALS};
 use crate::model::Name;
 
 pub use issue::{ConfigErrors, ConfigIssue, Issues};
@@ -505,6 +505,11 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         );
     }
 
+    // A metered link's default (issue 19): with only compact JSON sinks, points report on
+    // change. A v1 sink beside them keeps every poll, since both send the same reports.
+    let formats = || raw_mqtt.iter().map(|(_, m)| m.format.as_deref());
+    let compact_only = formats().any(|f| f == Some("json_compact"))
+        && !formats().any(|f| matches!(f, None | Some("json")));
     let mut devices = Vec::new();
     let mut device_keys: HashMap<String, String> = HashMap::new();
     for (i, v) in raw_devices.iter().flatten().cloned().enumerate() {
@@ -531,6 +536,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             link_index: &link_index,
             profiles,
             before,
+            compact_only,
         };
         if let Some(d) = resolve_device(&key, raw, &context, &mut issues) {
             devices.push(d);
@@ -900,6 +906,7 @@ fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
         scale,
         offset,
         unit,
+        decimals,
         bit,
         length,
         ratio,
@@ -925,6 +932,8 @@ struct DeviceContext<'a> {
     profiles: &'a Profiles,
     /// The issue count before the device was deserialized (unknown keys may already be in).
     before: usize,
+    /// Every JSON sink is `json_compact`: points report on change unless they say otherwise.
+    compact_only: bool,
 }
 
 /// Lets devices whose resolved points are equal (a profile used without overrides) share one
@@ -950,6 +959,7 @@ fn resolve_device(
         link_index,
         profiles,
         before,
+        compact_only,
     } = *cx;
     let name = name_at(issues, format!("{key}.name"), &raw.name);
     let link = match link_index.get(&raw.link) {
@@ -1193,7 +1203,11 @@ fn resolve_device(
     };
     let mut points = Vec::with_capacity(merged.len());
     for (n, p, pkey) in &merged {
-        if let Some(p) = resolve_point(pkey, n, p, &defaults, &raw, limits, issues) {
+        let cx = PointContext {
+            limits,
+            compact_only,
+        };
+        if let Some(p) = resolve_point(pkey, n, p, &defaults, &raw, cx, issues) {
             points.push(p);
         }
     }
@@ -1219,15 +1233,27 @@ fn resolve_device(
     })
 }
 
+/// What a point is resolved against, from its device and the sinks.
+#[derive(Clone, Copy)]
+struct PointContext {
+    limits: RequestLimits,
+    /// Every JSON sink is `json_compact` (see [`resolve_report`]).
+    compact_only: bool,
+}
+
 fn resolve_point(
     key: &str,
     name: &str,
     p: &RawPoint,
     defaults: &RawPointDefaults,
     device: &RawDevice,
-    limits: RequestLimits,
+    cx: PointContext,
     issues: &mut Issues,
 ) -> Option<plan::Point> {
+    let PointContext {
+        limits,
+        compact_only,
+    } = cx;
     let before = issues.0.len();
     let name = name_at(issues, key.to_owned(), name);
     let (function, address) = match (p.address, p.register) {
@@ -1371,14 +1397,16 @@ fn resolve_point(
         Ratio::Ct => scale *= device.ct_ratio,
         Ratio::PtCt => scale *= device.pt_ratio * device.ct_ratio,
     }
-    let codec = Codec {
+    let mut codec = Codec {
         data_type,
         order: p.order.or(defaults.order).unwrap_or(ByteOrder::Abcd),
         scale,
         offset,
         bit,
         length,
+        decimals: None,
     };
+    codec.decimals = resolve_decimals(key, p.decimals, &codec, issues);
     if let Some(address) = address {
         let width = if function.is_bits() {
             1
@@ -1413,7 +1441,7 @@ fn resolve_point(
     if issues.0.len() != before {
         return None;
     }
-    let report = resolve_report(key, p, device, issues)?;
+    let report = resolve_report(key, p, device, compact_only.then_some(&codec), issues)?;
     Some(plan::Point {
         name: name?,
         function,
@@ -1426,11 +1454,52 @@ fn resolve_point(
     })
 }
 
-/// A point's reporting policy: its own keys, else its device's, else every poll.
+/// A point's `decimals`: at most [`MAX_DECIMALS`], and only where the value can have a
+/// fraction (a float, or a scaled integer or bit).
+fn resolve_decimals(
+    key: &str,
+    given: Option<u32>,
+    codec: &Codec,
+    issues: &mut Issues,
+) -> Option<u8> {
+    let n = given?;
+    let fractional = matches!(codec.data_type, DataType::F32 | DataType::F64)
+        || (codec.data_type != DataType::String && codec.is_scaled());
+    if !fractional {
+        issues.push(
+            format!("{key}.decimals"),
+            format!(
+                "a{} `{}` value has no fraction to round; set `scale`, or remove `decimals`",
+                if codec.data_type == DataType::String {
+                    ""
+                } else {
+                    "n unscaled"
+                },
+                codec.data_type
+            ),
+        );
+        return None;
+    }
+    match u8::try_from(n) {
+        Ok(n) if n <= MAX_DECIMALS => Some(n),
+        _ => {
+            issues.push(
+                format!("{key}.decimals"),
+                format!("{n} is out of range; use 0 to {MAX_DECIMALS}"),
+            );
+            None
+        }
+    }
+}
+
+/// A point's reporting policy: its own keys, else its device's, else every poll; with
+/// `compact` (the point's codec, when every JSON sink is compact), on change with a deadband
+/// of the point's resolution.
 fn resolve_report(
     key: &str,
     p: &RawPoint,
     device: &RawDevice,
+    compact: Option<&Codec>,
     issues: &mut Issues,
 ) -> Option<plan::Report> {
     let before = issues.0.len();
@@ -1441,8 +1510,18 @@ fn resolve_report(
         }
     };
     let defaults = plan::Report::default();
-    let mode = p.report.or(device.report).unwrap_or_default();
-    let deadband = p.deadband.or(device.deadband);
+    let written = p.report.or(device.report);
+    let mode = match (written, compact) {
+        (Some(mode), _) => mode,
+        (None, Some(_)) => raw::ReportMode::OnChange,
+        (None, None) => raw::ReportMode::default(),
+    };
+    let deadband = p.deadband.or(device.deadband).or_else(|| {
+        // Half a step: a change of one step in the written digits (0.1 V as 231.5 - 231.4 =
+        // 0.0999…) must pass. A written percent deadband decides alone.
+        let step = compact.filter(|_| written.is_none())?.resolution();
+        (p.deadband_percent.or(device.deadband_percent).is_none()).then_some(step / 2.0)
+    });
     let percent = p.deadband_percent.or(device.deadband_percent);
     let silence = p.max_silence_ms.or(device.max_silence_ms);
     // Name the key where the value was written: the point's own, or the device's.

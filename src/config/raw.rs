@@ -328,6 +328,9 @@ pub struct RawPoint {
     /// Engineering unit.
     #[serde(default)]
     pub unit: Option<String>,
+    /// Decimals written in payloads, overriding what the type and `scale` imply.
+    #[serde(default)]
+    pub decimals: Option<u32>,
     /// Bit number for `type = "bit"`.
     #[serde(default)]
     pub bit: Option<u32>,

@@ -164,6 +164,86 @@ pub struct Codec {
     pub bit: u8,
     /// Registers for `string`.
     pub length: u16,
+    /// Decimals the engineering value is rounded to (the point's `decimals`); `None` lets the
+    /// type and `scale` decide (see [`Precision`]).
+    pub decimals: Option<u8>,
+}
+
+/// How many digits of a decoded number are real, so payloads never print more than the
+/// device measured (`231.799`, not the f64 expansion of an f32, `231.7990264892578`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Every digit of the f64 counts (f64 registers, unscaled integers, text).
+    Full,
+    /// The shortest decimal that reads back as the same f32: what a single-precision register
+    /// (scaled or not) can tell.
+    Single,
+    /// Exactly this many decimals (at most [`MAX_DECIMALS`]): what a scaled integer's `scale`
+    /// and `offset` imply, or the point's `decimals`.
+    Decimals(u8),
+}
+
+/// The most decimals a point can ask for; beyond it an f64 has no digits left to give.
+pub const MAX_DECIMALS: u8 = 9;
+
+/// The decimals needed to write every multiple of `step` exactly (0.1 → 1, 0.25 → 2, 20 → 0).
+/// A step with no short decimal form (1/3) gets the decimals that still tell two neighbouring
+/// counts apart.
+pub fn decimals_of(step: f64) -> u8 {
+    let step = step.abs();
+    if !step.is_finite() || step == 0.0 {
+        return 0;
+    }
+    let mut scaled = step;
+    for n in 0..=MAX_DECIMALS {
+        // Relative tolerance: 0.1 * 3 is 0.30000000000000004, and PT/CT ratios multiply such
+        // steps before they get here.
+        if (scaled - scaled.round()).abs() <= 1e-6 + scaled * 1e-12 {
+            return n;
+        }
+        scaled *= 10.0;
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "clamped to 0..=MAX_DECIMALS first"
+    )]
+    let resolving = (-step.log10()).ceil().clamp(0.0, f64::from(MAX_DECIMALS)) as u8;
+    resolving
+}
+
+impl Precision {
+    /// `value` moved to the f64 nearest the decimal this precision writes, so that every
+    /// shortest-round-trip formatter downstream (JSON, line protocol, CSV) prints that decimal.
+    /// Values that this precision cannot represent (beyond f32 range, say) are left as they are.
+    pub fn apply(self, value: f64) -> f64 {
+        match self {
+            Precision::Full => value,
+            Precision::Single => {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "the point is the f32 rounding"
+                )]
+                let single = value as f32;
+                if !single.is_finite() {
+                    return value;
+                }
+                // The shortest text that reads back as `single`, read back as an f64: no
+                // allocation, ryu's buffer lives on the stack.
+                ryu::Buffer::new()
+                    .format_finite(single)
+                    .parse()
+                    .unwrap_or(value)
+            }
+            Precision::Decimals(n) => {
+                let factor = 10f64.powi(i32::from(n.min(MAX_DECIMALS)));
+                // Dividing an integral f64 by an exact power of ten rounds once, to the f64
+                // nearest the decimal. `+ 0.0` turns a rounded -0.04 into 0, not "-0.0".
+                let rounded = (value * factor).round() / factor + 0.0;
+                if rounded.is_finite() { rounded } else { value }
+            }
+        }
+    }
 }
 
 impl Codec {
@@ -176,6 +256,44 @@ impl Codec {
             offset: 0.0,
             bit: 0,
             length: 1,
+            decimals: None,
+        }
+    }
+
+    /// The smallest step this codec's values take: one unit of the last decimal written, the
+    /// unit a scaled float counts in, or 0 where any change is a real one.
+    pub fn resolution(&self) -> f64 {
+        match self.precision() {
+            Precision::Decimals(n) => 10f64.powi(-i32::from(n)),
+            Precision::Single if self.is_scaled() => self.scale.abs(),
+            Precision::Single | Precision::Full => 0.0,
+        }
+    }
+
+    /// What the decoded value is on the wire: `number`, `integer`, `bool` or `string`.
+    pub fn wire_kind(&self) -> &'static str {
+        match self.data_type {
+            DataType::String => "string",
+            DataType::F32 | DataType::F64 => "number",
+            _ if self.is_scaled() => "number",
+            DataType::Bool | DataType::Bit => "bool",
+            _ => "integer",
+        }
+    }
+
+    /// How many digits of this codec's numbers are real: the point's `decimals` if set, else
+    /// what the register type and `scale`/`offset` imply.
+    pub fn precision(&self) -> Precision {
+        if let Some(n) = self.decimals {
+            return Precision::Decimals(n.min(MAX_DECIMALS));
+        }
+        match self.data_type {
+            DataType::F32 => Precision::Single,
+            DataType::F64 | DataType::String => Precision::Full,
+            _ if self.is_scaled() => {
+                Precision::Decimals(decimals_of(self.scale).max(decimals_of(self.offset)))
+            }
+            _ => Precision::Full,
         }
     }
 
@@ -274,7 +392,11 @@ fn bcd(mut raw: u32, digits: u32) -> Result<i64, DecodeError> {
 /// Decodes a bit read with function 01 or 02.
 pub fn decode_bit(bit: bool, codec: &Codec) -> Value {
     if codec.is_scaled() {
-        Value::F64(f64::from(u8::from(bit)) * codec.scale + codec.offset)
+        Value::F64(
+            codec
+                .precision()
+                .apply(f64::from(u8::from(bit)) * codec.scale + codec.offset),
+        )
     } else {
         Value::Bool(bit)
     }
@@ -353,14 +475,19 @@ pub fn decode(words: &[u16], codec: &Codec) -> Result<Value, DecodeError> {
             ));
         }
     };
+    let precision = codec.precision();
     match raw {
         Raw::Float(v) if !v.is_finite() => Err(DecodeError::NotFinite),
-        Raw::Float(v) => Ok(Value::F64(v * codec.scale + codec.offset)),
+        // Unscaled floats skip the arithmetic: `-0.0 + 0.0` would lose the sign of zero.
+        Raw::Float(v) if !codec.is_scaled() => Ok(Value::F64(precision.apply(v))),
+        Raw::Float(v) => Ok(Value::F64(precision.apply(v * codec.scale + codec.offset))),
         #[expect(
             clippy::cast_precision_loss,
             reason = "scaled values are f64 by design"
         )]
-        Raw::Int(v) if codec.is_scaled() => Ok(Value::F64(v as f64 * codec.scale + codec.offset)),
+        Raw::Int(v) if codec.is_scaled() => Ok(Value::F64(
+            precision.apply(v as f64 * codec.scale + codec.offset),
+        )),
         Raw::Int(v) => Ok(Value::I64(v)),
     }
 }
@@ -824,6 +951,147 @@ mod tests {
         }
     }
 
+    /// How a decoded value is written: the shortest text that reads back as the same f64, as
+    /// serde_json, the line protocol and replay write it.
+    fn written(v: &Result<Value, DecodeError>) -> String {
+        match v {
+            Ok(Value::F64(f)) => ryu::Buffer::new().format(*f).to_owned(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn f32_words(x: f32) -> [u16; 2] {
+        let bits = x.to_bits();
+        [(bits >> 16) as u16, bits as u16]
+    }
+
+    #[test]
+    fn f32_registers_are_written_as_the_shortest_decimal_of_the_f32() {
+        let plain = Codec::plain(DataType::F32);
+        let classes: [(&str, f32); 8] = [
+            ("meter reading", 231.799),
+            ("smallest subnormal", f32::from_bits(1)),
+            ("largest subnormal", f32::from_bits(0x007F_FFFF)),
+            ("smallest normal", f32::MIN_POSITIVE),
+            ("largest", f32::MAX),
+            ("most negative", f32::MIN),
+            ("negative zero", -0.0),
+            ("energy counter", 123_456.78),
+        ];
+        for (class, x) in classes {
+            let text = written(&decode(&f32_words(x), &plain));
+            let back: f32 = text.parse().unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{class}: {text}");
+        }
+        assert_eq!(written(&decode(&f32_words(231.799), &plain)), "231.799");
+        assert_eq!(written(&decode(&f32_words(-0.0), &plain)), "-0.0");
+        assert_eq!(
+            written(&decode(&f32_words(f32::MAX), &plain)),
+            "3.4028235e38"
+        );
+        assert_eq!(
+            written(&decode(&f32_words(f32::from_bits(1)), &plain)),
+            "1e-45"
+        );
+        // NaN and infinity are a meter's "no value": a decode error, which acquisition turns
+        // into a bad quality and the payloads into `null`.
+        for marker in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            assert_eq!(
+                decode(&f32_words(marker), &plain),
+                Err(DecodeError::NotFinite)
+            );
+        }
+    }
+
+    #[test]
+    fn a_scaled_integer_has_the_decimals_its_scale_implies() {
+        let scaled = |data_type, scale, offset| Codec {
+            scale,
+            offset,
+            ..Codec::plain(data_type)
+        };
+        // 2314 × 0.1 is 231.40000000000003 in f64.
+        assert_eq!(
+            written(&decode(&[2314], &scaled(DataType::U16, 0.1, 0.0))),
+            "231.4"
+        );
+        assert_eq!(
+            written(&decode(&[2310], &scaled(DataType::U16, 0.1, 0.0))),
+            "231.0"
+        );
+        assert_eq!(
+            written(&decode(&[7], &scaled(DataType::U16, 0.01, -40.0))),
+            "-39.93"
+        );
+        assert_eq!(
+            written(&decode(&[3], &scaled(DataType::I16, 0.25, 0.0))),
+            "0.75"
+        );
+        // A PT ratio of 100 on 0.1 V steps: whole volts.
+        assert_eq!(
+            written(&decode(&[2314], &scaled(DataType::U16, 0.1 * 100.0, 0.0))),
+            "23140.0"
+        );
+        assert_eq!(decimals_of(0.1), 1);
+        assert_eq!(decimals_of(0.001), 3);
+        assert_eq!(decimals_of(0.1 * 3.0), 1);
+        assert_eq!(decimals_of(20.000_000_000_000_004), 0);
+        assert_eq!(decimals_of(1.0 / 3.0), 1);
+        assert_eq!(decimals_of(0.0), 0);
+        // A scaled f32 keeps the f32's own digits: 12345678 Wh in kWh.
+        let kwh = scaled(DataType::F32, 0.001, 0.0);
+        assert_eq!(
+            written(&decode(&f32_words(12_345_678.0), &kwh)),
+            "12345.678"
+        );
+    }
+
+    #[test]
+    fn a_points_decimals_override_type_and_scale() {
+        let f32_one = Codec {
+            decimals: Some(1),
+            ..Codec::plain(DataType::F32)
+        };
+        assert_eq!(written(&decode(&f32_words(231.799), &f32_one)), "231.8");
+        let whole = Codec {
+            scale: 0.1,
+            decimals: Some(0),
+            ..Codec::plain(DataType::U16)
+        };
+        assert_eq!(written(&decode(&[2316], &whole)), "232.0");
+        let finer = Codec {
+            scale: 0.5,
+            decimals: Some(3),
+            ..Codec::plain(DataType::U16)
+        };
+        assert_eq!(written(&decode(&[3], &finer)), "1.5");
+        // Rounding a small negative to no decimals gives 0, not "-0".
+        let signed = Codec {
+            scale: 0.01,
+            decimals: Some(1),
+            ..Codec::plain(DataType::I16)
+        };
+        assert_eq!(written(&decode(&[(-4i16) as u16], &signed)), "0.0");
+        let f64_two = Codec {
+            decimals: Some(2),
+            ..Codec::plain(DataType::F64)
+        };
+        let pi = std::f64::consts::PI.to_bits();
+        let words = [
+            (pi >> 48) as u16,
+            (pi >> 32) as u16,
+            (pi >> 16) as u16,
+            pi as u16,
+        ];
+        assert_eq!(written(&decode(&words, &f64_two)), "3.14");
+        // A scaled bit read as a coil follows the same rule.
+        let coil = Codec {
+            scale: 0.1,
+            ..Codec::plain(DataType::Bool)
+        };
+        assert_eq!(decode_bit(true, &coil), Value::F64(0.1));
+    }
+
     fn any_order() -> impl Strategy<Value = ByteOrder> {
         prop::sample::select(ByteOrder::ALL.to_vec())
     }
@@ -844,9 +1112,29 @@ mod tests {
         #[test]
         fn floats_round_trip_in_every_order(v in -1.0e30f32..1.0e30f32, d in -1.0e300f64..1.0e300, order in any_order()) {
             let c = codec(DataType::F32, order);
-            prop_assert_eq!(decode(&encode(&Value::F64(f64::from(v)), &c).unwrap(), &c), Ok(Value::F64(f64::from(v))));
+            let Ok(Value::F64(back)) = decode(&encode(&Value::F64(f64::from(v)), &c).unwrap(), &c) else {
+                panic!("f32 decodes to a float")
+            };
+            prop_assert_eq!((back as f32).to_bits(), v.to_bits());
             let c = codec(DataType::F64, order);
             prop_assert_eq!(decode(&encode(&Value::F64(d), &c).unwrap(), &c), Ok(Value::F64(d)));
+        }
+
+        #[test]
+        fn every_finite_f32_decodes_to_its_shortest_decimal(bits in any::<u32>()) {
+            let x = f32::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let words = [(bits >> 16) as u16, bits as u16];
+            let Ok(Value::F64(v)) = decode(&words, &Codec::plain(DataType::F32)) else {
+                panic!("a finite f32 decodes")
+            };
+            let written = ryu::Buffer::new().format(v).to_owned();
+            prop_assert_eq!(written.parse::<f32>().map(f32::to_bits), Ok(bits), "{}", written);
+            prop_assert_eq!((v as f32).to_bits(), bits);
+            // The same decimal as the f32's own shortest text (ryu switches to exponent form at
+            // different magnitudes for f32 and f64, so the texts may differ in form).
+            let shortest: f64 = ryu::Buffer::new().format(x).parse().unwrap();
+            prop_assert_eq!(v.to_bits(), shortest.to_bits(), "{}", written);
         }
 
         #[test]

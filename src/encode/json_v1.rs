@@ -8,7 +8,7 @@ use std::io::Write as _;
 use serde_json::json;
 
 use crate::detect::{AlarmEvent, DeviceHealth};
-use crate::model::{PointSample, SampleBatch, Timestamp, Value};
+use crate::model::{PointSample, Quality, SampleBatch, Timestamp, Value};
 use crate::process::ledger::LedgerInterval;
 use crate::process::tou::Period;
 
@@ -16,12 +16,15 @@ use crate::process::tou::Period;
 pub const VERSION: u32 = 1;
 
 /// Appends `text` as a JSON string (quoted and escaped).
-fn push_str(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn push_str(out: &mut Vec<u8>, text: &str) {
     // Writing a &str into a Vec cannot fail.
     let _infallible = serde_json::to_writer(&mut *out, text);
 }
 
-fn push_value(out: &mut Vec<u8>, v: Option<&Value>) {
+/// Appends a value as JSON: numbers by the shortest text that reads back as the same f64
+/// (decode has already moved them to the decimal their register carries), `null` when absent
+/// or not finite.
+pub(crate) fn push_value(out: &mut Vec<u8>, v: Option<&Value>) {
     // serde_json writes floats in their shortest round-tripping form and non-finite ones as
     // `null` (JSON has no NaN), straight into `out`: no String per value on the hot path.
     let _infallible = match v {
@@ -34,6 +37,16 @@ fn push_value(out: &mut Vec<u8>, v: Option<&Value>) {
             Ok(())
         }
     };
+}
+
+/// A sample's value as payloads write it: absent when the quality is bad, whatever the
+/// sample still holds.
+pub(crate) fn sample_value<N>(s: &PointSample<N>) -> Option<&Value> {
+    if matches!(s.quality, Quality::Bad(_)) {
+        None
+    } else {
+        s.value.as_ref()
+    }
 }
 
 /// `{"v":1,"device":…,"ts":…,"seq":…,"points":{"ua":{"v":231.4,"q":"good"},…}}`, plus
@@ -60,10 +73,11 @@ pub fn telemetry_of<N: AsRef<str>>(
     backfill: bool,
 ) -> Vec<u8> {
     let ts = samples.iter().map(|s| s.ts).max().unwrap_or(tick);
-    // Sized for the common case so the buffer is not doubled: a good float point takes its name
-    // plus about 40 bytes. Replay keeps up to `max_inflight` of these in memory at once.
+    // Sized for the common case so the buffer is not doubled: a good point takes its name plus
+    // 24 bytes of envelope and its value (5 to 8 characters for a meter reading, up to 24 for an
+    // f64 at full precision). Replay keeps up to `max_inflight` of these in memory at once.
     let names: usize = samples.iter().map(|s| s.point.as_ref().len()).sum();
-    let mut out = Vec::with_capacity(80 + device.len() + names + 44 * samples.len());
+    let mut out = Vec::with_capacity(80 + device.len() + names + 32 * samples.len());
     out.extend_from_slice(b"{\"v\":1,\"device\":");
     push_str(&mut out, device);
     let _infallible = write!(out, ",\"ts\":{},\"seq\":{seq},\"points\":{{", ts.0);
@@ -73,7 +87,7 @@ pub fn telemetry_of<N: AsRef<str>>(
         }
         push_str(&mut out, s.point.as_ref());
         out.extend_from_slice(b":{\"v\":");
-        push_value(&mut out, s.value.as_ref());
+        push_value(&mut out, sample_value(s));
         out.extend_from_slice(b",\"q\":\"");
         out.extend_from_slice(s.quality.label().as_bytes());
         out.push(b'"');
@@ -262,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_meters_payload_fits_its_first_allocation() {
-        // The DTSU666 profile's 22 points; scaled f32 readings print with up to 17 digits.
+        // The DTSU666 profile's 22 points, f32 readings in their shortest form.
         let profiles = crate::config::Profiles::built_in().unwrap();
         let meter = profiles.get("chint-dtsu666").unwrap();
         let mut b = batch();
@@ -272,7 +286,7 @@ mod tests {
             .map(|(name, _)| PointSample {
                 point: Name::new(name).unwrap(),
                 ts: b.tick,
-                value: Some(Value::F64(f64::from(2314.7f32) * 0.1)),
+                value: Some(Value::F64(231.47)),
                 quality: Quality::Good,
             })
             .collect();
@@ -285,6 +299,88 @@ mod tests {
             payload.len(),
             payload.capacity()
         );
+    }
+
+    /// The text of point `name`'s value in a v1 payload, as written.
+    fn value_text<'a>(payload: &'a str, name: &str) -> &'a str {
+        let start = payload.find(&format!("\"{name}\":{{\"v\":")).unwrap() + name.len() + 8;
+        let rest = &payload[start..];
+        &rest[..rest.find(',').unwrap()]
+    }
+
+    #[test]
+    fn f32_registers_round_trip_through_the_payload_in_every_bit_pattern_class() {
+        use crate::decode::{Codec, DataType, decode};
+        let classes: [(&str, f32); 8] = [
+            ("reading", 231.799),
+            ("smallest subnormal", f32::from_bits(1)),
+            ("largest subnormal", f32::from_bits(0x007F_FFFF)),
+            ("smallest normal", f32::MIN_POSITIVE),
+            ("largest", f32::MAX),
+            ("most negative", f32::MIN),
+            ("negative zero", -0.0),
+            ("NaN", f32::NAN),
+        ];
+        let mut b = batch();
+        b.samples = classes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, x))| {
+                let bits = x.to_bits();
+                let decoded = decode(
+                    &[(bits >> 16) as u16, bits as u16],
+                    &Codec::plain(DataType::F32),
+                );
+                // What acquisition does with a decode error: the point is bad, and payloads
+                // write no value for it.
+                let (value, quality) = match decoded {
+                    Ok(v) => (Some(v), Quality::Good),
+                    Err(_) => (
+                        Some(Value::F64(f64::from(*x))),
+                        Quality::Bad(BadReason::Decode),
+                    ),
+                };
+                PointSample {
+                    point: Name::new(&format!("p{i}")).unwrap(),
+                    ts: b.tick,
+                    value,
+                    quality,
+                }
+            })
+            .collect();
+        let text = String::from_utf8(telemetry(&b, 1, false)).unwrap();
+        assert!(text.contains(r#""p0":{"v":231.799,"q":"good"}"#), "{text}");
+        assert!(
+            text.contains(r#""p7":{"v":null,"q":"bad","reason":"decode"}"#),
+            "{text}"
+        );
+        serde_json::from_str::<Json>(&text).unwrap();
+        for (i, (class, x)) in classes.iter().enumerate().take(7) {
+            let written = value_text(&text, &format!("p{i}"));
+            let back: f32 = written.parse().unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{class}: {written}");
+        }
+    }
+
+    #[test]
+    fn a_scaled_register_is_written_with_the_decimals_of_its_scale() {
+        use crate::decode::{Codec, DataType, decode};
+        let mut b = batch();
+        let tenths = Codec {
+            scale: 0.1,
+            ..Codec::plain(DataType::U16)
+        };
+        b.samples[0].value = Some(decode(&[2314], &tenths).unwrap());
+        b.samples.truncate(1);
+        let text = String::from_utf8(telemetry(&b, 1, false)).unwrap();
+        assert_eq!(value_text(&text, "ua"), "231.4");
+        let whole = Codec {
+            decimals: Some(0),
+            ..tenths
+        };
+        b.samples[0].value = Some(decode(&[2316], &whole).unwrap());
+        let text = String::from_utf8(telemetry(&b, 1, false)).unwrap();
+        assert_eq!(value_text(&text, "ua"), "232.0");
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Core {
             batches: mut rx,
             mut downlink,
         } = receivers;
+        self.publish_schemas().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
@@ -225,6 +226,33 @@ impl Core {
         {
             error!(error = %err, "Cannot save maintenance counters.");
         }
+    }
+
+    /// `{prefix}/schema/{device}` for every device, retained, to the compact sinks: at start
+    /// and after every reload, so a consumer always holds the schema of what it receives (the
+    /// queue sends it before any telemetry stored after it).
+    async fn publish_schemas(&mut self) {
+        if !self.sinks.iter().any(|s| s.format == Format::JsonCompact) {
+            return;
+        }
+        let now = self.clock.now();
+        let drafts = self
+            .plan
+            .devices
+            .iter()
+            .map(|d| {
+                let key = format!("schema/{}", d.name);
+                let mut draft = Draft::wire(
+                    key.clone(),
+                    key,
+                    &crate::sink::mqtt::schema::device_schema(d, now),
+                    true,
+                );
+                draft.format = Format::JsonCompact;
+                draft
+            })
+            .collect();
+        self.store_all(drafts, &[], now).await;
     }
 
     /// `{prefix}/health/{device}` for every device, retained.
@@ -430,8 +458,9 @@ impl Core {
         let mut messages = Vec::with_capacity(drafts.len());
         for mut d in drafts {
             let (format, only) = (d.format, d.only.take());
-            let wanted =
-                |s: &&SinkQueue| s.format == format && only.as_ref().is_none_or(|o| *o == s.name);
+            let wanted = |s: &&SinkQueue| {
+                s.format.takes(format) && only.as_ref().is_none_or(|o| *o == s.name)
+            };
             let targets = sinks.iter().filter(wanted).count();
             for (i, sink) in sinks.iter().filter(wanted).enumerate() {
                 // The last copy takes the draft's buffers: one sink (the usual case) copies

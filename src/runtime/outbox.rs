@@ -1,10 +1,10 @@
 //! The outbox as the sinks see it: one queue of the state file, read in id order and rendered
-//! when sent (JSON v1, or the energy platform's body).
+//! when sent (JSON v1 or its compact v2, or the energy platform's body).
 
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::encode::json_v1;
+use crate::encode::{json_compact, json_v1};
 use crate::model::Timestamp;
 use crate::platform::Versions;
 use crate::platform::record::local_datetime;
@@ -20,6 +20,8 @@ pub struct StoreOutbox {
     pub store: StoreHandle,
     /// The sink's queue in it.
     pub queue: QueueId,
+    /// Set for a `json_compact` sink: telemetry goes out as payload version 2.
+    pub compact: bool,
     /// Set for an `energy_platform` sink: its rows are platform records, sent as the
     /// platform's JSON body rather than the JSON profile.
     pub platform: Option<PlatformRender>,
@@ -51,6 +53,7 @@ impl StoreOutbox {
         Self {
             store,
             queue: DEFAULT_QUEUE,
+            compact: false,
             platform: None,
         }
     }
@@ -134,8 +137,13 @@ impl Outbox for StoreOutbox {
             });
         }
         let stored = record::read_batch(&item.payload).ok()?;
+        let telemetry = if self.compact {
+            json_compact::telemetry_of
+        } else {
+            json_v1::telemetry_of
+        };
         Some(Rendered {
-            payload: json_v1::telemetry_of(
+            payload: telemetry(
                 stored.device,
                 stored.tick,
                 &stored.samples,

@@ -581,6 +581,7 @@ fn start_sinks(
                 let outbox = Arc::new(StoreOutbox {
                     store: store.clone(),
                     queue: queue.queue,
+                    compact: mqtt.format == Format::JsonCompact,
                     platform: platform.as_ref().map(|p| PlatformRender {
                         versions: p.versions.clone(),
                         timezone: p.timezone,
@@ -615,7 +616,7 @@ fn start_sinks(
                     _ => {
                         // Commands and their replies are JSON-profile messages: an
                         // energy_platform sink's queue holds only records.
-                        let downlink = (m.format == Format::Json).then(|| downlink.clone());
+                        let downlink = m.format.is_json().then(|| downlink.clone());
                         tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                             let mut session = Session::new(
                                 m.clone(),
@@ -638,6 +639,7 @@ fn start_sinks(
                 let outbox = Arc::new(StoreOutbox {
                     store: store.clone(),
                     queue: queue.queue,
+                    compact: false,
                     platform: None,
                 });
                 // Built once here to check its settings (a bad certificate is a config

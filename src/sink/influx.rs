@@ -726,6 +726,28 @@ mod tests {
     }
 
     #[test]
+    fn registers_are_written_with_the_digits_they_carry() {
+        use crate::decode::{Codec, DataType, decode};
+        let bits = 231.799f32.to_bits();
+        let f32_words = [(bits >> 16) as u16, bits as u16];
+        let tenths = Codec {
+            scale: 0.1,
+            ..Codec::plain(DataType::U16)
+        };
+        let b = batch(vec![
+            sample(
+                "ua",
+                1,
+                decode(&f32_words, &Codec::plain(DataType::F32)).ok(),
+                Quality::Good,
+            ),
+            sample("ub", 1, decode(&[2314], &tenths).ok(), Quality::Good),
+        ]);
+        let (line, _) = encode(&b, "m");
+        assert!(line.contains(" ua=231.799,ub=231.4 "), "{line}");
+    }
+
+    #[test]
     fn bad_points_and_non_finite_floats_are_left_out() {
         let b = batch(vec![
             sample("ua", 1, Some(Value::F64(1.0)), Quality::Good),

@@ -570,3 +570,47 @@ fn insecure_settings_are_warnings_without_strict_security_and_local_hosts_are_no
     let plan = ok(&text("https://alarms.example.com/hook", "127.0.0.1"));
     assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
 }
+
+/// Issue 19: a gateway whose JSON sinks are all compact reports on change by default, with a
+/// deadband of half a step of each point's resolution and at most 5 minutes of silence.
+#[test]
+fn a_compact_only_gateway_reports_on_change_by_default() {
+    use plantwatch::config::plan::ReportMode;
+    let points = "[devices.points.u]\naddress = 0\nscale = 0.1\n\
+                  [devices.points.f]\naddress = 1\ntype = \"f32\"\n\
+                  [devices.points.n]\naddress = 3\n\
+                  [devices.points.kept]\naddress = 4\nreport = \"every_poll\"\n";
+    let sinks = |formats: &[&str]| {
+        formats
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                format!("[[mqtt]]\nname = \"s{i}\"\nhost = \"127.0.0.1\"\nformat = \"{f}\"\n")
+            })
+            .collect::<String>()
+    };
+    let compact = ok(&format!("{}{METER}{points}", sinks(&["json_compact"])));
+    let report = |plan: &Plan, n: &str| {
+        plan.devices[0]
+            .points
+            .iter()
+            .find(|p| p.name.as_str() == n)
+            .unwrap()
+            .report
+    };
+    let u = report(&compact, "u");
+    assert_eq!(u.mode, ReportMode::OnChange);
+    assert!((u.deadband - 0.05).abs() < 1e-12, "{u:?}");
+    assert_eq!(u.max_silence, std::time::Duration::from_secs(300));
+    // An f32 and an unscaled integer have no step: any change is reported.
+    assert_eq!(report(&compact, "f").mode, ReportMode::OnChange);
+    assert!(report(&compact, "f").deadband.abs() < 1e-12);
+    assert_eq!(report(&compact, "n").mode, ReportMode::OnChange);
+    assert_eq!(report(&compact, "kept").mode, ReportMode::EveryPoll);
+    // A v1 sink beside it (both get the same reports) keeps every poll.
+    let mixed = ok(&format!(
+        "{}{METER}{points}",
+        sinks(&["json_compact", "json"])
+    ));
+    assert_eq!(report(&mixed, "u").mode, ReportMode::EveryPoll);
+}

@@ -304,3 +304,22 @@ fn history_imports_into_a_state_file_from_counter_readings_or_interval_consumpti
         .unwrap();
     assert!(row.starts_with(expected), "{row}");
 }
+
+/// Issue 19: a recorded value is written with the digits its register carries, like every
+/// payload: a u16 × 0.1 temperature with one decimal, a u16 × 0.01 vibration with two.
+#[test]
+fn recorded_values_are_written_with_the_digits_of_their_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "timestamp,device,point,value\n\
+               1760000000,motor-1,bearing_temp,61.30000000000001\n\
+               1760000000,motor-1,vibration,2.0100000000000002\n\
+               1760000001,motor-1,bearing_temp,61.4\n";
+    let (ok, out, err) = replay(dir.path(), csv, &[]);
+    assert!(ok, "{err}");
+    let values: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(3).unwrap())
+        .collect();
+    assert_eq!(values, ["61.3", "2.01", "61.4"], "{out}");
+}

@@ -27,6 +27,7 @@ pub(crate) mod conn;
 pub mod downlink;
 mod feed;
 pub mod inflight;
+pub mod schema;
 
 use std::collections::VecDeque;
 use std::future::Future;
