@@ -4,16 +4,16 @@
 //!
 //! Each point is standardised by a robust running level and scale; an exponentially weighted
 //! covariance of the standardised vectors is learned on quiet samples and decomposed (Jacobi)
-//! every 50 samples. Per sample the model computes Hotelling's T² in the
-//! retained components and the residual Q (squared prediction error), turns each into a
-//! sigma-equivalent by the Wilson–Hilferty approximation of its chi-square law, and runs them
-//! through the same calibration and episodes as the single-point model. The share of each
-//! point in Q says which sensor explains a deviation.
+//! every 50 samples. Per sample the model computes Hotelling's T² in the retained components
+//! (those that explain 90 % of the variance) and the residual Q (squared prediction error),
+//! turns each into a sigma-equivalent by the Wilson–Hilferty approximation of its chi-square
+//! law, and keeps a CUSUM of the two together, so a fault that comes and goes with the load
+//! stays one episode. The three run through the same calibration and episodes as the
+//! single-point model. Each point's part of the more surprising of T² and Q says which sensor
+//! explains a deviation (its squared residual for Q; for T², its value times its entry of
+//! the back-projected scores, which sum to T²).
 //!
-//! Not wired into the rules or the health payload yet. On SKAB (`PLANTWATCH_SKAB_MODEL=device
-//! cargo bench --bench anomaly`) it does worse than one model per point so far: outlier F1
-//! 0.63, NAB standard 18.7 on its raises and clears, 2.7 false episodes per device per 10 000
-//! normal samples.
+//! The `anomaly` rule without `point` runs one per device (see `configs/plantwatch.toml`).
 
 use super::episode::{COMPONENTS, QUIET_SURPRISE, Reading, Tracker};
 use super::tail::{Null, Tail};
@@ -32,6 +32,11 @@ const MEAN_ABS_PER_SIGMA: f64 = 0.797_9;
 // Eigenvalues are floored at this share of the largest, so a flat direction is not infinitely
 // sensitive.
 const EIGEN_FLOOR: f64 = 1e-3;
+// The CUSUM over T² and Q, as the single-point model's mean CUSUM: slack k, per-sample
+// input clipped, statistic capped so it drains within ~64 samples once the device is back.
+const CUSUM_K: f64 = 0.5;
+const CUSUM_CLIP: f64 = 4.0;
+const CUSUM_MAX: f64 = 32.0;
 
 /// One sample's device score.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +45,18 @@ pub struct DeviceScore {
     pub score: f64,
     /// The episode after this sample.
     pub episode: Episode,
-    /// Share of each point in the residual Q (sums to 1 when Q > 0).
+    /// Each point's part of the deviation, in the statistic (T² or Q) that is the more
+    /// surprising; not normalised (see [`shares`]).
     pub contributions: Vec<f64>,
+}
+
+/// `parts` as shares that sum to 1 (all 0 when there is nothing to share).
+pub fn shares(parts: &[f64]) -> Vec<f64> {
+    let total: f64 = parts.iter().map(|p| p.max(0.0)).sum();
+    parts
+        .iter()
+        .map(|p| if total > 0.0 { p.max(0.0) / total } else { 0.0 })
+        .collect()
 }
 
 /// Streaming PCA T²/Q model over `d` points.
@@ -59,7 +74,15 @@ pub struct DeviceModel {
     kept: usize,
     tails: [Tail; COMPONENTS],
     tracker: Tracker,
+    /// CUSUM of the standardised T² and Q together, so a fault that comes and goes with the
+    /// load (a current that stops following it matches it at every crossing) stays one
+    /// episode.
+    cusum: f64,
     z: Vec<f64>,
+    /// Scratch: the part of z the retained components do not explain.
+    residual: Vec<f64>,
+    /// Scratch: the scores in the retained components, divided by their eigenvalues.
+    weighted: Vec<f64>,
 }
 
 impl DeviceModel {
@@ -78,13 +101,21 @@ impl DeviceModel {
             kept: 0,
             tails: [
                 Tail::new(Null::TwoSided),
-                Tail::new(Null::TwoSided),
                 Tail::new(Null::SquareRoot),
+                Tail::new(Null::TwoSided),
                 Tail::new(Null::SquareRoot),
             ],
             tracker: Tracker::default(),
+            cusum: 0.0,
             z: vec![0.0; d],
+            residual: vec![0.0; d],
+            weighted: vec![0.0; d],
         }
+    }
+
+    /// The current (or last) episode.
+    pub fn episode(&self) -> Episode {
+        self.tracker.episode()
     }
 
     /// Feeds one sample of every point (same order as at creation); None while warming up or
@@ -145,16 +176,17 @@ impl DeviceModel {
     fn judge(&mut self, ts_ms: i64, threshold: f64) -> DeviceScore {
         let d = self.d;
         let mut t2 = 0.0;
-        let mut residual = self.z.clone();
+        self.residual.copy_from_slice(&self.z);
         for j in 0..self.kept {
             let v = &self.vectors[j * d..(j + 1) * d];
             let t: f64 = v.iter().zip(&self.z).map(|(a, b)| a * b).sum();
             t2 += t * t / self.values[j];
-            for (r, vi) in residual.iter_mut().zip(v) {
+            self.weighted[j] = t / self.values[j];
+            for (r, vi) in self.residual.iter_mut().zip(v) {
                 *r -= t * vi;
             }
         }
-        let q: f64 = residual.iter().map(|r| r * r).sum();
+        let q: f64 = self.residual.iter().map(|r| r * r).sum();
         // Chi-square laws of T² (kept degrees of freedom) and Q (Box: g chi²_h from the
         // discarded eigenvalues), each made a standard normal by Wilson–Hilferty.
         let e_t2 = wilson_hilferty(t2, 1.0, self.kept as f64);
@@ -166,11 +198,18 @@ impl DeviceModel {
         } else {
             0.0
         };
-        let evidence = [e_t2.max(0.0), e_q.max(0.0), 0.0, 0.0];
+        // T² and Q live in orthogonal subspaces, so for Gaussian noise their standard-normal
+        // readings are independent and their scaled sum is standard normal again.
+        let combined =
+            ((e_t2 + e_q) * std::f64::consts::FRAC_1_SQRT_2).clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        self.cusum = (self.cusum + combined - CUSUM_K).clamp(0.0, CUSUM_MAX);
+        // Component order as the single-point model's, so episodes are named alike: a lone
+        // excursion (Q) is a spike, a lasting one (the CUSUM) a level shift.
+        let evidence = [e_q.max(0.0), (2.0 * self.cusum).sqrt(), e_t2.max(0.0), 0.0];
         let kinds = [
+            AnomalyKind::Spike,
             AnomalyKind::LevelShift,
-            AnomalyKind::LevelShift,
-            AnomalyKind::None,
+            AnomalyKind::Spike,
             AnomalyKind::None,
         ];
         let mut readings = [Reading {
@@ -196,10 +235,20 @@ impl DeviceModel {
                 tail.learn(e, strongest < QUIET_SURPRISE);
             }
         }
-        let contributions = if q > 0.0 {
-            residual.iter().map(|r| r * r / q).collect()
+        // Q splits into squared residuals; T² into z_i times the i-th entry of
+        // V diag(1/lambda) t, which sum to T² exactly (an entry may be negative: that point
+        // pulls against the deviation, and gets no share).
+        let contributions = if readings[0].surprise >= readings[2].surprise {
+            self.residual.iter().map(|r| r * r).collect()
         } else {
-            vec![0.0; d]
+            (0..d)
+                .map(|i| {
+                    let back: f64 = (0..self.kept)
+                        .map(|j| self.vectors[j * d + i] * self.weighted[j])
+                        .sum();
+                    (self.z[i] * back).max(0.0)
+                })
+                .collect()
         };
         DeviceScore {
             score,
@@ -228,6 +277,13 @@ impl DeviceModel {
                 break;
             }
         }
+    }
+}
+
+impl super::regime::RegimeModel for DeviceModel {
+    fn end_episode(&mut self) {
+        self.tracker = Tracker::default();
+        self.cusum = 0.0;
     }
 }
 
@@ -338,6 +394,7 @@ mod tests {
         }
         let (i, c) = found.expect("the broken correlation starts an episode");
         assert!(i < at + 60, "caught at {i}");
+        let c = shares(&c);
         let top = (0..3).max_by(|a, b| c[*a].total_cmp(&c[*b]));
         assert_eq!(top, Some(2), "contributions {c:?}");
     }

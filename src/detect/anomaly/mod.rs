@@ -120,6 +120,7 @@
 pub mod device;
 mod episode;
 mod period;
+pub mod regime;
 mod tail;
 
 pub use self::episode::Episode;
@@ -928,6 +929,17 @@ impl AnomalyModel {
             z,
             mean_kind,
         }
+    }
+}
+
+impl regime::RegimeModel for AnomalyModel {
+    fn end_episode(&mut self) {
+        let c = &mut self.core;
+        c.tracker = Tracker::default();
+        c.cusum_hi = 0.0;
+        c.cusum_lo = 0.0;
+        c.run = 0;
+        c.chain = false;
     }
 }
 
