@@ -262,7 +262,74 @@ fn rate(raises: usize, samples: usize) -> f64 {
     raises as f64 * 10_000.0 / samples.max(1) as f64
 }
 
+/// Deterministic noise in [-1, 1) for sample `i` (splitmix64), cheap next to the models.
+fn noise(i: u64) -> f64 {
+    let mut z = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+/// Prints model updates per second, univariate and for an 8-point device model, and the
+/// memory each model holds. Counts the models' own work: no CSV parsing, no engine.
+fn throughput() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    if cfg!(debug_assertions) {
+        println!("throughput: unoptimised build (--profile dev), figures not representative");
+    }
+    let rows: u64 = if cfg!(debug_assertions) {
+        200_000
+    } else {
+        5_000_000
+    };
+    let mut model = AnomalyModel::new(AnomalyParams::default());
+    let searching = model.memory_bytes();
+    let start = Instant::now();
+    for i in 0..rows {
+        // A 90-sample cycle under noise, so season = "auto" finds it and models it.
+        let v = 50.0 + (i as f64 * std::f64::consts::TAU / 90.0).sin() + 0.3 * noise(i);
+        black_box(model.update(i as i64 * 1000, 0, black_box(v)));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "throughput: univariate {:.2} M rows/s ({rows} rows, season auto, cycle found: {}); \
+         memory per point {} B while searching for a cycle, {} B with it",
+        rows as f64 / secs / 1e6,
+        model.period_ms().is_some(),
+        searching,
+        model.memory_bytes()
+    );
+    let plain = AnomalyModel::new(AnomalyParams {
+        season: plantwatch::detect::anomaly::Season::None,
+        ..AnomalyParams::default()
+    });
+    println!(
+        "throughput: memory per point with season = \"none\": {} B",
+        plain.memory_bytes()
+    );
+    let samples = rows / 4;
+    let mut device = DeviceModel::new(8, AnomalyParams::default().learn_samples);
+    let mut x = [0.0; 8];
+    let start = Instant::now();
+    for i in 0..samples {
+        let load = (i as f64 / 40.0).sin();
+        for (k, v) in x.iter_mut().enumerate() {
+            *v = (k + 1) as f64 * load + 0.1 * noise(i * 8 + k as u64);
+        }
+        black_box(device.update(i as i64 * 1000, black_box(&x), DEFAULT_THRESHOLD));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "throughput: device model, 8 points: {:.0} k device-samples/s ({samples} samples); \
+         memory {} B",
+        samples as f64 / secs / 1e3,
+        device.memory_bytes()
+    );
+}
+
 fn main() {
+    throughput();
     let Some(skab) = std::env::var_os("PLANTWATCH_SKAB_DIR").map(PathBuf::from) else {
         println!(
             "anomaly bench: skipped. Set PLANTWATCH_SKAB_DIR to SKAB's data/ folder (with \

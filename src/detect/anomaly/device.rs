@@ -113,6 +113,19 @@ impl DeviceModel {
         }
     }
 
+    /// Bytes the model holds, its matrices included.
+    pub fn memory_bytes(&self) -> usize {
+        let floats = self.level.capacity()
+            + self.absdev.capacity()
+            + self.cov.capacity()
+            + self.vectors.capacity()
+            + self.values.capacity()
+            + self.z.capacity()
+            + self.residual.capacity()
+            + self.weighted.capacity();
+        std::mem::size_of::<Self>() + floats * std::mem::size_of::<f64>()
+    }
+
     /// The current (or last) episode.
     pub fn episode(&self) -> Episode {
         self.tracker.episode()

@@ -555,6 +555,14 @@ impl AnomalyModel {
         self.core.cycle.map(|c| c.period_ms)
     }
 
+    /// Bytes the model holds: itself, its season buckets and, while `season = "auto"` is
+    /// still searching, its 4 KiB summary of the stream.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + self.summary.as_ref().map_or(0, |s| s.memory_bytes())
+    }
+
     /// The parameters the model was built with.
     pub fn params(&self) -> &AnomalyParams {
         &self.params
