@@ -153,7 +153,7 @@ impl DeviceModel {
             None
         };
         let quiet = !self.tracker.episode().active;
-        if quiet {
+        {
             let warm = self.n > WARMUP;
             for ((v, level), absdev) in x.iter().zip(&mut self.level).zip(&mut self.absdev) {
                 let sigma = (*absdev / MEAN_ABS_PER_SIGMA).max(1e-9);
@@ -171,6 +171,11 @@ impl DeviceModel {
                 };
                 *absdev += rate * (spread - *absdev);
             }
+        }
+        // The correlations learn only from quiet samples: an anomaly's pattern must not
+        // become the reference it is judged by. Levels and scales learn always, clipped, so
+        // a device that settles at a new operating point ends its episode.
+        if quiet {
             for a in 0..self.d {
                 let za = self.z[a].clamp(-LEARN_CLIP, LEARN_CLIP);
                 for b in 0..self.d {
