@@ -72,6 +72,10 @@ pub struct RawRule {
     /// `anomaly`: the model's memory in samples.
     #[serde(default)]
     pub learn_samples: Option<u32>,
+    /// `anomaly`: the model's memory as a duration, turned into samples by each device's
+    /// poll interval.
+    #[serde(default)]
+    pub learn: Option<String>,
     /// `anomaly`: samples seen before any score.
     #[serde(default)]
     pub warmup_samples: Option<u32>,
@@ -324,6 +328,9 @@ pub enum RuleKind {
         threshold: f64,
         /// The model's settings.
         params: AnomalyParams,
+        /// `learn`: the memory as a duration; replaces `params.learn_samples` by this many
+        /// polls of each target's device (see [`learn_samples`]).
+        learn: Option<Duration>,
     },
     /// The trend crosses `limit` within `horizon`.
     Trend {
@@ -493,6 +500,7 @@ fn kind_keys(kind: RuleKindName) -> &'static [&'static str] {
         RuleKindName::Anomaly => &[
             "threshold",
             "learn_samples",
+            "learn",
             "warmup_samples",
             "season",
             "min_sigma",
@@ -524,6 +532,7 @@ fn present_kind_keys(raw: &RawRule) -> Vec<&'static str> {
     add(raw.tolerance.is_some(), "tolerance");
     add(raw.threshold.is_some(), "threshold");
     add(raw.learn_samples.is_some(), "learn_samples");
+    add(raw.learn.is_some(), "learn");
     add(raw.warmup_samples.is_some(), "warmup_samples");
     add(raw.season.is_some(), "season");
     add(raw.min_sigma.is_some(), "min_sigma");
@@ -861,6 +870,31 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                 }
                 params.min_sigma = s;
             }
+            let learn = r.learn.as_ref().map(|text| {
+                let d = duration_at(issues, key, "learn", Some(text), Duration::ZERO);
+                if r.learn_samples.is_some() {
+                    issues.push(
+                        format!("{key}.learn"),
+                        "give `learn` (a duration) or `learn_samples`, not both",
+                    );
+                }
+                for t in &targets {
+                    let device = &devices[t.device];
+                    if learn_samples(d, device.poll_interval) < 10 {
+                        issues.push(
+                            format!("{key}.learn"),
+                            format!(
+                                "`{text}` is fewer than 10 polls of device `{}` (every {}); \
+                                 the model needs at least 10 samples of memory",
+                                device.name,
+                                humantime::format_duration(device.poll_interval)
+                            ),
+                        );
+                        break;
+                    }
+                }
+                d
+            });
             params.threshold = threshold;
             params.season = match r.season.unwrap_or(SeasonName::Auto) {
                 SeasonName::Auto => Season::Auto,
@@ -868,7 +902,11 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                 SeasonName::HourOfDay => Season::HourOfDay,
                 SeasonName::HourOfWeek => Season::HourOfWeek,
             };
-            RuleKind::Anomaly { threshold, params }
+            RuleKind::Anomaly {
+                threshold,
+                params,
+                learn,
+            }
         }
         RuleKindName::Trend => {
             let l = need_limit(issues);
@@ -974,6 +1012,20 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         off_delay,
         targets,
     })
+}
+
+/// The samples an `anomaly` model's memory of `learn` holds at one sample per `poll`
+/// (rounded to the nearest, saturating).
+pub fn learn_samples(learn: Duration, poll: Duration) -> u32 {
+    if poll.is_zero() {
+        return u32::MAX;
+    }
+    let samples = (learn.as_secs_f64() / poll.as_secs_f64()).round();
+    if samples >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        samples as u32
+    }
 }
 
 /// The index of `regime`'s run-state point on `device`, if the rule names one.

@@ -402,7 +402,8 @@ impl Engine {
                     RuleKind::Rate { .. } => Detector::Rate(RateState::default()),
                     RuleKind::Stuck { .. } => Detector::Stuck(StuckState::default()),
                     RuleKind::CommLoss { .. } => Detector::CommLoss,
-                    RuleKind::Anomaly { params, .. } if !t.points.is_empty() => {
+                    RuleKind::Anomaly { params, learn, .. } if !t.points.is_empty() => {
+                        let params = device_params(plan, t.device, params, *learn);
                         Detector::DeviceAnomaly(Box::new(DeviceAnomaly {
                             models: Regimes::new(
                                 DeviceModel::new(t.points.len(), params.learn_samples),
@@ -412,10 +413,12 @@ impl Engine {
                             parts: vec![0.0; t.points.len()],
                         }))
                     }
-                    RuleKind::Anomaly { params, .. } => Detector::Anomaly(Box::new(Regimes::new(
-                        AnomalyModel::new(*params),
-                        t.regime.is_some(),
-                    ))),
+                    RuleKind::Anomaly { params, learn, .. } => {
+                        Detector::Anomaly(Box::new(Regimes::new(
+                            AnomalyModel::new(device_params(plan, t.device, params, *learn)),
+                            t.regime.is_some(),
+                        )))
+                    }
                     RuleKind::Trend { window, .. } => {
                         Detector::Trend(Box::new(TrendModel::new(TrendParams {
                             window_ms: ms(*window),
@@ -1273,6 +1276,21 @@ impl Owner<'_> {
             None => {}
         }
     }
+}
+
+/// An anomaly rule's model settings on `device`: `learn` (a duration), where given, becomes
+/// that many of the device's polls.
+fn device_params(
+    plan: &Plan,
+    device: usize,
+    params: &self::anomaly::AnomalyParams,
+    learn: Option<std::time::Duration>,
+) -> self::anomaly::AnomalyParams {
+    let mut params = *params;
+    if let (Some(learn), Some(d)) = (learn, plan.devices.get(device)) {
+        params.learn_samples = crate::config::rules::learn_samples(learn, d.poll_interval);
+    }
+    params
 }
 
 fn value_f64(v: &Value) -> Option<f64> {

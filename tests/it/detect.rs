@@ -788,3 +788,41 @@ season = "none""#;
         events[0].ts / 1000
     );
 }
+
+#[test]
+fn learn_as_a_duration_is_that_many_polls_of_the_device() {
+    // motor-1 polls once a second: learn = "1h" is learn_samples = 3600.
+    let rule = |memory: &str| {
+        format!(
+            "[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\npoint = \"vibration\"\nseason = \"none\"\n{memory}"
+        )
+    };
+    let shifted = |t: i64| 50.0 + hashed_noise(t) + if t >= 3600 { 3.0 } else { 0.0 };
+    let events = |memory: &str| {
+        let mut e = Engine::new(&plan(&rule(memory)));
+        let series: Vec<Option<f64>> = (0..3 * 3600).map(|t| Some(shifted(t))).collect();
+        run(&mut e, "vibration", &series)
+    };
+    let by_duration = events("learn = \"1h\"");
+    assert!(
+        by_duration.len() >= 2,
+        "raised and accepted: {by_duration:?}"
+    );
+    assert_eq!(by_duration, events("learn_samples = 3600"));
+    assert_ne!(by_duration, events("learn_samples = 1440"));
+    let refused = |memory: &str| {
+        let text = format!("{BASE}\n{}", rule(memory));
+        load_str("test.toml", &text, &EnvOverrides::Off, Path::new("."), None)
+            .expect_err(memory)
+            .to_string()
+    };
+    let e = refused("learn = \"1h\"\nlearn_samples = 100");
+    assert!(
+        e.contains("rules[0].learn") && e.contains("not both"),
+        "{e}"
+    );
+    let e = refused("learn = \"5s\"");
+    assert!(e.contains("fewer than 10 polls of device `motor-1`"), "{e}");
+    let e = refused("learn = \"a day\"");
+    assert!(e.contains("rules[0].learn"), "{e}");
+}
