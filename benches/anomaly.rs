@@ -1,13 +1,23 @@
 //! The `anomaly` rule on real, labelled plant recordings: SKAB, a water-pump test bed
 //! (8 sensors at 1 s; valve closings, leaks, rotor imbalance, cavitation).
 //!
+//! First, always, the models' own throughput and memory (no CSV parsing, no engine):
+//! univariate updates per second, 8-point device-model samples per second, bytes per model.
+//! The release profile's fat LTO takes long to build on a small machine; optimising only
+//! this crate gives the figure sooner: `cargo bench --bench anomaly --profile dev --config
+//! 'profile.dev.package.plantwatch.opt-level=3' --config
+//! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 2.0 M rows/s and
+//! 1.27 M device-samples/s; 576 B per point with `season = "none"`, 2.9 KiB with a found
+//! cycle, 6.9 KiB while `season = "auto"` is still searching (its 4 KiB summary).
+//!
 //! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
 //! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of
 //! `;`-separated CSV files (github.com/waico/SKAB, folder `data/`). `PLANTWATCH_SKAB_QUICK=1`
 //! runs only the first two experiments of each folder (for CI); `PLANTWATCH_SKAB_THRESHOLD`
 //! replaces the default threshold (to see the trade-off; the reported figures use none).
 //! `PLANTWATCH_SKAB_MODEL=device` runs the device-level model (one PCA T²/Q model over the
-//! 8 points, not yet wired into the rule) instead; its false episodes are per device.
+//! 8 points, the `anomaly` rule without `point`) instead, `both` runs both (a device with
+//! a rule per point and a device rule); the device model's false episodes count per device.
 //! For CI, `PLANTWATCH_SKAB_MAX_FALSE` (false episodes per point per 10 000 normal samples),
 //! `PLANTWATCH_SKAB_MIN_F1` and `PLANTWATCH_SKAB_MIN_NAB` (NAB standard on the alarm's raises
 //! and clears, all folders) make the bench fail when a figure is worse.
@@ -182,37 +192,41 @@ fn run(rows: &[Row], name: &str) -> Run {
         false_raises: 0,
         false_by_point: [0; 8],
     };
-    if std::env::var("PLANTWATCH_SKAB_MODEL").is_ok_and(|m| m == "device") {
-        let mut model = DeviceModel::new(POINTS.len(), AnomalyParams::default().learn_samples);
-        let (mut raised, mut above) = (false, false);
-        for (i, row) in rows.iter().enumerate() {
-            let normal = (LEARN_ROWS..first_fault).contains(&i);
-            let s = model.update(row.ts_ms, &row.values, threshold);
-            let (score, active) = s.map_or((0.0, raised), |s| (s.score, s.episode.active));
-            let onset = score >= threshold && !above;
-            above = score >= threshold;
-            if normal {
-                out.normal_samples += 1;
-                out.false_raises += usize::from(active && !raised);
-            }
-            raised = active;
-            out.pred_outlier.push(u8::from(active));
-            out.pred_cp.push(u8::from(onset));
-        }
-        return out;
-    }
+    let mode = std::env::var("PLANTWATCH_SKAB_MODEL").unwrap_or_default();
+    let (use_points, use_device) = match mode.as_str() {
+        "device" => (false, true),
+        "both" => (true, true),
+        _ => (true, false),
+    };
+    let mut device = DeviceModel::new(POINTS.len(), AnomalyParams::default().learn_samples);
+    let (mut device_raised, mut device_above) = (false, false);
     for (i, row) in rows.iter().enumerate() {
         let (mut cp, mut outlier) = (false, false);
         let normal = (LEARN_ROWS..first_fault).contains(&i);
-        for (p, (rule, &v)) in rules.iter_mut().zip(&row.values).enumerate() {
-            let (onset, raised, raise) = rule.step(row.ts_ms, v, trace == Some(p));
-            cp |= onset;
-            outlier |= raised;
-            if normal {
-                out.normal_samples += 1;
-                out.false_raises += usize::from(raise);
-                out.false_by_point[p] += usize::from(raise);
+        if use_points {
+            for (p, (rule, &v)) in rules.iter_mut().zip(&row.values).enumerate() {
+                let (onset, raised, raise) = rule.step(row.ts_ms, v, trace == Some(p));
+                cp |= onset;
+                outlier |= raised;
+                if normal {
+                    out.normal_samples += 1;
+                    out.false_raises += usize::from(raise);
+                    out.false_by_point[p] += usize::from(raise);
+                }
             }
+        }
+        if use_device {
+            let s = device.update(row.ts_ms, &row.values, threshold);
+            let (score, active) = s.map_or((0.0, device_raised), |s| (s.score, s.episode.active));
+            cp |= score >= threshold && !device_above;
+            device_above = score >= threshold;
+            if normal {
+                // Per device: counted as one more "point" beside the eight.
+                out.normal_samples += 1;
+                out.false_raises += usize::from(active && !device_raised);
+            }
+            device_raised = active;
+            outlier |= active;
         }
         out.pred_outlier.push(u8::from(outlier));
         out.pred_cp.push(u8::from(cp));
@@ -262,7 +276,74 @@ fn rate(raises: usize, samples: usize) -> f64 {
     raises as f64 * 10_000.0 / samples.max(1) as f64
 }
 
+/// Deterministic noise in [-1, 1) for sample `i` (splitmix64), cheap next to the models.
+fn noise(i: u64) -> f64 {
+    let mut z = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+}
+
+/// Prints model updates per second, univariate and for an 8-point device model, and the
+/// memory each model holds. Counts the models' own work: no CSV parsing, no engine.
+fn throughput() {
+    use std::hint::black_box;
+    use std::time::Instant;
+    if cfg!(debug_assertions) {
+        println!("throughput: unoptimised build (--profile dev), figures not representative");
+    }
+    let rows: u64 = if cfg!(debug_assertions) {
+        200_000
+    } else {
+        5_000_000
+    };
+    let mut model = AnomalyModel::new(AnomalyParams::default());
+    let searching = model.memory_bytes();
+    let start = Instant::now();
+    for i in 0..rows {
+        // A 90-sample cycle under noise, so season = "auto" finds it and models it.
+        let v = 50.0 + (i as f64 * std::f64::consts::TAU / 90.0).sin() + 0.3 * noise(i);
+        black_box(model.update(i as i64 * 1000, 0, black_box(v)));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "throughput: univariate {:.2} M rows/s ({rows} rows, season auto, cycle found: {}); \
+         memory per point {} B while searching for a cycle, {} B with it",
+        rows as f64 / secs / 1e6,
+        model.period_ms().is_some(),
+        searching,
+        model.memory_bytes()
+    );
+    let plain = AnomalyModel::new(AnomalyParams {
+        season: plantwatch::detect::anomaly::Season::None,
+        ..AnomalyParams::default()
+    });
+    println!(
+        "throughput: memory per point with season = \"none\": {} B",
+        plain.memory_bytes()
+    );
+    let samples = rows / 4;
+    let mut device = DeviceModel::new(8, AnomalyParams::default().learn_samples);
+    let mut x = [0.0; 8];
+    let start = Instant::now();
+    for i in 0..samples {
+        let load = (i as f64 / 40.0).sin();
+        for (k, v) in x.iter_mut().enumerate() {
+            *v = (k + 1) as f64 * load + 0.1 * noise(i * 8 + k as u64);
+        }
+        black_box(device.update(i as i64 * 1000, black_box(&x), DEFAULT_THRESHOLD));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "throughput: device model, 8 points: {:.0} k device-samples/s ({samples} samples); \
+         memory {} B",
+        samples as f64 / secs / 1e3,
+        device.memory_bytes()
+    );
+}
+
 fn main() {
+    throughput();
     let Some(skab) = std::env::var_os("PLANTWATCH_SKAB_DIR").map(PathBuf::from) else {
         println!(
             "anomaly bench: skipped. Set PLANTWATCH_SKAB_DIR to SKAB's data/ folder (with \

@@ -72,6 +72,10 @@ pub struct RawRule {
     /// `anomaly`: the model's memory in samples.
     #[serde(default)]
     pub learn_samples: Option<u32>,
+    /// `anomaly`: the model's memory as a duration, turned into samples by each device's
+    /// poll interval.
+    #[serde(default)]
+    pub learn: Option<String>,
     /// `anomaly`: samples seen before any score.
     #[serde(default)]
     pub warmup_samples: Option<u32>,
@@ -81,6 +85,14 @@ pub struct RawRule {
     /// `anomaly`: smallest scale, in engineering units.
     #[serde(default)]
     pub min_sigma: Option<f64>,
+    /// `anomaly` without `point`: the points (names or globs) of one device-level model;
+    /// every numeric point of the device when absent.
+    #[serde(default)]
+    pub points: Option<Vec<String>>,
+    /// `anomaly`: the device's run-state point; one model per operating regime (running or
+    /// stopped), so a stop is not an anomaly.
+    #[serde(default)]
+    pub regime: Option<String>,
     /// `trend`: `rising` or `falling`.
     #[serde(default)]
     pub direction: Option<DirectionName>,
@@ -316,6 +328,9 @@ pub enum RuleKind {
         threshold: f64,
         /// The model's settings.
         params: AnomalyParams,
+        /// `learn`: the memory as a duration; replaces `params.learn_samples` by this many
+        /// polls of each target's device (see [`learn_samples`]).
+        learn: Option<Duration>,
     },
     /// The trend crosses `limit` within `horizon`.
     Trend {
@@ -375,6 +390,10 @@ pub struct Target {
     pub alarm: String,
     /// The compiled condition (`expression` only).
     pub expr: Option<Expr>,
+    /// A device-level `anomaly`: the points its one model watches (empty for the others).
+    pub points: Vec<usize>,
+    /// `anomaly`: the run-state point that selects the model of the operating regime.
+    pub regime: Option<usize>,
 }
 
 /// A resolved `[[rules]]` entry.
@@ -481,10 +500,12 @@ fn kind_keys(kind: RuleKindName) -> &'static [&'static str] {
         RuleKindName::Anomaly => &[
             "threshold",
             "learn_samples",
+            "learn",
             "warmup_samples",
             "season",
             "min_sigma",
-            "deadband",
+            "points",
+            "regime",
         ],
         RuleKindName::Trend => &["limit", "direction", "horizon", "window", "deadband"],
         RuleKindName::Expression => &["when"],
@@ -511,14 +532,20 @@ fn present_kind_keys(raw: &RawRule) -> Vec<&'static str> {
     add(raw.tolerance.is_some(), "tolerance");
     add(raw.threshold.is_some(), "threshold");
     add(raw.learn_samples.is_some(), "learn_samples");
+    add(raw.learn.is_some(), "learn");
     add(raw.warmup_samples.is_some(), "warmup_samples");
     add(raw.season.is_some(), "season");
     add(raw.min_sigma.is_some(), "min_sigma");
+    add(raw.points.is_some(), "points");
+    add(raw.regime.is_some(), "regime");
     add(raw.direction.is_some(), "direction");
     add(raw.horizon.is_some(), "horizon");
     add(raw.when.is_some(), "when");
     keys
 }
+
+/// The message of a device-level `anomaly` rule when `message` is not given.
+pub const DEVICE_ANOMALY_MESSAGE: &str = "{device}: its points no longer move together as usual (score {score}); explained by {explains}";
 
 /// The message template a kind uses when `message` is not given.
 pub fn default_message(kind: RuleKindName) -> &'static str {
@@ -634,7 +661,29 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         );
     }
     let mut targets = Vec::new();
-    if r.kind.is_point_rule() {
+    let device_model = r.kind == RuleKindName::Anomaly && r.point.is_none();
+    if r.point.is_some() && r.points.is_some() {
+        issues.push(
+            format!("{key}.points"),
+            "give `point` (one model per point) or `points` (one model over the device's \
+             points), not both",
+        );
+    }
+    if device_model {
+        for &d in &matched {
+            let regime = regime_point(key, r, &devices[d], issues);
+            if let Some(points) = device_points(key, r, &devices[d], regime, issues) {
+                targets.push(Target {
+                    device: d,
+                    point: None,
+                    alarm: r.name.clone(),
+                    expr: None,
+                    points,
+                    regime,
+                });
+            }
+        }
+    } else if r.kind.is_point_rule() {
         match &r.point {
             None => issues.push(
                 format!("{key}.point"),
@@ -646,8 +695,9 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
             Some(p) => {
                 let glob = is_glob(p);
                 for &d in &matched {
+                    let regime = regime_point(key, r, &devices[d], issues);
                     for (pi, point) in devices[d].points.iter().enumerate() {
-                        if glob_match(p, point.name.as_str()) {
+                        if glob_match(p, point.name.as_str()) && Some(pi) != regime {
                             targets.push(Target {
                                 device: d,
                                 point: Some(pi),
@@ -657,6 +707,8 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                                     r.name.clone()
                                 },
                                 expr: None,
+                                points: Vec::new(),
+                                regime,
                             });
                         }
                     }
@@ -692,6 +744,8 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                 point: None,
                 alarm: r.name.clone(),
                 expr: None,
+                points: Vec::new(),
+                regime: None,
             });
         }
     }
@@ -816,6 +870,31 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                 }
                 params.min_sigma = s;
             }
+            let learn = r.learn.as_ref().map(|text| {
+                let d = duration_at(issues, key, "learn", Some(text), Duration::ZERO);
+                if r.learn_samples.is_some() {
+                    issues.push(
+                        format!("{key}.learn"),
+                        "give `learn` (a duration) or `learn_samples`, not both",
+                    );
+                }
+                for t in &targets {
+                    let device = &devices[t.device];
+                    if learn_samples(d, device.poll_interval) < 10 {
+                        issues.push(
+                            format!("{key}.learn"),
+                            format!(
+                                "`{text}` is fewer than 10 polls of device `{}` (every {}); \
+                                 the model needs at least 10 samples of memory",
+                                device.name,
+                                humantime::format_duration(device.poll_interval)
+                            ),
+                        );
+                        break;
+                    }
+                }
+                d
+            });
             params.threshold = threshold;
             params.season = match r.season.unwrap_or(SeasonName::Auto) {
                 SeasonName::Auto => Season::Auto,
@@ -823,7 +902,11 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                 SeasonName::HourOfDay => Season::HourOfDay,
                 SeasonName::HourOfWeek => Season::HourOfWeek,
             };
-            RuleKind::Anomaly { threshold, params }
+            RuleKind::Anomaly {
+                threshold,
+                params,
+                learn,
+            }
         }
         RuleKindName::Trend => {
             let l = need_limit(issues);
@@ -917,15 +1000,125 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
         kind,
         kind_name: r.kind,
         severity: r.severity.unwrap_or_default(),
-        message: r
-            .message
-            .clone()
-            .unwrap_or_else(|| default_message(r.kind).to_owned()),
+        message: r.message.clone().unwrap_or_else(|| {
+            if device_model {
+                DEVICE_ANOMALY_MESSAGE.to_owned()
+            } else {
+                default_message(r.kind).to_owned()
+            }
+        }),
         deadband,
         on_delay,
         off_delay,
         targets,
     })
+}
+
+/// The samples an `anomaly` model's memory of `learn` holds at one sample per `poll`
+/// (rounded to the nearest, saturating).
+pub fn learn_samples(learn: Duration, poll: Duration) -> u32 {
+    if poll.is_zero() {
+        return u32::MAX;
+    }
+    let samples = (learn.as_secs_f64() / poll.as_secs_f64()).round();
+    if samples >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        samples as u32
+    }
+}
+
+/// The index of `regime`'s run-state point on `device`, if the rule names one.
+fn regime_point(key: &str, r: &RawRule, device: &Device, issues: &mut Issues) -> Option<usize> {
+    let name = r.regime.as_ref()?;
+    let found = device.points.iter().position(|p| p.name.as_str() == name);
+    if found.is_none() {
+        let names: Vec<&str> = device.points.iter().map(|p| p.name.as_str()).collect();
+        let hint = describe::closest(name, &names)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        issues.push(
+            format!("{key}.regime"),
+            format!(
+                "device `{}` has no point `{name}` to take its run state from{hint}",
+                device.name
+            ),
+        );
+    }
+    found
+}
+
+/// The points of a device-level `anomaly` model on `device`: those `points` names (globs
+/// allowed), else every numeric point; never the regime point. At least two.
+fn device_points(
+    key: &str,
+    r: &RawRule,
+    device: &Device,
+    regime: Option<usize>,
+    issues: &mut Issues,
+) -> Option<Vec<usize>> {
+    use crate::decode::DataType;
+    let mut chosen = Vec::new();
+    match &r.points {
+        Some(patterns) => {
+            for pattern in patterns {
+                let before = chosen.len();
+                for (pi, p) in device.points.iter().enumerate() {
+                    if glob_match(pattern, p.name.as_str()) && !chosen.contains(&pi) {
+                        chosen.push(pi);
+                    }
+                }
+                if chosen.len() == before
+                    && !device
+                        .points
+                        .iter()
+                        .any(|p| glob_match(pattern, p.name.as_str()))
+                {
+                    let names: Vec<&str> = device.points.iter().map(|p| p.name.as_str()).collect();
+                    let hint = describe::closest(pattern, &names)
+                        .map(|c| format!("; did you mean `{c}`?"))
+                        .unwrap_or_default();
+                    issues.push(
+                        format!("{key}.points"),
+                        format!(
+                            "no point matches `{pattern}` on device `{}`{hint}",
+                            device.name
+                        ),
+                    );
+                    return None;
+                }
+            }
+            chosen.sort_unstable();
+        }
+        None => {
+            chosen = device
+                .points
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    !matches!(
+                        p.codec.data_type,
+                        DataType::Bool | DataType::Bit | DataType::String
+                    )
+                })
+                .map(|(pi, _)| pi)
+                .collect();
+        }
+    }
+    chosen.retain(|pi| Some(*pi) != regime);
+    if chosen.len() < 2 {
+        issues.push(
+            format!("{key}.points"),
+            format!(
+                "a device-level anomaly model needs at least 2 numeric points, device `{}` \
+                 gives {}; for one point write `point = \"name\"`",
+                device.name,
+                chosen.len()
+            ),
+        );
+        return None;
+    }
+    Some(chosen)
 }
 
 /// Where the alarms of a kind that `[[rules]]` cannot declare come from, so that such a rule is

@@ -29,6 +29,8 @@ use chrono::{Datelike, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 
 use self::alarm::{AlarmState, Phase, Transition};
+use self::anomaly::device::DeviceModel;
+use self::anomaly::regime::Regimes;
 use self::anomaly::{AnomalyModel, Season};
 use self::maintenance::Counters;
 use self::rate::RateState;
@@ -104,6 +106,18 @@ pub struct AlarmEvent {
     /// Until when it is shelved (ms), while shelved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shelved_until: Option<i64>,
+    /// A device-level anomaly: each point's share of the deviation, largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<PointShare>,
+}
+
+/// One point's share of a device-level anomaly's deviation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PointShare {
+    /// The point.
+    pub point: String,
+    /// Its share in [0, 1]; the shares of one anomaly sum to 1.
+    pub share: f64,
 }
 
 /// Why an operator command on an alarm was refused.
@@ -189,13 +203,24 @@ enum Detector {
     Rate(RateState),
     Stuck(StuckState),
     CommLoss,
-    Anomaly(Box<AnomalyModel>),
+    Anomaly(Box<Regimes<AnomalyModel>>),
+    DeviceAnomaly(Box<DeviceAnomaly>),
     Trend(Box<TrendModel>),
     Expression(Box<self::expr::Expr>),
     Service,
     Quota(quota::QuotaState),
     Baseline(Box<BaselineState>),
     Demand(Box<crate::process::demand::DemandState>),
+}
+
+/// A device-level `anomaly` rule's state: its model per regime and what explains its episode.
+#[derive(Debug, Clone)]
+struct DeviceAnomaly {
+    models: Regimes<DeviceModel>,
+    /// Scratch: this poll's values of the watched points.
+    x: Vec<f64>,
+    /// Each point's part of the deviation, summed over the current (or last) episode.
+    parts: Vec<f64>,
 }
 
 /// What the detector saw at the last step, for the message and payload.
@@ -212,6 +237,10 @@ struct Instance {
     rule: Arc<Rule>,
     alarm: String,
     point: Option<usize>,
+    /// A device-level anomaly's points.
+    points: Vec<usize>,
+    /// The run-state point that selects an anomaly model's regime.
+    regime: Option<usize>,
     detector: Detector,
     state: AlarmState,
     seen: Seen,
@@ -343,6 +372,8 @@ impl Engine {
                     point: None,
                     alarm: name.to_owned(),
                     expr: None,
+                    points: Vec::new(),
+                    regime: None,
                 }],
             };
             let hours = m.service_hours.map(|every| {
@@ -371,8 +402,22 @@ impl Engine {
                     RuleKind::Rate { .. } => Detector::Rate(RateState::default()),
                     RuleKind::Stuck { .. } => Detector::Stuck(StuckState::default()),
                     RuleKind::CommLoss { .. } => Detector::CommLoss,
-                    RuleKind::Anomaly { params, .. } => {
-                        Detector::Anomaly(Box::new(AnomalyModel::new(*params)))
+                    RuleKind::Anomaly { params, learn, .. } if !t.points.is_empty() => {
+                        let params = device_params(plan, t.device, params, *learn);
+                        Detector::DeviceAnomaly(Box::new(DeviceAnomaly {
+                            models: Regimes::new(
+                                DeviceModel::new(t.points.len(), params.learn_samples),
+                                t.regime.is_some(),
+                            ),
+                            x: vec![0.0; t.points.len()],
+                            parts: vec![0.0; t.points.len()],
+                        }))
+                    }
+                    RuleKind::Anomaly { params, learn, .. } => {
+                        Detector::Anomaly(Box::new(Regimes::new(
+                            AnomalyModel::new(device_params(plan, t.device, params, *learn)),
+                            t.regime.is_some(),
+                        )))
                     }
                     RuleKind::Trend { window, .. } => {
                         Detector::Trend(Box::new(TrendModel::new(TrendParams {
@@ -398,6 +443,8 @@ impl Engine {
                         rule: rule.clone(),
                         alarm: t.alarm.clone(),
                         point: t.point,
+                        points: t.points.clone(),
+                        regime: t.regime,
                         detector,
                         state: AlarmState::default(),
                         seen: Seen::default(),
@@ -512,7 +559,25 @@ impl Engine {
                     };
                     Some(since >= every)
                 }),
+                (Detector::DeviceAnomaly(model), RuleKind::Anomaly { params, .. }) => {
+                    let Some(running) = run_state(inst.regime, &dev.values) else {
+                        continue;
+                    };
+                    device_condition(
+                        model,
+                        params.threshold,
+                        at,
+                        &inst.points,
+                        &dev.values,
+                        &dev.sample_of,
+                        running,
+                        &mut inst.seen,
+                    )
+                }
                 (detector, kind) => {
+                    let Some(running) = run_state(inst.regime, &dev.values) else {
+                        continue;
+                    };
                     let Some(pi) = inst.point else { continue };
                     if dev.sample_of[pi].is_none() {
                         continue;
@@ -526,6 +591,7 @@ impl Engine {
                         at,
                         v,
                         season_buckets,
+                        running,
                         &mut inst.seen,
                         &mut dev.scores[pi],
                     )
@@ -852,6 +918,9 @@ pub struct DeviceHealth {
     pub running_hours: Option<f64>,
     /// Starts in total, where counted.
     pub starts: Option<u64>,
+    /// While a device-level anomaly alarm is raised: each point's share of its deviation,
+    /// largest first.
+    pub shares: Vec<PointShare>,
 }
 
 impl Engine {
@@ -891,6 +960,14 @@ impl Engine {
                     },
                     running_hours: d.maintenance.as_ref().map(|(_, c)| c.running_hours()),
                     starts: d.maintenance.as_ref().map(|(_, c)| c.starts),
+                    shares: d
+                        .instances
+                        .iter()
+                        .find(|i| {
+                            i.state.is_raised() && matches!(i.detector, Detector::DeviceAnomaly(_))
+                        })
+                        .map(|i| point_shares(i, &d.point_names))
+                        .unwrap_or_default(),
                 }
             })
             .collect()
@@ -1016,6 +1093,8 @@ fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
                 point: None,
                 alarm: name,
                 expr: None,
+                points: Vec::new(),
+                regime: None,
             }],
         })
     };
@@ -1199,8 +1278,91 @@ impl Owner<'_> {
     }
 }
 
+/// An anomaly rule's model settings on `device`: `learn` (a duration), where given, becomes
+/// that many of the device's polls.
+fn device_params(
+    plan: &Plan,
+    device: usize,
+    params: &self::anomaly::AnomalyParams,
+    learn: Option<std::time::Duration>,
+) -> self::anomaly::AnomalyParams {
+    let mut params = *params;
+    if let (Some(learn), Some(d)) = (learn, plan.devices.get(device)) {
+        params.learn_samples = crate::config::rules::learn_samples(learn, d.poll_interval);
+    }
+    params
+}
+
 fn value_f64(v: &Value) -> Option<f64> {
     v.as_f64().filter(|x| x.is_finite())
+}
+
+/// The run state a rule's regime point gives: `Some(None)` for a rule without one,
+/// `Some(Some(running))` (0 is stopped, anything else running), `None` while it is unknown.
+fn run_state(regime: Option<usize>, values: &[Option<f64>]) -> Option<Option<bool>> {
+    match regime {
+        None => Some(None),
+        Some(r) => values.get(r).copied().flatten().map(|v| Some(v != 0.0)),
+    }
+}
+
+/// One poll of a device-level `anomaly` rule: scores the poll if it holds a good value of
+/// every watched point, and returns whether the model's episode is active.
+#[allow(clippy::too_many_arguments)]
+fn device_condition(
+    state: &mut DeviceAnomaly,
+    threshold: f64,
+    at: i64,
+    points: &[usize],
+    values: &[Option<f64>],
+    sample_of: &[Option<usize>],
+    running: Option<bool>,
+    seen: &mut Seen,
+) -> Option<bool> {
+    for (x, &p) in state.x.iter_mut().zip(points) {
+        // Only this poll's values: a point missing from it would repeat an old value.
+        sample_of.get(p).copied().flatten()?;
+        *x = values.get(p).copied().flatten()?;
+    }
+    let Some(model) = state.models.select(running) else {
+        // A regime switch is settling: whatever was raised in the regime left has ended.
+        return Some(false);
+    };
+    let was_active = model.episode().active;
+    let score = model.update(at, &state.x, threshold)?;
+    if score.episode.active {
+        if !was_active {
+            state.parts.iter_mut().for_each(|p| *p = 0.0);
+        }
+        for (sum, c) in state.parts.iter_mut().zip(&score.contributions) {
+            *sum += c;
+        }
+    }
+    *seen = Seen {
+        score: Some(score.score),
+        ..Seen::default()
+    };
+    Some(score.episode.active)
+}
+
+/// Each point's share of the deviation of a device-level anomaly, largest first.
+fn point_shares(inst: &Instance, names: &[Name]) -> Vec<PointShare> {
+    let Detector::DeviceAnomaly(state) = &inst.detector else {
+        return Vec::new();
+    };
+    let mut out: Vec<PointShare> = inst
+        .points
+        .iter()
+        .zip(anomaly::device::shares(&state.parts))
+        .filter_map(|(&p, share)| {
+            Some(PointShare {
+                point: names.get(p)?.to_string(),
+                share,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.share.total_cmp(&a.share));
+    out
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1212,6 +1374,7 @@ fn point_condition(
     at: i64,
     v: f64,
     (hour_of_day, hour_of_week): (u16, u16),
+    running: Option<bool>,
     seen: &mut Seen,
     score_out: &mut Option<f64>,
 ) -> Option<bool> {
@@ -1237,11 +1400,15 @@ fn point_condition(
             let flat = state.update(at, v, *tolerance);
             Some(flat >= ms(*duration))
         }
-        (Detector::Anomaly(model), RuleKind::Anomaly { params, .. }) => {
+        (Detector::Anomaly(models), RuleKind::Anomaly { params, .. }) => {
             let bucket = match params.season {
                 Season::None | Season::Auto => 0,
                 Season::HourOfDay => hour_of_day,
                 Season::HourOfWeek => hour_of_week,
+            };
+            let Some(model) = models.select(running) else {
+                // A regime switch is settling: whatever was raised in the regime left ended.
+                return Some(false);
             };
             let score = model.update(at, bucket, v)?;
             *score_out = Some(score_out.map_or(score.score, |s: f64| s.max(score.score)));
@@ -1318,6 +1485,7 @@ fn flood_summary(
             dev.name, policy.max_per_device_per_minute
         ),
         shelved_until: None,
+        shares: Vec::new(),
     };
     match transition {
         Some(Transition::Raised) => {
@@ -1382,6 +1550,7 @@ fn event(
             .state
             .shelved_until
             .filter(|_| state == AlarmStatus::Shelved),
+        shares: point_shares(inst, points),
     }
 }
 
@@ -1397,7 +1566,24 @@ fn raise_message(device: &Name, points: &[Name], units: &[String], inst: &Instan
         point.map_or("", Name::as_str),
         unit,
         &inst.seen,
+        &explains(&point_shares(inst, points)),
     )
+}
+
+/// The points that explain a device-level anomaly, for people: `flow 81%, pressure 12%`
+/// (those with at least 5%, at most three).
+fn explains(shares: &[PointShare]) -> String {
+    let named: Vec<String> = shares
+        .iter()
+        .filter(|s| s.share >= 0.05)
+        .take(3)
+        .map(|s| format!("{} {:.0}%", s.point, 100.0 * s.share))
+        .collect();
+    if named.is_empty() {
+        "?".into()
+    } else {
+        named.join(", ")
+    }
 }
 
 /// A number for people: at most 3 decimals, no trailing zeros.
@@ -1417,7 +1603,14 @@ pub fn fmt_eta(ms: i64) -> String {
     }
 }
 
-fn render(rule: &Rule, device: &str, point: &str, unit: &str, seen: &Seen) -> String {
+fn render(
+    rule: &Rule,
+    device: &str,
+    point: &str,
+    unit: &str,
+    seen: &Seen,
+    explains: &str,
+) -> String {
     let mut out = String::with_capacity(rule.message.len() + 32);
     let mut rest = rule.message.as_str();
     while let Some(open) = rest.find('{') {
@@ -1436,6 +1629,7 @@ fn render(rule: &Rule, device: &str, point: &str, unit: &str, seen: &Seen) -> St
             "value" => write!(out, "{}", opt(seen.value)),
             "limit" => write!(out, "{}", opt(seen.limit)),
             "score" => write!(out, "{}", opt(seen.score)),
+            "explains" => write!(out, "{explains}"),
             "over" => write!(
                 out,
                 "{}",

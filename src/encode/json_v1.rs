@@ -7,7 +7,7 @@ use std::io::Write as _;
 
 use serde_json::json;
 
-use crate::detect::{AlarmEvent, DeviceHealth};
+use crate::detect::{AlarmEvent, DeviceHealth, PointShare};
 use crate::model::{PointSample, Quality, SampleBatch, Timestamp, Value};
 use crate::process::ledger::LedgerInterval;
 use crate::process::tou::Period;
@@ -121,7 +121,8 @@ pub fn mark_backfill(payload: &[u8], backfill: bool) -> Vec<u8> {
 
 /// The alarm topic's payload (docs/design.md §4):
 /// `{"v":1,"id":…,"state":…,"severity":…,"raised":…,"value":…,"limit":…,"message":…}` plus
-/// `device`, `alarm`, `rule`, `point`, `ts` and, while shelved, `shelved_until`.
+/// `device`, `alarm`, `rule`, `point`, `ts`, while shelved `shelved_until`, and for a
+/// device-level anomaly `shares`: `[{"point":…,"share":0.81},…]`, largest first.
 pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let mut doc = json!({
@@ -145,13 +146,17 @@ pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
         if let Some(u) = e.shelved_until {
             map.insert("shelved_until".into(), json!(u));
         }
+        if !e.shares.is_empty() {
+            map.insert("shares".into(), shares(&e.shares));
+        }
     }
     doc.to_string().into_bytes()
 }
 
 /// `{prefix}/health/{device}`: `{"v":1,"device":…,"ts":…,"index":87,"parts":{"comm":…,
 /// "alarms":…,"anomaly":…,"trend":…},"running_hours":…,"starts":…}`; parts are the points
-/// each deducts from 100, to one decimal.
+/// each deducts from 100, to one decimal. While a device-level anomaly alarm is raised,
+/// `shares` says which points explain it, as in the alarm payload.
 pub fn health(h: &DeviceHealth, ts: Timestamp) -> Vec<u8> {
     let r = |v: f64| (v * 10.0).round() / 10.0;
     let mut doc = json!({
@@ -173,8 +178,19 @@ pub fn health(h: &DeviceHealth, ts: Timestamp) -> Vec<u8> {
         if let Some(starts) = h.starts {
             map.insert("starts".into(), json!(starts));
         }
+        if !h.shares.is_empty() {
+            map.insert("shares".into(), shares(&h.shares));
+        }
     }
     doc.to_string().into_bytes()
+}
+
+/// Points' shares of a device-level anomaly, to three decimals.
+fn shares(shares: &[PointShare]) -> serde_json::Value {
+    shares
+        .iter()
+        .map(|s| json!({"point": s.point, "share": (s.share * 1000.0).round() / 1000.0}))
+        .collect()
 }
 
 /// `{prefix}/energy/{meter}`: one closed interval (docs/design.md §4),

@@ -610,3 +610,219 @@ fn an_anomaly_rule_looks_for_its_own_season_by_default_and_takes_its_threshold()
         assert!((params.threshold - 0.95).abs() < 1e-12, "{params:?}");
     }
 }
+
+/// A pump-like device for `secs` seconds: speed, current and vibration follow one load, and
+/// from `fault_at` on the current stops following it (it holds its mean, inside its band).
+fn correlated_polls(secs: i64, fault_at: i64) -> Vec<SampleBatch> {
+    (0..secs)
+        .map(|t| {
+            let load = (t as f64 / 40.0).sin() + 0.5 * (t as f64 / 170.0).sin();
+            let current = if t >= fault_at { 0.0 } else { load };
+            poll(
+                t,
+                &[
+                    ("speed", Some(1500.0 + 100.0 * load + hashed_noise(t))),
+                    (
+                        "motor_current",
+                        Some(20.0 + 5.0 * current + 0.2 * hashed_noise(t + 7)),
+                    ),
+                    (
+                        "vibration",
+                        Some(2.0 + 0.5 * load + 0.02 * hashed_noise(t + 13)),
+                    ),
+                ],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_device_anomaly_names_the_point_that_stopped_following_the_others() {
+    let p = plan(
+        r#"[[rules]]
+name = "pump-odd"
+kind = "anomaly"
+points = ["speed", "motor_current", "vibration"]"#,
+    );
+    let mut e = Engine::new(&p);
+    let fault_at = 4000;
+    let mut events = Vec::new();
+    let mut health_during = None;
+    for batch in correlated_polls(fault_at + 300, fault_at) {
+        e.evaluate(&batch, &mut events);
+        if health_during.is_none() && events.iter().any(|e| e.state == AlarmStatus::Active) {
+            health_during = e.health().into_iter().next();
+        }
+    }
+    let raises: Vec<&AlarmEvent> = events
+        .iter()
+        .filter(|e| e.state == AlarmStatus::Active)
+        .collect();
+    assert_eq!(raises.len(), 1, "one raise, at the fault: {events:?}");
+    let raise = raises[0];
+    assert!(
+        (fault_at * 1000..(fault_at + 60) * 1000).contains(&raise.ts),
+        "raised at {} s",
+        raise.ts / 1000
+    );
+    assert_eq!(raise.alarm, "pump-odd");
+    assert_eq!(raise.point, None);
+    assert_eq!(raise.shares[0].point, "motor_current", "{:?}", raise.shares);
+    assert!(raise.shares[0].share > 0.5, "{:?}", raise.shares);
+    let total: f64 = raise.shares.iter().map(|s| s.share).sum();
+    assert!((total - 1.0).abs() < 1e-9, "{:?}", raise.shares);
+    assert!(
+        raise.message.contains("explained by motor_current"),
+        "{}",
+        raise.message
+    );
+    let payload: serde_json::Value =
+        serde_json::from_slice(&plantwatch::encode::json_v1::alarm(raise)).unwrap();
+    assert_eq!(payload["shares"][0]["point"], "motor_current", "{payload}");
+    let health = health_during.expect("health while raised");
+    assert_eq!(health.shares[0].point, "motor_current", "{health:?}");
+}
+
+#[test]
+fn a_device_anomaly_takes_every_numeric_point_and_refuses_too_few_or_unknown_ones() {
+    use plantwatch::config::rules::RuleKind;
+    let p = plan("[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\nregime = \"run_state\"");
+    assert!(matches!(p.rules[0].kind, RuleKind::Anomaly { .. }));
+    let t = &p.rules[0].targets[0];
+    let names: Vec<&str> = t
+        .points
+        .iter()
+        .map(|&i| p.devices[0].points[i].name.as_str())
+        .collect();
+    assert!(
+        names.contains(&"motor_current") && names.contains(&"speed"),
+        "{names:?}"
+    );
+    assert!(
+        !names.contains(&"run_state") && !names.contains(&"fault"),
+        "{names:?}"
+    );
+    let refused = |rule: &str| {
+        let text = format!("{BASE}\n[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\n{rule}");
+        load_str("test.toml", &text, &EnvOverrides::Off, Path::new("."), None)
+            .expect_err(rule)
+            .to_string()
+    };
+    let e = refused("points = [\"speed\"]");
+    assert!(
+        e.contains("rules[0].points") && e.contains("at least 2"),
+        "{e}"
+    );
+    let e = refused("points = [\"speed\", \"flux\"]");
+    assert!(e.contains("no point matches `flux`"), "{e}");
+    let e = refused("point = \"speed\"\npoints = [\"speed\", \"vibration\"]");
+    assert!(e.contains("not both"), "{e}");
+    let e = refused("point = \"speed\"\nregime = \"run_stat\"");
+    assert!(
+        e.contains("rules[0].regime") && e.contains("did you mean `run_state`"),
+        "{e}"
+    );
+    let e = refused("point = \"speed\"\ndeadband = 1.0");
+    assert!(e.contains("rules[0].deadband"), "{e}");
+}
+
+/// A motor that runs and stops every five minutes: current about 20 A running, 0.2 A stopped.
+fn run_and_stop(t: i64) -> (f64, f64) {
+    let running = (t / 300) % 2 == 0;
+    let current = if running {
+        20.0 + 0.3 * hashed_noise(t)
+    } else {
+        0.2 + 0.01 * hashed_noise(t)
+    };
+    (f64::from(u8::from(running)), current)
+}
+
+fn motor_events(rules: &str, secs: i64, mismatch_from: i64) -> Vec<AlarmEvent> {
+    let mut e = Engine::new(&plan(rules));
+    let mut events = Vec::new();
+    for t in 0..secs {
+        let (mut running, current) = run_and_stop(t);
+        if t >= mismatch_from {
+            running = 1.0;
+        }
+        e.evaluate(
+            &poll(
+                t,
+                &[
+                    ("run_state", Some(running)),
+                    ("motor_current", Some(current)),
+                ],
+            ),
+            &mut events,
+        );
+    }
+    events
+}
+
+#[test]
+fn with_a_regime_a_stop_is_not_an_anomaly_but_stop_current_while_running_is() {
+    let rule = r#"[[rules]]
+name = "current-odd"
+kind = "anomaly"
+point = "motor_current"
+season = "none""#;
+    let switches = 12 * 3600;
+    // Without the run state, the switching itself is what the model sees.
+    let plain = motor_events(rule, switches, i64::MAX);
+    assert!(!plain.is_empty(), "the switching alarms without a regime");
+    let with_regime = format!("{rule}\nregime = \"run_state\"");
+    let events = motor_events(&with_regime, switches, i64::MAX);
+    assert!(events.is_empty(), "switching alarmed: {events:?}");
+    // From a stop on, the run state says running while the current stays at stop level.
+    let mismatch = switches + 300;
+    assert!(
+        run_and_stop(mismatch).0 < 0.5,
+        "the mismatch starts in a stop"
+    );
+    let events = motor_events(&with_regime, mismatch + 120, mismatch);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].state, AlarmStatus::Active);
+    assert!(
+        (mismatch * 1000..(mismatch + 60) * 1000).contains(&events[0].ts),
+        "raised at {} s",
+        events[0].ts / 1000
+    );
+}
+
+#[test]
+fn learn_as_a_duration_is_that_many_polls_of_the_device() {
+    // motor-1 polls once a second: learn = "1h" is learn_samples = 3600.
+    let rule = |memory: &str| {
+        format!(
+            "[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\npoint = \"vibration\"\nseason = \"none\"\n{memory}"
+        )
+    };
+    let shifted = |t: i64| 50.0 + hashed_noise(t) + if t >= 3600 { 3.0 } else { 0.0 };
+    let events = |memory: &str| {
+        let mut e = Engine::new(&plan(&rule(memory)));
+        let series: Vec<Option<f64>> = (0..3 * 3600).map(|t| Some(shifted(t))).collect();
+        run(&mut e, "vibration", &series)
+    };
+    let by_duration = events("learn = \"1h\"");
+    assert!(
+        by_duration.len() >= 2,
+        "raised and accepted: {by_duration:?}"
+    );
+    assert_eq!(by_duration, events("learn_samples = 3600"));
+    assert_ne!(by_duration, events("learn_samples = 1440"));
+    let refused = |memory: &str| {
+        let text = format!("{BASE}\n{}", rule(memory));
+        load_str("test.toml", &text, &EnvOverrides::Off, Path::new("."), None)
+            .expect_err(memory)
+            .to_string()
+    };
+    let e = refused("learn = \"1h\"\nlearn_samples = 100");
+    assert!(
+        e.contains("rules[0].learn") && e.contains("not both"),
+        "{e}"
+    );
+    let e = refused("learn = \"5s\"");
+    assert!(e.contains("fewer than 10 polls of device `motor-1`"), "{e}");
+    let e = refused("learn = \"a day\"");
+    assert!(e.contains("rules[0].learn"), "{e}");
+}

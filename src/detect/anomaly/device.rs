@@ -4,16 +4,22 @@
 //!
 //! Each point is standardised by a robust running level and scale; an exponentially weighted
 //! covariance of the standardised vectors is learned on quiet samples and decomposed (Jacobi)
-//! every 50 samples. Per sample the model computes Hotelling's T² in the
-//! retained components and the residual Q (squared prediction error), turns each into a
-//! sigma-equivalent by the Wilson–Hilferty approximation of its chi-square law, and runs them
-//! through the same calibration and episodes as the single-point model. The share of each
-//! point in Q says which sensor explains a deviation.
+//! every 50 samples. Per sample the model computes Hotelling's T² in the retained components
+//! (those that explain 90 % of the variance) and the residual Q (squared prediction error),
+//! turns each into a sigma-equivalent by the Wilson–Hilferty approximation of its chi-square
+//! law, and keeps a CUSUM of the two together, so a fault that comes and goes with the load
+//! stays one episode. Each point also keeps a CUSUM of its AR(1)-whitened standardised
+//! value, for a sensor that moves by a couple of sigma on its own. The four run through the
+//! same calibration and episodes as the single-point model. Each point's part of the most
+//! surprising of Q, T² and the per-point CUSUMs says which sensor explains a deviation (its
+//! squared residual for Q; for T², its value times its entry of the back-projected scores,
+//! which sum to T²; its own CUSUM).
 //!
-//! Not wired into the rules or the health payload yet. On SKAB (`PLANTWATCH_SKAB_MODEL=device
-//! cargo bench --bench anomaly`) it does worse than one model per point so far: outlier F1
-//! 0.63, NAB standard 18.7 on its raises and clears, 2.7 false episodes per device per 10 000
-//! normal samples.
+//! The `anomaly` rule without `point` runs one per device (see `configs/plantwatch.toml`).
+//! On SKAB (`PLANTWATCH_SKAB_MODEL=device cargo bench --bench anomaly`) it does worse than
+//! one model per point: outlier F1 0.68, NAB standard 19.8 on its raises and clears, 3.4
+//! false episodes per device per 10 000 normal samples. SKAB's faults mostly move one sensor
+//! by about 2 sigma, which a model per point with its whitening and calibration sees sooner.
 
 use super::episode::{COMPONENTS, QUIET_SURPRISE, Reading, Tracker};
 use super::tail::{Null, Tail};
@@ -32,6 +38,15 @@ const MEAN_ABS_PER_SIGMA: f64 = 0.797_9;
 // Eigenvalues are floored at this share of the largest, so a flat direction is not infinitely
 // sensitive.
 const EIGEN_FLOOR: f64 = 1e-3;
+// The CUSUM over T² and Q, as the single-point model's mean CUSUM: slack k, per-sample
+// input clipped, statistic capped so it drains within ~64 samples once the device is back.
+const CUSUM_K: f64 = 0.5;
+const CUSUM_CLIP: f64 = 4.0;
+const CUSUM_MAX: f64 = 32.0;
+// Quiet samples a point's scale learns from before its CUSUM runs; squared values beyond
+// this multiple of the scale teach only that much.
+const POINT_WARMUP: u64 = 60;
+const POINT_SCALE_CLIP: f64 = 9.0;
 
 /// One sample's device score.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +55,18 @@ pub struct DeviceScore {
     pub score: f64,
     /// The episode after this sample.
     pub episode: Episode,
-    /// Share of each point in the residual Q (sums to 1 when Q > 0).
+    /// Each point's part of the deviation, in the statistic (T² or Q) that is the more
+    /// surprising; not normalised (see [`shares`]).
     pub contributions: Vec<f64>,
+}
+
+/// `parts` as shares that sum to 1 (all 0 when there is nothing to share).
+pub fn shares(parts: &[f64]) -> Vec<f64> {
+    let total: f64 = parts.iter().map(|p| p.max(0.0)).sum();
+    parts
+        .iter()
+        .map(|p| if total > 0.0 { p.max(0.0) / total } else { 0.0 })
+        .collect()
 }
 
 /// Streaming PCA T²/Q model over `d` points.
@@ -59,7 +84,23 @@ pub struct DeviceModel {
     kept: usize,
     tails: [Tail; COMPONENTS],
     tracker: Tracker,
+    /// CUSUM of the standardised T² and Q together, so a fault that comes and goes with the
+    /// load (a current that stops following it matches it at every crossing) stays one
+    /// episode.
+    cusum: f64,
+    /// Per point: the learned mean square of its standardised value, samples it was learned
+    /// from, and a two-sided CUSUM (up, down) of the whitened value.
+    point_scale: Vec<f64>,
+    point_n: u64,
+    point_cusum: Vec<[f64; 2]>,
+    /// Per point: the previous standardised value and the EWMAs of u_t u_(t-1) and u_t²,
+    /// for the AR(1) whitening of its CUSUM input.
+    point_ar: Vec<[f64; 3]>,
     z: Vec<f64>,
+    /// Scratch: the part of z the retained components do not explain.
+    residual: Vec<f64>,
+    /// Scratch: the scores in the retained components, divided by their eigenvalues.
+    weighted: Vec<f64>,
 }
 
 impl DeviceModel {
@@ -78,13 +119,40 @@ impl DeviceModel {
             kept: 0,
             tails: [
                 Tail::new(Null::TwoSided),
-                Tail::new(Null::TwoSided),
                 Tail::new(Null::SquareRoot),
+                Tail::new(Null::TwoSided),
                 Tail::new(Null::SquareRoot),
             ],
             tracker: Tracker::default(),
+            cusum: 0.0,
+            point_scale: vec![0.0; d],
+            point_n: 0,
+            point_cusum: vec![[0.0; 2]; d],
+            point_ar: vec![[0.0; 3]; d],
             z: vec![0.0; d],
+            residual: vec![0.0; d],
+            weighted: vec![0.0; d],
         }
+    }
+
+    /// Bytes the model holds, its matrices included.
+    pub fn memory_bytes(&self) -> usize {
+        let floats = self.level.capacity()
+            + self.absdev.capacity()
+            + self.cov.capacity()
+            + self.vectors.capacity()
+            + self.values.capacity()
+            + self.z.capacity()
+            + self.residual.capacity()
+            + self.weighted.capacity()
+            + self.point_scale.capacity()
+            + 2 * self.point_cusum.capacity();
+        std::mem::size_of::<Self>() + floats * std::mem::size_of::<f64>()
+    }
+
+    /// The current (or last) episode.
+    pub fn episode(&self) -> Episode {
+        self.tracker.episode()
     }
 
     /// Feeds one sample of every point (same order as at creation); None while warming up or
@@ -109,7 +177,7 @@ impl DeviceModel {
             None
         };
         let quiet = !self.tracker.episode().active;
-        if quiet {
+        {
             let warm = self.n > WARMUP;
             for ((v, level), absdev) in x.iter().zip(&mut self.level).zip(&mut self.absdev) {
                 let sigma = (*absdev / MEAN_ABS_PER_SIGMA).max(1e-9);
@@ -127,6 +195,11 @@ impl DeviceModel {
                 };
                 *absdev += rate * (spread - *absdev);
             }
+        }
+        // The correlations learn only from quiet samples: an anomaly's pattern must not
+        // become the reference it is judged by. Levels and scales learn always, clipped, so
+        // a device that settles at a new operating point ends its episode.
+        if quiet {
             for a in 0..self.d {
                 let za = self.z[a].clamp(-LEARN_CLIP, LEARN_CLIP);
                 for b in 0..self.d {
@@ -145,16 +218,17 @@ impl DeviceModel {
     fn judge(&mut self, ts_ms: i64, threshold: f64) -> DeviceScore {
         let d = self.d;
         let mut t2 = 0.0;
-        let mut residual = self.z.clone();
+        self.residual.copy_from_slice(&self.z);
         for j in 0..self.kept {
             let v = &self.vectors[j * d..(j + 1) * d];
             let t: f64 = v.iter().zip(&self.z).map(|(a, b)| a * b).sum();
             t2 += t * t / self.values[j];
-            for (r, vi) in residual.iter_mut().zip(v) {
+            self.weighted[j] = t / self.values[j];
+            for (r, vi) in self.residual.iter_mut().zip(v) {
                 *r -= t * vi;
             }
         }
-        let q: f64 = residual.iter().map(|r| r * r).sum();
+        let q: f64 = self.residual.iter().map(|r| r * r).sum();
         // Chi-square laws of T² (kept degrees of freedom) and Q (Box: g chi²_h from the
         // discarded eigenvalues), each made a standard normal by Wilson–Hilferty.
         let e_t2 = wilson_hilferty(t2, 1.0, self.kept as f64);
@@ -166,12 +240,60 @@ impl DeviceModel {
         } else {
             0.0
         };
-        let evidence = [e_t2.max(0.0), e_q.max(0.0), 0.0, 0.0];
+        // T² and Q live in orthogonal subspaces, so for Gaussian noise their standard-normal
+        // readings are independent and their scaled sum is standard normal again.
+        let combined =
+            ((e_t2 + e_q) * std::f64::consts::FRAC_1_SQRT_2).clamp(-CUSUM_CLIP, CUSUM_CLIP);
+        self.cusum = (self.cusum + combined - CUSUM_K).clamp(0.0, CUSUM_MAX);
+        // A point that moves to one side and stays there: a flow that drops by 2 sigma is
+        // diluted in T² (it lies inside the retained components when the points are only
+        // loosely correlated), so each point keeps a CUSUM of its own.
+        let learned = self.point_n >= POINT_WARMUP;
+        let mut point_best = 0.0f64;
+        let ar_rate = self.alpha * 0.25;
+        for (((r, scale), cusum), ar) in self
+            .z
+            .iter()
+            .zip(&self.point_scale)
+            .zip(&mut self.point_cusum)
+            .zip(&mut self.point_ar)
+        {
+            let raw = if learned && *scale > 0.0 {
+                (r / scale.sqrt()).clamp(-CUSUM_CLIP, CUSUM_CLIP)
+            } else {
+                0.0
+            };
+            // Real signals are autocorrelated; an AR(1) filter turns them into innovations,
+            // as the single-point model does before its CUSUM, or the CUSUM would fill up
+            // on every slow wander and its calibration would deflate it to nothing.
+            let phi = if ar[2] > 0.0 {
+                (ar[1] / ar[2]).clamp(0.0, 0.98)
+            } else {
+                0.0
+            };
+            let u = ((raw - phi * ar[0]) / (1.0 - phi * phi).sqrt()).clamp(-CUSUM_CLIP, CUSUM_CLIP);
+            if learned {
+                ar[1] += ar_rate * (raw * ar[0] - ar[1]);
+                ar[2] += ar_rate * (raw * raw - ar[2]);
+            }
+            ar[0] = raw;
+            cusum[0] = (cusum[0] + u - CUSUM_K).clamp(0.0, CUSUM_MAX);
+            cusum[1] = (cusum[1] - u - CUSUM_K).clamp(0.0, CUSUM_MAX);
+            point_best = point_best.max(cusum[0]).max(cusum[1]);
+        }
+        // Component order as the single-point model's, so episodes are named alike: a lone
+        // excursion (Q) is a spike, a lasting one (a CUSUM) a level shift.
+        let evidence = [
+            e_q.max(0.0),
+            (2.0 * point_best).sqrt(),
+            e_t2.max(0.0),
+            (2.0 * self.cusum).sqrt(),
+        ];
         let kinds = [
+            AnomalyKind::Spike,
             AnomalyKind::LevelShift,
+            AnomalyKind::Spike,
             AnomalyKind::LevelShift,
-            AnomalyKind::None,
-            AnomalyKind::None,
         ];
         let mut readings = [Reading {
             score: 0.0,
@@ -195,11 +317,40 @@ impl DeviceModel {
             for (tail, e) in self.tails.iter_mut().zip(evidence) {
                 tail.learn(e, strongest < QUIET_SURPRISE);
             }
+            self.point_n += 1;
+            let rate = (self.alpha).max(1.0 / self.point_n as f64);
+            for (scale, r) in self.point_scale.iter_mut().zip(&self.z) {
+                let target = if learned {
+                    (r * r).min(POINT_SCALE_CLIP * *scale)
+                } else {
+                    r * r
+                };
+                *scale += rate * (target - *scale);
+            }
         }
-        let contributions = if q > 0.0 {
-            residual.iter().map(|r| r * r / q).collect()
+        // Q splits into squared residuals; T² into z_i times the i-th entry of
+        // V diag(1/lambda) t, which sum to T² exactly (an entry may be negative: that point
+        // pulls against the deviation, and gets no share).
+        let top = readings
+            .iter()
+            .take(3)
+            .enumerate()
+            .max_by(|a, b| a.1.surprise.total_cmp(&b.1.surprise))
+            .map_or(0, |(i, _)| i);
+        let contributions = if top == 1 {
+            // The per-point CUSUMs: each point's own.
+            self.point_cusum.iter().map(|c| c[0].max(c[1])).collect()
+        } else if top == 0 {
+            self.residual.iter().map(|r| r * r).collect()
         } else {
-            vec![0.0; d]
+            (0..d)
+                .map(|i| {
+                    let back: f64 = (0..self.kept)
+                        .map(|j| self.vectors[j * d + i] * self.weighted[j])
+                        .sum();
+                    (self.z[i] * back).max(0.0)
+                })
+                .collect()
         };
         DeviceScore {
             score,
@@ -228,6 +379,14 @@ impl DeviceModel {
                 break;
             }
         }
+    }
+}
+
+impl super::regime::RegimeModel for DeviceModel {
+    fn end_episode(&mut self) {
+        self.tracker = Tracker::default();
+        self.cusum = 0.0;
+        self.point_cusum.iter_mut().for_each(|c| *c = [0.0; 2]);
     }
 }
 
@@ -338,6 +497,7 @@ mod tests {
         }
         let (i, c) = found.expect("the broken correlation starts an episode");
         assert!(i < at + 60, "caught at {i}");
+        let c = shares(&c);
         let top = (0..3).max_by(|a, b| c[*a].total_cmp(&c[*b]));
         assert_eq!(top, Some(2), "contributions {c:?}");
     }

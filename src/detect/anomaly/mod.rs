@@ -120,6 +120,7 @@
 pub mod device;
 mod episode;
 mod period;
+pub mod regime;
 mod tail;
 
 pub use self::episode::Episode;
@@ -554,6 +555,14 @@ impl AnomalyModel {
         self.core.cycle.map(|c| c.period_ms)
     }
 
+    /// Bytes the model holds: itself, its season buckets and, while `season = "auto"` is
+    /// still searching, its 4 KiB summary of the stream.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.buckets.capacity() * std::mem::size_of::<Bucket>()
+            + self.summary.as_ref().map_or(0, |s| s.memory_bytes())
+    }
+
     /// The parameters the model was built with.
     pub fn params(&self) -> &AnomalyParams {
         &self.params
@@ -928,6 +937,17 @@ impl AnomalyModel {
             z,
             mean_kind,
         }
+    }
+}
+
+impl regime::RegimeModel for AnomalyModel {
+    fn end_episode(&mut self) {
+        let c = &mut self.core;
+        c.tracker = Tracker::default();
+        c.cusum_hi = 0.0;
+        c.cusum_lo = 0.0;
+        c.run = 0;
+        c.chain = false;
     }
 }
 

@@ -37,6 +37,11 @@ pub(super) struct Summary {
 }
 
 impl Summary {
+    /// Bytes it holds, its buffer included.
+    pub(super) fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.bins.capacity() * std::mem::size_of::<f64>()
+    }
+
     /// An empty summary; allocates its buffer once.
     pub(super) fn new() -> Self {
         Self {
