@@ -290,3 +290,79 @@ fn help_teaches_the_first_commands() {
         "{out}"
     );
 }
+
+/// A config that `run` can start on with nothing answering: one PLC on a closed port, no
+/// broker, the state file in `dir`.
+fn idle_plant(dir: &std::path::Path) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!(
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n[store]\npath = \"{}\"\n\
+         [[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {closed}\n\
+         [[devices]]\nname = \"pump\"\nlink = \"l\"\nprofile = \"generic-plc\"\n",
+        dir.join("state.db").display()
+    )
+}
+
+/// Waits (bounded) until the daemon's log says it is running.
+fn wait_running(daemon: &crate::harness::daemon::Daemon) {
+    for _ in 0..400 {
+        if daemon.log().contains("plantwatch running") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the daemon did not start:\n{}", daemon.log());
+}
+
+/// Runs the binary and gives its exit code and stderr, or kills it after `limit` (None).
+fn run_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    use std::io::Read as _;
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run plantwatch");
+    let deadline = std::time::Instant::now() + limit;
+    let mut code = None;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = Some(status.code().unwrap_or(-1));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if code.is_none() {
+        child.kill().ok();
+    }
+    child.wait().ok();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).ok();
+    (code, err)
+}
+
+/// Issue 18: a second daemon on the same state file took the same client id and numbered
+/// different readings with the same seqs. It is refused, naming the first one's PID, and
+/// the read-only commands still work beside the first.
+#[test]
+fn issue_18_a_second_daemon_on_one_state_file_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = crate::harness::daemon::Daemon::spawn(dir.path(), &idle_plant(dir.path()));
+    wait_running(&first);
+    let config = first.config.to_str().unwrap().to_owned();
+    let (code, err) = run_bounded(&["run", &config, "--no-metrics"], Duration::from_secs(20));
+    assert_eq!(code, Some(1), "refused at once: {err}\n{}", first.log());
+    assert!(
+        err.contains("in use") && err.contains(&format!("PID {}", first.pid())),
+        "names the holder: {err}"
+    );
+    let (code, out, err) = run(&["alarms", "--config", &config, "list"]);
+    assert_eq!(code, 0, "alarms list beside the daemon: {out}{err}");
+    let (code, _, err) = run(&["export", "--config", &config, "--month", "2026-10"]);
+    assert_eq!(code, 0, "export beside the daemon: {err}");
+}
