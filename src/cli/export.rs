@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 
 use crate::export::{Builder, Span};
-use crate::store::alarms::offline;
 
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,7 +106,7 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         .state
         .clone()
         .unwrap_or_else(|| plan.store.path.clone());
-    let conn = offline::open(&path, false).map_err(anyhow::Error::msg)?;
+    let conn = crate::store::offline::open(&path, false).map_err(anyhow::Error::new)?;
     let mut builder = Builder::new(span.clone(), &plan.energy);
     // Progress only where someone watches it and it cannot mix with the report on stdout.
     let mut progress = (args.output.is_some() && std::io::stderr().is_terminal())

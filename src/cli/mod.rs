@@ -15,6 +15,7 @@ macro_rules! out {
 }
 
 mod alarms;
+mod backup;
 mod check;
 // A build without the `demo` feature has no embedded broker; its `demo` only says so.
 #[cfg_attr(not(feature = "demo"), path = "demo_unavailable.rs")]
@@ -100,6 +101,8 @@ enum Command {
     Export(export::Args),
     /// Upload a date range of energy-platform records from the ledger over HTTPS.
     Upload(upload::Args),
+    /// Copy a state file consistently, WAL included, while the daemon keeps running.
+    Backup(backup::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -130,6 +133,7 @@ pub fn main() -> ExitCode {
             Command::Export(args) => export::run(&args, cli.profiles_dir.as_deref()),
             Command::Upload(args) => runtime()
                 .and_then(|rt| rt.block_on(upload::run(&args, cli.profiles_dir.as_deref()))),
+            Command::Backup(args) => backup::run(&args),
         };
     match result {
         Ok(code) => code,

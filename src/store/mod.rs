@@ -32,6 +32,7 @@ pub mod alarms;
 pub mod health;
 pub mod ledger;
 pub mod lock;
+pub mod offline;
 pub mod outbox;
 pub mod record;
 mod recovery;

@@ -366,3 +366,262 @@ fn issue_18_a_second_daemon_on_one_state_file_is_refused_naming_the_first() {
     let (code, _, err) = run(&["export", "--config", &config, "--month", "2026-10"]);
     assert_eq!(code, 0, "export beside the daemon: {err}");
 }
+
+/// 2026-10-05 00:00 +08:00.
+const OCT5: i64 = 1_791_129_600_000;
+
+/// A config with one metered meter uploaded to the energy platform, its state file in `dir`,
+/// and the state file holding a day of its quarter-hours; the store stays open (returned),
+/// so the intervals are still in the WAL. Returns the config's path and the store.
+async fn metered_state(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, plantwatch::store::StoreHandle) {
+    use plantwatch::process::counter::{Flags, IntervalQuality};
+    use plantwatch::process::ledger::LedgerInterval;
+    let state = dir.join("state.db");
+    let store =
+        plantwatch::store::Store::open(&state, plantwatch::store::OutboxLimits::default()).unwrap();
+    let day = (0..96)
+        .map(|q| LedgerInterval {
+            meter: "incomer".into(),
+            kind: "electricity".into(),
+            unit: "kWh".into(),
+            start_ms: OCT5 + q * 900_000,
+            end_ms: OCT5 + (q + 1) * 900_000,
+            delta: 2.5 + f64::from(u8::try_from(q).unwrap()) / 8.0,
+            quality: IntervalQuality::Good,
+            flags: Flags::EMPTY,
+            tou: [0.0, 0.0, 2.5, 0.0],
+            kgce: None,
+        })
+        .collect();
+    store.save_intervals(day).await.unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\ntimezone = \"Asia/Shanghai\"\n\
+             [[links]]\nname = \"bus\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+             [[devices]]\nname = \"meter-1\"\nlink = \"bus\"\nprofile = \"chint-dtsu666\"\n\
+             [[meters]]\nname = \"incomer\"\ndevice = \"meter-1\"\npoint = \"ep_import\"\nkind = \"electricity\"\n\
+             [energy_platform]\nenterprise_code = \"123456789012345678\"\nscope = \"1\"\ninput_type = \"1\"\n\
+             [[energy_platform.items]]\nmeter = \"incomer\"\ndata_code = \"E001-0101-00\"\n\
+             [store]\npath = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    (config, store)
+}
+
+/// Runs the binary off the runtime.
+async fn run_async(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn s(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|p| (*p).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_under_load_gives_a_file_that_export_reads_equal_to_the_source() {
+    use plantwatch::store::{DEFAULT_QUEUE, OutboxMessage};
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store) = metered_state(dir.path()).await;
+    let config = config.to_str().unwrap().to_owned();
+    let state = dir.path().join("state.db");
+    // Load: the outbox takes messages as fast as the store commits them, during the backup.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && seq < 1_000_000 {
+                let msg = OutboxMessage {
+                    queue: DEFAULT_QUEUE,
+                    stream: "telemetry/m".into(),
+                    key: "m".into(),
+                    seq,
+                    created_ms: OCT5,
+                    payload: vec![7; 200],
+                };
+                store.enqueue(vec![msg]).await.unwrap();
+                seq += 1;
+            }
+            seq
+        })
+    };
+    let dest = dir.path().join("backup.db");
+    let (code, out, err) = run_async(s(&[
+        "backup",
+        state.to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ]))
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(written > 0, "the store was written during the backup");
+    let range = ["--from", "2026-10-05", "--to", "2026-10-05"];
+    let export_of = |file: &std::path::Path| {
+        let mut args = s(&[
+            "export",
+            "--config",
+            &config,
+            "--state",
+            file.to_str().unwrap(),
+        ]);
+        args.extend(s(&range));
+        run_async(args)
+    };
+    let (code, source, err) = export_of(&state).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(source.contains("meter,incomer,"), "{source}");
+    let (code, copy, err) = export_of(&dest).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(copy, source, "the backup holds the same ledger");
+    assert!(!err.contains("-wal"), "a backup needs no WAL: {err}");
+    drop(store);
+}
+
+/// Issue 18: `cp state.db x.db` while the data is in the WAL. A copy of a running file is
+/// called what it is, and one whose schema is only in the WAL is not "an older plantwatch".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_a_copy_without_its_wal_is_diagnosed_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store) = metered_state(dir.path()).await;
+    let config = config.to_str().unwrap().to_owned();
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(dir.path().join("state.db"), &copy).unwrap();
+    let (_, _, err) = run_async(s(&[
+        "export",
+        "--config",
+        &config,
+        "--state",
+        copy.to_str().unwrap(),
+        "--month",
+        "2026-10",
+    ]))
+    .await;
+    assert!(
+        err.contains("without its -wal") && err.contains("plantwatch backup"),
+        "{err}"
+    );
+    drop(store);
+
+    // A file whose schema has not reached the main file yet: the copy's main file is empty.
+    let fresh = dir.path().join("fresh.db");
+    let conn = rusqlite::Connection::open(&fresh).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t (x); PRAGMA user_version=9;")
+        .unwrap();
+    let copy = dir.path().join("copy-of-fresh.db");
+    std::fs::copy(&fresh, &copy).unwrap();
+    let (code, _, err) = run_async(s(&[
+        "export",
+        "--config",
+        &config,
+        "--state",
+        copy.to_str().unwrap(),
+        "--month",
+        "2026-10",
+    ]))
+    .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("-wal") && !err.contains("older plantwatch"),
+        "{err}"
+    );
+    drop(conn);
+}
+
+/// After a clean stop everything is in the main file: a plain copy is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_clean_stop_a_plain_copy_of_the_state_file_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store) = metered_state(dir.path()).await;
+    let closed = store.closed();
+    drop(store);
+    crate::harness::within(Duration::from_secs(10), "store closes", closed).await;
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(dir.path().join("state.db"), &copy).unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let export_of = |file: &std::path::Path| {
+        run_async(s(&[
+            "export",
+            "--config",
+            &config,
+            "--state",
+            file.to_str().unwrap(),
+            "--month",
+            "2026-10",
+        ]))
+    };
+    let (code, source, err) = export_of(&dir.path().join("state.db")).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, copied, err) = export_of(&copy).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(copied, source);
+    assert!(!err.contains("-wal"), "{err}");
+}
+
+/// Issue 18: a state file the user may not read was reported as missing. Root reads every
+/// file, so as root (CI) the binary runs as `nobody` through setpriv(1).
+#[test]
+fn issue_18_an_unreadable_state_file_is_a_permission_problem_not_a_missing_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::copy(repo().join("configs/demo.toml"), &config).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::write(locked.join("state.db"), b"").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = locked.join("state.db");
+    let args = [
+        "export",
+        "--config",
+        config.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--month",
+        "2026-10",
+    ];
+    let as_root = std::fs::metadata("/root").is_ok_and(|_| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    });
+    let out = if as_root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv (util-linux) runs the binary as nobody")
+    } else {
+        Command::new(bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("permission denied") && !err.contains("no state file"),
+        "{err}"
+    );
+}
