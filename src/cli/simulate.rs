@@ -21,11 +21,14 @@ Other stdin commands: `value DEVICE POINT`, `devices`.
 Examples:
   plantwatch simulate --profile chint-dtsu666 --listen 127.0.0.1:5020
   plantwatch simulate --profile generic-plc --count 3 --rtu-pty --write-config plc.toml
-  plantwatch simulate plantwatch.toml --loopback --fault meter-1=no_answer")]
+  plantwatch simulate -c plantwatch.toml --loopback --fault meter-1=no_answer
+
+With --config (or PLANTWATCH_CONFIG) it serves that config's devices at its links' addresses;
+--profile serves simulated devices of one profile instead. Ctrl-C or SIGTERM stops it.")]
 pub(super) struct Args {
-    /// Serve the devices of this config at its links' addresses.
-    #[arg(conflicts_with = "profile")]
-    config: Option<PathBuf>,
+    /// Deprecated: the config as a positional argument (use --config).
+    #[arg(hide = true, value_name = "CONFIG")]
+    pub(super) positional_config: Option<PathBuf>,
     /// Serve simulated devices of this profile instead of a config's.
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
@@ -186,15 +189,19 @@ fn control(sim: &Simulator, line: &str) -> String {
     }
 }
 
-pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let (plan, bind, generated): (Plan, Bind, bool) = match (&args.config, &args.profile) {
+/// Serves the devices of `config` (the `--config` given, if any) or of `--profile`.
+pub(super) async fn run(
+    args: Args,
+    config: Option<PathBuf>,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    // --profile wins over a config that only came from the environment.
+    let config = config.filter(|_| args.profile.is_none());
+    let (plan, bind, generated): (Plan, Bind, bool) = match (&config, &args.profile) {
         (Some(path), _) => {
             let plan = match super::load(path, profiles_dir) {
                 Ok(p) => p,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return Ok(ExitCode::FAILURE);
-                }
+                Err(errors) => return Ok(super::config_failed(&errors)),
             };
             (
                 plan,
@@ -227,7 +234,9 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
             )
         }
         (None, None) => {
-            anyhow::bail!("give a CONFIG to serve its devices, or --profile NAME (see --help)")
+            return Err(super::usage(
+                "give --config FILE to serve its devices, or --profile NAME (see --help)",
+            ));
         }
     };
     let sim = Simulator::start(&plan, bind).await?;
@@ -238,13 +247,17 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
         out!("serving link {link} on {endpoint}");
     }
     if let Some(path) = &args.write_config {
-        anyhow::ensure!(generated, "--write-config needs --profile");
+        if !generated {
+            return Err(super::usage("--write-config needs --profile"));
+        }
         let text = profile_config(
             &args,
             args.profile.as_deref().unwrap_or_default(),
             Some(&sim.endpoints),
         )?;
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))
+            .map_err(super::io_failed)?;
         out!("wrote {}", path.display());
     }
     out!(

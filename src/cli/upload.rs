@@ -24,9 +24,6 @@ Examples:
   plantwatch upload --from 2026-10-05 --to 2026-10-05 --stat-type day
   plantwatch upload --from 2026-10-01 --to 2026-10-31 --dry-run    print what would go")]
 pub(super) struct Args {
-    /// The config ([energy_platform] and its items, and the state file).
-    #[arg(long, default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
-    config: PathBuf,
     /// Read this state file instead of the config's.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
@@ -76,19 +73,28 @@ fn date(text: &str, what: &str) -> anyhow::Result<NaiveDate> {
 /// Tries per record before giving up on a failure worth retrying.
 const ATTEMPTS: u32 = 3;
 
-pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let plan = match super::load(&args.config, profiles_dir) {
+pub(super) async fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let plan = match super::load(config, profiles_dir) {
         Ok(p) => p,
         Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let Some(platform) = plan.energy_platform.as_ref() else {
         anyhow::bail!(
             "{} has no [energy_platform] section: nothing to upload",
-            args.config.display()
+            config.display()
         );
     };
-    let (from, to) = (date(&args.from, "--from")?, date(&args.to, "--to")?);
-    anyhow::ensure!(from <= to, "--to {to} is before --from {from}");
+    let (from, to) = (
+        date(&args.from, "--from").map_err(super::usage)?,
+        date(&args.to, "--to").map_err(super::usage)?,
+    );
+    if from > to {
+        return Err(super::usage(format!("--to {to} is before --from {from}")));
+    }
     let tz = platform.timezone;
     let path = args
         .state
@@ -117,7 +123,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
     let Some(https) = &platform.https else {
         anyhow::bail!(
             "{}: [energy_platform.https] is not configured; add it, or use --dry-run",
-            args.config.display()
+            config.display()
         );
     };
     let password = https.password.read_first_line().map_err(|(at, why)| {
@@ -150,12 +156,15 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
                     tokio::time::sleep(Duration::from_secs(u64::from(attempt) * 2)).await;
                 }
                 Err(e) if e.is_retryable() => {
-                    anyhow::bail!(
-                        "{}: {e}; stopped after {sent} of {} records sent (run again to resume: \
-                         the keys are the same)",
-                        r.key,
-                        records.len()
-                    );
+                    return Err(super::failure(
+                        super::EX_UNAVAILABLE,
+                        anyhow::anyhow!(
+                            "{}: {e}; stopped after {sent} of {} records sent (run again to \
+                             resume: the keys are the same)",
+                            r.key,
+                            records.len()
+                        ),
+                    ));
                 }
                 Err(e) => {
                     eprintln!("{}: {e}; skipped", r.key);

@@ -23,7 +23,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
 #[test]
 fn check_prints_points_and_the_read_plan_of_a_valid_config() {
     let demo = repo().join("configs/demo.toml");
-    let (code, out, err) = run(&["check", demo.to_str().unwrap()]);
+    let (code, out, err) = run(&["check", "--config", demo.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("main-meter"), "{out}");
     assert!(out.contains("read plan: "), "{out}");
@@ -44,7 +44,7 @@ fn check_reports_every_error_with_its_key_and_exits_78() {
          [devices.points.ua]\nadress = 1\n",
     )
     .unwrap();
-    let (code, _, err) = run(&["check", path.to_str().unwrap()]);
+    let (code, _, err) = run(&["check", "-c", path.to_str().unwrap()]);
     // EX_CONFIG, as `run` exits on the same file: the unit's RestartPreventExitStatus=78.
     assert_eq!(code, 78);
     assert!(err.contains("devices[0].link"), "{err}");
@@ -73,7 +73,7 @@ async fn read_polls_one_device_and_prints_json_matching_the_simulator() {
     .unwrap();
     let path_s = path.to_str().unwrap().to_owned();
     let (code, out, err) =
-        tokio::task::spawn_blocking(move || run(&["read", &path_s, "pump", "--json"]))
+        tokio::task::spawn_blocking(move || run(&["read", "-c", &path_s, "pump", "--json"]))
             .await
             .unwrap();
     assert_eq!(code, 0, "{err}");
@@ -89,7 +89,7 @@ async fn read_polls_one_device_and_prints_json_matching_the_simulator() {
 
     let path_s = path.to_str().unwrap().to_owned();
     let (code, out, err) =
-        tokio::task::spawn_blocking(move || run(&["read", &path_s, "pump", "--probe", "8"]))
+        tokio::task::spawn_blocking(move || run(&["read", "pump", "--probe", "8", "-c", &path_s]))
             .await
             .unwrap();
     assert_eq!(code, 0, "{err}");
@@ -103,9 +103,10 @@ async fn read_polls_one_device_and_prints_json_matching_the_simulator() {
     );
 
     let path_s = path.to_str().unwrap().to_owned();
-    let (code, _, err) = tokio::task::spawn_blocking(move || run(&["read", &path_s, "nosuch"]))
-        .await
-        .unwrap();
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || run(&["read", "--config", &path_s, "nosuch"]))
+            .await
+            .unwrap();
     assert_ne!(code, 0);
     assert!(
         err.contains("no device `nosuch`") && err.contains("pump"),
@@ -146,7 +147,13 @@ fn simulate_writes_a_config_that_read_can_poll() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ready, "simulator wrote its config");
-    let (code, out, err) = run(&["read", cfg.to_str().unwrap(), "chint-dtsu666-2", "--json"]);
+    let (code, out, err) = run(&[
+        "read",
+        "-c",
+        cfg.to_str().unwrap(),
+        "chint-dtsu666-2",
+        "--json",
+    ]);
     // The simulator may already have exited on its --duration; either way it is gone.
     child.kill().ok();
     child.wait().ok();
@@ -273,7 +280,7 @@ fn check_warns_about_a_plain_http_webhook_to_a_public_host_and_still_exits_0() {
          [[webhooks]]\nname = \"chat\"\nformat = \"generic\"\nurl = \"http://alarms.example.com/hook\"\n",
     )
     .unwrap();
-    let (code, _, err) = run(&["check", "--quiet", path.to_str().unwrap()]);
+    let (code, _, err) = run(&["check", "--quiet", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("warning: webhooks[0].url: webhook `chat` posts alarms to a public host"),
@@ -355,7 +362,10 @@ fn issue_18_a_second_daemon_on_one_state_file_is_refused_naming_the_first() {
     let first = crate::harness::daemon::Daemon::spawn(dir.path(), &idle_plant(dir.path()));
     wait_running(&first);
     let config = first.config.to_str().unwrap().to_owned();
-    let (code, err) = run_bounded(&["run", &config, "--no-metrics"], Duration::from_secs(20));
+    let (code, err) = run_bounded(
+        &["run", "--config", &config, "--no-metrics"],
+        Duration::from_secs(20),
+    );
     assert_eq!(code, Some(1), "refused at once: {err}\n{}", first.log());
     assert!(
         err.contains("in use") && err.contains(&format!("PID {}", first.pid())),
@@ -624,4 +634,185 @@ fn issue_18_an_unreadable_state_file_is_a_permission_problem_not_a_missing_file(
         err.contains("permission denied") && !err.contains("no state file"),
         "{err}"
     );
+}
+
+/// Issue 18: the config was positional for some commands and `--config` for others.
+#[test]
+fn issue_18_the_config_is_one_flag_anywhere_on_the_line_and_the_positional_form_warns() {
+    let demo = repo().join("configs/demo.toml");
+    let demo = demo.to_str().unwrap();
+    for args in [
+        &["check", "--quiet", "--config", demo][..],
+        &["check", "-c", demo, "--quiet"],
+        &["--config", demo, "check", "--quiet"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!err.contains("deprecated"), "{args:?}: {err}");
+    }
+    let out = Command::new(bin())
+        .args(["check", "--quiet"])
+        .env("PLANTWATCH_CONFIG", demo)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _, err) = run(&["check", "--quiet", demo]);
+    assert_eq!(code, 0, "the positional form still works: {err}");
+    assert!(
+        err.contains("deprecated") && err.contains(&format!("--config {demo}")),
+        "{err}"
+    );
+    let (code, _, err) = run(&["check", "--config", demo, demo]);
+    assert_eq!(code, 2, "given twice: {err}");
+}
+
+/// Issue 18: `alarms list --config X` failed; only `alarms --config X list` worked.
+#[test]
+fn issue_18_subcommand_flags_come_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let store =
+        plantwatch::store::Store::open(&state, plantwatch::store::OutboxLimits::default()).unwrap();
+    drop(store);
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+             [[devices]]\nname = \"m\"\nlink = \"l\"\nprofile = \"generic-plc\"\n[store]\npath = \"{}\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    for args in [
+        &["alarms", "list", "--config", config][..],
+        &["alarms", "--config", config, "list", "--json"],
+        &["-c", config, "alarms", "list"],
+        &["alarms", "list", "--json", "-c", config],
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+}
+
+#[test]
+fn exit_status_2_for_usage_errors_found_by_clap_and_after_it() {
+    let demo = repo().join("configs/demo.toml");
+    let (code, _, err) = run(&["check", "--no-such-flag"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["export", "-c", demo.to_str().unwrap()]);
+    assert_eq!(code, 2, "no period: {err}");
+    assert!(err.contains("--month"), "{err}");
+}
+
+#[test]
+fn exit_status_65_for_bad_data_74_for_io_and_help_lists_them_all() {
+    let demo = repo().join("configs/demo.toml");
+    let demo = demo.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "not a database, whatever its name says\n".repeat(40)).unwrap();
+    let (code, _, err) = run(&[
+        "export",
+        "-c",
+        demo,
+        "--month",
+        "2026-10",
+        "--state",
+        text.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 65, "{err}");
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(
+        &csv,
+        "1790784000,main-meter,ua,230\nyesterday,main-meter,ua,231\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["replay", "-c", demo, csv.to_str().unwrap()]);
+    assert_eq!(code, 65, "a malformed row: {err}");
+
+    let state = dir.path().join("state.db");
+    drop(
+        plantwatch::store::Store::open(&state, plantwatch::store::OutboxLimits::default()).unwrap(),
+    );
+    let (code, _, err) = run(&[
+        "export",
+        "-c",
+        demo,
+        "--month",
+        "2026-10",
+        "--state",
+        state.to_str().unwrap(),
+        "--output",
+        dir.path().join("no/such/dir/report.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 74, "{err}");
+    let (code, _, err) = run(&[
+        "export",
+        "-c",
+        demo,
+        "--month",
+        "2026-10",
+        "--state",
+        dir.path().join("missing.db").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 74, "{err}");
+
+    let (_, help, _) = run(&["--help"]);
+    for line in ["0 ", "1 ", "2 ", "65 ", "69 ", "74 ", "78 "] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(line)),
+            "--help documents exit status {line}: {help}"
+        );
+    }
+}
+
+/// Issue 18: `read` exited 0 when every point was `bad:exception:02`, and 1 on a timeout.
+#[tokio::test]
+async fn issue_18_read_exits_69_when_the_device_gives_no_good_point() {
+    let p = plan(
+        "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+         [[devices]]\nname = \"pump\"\nlink = \"l\"\nprofile = \"generic-plc\"\n",
+    );
+    let sim = Simulator::start(&p, Bind::LOOPBACK).await.unwrap();
+    sim.device("pump")
+        .unwrap()
+        .inject(Fault::parse("exception:2").unwrap());
+    let port = sim.endpoints[0].1.rsplit_once(':').unwrap().1.to_owned();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plant.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nsite = \"s\"\nid = \"g\"\n\
+             [[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             [[links]]\nname = \"gone\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = {closed}\n\
+             [[devices]]\nname = \"pump\"\nlink = \"l\"\nprofile = \"generic-plc\"\n\
+             [[devices]]\nname = \"dead\"\nlink = \"gone\"\nprofile = \"generic-plc\"\ntimeout_ms = 300\n"
+        ),
+    )
+    .unwrap();
+    let config = path.to_str().unwrap().to_owned();
+    for device in ["pump", "dead"] {
+        let (code, out, err) = run_async(s(&["read", "-c", &config, device])).await;
+        assert_eq!(code, 69, "{device}: {out}{err}");
+        let (code, out, err) = run_async(s(&["read", "-c", &config, device, "--json"])).await;
+        assert_eq!(code, 69, "{device} --json: {out}{err}");
+    }
+    sim.device("pump").unwrap().clear_faults();
+    let (code, out, err) = run_async(s(&["read", "-c", &config, "pump"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    sim.shutdown().await;
 }
