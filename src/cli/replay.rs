@@ -172,6 +172,12 @@ pub(super) fn run(
         }
     }) {
         Ok(summary) => summary,
+        // `replay … | head`: the reader has what it wanted.
+        Err(ReplayError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe && args.output.is_none() =>
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
         Err(e @ ReplayError::Row { .. }) => return Err(super::failure(super::EX_DATAERR, e)),
         Err(e @ ReplayError::Io { .. }) => return Err(super::io_failed(e)),
     };

@@ -1,5 +1,6 @@
 //! `plantwatch upload`: (re-)upload a date range of energy-platform records from the ledger.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -107,11 +108,13 @@ pub(super) async fn run(
         crate::platform::records_for_range(&path, platform, from, to, &wanted, now_ms).await?;
     let uploaded = local_datetime(tz, now_ms).context("the local time now")?;
     if args.dry_run {
+        let mut stdout = std::io::stdout().lock();
         for r in &records {
-            println!(
-                "{}",
-                serde_json::to_string(&r.payload(&Versions::default(), uploaded))?
-            );
+            let line = serde_json::to_string(&r.payload(&Versions::default(), uploaded))?;
+            // `--dry-run | head -1`: a reader that has had enough ends the listing quietly.
+            if writeln!(stdout, "{line}").is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
         }
         eprintln!(
             "{} records from the ledger in {} (not sent: --dry-run)",

@@ -816,3 +816,97 @@ async fn issue_18_read_exits_69_when_the_device_gives_no_good_point() {
     assert_eq!(code, 0, "{out}{err}");
     sim.shutdown().await;
 }
+
+/// Spawns the binary with stdout a pipe whose reader is already closed (`| head` that has
+/// read its line), and gives its exit code (None: still running after 30 s) and stderr.
+fn into_a_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read as _;
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut code = None;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = Some(status.code().unwrap_or(-1));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if code.is_none() {
+        child.kill().ok();
+    }
+    child.wait().ok();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).ok();
+    (code, err)
+}
+
+/// Issue 18: `upload --dry-run | head -1` aborted with "failed printing to stdout".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_a_closed_pipe_ends_upload_dry_run_and_export_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store) = metered_state(dir.path()).await;
+    let config = config.to_str().unwrap().to_owned();
+    let (code, err) = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || {
+            into_a_closed_pipe(&[
+                "upload",
+                "--config",
+                &config,
+                "--from",
+                "2026-10-05",
+                "--to",
+                "2026-10-05",
+                "--dry-run",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        into_a_closed_pipe(&["export", "--config", &config, "--month", "2026-10"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    drop(store);
+}
+
+/// `replay … | head`: the scored rows stop quietly when the reader has had enough.
+#[test]
+fn a_closed_pipe_ends_replay_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("in.csv");
+    let rows: String = (0..5000)
+        .map(|k| format!("{},main-meter,ua,{}\n", 1_790_784_000 + k, 230 + k % 3))
+        .collect();
+    std::fs::write(&csv, rows).unwrap();
+    let demo = repo().join("configs/demo.toml");
+    let (code, err) = into_a_closed_pipe(&[
+        "replay",
+        "-c",
+        demo.to_str().unwrap(),
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
