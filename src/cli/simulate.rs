@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::AsyncBufReadExt as _;
 
 use crate::config::{EnvOverrides, Plan};
 use crate::sim::{Bind, Fault, Simulator};
@@ -127,26 +126,35 @@ fn profile_config(
     Ok(out)
 }
 
-async fn wait_for_stop(duration: Option<u64>) {
-    let term = async {
-        #[cfg(unix)]
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-            return;
+/// SIGINT and SIGTERM, caught from the moment this is made: made before the "ready" line, so
+/// that a signal sent as soon as it is seen stops the simulator instead of killing it.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// Until the first SIGINT or SIGTERM, or `duration` seconds.
+    async fn wait(&mut self, duration: Option<u64>) {
+        let timer = async {
+            match duration {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            () = timer => {}
         }
-        std::future::pending::<()>().await;
-    };
-    let timer = async {
-        match duration {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-        () = timer => {}
     }
 }
 
@@ -187,6 +195,27 @@ fn control(sim: &Simulator, line: &str) -> String {
         [] => String::new(),
         _ => "error: commands are `fault DEVICE FAULT`, `clear DEVICE`, `value DEVICE POINT`, `devices`".into(),
     }
+}
+
+/// Lines typed on stdin, read on a thread of their own. A blocking read cannot be cancelled:
+/// read through tokio's stdin, it held the runtime's shutdown after Ctrl-C or SIGTERM until
+/// Enter was pressed (issue 18). This thread is left behind and ends with the process.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let reader = std::thread::Builder::new()
+        .name("simulate-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reader {
+        eprintln!("plantwatch: stdin commands are off: cannot start their thread: {e}");
+    }
+    rx
 }
 
 /// Serves the devices of `config` (the `--config` given, if any) or of `--profile`.
@@ -239,6 +268,7 @@ pub(super) async fn run(
             ));
         }
     };
+    let mut signals = StopSignals::new()?;
     let sim = Simulator::start(&plan, bind).await?;
     for spec in &args.faults {
         apply_fault(&sim, spec).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
@@ -264,9 +294,9 @@ pub(super) async fn run(
         "{} simulated device(s) ready; Ctrl-C to stop",
         plan.devices.len()
     );
+    let mut lines = stdin_lines();
     let stdin_commands = async {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        while let Some(line) = lines.recv().await {
             let reply = control(&sim, &line);
             if !reply.is_empty() {
                 out!("{reply}");
@@ -276,7 +306,7 @@ pub(super) async fn run(
         std::future::pending::<()>().await;
     };
     tokio::select! {
-        () = wait_for_stop(args.duration) => {}
+        () = signals.wait(args.duration) => {}
         () = stdin_commands => {}
     }
     sim.shutdown().await;

@@ -910,3 +910,73 @@ fn a_closed_pipe_ends_replay_quietly() {
         "{err}"
     );
 }
+
+/// Starts `plantwatch simulate` with a stdin that stays open and silent (a terminal nobody
+/// types in), waits for its ready line, sends `signal`, and gives the exit code (None: still
+/// running 10 s later, then killed) and the output.
+fn simulate_stopped_by(signal: &str) -> (Option<i32>, String) {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = Command::new(bin())
+        .args([
+            "simulate",
+            "--profile",
+            "generic-plc",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let mut out = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(50)
+    {
+        let line = line.unwrap();
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("ready") {
+            break;
+        }
+    }
+    assert!(out.contains("ready"), "{out}");
+    let sent = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(sent);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut code = None;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = Some(status.code().unwrap_or(-1));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if code.is_none() {
+        child.kill().ok();
+    }
+    child.wait().ok();
+    drop(stdin);
+    (code, out)
+}
+
+/// Issue 18: `simulate` waited for Enter on its stdin after Ctrl-C or SIGTERM.
+#[test]
+fn issue_18_simulate_stops_on_the_first_sigint() {
+    let (code, out) = simulate_stopped_by("INT");
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// Issue 18: as above, for SIGTERM (systemd, `kill`).
+#[test]
+fn issue_18_simulate_stops_on_sigterm() {
+    let (code, out) = simulate_stopped_by("TERM");
+    assert_eq!(code, Some(0), "{out}");
+}
