@@ -25,12 +25,10 @@ the state file and are applied when it starts.
 
 Examples:
   plantwatch alarms list
+  plantwatch alarms list --config plant.toml --json
   plantwatch alarms ack pump-1/motor-hot
   plantwatch alarms shelve pump-1/offline 2h      hide it for two hours (1s to 30d)")]
 pub(super) struct Args {
-    /// The config whose state file to use.
-    #[arg(long, default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
-    config: PathBuf,
     /// The state file, instead of the one the config names (e.g. a copy).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
@@ -68,19 +66,25 @@ enum Action {
     },
 }
 
-fn state_path(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+fn state_path(args: &Args, config: &Path, profiles_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(s) = &args.state {
         return Ok(s.clone());
     }
-    match super::load(&args.config, profiles_dir) {
+    match super::load(config, profiles_dir) {
         Ok(plan) => Ok(plan.store.path),
         Err(errors) => Err(anyhow::Error::new(errors)
             .context("the config names the state file (or give --state FILE)")),
     }
 }
 
-pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let path = state_path(args, profiles_dir)?;
+pub(super) fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let path = state_path(args, config, profiles_dir)?;
+    // First the diagnosis of a file that cannot be used, with its exit status.
+    drop(crate::store::offline::open(&path, false).map_err(super::offline_failed)?);
     let raised: Vec<AlarmEvent> = offline::raised(&path)
         .map_err(anyhow::Error::msg)?
         .into_iter()

@@ -8,19 +8,23 @@ use crate::config::Plan;
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
 pub(super) struct Args {
-    /// The config file.
-    #[arg(default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
-    config: PathBuf,
+    /// Deprecated: the config as a positional argument (use --config).
+    #[arg(hide = true, value_name = "CONFIG")]
+    pub(super) positional_config: Option<PathBuf>,
     /// Print nothing when the config is valid (for ExecStartPre and ExecReload).
     #[arg(long, short)]
     quiet: bool,
 }
 
-pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    match super::load(&args.config, profiles_dir) {
+pub(super) fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    match super::load(config, profiles_dir) {
         Ok(plan) => {
             if !args.quiet {
-                print_plan(&args.config, &plan);
+                print_plan(config, &plan);
             }
             // Valid, but worth a second look: shown even with --quiet (ExecStartPre's output
             // lands in the journal).

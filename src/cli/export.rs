@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 
 use crate::export::{Builder, Span};
-use crate::store::alarms::offline;
 
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,11 +33,12 @@ Examples:
   plantwatch export --month 2026-10 --format json --output oct.json
   plantwatch export --month 2026-10 --format html --output oct.html
                                                            charts and tables, to print or send
-  plantwatch export --from 2026-10-01 --to 2026-10-15 --state copy-of-state.db")]
+  plantwatch export --from 2026-10-01 --to 2026-10-15 --state copy-of-state.db
+  plantwatch export -c plant.toml --month 2026-10 | head  a closed pipe ends it quietly
+
+A copy for --state is made with `plantwatch backup STATE DEST`; a `cp` of a running state file
+misses what is in its WAL, and export says so.")]
 pub(super) struct Args {
-    /// The config (meters, groups, coefficients, and its state file).
-    #[arg(long, default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
-    config: PathBuf,
     /// Read this state file instead of the config's (e.g. a copy).
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
@@ -96,18 +96,22 @@ fn span(args: &Args, tz: chrono_tz::Tz) -> anyhow::Result<Span> {
     })
 }
 
-pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let plan = match super::load(&args.config, profiles_dir) {
+pub(super) fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let plan = match super::load(config, profiles_dir) {
         Ok(p) => p,
         Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let tz = plan.gateway.timezone;
-    let span = span(args, tz)?;
+    let span = span(args, tz).map_err(super::usage)?;
     let path = args
         .state
         .clone()
         .unwrap_or_else(|| plan.store.path.clone());
-    let conn = offline::open(&path, false).map_err(anyhow::Error::msg)?;
+    let conn = crate::store::offline::open(&path, false).map_err(super::offline_failed)?;
     let mut builder = Builder::new(span.clone(), &plan.energy);
     // Progress only where someone watches it and it cannot mix with the report on stdout.
     let mut progress = (args.output.is_some() && std::io::stderr().is_terminal())
@@ -119,7 +123,8 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         crate::store::ledger::for_each(&conn, &meters, from, to, |meter, at, delta, q, _| {
             builder.add_baseline(meter, at.0, delta, q);
         })
-        .with_context(|| format!("cannot read the savings baselines in {}", path.display()))?;
+        .with_context(|| format!("cannot read the savings baselines in {}", path.display()))
+        .map_err(super::io_failed)?;
     }
     crate::store::ledger::for_each(
         &conn,
@@ -137,7 +142,8 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
             }
         },
     )
-    .with_context(|| format!("cannot read the ledger in {}", path.display()))?;
+    .with_context(|| format!("cannot read the ledger in {}", path.display()))
+    .map_err(super::io_failed)?;
     if let Some(line) = progress.as_ref().and_then(|p| p.done(rows)) {
         std::io::stderr().write_all(line.as_bytes()).ok();
     }
@@ -166,9 +172,9 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         Format::Html => crate::export::html::render(&report, local),
     };
     match &args.output {
-        Some(p) => {
-            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?
-        }
+        Some(p) => std::fs::write(p, text)
+            .with_context(|| format!("cannot write {}", p.display()))
+            .map_err(super::io_failed)?,
         None => {
             // A closed pipe (`| head`) is not an error worth a message.
             std::io::stdout().write_all(text.as_bytes()).ok();

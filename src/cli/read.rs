@@ -1,6 +1,6 @@
 //! `plantwatch read`: poll one device once, or probe a register pair, for commissioning.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -14,11 +14,20 @@ use crate::model::Value;
 
 /// Arguments of `read`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exits 69 when the device did not answer or no point came back good (every one bad or timed
+out), so scripts can tell a dead device from a live one.
+
+Examples:
+  plantwatch read -c plantwatch.toml main-meter
+  plantwatch read -c plantwatch.toml main-meter --probe 0x2006")]
 pub(super) struct Args {
-    /// The config file.
-    config: PathBuf,
     /// The device to poll (its `name` in the config).
-    device: String,
+    #[arg(value_name = "DEVICE")]
+    first: String,
+    /// The device, when the deprecated `read CONFIG DEVICE` form put the config first.
+    #[arg(hide = true)]
+    second: Option<String>,
     /// Instead of the device's points, read 4 registers at this 0-based address (decimal or
     /// 0x hex) and show them as every type in all four byte/word orders.
     #[arg(long, value_name = "ADDRESS", value_parser = parse_address)]
@@ -49,17 +58,33 @@ fn parse_address(s: &str) -> Result<u16, String> {
     })
 }
 
-pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let plan = match super::load(&args.config, profiles_dir) {
+impl Args {
+    /// The config of the deprecated `read CONFIG DEVICE` form.
+    pub(super) fn positional_config(&self) -> Option<&Path> {
+        self.second.is_some().then(|| Path::new(&self.first))
+    }
+
+    /// The device to poll.
+    fn device(&self) -> &str {
+        self.second.as_deref().unwrap_or(&self.first)
+    }
+}
+
+pub(super) async fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let plan = match super::load(config, profiles_dir) {
         Ok(p) => p,
         Err(errors) => return Ok(super::config_failed(&errors)),
     };
-    let device = plan.device(&args.device).with_context(|| {
+    let device = plan.device(args.device()).with_context(|| {
         let names: Vec<&str> = plan.devices.iter().map(|d| d.name.as_str()).collect();
         format!(
             "no device `{}` in {}; devices: {}",
-            args.device,
-            args.config.display(),
+            args.device(),
+            config.display(),
             names.join(", ")
         )
     })?;
@@ -96,11 +121,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
         }
         let out = serde_json::json!({"device": device.name.as_str(), "answered": polled.answered, "error": polled.error, "points": points});
         out!("{out}");
-        return Ok(if polled.answered {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+        return Ok(outcome(polled.answered, &polled.batch.samples));
     }
     out!(
         "{} via {} {} unit {}",
@@ -134,11 +155,20 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
         );
     }
     out!("{good} of {} points good", device.points.len());
-    Ok(if polled.answered {
+    Ok(outcome(polled.answered, &polled.batch.samples))
+}
+
+/// Success when the device answered with at least one good point; "unavailable" (69) when it
+/// did not answer, or every point came back bad (an exception on every read, a timeout).
+fn outcome(answered: bool, samples: &[crate::model::PointSample]) -> ExitCode {
+    let any_good = samples
+        .iter()
+        .any(|s| s.quality == crate::model::Quality::Good);
+    if answered && (any_good || samples.is_empty()) {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
-    })
+        ExitCode::from(super::EX_UNAVAILABLE)
+    }
 }
 
 async fn probe(
@@ -148,8 +178,11 @@ async fn probe(
     function: Function,
     address: u16,
 ) -> anyhow::Result<ExitCode> {
+    let unavailable = |e| super::failure(super::EX_UNAVAILABLE, e);
     let mut conn = Connection::new(link);
-    conn.ensure_open().await?;
+    conn.ensure_open()
+        .await
+        .map_err(|e| unavailable(anyhow::Error::new(e)))?;
     // Four registers cover 64-bit types; near the end of a map the device may refuse, so shrink.
     let mut words = None;
     for count in [4u16, 2, 1] {
@@ -162,15 +195,21 @@ async fn probe(
             ReadResult::Exception(code) => {
                 anyhow::bail!("device answered exception {code:02} at {address:#06x}")
             }
-            ReadResult::Timeout => anyhow::bail!(
-                "no answer from unit {unit} within {} ms",
-                timeout.as_millis()
-            ),
-            ReadResult::Failed(e) => anyhow::bail!("link failed: {e}"),
+            ReadResult::Timeout => {
+                return Err(unavailable(anyhow::anyhow!(
+                    "no answer from unit {unit} within {} ms",
+                    timeout.as_millis()
+                )));
+            }
+            ReadResult::Failed(e) => {
+                return Err(unavailable(anyhow::anyhow!("link failed: {e}")));
+            }
             ReadResult::Bits(_) => anyhow::bail!("unexpected bit response"),
         }
         if !conn.is_open() {
-            conn.ensure_open().await?;
+            conn.ensure_open()
+                .await
+                .map_err(|e| unavailable(anyhow::Error::new(e)))?;
         }
     }
     let words = words

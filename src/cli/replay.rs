@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::replay::{ReplayOptions, replay};
+use crate::replay::{ReplayError, ReplayOptions, replay};
 
 /// Arguments of `replay`.
 #[derive(Debug, clap::Args)]
@@ -22,13 +22,15 @@ Output (stdout unless --output): timestamp,device,point,value,score,alarms
 --events writes every alarm change as one JSON object per line, as on the alarm topic.
 
 Example: tune a rule on last month's bearing temperature, then deploy it:
-  plantwatch replay plantwatch.toml bearing.csv --point motor-1/bearing_temp \\
+  plantwatch replay -c plantwatch.toml bearing.csv --point motor-1/bearing_temp \\
       --output scored.csv --events alarms.jsonl")]
 pub(super) struct Args {
-    /// The config with the devices and rules to replay.
-    config: PathBuf,
     /// The recorded samples (CSV); `-` reads stdin.
-    input: PathBuf,
+    #[arg(value_name = "INPUT")]
+    first: PathBuf,
+    /// The input, when the deprecated `replay CONFIG INPUT` form put the config first.
+    #[arg(hide = true)]
+    second: Option<PathBuf>,
     /// The point of a two-column `timestamp,value` input.
     #[arg(long, value_name = "DEVICE/POINT")]
     point: Option<String>,
@@ -100,8 +102,24 @@ impl crate::replay::LedgerSink for StateSink {
     }
 }
 
-pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let plan = match super::load(&args.config, profiles_dir) {
+impl Args {
+    /// The config of the deprecated `replay CONFIG INPUT` form.
+    pub(super) fn positional_config(&self) -> Option<&Path> {
+        self.second.as_ref().map(|_| self.first.as_path())
+    }
+
+    /// The recorded samples.
+    fn input(&self) -> &Path {
+        self.second.as_deref().unwrap_or(&self.first)
+    }
+}
+
+pub(super) fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let plan = match super::load(config, profiles_dir) {
         Ok(p) => p,
         Err(errors) => return Ok(super::config_failed(&errors)),
     };
@@ -110,20 +128,22 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         Some(s) => match s.split_once('/') {
             Some((d, p)) if !d.is_empty() && !p.is_empty() => Some((d.to_owned(), p.to_owned())),
             _ => {
-                anyhow::bail!("--point `{s}`: write it as DEVICE/POINT, e.g. motor-1/bearing_temp")
+                return Err(super::usage(format!(
+                    "--point `{s}`: write it as DEVICE/POINT, e.g. motor-1/bearing_temp"
+                )));
             }
         },
     };
     let opts = ReplayOptions {
         point,
         skip_bad_rows: args.skip_bad_rows,
-        input_name: args.input.display().to_string(),
+        input_name: args.input().display().to_string(),
         consumption: args.consumption,
     };
     if args.state.is_some() && plan.energy.meters.is_empty() {
         anyhow::bail!(
             "--state: {} has no [[meters]] or [[production]]; the ledger would stay empty",
-            args.config.display()
+            config.display()
         );
     }
     let mut sink = match &args.state {
@@ -137,23 +157,28 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         }),
         None => None,
     };
-    let input: Box<dyn std::io::Read> = if args.input == Path::new("-") {
+    let input: Box<dyn std::io::Read> = if args.input() == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(
-            File::open(&args.input)
-                .with_context(|| format!("cannot open {}", args.input.display()))?,
+            File::open(args.input())
+                .with_context(|| format!("cannot open {}", args.input().display()))
+                .map_err(super::io_failed)?,
         )
     };
     let output: Box<dyn std::io::Write> = match &args.output {
-        Some(p) => {
-            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
-        }
+        Some(p) => Box::new(
+            File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))
+                .map_err(super::io_failed)?,
+        ),
         None => Box::new(std::io::stdout().lock()),
     };
     let events = match &args.events {
         Some(p) => Some(std::io::BufWriter::new(
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))
+                .map_err(super::io_failed)?,
         )),
         None => None,
     };
@@ -163,11 +188,21 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
     let ledger = sink
         .as_mut()
         .map(|s| s as &mut dyn crate::replay::LedgerSink);
-    let summary = replay(&plan, input, output, events, &opts, ledger, |rows| {
+    let summary = match replay(&plan, input, output, events, &opts, ledger, |rows| {
         if show_progress {
             eprint!("\r{rows} rows…");
         }
-    })?;
+    }) {
+        Ok(summary) => summary,
+        // `replay … | head`: the reader has what it wanted.
+        Err(ReplayError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe && args.output.is_none() =>
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e @ ReplayError::Row { .. }) => return Err(super::failure(super::EX_DATAERR, e)),
+        Err(e @ ReplayError::Io { .. }) => return Err(super::io_failed(e)),
+    };
     let secs = started.elapsed().as_secs_f64();
     if show_progress {
         eprint!("\r");
@@ -207,7 +242,7 @@ pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<Ex
         eprintln!(
             "replay: {} rows name a device or point not in {} (first: {}); passed through unscored",
             summary.unknown,
-            args.config.display(),
+            config.display(),
             summary.first_unknown.unwrap_or_default()
         );
     }

@@ -15,11 +15,15 @@ use crate::runtime::daemon::{ConfigSource, DaemonError, Options};
 Signals: SIGHUP re-reads the config (a rejected one keeps the running config), SIGTERM or
 Ctrl-C drains in-flight samples to the outbox and exits; a second signal exits at once.
 Under systemd (Type=notify) it reports READY, STATUS, RELOADING and STOPPING, and feeds the
-watchdog only while polling makes progress.")]
+watchdog only while polling makes progress. One daemon per state file: a second one on the
+same store.path is refused (exit 1), naming the PID that holds it.
+
+Example:
+  plantwatch run --config /etc/plantwatch/plantwatch.toml")]
 pub(super) struct Args {
-    /// The config file.
-    #[arg(default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
-    config: PathBuf,
+    /// Deprecated: the config as a positional argument (use --config).
+    #[arg(hide = true, value_name = "CONFIG")]
+    pub(super) positional_config: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (loopback addresses only).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9898", value_parser = loopback)]
     metrics_listen: SocketAddr,
@@ -44,9 +48,13 @@ fn loopback(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let opts = Options {
-        config: ConfigSource::File(args.config.clone()),
+        config: ConfigSource::File(config.to_path_buf()),
         profiles_dir: profiles_dir.map(Path::to_path_buf),
         metrics_addr: (!args.no_metrics).then_some(args.metrics_listen),
         shutdown_grace: Duration::from_millis(args.shutdown_grace_ms),

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::AsyncBufReadExt as _;
 
 use crate::config::{EnvOverrides, Plan};
 use crate::sim::{Bind, Fault, Simulator};
@@ -21,11 +20,14 @@ Other stdin commands: `value DEVICE POINT`, `devices`.
 Examples:
   plantwatch simulate --profile chint-dtsu666 --listen 127.0.0.1:5020
   plantwatch simulate --profile generic-plc --count 3 --rtu-pty --write-config plc.toml
-  plantwatch simulate plantwatch.toml --loopback --fault meter-1=no_answer")]
+  plantwatch simulate -c plantwatch.toml --loopback --fault meter-1=no_answer
+
+With --config (or PLANTWATCH_CONFIG) it serves that config's devices at its links' addresses;
+--profile serves simulated devices of one profile instead. Ctrl-C or SIGTERM stops it.")]
 pub(super) struct Args {
-    /// Serve the devices of this config at its links' addresses.
-    #[arg(conflicts_with = "profile")]
-    config: Option<PathBuf>,
+    /// Deprecated: the config as a positional argument (use --config).
+    #[arg(hide = true, value_name = "CONFIG")]
+    pub(super) positional_config: Option<PathBuf>,
     /// Serve simulated devices of this profile instead of a config's.
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
@@ -124,26 +126,35 @@ fn profile_config(
     Ok(out)
 }
 
-async fn wait_for_stop(duration: Option<u64>) {
-    let term = async {
-        #[cfg(unix)]
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-            return;
+/// SIGINT and SIGTERM, caught from the moment this is made: made before the "ready" line, so
+/// that a signal sent as soon as it is seen stops the simulator instead of killing it.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    /// Until the first SIGINT or SIGTERM, or `duration` seconds.
+    async fn wait(&mut self, duration: Option<u64>) {
+        let timer = async {
+            match duration {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            () = timer => {}
         }
-        std::future::pending::<()>().await;
-    };
-    let timer = async {
-        match duration {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-        () = timer => {}
     }
 }
 
@@ -186,15 +197,40 @@ fn control(sim: &Simulator, line: &str) -> String {
     }
 }
 
-pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let (plan, bind, generated): (Plan, Bind, bool) = match (&args.config, &args.profile) {
+/// Lines typed on stdin, read on a thread of their own. A blocking read cannot be cancelled:
+/// read through tokio's stdin, it held the runtime's shutdown after Ctrl-C or SIGTERM until
+/// Enter was pressed (issue 18). This thread is left behind and ends with the process.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let reader = std::thread::Builder::new()
+        .name("simulate-stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = reader {
+        eprintln!("plantwatch: stdin commands are off: cannot start their thread: {e}");
+    }
+    rx
+}
+
+/// Serves the devices of `config` (the `--config` given, if any) or of `--profile`.
+pub(super) async fn run(
+    args: Args,
+    config: Option<PathBuf>,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    // --profile wins over a config that only came from the environment.
+    let config = config.filter(|_| args.profile.is_none());
+    let (plan, bind, generated): (Plan, Bind, bool) = match (&config, &args.profile) {
         (Some(path), _) => {
             let plan = match super::load(path, profiles_dir) {
                 Ok(p) => p,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return Ok(ExitCode::FAILURE);
-                }
+                Err(errors) => return Ok(super::config_failed(&errors)),
             };
             (
                 plan,
@@ -227,9 +263,12 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
             )
         }
         (None, None) => {
-            anyhow::bail!("give a CONFIG to serve its devices, or --profile NAME (see --help)")
+            return Err(super::usage(
+                "give --config FILE to serve its devices, or --profile NAME (see --help)",
+            ));
         }
     };
+    let mut signals = StopSignals::new()?;
     let sim = Simulator::start(&plan, bind).await?;
     for spec in &args.faults {
         apply_fault(&sim, spec).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
@@ -238,22 +277,26 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
         out!("serving link {link} on {endpoint}");
     }
     if let Some(path) = &args.write_config {
-        anyhow::ensure!(generated, "--write-config needs --profile");
+        if !generated {
+            return Err(super::usage("--write-config needs --profile"));
+        }
         let text = profile_config(
             &args,
             args.profile.as_deref().unwrap_or_default(),
             Some(&sim.endpoints),
         )?;
-        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))
+            .map_err(super::io_failed)?;
         out!("wrote {}", path.display());
     }
     out!(
         "{} simulated device(s) ready; Ctrl-C to stop",
         plan.devices.len()
     );
+    let mut lines = stdin_lines();
     let stdin_commands = async {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        while let Some(line) = lines.recv().await {
             let reply = control(&sim, &line);
             if !reply.is_empty() {
                 out!("{reply}");
@@ -263,7 +306,7 @@ pub(super) async fn run(args: Args, profiles_dir: Option<&Path>) -> anyhow::Resu
         std::future::pending::<()>().await;
     };
     tokio::select! {
-        () = wait_for_stop(args.duration) => {}
+        () = signals.wait(args.duration) => {}
         () = stdin_commands => {}
     }
     sim.shutdown().await;

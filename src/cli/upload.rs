@@ -1,5 +1,6 @@
 //! `plantwatch upload`: (re-)upload a date range of energy-platform records from the ledger.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,9 +25,6 @@ Examples:
   plantwatch upload --from 2026-10-05 --to 2026-10-05 --stat-type day
   plantwatch upload --from 2026-10-01 --to 2026-10-31 --dry-run    print what would go")]
 pub(super) struct Args {
-    /// The config ([energy_platform] and its items, and the state file).
-    #[arg(long, default_value_os_t = super::default_config(), env = "PLANTWATCH_CONFIG")]
-    config: PathBuf,
     /// Read this state file instead of the config's.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
@@ -76,19 +74,28 @@ fn date(text: &str, what: &str) -> anyhow::Result<NaiveDate> {
 /// Tries per record before giving up on a failure worth retrying.
 const ATTEMPTS: u32 = 3;
 
-pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let plan = match super::load(&args.config, profiles_dir) {
+pub(super) async fn run(
+    args: &Args,
+    config: &Path,
+    profiles_dir: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let plan = match super::load(config, profiles_dir) {
         Ok(p) => p,
         Err(errors) => return Ok(super::config_failed(&errors)),
     };
     let Some(platform) = plan.energy_platform.as_ref() else {
         anyhow::bail!(
             "{} has no [energy_platform] section: nothing to upload",
-            args.config.display()
+            config.display()
         );
     };
-    let (from, to) = (date(&args.from, "--from")?, date(&args.to, "--to")?);
-    anyhow::ensure!(from <= to, "--to {to} is before --from {from}");
+    let (from, to) = (
+        date(&args.from, "--from").map_err(super::usage)?,
+        date(&args.to, "--to").map_err(super::usage)?,
+    );
+    if from > to {
+        return Err(super::usage(format!("--to {to} is before --from {from}")));
+    }
     let tz = platform.timezone;
     let path = args
         .state
@@ -101,11 +108,13 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
         crate::platform::records_for_range(&path, platform, from, to, &wanted, now_ms).await?;
     let uploaded = local_datetime(tz, now_ms).context("the local time now")?;
     if args.dry_run {
+        let mut stdout = std::io::stdout().lock();
         for r in &records {
-            println!(
-                "{}",
-                serde_json::to_string(&r.payload(&Versions::default(), uploaded))?
-            );
+            let line = serde_json::to_string(&r.payload(&Versions::default(), uploaded))?;
+            // `--dry-run | head -1`: a reader that has had enough ends the listing quietly.
+            if writeln!(stdout, "{line}").is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
         }
         eprintln!(
             "{} records from the ledger in {} (not sent: --dry-run)",
@@ -117,7 +126,7 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
     let Some(https) = &platform.https else {
         anyhow::bail!(
             "{}: [energy_platform.https] is not configured; add it, or use --dry-run",
-            args.config.display()
+            config.display()
         );
     };
     let password = https.password.read_first_line().map_err(|(at, why)| {
@@ -150,12 +159,15 @@ pub(super) async fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Res
                     tokio::time::sleep(Duration::from_secs(u64::from(attempt) * 2)).await;
                 }
                 Err(e) if e.is_retryable() => {
-                    anyhow::bail!(
-                        "{}: {e}; stopped after {sent} of {} records sent (run again to resume: \
-                         the keys are the same)",
-                        r.key,
-                        records.len()
-                    );
+                    return Err(super::failure(
+                        super::EX_UNAVAILABLE,
+                        anyhow::anyhow!(
+                            "{}: {e}; stopped after {sent} of {} records sent (run again to \
+                             resume: the keys are the same)",
+                            r.key,
+                            records.len()
+                        ),
+                    ));
                 }
                 Err(e) => {
                     eprintln!("{}: {e}; skipped", r.key);

@@ -155,42 +155,28 @@ pub(super) fn load_state(conn: &Connection, scope: &str) -> Result<Vec<(String, 
 /// WAL mode lets this process read and queue commands while the daemon's store thread writes.
 pub mod offline {
     use std::path::Path;
-    use std::time::Duration;
 
-    use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+    use rusqlite::{Connection, OptionalExtension, params};
 
     use super::AlarmRow;
 
-    /// Opens the state file at `path` beside a running daemon (read-only unless `write`).
+    /// Opens the state file at `path` beside a running daemon (read-only unless `write`), as
+    /// [`crate::store::offline::open`] does.
     ///
     /// # Errors
-    /// A message naming the file: missing, unreadable, or from an older plantwatch.
+    /// A message naming the file and what is wrong with it, with its causes.
     pub fn open(path: &Path, write: bool) -> Result<Connection, String> {
-        if !path.exists() {
-            return Err(format!(
-                "no state file at {}; `plantwatch run` creates it (or give --state FILE)",
-                path.display()
-            ));
-        }
-        let flags = if write {
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-        } else {
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-        };
-        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let version: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if version < 4 {
-            return Err(format!(
-                "{} was written by an older plantwatch (schema {version}); start `plantwatch run` once to upgrade it",
-                path.display()
-            ));
-        }
-        Ok(conn)
+        crate::store::offline::open(path, write).map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            // Bounded by the error's chain, a handful of links.
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        })
     }
 
     /// The raised alarms saved in the state file at `path`.

@@ -31,6 +31,8 @@
 pub mod alarms;
 pub mod health;
 pub mod ledger;
+pub mod lock;
+pub mod offline;
 pub mod outbox;
 pub mod record;
 mod recovery;
@@ -236,6 +238,27 @@ pub enum StoreError {
         /// Why.
         #[source]
         source: Arc<std::io::Error>,
+    },
+    /// Another process (another daemon, or `replay --state`) has the file open for writing.
+    #[error(
+        "store {}: in use by PID {}; two writers would send different readings under the same seqs. Stop it first (e.g. `systemctl stop plantwatch`)",
+        path.display(),
+        holder.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+        /// The PID in the lock file, once the holder has written it.
+        holder: Option<u32>,
+    },
+    /// The lock file beside the database could not be created or locked.
+    #[error("store {}: cannot take its lock", path.display())]
+    Lock {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Arc<lock::LockError>,
     },
     /// The store thread has stopped.
     #[error("store {}: the store thread has stopped", path.display())]
@@ -578,6 +601,8 @@ pub struct Store {
     reserved: HashMap<String, u64>,
     /// When the WAL was last checkpointed.
     last_checkpoint: Instant,
+    /// This process's hold on the file: no other writer while the connection is open.
+    lock: lock::StateLock,
 }
 
 /// A file opened and checked, before its thread starts.
@@ -595,8 +620,8 @@ impl Store {
     /// Blocks briefly on file I/O; call it at startup, before the runtime is busy.
     ///
     /// # Errors
-    /// [`StoreError`] when the file cannot be opened, is not in WAL mode, was written by a newer
-    /// build, or the thread cannot start.
+    /// [`StoreError`] when another process holds the file ([`StoreError::InUse`]), it cannot be
+    /// opened, is not in WAL mode, was written by a newer build, or the thread cannot start.
     pub fn open(path: &Path, limits: OutboxLimits) -> Result<StoreHandle, StoreError> {
         let refuse = Recovery {
             on_corrupt: OnCorrupt::Refuse,
@@ -616,6 +641,17 @@ impl Store {
         limits: OutboxLimits,
         recovery: Recovery,
     ) -> Result<StoreHandle, StoreError> {
+        // Before anything reads the file: what a second writer would see is not to be trusted.
+        let lock = lock::StateLock::acquire(path).map_err(|e| match e {
+            lock::LockError::Held { holder, .. } => StoreError::InUse {
+                path: path.to_path_buf(),
+                holder,
+            },
+            e @ lock::LockError::Io { .. } => StoreError::Lock {
+                path: path.to_path_buf(),
+                source: Arc::new(e),
+            },
+        })?;
         let space = space::Space::new(path);
         let wal = recovery::inspect_wal(path, space.wal_max);
         let opened = match Self::open_file(path, wal) {
@@ -631,7 +667,7 @@ impl Store {
                 (None, _) => return Err(e),
             },
         };
-        Self::start(opened, path, limits, space)
+        Self::start(opened, path, limits, space, lock)
     }
 
     /// Opens, migrates and checks the file, and finds what an unclean stop lost.
@@ -741,6 +777,7 @@ impl Store {
         path: &Path,
         limits: OutboxLimits,
         mut space: space::Space,
+        lock: lock::StateLock,
     ) -> Result<StoreHandle, StoreError> {
         let Opened {
             conn,
@@ -784,6 +821,7 @@ impl Store {
             losses_total,
             reserved,
             last_checkpoint: Instant::now(),
+            lock,
         };
         // The mark must be in the main file, not only in a WAL that may be lost.
         store.checkpoint(true);
@@ -872,6 +910,8 @@ impl Store {
         } else {
             info!(path = %path.display(), "Store closed.");
         }
+        // Released before `closed` resolves, so that whoever waited on it can open the file.
+        drop(self.lock);
         // Dropping the sender resolves every `StoreHandle::closed`.
         drop(exited);
     }
@@ -1768,6 +1808,7 @@ mod tests {
             losses_total: 0,
             reserved: HashMap::new(),
             last_checkpoint: Instant::now(),
+            lock: lock::StateLock::acquire(dir.join("state.db").as_path()).unwrap(),
         }
     }
 

@@ -150,13 +150,13 @@ config() {
     printf '%s\n' "$@"
     printf '\n[store]\npath = "%s"\n' "$TMP/$name/state.db"
   } >"$TMP/$name/plantwatch.toml"
-  "$BIN" check "$TMP/$name/plantwatch.toml" >"$TMP/$name/check.log" 2>&1
+  "$BIN" check --config "$TMP/$name/plantwatch.toml" >"$TMP/$name/check.log" 2>&1
 }
 
 # run_daemon CASE: starts `plantwatch run` on the case's config; sets DAEMON. Its log goes to
 # CASE/daemon.raw; `log CASE` prints it without colour codes.
 run_daemon() {
-  NO_COLOR=1 RUST_LOG="info,rumqttc=warn" "$BIN" run "$TMP/$1/plantwatch.toml" --no-metrics \
+  NO_COLOR=1 RUST_LOG="info,rumqttc=warn" "$BIN" run --config "$TMP/$1/plantwatch.toml" --no-metrics \
     </dev/null >/dev/null 2>"$TMP/$1/daemon.raw" &
   DAEMON=$!
   PIDS+=("$DAEMON")

@@ -50,7 +50,7 @@ fi
 # 1. The checked-in config is what regmap.py generates, and plantwatch accepts it.
 "$PY" "$HERE/regmap.py" >"$TMP/generated.toml"
 check "pymodbus.toml matches regmap.py" diff -u "$HERE/pymodbus.toml" "$TMP/generated.toml"
-check "plantwatch check pymodbus.toml" "$BIN" check "$HERE/pymodbus.toml"
+check "plantwatch check pymodbus.toml" "$BIN" check --config "$HERE/pymodbus.toml"
 
 # 2. A pty pair: the peer serves RTU on ttyA, plantwatch polls ttyB.
 socat -d -d "pty,raw,echo=0,link=$TMP/ttyA" "pty,raw,echo=0,link=$TMP/ttyB" \
@@ -88,7 +88,7 @@ sed -e "s|port = 15020|port = $TCP_PORT|" \
 # 5. plantwatch reads every point of every device.
 for device in tcp-all rtutcp-all rtu-all tcp-gaps rtu-gaps; do
   rc=0
-  timeout -k 5 60 "$BIN" read "$TMP/pymodbus.toml" "$device" --json \
+  timeout -k 5 60 "$BIN" read --config "$TMP/pymodbus.toml" "$device" --json \
     >"$TMP/$device.json" 2>"$TMP/$device.err" || rc=$?
   before=$(grep -c '^fail ' "$TALLY" || true)
   "$PY" "$HERE/check.py" read "$device" "$TMP/$device.json" "$rc" "$TALLY" || true

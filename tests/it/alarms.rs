@@ -445,6 +445,7 @@ window = "1s"
     let events = dir.path().join("events.jsonl");
     let out = std::process::Command::new(crate::harness::bin())
         .arg("replay")
+        .arg("--config")
         .arg(dir.path().join("plantwatch.toml"))
         .arg(dir.path().join("recorded.csv"))
         .arg("--output")

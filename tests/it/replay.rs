@@ -46,6 +46,7 @@ fn replay(dir: &Path, csv: &str, args: &[&str]) -> (bool, String, String) {
     std::fs::write(dir.join("in.csv"), csv).unwrap();
     let out = Command::new(bin())
         .arg("replay")
+        .arg("--config")
         .arg(dir.join("c.toml"))
         .arg(dir.join("in.csv"))
         .args(args)
@@ -222,6 +223,7 @@ fn import_and_export(dir: &Path, csv: &str, extra: &[&str]) -> String {
     let state = dir.join("history.db");
     let out = Command::new(bin())
         .arg("replay")
+        .arg("--config")
         .arg(dir.join("m.toml"))
         .arg(dir.join("history.csv"))
         .args([

@@ -323,9 +323,9 @@ fn unit_file_keeps_the_contract() {
         "Type=notify",
         "NotifyAccess=main",
         "WatchdogSec=30s",
-        "ExecStartPre=/usr/bin/plantwatch check --quiet /etc/plantwatch/plantwatch.toml",
-        "ExecStart=/usr/bin/plantwatch run /etc/plantwatch/plantwatch.toml",
-        "ExecReload=/usr/bin/plantwatch check --quiet /etc/plantwatch/plantwatch.toml",
+        "ExecStartPre=/usr/bin/plantwatch check --quiet --config /etc/plantwatch/plantwatch.toml",
+        "ExecStart=/usr/bin/plantwatch run --config /etc/plantwatch/plantwatch.toml",
+        "ExecReload=/usr/bin/plantwatch check --quiet --config /etc/plantwatch/plantwatch.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "Restart=on-failure",
         "User=plantwatch",
@@ -376,6 +376,11 @@ fn exec_start_pre_is_a_quiet_check_the_cli_accepts() {
     assert!(
         out.stdout.is_empty(),
         "--quiet prints nothing: {}",
+        describe(&out)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("deprecated"),
+        "the unit uses the current grammar: {}",
         describe(&out)
     );
 }

@@ -90,9 +90,9 @@ reconnect_max_ms = 1000
 [store]
 path = "$MNT/state.db"
 EOF
-"$BIN" check "$TMP/plantwatch.toml" >"$TMP/check.log" 2>&1 || die "config" "$(tail -c 1500 "$TMP/check.log")"
+"$BIN" check --config "$TMP/plantwatch.toml" >"$TMP/check.log" 2>&1 || die "config" "$(tail -c 1500 "$TMP/check.log")"
 
-NO_COLOR=1 RUST_LOG="info,rumqttc=warn" "$BIN" run "$TMP/plantwatch.toml" \
+NO_COLOR=1 RUST_LOG="info,rumqttc=warn" "$BIN" run --config "$TMP/plantwatch.toml" \
   --metrics-listen "127.0.0.1:$METRICS_PORT" </dev/null >/dev/null 2>"$TMP/daemon.log" &
 DAEMON=$!
 PIDS+=("$DAEMON")

@@ -58,6 +58,7 @@ impl Daemon {
             .unwrap();
         let child = Command::new(bin())
             .arg("run")
+            .arg("--config")
             .arg(&self.config)
             .args([
                 "--metrics-listen",
