@@ -148,7 +148,11 @@ async fn write_state(dir: &Path, intervals: Vec<LedgerInterval>, extra: &str) {
     let state = dir.join("state.db");
     let store = Store::open(&state, OutboxLimits::default()).unwrap();
     store.save_intervals(intervals).await.unwrap();
+    // The store lets go of its lock when its thread ends: wait for that before the
+    // next opener.
+    let closed = store.closed();
     drop(store);
+    closed.await;
     std::fs::write(
         dir.join("c.toml"),
         format!(
@@ -659,7 +663,11 @@ async fn issue_20_completeness_shows_counter_events_and_never_rounds_a_gap_to_10
     };
     let store = Store::open(&dir.path().join("state.db"), OutboxLimits::default()).unwrap();
     store.save_energy_events(vec![reset]).await.unwrap();
+    // The store lets go of its lock when its thread ends: wait for that before the
+    // next opener.
+    let closed = store.closed();
     drop(store);
+    closed.await;
 
     let out = dir.path().join("oct.html");
     let (ok, _, err) = export(

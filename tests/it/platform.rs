@@ -518,7 +518,11 @@ async fn upload_setup(dir: &Path, url: &str, ca_pem: &[u8]) -> std::path::PathBu
     let store =
         plantwatch::store::Store::open(&state, plantwatch::store::OutboxLimits::default()).unwrap();
     store.save_intervals(day_of_quarters()).await.unwrap();
+    // The store lets go of its lock when its thread ends: wait for that before the
+    // next opener.
+    let closed = store.closed();
     drop(store);
+    closed.await;
     std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
     std::fs::write(dir.join("password"), format!("{PASSWORD}\n")).unwrap();
     let config = platform_config(&format!(
