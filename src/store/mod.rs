@@ -81,6 +81,9 @@ const SEQ_BLOCK: u64 = 10_000;
 /// holds nearly everything and the WAL gives its space back.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
+/// Delivered rows deleted per transaction while the disk is full: a few dozen pages of WAL.
+const ACK_CHUNK: usize = 256;
+
 /// `meta` keys of the recovery bookkeeping (see `recovery.rs`).
 const META_RUNNING: &str = "store.running";
 const META_LOSSES: &str = "store.losses_total";
@@ -467,8 +470,9 @@ struct Ctx<'a> {
 }
 
 /// Rows the broker acknowledged whose delete has not committed yet (it failed, e.g. on a full
-/// disk). The store deletes them with its next write group, so a delete never fails for good,
-/// and fetches skip them meanwhile, so a reconnect does not send them again.
+/// disk). The store deletes them before its next write group, a chunk at a time, so a delete
+/// never fails for good, and fetches skip them meanwhile, so a reconnect does not send them
+/// again.
 #[derive(Debug, Default)]
 struct PendingAcks(BTreeMap<QueueId, BTreeSet<RowId>>);
 
@@ -490,18 +494,6 @@ impl PendingAcks {
             rows.retain(|r| !pending.contains(&r.id));
         }
         rows
-    }
-
-    /// Ack requests for every pending row, their answers going nowhere.
-    fn requests(&self) -> Vec<Request> {
-        self.0
-            .iter()
-            .map(|(&queue, rows)| Request::Ack {
-                queue,
-                rows: rows.iter().copied().collect(),
-                reply: oneshot::channel().0,
-            })
-            .collect()
     }
 }
 
@@ -868,11 +860,15 @@ impl Store {
     }
 
     /// Runs one group in one transaction and answers it; returns whether it wrote.
-    fn run_group(&mut self, mut group: Vec<Request>) -> bool {
+    fn run_group(&mut self, group: Vec<Request>) -> bool {
         let writes = group.iter().any(Request::writes);
-        if writes && !self.pending_acks.is_empty() {
-            let retry = self.pending_acks.requests();
-            group.splice(0..0, retry);
+        if writes {
+            if !self.pending_acks.is_empty() {
+                self.delete_pending_acks();
+            }
+            if let Err(e) = self.space.bound_pages(&self.conn, self.outbox.full) {
+                debug!(path = %self.path.display(), error = %e, "Cannot bound the database to its file.");
+            }
         }
         // The acks of this group, kept in case it rolls back (a few ids per PUBACK batch).
         let acks: Vec<(QueueId, Vec<RowId>)> = group
@@ -1031,41 +1027,88 @@ impl Store {
     }
 
     /// After SQLite found the disk full despite the headroom (another process filled it):
-    /// frees the reserve, checkpoints, drops the oldest messages for twice the headroom in a
-    /// transaction of its own and checkpoints again, so that the next group, and every
-    /// delete, has room.
+    /// frees the reserve and checkpoints into its space, so that the WAL starts over where it
+    /// is; keeps the database within its file from then on (see `Space::bound_pages`); deletes
+    /// the delivered rows whose delete failed, a few at a time; and drops the oldest messages
+    /// for twice the headroom. Each of these is a transaction of its own followed by a
+    /// checkpoint, so that none needs more WAL than the last one freed.
     fn make_room(&mut self) {
         let was_full = self.outbox.full;
         self.space.release_reserve();
-        // First the checkpoint, into the reserve's space: then the WAL starts over where it is
-        // and the deletes below need no more of the disk.
         self.outbox.full = true;
         self.checkpoint(true);
+        if let Err(e) = self.space.bound_pages(&self.conn, true) {
+            debug!(path = %self.path.display(), error = %e, "Cannot bound the database to its file.");
+        }
+        self.delete_pending_acks();
         let before = self.outbox.without_seqs();
-        let result = (|| -> Result<(), OpError> {
-            outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
-            let room = outbox::sql("measure the room", self.space.room(&self.conn))?;
-            let wanted = self
+        let result = self.in_transaction(|store| {
+            let room = outbox::sql("measure the room", store.space.room(&store.conn))?;
+            let wanted = store
                 .space
                 .headroom
                 .saturating_mul(2)
                 .saturating_sub(room.bytes);
-            let dropped = outbox::drop_bytes(&self.conn, &mut self.outbox, wanted)?;
-            self.outbox.full = true;
-            self.outbox.full_dropped += dropped;
+            let dropped = outbox::drop_bytes(&store.conn, &mut store.outbox, wanted)?;
+            store.outbox.full_dropped += dropped;
+            Ok(())
+        });
+        if let Err(e) = result {
+            self.restore(before);
+            debug!(path = %self.path.display(), error = ?e, "No room made yet.");
+        }
+        self.outbox.full = true;
+        self.checkpoint(true);
+        self.full_changed(was_full);
+    }
+
+    /// Deletes the delivered rows whose delete failed, [`ACK_CHUNK`] at a time, each chunk
+    /// committed and checkpointed before the next: on a full disk the WAL has only the room it
+    /// already takes, and one delete of thousands of rows needs more than that, so retrying
+    /// them all at once would fail for as long as the disk stays full.
+    fn delete_pending_acks(&mut self) {
+        let pending = std::mem::take(&mut self.pending_acks);
+        let mut chunks: Vec<(QueueId, Vec<RowId>)> = Vec::new();
+        for (queue, rows) in &pending.0 {
+            let rows: Vec<RowId> = rows.iter().copied().collect();
+            chunks.extend(rows.chunks(ACK_CHUNK).map(|c| (*queue, c.to_vec())));
+        }
+        let mut chunks = chunks.into_iter();
+        for (queue, rows) in chunks.by_ref() {
+            let before = self.outbox.without_seqs();
+            let result = self.in_transaction(|store| {
+                outbox::ack(&store.conn, &mut store.outbox, queue, &rows).map(|_deleted| ())
+            });
+            if let Err(e) = result {
+                self.restore(before);
+                debug!(path = %self.path.display(), error = ?e, "Delivered rows not deleted yet.");
+                self.pending_acks.add(queue, &rows);
+                break;
+            }
+            self.checkpoint(true);
+        }
+        for (queue, rows) in chunks {
+            self.pending_acks.add(queue, &rows);
+        }
+    }
+
+    /// Runs `work` in a write transaction of its own, with the counters saved; rolls back on
+    /// failure (the caller restores the state).
+    fn in_transaction(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<(), OpError>,
+    ) -> Result<(), OpError> {
+        let before = self.outbox.without_seqs();
+        let result = (|| {
+            outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
+            work(self)?;
             outbox::save_counters(&self.conn, &before, &self.outbox)?;
             outbox::sql("commit", run_cached(&self.conn, "COMMIT"))
         })();
-        if let Err(e) = result {
-            if !self.conn.is_autocommit() {
-                let _rolled_back = self.conn.execute_batch("ROLLBACK");
-            }
-            self.restore(before);
-            self.outbox.full = true;
-            debug!(path = %self.path.display(), error = ?e, "No room made yet.");
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _rolled_back = self.conn.execute_batch("ROLLBACK");
         }
-        self.checkpoint(true);
-        self.full_changed(was_full);
+        result
     }
 
     /// Copies the WAL into the main file; returns whether it all went in (a reader elsewhere
@@ -1319,26 +1362,35 @@ fn bound_and_count(
         st.full = false;
     }
     if !space.held() && !space.ensure_reserve() {
-        give_pages_back(conn, space.short_for_reserve())?;
+        // While full, only the pages beyond the headroom: giving back more would only drop
+        // more messages to make the headroom again.
+        let keep = if st.full {
+            space.headroom.saturating_mul(2)
+        } else {
+            0
+        };
+        give_pages_back(conn, space.short_for_reserve(), keep)?;
     }
     outbox::save_counters(conn, before, st)
 }
 
-/// Returns up to `bytes` of the database's free pages to the file system (they leave the file
-/// at the next checkpoint), so that the reserve fits again after a full disk. A file made
-/// before incremental auto-vacuum was set keeps its pages; the reserve then waits for space.
-fn give_pages_back(conn: &Connection, bytes: u64) -> Result<(), OpError> {
+/// Returns up to `bytes` of the database's free pages, keeping `keep` bytes of them, to the
+/// file system (they leave the file at the next checkpoint), so that the reserve fits again
+/// after a full disk. A file made before incremental auto-vacuum was set keeps its pages; the
+/// reserve then waits for space.
+fn give_pages_back(conn: &Connection, bytes: u64, keep: u64) -> Result<(), OpError> {
     let pragma = |name: &str| -> Result<u64, OpError> {
         outbox::sql(
             "give pages back",
             conn.pragma_query_value(None, name, |r| r.get(0)),
         )
     };
-    let free = pragma("freelist_count")?;
+    let page = pragma("page_size")?.max(512);
+    let free = pragma("freelist_count")?.saturating_sub(keep.div_ceil(page));
     if bytes == 0 || free == 0 {
         return Ok(());
     }
-    let pages = bytes.div_ceil(pragma("page_size")?.max(512)).min(free);
+    let pages = bytes.div_ceil(page).min(free);
     outbox::sql(
         "give pages back",
         conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})")),
@@ -1858,8 +1910,48 @@ mod tests {
         assert_eq!(logs.count("ERROR"), 0);
     }
 
-    /// A group that fails takes the acks in it down too; they are deleted by the next group
-    /// that commits, and fetches skip them meanwhile, so nothing delivered is sent again.
+    /// Without its reserve file the store has no room left to checkpoint and delete on the
+    /// next full disk, so it stays in the full condition, delivered rows or not, until the
+    /// reserve is back.
+    #[test]
+    fn the_full_condition_lasts_until_the_reserve_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ((), logs) = crate::test_log::capture(|_| {
+            let mut store = bare(dir.path(), u64::MAX);
+            store.space.headroom = 64 * 1024;
+            page_budget(&store, 256);
+            for batch in 0..100u64 {
+                enqueue_batch(&mut store, batch * 10..batch * 10 + 10, 2_000);
+            }
+            assert!(store.outbox.full);
+            // Another process took the space the reserve needs.
+            store.space.release_reserve();
+            let reserve_bytes = store.space.reserve_bytes;
+            store.space.reserve_bytes = u64::MAX / 4;
+            let ids: Vec<RowId> = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10_000)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            ack_now(&mut store, ids);
+            enqueue_now(&mut store, 5_000);
+            enqueue_now(&mut store, 5_001);
+            assert_eq!(store.outbox.rows, 2, "the new rows are kept");
+            assert!(store.outbox.full, "no reserve, still full");
+            assert_eq!(store.failures.total, 0);
+            // Space returns: the reserve is written again, and the condition ends.
+            store.space.reserve_bytes = reserve_bytes;
+            enqueue_now(&mut store, 5_002);
+            enqueue_now(&mut store, 5_003);
+            assert!(store.space.held());
+            assert!(!store.outbox.full);
+        });
+        assert_eq!(logs.count("State file system full"), 1);
+        assert_eq!(logs.count("State file system has room again"), 1);
+    }
+
+    /// A group that fails takes the acks in it down too; they are deleted on their own once
+    /// room is made, and fetches skip them meanwhile, so nothing delivered is sent again.
     #[test]
     fn a_delete_that_failed_is_retried_and_its_rows_are_not_fetched_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -1867,6 +1959,7 @@ mod tests {
         store.space.headroom = 1024;
         let ids = enqueue_batch(&mut store, 0..5, 100);
         page_budget(&store, 64);
+        let acked_before = store.outbox.acked_total;
         let (ack, mut ack_rx) = oneshot::channel();
         let (big, mut big_rx) = oneshot::channel();
         store.run_group(vec![
@@ -1900,7 +1993,6 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(fetched, ids[2..], "acked rows are not fetched again");
-        let acked_before = store.outbox.acked_total;
         enqueue_now(&mut store, 6);
         assert_eq!(store.outbox.acked_total, acked_before + 2);
         assert_eq!(store.outbox.rows, 4);
