@@ -1049,7 +1049,7 @@ impl Store {
                 .headroom
                 .saturating_mul(2)
                 .saturating_sub(room.bytes);
-            let dropped = outbox::drop_bytes(&store.conn, &mut store.outbox, wanted)?;
+            let dropped = outbox::drop_bytes(&store.conn, &mut store.outbox, wanted, false)?;
             store.outbox.full_dropped += dropped;
             Ok(())
         });
@@ -1277,6 +1277,7 @@ fn execute(
 ) -> Option<StoreError> {
     // IMMEDIATE takes the write lock up front, so a reader elsewhere cannot make us fail late.
     let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
+    st.fresh.clear();
     if let Err(e) = run_cached(conn, begin) {
         done.extend(group.into_iter().map(Request::unprocessed));
         return Some(StoreError::sqlite(
@@ -1357,7 +1358,7 @@ fn bound_and_count(
             st.full = true;
             st.full_dropped = 0;
         }
-        st.full_dropped += outbox::drop_bytes(conn, st, deficit)?;
+        st.full_dropped += outbox::drop_bytes(conn, st, deficit, true)?;
     } else if st.full && space.can_leave_full(room) {
         st.full = false;
     }
@@ -1908,6 +1909,29 @@ mod tests {
         assert_eq!(logs.count("State file system full"), 1);
         assert_eq!(logs.count("State file system has room again"), 1);
         assert_eq!(logs.count("ERROR"), 0);
+    }
+
+    /// On a disk that others filled, with little waiting, each new message is kept for the
+    /// broker: the drops take only what was there before its group.
+    #[test]
+    fn a_full_disk_drops_the_older_rows_not_the_group_that_just_found_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = bare(dir.path(), u64::MAX);
+        store.space.headroom = 64 * 1024;
+        enqueue_now(&mut store, 0);
+        // Room for 8 pages: below the headroom, whatever the outbox drops.
+        page_budget(&store, 8);
+        for seq in 1..5 {
+            let id = enqueue_now(&mut store, seq);
+            assert!(store.outbox.full);
+            let kept: Vec<RowId> = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 100)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(kept, [id], "seq {seq}");
+            assert_eq!(store.outbox.dropped_total, seq);
+        }
     }
 
     /// Without its reserve file the store has no room left to checkpoint and delete on the
