@@ -601,7 +601,8 @@ impl Store {
     ) -> Result<StoreHandle, StoreError> {
         let space = space::Space::new(path);
         let wal = recovery::inspect_wal(path, space.wal_max);
-        let opened = match Self::open_file(path, wal) {
+        let committed = recovery::committed_frames(path);
+        let opened = match Self::open_file(path, wal, committed) {
             Ok(opened) => opened,
             Err(e) => match (e.damage(), recovery.on_corrupt) {
                 (Some(kind), OnCorrupt::MoveAside) => {
@@ -617,8 +618,13 @@ impl Store {
         Self::start(opened, path, limits, space)
     }
 
-    /// Opens, migrates and checks the file, and finds what an unclean stop lost.
-    fn open_file(path: &Path, wal: recovery::WalFile) -> Result<Opened, StoreError> {
+    /// Opens, migrates and checks the file, and finds what an unclean stop lost: `wal` is what
+    /// was found where the WAL should be, `committed` the frames its index counted.
+    fn open_file(
+        path: &Path,
+        wal: recovery::WalFile,
+        committed: Option<u32>,
+    ) -> Result<Opened, StoreError> {
         let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
         let mut conn = open_connection(path)?;
         // Before anything writes: how many valid frames SQLite found in the WAL.
@@ -638,7 +644,8 @@ impl Store {
         let was_running = meta(META_RUNNING)? == 1;
         let mut losses_total = meta(META_LOSSES)?;
         let mut loss = None;
-        if was_running && (wal != recovery::WalFile::Present || frames <= 0) {
+        let cut = committed.is_some_and(|n| i64::from(n) > frames);
+        if was_running && (wal != recovery::WalFile::Present || frames <= 0 || cut) {
             // Commits since the last checkpoint are gone, and with them the seqs they moved:
             // every key continues from its mark, which was checkpointed before use.
             conn.execute("UPDATE seqs SET next = max(next, reserved)", [])
@@ -650,6 +657,7 @@ impl Store {
                 path = %path.display(),
                 wal = ?wal,
                 wal_frames = frames,
+                committed_frames = ?committed,
                 rows = outbox.rows,
                 "State lost: {}; messages stored since the last checkpoint are gone, and seqs continue past their high-water marks.",
                 Loss::Wal.describe()
@@ -694,7 +702,7 @@ impl Store {
             );
             recovery::Salvage::default()
         });
-        let mut opened = Self::open_file(path, recovery::WalFile::Missing)?;
+        let mut opened = Self::open_file(path, recovery::WalFile::Missing, None)?;
         let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
         for (key, &mark) in &salvage.seqs {
             opened
@@ -2071,6 +2079,60 @@ mod tests {
             reply: retry,
         }]);
         assert_eq!(retry_rx.try_recv().unwrap().unwrap().len(), 1);
+    }
+
+    /// The WAL's frames from its header on: `(offset, is a commit frame)` for each whole one.
+    fn wal_frames(wal: &[u8]) -> Vec<(usize, bool)> {
+        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        (32..wal.len())
+            .step_by(page + 24)
+            .filter(|&at| at + page + 24 <= wal.len())
+            .map(|at| (at, wal[at + 4..at + 8] != [0; 4]))
+            .collect()
+    }
+
+    /// A crash image (the files copied while the store runs) whose WAL lost its last commit
+    /// whole, cut at a frame boundary: SQLite opens what is left without a word, so the store
+    /// must tell the loss by the wal-index the crash left behind, and move seqs past their
+    /// marks.
+    #[tokio::test]
+    async fn a_wal_cut_at_a_frame_boundary_is_a_detected_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::create_dir_all(&image).unwrap();
+        let store = Store::open(&live.join("state.db"), limits()).unwrap();
+        for seq in 0..4 {
+            store.enqueue(vec![msg("m", seq, 100)]).await.unwrap();
+        }
+        for name in ["state.db", "state.db-wal", "state.db-shm"] {
+            std::fs::copy(live.join(name), image.join(name)).unwrap();
+        }
+        let wal_path = image.join("state.db-wal");
+        let wal = std::fs::read(&wal_path).unwrap();
+        let commits: Vec<usize> = wal_frames(&wal)
+            .iter()
+            .filter(|(_, commit)| *commit)
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(commits.len() >= 2, "{commits:?}");
+        // Up to the end of the next-to-last commit frame: the last commit is gone, whole.
+        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        let cut = commits[commits.len() - 2] + page + 24;
+        std::fs::write(&wal_path, &wal[..cut]).unwrap();
+
+        let recovery = Recovery {
+            on_corrupt: OnCorrupt::MoveAside,
+            now_ms: 1_765_000_000_000,
+        };
+        let reopened = Store::open_with(&image.join("state.db"), limits(), recovery).unwrap();
+        let stats = reopened.stats().await.unwrap();
+        assert_eq!(stats.health.loss, Some(Loss::Wal), "{stats:?}");
+        assert_eq!(stats.health.losses_total, 1);
+        assert!(reopened.next_seq("m").await.unwrap() >= SEQ_BLOCK);
+        // The store that left the image behind saw nothing.
+        assert_eq!(store.stats().await.unwrap().health.loss, None);
     }
 
     #[tokio::test]

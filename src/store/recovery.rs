@@ -6,7 +6,10 @@
 //! a word. So the main file records whether a store has it open (`store.running`, set and
 //! checkpointed at open, cleared at a clean close), and while it is open the WAL is never
 //! empty (a small write follows every TRUNCATE checkpoint). At the next open, "was running"
-//! plus a WAL without a valid frame means commits were lost.
+//! plus a WAL without a valid frame means commits were lost. A WAL cut at a frame boundary
+//! still has valid frames; it is told by the wal-index (`-shm`) the unclean stop left behind,
+//! which counts more committed frames than SQLite then finds (see [`committed_frames`]). Only a
+//! cut WAL without its index (copied alone, or after a power cut lost the index) goes unseen.
 //!
 //! What the loss must not do is reuse a seq the platform already holds: each key's seq
 //! high-water mark (`seqs.reserved`) moves ahead in blocks, committed and checkpointed into
@@ -74,6 +77,41 @@ pub(super) fn inspect_wal(db: &Path, size_limit: u64) -> WalFile {
         return WalFile::Damaged;
     }
     WalFile::Present
+}
+
+/// The wal-index (`-shm`) header's version, and its two copies' length.
+const SHM_VERSION: u32 = 3_007_000;
+const SHM_HEADER: usize = 48;
+
+/// How many frames the WAL of `db` held when the store last committed, by its wal-index
+/// (`-shm`), read before SQLite opens the file (which rebuilds the index from the WAL). A WAL
+/// cut at a frame boundary has whole frames and a valid header, so it looks like one with
+/// fewer commits; only this witness, which outlives a killed process, tells the difference.
+/// `None` when there is no index, or it does not belong to the WAL beside it (other salts),
+/// or its two header copies disagree (a writer was updating it).
+pub(super) fn committed_frames(db: &Path) -> Option<u32> {
+    let mut shm_name = db.as_os_str().to_owned();
+    shm_name.push("-shm");
+    let mut shm = [0u8; 2 * SHM_HEADER];
+    std::fs::File::open(PathBuf::from(shm_name))
+        .and_then(|mut f| f.read_exact(&mut shm))
+        .ok()?;
+    let mut wal = [0u8; WAL_HEADER as usize];
+    std::fs::File::open(wal_path(db))
+        .and_then(|mut f| f.read_exact(&mut wal))
+        .ok()?;
+    // Native byte order: the index is shared memory of this machine. The salts are the WAL
+    // header's bytes 16..24, copied as they are.
+    let word = |h: &[u8], at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let (first, second) = shm.split_at(SHM_HEADER);
+    if first != second
+        || word(first, 0) != SHM_VERSION
+        || first[12] != 1
+        || first[32..40] != wal[16..24]
+    {
+        return None;
+    }
+    Some(word(first, 16))
 }
 
 /// Whether an open failed because the file is corrupt (move it aside) rather than unreadable,
