@@ -694,14 +694,28 @@ impl Store {
             to: aside.clone(),
             source: Arc::new(e),
         })?;
-        let salvage = recovery::salvage(&aside).unwrap_or_else(|e| {
-            error!(
-                path = %aside.display(),
-                error = %e,
-                "No seqs could be read from the corrupt file; seqs restart from 0."
-            );
+        let beside = recovery::load_marks(path);
+        let mut salvage = recovery::salvage(&aside).unwrap_or_else(|e| {
+            if beside.is_some() {
+                warn!(
+                    path = %aside.display(),
+                    error = %e,
+                    marks = %recovery::marks_path(path).display(),
+                    "No seqs could be read from the corrupt file; they continue past the marks kept beside it."
+                );
+            } else {
+                error!(
+                    path = %aside.display(),
+                    error = %e,
+                    "No seqs could be read from the corrupt file, and no marks are kept beside it; seqs restart from 0."
+                );
+            }
             recovery::Salvage::default()
         });
+        for (key, mark) in beside.unwrap_or_default() {
+            let seq = salvage.seqs.entry(key).or_default();
+            *seq = (*seq).max(mark);
+        }
         let mut opened = Self::open_file(path, recovery::WalFile::Missing, None)?;
         let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
         for (key, &mark) in &salvage.seqs {
@@ -778,6 +792,7 @@ impl Store {
         };
         // The mark must be in the main file, not only in a WAL that may be lost.
         store.checkpoint(true);
+        store.save_marks();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (exit_tx, exit_rx) = watch::channel(());
         std::thread::Builder::new()
@@ -1218,7 +1233,20 @@ impl Store {
             warn!(path = %self.path.display(), "The seq marks are not all in the main file yet (a reader holds the WAL); a lost WAL now could repeat seqs.");
         }
         self.reserved.extend(marks);
+        self.save_marks();
         Ok(())
+    }
+
+    /// Copies the seq marks beside the file, for a main file too corrupt to yield them. Not
+    /// fatal: the main file holds them too.
+    fn save_marks(&self) {
+        if let Err(e) = recovery::save_marks(&self.path, &self.reserved) {
+            warn!(
+                path = %recovery::marks_path(&self.path).display(),
+                error = %e,
+                "Cannot copy the seq marks beside the state file; a corrupt file would restart seqs from 0."
+            );
+        }
     }
 
     /// Counts a failed write group and logs it: ERROR when writes start to fail, DEBUG while
@@ -2133,6 +2161,34 @@ mod tests {
         assert!(reopened.next_seq("m").await.unwrap() >= SEQ_BLOCK);
         // The store that left the image behind saw nothing.
         assert_eq!(store.stats().await.unwrap().health.loss, None);
+    }
+
+    /// A file so corrupt that not even its seq marks can be read: seqs continue past the
+    /// marks kept beside it, never from 0, which the platform already holds.
+    #[tokio::test]
+    async fn seqs_continue_when_a_corrupt_files_marks_are_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path, limits()).unwrap();
+        store.enqueue(vec![msg("m", 41, 10)]).await.unwrap();
+        let closed = store.closed();
+        drop(store);
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+        let recovery = Recovery {
+            on_corrupt: OnCorrupt::MoveAside,
+            now_ms: 1_765_000_000_000,
+        };
+        let reopened = Store::open_with(&path, limits(), recovery).unwrap();
+        assert_eq!(
+            reopened.stats().await.unwrap().health.loss,
+            Some(Loss::Corrupt)
+        );
+        let next = reopened.next_seq("m").await.unwrap();
+        assert!(next > 41, "seqs went back to {next}");
     }
 
     #[tokio::test]

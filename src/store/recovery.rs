@@ -19,8 +19,9 @@
 //! A main file that SQLite finds corrupt, or whose schema does not match its version, is
 //! renamed to `<file>.corrupt-<UTC time>` (with its WAL) and a fresh file started, unless
 //! `store.on_corrupt = "refuse"`. The fresh file takes over the seq marks the old one still
-//! yields, so seqs carry on; when not even they can be read, seqs restart from 0 and the ERROR
-//! says so.
+//! yields, and those of `<file>.seqs`, a copy written beside it whenever the marks move, so
+//! seqs carry on even when the old file yields nothing; only without both do seqs restart from
+//! 0, and the ERROR says so.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -154,6 +155,37 @@ pub(super) fn move_aside(db: &Path, aside: &Path) -> std::io::Result<()> {
     shm.push("-shm");
     let _gone = std::fs::remove_file(PathBuf::from(shm));
     Ok(())
+}
+
+/// The file beside `db` that keeps a copy of the seq marks: `<db>.seqs`.
+pub(super) fn marks_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".seqs");
+    PathBuf::from(name)
+}
+
+/// Writes every key's seq mark to `<db>.seqs` (JSON, through a synced temporary file and a
+/// rename), a witness apart from the main file for when that file is too corrupt to yield
+/// them. Written only when marks move: once per several thousand messages of a key.
+///
+/// # Errors
+/// Writing, syncing or renaming the file.
+pub(super) fn save_marks(db: &Path, marks: &HashMap<String, u64>) -> std::io::Result<()> {
+    let path = marks_path(db);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let json = serde_json::to_vec(marks).map_err(std::io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, &json)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The seq marks `<db>.seqs` holds, if it can be read.
+pub(super) fn load_marks(db: &Path) -> Option<HashMap<String, u64>> {
+    let bytes = std::fs::read(marks_path(db)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// What a corrupt file still yields: each key's highest seq mark and the loss counter. Empty
