@@ -197,8 +197,9 @@ wal_loss() {
   rm -f "$MNT/state.db-wal"
   WAL_CUTS=$((WAL_CUTS + 1))
   start_daemon
-  after="$(metric plantwatch_store_losses_total)"
-  if (( ${after:-0} > ${before:-0} )); then
+  # /metrics reads the store's health every few seconds.
+  reported() { after="$(metric plantwatch_store_losses_total)"; (( ${after:-0} > ${before:-0} )); }
+  if wait_until 100 "the lost WAL in /metrics" reported; then
     WAL_REPORTED=$((WAL_REPORTED + 1))
   else
     fail "the lost WAL is reported" "plantwatch_store_losses_total $after, was $before"
