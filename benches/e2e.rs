@@ -384,6 +384,7 @@ fn main() {
     let daemon = Guard(
         Command::new(&bin)
             .arg("run")
+            .arg("--config")
             .arg(&cfg)
             .arg("--no-metrics")
             .env("RUST_LOG", "warn")

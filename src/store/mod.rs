@@ -83,6 +83,9 @@ const SEQ_BLOCK: u64 = 10_000;
 /// holds nearly everything and the WAL gives its space back.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
+/// Delivered rows deleted per transaction while the disk is full: a few dozen pages of WAL.
+const ACK_CHUNK: usize = 256;
+
 /// `meta` keys of the recovery bookkeeping (see `recovery.rs`).
 const META_RUNNING: &str = "store.running";
 const META_LOSSES: &str = "store.losses_total";
@@ -499,8 +502,9 @@ struct Ctx<'a> {
 }
 
 /// Rows the broker acknowledged whose delete has not committed yet (it failed, e.g. on a full
-/// disk). The store deletes them with its next write group, so a delete never fails for good,
-/// and fetches skip them meanwhile, so a reconnect does not send them again.
+/// disk). The store deletes them before its next write group, a chunk at a time, so a delete
+/// never fails for good, and fetches skip them meanwhile, so a reconnect does not send them
+/// again.
 #[derive(Debug, Default)]
 struct PendingAcks(BTreeMap<QueueId, BTreeSet<RowId>>);
 
@@ -522,18 +526,6 @@ impl PendingAcks {
             rows.retain(|r| !pending.contains(&r.id));
         }
         rows
-    }
-
-    /// Ack requests for every pending row, their answers going nowhere.
-    fn requests(&self) -> Vec<Request> {
-        self.0
-            .iter()
-            .map(|(&queue, rows)| Request::Ack {
-                queue,
-                rows: rows.iter().copied().collect(),
-                reply: oneshot::channel().0,
-            })
-            .collect()
     }
 }
 
@@ -654,7 +646,8 @@ impl Store {
         })?;
         let space = space::Space::new(path);
         let wal = recovery::inspect_wal(path, space.wal_max);
-        let opened = match Self::open_file(path, wal) {
+        let committed = recovery::committed_frames(path);
+        let opened = match Self::open_file(path, wal, committed) {
             Ok(opened) => opened,
             Err(e) => match (e.damage(), recovery.on_corrupt) {
                 (Some(kind), OnCorrupt::MoveAside) => {
@@ -670,8 +663,13 @@ impl Store {
         Self::start(opened, path, limits, space, lock)
     }
 
-    /// Opens, migrates and checks the file, and finds what an unclean stop lost.
-    fn open_file(path: &Path, wal: recovery::WalFile) -> Result<Opened, StoreError> {
+    /// Opens, migrates and checks the file, and finds what an unclean stop lost: `wal` is what
+    /// was found where the WAL should be, `committed` the frames its index counted.
+    fn open_file(
+        path: &Path,
+        wal: recovery::WalFile,
+        committed: Option<u32>,
+    ) -> Result<Opened, StoreError> {
         let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
         let mut conn = open_connection(path)?;
         // Before anything writes: how many valid frames SQLite found in the WAL.
@@ -691,7 +689,8 @@ impl Store {
         let was_running = meta(META_RUNNING)? == 1;
         let mut losses_total = meta(META_LOSSES)?;
         let mut loss = None;
-        if was_running && (wal != recovery::WalFile::Present || frames <= 0) {
+        let cut = committed.is_some_and(|n| i64::from(n) > frames);
+        if was_running && (wal != recovery::WalFile::Present || frames <= 0 || cut) {
             // Commits since the last checkpoint are gone, and with them the seqs they moved:
             // every key continues from its mark, which was checkpointed before use.
             conn.execute("UPDATE seqs SET next = max(next, reserved)", [])
@@ -703,6 +702,7 @@ impl Store {
                 path = %path.display(),
                 wal = ?wal,
                 wal_frames = frames,
+                committed_frames = ?committed,
                 rows = outbox.rows,
                 "State lost: {}; messages stored since the last checkpoint are gone, and seqs continue past their high-water marks.",
                 Loss::Wal.describe()
@@ -739,15 +739,29 @@ impl Store {
             to: aside.clone(),
             source: Arc::new(e),
         })?;
-        let salvage = recovery::salvage(&aside).unwrap_or_else(|e| {
-            error!(
-                path = %aside.display(),
-                error = %e,
-                "No seqs could be read from the corrupt file; seqs restart from 0."
-            );
+        let beside = recovery::load_marks(path);
+        let mut salvage = recovery::salvage(&aside).unwrap_or_else(|e| {
+            if beside.is_some() {
+                warn!(
+                    path = %aside.display(),
+                    error = %e,
+                    marks = %recovery::marks_path(path).display(),
+                    "No seqs could be read from the corrupt file; they continue past the marks kept beside it."
+                );
+            } else {
+                error!(
+                    path = %aside.display(),
+                    error = %e,
+                    "No seqs could be read from the corrupt file, and no marks are kept beside it; seqs restart from 0."
+                );
+            }
             recovery::Salvage::default()
         });
-        let mut opened = Self::open_file(path, recovery::WalFile::Missing)?;
+        for (key, mark) in beside.unwrap_or_default() {
+            let seq = salvage.seqs.entry(key).or_default();
+            *seq = (*seq).max(mark);
+        }
+        let mut opened = Self::open_file(path, recovery::WalFile::Missing, None)?;
         let err = |what: &'static str| move |e| StoreError::sqlite(path.to_path_buf(), what, e);
         for (key, &mark) in &salvage.seqs {
             opened
@@ -825,6 +839,7 @@ impl Store {
         };
         // The mark must be in the main file, not only in a WAL that may be lost.
         store.checkpoint(true);
+        store.save_marks();
         let (tx, rx) = mpsc::channel(QUEUE);
         let (exit_tx, exit_rx) = watch::channel(());
         std::thread::Builder::new()
@@ -917,11 +932,15 @@ impl Store {
     }
 
     /// Runs one group in one transaction and answers it; returns whether it wrote.
-    fn run_group(&mut self, mut group: Vec<Request>) -> bool {
+    fn run_group(&mut self, group: Vec<Request>) -> bool {
         let writes = group.iter().any(Request::writes);
-        if writes && !self.pending_acks.is_empty() {
-            let retry = self.pending_acks.requests();
-            group.splice(0..0, retry);
+        if writes {
+            if !self.pending_acks.is_empty() {
+                self.delete_pending_acks();
+            }
+            if let Err(e) = self.space.bound_pages(&self.conn, self.outbox.full) {
+                debug!(path = %self.path.display(), error = %e, "Cannot bound the database to its file.");
+            }
         }
         // The acks of this group, kept in case it rolls back (a few ids per PUBACK batch).
         let acks: Vec<(QueueId, Vec<RowId>)> = group
@@ -1080,41 +1099,88 @@ impl Store {
     }
 
     /// After SQLite found the disk full despite the headroom (another process filled it):
-    /// frees the reserve, checkpoints, drops the oldest messages for twice the headroom in a
-    /// transaction of its own and checkpoints again, so that the next group, and every
-    /// delete, has room.
+    /// frees the reserve and checkpoints into its space, so that the WAL starts over where it
+    /// is; keeps the database within its file from then on (see `Space::bound_pages`); deletes
+    /// the delivered rows whose delete failed, a few at a time; and drops the oldest messages
+    /// for twice the headroom. Each of these is a transaction of its own followed by a
+    /// checkpoint, so that none needs more WAL than the last one freed.
     fn make_room(&mut self) {
         let was_full = self.outbox.full;
         self.space.release_reserve();
-        // First the checkpoint, into the reserve's space: then the WAL starts over where it is
-        // and the deletes below need no more of the disk.
         self.outbox.full = true;
         self.checkpoint(true);
+        if let Err(e) = self.space.bound_pages(&self.conn, true) {
+            debug!(path = %self.path.display(), error = %e, "Cannot bound the database to its file.");
+        }
+        self.delete_pending_acks();
         let before = self.outbox.without_seqs();
-        let result = (|| -> Result<(), OpError> {
-            outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
-            let room = outbox::sql("measure the room", self.space.room(&self.conn))?;
-            let wanted = self
+        let result = self.in_transaction(|store| {
+            let room = outbox::sql("measure the room", store.space.room(&store.conn))?;
+            let wanted = store
                 .space
                 .headroom
                 .saturating_mul(2)
                 .saturating_sub(room.bytes);
-            let dropped = outbox::drop_bytes(&self.conn, &mut self.outbox, wanted)?;
-            self.outbox.full = true;
-            self.outbox.full_dropped += dropped;
+            let dropped = outbox::drop_bytes(&store.conn, &mut store.outbox, wanted, false)?;
+            store.outbox.full_dropped += dropped;
+            Ok(())
+        });
+        if let Err(e) = result {
+            self.restore(before);
+            debug!(path = %self.path.display(), error = ?e, "No room made yet.");
+        }
+        self.outbox.full = true;
+        self.checkpoint(true);
+        self.full_changed(was_full);
+    }
+
+    /// Deletes the delivered rows whose delete failed, [`ACK_CHUNK`] at a time, each chunk
+    /// committed and checkpointed before the next: on a full disk the WAL has only the room it
+    /// already takes, and one delete of thousands of rows needs more than that, so retrying
+    /// them all at once would fail for as long as the disk stays full.
+    fn delete_pending_acks(&mut self) {
+        let pending = std::mem::take(&mut self.pending_acks);
+        let mut chunks: Vec<(QueueId, Vec<RowId>)> = Vec::new();
+        for (queue, rows) in &pending.0 {
+            let rows: Vec<RowId> = rows.iter().copied().collect();
+            chunks.extend(rows.chunks(ACK_CHUNK).map(|c| (*queue, c.to_vec())));
+        }
+        let mut chunks = chunks.into_iter();
+        for (queue, rows) in chunks.by_ref() {
+            let before = self.outbox.without_seqs();
+            let result = self.in_transaction(|store| {
+                outbox::ack(&store.conn, &mut store.outbox, queue, &rows).map(|_deleted| ())
+            });
+            if let Err(e) = result {
+                self.restore(before);
+                debug!(path = %self.path.display(), error = ?e, "Delivered rows not deleted yet.");
+                self.pending_acks.add(queue, &rows);
+                break;
+            }
+            self.checkpoint(true);
+        }
+        for (queue, rows) in chunks {
+            self.pending_acks.add(queue, &rows);
+        }
+    }
+
+    /// Runs `work` in a write transaction of its own, with the counters saved; rolls back on
+    /// failure (the caller restores the state).
+    fn in_transaction(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<(), OpError>,
+    ) -> Result<(), OpError> {
+        let before = self.outbox.without_seqs();
+        let result = (|| {
+            outbox::sql("begin", run_cached(&self.conn, "BEGIN IMMEDIATE"))?;
+            work(self)?;
             outbox::save_counters(&self.conn, &before, &self.outbox)?;
             outbox::sql("commit", run_cached(&self.conn, "COMMIT"))
         })();
-        if let Err(e) = result {
-            if !self.conn.is_autocommit() {
-                let _rolled_back = self.conn.execute_batch("ROLLBACK");
-            }
-            self.restore(before);
-            self.outbox.full = true;
-            debug!(path = %self.path.display(), error = ?e, "No room made yet.");
+        if result.is_err() && !self.conn.is_autocommit() {
+            let _rolled_back = self.conn.execute_batch("ROLLBACK");
         }
-        self.checkpoint(true);
-        self.full_changed(was_full);
+        result
     }
 
     /// Copies the WAL into the main file; returns whether it all went in (a reader elsewhere
@@ -1216,7 +1282,20 @@ impl Store {
             warn!(path = %self.path.display(), "The seq marks are not all in the main file yet (a reader holds the WAL); a lost WAL now could repeat seqs.");
         }
         self.reserved.extend(marks);
+        self.save_marks();
         Ok(())
+    }
+
+    /// Copies the seq marks beside the file, for a main file too corrupt to yield them. Not
+    /// fatal: the main file holds them too.
+    fn save_marks(&self) {
+        if let Err(e) = recovery::save_marks(&self.path, &self.reserved) {
+            warn!(
+                path = %recovery::marks_path(&self.path).display(),
+                error = %e,
+                "Cannot copy the seq marks beside the state file; a corrupt file would restart seqs from 0."
+            );
+        }
     }
 
     /// Counts a failed write group and logs it: ERROR when writes start to fail, DEBUG while
@@ -1283,6 +1362,7 @@ fn execute(
 ) -> Option<StoreError> {
     // IMMEDIATE takes the write lock up front, so a reader elsewhere cannot make us fail late.
     let begin = if writes { "BEGIN IMMEDIATE" } else { "BEGIN" };
+    st.fresh.clear();
     if let Err(e) = run_cached(conn, begin) {
         done.extend(group.into_iter().map(Request::unprocessed));
         return Some(StoreError::sqlite(
@@ -1363,31 +1443,40 @@ fn bound_and_count(
             st.full = true;
             st.full_dropped = 0;
         }
-        st.full_dropped += outbox::drop_bytes(conn, st, deficit)?;
+        st.full_dropped += outbox::drop_bytes(conn, st, deficit, true)?;
     } else if st.full && space.can_leave_full(room) {
         st.full = false;
     }
     if !space.held() && !space.ensure_reserve() {
-        give_pages_back(conn, space.short_for_reserve())?;
+        // While full, only the pages beyond the headroom: giving back more would only drop
+        // more messages to make the headroom again.
+        let keep = if st.full {
+            space.headroom.saturating_mul(2)
+        } else {
+            0
+        };
+        give_pages_back(conn, space.short_for_reserve(), keep)?;
     }
     outbox::save_counters(conn, before, st)
 }
 
-/// Returns up to `bytes` of the database's free pages to the file system (they leave the file
-/// at the next checkpoint), so that the reserve fits again after a full disk. A file made
-/// before incremental auto-vacuum was set keeps its pages; the reserve then waits for space.
-fn give_pages_back(conn: &Connection, bytes: u64) -> Result<(), OpError> {
+/// Returns up to `bytes` of the database's free pages, keeping `keep` bytes of them, to the
+/// file system (they leave the file at the next checkpoint), so that the reserve fits again
+/// after a full disk. A file made before incremental auto-vacuum was set keeps its pages; the
+/// reserve then waits for space.
+fn give_pages_back(conn: &Connection, bytes: u64, keep: u64) -> Result<(), OpError> {
     let pragma = |name: &str| -> Result<u64, OpError> {
         outbox::sql(
             "give pages back",
             conn.pragma_query_value(None, name, |r| r.get(0)),
         )
     };
-    let free = pragma("freelist_count")?;
+    let page = pragma("page_size")?.max(512);
+    let free = pragma("freelist_count")?.saturating_sub(keep.div_ceil(page));
     if bytes == 0 || free == 0 {
         return Ok(());
     }
-    let pages = bytes.div_ceil(pragma("page_size")?.max(512)).min(free);
+    let pages = bytes.div_ceil(page).min(free);
     outbox::sql(
         "give pages back",
         conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})")),
@@ -1921,8 +2010,71 @@ mod tests {
         assert_eq!(logs.count("ERROR"), 0);
     }
 
-    /// A group that fails takes the acks in it down too; they are deleted by the next group
-    /// that commits, and fetches skip them meanwhile, so nothing delivered is sent again.
+    /// On a disk that others filled, with little waiting, each new message is kept for the
+    /// broker: the drops take only what was there before its group.
+    #[test]
+    fn a_full_disk_drops_the_older_rows_not_the_group_that_just_found_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = bare(dir.path(), u64::MAX);
+        store.space.headroom = 64 * 1024;
+        enqueue_now(&mut store, 0);
+        // Room for 8 pages: below the headroom, whatever the outbox drops.
+        page_budget(&store, 8);
+        for seq in 1..5 {
+            let id = enqueue_now(&mut store, seq);
+            assert!(store.outbox.full);
+            let kept: Vec<RowId> = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 100)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(kept, [id], "seq {seq}");
+            assert_eq!(store.outbox.dropped_total, seq);
+        }
+    }
+
+    /// Without its reserve file the store has no room left to checkpoint and delete on the
+    /// next full disk, so it stays in the full condition, delivered rows or not, until the
+    /// reserve is back.
+    #[test]
+    fn the_full_condition_lasts_until_the_reserve_is_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ((), logs) = crate::test_log::capture(|_| {
+            let mut store = bare(dir.path(), u64::MAX);
+            store.space.headroom = 64 * 1024;
+            page_budget(&store, 256);
+            for batch in 0..100u64 {
+                enqueue_batch(&mut store, batch * 10..batch * 10 + 10, 2_000);
+            }
+            assert!(store.outbox.full);
+            // Another process took the space the reserve needs.
+            store.space.release_reserve();
+            let reserve_bytes = store.space.reserve_bytes;
+            store.space.reserve_bytes = u64::MAX / 4;
+            let ids: Vec<RowId> = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10_000)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            ack_now(&mut store, ids);
+            enqueue_now(&mut store, 5_000);
+            enqueue_now(&mut store, 5_001);
+            assert_eq!(store.outbox.rows, 2, "the new rows are kept");
+            assert!(store.outbox.full, "no reserve, still full");
+            assert_eq!(store.failures.total, 0);
+            // Space returns: the reserve is written again, and the condition ends.
+            store.space.reserve_bytes = reserve_bytes;
+            enqueue_now(&mut store, 5_002);
+            enqueue_now(&mut store, 5_003);
+            assert!(store.space.held());
+            assert!(!store.outbox.full);
+        });
+        assert_eq!(logs.count("State file system full"), 1);
+        assert_eq!(logs.count("State file system has room again"), 1);
+    }
+
+    /// A group that fails takes the acks in it down too; they are deleted on their own once
+    /// room is made, and fetches skip them meanwhile, so nothing delivered is sent again.
     #[test]
     fn a_delete_that_failed_is_retried_and_its_rows_are_not_fetched_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -1930,6 +2082,7 @@ mod tests {
         store.space.headroom = 1024;
         let ids = enqueue_batch(&mut store, 0..5, 100);
         page_budget(&store, 64);
+        let acked_before = store.outbox.acked_total;
         let (ack, mut ack_rx) = oneshot::channel();
         let (big, mut big_rx) = oneshot::channel();
         store.run_group(vec![
@@ -1963,7 +2116,6 @@ mod tests {
             .map(|r| r.id)
             .collect();
         assert_eq!(fetched, ids[2..], "acked rows are not fetched again");
-        let acked_before = store.outbox.acked_total;
         enqueue_now(&mut store, 6);
         assert_eq!(store.outbox.acked_total, acked_before + 2);
         assert_eq!(store.outbox.rows, 4);
@@ -2018,6 +2170,88 @@ mod tests {
             reply: retry,
         }]);
         assert_eq!(retry_rx.try_recv().unwrap().unwrap().len(), 1);
+    }
+
+    /// The WAL's frames from its header on: `(offset, is a commit frame)` for each whole one.
+    fn wal_frames(wal: &[u8]) -> Vec<(usize, bool)> {
+        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        (32..wal.len())
+            .step_by(page + 24)
+            .filter(|&at| at + page + 24 <= wal.len())
+            .map(|at| (at, wal[at + 4..at + 8] != [0; 4]))
+            .collect()
+    }
+
+    /// A crash image (the files copied while the store runs) whose WAL lost its last commit
+    /// whole, cut at a frame boundary: SQLite opens what is left without a word, so the store
+    /// must tell the loss by the wal-index the crash left behind, and move seqs past their
+    /// marks.
+    #[tokio::test]
+    async fn a_wal_cut_at_a_frame_boundary_is_a_detected_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::create_dir_all(&image).unwrap();
+        let store = Store::open(&live.join("state.db"), limits()).unwrap();
+        for seq in 0..4 {
+            store.enqueue(vec![msg("m", seq, 100)]).await.unwrap();
+        }
+        for name in ["state.db", "state.db-wal", "state.db-shm"] {
+            std::fs::copy(live.join(name), image.join(name)).unwrap();
+        }
+        let wal_path = image.join("state.db-wal");
+        let wal = std::fs::read(&wal_path).unwrap();
+        let commits: Vec<usize> = wal_frames(&wal)
+            .iter()
+            .filter(|(_, commit)| *commit)
+            .map(|(at, _)| *at)
+            .collect();
+        assert!(commits.len() >= 2, "{commits:?}");
+        // Up to the end of the next-to-last commit frame: the last commit is gone, whole.
+        let page = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        let cut = commits[commits.len() - 2] + page + 24;
+        std::fs::write(&wal_path, &wal[..cut]).unwrap();
+
+        let recovery = Recovery {
+            on_corrupt: OnCorrupt::MoveAside,
+            now_ms: 1_765_000_000_000,
+        };
+        let reopened = Store::open_with(&image.join("state.db"), limits(), recovery).unwrap();
+        let stats = reopened.stats().await.unwrap();
+        assert_eq!(stats.health.loss, Some(Loss::Wal), "{stats:?}");
+        assert_eq!(stats.health.losses_total, 1);
+        assert!(reopened.next_seq("m").await.unwrap() >= SEQ_BLOCK);
+        // The store that left the image behind saw nothing.
+        assert_eq!(store.stats().await.unwrap().health.loss, None);
+    }
+
+    /// A file so corrupt that not even its seq marks can be read: seqs continue past the
+    /// marks kept beside it, never from 0, which the platform already holds.
+    #[tokio::test]
+    async fn seqs_continue_when_a_corrupt_files_marks_are_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path, limits()).unwrap();
+        store.enqueue(vec![msg("m", 41, 10)]).await.unwrap();
+        let closed = store.closed();
+        drop(store);
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::write(&path, vec![0x5a; len as usize]).unwrap();
+        let recovery = Recovery {
+            on_corrupt: OnCorrupt::MoveAside,
+            now_ms: 1_765_000_000_000,
+        };
+        let reopened = Store::open_with(&path, limits(), recovery).unwrap();
+        assert_eq!(
+            reopened.stats().await.unwrap().health.loss,
+            Some(Loss::Corrupt)
+        );
+        let next = reopened.next_seq("m").await.unwrap();
+        assert!(next > 41, "seqs went back to {next}");
     }
 
     #[tokio::test]

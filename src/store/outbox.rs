@@ -163,6 +163,8 @@ pub(super) struct OutboxState {
     pub(super) full: bool,
     /// Rows dropped for room in the current full condition.
     pub(super) full_dropped: u64,
+    /// Per queue, the first row the current write group stored (cleared with each group).
+    pub(super) fresh: HashMap<QueueId, RowId>,
 }
 
 impl OutboxState {
@@ -172,6 +174,7 @@ impl OutboxState {
             queues: self.queues.clone(),
             names: self.names.clone(),
             seqs: HashMap::new(),
+            fresh: HashMap::new(),
             ..*self
         }
     }
@@ -232,6 +235,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<OutboxState> {
         episode_dropped: 0,
         full: false,
         full_dropped: 0,
+        fresh: HashMap::new(),
     })
 }
 
@@ -309,7 +313,9 @@ pub(super) fn enqueue(
             "insert into outbox",
             insert.execute(params![m.stream, m.key, m.seq, m.created_ms, m.payload]),
         )?;
-        ids.push(conn.last_insert_rowid());
+        let id = conn.last_insert_rowid();
+        ids.push(id);
+        st.fresh.entry(m.queue).or_insert(id);
         bytes += m.payload.len() as u64;
         let size = st.queues.entry(m.queue).or_default();
         size.rows += 1;
@@ -558,17 +564,21 @@ pub(super) fn enforce_bound(
         .collect();
     let mut dropped = 0;
     for queue in over {
-        dropped += drop_oldest(conn, st, queue, max_bytes)?;
+        dropped += drop_oldest(conn, st, queue, max_bytes, None)?;
     }
     Ok(dropped)
 }
 
 /// Deletes the oldest rows worth at least `bytes` of payload, from the largest queue first;
-/// returns how many. Each is counted in `dropped_total`, as under the byte bound.
+/// returns how many. Each is counted in `dropped_total`, as under the byte bound. With
+/// `spare_fresh`, the rows the current group stored are kept: they found room, and dropping
+/// them would only lose what the broker could take next (while the disk is full with little
+/// waiting, every new message would go).
 pub(super) fn drop_bytes(
     conn: &Connection,
     st: &mut OutboxState,
     mut bytes: u64,
+    spare_fresh: bool,
 ) -> Result<u64, OpError> {
     let mut dropped = 0;
     // Bounded: each pass empties a queue or frees what is asked.
@@ -581,7 +591,8 @@ pub(super) fn drop_bytes(
         }
         let had = size.bytes;
         let keep = had.saturating_sub(bytes);
-        dropped += drop_oldest(conn, st, queue, keep)?;
+        let below = spare_fresh.then(|| st.fresh.get(&queue).copied()).flatten();
+        dropped += drop_oldest(conn, st, queue, keep, below)?;
         let freed = had - st.queues.get(&queue).map_or(0, |s| s.bytes);
         bytes = bytes.saturating_sub(freed);
     }
@@ -593,11 +604,14 @@ pub(super) fn largest_queue_bytes(st: &OutboxState) -> u64 {
     st.queues.values().map(|s| s.bytes).max().unwrap_or(0)
 }
 
+/// Deletes `queue`'s oldest rows (only those below `below`, if given) until its payload is
+/// within `max_bytes` or no such row is left; returns how many.
 fn drop_oldest(
     conn: &Connection,
     st: &mut OutboxState,
     queue: QueueId,
     max_bytes: u64,
+    below: Option<RowId>,
 ) -> Result<u64, OpError> {
     let Some(size) = st.queues.get_mut(&queue) else {
         return Ok(0);
@@ -611,10 +625,10 @@ fn drop_oldest(
         let mut stmt = sql(
             "prepare drop scan",
             conn.prepare_cached(&format!(
-                "SELECT id, length(payload) FROM {name} ORDER BY id"
+                "SELECT id, length(payload) FROM {name} WHERE id < ?1 ORDER BY id"
             )),
         )?;
-        let mut rows = sql("drop scan", stmt.query([]))?;
+        let mut rows = sql("drop scan", stmt.query([below.unwrap_or(RowId::MAX)]))?;
         while let Some(row) = sql("drop scan", rows.next())? {
             let id: RowId = sql("drop scan", row.get(0))?;
             let len: u64 = sql("drop scan", row.get(1))?;

@@ -6,7 +6,10 @@
 //! a word. So the main file records whether a store has it open (`store.running`, set and
 //! checkpointed at open, cleared at a clean close), and while it is open the WAL is never
 //! empty (a small write follows every TRUNCATE checkpoint). At the next open, "was running"
-//! plus a WAL without a valid frame means commits were lost.
+//! plus a WAL without a valid frame means commits were lost. A WAL cut at a frame boundary
+//! still has valid frames; it is told by the wal-index (`-shm`) the unclean stop left behind,
+//! which counts more committed frames than SQLite then finds (see [`committed_frames`]). Only a
+//! cut WAL without its index (copied alone, or after a power cut lost the index) goes unseen.
 //!
 //! What the loss must not do is reuse a seq the platform already holds: each key's seq
 //! high-water mark (`seqs.reserved`) moves ahead in blocks, committed and checkpointed into
@@ -16,8 +19,9 @@
 //! A main file that SQLite finds corrupt, or whose schema does not match its version, is
 //! renamed to `<file>.corrupt-<UTC time>` (with its WAL) and a fresh file started, unless
 //! `store.on_corrupt = "refuse"`. The fresh file takes over the seq marks the old one still
-//! yields, so seqs carry on; when not even they can be read, seqs restart from 0 and the ERROR
-//! says so.
+//! yields, and those of `<file>.seqs`, a copy written beside it whenever the marks move, so
+//! seqs carry on even when the old file yields nothing; only without both do seqs restart from
+//! 0, and the ERROR says so.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -76,6 +80,41 @@ pub(super) fn inspect_wal(db: &Path, size_limit: u64) -> WalFile {
     WalFile::Present
 }
 
+/// The wal-index (`-shm`) header's version, and its two copies' length.
+const SHM_VERSION: u32 = 3_007_000;
+const SHM_HEADER: usize = 48;
+
+/// How many frames the WAL of `db` held when the store last committed, by its wal-index
+/// (`-shm`), read before SQLite opens the file (which rebuilds the index from the WAL). A WAL
+/// cut at a frame boundary has whole frames and a valid header, so it looks like one with
+/// fewer commits; only this witness, which outlives a killed process, tells the difference.
+/// `None` when there is no index, or it does not belong to the WAL beside it (other salts),
+/// or its two header copies disagree (a writer was updating it).
+pub(super) fn committed_frames(db: &Path) -> Option<u32> {
+    let mut shm_name = db.as_os_str().to_owned();
+    shm_name.push("-shm");
+    let mut shm = [0u8; 2 * SHM_HEADER];
+    std::fs::File::open(PathBuf::from(shm_name))
+        .and_then(|mut f| f.read_exact(&mut shm))
+        .ok()?;
+    let mut wal = [0u8; WAL_HEADER as usize];
+    std::fs::File::open(wal_path(db))
+        .and_then(|mut f| f.read_exact(&mut wal))
+        .ok()?;
+    // Native byte order: the index is shared memory of this machine. The salts are the WAL
+    // header's bytes 16..24, copied as they are.
+    let word = |h: &[u8], at: usize| u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let (first, second) = shm.split_at(SHM_HEADER);
+    if first != second
+        || word(first, 0) != SHM_VERSION
+        || first[12] != 1
+        || first[32..40] != wal[16..24]
+    {
+        return None;
+    }
+    Some(word(first, 16))
+}
+
 /// Whether an open failed because the file is corrupt (move it aside) rather than unreadable,
 /// full or locked (fail, and keep it).
 pub(super) fn is_corrupt(e: &rusqlite::Error) -> bool {
@@ -116,6 +155,37 @@ pub(super) fn move_aside(db: &Path, aside: &Path) -> std::io::Result<()> {
     shm.push("-shm");
     let _gone = std::fs::remove_file(PathBuf::from(shm));
     Ok(())
+}
+
+/// The file beside `db` that keeps a copy of the seq marks: `<db>.seqs`.
+pub(super) fn marks_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".seqs");
+    PathBuf::from(name)
+}
+
+/// Writes every key's seq mark to `<db>.seqs` (JSON, through a synced temporary file and a
+/// rename), a witness apart from the main file for when that file is too corrupt to yield
+/// them. Written only when marks move: once per several thousand messages of a key.
+///
+/// # Errors
+/// Writing, syncing or renaming the file.
+pub(super) fn save_marks(db: &Path, marks: &HashMap<String, u64>) -> std::io::Result<()> {
+    let path = marks_path(db);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let json = serde_json::to_vec(marks).map_err(std::io::Error::other)?;
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, &json)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The seq marks `<db>.seqs` holds, if it can be read.
+pub(super) fn load_marks(db: &Path) -> Option<HashMap<String, u64>> {
+    let bytes = std::fs::read(marks_path(db)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// What a corrupt file still yields: each key's highest seq mark and the loss counter. Empty

@@ -49,6 +49,8 @@ pub(super) struct Space {
     pub(super) wal_max: u64,
     /// Whether the reserve file is in place.
     held: bool,
+    /// While the database may not grow past its file: the page limit to restore after.
+    unbounded: Option<u64>,
 }
 
 /// Free space for the store, in bytes.
@@ -84,6 +86,7 @@ impl Space {
             reserve_bytes: wal_max + headroom,
             wal_max,
             held: false,
+            unbounded: None,
         }
     }
 
@@ -160,6 +163,32 @@ impl Space {
         was
     }
 
+    /// While full without the reserve, keeps the database within the pages its file already
+    /// has (`max_page_count`), so that new rows take the pages of delivered and dropped ones.
+    /// A checkpoint then never has to grow the main file, so it needs no space the disk may
+    /// not have, and the WAL can always start over: without this, a checkpoint that cannot
+    /// grow the file leaves the WAL full for good and no delete can ever commit. The limit is
+    /// lifted once the reserve is back.
+    pub(super) fn bound_pages(&mut self, conn: &Connection, full: bool) -> rusqlite::Result<()> {
+        if !full || self.ensure_reserve() {
+            if let Some(max) = self.unbounded.take() {
+                conn.pragma_update(None, "max_page_count", max)?;
+            }
+            return Ok(());
+        }
+        let pragma = |name: &str| -> rusqlite::Result<u64> {
+            conn.pragma_query_value(None, name, |r| r.get(0))
+        };
+        if self.unbounded.is_none() {
+            self.unbounded = Some(pragma("max_page_count")?);
+        }
+        let file_pages =
+            std::fs::metadata(&self.db).map_or(0, |m| m.len()) / pragma("page_size")?.max(512);
+        // SQLite keeps the limit at or above the pages in use (some may be in the WAL only,
+        // until the next checkpoint copies them; the released reserve has room for those).
+        conn.pragma_update(None, "max_page_count", file_pages)
+    }
+
     /// Bytes free on the file system for an unprivileged writer.
     fn available(&self) -> u64 {
         rustix::fs::statvfs(&self.dir)
@@ -199,9 +228,10 @@ impl Space {
     }
 
     /// Whether `room` is enough to leave the full condition: twice the headroom, so that the
-    /// condition does not flap.
+    /// condition does not flap, and the reserve back in place, so that the next full disk
+    /// again finds room to checkpoint and delete.
     pub(super) fn can_leave_full(&self, room: Room) -> bool {
-        room.bytes >= self.headroom.saturating_mul(2)
+        self.held && room.bytes >= self.headroom.saturating_mul(2)
     }
 
     /// Whether the reserve file is in place.
