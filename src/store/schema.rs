@@ -84,6 +84,19 @@ const MIGRATIONS: &[&str] = &[
     // 6: each key's seq high-water mark, moved ahead in blocks and checkpointed before use, so
     // that a lost WAL never lets a seq be used twice (see recovery.rs).
     "ALTER TABLE seqs ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0;",
+    // 7: the tamper-evident audit trail of downlink commands, and the command ids accepted
+    // within the replay window (see audit.rs).
+    "CREATE TABLE audit (
+         seq  INTEGER PRIMARY KEY,
+         body TEXT    NOT NULL,
+         hash TEXT    NOT NULL
+     );
+     CREATE TABLE command_ids (
+         key   TEXT    NOT NULL,
+         id    TEXT    NOT NULL,
+         ts_ms INTEGER NOT NULL,
+         PRIMARY KEY (key, id)
+     ) WITHOUT ROWID;",
 ];
 
 /// The tables every file at [`VERSION`] has; a file without one of them is not what its
@@ -97,6 +110,8 @@ const TABLES: &[&str] = &[
     "engine_state",
     "energy_intervals",
     "outbox_queues",
+    "audit",
+    "command_ids",
 ];
 
 /// The schema version this build writes.
