@@ -6,6 +6,7 @@
 //! typo in one is reported together with the problems of all the others.
 
 pub mod benchmarks;
+pub mod commands;
 pub mod daemon;
 mod describe;
 pub mod energy;
@@ -62,6 +63,7 @@ const SECTIONS: &[&str] = &[
     "benchmarks",
     "savings",
     "energy_platform",
+    "commands",
 ];
 
 /// Where environment overrides come from.
@@ -150,7 +152,11 @@ pub fn load_str(
     if let Some(dir) = extra_profiles {
         profiles.add_dir(dir).map_err(fail)?;
     }
-    resolve(table, &profiles).map_err(fail)
+    let plan = resolve(table, &profiles).map_err(fail)?;
+    // The one part of loading that reads beyond the file: a command key that cannot be read
+    // must stop `check`, a start and a reload, not be found when the first command arrives.
+    crate::auth::keys::Keyring::load(&plan.commands).map_err(fail)?;
+    Ok(plan)
 }
 
 fn parse_with_env(
@@ -455,6 +461,9 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         Some(v) => deserialize_at::<rules::RawAlarms>(v, "alarms", &mut issues),
         None => Some(rules::RawAlarms::default()),
     };
+    let raw_commands = table
+        .shift_remove("commands")
+        .and_then(|v| deserialize_at::<commands::RawCommands>(v, "commands", &mut issues));
     let raw_store = match table.shift_remove("store") {
         Some(v) => deserialize_at::<daemon::RawStore>(v, "store", &mut issues),
         None => Some(daemon::RawStore::default()),
@@ -594,6 +603,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
+    let commands = commands::resolve_commands(raw_commands, &mut issues);
     let state_directory = state_directory();
     let store =
         raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
@@ -631,6 +641,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             health,
             energy,
             energy_platform,
+            commands,
             warnings,
         }),
         _ => Err(issues.0),
