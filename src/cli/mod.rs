@@ -15,6 +15,7 @@ macro_rules! out {
 }
 
 mod alarms;
+mod audit;
 mod check;
 // A build without the `demo` feature has no embedded broker; its `demo` only says so.
 #[cfg_attr(not(feature = "demo"), path = "demo_unavailable.rs")]
@@ -23,6 +24,7 @@ mod export;
 mod read;
 mod replay;
 mod run;
+mod sign;
 mod simulate;
 mod upload;
 
@@ -100,6 +102,12 @@ enum Command {
     Export(export::Args),
     /// Upload a date range of energy-platform records from the ledger over HTTPS.
     Upload(upload::Args),
+    /// Sign a downlink command with an operator key: prints the topic and the payload.
+    Sign(sign::SignArgs),
+    /// Make an Ed25519 key pair for signing commands.
+    Keygen(sign::KeygenArgs),
+    /// List or verify the audit trail of downlink commands.
+    Audit(audit::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code.
@@ -130,6 +138,9 @@ pub fn main() -> ExitCode {
             Command::Export(args) => export::run(&args, cli.profiles_dir.as_deref()),
             Command::Upload(args) => runtime()
                 .and_then(|rt| rt.block_on(upload::run(&args, cli.profiles_dir.as_deref()))),
+            Command::Sign(args) => sign::sign(&args),
+            Command::Keygen(args) => sign::keygen(&args),
+            Command::Audit(args) => audit::run(&args, cli.profiles_dir.as_deref()),
         };
     match result {
         Ok(code) => code,
