@@ -24,6 +24,8 @@ mod acquire;
 mod alarms;
 mod architecture;
 mod cli;
+#[cfg(feature = "demo")]
+mod command_auth;
 mod config;
 #[cfg(feature = "demo")]
 mod daemon;
