@@ -15,6 +15,7 @@ use sha2::Sha256;
 
 use crate::config::ConfigIssue;
 use crate::config::commands::{Algorithm, Commands, KeySpec, Role};
+use crate::config::daemon::PasswordSource;
 
 /// Shortest HMAC secret accepted, in bytes: the tag's own strength.
 pub const MIN_HMAC_SECRET: usize = 32;
@@ -91,6 +92,34 @@ impl Keyring {
         }
         if issues.is_empty() {
             Ok(Self { keys })
+        } else {
+            Err(issues)
+        }
+    }
+
+    /// Reads every key of `[commands]` that can be read here, as `check`, a start and a
+    /// reload do: a key that cannot be read must stop them, not be found when the first
+    /// command arrives. Keys in systemd credentials are left out when `$CREDENTIALS_DIRECTORY`
+    /// is not set (a shell, not the service); their ids are returned.
+    ///
+    /// # Errors
+    /// One issue per key that cannot be read or parsed, naming the key id and the file.
+    pub fn check(commands: &Commands) -> Result<Vec<String>, Vec<ConfigIssue>> {
+        let outside_service = std::env::var_os("CREDENTIALS_DIRECTORY").is_none();
+        let mut skipped = Vec::new();
+        let mut issues = Vec::new();
+        for (i, spec) in commands.keys.iter().enumerate() {
+            if outside_service && matches!(spec.source, PasswordSource::Credential(_)) {
+                skipped.push(spec.id.clone());
+            } else if let Err(message) = read_key(spec) {
+                issues.push(ConfigIssue::new(
+                    format!("commands.keys[{i}]"),
+                    format!("key `{}`: {message}", spec.id),
+                ));
+            }
+        }
+        if issues.is_empty() {
+            Ok(skipped)
         } else {
             Err(issues)
         }

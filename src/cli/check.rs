@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::Plan;
+use crate::config::{ConfigErrors, Plan};
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,22 @@ pub(super) struct Args {
 pub(super) fn run(args: &Args, profiles_dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     match super::load(&args.config, profiles_dir) {
         Ok(plan) => {
+            let unchecked = match crate::auth::keys::Keyring::check(&plan.commands) {
+                Ok(unchecked) => unchecked,
+                Err(issues) => {
+                    let source_name = args.config.display().to_string();
+                    return Ok(super::config_failed(&ConfigErrors {
+                        source_name,
+                        issues,
+                    }));
+                }
+            };
+            for id in unchecked {
+                eprintln!(
+                    "warning: command key `{id}` is a systemd credential; it is checked when the \
+                     service starts (no $CREDENTIALS_DIRECTORY here)"
+                );
+            }
             if !args.quiet {
                 print_plan(&args.config, &plan);
             }

@@ -152,11 +152,7 @@ pub fn load_str(
     if let Some(dir) = extra_profiles {
         profiles.add_dir(dir).map_err(fail)?;
     }
-    let plan = resolve(table, &profiles).map_err(fail)?;
-    // The one part of loading that reads beyond the file: a command key that cannot be read
-    // must stop `check`, a start and a reload, not be found when the first command arrives.
-    crate::auth::keys::Keyring::load(&plan.commands).map_err(fail)?;
-    Ok(plan)
+    resolve(table, &profiles).map_err(fail)
 }
 
 fn parse_with_env(

@@ -551,4 +551,47 @@ fn issue_17_check_names_the_key_that_cannot_be_read() {
         err.contains("commands.keys[1]") && err.contains("key `eng2`") && err.contains("3 bytes"),
         "{err}"
     );
+    // The daemon does not start on it either.
+    let run = Command::new(bin()).arg("run").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(78), "{err}");
+    assert!(err.contains("key `ops1`"), "{err}");
+
+    // A systemd credential is checked where the service has it, and only named elsewhere.
+    let (_private, public) = key_pair_from_seed(&[4; 32]);
+    std::fs::write(dir.path().join("eng.pub"), format!("{public}\n")).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = text.split("[commands]").next().unwrap();
+    std::fs::write(
+        &path,
+        format!("{head}[commands]\n[[commands.keys]]\nid = \"eng\"\nrole = \"engineer\"\ncredential = \"eng.pub\"\n"),
+    )
+    .unwrap();
+    let check = |credentials: Option<&Path>| {
+        let mut c = Command::new(bin());
+        c.arg("check")
+            .arg("--quiet")
+            .arg(&path)
+            .env_remove("CREDENTIALS_DIRECTORY");
+        if let Some(dir) = credentials {
+            c.env("CREDENTIALS_DIRECTORY", dir);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check(Some(dir.path()));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = check(None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("command key `eng` is a systemd credential"),
+        "{err}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let (code, err) = check(Some(empty.path()));
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("key `eng`: cannot read"), "{err}");
 }
