@@ -78,6 +78,8 @@ pub enum Refusal {
     Replayed,
     /// Too many ids within the window to remember another.
     Flooded,
+    /// The gateway cannot read its keys: every command is refused until a reload.
+    Unavailable(String),
 }
 
 impl Refusal {
@@ -94,6 +96,7 @@ impl Refusal {
             Self::Future { .. } => "future",
             Self::Replayed => "replayed",
             Self::Flooded => "flooded",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 
@@ -136,6 +139,7 @@ impl Refusal {
             Self::Flooded => {
                 format!("refused `{name}`: more than {MAX_SEEN} commands within the replay window")
             }
+            Self::Unavailable(why) => format!("refused `{name}`: {why}"),
         }
     }
 }
@@ -235,7 +239,7 @@ impl Gate {
         };
         let keys = match &self.keys {
             Ok(k) => k,
-            Err(why) => return Err(refuse(Refusal::Malformed(why.clone()))),
+            Err(why) => return Err(refuse(Refusal::Unavailable(why.clone()))),
         };
         let Some(key) = keys.get(&envelope.key) else {
             return Err(refuse(Refusal::UnknownKey));

@@ -70,10 +70,18 @@ pub(super) fn refusal_reply(refused: &Refused, name: &str, window_ms: i64) -> Ve
     let message = refused
         .reason
         .message(name, refused.key.as_deref(), window_ms);
-    let reply = commands::error_reply(&refused.id, &message);
+    mark_refused(
+        commands::error_reply(&refused.id, &message),
+        refused.reason.kind(),
+    )
+}
+
+/// Adds `"refused":kind` to an error reply, so that every refusal names its reason the same
+/// way.
+pub(super) fn mark_refused(reply: Vec<u8>, kind: &str) -> Vec<u8> {
     match serde_json::from_slice::<Json>(&reply) {
         Ok(Json::Object(mut map)) => {
-            map.insert("refused".into(), Json::from(refused.reason.kind()));
+            map.insert("refused".into(), Json::from(kind));
             Json::Object(map).to_string().into_bytes()
         }
         _ => reply,

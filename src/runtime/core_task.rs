@@ -453,13 +453,10 @@ impl Core {
         let (reply, event) = if d.retained {
             // Refused whatever it says (see `parse_downlink`), before any signature is checked.
             refused = Some("retained");
-            match commands::parse_downlink(&d.name, &d.payload, true) {
-                Err(reply) => (reply, None),
-                Ok(_) => (
-                    commands::error_reply(&serde_json::Value::Null, "retained"),
-                    None,
-                ),
-            }
+            let reply = commands::parse_downlink(&d.name, &d.payload, true)
+                .err()
+                .unwrap_or_else(|| commands::error_reply(&serde_json::Value::Null, "retained"));
+            (command_auth::mark_refused(reply, "retained"), None)
         } else {
             let restored = self.auth.restore(&self.store, now.0).await;
             match restored.map(|()| self.auth.gate.admit(prefix, &d.name, &d.payload, now.0)) {
@@ -485,10 +482,11 @@ impl Core {
                 }
                 Err(why) => {
                     refused = Some("unavailable");
-                    (
-                        commands::error_reply(&serde_json::Value::Null, &format!("refused: {why}")),
-                        None,
-                    )
+                    let reply = commands::error_reply(
+                        &serde_json::Value::Null,
+                        &format!("refused `{}`: {why}", super::log_limit::peer_text(&d.name)),
+                    );
+                    (command_auth::mark_refused(reply, "unavailable"), None)
                 }
             }
         };
