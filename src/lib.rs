@@ -11,6 +11,7 @@
 //!
 //! Module map:
 //! - [`model`]: plain data that crosses stage boundaries (names, values, quality, samples).
+//! - [`auth`]: the signed downlink command channel: keys, roles, the replay window.
 //! - [`config`]: raw file → pure `resolve` (all issues at once) → typed [`config::Plan`].
 //! - [`decode`]: pure registers ↔ values codec.
 //! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
@@ -33,6 +34,7 @@
 //! - [`cli`]: the command line, the only module that prints.
 
 pub mod acquire;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

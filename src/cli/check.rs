@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::config::Plan;
+use crate::config::{ConfigErrors, Plan};
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +23,22 @@ pub(super) fn run(
 ) -> anyhow::Result<ExitCode> {
     match super::load(config, profiles_dir) {
         Ok(plan) => {
+            let unchecked = match crate::auth::keys::Keyring::check(&plan.commands) {
+                Ok(unchecked) => unchecked,
+                Err(issues) => {
+                    let source_name = config.display().to_string();
+                    return Ok(super::config_failed(&ConfigErrors {
+                        source_name,
+                        issues,
+                    }));
+                }
+            };
+            for id in unchecked {
+                eprintln!(
+                    "warning: command key `{id}` is a systemd credential; it is checked when the \
+                     service starts (no $CREDENTIALS_DIRECTORY here)"
+                );
+            }
             if !args.quiet {
                 print_plan(config, &plan);
             }

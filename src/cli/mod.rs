@@ -21,6 +21,7 @@ macro_rules! out {
 }
 
 mod alarms;
+mod audit;
 mod backup;
 mod check;
 // A build without the `demo` feature has no embedded broker; its `demo` only says so.
@@ -30,6 +31,7 @@ mod export;
 mod read;
 mod replay;
 mod run;
+mod sign;
 mod simulate;
 mod upload;
 
@@ -136,6 +138,12 @@ enum Command {
     Upload(upload::Args),
     /// Copy a state file consistently, WAL included, while the daemon keeps running.
     Backup(backup::Args),
+    /// Sign a downlink command with an operator key: prints the topic and the payload.
+    Sign(sign::SignArgs),
+    /// Make an Ed25519 key pair for signing commands.
+    Keygen(sign::KeygenArgs),
+    /// List or verify the audit trail of downlink commands.
+    Audit(audit::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code ([`AFTER_HELP`] lists them).
@@ -180,6 +188,9 @@ pub fn main() -> ExitCode {
         Command::Upload(args) => runtime()
             .and_then(|rt| rt.block_on(upload::run(&args, &config.or_default(), profiles_dir))),
         Command::Backup(args) => backup::run(&args),
+        Command::Sign(args) => sign::sign(&args),
+        Command::Keygen(args) => sign::keygen(&args),
+        Command::Audit(args) => audit::run(&args, &config.or_default(), profiles_dir),
     };
     match result {
         Ok(code) => code,

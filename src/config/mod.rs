@@ -6,6 +6,7 @@
 //! typo in one is reported together with the problems of all the others.
 
 pub mod benchmarks;
+pub mod commands;
 pub mod daemon;
 mod describe;
 pub mod energy;
@@ -63,6 +64,7 @@ const SECTIONS: &[&str] = &[
     "benchmarks",
     "savings",
     "energy_platform",
+    "commands",
 ];
 
 /// Where environment overrides come from.
@@ -456,6 +458,9 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         Some(v) => deserialize_at::<rules::RawAlarms>(v, "alarms", &mut issues),
         None => Some(rules::RawAlarms::default()),
     };
+    let raw_commands = table
+        .shift_remove("commands")
+        .and_then(|v| deserialize_at::<commands::RawCommands>(v, "commands", &mut issues));
     let raw_store = match table.shift_remove("store") {
         Some(v) => deserialize_at::<daemon::RawStore>(v, "store", &mut issues),
         None => Some(daemon::RawStore::default()),
@@ -601,6 +606,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
     let alarm_policy = raw_alarms.map(|a| rules::AlarmPolicy {
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
+    let commands = commands::resolve_commands(raw_commands, &mut issues);
     let state_directory = state_directory();
     let store =
         raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
@@ -638,6 +644,7 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
             health,
             energy,
             energy_platform,
+            commands,
             warnings,
         }),
         _ => Err(issues.0),

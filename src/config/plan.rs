@@ -40,6 +40,8 @@ pub struct Plan {
     pub energy: super::energy::Energy,
     /// Records for the national energy-monitoring platform; `None` when not configured.
     pub energy_platform: Option<super::platform::EnergyPlatform>,
+    /// Who may send downlink commands (`[commands]`).
+    pub commands: super::commands::Commands,
     /// Settings that work but expose the plant (`check` prints them, `run` logs them); with
     /// `[gateway] strict_security = true` they are errors instead and never get here.
     pub warnings: Vec<super::ConfigIssue>,

@@ -92,6 +92,9 @@ pub struct Request {
 #[serde(deny_unknown_fields)]
 struct Body {
     id: Option<Json>,
+    /// When a signed command was signed; checked by [`crate::auth`] before parsing.
+    #[serde(rename = "ts")]
+    _ts: Option<Json>,
     alarm: Option<String>,
     duration: Option<String>,
     device: Option<String>,

@@ -11,6 +11,7 @@ use tokio::sync::{Notify as Wake, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::command_auth::{self, Audited, CommandAuth};
 use super::commands;
 use super::metrics::{AlarmGauges, EnergyEventCounts};
 use crate::clock::Clock;
@@ -128,6 +129,8 @@ pub(super) struct Core {
     /// Energy-platform records from the ledger, when a sink takes them.
     pub(super) recorder: Option<Recorder>,
     pub(super) clock: Arc<dyn Clock>,
+    /// Who may send which downlink command, and the ids seen in the replay window.
+    pub(super) auth: CommandAuth,
 }
 
 /// What ends a core's input wait.
@@ -495,13 +498,65 @@ impl Core {
     async fn downlink(&mut self, d: &Downlink) {
         let now = self.clock.now();
         let mut drafts = Vec::new();
-        let (reply, event) = match commands::parse_downlink(&d.name, &d.payload, d.retained) {
-            Ok(req) => self.carry_out(&req, now, &mut drafts).await,
-            Err(reply) => {
-                commands::log_refused(&d.name, &reply);
-                (reply, None)
+        let prefix = self
+            .plan
+            .mqtt
+            .iter()
+            .find(|m| m.name.as_str() == d.sink)
+            .map_or("", |m| m.topic_prefix.as_str());
+        let mut key = None;
+        let mut refused = None;
+        let mut seen = None;
+        let (reply, event) = if d.retained {
+            // Refused whatever it says (see `parse_downlink`), before any signature is checked.
+            refused = Some("retained");
+            let reply = commands::parse_downlink(&d.name, &d.payload, true)
+                .err()
+                .unwrap_or_else(|| commands::error_reply(&serde_json::Value::Null, "retained"));
+            (command_auth::mark_refused(reply, "retained"), None)
+        } else {
+            let restored = self.auth.restore(&self.store, now.0).await;
+            match restored.map(|()| self.auth.gate.admit(prefix, &d.name, &d.payload, now.0)) {
+                Ok(Ok(admitted)) => {
+                    key = admitted.key.map(|(id, _role)| id);
+                    seen = admitted.seen;
+                    match commands::parse(&d.name, &admitted.command) {
+                        Ok(req) => self.carry_out(&req, now, &mut drafts).await,
+                        Err(reply) => {
+                            commands::log_refused(&d.name, &reply);
+                            (reply, None)
+                        }
+                    }
+                }
+                Ok(Err(no)) => {
+                    command_auth::log_refusal(&d.name, &no);
+                    refused = Some(no.reason.kind());
+                    key = no.key.clone();
+                    (
+                        command_auth::refusal_reply(&no, &d.name, self.auth.gate.window_ms()),
+                        None,
+                    )
+                }
+                Err(why) => {
+                    refused = Some("unavailable");
+                    let reply = commands::error_reply(
+                        &serde_json::Value::Null,
+                        &format!("refused `{}`: {why}", super::log_limit::peer_text(&d.name)),
+                    );
+                    (command_auth::mark_refused(reply, "unavailable"), None)
+                }
             }
         };
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", d.sink),
+            name: &d.name,
+            key: key.as_deref(),
+            refused,
+            payload: &d.payload,
+            reply: &reply,
+        };
+        self.audit(&audited, seen, &mut drafts).await;
         let mut answer = Draft::wire(
             format!("cmd/{}/reply", d.name),
             format!("cmd/{}", d.name),
@@ -513,6 +568,30 @@ impl Core {
         drafts.push(answer);
         let events: Vec<AlarmEvent> = event.into_iter().collect();
         self.store_all(drafts, &events, now).await;
+    }
+
+    /// Appends a command's row to the audit trail (with the id it used, for the replay
+    /// window) and queues the row for `{prefix}/audit` on every JSON sink.
+    async fn audit(
+        &self,
+        audited: &Audited<'_>,
+        seen: Option<crate::store::SeenId>,
+        drafts: &mut Vec<Draft>,
+    ) {
+        let oldest = audited.now_ms - self.auth.gate.window_ms();
+        match self.store.audit(audited.entry(), seen, oldest).await {
+            Ok((row, prev)) => {
+                drafts.push(Draft::wire(
+                    "audit".into(),
+                    "audit".into(),
+                    &row.message(&prev),
+                    false,
+                ));
+            }
+            Err(err) => {
+                error!(error = %err, command = %super::log_limit::peer_text(audited.name), "Cannot append a command to the audit trail.");
+            }
+        }
     }
 
     /// Carries out a parsed command: `upload` here (it needs the ledger and the platform
@@ -608,20 +687,35 @@ impl Core {
         let mut answers = Vec::with_capacity(commands.len());
         let mut drafts = Vec::new();
         for c in commands {
-            let reply = match serde_json::from_str::<QueuedCommand>(&c.body) {
+            let (name, reply) = match serde_json::from_str::<QueuedCommand>(&c.body) {
                 Ok(q) => match commands::parse(&q.name, q.payload.to_string().as_bytes()) {
                     Ok(req) => {
                         let (reply, event) = self.carry_out(&req, now, &mut drafts).await;
                         events.extend(event);
-                        reply
+                        (q.name, reply)
                     }
-                    Err(reply) => reply,
+                    Err(reply) => (q.name, reply),
                 },
-                Err(e) => commands::error_reply(
-                    &serde_json::Value::Null,
-                    &format!("unreadable queued command: {e}"),
+                Err(e) => (
+                    String::new(),
+                    commands::error_reply(
+                        &serde_json::Value::Null,
+                        &format!("unreadable queued command: {e}"),
+                    ),
                 ),
             };
+            // `plantwatch alarms` needs write access to the state file, so it is not signed;
+            // it is audited like the downlink.
+            let audited = Audited {
+                now_ms: now.0,
+                source: "local".into(),
+                name: &name,
+                key: None,
+                refused: None,
+                payload: c.body.as_bytes(),
+                reply: &reply,
+            };
+            self.audit(&audited, None, &mut drafts).await;
             answers.push((c.id, String::from_utf8_lossy(&reply).into_owned()));
         }
         self.store_all(drafts, &events, now).await;

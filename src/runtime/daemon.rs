@@ -81,12 +81,21 @@ fn log_warnings(plan: &Plan) {
 }
 
 fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
-    match &opts.config {
+    let plan = match &opts.config {
         ConfigSource::File(path) => {
             crate::config::load_file(path, &EnvOverrides::Process, opts.profiles_dir.as_deref())
         }
         ConfigSource::Fixed(plan) => Ok((**plan).clone()),
-    }
+    }?;
+    // A command key that cannot be read stops a start and a reload, like any config error.
+    crate::auth::keys::Keyring::check(&plan.commands).map_err(|issues| ConfigErrors {
+        source_name: match &opts.config {
+            ConfigSource::File(path) => path.display().to_string(),
+            ConfigSource::Fixed(_) => "<embedded>".to_owned(),
+        },
+        issues,
+    })?;
+    Ok(plan)
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

@@ -19,6 +19,7 @@
 //!
 //! Invariant: nothing here mutates the process environment.
 
+mod command_auth;
 pub mod commands;
 pub mod core_task;
 pub mod daemon;

@@ -318,6 +318,7 @@ impl Generation {
             recorder: recorder(&plan, &queues, &saved.platform, clock.now()),
             sinks: queues.clone(),
             clock: clock.clone(),
+            auth: super::command_auth::CommandAuth::new(&plan.commands),
         };
         // Ends when every link has dropped its sender and the channel is drained, or when its
         // token is cancelled (a reload, or the grace period of a shutdown is over).

@@ -29,6 +29,7 @@
 //!   back under 90 % of the bound).
 
 pub mod alarms;
+pub mod audit;
 pub mod health;
 pub mod ledger;
 pub mod lock;
@@ -52,6 +53,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, trace, warn};
 
 pub use alarms::{AlarmRow, CommandRow};
+pub use audit::{AuditEntry, AuditRow, SeenId};
 pub use health::{Loss, StoreHealth};
 pub use outbox::{
     DEFAULT_QUEUE, OutboxMessage, OutboxRow, OutboxStats, QueueId, QueueSize, RowId, Span,
@@ -375,6 +377,16 @@ enum Request {
         answers: Vec<(i64, String)>,
         reply: Reply<()>,
     },
+    Audit {
+        // Boxed: the row is far larger than the other requests.
+        append: Box<(AuditEntry, Option<SeenId>)>,
+        prune_before_ms: i64,
+        reply: Reply<(AuditRow, String)>,
+    },
+    SeenIds {
+        since_ms: i64,
+        reply: Reply<Vec<SeenId>>,
+    },
 }
 
 impl Request {
@@ -389,6 +401,7 @@ impl Request {
                 | Self::SaveIntervals { .. }
                 | Self::SaveEnergyEvents { .. }
                 | Self::AnswerCommands { .. }
+                | Self::Audit { .. }
         )
     }
 
@@ -468,6 +481,18 @@ impl Request {
             Self::SaveEnergyEvents { rows, reply } => {
                 finish(reply, ledger::save_events(conn, &rows), path)
             }
+            Self::Audit {
+                append,
+                prune_before_ms,
+                reply,
+            } => finish(
+                reply,
+                audit::append(conn, &append.0, append.1.as_ref(), prune_before_ms),
+                path,
+            ),
+            Self::SeenIds { since_ms, reply } => {
+                finish(reply, audit::seen_since(conn, since_ms), path)
+            }
         }
     }
 
@@ -491,6 +516,8 @@ impl Request {
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::SaveEnergyEvents { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
+            Self::Audit { reply, .. } => Done::new(reply, None),
+            Self::SeenIds { reply, .. } => Done::new(reply, None),
         }
     }
 }
@@ -1572,6 +1599,8 @@ impl std::fmt::Debug for Request {
             Self::SaveIntervals { .. } => "SaveIntervals",
             Self::SaveEnergyEvents { .. } => "SaveEnergyEvents",
             Self::AnswerCommands { .. } => "AnswerCommands",
+            Self::Audit { .. } => "Audit",
+            Self::SeenIds { .. } => "SeenIds",
         };
         f.write_str(name)
     }
@@ -1803,6 +1832,35 @@ impl StoreHandle {
     /// A SQLite error, or [`StoreError::Closed`].
     pub async fn answer_commands(&self, answers: Vec<(i64, String)>) -> Result<(), StoreError> {
         self.call(|reply| Request::AnswerCommands { answers, reply })
+            .await
+    }
+
+    /// Appends `entry` to the audit trail and, for an accepted signed command, remembers its
+    /// id (forgetting those signed before `prune_before_ms`), in one transaction. Returns the
+    /// row and the hash of the row before it.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn audit(
+        &self,
+        entry: AuditEntry,
+        seen: Option<SeenId>,
+        prune_before_ms: i64,
+    ) -> Result<(AuditRow, String), StoreError> {
+        self.call(|reply| Request::Audit {
+            append: Box::new((entry, seen)),
+            prune_before_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// The command ids accepted with a `ts` at or after `since_ms`.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn seen_ids(&self, since_ms: i64) -> Result<Vec<SeenId>, StoreError> {
+        self.call(|reply| Request::SeenIds { since_ms, reply })
             .await
     }
 

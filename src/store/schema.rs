@@ -102,6 +102,19 @@ const MIGRATIONS: &[&str] = &[
          inferred_max REAL,
          PRIMARY KEY (meter, at_ms, kind)
      ) WITHOUT ROWID;",
+    // 8: the tamper-evident audit trail of downlink commands, and the command ids accepted
+    // within the replay window (see audit.rs).
+    "CREATE TABLE audit (
+         seq  INTEGER PRIMARY KEY,
+         body TEXT    NOT NULL,
+         hash TEXT    NOT NULL
+     );
+     CREATE TABLE command_ids (
+         key   TEXT    NOT NULL,
+         id    TEXT    NOT NULL,
+         ts_ms INTEGER NOT NULL,
+         PRIMARY KEY (key, id)
+     ) WITHOUT ROWID;",
 ];
 
 /// The tables every file at [`VERSION`] has; a file without one of them is not what its
@@ -116,6 +129,8 @@ const TABLES: &[&str] = &[
     "energy_intervals",
     "outbox_queues",
     "energy_events",
+    "audit",
+    "command_ids",
 ];
 
 /// The schema version this build writes.

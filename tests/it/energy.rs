@@ -635,7 +635,7 @@ max_rate_per_hour = 50.0
         .unwrap();
         let config = config.to_str().unwrap();
 
-        let (ok, _, err) = run(&["check", "--quiet", config]);
+        let (ok, _, err) = run(&["check", "--quiet", "--config", config]);
         assert!(ok, "{err}");
         assert!(
             err.contains("warning: meters[1].register_max: `m-decade.e` is a float counter"),

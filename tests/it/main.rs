@@ -25,6 +25,8 @@ mod alarms;
 mod architecture;
 mod cli;
 #[cfg(feature = "demo")]
+mod command_auth;
+#[cfg(feature = "demo")]
 mod compact;
 mod config;
 #[cfg(feature = "demo")]
