@@ -4,7 +4,7 @@
 //! `PLANTWATCH_CONFIG`, or `/etc/plantwatch/plantwatch.toml`), accepted before or after the
 //! subcommand and its other flags. The positional config of `check`, `run`, `read`, `replay`
 //! and `simulate` still works for one release, with a warning. Every outcome maps to one
-//! documented exit status ([`EXIT_STATUSES`]).
+//! documented exit status (listed in `plantwatch --help`).
 
 #![allow(
     clippy::print_stdout,
@@ -146,7 +146,7 @@ enum Command {
     Audit(audit::Args),
 }
 
-/// Runs the CLI and maps the outcome to an exit code ([`AFTER_HELP`] lists them).
+/// Runs the CLI and maps the outcome to an exit code (`plantwatch --help` lists them).
 pub fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
