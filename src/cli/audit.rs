@@ -35,23 +35,12 @@ enum Action {
     Verify,
 }
 
-fn state_path(args: &Args, config: &Path, profiles_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(s) = &args.state {
-        return Ok(s.clone());
-    }
-    match super::load(config, profiles_dir) {
-        Ok(plan) => Ok(plan.store.path),
-        Err(errors) => Err(anyhow::Error::new(errors)
-            .context("the config names the state file (or give --state FILE)")),
-    }
-}
-
 pub(super) fn run(
     args: &Args,
     config: &Path,
     profiles_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let path = state_path(args, config, profiles_dir)?;
+    let path = super::state_file(args.state.as_deref(), config, profiles_dir)?;
     match args.action {
         Action::List { last } => {
             for row in audit::list(&path, last).map_err(anyhow::Error::msg)? {

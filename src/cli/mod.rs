@@ -380,6 +380,23 @@ fn load(
     crate::config::load_file(path, &EnvOverrides::Process, profiles_dir)
 }
 
+/// The state file a command that reads it uses: `--state FILE` when given (e.g. a copy), else
+/// the one the config names.
+fn state_file(
+    state: Option<&std::path::Path>,
+    config: &std::path::Path,
+    profiles_dir: Option<&std::path::Path>,
+) -> anyhow::Result<PathBuf> {
+    if let Some(s) = state {
+        return Ok(s.to_path_buf());
+    }
+    match load(config, profiles_dir) {
+        Ok(plan) => Ok(plan.store.path),
+        Err(errors) => Err(anyhow::Error::new(errors)
+            .context("the config names the state file (or give --state FILE)")),
+    }
+}
+
 /// The config path when none is given.
 fn default_config() -> PathBuf {
     crate::config::default_path()
