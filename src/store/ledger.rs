@@ -182,56 +182,29 @@ pub fn events(
     for meter in meters {
         let rows = stmt.query_map(params![meter, from_ms, to_ms], |r| {
             let kind: String = r.get(2)?;
-            Ok((
-                kind,
-                r.get(0)?,
-                r.get(1)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-                r.get(11)?,
-            ))
-        })?;
-        for row in rows {
-            let (
-                kind,
-                meter,
-                at_ms,
-                device,
-                point,
-                unit,
-                from_ms,
-                before,
-                after,
-                booked,
-                unattributed,
-                inferred_max,
-            ) = row?;
             // A kind this build does not know comes from a newer one: left out, not guessed.
             let Some(kind) = EventKind::parse(&kind) else {
-                continue;
+                return Ok(None);
             };
-            out.push(LedgerEvent {
-                meter,
-                device,
-                point,
-                unit,
+            Ok(Some(LedgerEvent {
+                meter: r.get(0)?,
+                device: r.get(3)?,
+                point: r.get(4)?,
+                unit: r.get(5)?,
                 event: CounterEvent {
                     kind,
-                    at_ms,
-                    from_ms,
-                    before,
-                    after,
-                    booked,
-                    unattributed,
-                    inferred_max,
+                    at_ms: r.get(1)?,
+                    from_ms: r.get(6)?,
+                    before: r.get(7)?,
+                    after: r.get(8)?,
+                    booked: r.get(9)?,
+                    unattributed: r.get(10)?,
+                    inferred_max: r.get(11)?,
                 },
-            });
+            }))
+        })?;
+        for row in rows {
+            out.extend(row?);
         }
     }
     out.sort_by(|a, b| (a.event.at_ms, &a.meter).cmp(&(b.event.at_ms, &b.meter)));
