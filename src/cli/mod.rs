@@ -24,6 +24,8 @@ mod alarms;
 mod audit;
 mod backup;
 mod check;
+// Commissioning without a config: `read --host`/`--serial` and `scan`.
+mod direct;
 // A build without the `demo` feature has no embedded broker; its `demo` only says so.
 #[cfg_attr(not(feature = "demo"), path = "demo_unavailable.rs")]
 mod demo;
@@ -31,6 +33,7 @@ mod export;
 mod read;
 mod replay;
 mod run;
+mod scan;
 mod sign;
 mod simulate;
 mod upload;
@@ -118,6 +121,8 @@ enum Command {
     Check(check::Args),
     /// Poll one device once and print every point with value, unit and quality.
     Read(read::Args),
+    /// Find the unit ids (and serial settings) that answer on a TCP gateway or a serial bus.
+    Scan(scan::Args),
     /// Run the daemon: poll, store every sample in the outbox, deliver over MQTT.
     Run(run::Args),
     /// Serve simulated Modbus devices (profiles or a config's devices) with injectable faults.
@@ -170,6 +175,10 @@ pub fn main() -> ExitCode {
         Command::Check(args) => config
             .resolve("check", args.positional_config.as_deref())
             .and_then(|c| check::run(&args, &c, profiles_dir)),
+        Command::Read(args) if args.is_direct() => {
+            runtime().and_then(|rt| rt.block_on(read::run_direct(&args)))
+        }
+        Command::Scan(args) => runtime().and_then(|rt| rt.block_on(scan::run(&args))),
         Command::Read(args) => config
             .resolve("read", args.positional_config())
             .and_then(|c| runtime()?.block_on(read::run(&args, &c, profiles_dir))),

@@ -5,39 +5,74 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::acquire::link::{Connection, ReadResult};
+use super::direct::{self, Endpoint, ParityArg, Reply, SerialLine};
+use crate::acquire::link::Connection;
 use crate::acquire::poll_once;
 use crate::clock::SystemClock;
-use crate::config::plan::Function;
-use crate::decode::{ByteOrder, Codec, DataType, decode};
+use crate::config::plan::{Function, Link};
+use crate::decode::{ByteOrder, DataType};
 use crate::model::Value;
 
 /// Arguments of `read`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Exits 69 when the device did not answer or no point came back good (every one bad or timed
-out), so scripts can tell a dead device from a live one.
+Without a config, --host or --serial reaches a device directly; --register names what to read
+(a Modicon number: 40001 is the first holding register, 30001 the first input register,
+10001 a discrete input, 1 a coil). With --type the value is shown in that type and --order;
+without it, four registers are shown as every type in all four byte orders, so the cell that
+matches the meter's display tells which `type` and `order` to write in the config.
+
+Exits 69 when the device did not answer, answered with an exception, or no point came back
+good (every one bad or timed out), so scripts can tell a dead device from a live one.
 
 Examples:
   plantwatch read -c plantwatch.toml main-meter
-  plantwatch read -c plantwatch.toml main-meter --probe 0x2006")]
+  plantwatch read -c plantwatch.toml main-meter --probe 0x2006
+  plantwatch read --host 192.168.1.20 --unit 1 --register 48199 --type f32 --order cdab
+  plantwatch read --serial /dev/ttyUSB0 --baud 9600 --parity even --unit 3 --register 30001")]
 pub(super) struct Args {
     /// The device to poll (its `name` in the config).
-    #[arg(value_name = "DEVICE")]
-    first: String,
+    #[arg(value_name = "DEVICE", required_unless_present_any = ["host", "serial"],
+          conflicts_with_all = ["host", "serial"])]
+    first: Option<String>,
     /// The device, when the deprecated `read CONFIG DEVICE` form put the config first.
     #[arg(hide = true)]
     second: Option<String>,
     /// Instead of the device's points, read 4 registers at this 0-based address (decimal or
     /// 0x hex) and show them as every type in all four byte/word orders.
-    #[arg(long, value_name = "ADDRESS", value_parser = parse_address)]
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_address, conflicts_with = "register")]
     probe: Option<u16>,
     /// Print the samples as one JSON object (for scripts and interop tests).
-    #[arg(long, conflicts_with = "probe")]
+    #[arg(long, conflicts_with_all = ["probe", "host", "serial"])]
     json: bool,
     /// Table for --probe.
     #[arg(long, value_enum, default_value_t = ProbeTable::Holding)]
     table: ProbeTable,
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// The unit id (slave address) of the device given by --host or --serial.
+    #[arg(long, value_name = "ID", default_value_t = 1, requires = "Endpoint")]
+    unit: u8,
+    /// With --host or --serial: the Modicon register to read (40001, 30001, 10001, 1).
+    #[arg(long, value_name = "NUMBER", value_parser = direct::parse_register, requires = "Endpoint")]
+    register: Option<(Function, u16)>,
+    /// Show the register as this type (u16, i16, u32, i32, f32, u64, i64, f64, bcd16, bcd32).
+    #[arg(long = "type", value_name = "TYPE", value_parser = direct::parse_type, requires = "register")]
+    data_type: Option<DataType>,
+    /// The byte order of --type: ABCD (big-endian), CDAB (words swapped), BADC, DCBA.
+    #[arg(long, value_name = "ORDER", value_parser = direct::parse_order, default_value = "ABCD",
+          requires = "data_type")]
+    order: ByteOrder,
+    /// Baud rate of --serial.
+    #[arg(long, default_value_t = 9600, requires = "serial")]
+    baud: u32,
+    /// Parity of --serial.
+    #[arg(long, value_enum, default_value_t = ParityArg::None, requires = "serial")]
+    parity: ParityArg,
+    /// Stop bits of --serial.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2),
+          requires = "serial")]
+    stop_bits: u8,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -58,15 +93,36 @@ fn parse_address(s: &str) -> Result<u16, String> {
     })
 }
 
+impl ProbeTable {
+    fn function(self) -> Function {
+        match self {
+            ProbeTable::Holding => Function::Holding,
+            ProbeTable::Input => Function::Input,
+        }
+    }
+}
+
 impl Args {
     /// The config of the deprecated `read CONFIG DEVICE` form.
     pub(super) fn positional_config(&self) -> Option<&Path> {
-        self.second.is_some().then(|| Path::new(&self.first))
+        self.second
+            .is_some()
+            .then_some(self.first.as_deref())
+            .flatten()
+            .map(Path::new)
     }
 
     /// The device to poll.
     fn device(&self) -> &str {
-        self.second.as_deref().unwrap_or(&self.first)
+        self.second
+            .as_deref()
+            .or(self.first.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Whether the device is given by --host or --serial, without a config.
+    pub(super) fn is_direct(&self) -> bool {
+        self.endpoint.is_given()
     }
 }
 
@@ -90,15 +146,11 @@ pub(super) async fn run(
     })?;
     let link = &plan.links[device.link];
     if let Some(address) = args.probe {
-        let function = match args.table {
-            ProbeTable::Holding => Function::Holding,
-            ProbeTable::Input => Function::Input,
-        };
         return probe(
             link.clone(),
             device.unit_id,
             device.timeout,
-            function,
+            args.table.function(),
             address,
         )
         .await;
@@ -172,101 +224,157 @@ fn outcome(answered: bool, samples: &[crate::model::PointSample]) -> ExitCode {
 }
 
 async fn probe(
-    link: crate::config::plan::Link,
+    link: Link,
     unit: u8,
     timeout: std::time::Duration,
     function: Function,
     address: u16,
 ) -> anyhow::Result<ExitCode> {
-    let unavailable = |e| super::failure(super::EX_UNAVAILABLE, e);
     let mut conn = Connection::new(link);
-    conn.ensure_open()
-        .await
-        .map_err(|e| unavailable(anyhow::Error::new(e)))?;
-    // Four registers cover 64-bit types; near the end of a map the device may refuse, so shrink.
-    let mut words = None;
-    for count in [4u16, 2, 1] {
-        match conn.read(unit, function, address, count, timeout).await {
-            ReadResult::Words(w) => {
-                words = Some(w);
-                break;
-            }
-            ReadResult::Exception(2) => {}
-            ReadResult::Exception(code) => {
-                anyhow::bail!("device answered exception {code:02} at {address:#06x}")
-            }
-            ReadResult::Timeout => {
-                return Err(unavailable(anyhow::anyhow!(
-                    "no answer from unit {unit} within {} ms",
-                    timeout.as_millis()
-                )));
-            }
-            ReadResult::Failed(e) => {
-                return Err(unavailable(anyhow::anyhow!("link failed: {e}")));
-            }
-            ReadResult::Bits(_) => anyhow::bail!("unexpected bit response"),
-        }
-        if !conn.is_open() {
-            conn.ensure_open()
-                .await
-                .map_err(|e| unavailable(anyhow::Error::new(e)))?;
-        }
-    }
-    let words = words
-        .with_context(|| format!("device refused every read at {address:#06x} (exception 02)"))?;
-    let hex: Vec<String> = words.iter().map(|w| format!("{w:04X}")).collect();
+    let words = answer(
+        direct::read_shrinking(
+            &mut conn,
+            unit,
+            function,
+            address,
+            direct::PROBE_REGISTERS,
+            timeout,
+        )
+        .await,
+        unit,
+        function,
+        address,
+        timeout,
+    )?;
     out!(
         "fc{:02} {address:#06x}: {} ({} registers)",
         function.code(),
-        hex.join(" "),
+        direct::hex(&words),
         words.len()
     );
-    out!(
-        "{:<7} {:>22} {:>22} {:>22} {:>22}",
-        "TYPE",
-        "ABCD",
-        "CDAB",
-        "BADC",
-        "DCBA"
-    );
-    let types = [
-        DataType::U16,
-        DataType::I16,
-        DataType::U32,
-        DataType::I32,
-        DataType::F32,
-        DataType::U64,
-        DataType::I64,
-        DataType::F64,
-        DataType::Bcd16,
-        DataType::Bcd32,
-    ];
-    for ty in types {
-        if usize::from(ty.registers(1)) > words.len() {
-            continue;
-        }
-        let cells: Vec<String> = ByteOrder::ALL
-            .iter()
-            .map(|&order| {
-                let codec = Codec {
-                    order,
-                    ..Codec::plain(ty)
-                };
-                decode(&words, &codec).map_or_else(
-                    |e| format!("({e})").chars().take(22).collect(),
-                    |v| v.to_string(),
-                )
-            })
-            .collect();
-        out!(
-            "{:<7} {:>22} {:>22} {:>22} {:>22}",
-            ty.name(),
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3]
-        );
+    for line in direct::probe_table(&words) {
+        out!("{line}");
     }
     out!("Pick the cell that matches the meter's display; set `type` and `order` on the point.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `read --host`/`--serial`: one register of a device that no config describes yet.
+pub(super) async fn run_direct(args: &Args) -> anyhow::Result<ExitCode> {
+    let line = SerialLine {
+        baud: args.baud,
+        parity: args.parity.into(),
+        stop_bits: args.stop_bits,
+    };
+    let link = args
+        .endpoint
+        .link(line)
+        .context("give --host or --serial")?;
+    let (function, address) = match (args.register, args.probe) {
+        (Some(register), _) => register,
+        (None, Some(address)) => (args.table.function(), address),
+        (None, None) => {
+            return Err(super::usage(
+                "say what to read: --register NUMBER (40001 is the first holding register)",
+            ));
+        }
+    };
+    out!(
+        "{} unit {}: {} (fc{:02} address {address})",
+        args.endpoint.describe(line),
+        args.unit,
+        modicon_name(function, address),
+        function.code()
+    );
+    let timeout = args.endpoint.timeout();
+    if function.is_bits() {
+        let mut conn = Connection::new(link);
+        let bits = answer(
+            direct::read_shrinking(&mut conn, args.unit, function, address, 1, timeout).await,
+            args.unit,
+            function,
+            address,
+            timeout,
+        )?;
+        out!(
+            "{}",
+            if bits.first() == Some(&1) {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(data_type) = args.data_type else {
+        return probe(link, args.unit, timeout, function, address).await;
+    };
+    let mut conn = Connection::new(link);
+    let count = data_type.registers(1);
+    let words = answer(
+        direct::read_shrinking(&mut conn, args.unit, function, address, count, timeout).await,
+        args.unit,
+        function,
+        address,
+        timeout,
+    )?;
+    if words.len() < usize::from(count) {
+        return Err(super::failure(
+            super::EX_UNAVAILABLE,
+            anyhow::anyhow!(
+                "{data_type} needs {count} registers; the device gave {} at {}",
+                words.len(),
+                modicon_name(function, address)
+            ),
+        ));
+    }
+    out!("registers: {}", direct::hex(&words));
+    out!(
+        "{data_type} {}: {}",
+        args.order,
+        direct::cell(&words, data_type, args.order)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The data of a reply, or why there is none (exit 69: the device is not usable as asked).
+fn answer(
+    reply: Reply,
+    unit: u8,
+    function: Function,
+    address: u16,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Vec<u16>> {
+    let at = modicon_name(function, address);
+    let error = match reply {
+        Reply::Data(words) => return Ok(words),
+        Reply::Exception(code) => anyhow::anyhow!(
+            "unit {unit} answered exception {code:02} ({}) at {at}",
+            direct::exception_text(code)
+        ),
+        Reply::Silence => anyhow::anyhow!(
+            "no answer from unit {unit} within {} ms at {at}",
+            timeout.as_millis()
+        ),
+        Reply::Failed(e) => anyhow::anyhow!("link failed reading unit {unit} at {at}: {e}"),
+    };
+    Err(super::failure(super::EX_UNAVAILABLE, error))
+}
+
+/// The Modicon number of a table's 0-based address, as the manuals print it (40001).
+fn modicon_name(function: Function, address: u16) -> String {
+    let base: u32 = match function {
+        Function::Coil => 1,
+        Function::DiscreteInput => 10_001,
+        Function::Input => 30_001,
+        Function::Holding => 40_001,
+    };
+    let number = base + u32::from(address);
+    // Five digits while they suffice, six beyond (as the config accepts both); coils have
+    // only the five-digit form.
+    match function {
+        _ if address <= 9_998 => format!("register {number:05}"),
+        Function::Coil => format!("coil at address {address}"),
+        _ => format!("register {}", number + (base - 1) * 9),
+    }
 }

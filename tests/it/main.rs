@@ -26,6 +26,7 @@ mod architecture;
 mod cli;
 #[cfg(feature = "demo")]
 mod command_auth;
+mod commissioning;
 #[cfg(feature = "demo")]
 mod compact;
 mod config;
