@@ -350,8 +350,14 @@ mod tests {
             .find(|l| l.starts_with("bcd32"))
             .expect("bcd32 row");
         assert!(bcd32.contains("(not bcd)"), "{bcd32}");
-        let bcd16 = table.iter().find(|l| l.starts_with("bcd16")).expect("bcd16 row");
-        assert!(bcd16.contains(" 1234 ") && bcd16.contains("3412"), "{bcd16}");
+        let bcd16 = table
+            .iter()
+            .find(|l| l.starts_with("bcd16"))
+            .expect("bcd16 row");
+        assert!(
+            bcd16.contains(" 1234 ") && bcd16.contains("3412"),
+            "{bcd16}"
+        );
         assert!(header.ends_with("DCBA"), "{header}");
     }
 
