@@ -9,7 +9,9 @@ use std::process::ExitCode;
 The copy is one snapshot, taken with SQLite's backup API while the daemon keeps writing,
 and includes what is still in the WAL (`state.db-wal`). It is a single file: `cp` of a running
 state file misses the WAL, and with it the newest data. Restoring: stop the daemon, put the
-copy at store.path, remove the old -wal and -shm files, start it.
+copy at store.path, remove the old -wal and -shm files (keep `state.db.seqs`), start it. The
+copy is marked as cleanly stopped, and its message numbers (seq) continue past the marks it
+holds, so the platform sees a gap for what was sent after the copy, never a reused seq.
 
 Example:
   plantwatch backup /var/lib/plantwatch/state.db /srv/backup/state-$(date +%F).db")]

@@ -289,6 +289,15 @@ pub fn backup(source: &Path, dest: &Path) -> Result<Copied, OfflineError> {
     let _mode: String = dst
         .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
         .map_err(sqlite("leave WAL mode"))?;
+    // The copy is whole, so the daemon's "running" flag must not read as a lost WAL when it is
+    // restored. The source goes on numbering after the snapshot: a restored copy continues
+    // past its seq marks, leaving an honest gap rather than reusing seqs the platform has.
+    dst.execute_batch(&format!(
+        "BEGIN; UPDATE meta SET value = 0 WHERE key = '{}'; \
+         UPDATE seqs SET next = max(next, reserved); COMMIT;",
+        super::META_RUNNING
+    ))
+    .map_err(sqlite("mark the copy as stopped"))?;
     let check: String = dst
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(sqlite("check the copy"))?;
@@ -317,4 +326,48 @@ pub fn backup(source: &Path, dest: &Path) -> Result<Copied, OfflineError> {
             .map_err(io(dir, "flush the directory"))?;
     }
     Ok(Copied { bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DEFAULT_QUEUE, OutboxLimits, OutboxMessage, Store};
+
+    /// A backup of a running store, restored: no "state lost" and no reused seq.
+    #[tokio::test]
+    async fn a_restored_backup_is_not_a_lost_wal_and_continues_past_its_seq_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = || OutboxLimits {
+            max_bytes: u64::MAX,
+            commit_window: Duration::ZERO,
+        };
+        let live = Store::open(&dir.path().join("state.db"), limits()).unwrap();
+        let msg = |seq| OutboxMessage {
+            queue: DEFAULT_QUEUE,
+            stream: "telemetry/m".into(),
+            key: "m".into(),
+            seq,
+            created_ms: 1,
+            payload: vec![1; 10],
+        };
+        let next = live.next_seq("m").await.unwrap();
+        live.enqueue(vec![msg(next), msg(next + 1)]).await.unwrap();
+        let copy = dir.path().join("restored").join("state.db");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        backup(&dir.path().join("state.db"), &copy).unwrap();
+
+        let restored = Store::open(&copy, limits()).unwrap();
+        let health = restored.stats().await.unwrap().health;
+        assert_eq!(health.loss, None, "{health:?}");
+        assert_eq!(health.losses_total, 0);
+        assert!(
+            restored.next_seq("m").await.unwrap() >= next + super::super::SEQ_BLOCK,
+            "continues past the mark"
+        );
+        assert_eq!(
+            restored.stats().await.unwrap().rows,
+            2,
+            "the data came along"
+        );
+    }
 }
