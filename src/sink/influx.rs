@@ -360,17 +360,6 @@ struct Outage {
     loss_logged: bool,
 }
 
-/// `err` with its sources, e.g. `error sending request: client error (Connect): Connection refused`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let _infallible = write!(text, ": {s}");
-        source = s.source();
-    }
-    text
-}
-
 /// The sink task's state: the HTTP client, the batch being built, backoff and outage.
 #[derive(Debug)]
 pub struct InfluxSink {
@@ -535,7 +524,7 @@ impl InfluxSink {
         let request = match request.build() {
             Ok(r) => r,
             Err(err) => {
-                self.lost(points, &chain(&err));
+                self.lost(points, &super::error_chain(&err));
                 return;
             }
         };
@@ -586,7 +575,7 @@ impl InfluxSink {
     /// Turns a response (or transport error) into success or a [`Failure`].
     async fn judge(result: Result<reqwest::Response, reqwest::Error>) -> Result<(), Failure> {
         let response = result.map_err(|err| Failure::Retry {
-            reason: chain(&err.without_url()),
+            reason: super::error_chain(&err.without_url()),
             after: None,
         })?;
         let status = response.status();

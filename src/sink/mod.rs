@@ -23,3 +23,23 @@ where
     let handle = tokio::spawn(round_trip);
     handle
 }
+
+/// `err` followed by each of its sources, so a log line or reply says why, not only what:
+/// `error sending request: client error (Connect): invalid peer certificate: UnknownIssuer`
+/// instead of reqwest's bare `error sending request`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    use std::fmt::Write as _;
+    let mut text = err.to_string();
+    let mut source = err.source();
+    // Bounded: a cycle in a hand-written `source` would otherwise loop forever.
+    for _ in 0..16 {
+        let Some(s) = source else { break };
+        let part = s.to_string();
+        // Some layers repeat their source's text in their own; say it once.
+        if !text.ends_with(&part) {
+            let _infallible = write!(text, ": {part}");
+        }
+        source = s.source();
+    }
+    text
+}

@@ -36,6 +36,17 @@ pub struct UplinkConfig {
     pub timeout: Duration,
 }
 
+/// A failed HTTPS call, with its causes and, for a certificate the gateway does not trust,
+/// where that trust is configured.
+fn transport_error(call: &'static str, err: reqwest::Error) -> UplinkError {
+    // The URL carries nothing secret here, but the log needs no query string either.
+    let mut detail = super::error_chain(&err.without_url());
+    if detail.contains("certificate") {
+        detail.push_str(" (the platform's certificate is checked against [energy_platform.https] ca_file, or the system roots without it)");
+    }
+    UplinkError::Transport { call, detail }
+}
+
 /// Why a call to the platform failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
@@ -43,13 +54,12 @@ pub enum UplinkError {
     #[error("energy platform uplink: cannot set up HTTPS: {0}")]
     Client(#[source] reqwest::Error),
     /// No answer: connection refused, TLS failure, timeout.
-    #[error("energy platform `{call}`: no answer: {source}")]
+    #[error("energy platform `{call}`: no answer: {detail}")]
     Transport {
         /// The call.
         call: &'static str,
-        /// What went wrong.
-        #[source]
-        source: reqwest::Error,
+        /// What went wrong, with every cause (a TLS failure names the certificate problem).
+        detail: String,
     },
     /// An HTTP status other than 2xx.
     #[error("energy platform `{call}`: HTTP {status}")]
@@ -222,10 +232,7 @@ impl Uplink {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| UplinkError::Transport {
-            call,
-            source: e.without_url(),
-        })?;
+        let response = request.send().await.map_err(|e| transport_error(call, e))?;
         let status = response.status();
         if !status.is_success() {
             return Err(UplinkError::Status {
@@ -233,10 +240,10 @@ impl Uplink {
                 status: status.as_u16(),
             });
         }
-        let text = response.text().await.map_err(|e| UplinkError::Transport {
-            call,
-            source: e.without_url(),
-        })?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| transport_error(call, e))?;
         let envelope: Value = serde_json::from_str(&text).map_err(|e| UplinkError::Malformed {
             call,
             detail: format!(

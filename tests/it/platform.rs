@@ -509,6 +509,12 @@ async fn a_record_the_platform_refuses_is_not_retryable_and_an_unreachable_or_un
         ),
         "{err}"
     );
+    // Issue 18: it said only `error sending request`; now it names the certificate problem.
+    let text = err.to_string();
+    assert!(
+        text.contains("certificate") && text.contains("ca_file"),
+        "{text}"
+    );
     assert!(platform.lock().unwrap().accepted.is_empty());
 }
 
