@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::acquire::{AcquireStats, LATENCY_BUCKETS_MS};
+use crate::acquire::{AcquireStats, DeviceStats, LATENCY_BUCKETS_MS};
 use crate::sink::mqtt::MqttStats;
 
 /// Outbox gauges, refreshed by the daemon from the store every few seconds.
@@ -119,8 +119,50 @@ pub struct Sources {
     pub restarts: Vec<(String, Arc<super::supervisor::Restarts>)>,
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _infallible = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The text exposition, one metric family at a time: its HELP and TYPE lines, then samples.
+struct Exposition {
+    out: String,
+}
+
+/// A family being written: every sample is named after it.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl Exposition {
+    /// Starts the family `name` of `kind` (`counter`, `gauge`, `histogram`).
+    fn family(&mut self, name: &'static str, kind: &str, help: &str) -> Family<'_> {
+        let _infallible = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family {
+            out: &mut self.out,
+            name,
+        }
+    }
+}
+
+impl Family<'_> {
+    /// One sample of the family itself.
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) -> &mut Self {
+        self.suffixed("", labels, value)
+    }
+
+    /// One sample of a histogram's `_bucket`, `_sum` or `_count` series.
+    fn suffixed(
+        &mut self,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) -> &mut Self {
+        let _w = write!(self.out, "{}{suffix}", self.name);
+        for (i, (key, text)) in labels.iter().enumerate() {
+            let open = if i == 0 { "{" } else { "," };
+            let _w = write!(self.out, "{open}{key}=\"{}\"", escape(text));
+        }
+        let close = if labels.is_empty() { "" } else { "}" };
+        let _w = writeln!(self.out, "{close} {value}");
+        self
+    }
 }
 
 fn escape(label: &str) -> String {
@@ -130,239 +172,194 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// A counter or gauge read from a stage's stats struct.
+type Field<T> = fn(&T) -> &AtomicU64;
+
+/// The per-device poll counters, one family each.
+const POLL_COUNTERS: [(&str, &str, Field<DeviceStats>); 4] = [
+    (
+        "plantwatch_poll_requests_total",
+        "Modbus transactions sent.",
+        |d| &d.requests,
+    ),
+    (
+        "plantwatch_poll_timeouts_total",
+        "Modbus transactions that timed out.",
+        |d| &d.timeouts,
+    ),
+    (
+        "plantwatch_poll_exceptions_total",
+        "Modbus exception responses.",
+        |d| &d.exceptions,
+    ),
+    (
+        "plantwatch_poll_missed_ticks_total",
+        "Poll ticks skipped because the link or consumer was busy.",
+        |d| &d.missed_ticks,
+    ),
+];
+
+/// The store's health, one family each: (name, kind, help, field).
+const STORE_HEALTH: [(&str, &str, &str, Field<OutboxGauges>); 4] = [
+    (
+        "plantwatch_store_write_failures_total",
+        "counter",
+        "State-file write transactions that failed and were rolled back.",
+        |o| &o.write_failures,
+    ),
+    (
+        "plantwatch_store_degraded",
+        "gauge",
+        "1 while state-file writes have failed for minutes; the watchdog is no longer fed.",
+        |o| &o.degraded,
+    ),
+    (
+        "plantwatch_store_disk_full",
+        "gauge",
+        "1 while the state file's file system is full and new messages replace the oldest.",
+        |o| &o.disk_full,
+    ),
+    (
+        "plantwatch_store_losses_total",
+        "counter",
+        "Times stored state was found lost when the state file was opened.",
+        |o| &o.losses,
+    ),
+];
+
+/// The MQTT sinks' counters, one family each, a sample per sink.
+const MQTT_FAMILIES: [(&str, &str, &str, Field<MqttStats>); 5] = [
+    (
+        "plantwatch_mqtt_connected",
+        "gauge",
+        "1 while connected to the broker, per sink.",
+        |m| &m.connected,
+    ),
+    (
+        "plantwatch_mqtt_connects_total",
+        "counter",
+        "Successful broker connections, per sink.",
+        |m| &m.connects,
+    ),
+    (
+        "plantwatch_mqtt_published_total",
+        "counter",
+        "Messages handed to the MQTT client, per sink.",
+        |m| &m.published,
+    ),
+    (
+        "plantwatch_mqtt_acked_total",
+        "counter",
+        "Messages acknowledged by the broker, per sink.",
+        |m| &m.acked,
+    ),
+    (
+        "plantwatch_mqtt_unreadable_total",
+        "counter",
+        "Outbox rows that could not be rendered, per sink.",
+        |m| &m.unreadable,
+    ),
+];
+
 /// Renders every metric at `now_ms`.
 pub fn render(s: &Sources, now_ms: i64) -> String {
-    let mut out = String::with_capacity(4096 + s.acquire.devices.len() * 1024);
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    header(
-        &mut out,
+    let mut e = Exposition {
+        out: String::with_capacity(4096 + s.acquire.devices.len() * 1024),
+    };
+    let devices = &s.acquire.devices;
+    let mut f = e.family(
         "plantwatch_poll_cycles_total",
         "counter",
         "Device poll cycles by result.",
     );
-    for (device, st) in &s.acquire.devices {
-        let d = escape(device);
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_cycles_total{{device=\"{d}\",result=\"ok\"}} {}",
-            load(&st.polls_ok)
-        );
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_cycles_total{{device=\"{d}\",result=\"failed\"}} {}",
-            load(&st.polls_failed)
-        );
+    for (device, st) in devices {
+        f.sample(&[("device", device), ("result", "ok")], load(&st.polls_ok))
+            .sample(
+                &[("device", device), ("result", "failed")],
+                load(&st.polls_failed),
+            );
     }
-    header(
-        &mut out,
-        "plantwatch_poll_requests_total",
-        "counter",
-        "Modbus transactions sent.",
-    );
-    for (device, st) in &s.acquire.devices {
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_requests_total{{device=\"{}\"}} {}",
-            escape(device),
-            load(&st.requests)
-        );
+    for (name, help, field) in POLL_COUNTERS {
+        let mut f = e.family(name, "counter", help);
+        for (device, st) in devices {
+            f.sample(&[("device", device)], load(field(st)));
+        }
     }
-    header(
-        &mut out,
-        "plantwatch_poll_timeouts_total",
-        "counter",
-        "Modbus transactions that timed out.",
-    );
-    for (device, st) in &s.acquire.devices {
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_timeouts_total{{device=\"{}\"}} {}",
-            escape(device),
-            load(&st.timeouts)
-        );
-    }
-    header(
-        &mut out,
-        "plantwatch_poll_exceptions_total",
-        "counter",
-        "Modbus exception responses.",
-    );
-    for (device, st) in &s.acquire.devices {
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_exceptions_total{{device=\"{}\"}} {}",
-            escape(device),
-            load(&st.exceptions)
-        );
-    }
-    header(
-        &mut out,
-        "plantwatch_poll_missed_ticks_total",
-        "counter",
-        "Poll ticks skipped because the link or consumer was busy.",
-    );
-    for (device, st) in &s.acquire.devices {
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_missed_ticks_total{{device=\"{}\"}} {}",
-            escape(device),
-            load(&st.missed_ticks)
-        );
-    }
-    header(
-        &mut out,
+    let mut f = e.family(
         "plantwatch_poll_duration_seconds",
         "histogram",
         "Duration of a device's poll cycle.",
     );
-    for (device, st) in &s.acquire.devices {
-        let d = escape(device);
+    for (device, st) in devices {
         let mut cumulative = 0;
         for (i, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
             cumulative += load(&st.latency_buckets[i]);
-            let _w = writeln!(
-                out,
-                "plantwatch_poll_duration_seconds_bucket{{device=\"{d}\",le=\"{}\"}} {cumulative}",
-                *le as f64 / 1000.0
-            );
+            let le = (*le as f64 / 1000.0).to_string();
+            f.suffixed("_bucket", &[("device", device), ("le", &le)], cumulative);
         }
         cumulative += load(&st.latency_buckets[LATENCY_BUCKETS_MS.len()]);
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_duration_seconds_bucket{{device=\"{d}\",le=\"+Inf\"}} {cumulative}"
-        );
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_duration_seconds_sum{{device=\"{d}\"}} {}",
-            load(&st.latency_sum_us) as f64 / 1e6
-        );
-        let _w = writeln!(
-            out,
-            "plantwatch_poll_duration_seconds_count{{device=\"{d}\"}} {cumulative}"
-        );
+        f.suffixed("_bucket", &[("device", device), ("le", "+Inf")], cumulative)
+            .suffixed(
+                "_sum",
+                &[("device", device)],
+                load(&st.latency_sum_us) as f64 / 1e6,
+            )
+            .suffixed("_count", &[("device", device)], cumulative);
     }
     let o = &s.outbox;
-    header(
-        &mut out,
+    e.family(
         "plantwatch_outbox_rows",
         "gauge",
         "Messages waiting in the outbox.",
-    );
-    let _w = writeln!(out, "plantwatch_outbox_rows {}", load(&o.rows));
-    header(
-        &mut out,
+    )
+    .sample(&[], load(&o.rows));
+    e.family(
         "plantwatch_outbox_bytes",
         "gauge",
         "Payload bytes waiting in the outbox.",
-    );
-    let _w = writeln!(out, "plantwatch_outbox_bytes {}", load(&o.bytes));
-    header(
-        &mut out,
-        "plantwatch_outbox_oldest_age_seconds",
-        "gauge",
-        "Age of the oldest waiting message.",
-    );
+    )
+    .sample(&[], load(&o.bytes));
     let oldest = o.oldest_ms.load(Ordering::Relaxed);
     let age = if oldest > 0 {
         (now_ms - oldest).max(0) as f64 / 1000.0
     } else {
         0.0
     };
-    let _w = writeln!(out, "plantwatch_outbox_oldest_age_seconds {age}");
-    header(
-        &mut out,
+    e.family(
+        "plantwatch_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest waiting message.",
+    )
+    .sample(&[], age);
+    e.family(
         "plantwatch_outbox_enqueued_total",
         "counter",
         "Messages stored in the outbox.",
-    );
-    let _w = writeln!(
-        out,
-        "plantwatch_outbox_enqueued_total {}",
-        load(&o.enqueued)
-    );
-    header(
-        &mut out,
+    )
+    .sample(&[], load(&o.enqueued));
+    e.family(
         "plantwatch_outbox_dropped_total",
         "counter",
         "Messages dropped by the outbox size bound.",
-    );
-    let _w = writeln!(out, "plantwatch_outbox_dropped_total {}", load(&o.dropped));
-    for (name, kind, help, value) in [
-        (
-            "plantwatch_store_write_failures_total",
-            "counter",
-            "State-file write transactions that failed and were rolled back.",
-            &o.write_failures,
-        ),
-        (
-            "plantwatch_store_degraded",
-            "gauge",
-            "1 while state-file writes have failed for minutes; the watchdog is no longer fed.",
-            &o.degraded,
-        ),
-        (
-            "plantwatch_store_disk_full",
-            "gauge",
-            "1 while the state file's file system is full and new messages replace the oldest.",
-            &o.disk_full,
-        ),
-        (
-            "plantwatch_store_losses_total",
-            "counter",
-            "Times stored state was found lost when the state file was opened.",
-            &o.losses,
-        ),
-    ] {
-        header(&mut out, name, kind, help);
-        let _w = writeln!(out, "{name} {}", load(value));
+    )
+    .sample(&[], load(&o.dropped));
+    for (name, kind, help, field) in STORE_HEALTH {
+        e.family(name, kind, help).sample(&[], load(field(o)));
     }
     if !s.mqtt.is_empty() {
-        for (name, kind, help, value) in [
-            (
-                "plantwatch_mqtt_connected",
-                "gauge",
-                "1 while connected to the broker, per sink.",
-                (|m: &MqttStats| &m.connected) as fn(&MqttStats) -> &AtomicU64,
-            ),
-            (
-                "plantwatch_mqtt_connects_total",
-                "counter",
-                "Successful broker connections, per sink.",
-                |m: &MqttStats| &m.connects,
-            ),
-            (
-                "plantwatch_mqtt_published_total",
-                "counter",
-                "Messages handed to the MQTT client, per sink.",
-                |m: &MqttStats| &m.published,
-            ),
-            (
-                "plantwatch_mqtt_acked_total",
-                "counter",
-                "Messages acknowledged by the broker, per sink.",
-                |m: &MqttStats| &m.acked,
-            ),
-            (
-                "plantwatch_mqtt_unreadable_total",
-                "counter",
-                "Outbox rows that could not be rendered, per sink.",
-                |m: &MqttStats| &m.unreadable,
-            ),
-        ] {
-            header(&mut out, name, kind, help);
+        for (name, kind, help, field) in MQTT_FAMILIES {
+            let mut f = e.family(name, kind, help);
             for (sink, m) in &s.mqtt {
-                let _w = writeln!(
-                    out,
-                    "{name}{{sink=\"{}\"}} {}",
-                    escape(sink),
-                    load(value(m))
-                );
+                f.sample(&[("sink", sink)], load(field(m)));
             }
         }
     }
     if let Some(p) = &s.platform {
-        header(
-            &mut out,
+        let mut f = e.family(
             "plantwatch_platform_uploads_total",
             "counter",
             "Energy-platform record uploads over HTTPS, by outcome.",
@@ -373,38 +370,30 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
             ("retried", &p.retried),
             ("rejected", &p.rejected),
         ] {
-            let _w = writeln!(
-                out,
-                "plantwatch_platform_uploads_total{{result=\"{result}\"}} {}",
-                load(v)
-            );
+            f.sample(&[("result", result)], load(v));
         }
-        header(
-            &mut out,
+        e.family(
             "plantwatch_platform_logins_total",
             "counter",
             "Energy-platform sessions opened (first login and renewals).",
-        );
-        let _w = writeln!(out, "plantwatch_platform_logins_total {}", load(&p.logins));
+        )
+        .sample(&[], load(&p.logins));
     }
     if let Some(i) = &s.influx {
-        header(
-            &mut out,
+        e.family(
             "plantwatch_influx_written_total",
             "counter",
             "Points written to InfluxDB.",
-        );
-        let _w = writeln!(out, "plantwatch_influx_written_total {}", load(&i.written));
-        header(
-            &mut out,
+        )
+        .sample(&[], load(&i.written));
+        e.family(
             "plantwatch_influx_dropped_total",
             "counter",
             "Points dropped by the InfluxDB sink.",
-        );
-        let _w = writeln!(out, "plantwatch_influx_dropped_total {}", load(&i.dropped));
+        )
+        .sample(&[], load(&i.dropped));
     }
-    header(
-        &mut out,
+    let mut f = e.family(
         "plantwatch_alarms_raised",
         "gauge",
         "Alarms raised now, by severity.",
@@ -413,76 +402,49 @@ pub fn render(s: &Sources, now_ms: i64) -> String {
         .iter()
         .zip(&s.alarms.raised)
     {
-        let _w = writeln!(
-            out,
-            "plantwatch_alarms_raised{{severity=\"{severity}\"}} {}",
-            load(n)
-        );
+        f.sample(&[("severity", severity)], load(n));
     }
-    header(
-        &mut out,
+    e.family(
         "plantwatch_alarm_changes_total",
         "counter",
         "Alarm changes (raise, ack, shelve, clear) published.",
-    );
-    let _w = writeln!(
-        out,
-        "plantwatch_alarm_changes_total {}",
-        load(&s.alarms.changes)
-    );
-    header(
-        &mut out,
+    )
+    .sample(&[], load(&s.alarms.changes));
+    let mut f = e.family(
         "plantwatch_energy_events_total",
         "counter",
         "Energy counter wraps, resets, replacements and implausible jumps booked by the ledger.",
     );
     for ((device, point, kind), n) in s.energy_events.snapshot() {
-        let _w = writeln!(
-            out,
-            "plantwatch_energy_events_total{{device=\"{}\",point=\"{}\",kind=\"{kind}\"}} {n}",
-            escape(&device),
-            escape(&point)
-        );
+        f.sample(&[("device", &device), ("point", &point), ("kind", kind)], n);
     }
     if !s.webhooks.is_empty() {
-        header(
-            &mut out,
+        let mut f = e.family(
             "plantwatch_webhook_notifications_total",
             "counter",
             "Alarm notifications per webhook by result.",
         );
         for (name, w) in &s.webhooks {
-            let n = escape(name);
             for (result, v) in [
                 ("sent", &w.sent),
                 ("failed", &w.failed),
                 ("dropped", &w.dropped),
             ] {
-                let _w = writeln!(
-                    out,
-                    "plantwatch_webhook_notifications_total{{webhook=\"{n}\",result=\"{result}\"}} {}",
-                    load(v)
-                );
+                f.sample(&[("webhook", name), ("result", result)], load(v));
             }
         }
     }
     if !s.restarts.is_empty() {
-        header(
-            &mut out,
+        let mut f = e.family(
             "plantwatch_task_restarts_total",
             "counter",
             "Times a supervised task (a sink) failed or panicked and was started again.",
         );
         for (name, r) in &s.restarts {
-            let _w = writeln!(
-                out,
-                "plantwatch_task_restarts_total{{task=\"{}\"}} {}",
-                escape(name),
-                load(&r.total)
-            );
+            f.sample(&[("task", name)], load(&r.total));
         }
     }
-    out
+    e.out
 }
 
 #[cfg(test)]
