@@ -104,8 +104,10 @@ pub(super) async fn run(
     let now_ms = crate::clock::Clock::now(&crate::clock::SystemClock).0;
     let wanted: Vec<StatType> = args.stat_type.iter().map(|k| k.stat_type()).collect();
     // The daemon's `upload` command builds its records with the same call.
-    let records: Vec<Record> =
-        crate::platform::records_for_range(&path, platform, from, to, &wanted, now_ms).await?;
+    let records: Vec<Record> = crate::store::platform_source::records_for_range(
+        &path, platform, from, to, &wanted, now_ms,
+    )
+    .await?;
     let uploaded = local_datetime(tz, now_ms).context("the local time now")?;
     if args.dry_run {
         let mut stdout = std::io::stdout().lock();

@@ -4,7 +4,7 @@
 //! `Ledger::apply`. Day, month and year totals need every interval of their period, and the
 //! recorder holds none: when a period has closed it says so ([`Recorder::due`]), the caller
 //! streams that period's intervals from the ledger table into a [`Closing`]
-//! ([`super::source::close_due`] does it), and [`Recorder::finish`] returns its records. Both
+//! ([`crate::store::platform_source::close_due`] does it), and [`Recorder::finish`] returns its records. Both
 //! paths run the intervals through [`super::build::Fold`], the code behind `plantwatch upload`,
 //! so a day is the exact sum of the real-time records sent for it and a resend built later
 //! from the ledger carries the same keys and values.
@@ -40,7 +40,7 @@
 //!    of `load_state(STATE_SCOPE)` (an unreadable state: log it, start from the default);
 //! 2. per batch of closed intervals: save them in the ledger table *and await it* (the
 //!    period reads must see them), then [`Recorder::record`] them;
-//! 3. then, and on every tick: [`super::source::close_due`];
+//! 3. then, and on every tick: [`crate::store::platform_source::close_due`];
 //! 4. enqueue every record returned ([`super::outbox::outbox_message`]), await the commit,
 //!    then save [`Recorder::state`] under [`STATE_SCOPE`].
 //!

@@ -2,10 +2,10 @@
 //! energy-consuming units online monitoring system (重点用能单位能耗在线监测系统, GB/T 37947)
 //! collects, built from the energy ledger.
 //!
-//! This module is pure but for [`source`]: it receives closed ledger intervals
+//! This module is pure: it receives closed ledger intervals
 //! ([`LedgerInterval`](crate::process::ledger::LedgerInterval)) and the time, and returns
-//! records; it neither reads the clock nor does I/O. [`source`] reads the ledger table for the
-//! totals that need a whole period. Delivery (outbox, transport, retries) lives in
+//! records; it neither reads the clock nor does I/O. [`crate::store::platform_source`] reads
+//! the ledger table for the totals that need a whole period. Delivery (outbox, transport, retries) lives in
 //! [`crate::sink::platform_queue`] and [`crate::sink::platform_http`].
 //!
 //! - [`uscc`]: the enterprise's unified social credit code (GB 32100-2015), validated.
@@ -16,7 +16,6 @@
 //! - [`live`]: the daemon's recorder: records as intervals close and periods end, across
 //!   restarts.
 //! - [`outbox`]: a record as an outbox message for the platform queue.
-//! - [`source`]: the ledger reads behind [`live`] and `plantwatch upload`.
 //! - [`sm4`]: the SM4-CBC password of the platform's token request.
 //!
 //! Configuration: [`crate::config::platform`].
@@ -27,12 +26,10 @@ pub mod live;
 pub mod outbox;
 pub mod record;
 pub mod sm4;
-pub mod source;
 pub mod uscc;
 
 pub use build::Builder;
 pub use live::{Recorder, RecorderState};
 pub use outbox::outbox_message;
 pub use record::{Payload, Record, RecordKey, StatType, Versions};
-pub use source::{close_due, records_for_range};
 pub use uscc::{Uscc, UsccError};

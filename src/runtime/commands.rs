@@ -6,7 +6,7 @@
 //! platform records of a range of local dates. It is parsed and validated here like the others,
 //! but carried out by the daemon's core, which owns the platform queue: the core matches
 //! [`Command::Upload`] before calling [`apply`], builds the records with
-//! [`crate::platform::records_for_range`], enqueues them and answers with [`upload_reply`].
+//! [`crate::store::platform_source::records_for_range`], enqueues them and answers with [`upload_reply`].
 //! [`apply`] answers an `upload` that reaches it with an error reply, so a caller that does
 //! not handle it says so instead of staying silent.
 //!

@@ -21,11 +21,12 @@ use crate::detect::{AlarmEvent, AlarmStatus};
 use crate::encode::json_v1;
 use crate::model::{SampleBatch, Timestamp};
 use crate::pipeline::{Outputs, Pipeline};
-use crate::platform::{Record, Recorder, close_due};
+use crate::platform::{Record, Recorder};
 use crate::process::ledger::{LedgerEvent, LedgerInterval};
 use crate::sink::influx::InfluxHandle;
 use crate::sink::mqtt::Downlink;
 use crate::sink::webhook::{Notification, NotifierHandle};
+use crate::store::platform_source::close_due;
 use crate::store::{AlarmRow, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record};
 
 /// The receiving ends of the core's inputs, handed from one core to the next on a reload.
@@ -616,7 +617,7 @@ impl Core {
                  [energy_platform.https] or an [[mqtt]] sink with format = \"energy_platform\""
                 .to_owned()),
             (Some(platform), true) => {
-                match crate::platform::records_for_range(
+                match crate::store::platform_source::records_for_range(
                     self.store.path(),
                     platform,
                     *from,

@@ -1,6 +1,13 @@
 //! The state store: one SQLite file (WAL, `synchronous=FULL`) owned by one dedicated thread
-//! (docs/design.md §5). Today it holds the MQTT outbox ([`outbox`]); the energy ledger
-//! and alarms will be further tables behind the same thread.
+//! (docs/design.md §5), and every other reader of that file. Its parts:
+//! - [`outbox`]: messages kept until the broker acknowledges them, with their seqs;
+//! - [`ledger`]: the energy intervals and counter events; [`platform_source`] reads them back
+//!   for the energy platform's day, month and year records;
+//! - [`alarms`]: raised alarms and the operator command queue; [`audit`]: the hash-chained
+//!   audit trail of downlink commands;
+//! - [`offline`]: read-only opening beside the daemon, and `plantwatch backup`; [`lock`]: one
+//!   daemon per file; [`health`] and the private recovery and space checks: write failures,
+//!   a full disk, a lost WAL.
 //!
 //! Shape: [`Store::open`] opens and migrates the file, then moves the connection into a
 //! `std::thread` (rusqlite blocks, so it is not a task). Callers hold a cheap, cloneable
@@ -35,6 +42,7 @@ pub mod ledger;
 pub mod lock;
 pub mod offline;
 pub mod outbox;
+pub mod platform_source;
 pub mod record;
 mod recovery;
 mod schema;

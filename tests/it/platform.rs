@@ -941,7 +941,8 @@ async fn a_record_the_platform_refuses_is_counted_and_moved_aside_and_the_rest_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reach_the_platform() {
-    use plantwatch::platform::{Recorder, RecorderState, close_due};
+    use plantwatch::platform::{Recorder, RecorderState};
+    use plantwatch::store::platform_source::close_due;
 
     let mut rig = Rig::start(PASSWORD, |_| {}).await;
     let platform = energy_platform();

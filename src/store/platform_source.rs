@@ -1,4 +1,5 @@
-//! Reading the ledger for records: the one part of [`crate::platform`] that does I/O.
+//! Reading the ledger for the energy-platform records: the I/O behind the pure
+//! [`crate::platform`], kept here with the rest of the state file's SQLite access.
 //!
 //! Both the daemon (closing a day, a month, a year; the `upload` command) and `plantwatch
 //! upload` read the `energy_intervals` table through their own read-only SQLite connection to
@@ -6,7 +7,7 @@
 //! store thread's writes without stopping them, and sees every interval whose save was
 //! committed before the read began (save the intervals, await it, then close). Rows are
 //! streamed meter by meter in time order ([`crate::store::ledger::for_each`]) into a
-//! [`super::build::Fold`] or a [`super::live::Closing`], so a month or a year is never held in
+//! [`crate::platform::build::Fold`] or a [`crate::platform::live::Closing`], so a month or a year is never held in
 //! memory; only the records made are.
 
 use std::path::{Path, PathBuf};
@@ -14,10 +15,10 @@ use std::sync::Arc;
 
 use chrono::{Datelike as _, Months, NaiveDate};
 
-use super::build::{Fold, Select};
-use super::live::{Closing, Due, Recorder};
-use super::record::{Record, StatType};
 use crate::config::platform::EnergyPlatform;
+use crate::platform::build::{Fold, Select};
+use crate::platform::live::{Closing, Due, Recorder};
+use crate::platform::record::{Record, StatType};
 use crate::process::counter::IntervalQuality;
 
 /// Most pieces of work [`close_due`] does in one call, so a long catch-up after an outage is
