@@ -13,7 +13,7 @@
 //!
 //! `BENCH_WIRE=1` measures bytes on the wire instead (issue 19, `support/wire.rs`): per delivered
 //! value, per value and poll, and per device-day, for json, json_compact and sparkplug_b with
-//! every-poll and on-change reporting. Bytes do not depend on the build, so
+//! every-poll and on-change reporting, and for the energy-platform records. Bytes do not depend on the build, so
 //! `PLANTWATCH_BIN=target/debug/plantwatch` serves.
 //!
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
@@ -37,14 +37,16 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
 
 #[path = "support/max_gap.rs"]
 mod max_gap;
+#[path = "support/subscriber.rs"]
+mod subscriber;
 #[path = "support/wire.rs"]
 mod wire;
 
@@ -335,7 +337,14 @@ fn main() {
     let plant = plant.replacen("[gateway]\nsite = \"sim\"\nid = \"sim-gw\"\n", "", 1);
     let plant = max_gap::apply(plant);
     if std::env::var_os("BENCH_WIRE").is_some_and(|v| v == "1") {
-        wire::run(&bin, broker, &plant, &dir, devices, warmup, seconds);
+        let workload = wire::Workload {
+            devices,
+            warmup,
+            seconds,
+        };
+        wire::run(&rt, &bin, broker, &plant, &dir, &workload);
+        // Seven cases leave seven state files (about 50 MB together).
+        std::fs::remove_dir_all(&dir).ok();
         return;
     }
     let cfg = dir.join("plantwatch.toml");
@@ -350,36 +359,16 @@ fn main() {
 
     // The subscriber.
     let counts = Arc::new(Counts::default());
-    let connected = Arc::new(AtomicBool::new(false));
     {
         let counts = counts.clone();
-        let connected = connected.clone();
-        rt.spawn(async move {
-            let mut o = MqttOptions::new("bench-sub", broker.ip().to_string(), broker.port());
-            o.set_max_packet_size(1 << 20, 1 << 20)
-                .set_keep_alive(Duration::from_secs(30));
-            let (client, mut ev) = AsyncClient::new(o, 100);
-            client
-                .subscribe("plantwatch/bench/gw/telemetry/#", QoS::AtMostOnce)
-                .await
-                .unwrap();
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        connected.store(true, Ordering::SeqCst)
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => count(&counts, &p.payload),
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-    }
-    for _ in 0..100 {
-        if connected.load(Ordering::SeqCst) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        subscriber::start(
+            &rt,
+            broker,
+            "bench-sub",
+            "plantwatch/bench/gw/telemetry/#",
+            QoS::AtMostOnce,
+            move |p| count(&counts, &p.payload),
+        );
     }
     let daemon = Guard(
         Command::new(&bin)
@@ -553,6 +542,7 @@ fn run_quiet(bin: &Path, cfg: &Path) -> Guard {
     Guard(
         Command::new(bin)
             .arg("run")
+            .arg("--config")
             .arg(cfg)
             .arg("--no-metrics")
             .env("RUST_LOG", "error")

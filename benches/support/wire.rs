@@ -6,19 +6,23 @@
 //! at QoS 1, the 4-byte PUBACK; TCP/IP and TLS framing are left out, as they depend on the link.
 //! Values are those a platform receives: v1 points, v2 entries of `p` and `bad`, Sparkplug DDATA
 //! metrics. Messages sent once at start (births, schemas, status) fall in the warm-up and are
-//! not counted.
+//! not counted. For json_compact it also prices `p` written positionally (docs/payload.md says
+//! why v2 does not) and shows how often each point goes out on change; the energy-platform
+//! records are computed from the daemon's record builder, since they close every 15 minutes.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::QoS;
+use tokio::runtime::Runtime;
 
-use super::Guard;
+use super::{Guard, subscriber};
 
 /// One measured combination.
 struct Case {
@@ -72,7 +76,17 @@ struct Tally {
     bytes: AtomicU64,
     values: AtomicU64,
     messages: AtomicU64,
+    /// What the same v2 messages would cost with `p` written as an array in schema order
+    /// (`null` where a point is not reported), to weigh that shape (docs/payload.md).
+    positional: AtomicU64,
+    /// Telemetry messages, and how often each point was in one (json_compact), to show where
+    /// on-change bytes go.
+    telemetry: AtomicU64,
+    reported: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Points of the DTSU666 profile, the length a positional `p` would always have.
+const POINTS: usize = 22;
 
 fn varint_len(mut n: usize) -> u64 {
     let mut len = 1;
@@ -88,10 +102,23 @@ fn tally(t: &Tally, topic: &str, payload: &[u8], qos: QoS) {
     let acked = qos != QoS::AtMostOnce;
     let remaining = 2 + topic.len() + if acked { 2 } else { 0 } + payload.len();
     let packet = 1 + varint_len(remaining) + remaining as u64 + if acked { 4 } else { 0 };
+    let mut positional = packet;
     let values = if topic.contains("/telemetry/") {
         if payload.starts_with(b"{\"v\":2") {
             let j: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
             let n = |k: &str| j[k].as_object().map_or(0, serde_json::Map::len);
+            // Each named entry loses `"name":` and each unreported point costs `null,`.
+            let names: usize = j["p"]
+                .as_object()
+                .map_or(0, |p| p.keys().map(|k| k.len() + 3).sum());
+            let nulls = 5 * POINTS.saturating_sub(n("p"));
+            positional = (packet as usize + nulls).saturating_sub(names) as u64;
+            if let Some(p) = j["p"].as_object() {
+                let mut reported = t.reported.lock().unwrap();
+                for k in p.keys() {
+                    *reported.entry(k.clone()).or_default() += 1;
+                }
+            }
             (n("p") + n("bad")) as u64
         } else {
             payload.windows(5).filter(|w| w == b"\"q\":\"").count() as u64
@@ -102,70 +129,66 @@ fn tally(t: &Tally, topic: &str, payload: &[u8], qos: QoS) {
         0
     };
     t.bytes.fetch_add(packet, Ordering::Relaxed);
+    t.positional.fetch_add(positional, Ordering::Relaxed);
     t.values.fetch_add(values, Ordering::Relaxed);
     t.messages.fetch_add(1, Ordering::Relaxed);
+    if topic.contains("/telemetry/") {
+        t.telemetry.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-/// Runs every case for `seconds` after `warmup` and prints its figures.
+/// What the bench runs: `devices` DTSU666 meters polled at 1 s, measured for `seconds` after
+/// `warmup`.
+pub(crate) struct Workload {
+    pub(crate) devices: u64,
+    pub(crate) warmup: u64,
+    pub(crate) seconds: u64,
+}
+
+/// Runs every case of `workload` and prints its figures, then the energy-platform records'.
 pub(crate) fn run(
+    rt: &Runtime,
     bin: &Path,
     broker: SocketAddr,
     plant: &str,
     dir: &Path,
-    devices: u64,
-    warmup: u64,
-    seconds: u64,
+    workload: &Workload,
 ) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let Workload {
+        devices,
+        warmup,
+        seconds,
+    } = *workload;
     println!(
-        "wire: {devices} devices × 22 values polled at 1 s, {seconds} s per case; MQTT bytes (PUBLISH + PUBACK) on the daemon's link"
+        "wire: {devices} devices × {POINTS} values polled at 1 s, {seconds} s per case; MQTT bytes (PUBLISH + PUBACK) on the daemon's link"
     );
     println!(
-        "  {:<40} {:>10} {:>12} {:>16} {:>14}",
-        "profile, reporting", "B/value", "B/value/poll", "MB/device-day", "values/poll"
+        "  {:<40} {:>8} {:>12} {:>14} {:>12} {:>12}",
+        "profile, reporting",
+        "B/value",
+        "B/value/poll",
+        "MB/device-day",
+        "values/poll",
+        "positional"
     );
     for (i, case) in CASES.iter().enumerate() {
         let t = Arc::new(Tally::default());
-        let ready = Arc::new(AtomicBool::new(false));
         let sub = {
-            let (t, ready) = (t.clone(), ready.clone());
-            rt.spawn(async move {
-                let mut o = MqttOptions::new(
-                    format!("wire-sub-{i}"),
-                    broker.ip().to_string(),
-                    broker.port(),
-                );
-                o.set_max_packet_size(1 << 20, 1 << 20)
-                    .set_keep_alive(Duration::from_secs(30));
-                let (client, mut ev) = AsyncClient::new(o, 100);
-                // QoS 1 on the subscription: each message arrives at the QoS it was sent with.
-                client.subscribe("#", QoS::AtLeastOnce).await.unwrap();
-                loop {
-                    match ev.poll().await {
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            ready.store(true, Ordering::SeqCst)
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            if !p.retain {
-                                tally(&t, &p.topic, &p.payload, p.qos);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            let t = t.clone();
+            // QoS 1 on the subscription: each message arrives at the QoS it was sent with.
+            subscriber::start(
+                rt,
+                broker,
+                &format!("wire-sub-{i}"),
+                "#",
+                QoS::AtLeastOnce,
+                move |p| {
+                    if !p.retain {
+                        tally(&t, &p.topic, &p.payload, p.qos);
                     }
-                }
-            })
+                },
+            )
         };
-        for _ in 0..100 {
-            if ready.load(Ordering::SeqCst) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let case_dir = dir.join(format!("wire-{i}"));
         std::fs::create_dir_all(&case_dir).unwrap();
         let cfg = case_dir.join("plantwatch.toml");
@@ -183,6 +206,7 @@ pub(crate) fn run(
         let daemon = Guard(
             Command::new(bin)
                 .arg("run")
+                .arg("--config")
                 .arg(&cfg)
                 .arg("--no-metrics")
                 .env("RUST_LOG", "warn")
@@ -193,27 +217,137 @@ pub(crate) fn run(
                 .unwrap(),
         );
         std::thread::sleep(Duration::from_secs(warmup));
-        let (b0, v0, t0) = (
-            t.bytes.load(Ordering::Relaxed),
-            t.values.load(Ordering::Relaxed),
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (b0, v0, q0, m0, t0) = (
+            load(&t.bytes),
+            load(&t.values),
+            load(&t.positional),
+            load(&t.telemetry),
             Instant::now(),
         );
+        let reported0 = t.reported.lock().unwrap().clone();
         std::thread::sleep(Duration::from_secs(seconds));
-        let (bytes, values, dt) = (
-            t.bytes.load(Ordering::Relaxed) - b0,
-            t.values.load(Ordering::Relaxed) - v0,
+        let (bytes, values, positional, telemetry, dt) = (
+            load(&t.bytes) - b0,
+            load(&t.values) - v0,
+            load(&t.positional) - q0,
+            load(&t.telemetry) - m0,
             t0.elapsed().as_secs_f64(),
         );
+        let reported = t.reported.lock().unwrap().clone();
         drop(daemon);
         sub.abort();
-        let polled = devices as f64 * 22.0 * dt;
+        let polled = devices as f64 * POINTS as f64 * dt;
+        let compact = case.mqtt.contains("json_compact");
         println!(
-            "  {:<40} {:>10.1} {:>12.2} {:>16.2} {:>14.2}",
+            "  {:<40} {:>8.1} {:>12.2} {:>14.3} {:>12.2} {:>12}",
             case.label,
             bytes as f64 / values.max(1) as f64,
             bytes as f64 / polled,
             bytes as f64 / devices as f64 / dt * 86_400.0 / 1e6,
-            values as f64 / polled * 22.0,
+            values as f64 / polled * POINTS as f64,
+            if compact {
+                format!("{:.2}", positional as f64 / polled)
+            } else {
+                "-".to_owned()
+            },
         );
+        if compact && !case.device.contains("every_poll") {
+            let polls = devices as f64 * dt;
+            let shares: Vec<String> = reported
+                .iter()
+                .map(|(k, n)| {
+                    let before = reported0.get(k).copied().unwrap_or(0);
+                    format!("{k} {:.0}", (n - before) as f64 / polls * 100.0)
+                })
+                .collect();
+            println!(
+                "    telemetry messages per device-poll {:.2}; % of polls reporting each point: {}",
+                telemetry as f64 / polls,
+                shares.join(", ")
+            );
+        }
     }
+    energy_platform();
+    println!(
+        "  B/value: per value delivered; B/value/poll: per value polled (22 a device each second), what on-change saves shows here; positional: B/value/poll had json_compact written `p` as an array in schema order"
+    );
+}
+
+/// The energy-platform records of one meter for one day, built by the daemon's own builder and
+/// written as its MQTT sink publishes them (`format = "energy_platform"`). They are computed, not
+/// run: real-time records close every 15 minutes (the platform accepts no shorter interval), so a
+/// live run would need a day to show what this shows. The interval deltas follow the
+/// simulator's daily load shape on a 30 kW plant.
+fn energy_platform() {
+    use plantwatch::platform::Builder;
+    use plantwatch::process::counter::{Flags, IntervalQuality};
+    use plantwatch::process::ledger::LedgerInterval;
+
+    let text = "[gateway]\nsite = \"bench\"\nid = \"gw\"\ntimezone = \"Asia/Shanghai\"\n\n\
+        [[links]]\nname = \"bus\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\n\
+        [[devices]]\nname = \"chint-dtsu666-1\"\nlink = \"bus\"\nprofile = \"chint-dtsu666\"\n\n\
+        [energy]\ninterval = \"15m\"\n\n\
+        [[meters]]\nname = \"incomer\"\ndevice = \"chint-dtsu666-1\"\npoint = \"ep_import\"\nkind = \"electricity\"\n\n\
+        [energy_platform]\nenterprise_code = \"91420100MA4K2N7Q8G\"\nscope = \"1\"\ninput_type = \"1\"\n\n\
+        [[energy_platform.items]]\nmeter = \"incomer\"\ndata_code = \"E001-0101-00\"\n";
+    let plan = plantwatch::config::load_str(
+        "bench.toml",
+        text,
+        &plantwatch::config::EnvOverrides::Off,
+        Path::new("."),
+        None,
+    )
+    .unwrap();
+    let platform = plan.energy_platform.unwrap();
+    // 2026-10-05 00:00 in Asia/Shanghai.
+    let day = 1_759_593_600_000_i64;
+    let intervals: Vec<LedgerInterval> = (0..96_i64)
+        .map(|q| {
+            let hour = q as f64 / 4.0;
+            let delta = 30.0 * plantwatch::sim::behaviour::load_shape(hour) * 0.25;
+            LedgerInterval {
+                meter: "incomer".into(),
+                kind: "electricity".into(),
+                unit: "kWh".into(),
+                start_ms: day + q * 900_000,
+                end_ms: day + (q + 1) * 900_000,
+                delta,
+                quality: IntervalQuality::Good,
+                flags: Flags::EMPTY,
+                tou: [0.0, 0.0, delta, 0.0],
+                kgce: None,
+            }
+        })
+        .collect();
+    let records = Builder::new(&platform).build(&intervals, day + 86_400_000 + 60_000);
+    let uploaded = chrono::NaiveDate::from_ymd_opt(2026, 10, 6)
+        .and_then(|d| d.and_hms_opt(0, 0, 5))
+        .unwrap();
+    let (mut bytes, mut count, mut day_record) = (0u64, 0u64, 0u64);
+    for r in &records {
+        let payload = serde_json::to_vec(&r.payload(&platform.versions, uploaded)).unwrap();
+        let topic = format!(
+            "plantwatch/bench/gw/{}",
+            plantwatch::platform::outbox::stream(&r.key.data_code)
+        );
+        let remaining = 2 + topic.len() + 2 + payload.len();
+        let packet = 1 + varint_len(remaining) + remaining as u64 + 4;
+        if r.key.stat_type.code() == "1" {
+            day_record = packet;
+        }
+        bytes += packet;
+        count += 1;
+    }
+    // A month record, the size of a day's, once a month.
+    let per_day = bytes as f64 + day_record as f64 / 30.4;
+    println!(
+        "  {:<40} {:>8.1} {:>12.4} {:>14.3} {:>12} {:>12}",
+        "energy_platform, 15 min (computed)",
+        bytes as f64 / count.max(1) as f64,
+        per_day / (POINTS as f64 * 86_400.0),
+        per_day / 1e6,
+        format!("{count}/day"),
+        "-",
+    );
 }

@@ -124,6 +124,31 @@ impl Behaviour {
     }
 }
 
+/// Which phase a point measures, from its name's suffix (`ua`, `ia`, `pb`, `pfc`, `u_l1`):
+/// 0, 1 or 2; `None` for totals and line-to-line values (`uab`, `p`, `freq`).
+pub fn phase_of(name: &str) -> Option<usize> {
+    let line_to_line = ["ab", "bc", "ca"].iter().any(|s| name.ends_with(s));
+    if line_to_line {
+        return None;
+    }
+    if name.ends_with("l1") {
+        return Some(0);
+    }
+    if name.ends_with("l2") {
+        return Some(1);
+    }
+    if name.ends_with("l3") {
+        return Some(2);
+    }
+    // A single letter (`p`, `q`) is a total, not phase A.
+    match name.as_bytes() {
+        [_, .., b'a'] => Some(0),
+        [_, .., b'b'] => Some(1),
+        [_, .., b'c'] => Some(2),
+        _ => None,
+    }
+}
+
 /// The plant's load (0 to 1) at `local_hour` (0.0 to 24.0): low at night, a morning ramp,
 /// a lunch dip, an evening shoulder. One shift pattern common to Chinese factories.
 pub fn load_shape(local_hour: f64) -> f64 {
@@ -142,6 +167,24 @@ pub fn load_shape(local_hour: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_are_told_by_suffix_and_totals_and_line_voltages_have_none() {
+        for (name, phase) in [
+            ("ua", Some(0)),
+            ("ib", Some(1)),
+            ("pfc", Some(2)),
+            ("u_l2", Some(1)),
+            ("uab", None),
+            ("uca", None),
+            ("p", None),
+            ("q", None),
+            ("freq", None),
+            ("pf", None),
+        ] {
+            assert_eq!(phase_of(name), phase, "{name}");
+        }
+    }
 
     #[test]
     fn the_load_shape_is_higher_by_day_than_by_night() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::behaviour::{Behaviour, RATED_POWER_W, load_shape};
+use super::behaviour::{Behaviour, RATED_POWER_W, load_shape, phase_of};
 use crate::config::plan::{Device, Function, Point};
 use crate::decode::{DataType, encode};
 use crate::model::{Timestamp, Value};
@@ -118,12 +118,150 @@ struct SimPoint {
     held: bool,
 }
 
+/// The electrical side of the plant behind a meter, built so that a meter reads what a real
+/// one reads second by second: a base load that never stops plus machines that switch on and
+/// off every few minutes (steps), a slow drift of each machine's draw, a ripple of a few
+/// tenths of a percent (motors and their driven loads are never perfectly steady), and a grid
+/// whose voltage and frequency wander slowly and sag a little with the plant's own load.
+/// Magnitudes are stated where they are set. Issue 19 measures on-change reporting on these
+/// signals, so they must be neither calmer nor busier than a real meter's: independent jitter
+/// of several volts at every reading would make every value "change" every second.
+#[derive(Debug)]
+struct Plant {
+    /// Which machines run.
+    machines: [bool; MACHINES],
+    /// Slow relative drift of the running machines' draw (Ornstein-Uhlenbeck).
+    drift: f64,
+    /// Slow relative deviation of the grid voltage from nominal (Ornstein-Uhlenbeck).
+    grid: f64,
+    /// Deviation of the grid frequency from 50 Hz, in Hz (Ornstein-Uhlenbeck).
+    frequency: f64,
+    /// The phases' fixed share of the load relative to a balanced third (single-phase loads
+    /// are never spread evenly): 1 + a few percent, summing to 3.
+    imbalance: [f64; 3],
+    /// Each phase's load this update, 0 to about 1.1 of rated / 3.
+    phase_load: [f64; 3],
+    /// Power factor this update.
+    pf: f64,
+    /// Whether the first update has drawn the starting state.
+    started: bool,
+}
+
+/// Machines that switch; with the base load they make up the rated power.
+const MACHINES: usize = 6;
+/// The share of rated power that runs day and night (lighting, ventilation, controls).
+const BASE_LOAD: f64 = 0.15;
+/// A machine reconsiders whether it runs on average this often (s): a few steps per 10 minutes
+/// across the plant.
+const MACHINE_DWELL_S: f64 = 600.0;
+/// Drift of the machines' draw: 3 % (1 σ) with a 2-minute memory.
+const DRIFT: (f64, f64) = (0.03, 120.0);
+/// Ripple of each phase's load from one reading to the next: 0.2 % (1 σ). At 0.001 A on a
+/// 30 A phase current this still moves the last digit at every reading, as on a real meter.
+const RIPPLE: f64 = 0.002;
+/// Grid voltage: 0.4 % (1 σ, about 0.9 V at 230 V) with a 10-minute memory, so a 0.1 V
+/// reading moves by about 0.05 V a second; and a 2 % sag at full load (source impedance).
+const GRID: (f64, f64) = (0.004, 600.0);
+const SAG_AT_FULL_LOAD: f64 = 0.02;
+/// What the meter's own measurement adds to a voltage reading: 0.02 V (1 σ), below its
+/// 0.1 V resolution.
+const VOLTAGE_NOISE_V: f64 = 0.02;
+/// Grid frequency: 0.02 Hz (1 σ) with a 30-second memory, as a large interconnected grid.
+const FREQUENCY: (f64, f64) = (0.02, 30.0);
+
+/// A standard normal draw (Box-Muller; `rand` without `rand_distr`).
+fn gauss(rng: &mut SmallRng) -> f64 {
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random_range(0.0..1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// One exact step of `dt_s` of an Ornstein-Uhlenbeck process with stationary deviation
+/// `sigma` and time constant `tau_s`: any step length gives the same statistics.
+fn ou_step(x: f64, (sigma, tau_s): (f64, f64), dt_s: f64, rng: &mut SmallRng) -> f64 {
+    let keep = (-dt_s / tau_s).exp();
+    x * keep + sigma * (1.0 - keep * keep).sqrt() * gauss(rng)
+}
+
+impl Plant {
+    fn new(rng: &mut SmallRng) -> Self {
+        let mut imbalance = [0.0; 3];
+        for share in &mut imbalance {
+            *share = rng.random_range(-0.04..0.04);
+        }
+        let mean = imbalance.iter().sum::<f64>() / 3.0;
+        Self {
+            machines: [false; MACHINES],
+            drift: 0.0,
+            grid: 0.0,
+            frequency: 0.0,
+            imbalance: imbalance.map(|e| 1.0 + e - mean),
+            phase_load: [0.0; 3],
+            pf: 0.9,
+            started: false,
+        }
+    }
+
+    /// Moves the plant on by `dt_s` seconds to a time whose daily load shape is `shape`.
+    fn step(&mut self, shape: f64, dt_s: f64, rng: &mut SmallRng) {
+        // Machines run with the probability that makes the expected load follow the shape.
+        let p_on = ((shape - BASE_LOAD) / (1.0 - BASE_LOAD)).clamp(0.0, 1.0);
+        let redraw = if self.started {
+            1.0 - (-dt_s / MACHINE_DWELL_S).exp()
+        } else {
+            1.0
+        };
+        for on in &mut self.machines {
+            if rng.random_range(0.0..1.0) < redraw {
+                *on = rng.random_range(0.0..1.0) < p_on;
+            }
+        }
+        if self.started {
+            self.drift = ou_step(self.drift, DRIFT, dt_s, rng);
+            self.grid = ou_step(self.grid, GRID, dt_s, rng);
+            self.frequency = ou_step(self.frequency, FREQUENCY, dt_s, rng);
+        } else {
+            // Start anywhere in the processes' stationary range, not all at nominal.
+            self.drift = DRIFT.0 * gauss(rng);
+            self.grid = GRID.0 * gauss(rng);
+            self.frequency = FREQUENCY.0 * gauss(rng);
+            self.started = true;
+        }
+        let running = self.machines.iter().filter(|m| **m).count() as f64;
+        let load = (BASE_LOAD + (1.0 - BASE_LOAD) * running / MACHINES as f64)
+            * (1.0 + self.drift).max(0.0);
+        for (phase, share) in self.phase_load.iter_mut().zip(self.imbalance) {
+            *phase = (load * share * (1.0 + RIPPLE * gauss(rng))).max(0.0);
+        }
+        self.pf = (0.9 + 0.07 * self.load().min(1.0)).min(0.99);
+    }
+
+    /// The plant's total load, 0 to about 1.1 of rated.
+    fn load(&self) -> f64 {
+        self.phase_load.iter().sum::<f64>() / 3.0
+    }
+
+    /// The load of `phase`, or the mean of the three for a total.
+    fn load_of(&self, phase: Option<usize>) -> f64 {
+        phase
+            .and_then(|i| self.phase_load.get(i).copied())
+            .unwrap_or_else(|| self.load())
+    }
+
+    /// The voltage a meter reads at `phase` (line-to-line when `None`) on a `nominal` system.
+    fn voltage(&self, nominal: f64, phase: Option<usize>, rng: &mut SmallRng) -> f64 {
+        nominal * (1.0 + self.grid) * (1.0 - SAG_AT_FULL_LOAD * self.load_of(phase))
+            + VOLTAGE_NOISE_V * gauss(rng)
+    }
+}
+
 #[derive(Debug)]
 struct State {
     points: Vec<SimPoint>,
     registers: BTreeMap<(Function, u16), u16>,
     last_update: Option<Timestamp>,
     smoothed_load: f64,
+    plant: Plant,
     running: bool,
     rng: SmallRng,
     no_answer: bool,
@@ -190,6 +328,7 @@ impl SimDevice {
                 registers: BTreeMap::new(),
                 last_update: None,
                 smoothed_load: 0.5,
+                plant: Plant::new(&mut rng),
                 running: true,
                 rng,
                 no_answer: false,
@@ -424,46 +563,49 @@ impl SimDevice {
         s.last_update = Some(now);
         let hour = (now.0 as f64 / 3_600_000.0 + self.utc_offset_hours).rem_euclid(24.0);
         let noise: f64 = s.rng.random_range(-0.03..0.03);
+        // The machine side (PLC temperatures, vibration, speed) follows the smooth shape.
         let load = (load_shape(hour) + noise).clamp(0.0, 1.0);
         // Temperatures lag the load: first-order filter with a ~10 minute time constant.
         let alpha = (dt_h * 6.0).min(1.0);
         s.smoothed_load += (load - s.smoothed_load) * alpha;
         s.running = load > 0.2;
-        let pf = (0.9 + 0.07 * load).min(0.99);
         let State {
             points,
             registers,
             rng,
             running,
             smoothed_load,
+            plant,
             ..
         } = s;
+        plant.step(load_shape(hour), dt_h * 3600.0, rng);
+        let pf = plant.pf;
+        let reactive_per_active = (1.0 - pf * pf).sqrt() / pf;
         for p in points.iter_mut().filter(|p| !p.held) {
             let jitter: f64 = rng.random_range(-1.0..1.0);
+            let phase = phase_of(p.point.name.as_str());
             p.value = match p.behaviour {
-                Behaviour::Voltage { nominal } => nominal * (1.0 + 0.006 * jitter),
+                Behaviour::Voltage { nominal } => plant.voltage(nominal, phase, rng),
                 Behaviour::Current => {
-                    RATED_POWER_W / 3.0 / 230.0 / pf * load * (1.0 + 0.02 * jitter)
+                    let volts = plant.voltage(230.0, phase, rng);
+                    RATED_POWER_W / 3.0 * plant.load_of(phase) / volts / pf
                 }
                 Behaviour::Power {
                     kilo,
                     share,
                     reactive,
                 } => {
-                    let w = RATED_POWER_W * load * share * (1.0 + 0.01 * jitter);
-                    let w = if reactive {
-                        w * (1.0 - pf * pf).sqrt() / pf
-                    } else {
-                        w
-                    };
+                    // A phase reads its own load, a total the sum of the three.
+                    let w = RATED_POWER_W * share * plant.load_of(phase);
+                    let w = if reactive { w * reactive_per_active } else { w };
                     if kilo { w / 1000.0 } else { w }
                 }
                 Behaviour::Energy { watt_hours, share } => {
-                    let kwh = RATED_POWER_W / 1000.0 * load * share * dt_h;
+                    let kwh = RATED_POWER_W / 1000.0 * plant.load() * share * dt_h;
                     p.value + if watt_hours { kwh * 1000.0 } else { kwh }
                 }
                 Behaviour::PowerFactor => pf,
-                Behaviour::Frequency => 50.0 + 0.02 * jitter,
+                Behaviour::Frequency => 50.0 + plant.frequency,
                 Behaviour::Temperature { rise } => 25.0 + rise * *smoothed_load + 0.2 * jitter,
                 Behaviour::Vibration => 1.2 + 2.0 * load + 0.1 * jitter,
                 Behaviour::Running => f64::from(u8::from(*running)),
@@ -480,7 +622,7 @@ impl SimDevice {
             if p.behaviour.is_counter() {
                 p.value = wrap_counter(&p.point, p.value);
             }
-            let words = encode_point(&p.point, p.value);
+            let words = encode_point(&p.point, quantise(&p.point, p.value, p.behaviour));
             p.served = served(&p.point, &words);
             write_words(
                 registers,
@@ -491,6 +633,25 @@ impl SimDevice {
             );
         }
     }
+}
+
+/// What the meter puts in its register for `value`: a whole number of its resolution (0.1 V,
+/// 0.001 A, … from the point's `decimals` or `scale`), as a meter that counts in fixed steps
+/// does; a float register that states no resolution gets the value as computed. Counters show
+/// the steps completed so far (rounded down), so they never run ahead of the energy used.
+fn quantise(point: &Point, value: f64, behaviour: Behaviour) -> f64 {
+    let step = point.codec.resolution();
+    if step <= 0.0 || !value.is_finite() {
+        return value;
+    }
+    let counts = value / step;
+    // Tolerance: 0.3 / 0.1 is 2.9999999999999996, which is 3 steps and not 2.
+    let counts = if behaviour.is_counter() {
+        (counts + 1e-9).floor()
+    } else {
+        counts.round()
+    };
+    counts * step
 }
 
 /// A counter held in an integer register wraps at the register width, as real meters do.
@@ -581,7 +742,7 @@ fn spike(points: &[SimPoint], function: Function, address: u16, words: &mut [u16
         let at = usize::from(p.point.address - address);
         let n = usize::from(p.point.codec.registers());
         if let Some(slot) = words.get_mut(at..at + n) {
-            let spiked = encode_point(&p.point, p.value * 10.0);
+            let spiked = encode_point(&p.point, p.served * 10.0);
             if spiked.len() == n {
                 slot.copy_from_slice(&spiked);
             }
@@ -642,6 +803,70 @@ mod tests {
         let hour_one = read_point(&device, &sim, "ep_import", 3_600_000);
         let risen = read_point(&device, &sim, "ep_import", 2 * 3_600_000) - hour_one;
         assert!(risen > 7.0, "one hour added {risen} kWh");
+    }
+
+    /// Issue 19: a DTSU666 counts in 0.1 V, 0.001 A, 0.1 W, 0.001 (PF), 0.01 Hz and
+    /// 0.01 kWh, so its float registers hold whole counts and the payload shows those digits.
+    #[test]
+    fn meter_registers_hold_whole_counts_of_the_meters_resolution() {
+        let (device, sim) = sim("chint-dtsu666");
+        for second in 0..120 {
+            for p in device.points.iter() {
+                let Answer::Words(w) = sim.read(
+                    p.function,
+                    p.address,
+                    p.codec.registers(),
+                    Timestamp(second * 1000),
+                ) else {
+                    panic!("{} answers", p.name)
+                };
+                let raw = f32::from_bits((u32::from(w[0]) << 16) | u32::from(w[1]));
+                let step = p.codec.resolution();
+                assert!(step > 0.0, "{} has a resolution", p.name);
+                let counts = f64::from(raw) * p.codec.scale / step;
+                assert!(
+                    (counts - counts.round()).abs() < 1e-3 * counts.abs().max(1.0),
+                    "{} = {raw} is not a whole number of {step}",
+                    p.name
+                );
+            }
+        }
+    }
+
+    /// Issue 19: a meter's readings move like a plant's, not like dice. Over an hour at 1 s:
+    /// the voltage stays put (in 0.1 V) in a good share of seconds but is never frozen, the
+    /// current's last digit (1 mA) moves nearly every second as any real load's does, and the
+    /// load steps when a machine switches.
+    #[test]
+    fn meter_readings_drift_and_step_like_a_plant_load() {
+        let (device, sim) = sim("chint-dtsu666");
+        let (mut ua_moves, mut ia_moves, mut steps) = (0, 0, 0);
+        let mut last: Option<(f64, f64, f64)> = None;
+        for second in 0..3600 {
+            let now = 36_000_000 + second * 1000;
+            let (ua, ia, p) = (
+                read_point(&device, &sim, "ua", now),
+                read_point(&device, &sim, "ia", now),
+                read_point(&device, &sim, "p", now),
+            );
+            if let Some((u0, i0, p0)) = last {
+                ua_moves += usize::from((ua - u0).abs() > 0.05);
+                ia_moves += usize::from((ia - i0).abs() > 0.0005);
+                // A machine is about 14 % of rated power: 4 kW on a 30 kW plant.
+                steps += usize::from((p - p0).abs() > 2000.0);
+            }
+            assert!((200.0..260.0).contains(&ua), "{ua} V at {second} s");
+            last = Some((ua, ia, p));
+        }
+        assert!(
+            (360..2900).contains(&ua_moves),
+            "ua moved by a step in {ua_moves} of 3599 seconds"
+        );
+        assert!(ia_moves > 3000, "ia moved in {ia_moves} of 3599 seconds");
+        assert!(
+            (2..60).contains(&steps),
+            "{steps} load steps in an hour of the working day"
+        );
     }
 
     #[test]
