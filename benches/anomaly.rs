@@ -192,12 +192,7 @@ fn run(rows: &[Row], name: &str) -> Run {
         false_raises: 0,
         false_by_point: [0; 8],
     };
-    let mode = std::env::var("PLANTWATCH_SKAB_MODEL").unwrap_or_default();
-    let (use_points, use_device) = match mode.as_str() {
-        "device" => (false, true),
-        "both" => (true, true),
-        _ => (true, false),
-    };
+    let (use_points, use_device) = mode();
     let mut device = DeviceModel::new(POINTS.len(), AnomalyParams::default().learn_samples);
     let (mut device_raised, mut device_above) = (false, false);
     for (i, row) in rows.iter().enumerate() {
@@ -232,6 +227,15 @@ fn run(rows: &[Row], name: &str) -> Run {
         out.pred_cp.push(u8::from(cp));
     }
     out
+}
+
+/// Which models run, from `PLANTWATCH_SKAB_MODEL`: (one per point, one per device).
+fn mode() -> (bool, bool) {
+    match std::env::var("PLANTWATCH_SKAB_MODEL").as_deref() {
+        Ok("point") => (true, false),
+        Ok("both") => (true, true),
+        _ => (false, true),
+    }
 }
 
 fn experiments(dir: &Path, quick: bool) -> Vec<PathBuf> {
@@ -354,16 +358,23 @@ fn main() {
     };
     let quick = std::env::var_os("PLANTWATCH_SKAB_QUICK").is_some_and(|v| v != "0");
     let out_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/anomaly-bench");
+    let (use_points, use_device) = mode();
+    let models = match (use_points, use_device) {
+        (true, true) => "one model per point and one per device",
+        (true, false) => "one model per point",
+        _ => "one device model over the points",
+    };
     println!(
-        "anomaly bench: default rule (threshold {DEFAULT_THRESHOLD}), one model per point, \
-         {} points; predictions in {}",
+        "anomaly bench: default rule (threshold {DEFAULT_THRESHOLD}), {models}, {} points; \
+         predictions in {}",
         POINTS.len(),
         out_root.display()
     );
 
+    // A model is a point's or the device's: its normal samples are the rows it scored.
     println!(
         "{:<14} {:>5} {:>8} {:>15} {:>20}",
-        "false episodes", "files", "rows", "normal samples", "per pt per 10k"
+        "false episodes", "files", "rows", "normal samples", "per model per 10k"
     );
     let (mut all_samples, mut all_raises) = (0, 0);
     let mut by_point = [0usize; 8];
@@ -429,7 +440,9 @@ fn main() {
         .zip(by_point)
         .map(|(p, n)| format!("{p} {n}"))
         .collect();
-    println!("false episodes by point: {}", per_point.join(", "));
+    if use_points {
+        println!("false episodes by point: {}", per_point.join(", "));
+    }
 
     let all_rate = rate(all_raises, all_samples);
     let floor = |name: &str| {
