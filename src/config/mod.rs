@@ -1,9 +1,10 @@
 //! Configuration in three layers: the file as written ([`raw`]), a pure
 //! [`resolve`] that reports every problem at once with its key path, and the typed [`Plan`].
 //!
-//! Loading goes through the `config` crate so that `PLANTWATCH__SECTION__KEY` environment
-//! variables override the file. Each device, link and point is deserialized on its own, so a
-//! typo in one is reported together with the problems of all the others.
+//! Loading merges the main file, its `conf.d/*.toml` drop-ins ([`dropin`]) and
+//! `PLANTWATCH__SECTION__KEY` environment variables, remembering who set each key. Each
+//! device, link and point is deserialized on its own, so a typo in one is reported together
+//! with the problems of all the others.
 //!
 //! The map: `load` reads the file and the environment and deserializes each element; this
 //! file's [`resolve`] assembles the sections; `link`, `device` and `point` resolve the Modbus
@@ -14,7 +15,9 @@ pub mod commands;
 pub mod daemon;
 mod describe;
 mod device;
+pub mod dropin;
 pub mod energy;
+pub mod files;
 pub mod influx;
 pub mod issue;
 mod link;
@@ -40,7 +43,7 @@ use device::{DeviceContext, resolve_device, share_point_tables};
 pub use issue::{ConfigErrors, ConfigIssue, Issues};
 pub use link::{default_inter_frame_delay, valid_host};
 use link::{deserialize_link, link_name, resolve_link};
-pub use load::{EnvOverrides, default_path, load_file, load_str};
+pub use load::{EnvOverrides, Layers, default_path, load_file, load_str, read_layers};
 pub(crate) use load::{deserialize_at, parse_toml_source};
 use load::{name_in, take_array};
 pub use plan::Plan;

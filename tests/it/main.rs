@@ -29,6 +29,7 @@ mod command_auth;
 #[cfg(feature = "demo")]
 mod compact;
 mod config;
+mod config_check;
 #[cfg(feature = "demo")]
 mod daemon;
 mod detect;
