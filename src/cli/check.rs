@@ -48,8 +48,16 @@ pub(super) fn run(
     let files = crate::config::files::check_files(&plan);
     issues.extend(files.issues);
     if !issues.is_empty() {
+        let source_name = config.display().to_string();
+        // A file named in a drop-in is the drop-in's to fix: say which.
+        if let Ok(layers) = crate::config::read_layers(config, &EnvOverrides::Process) {
+            issues = issues
+                .into_iter()
+                .map(|i| layers.attribute(i, &source_name))
+                .collect();
+        }
         return Ok(super::config_failed(&ConfigErrors {
-            source_name: config.display().to_string(),
+            source_name,
             issues,
         }));
     }

@@ -89,6 +89,14 @@ pub struct Layers {
     pub origins: Origins,
 }
 
+impl Layers {
+    /// `issue`, naming the drop-in file or environment variable that set its key; `main` is
+    /// the main file's path as issues show it.
+    pub fn attribute(&self, issue: ConfigIssue, main: &str) -> ConfigIssue {
+        with_origin(issue, &self.origins, main)
+    }
+}
+
 /// Reads the config file at `path`, its drop-ins and the environment overrides, without
 /// resolving them: what `check --explain` shows.
 ///

@@ -28,6 +28,7 @@ pub mod platform;
 mod point;
 pub mod profile;
 pub mod raw;
+pub mod reference;
 pub mod rules;
 mod security;
 pub mod sparkplug;

@@ -174,6 +174,22 @@ fn issue_18_errors_name_the_drop_in_or_environment_variable_that_set_the_key() {
         "{err}"
     );
 
+    // A missing file named in a drop-in: the drop-in is named too.
+    let (_dir, path) = fleet(
+        MAIN,
+        &[(
+            "50-mqtt.toml",
+            "[mqtt]\nhost = \"127.0.0.1\"\nusername = \"gw\"\npassword_file = \"/nonexistent/pw\"\n",
+        )],
+    );
+    let (code, _, err) = check(&path, &["-q"], &[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("mqtt.password_file: cannot read /nonexistent/pw")
+            && err.contains("conf.d/50-mqtt.toml)"),
+        "{err}"
+    );
+
     let (_dir, path) = fleet(MAIN, &[("40-broken.toml", "[gateway\n")]);
     let (code, _, err) = check(&path, &["-q"], &[]);
     assert_eq!(code, 78);
@@ -297,5 +313,41 @@ fn issue_18_check_parses_certificates_and_matches_the_client_key() {
     assert!(
         err.contains("mqtt.tls.client_key_file: ") && err.contains("does not go with"),
         "{err}"
+    );
+}
+
+#[test]
+fn config_reference_lists_every_key_the_code_accepts() {
+    let path = crate::harness::repo().join("docs/config-reference.md");
+    let generated = plantwatch::config::reference::reference();
+    if std::env::var_os("PLANTWATCH_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let written = std::fs::read_to_string(&path).unwrap_or_default();
+    // Name what is missing first: a key in the code that the reference does not list.
+    let mut table = "";
+    let mut missing = Vec::new();
+    for line in generated.lines() {
+        if line.starts_with("## ") {
+            table = line;
+        } else if line.starts_with("- `") {
+            let section = written
+                .split("\n## ")
+                .find(|s| table.ends_with(s.lines().next().unwrap_or("-")));
+            if !section.is_some_and(|s| s.lines().any(|l| l == line)) {
+                missing.push(format!("{table} {line}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/config-reference.md lacks keys the code accepts (regenerate with \
+         PLANTWATCH_BLESS=1 cargo test --test it config_reference):\n{}",
+        missing.join("\n")
+    );
+    assert_eq!(
+        written, generated,
+        "docs/config-reference.md differs from the code; regenerate with PLANTWATCH_BLESS=1 \
+         cargo test --test it config_reference"
     );
 }
