@@ -1,5 +1,10 @@
-//! Reading a config: the file, its TOML syntax, the `PLANTWATCH__…` environment overlay, and
-//! the deserialization of each element with every problem recorded under its key.
+//! Reading a config: the main file and its drop-ins ([`super::dropin`]), their TOML syntax,
+//! the `PLANTWATCH__…` environment overlay, and the deserialization of each element with every
+//! problem recorded under its key.
+//!
+//! Types are strict: what the `config` crate would coerce (`"502"` or `true` for a number,
+//! `1000.7` for an integer) is refused at its key; only environment variables, which are text
+//! by nature, are read as their key's type.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

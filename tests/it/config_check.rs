@@ -351,3 +351,38 @@ fn config_reference_lists_every_key_the_code_accepts() {
          cargo test --test it config_reference"
     );
 }
+
+/// Whether `text` writes `key` as a key (`key =`, also commented out or inside an inline
+/// table) or as a table (`[a.key]`, `[[a.key]]`).
+fn writes_key(text: &str, key: &str) -> bool {
+    text.match_indices(key).any(|(at, _)| {
+        let before = text[..at].chars().next_back().unwrap_or('\n');
+        let after = text[at + key.len()..].trim_start_matches(' ');
+        (matches!(before, '\n' | ' ' | '#' | '{' | ',') && after.starts_with('='))
+            || (matches!(before, '.' | '[') && after.starts_with(']'))
+    })
+}
+
+#[test]
+fn issue_18_the_reference_config_shows_every_key_of_the_reference() {
+    let reference = plantwatch::config::reference::reference();
+    let config =
+        std::fs::read_to_string(crate::harness::repo().join("configs/plantwatch.toml")).unwrap();
+    let mut table = "";
+    let mut missing = Vec::new();
+    for line in reference.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            table = heading;
+        } else if let Some(key) = line.strip_prefix("- `").and_then(|k| k.strip_suffix('`')) {
+            // Profile files have their own examples in configs/profiles/.
+            if !table.contains("profile file") && !writes_key(&config, key) {
+                missing.push(format!("{table} {key}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "configs/plantwatch.toml does not show these keys:\n{}",
+        missing.join("\n")
+    );
+}
