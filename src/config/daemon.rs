@@ -62,12 +62,39 @@ pub struct RawMqtt {
     /// TLS settings; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<RawTls>,
-    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`.
+    /// MQTT protocol version: `"3.1.1"` (default) or `"5"`, quoted or a bare `5`.
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub protocol: Option<RawProtocol>,
     /// `[mqtt.sparkplug]`: the edge node, for `format = "sparkplug_b"`.
     #[serde(default)]
     pub sparkplug: Option<super::sparkplug::RawSparkplug>,
+}
+
+/// `protocol` as written: text, or a bare number (`protocol = 5`), which strict typing would
+/// otherwise refuse; anything else is kept so that the message can list the choices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawProtocol {
+    /// `"3.1.1"`, `"5"`.
+    Text(String),
+    /// `5`.
+    Integer(i64),
+    /// `5.0`.
+    Float(f64),
+    /// `true`: never valid, reported with the choices.
+    Bool(bool),
+}
+
+impl RawProtocol {
+    /// The version as text, as `Protocol::parse` reads it.
+    fn text(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Integer(i) => i.to_string(),
+            Self::Float(f) => f.to_string(),
+            Self::Bool(b) => b.to_string(),
+        }
+    }
 }
 
 /// `[mqtt.tls]` as written.
@@ -493,9 +520,9 @@ pub fn resolve_mqtt(
                 None
             }
         });
-    let protocol = match raw.protocol.as_deref() {
+    let protocol = match raw.protocol.as_ref().map(RawProtocol::text) {
         None => Protocol::default(),
-        Some(text) => Protocol::parse(text).unwrap_or_else(|| {
+        Some(text) => Protocol::parse(&text).unwrap_or_else(|| {
             issues.push(
                 key("protocol"),
                 format!("`{text}` is not supported; use \"3.1.1\" or \"5\""),

@@ -30,6 +30,7 @@ mod commissioning;
 #[cfg(feature = "demo")]
 mod compact;
 mod config;
+mod config_check;
 #[cfg(feature = "demo")]
 mod daemon;
 mod detect;
