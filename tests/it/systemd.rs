@@ -395,8 +395,9 @@ fn sysusers_and_tmpfiles_snippets_parse() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
+    // For real (into the temporary root), because the tmpfiles snippet names the user.
+    std::fs::create_dir(root.path().join("etc")).unwrap();
     let sysusers = Command::new("systemd-sysusers")
-        .arg("--dry-run")
         .arg(format!("--root={}", root.path().display()))
         .arg(repo().join("systemd/plantwatch.sysusers.conf"))
         .output()
@@ -421,6 +422,10 @@ fn sysusers_and_tmpfiles_snippets_parse() {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let state = std::fs::metadata(root.path().join("var/lib/plantwatch")).unwrap();
+    assert!(state.is_dir());
+    assert_eq!(state.permissions().mode() & 0o777, 0o700);
+    assert!(root.path().join("etc/plantwatch/conf.d").is_dir());
 }
 
 // ---------------------------------------------------------------------------------------------

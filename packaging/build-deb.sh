@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Builds the Debian package: the gateway binary (no embedded demo broker), the man pages and
+# shell completions it generates about itself, then `cargo deb` with Cargo.toml's
+# [package.metadata.deb]. Prints the package's path as its last line.
+#
+#   packaging/build-deb.sh                    release build for this machine's architecture
+#   packaging/build-deb.sh --target aarch64-unknown-linux-gnu
+#                                             cross build (docs/cross-build.md)
+#   packaging/build-deb.sh --profile deb-ci   the dev build copied in, quick compression: what
+#                                             tests/package/deb.sh uses in CI
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PROFILE=release
+TARGET=
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --profile) PROFILE="$2"; shift 2 ;;
+    --target) TARGET="$2"; shift 2 ;;
+    *) echo "build-deb.sh: unknown argument '$1' (--profile P, --target TRIPLE)" >&2; exit 2 ;;
+  esac
+done
+
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+# Where `plantwatch generate` writes; [package.metadata.deb] assets name this path.
+GENERATED=target/generated
+target_args=()
+[[ -n "$TARGET" ]] && target_args=(--target "$TARGET")
+
+t0=$SECONDS
+if [[ "$PROFILE" == deb-ci ]]; then
+  # Cargo.toml's [profile.deb-ci]: the dev build, not rebuilt but copied where cargo-deb looks.
+  [[ -z "$TARGET" ]] || { echo "build-deb.sh: --profile deb-ci packages the host's dev build; no --target" >&2; exit 2; }
+  cargo build --no-default-features >&2
+  mkdir -p "$TARGET_DIR/deb-ci"
+  cp "$TARGET_DIR/debug/plantwatch" "$TARGET_DIR/deb-ci/plantwatch"
+  host_bin="$TARGET_DIR/deb-ci/plantwatch"
+else
+  cargo build --profile "$PROFILE" --no-default-features ${target_args[@]+"${target_args[@]}"} >&2
+  if [[ -z "$TARGET" ]]; then
+    host_bin="$TARGET_DIR/$PROFILE/plantwatch"
+  else
+    # The target's binary cannot run here; man pages and completions are the same from the
+    # host's dev build of the same source.
+    cargo build --no-default-features >&2
+    host_bin="$TARGET_DIR/debug/plantwatch"
+  fi
+fi
+echo "build-deb.sh: binary ($PROFILE${TARGET:+, $TARGET}) in $((SECONDS - t0))s" >&2
+
+# Fresh each time: a page left from a renamed subcommand must not be packaged.
+rm -rf "$GENERATED"
+"$host_bin" generate man "$GENERATED/man" >&2
+"$host_bin" generate completions "$GENERATED/completions" >&2
+
+t0=$SECONDS
+deb_args=(--no-build --profile "$PROFILE" --output "$TARGET_DIR/debian/")
+# xz at its default level takes a minute on a dev binary; CI only installs the result.
+[[ "$PROFILE" == deb-ci ]] && deb_args+=(--fast)
+deb="$(cargo deb "${deb_args[@]}" ${target_args[@]+"${target_args[@]}"} | tail -n 1)"
+[[ -f "$deb" ]] || { echo "build-deb.sh: cargo deb printed no package path (got: '$deb')" >&2; exit 1; }
+echo "build-deb.sh: $deb ($(stat -c %s "$deb") bytes) in $((SECONDS - t0))s" >&2
+echo "$deb"
