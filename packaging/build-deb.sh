@@ -23,6 +23,28 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+# cross_env TRIPLE: Debian's cross toolchain for an ARM gateway (docs/cross-build.md): the
+# linker, the C compiler and archiver for ring's and the bundled SQLite's C code, and (in
+# DEB_ENV, names cargo-deb reads that bash cannot export) strip and objcopy. Only what the
+# caller has not set already.
+DEB_ENV=()
+cross_env() {
+  local gnu
+  case "$1" in
+    aarch64-unknown-linux-gnu) gnu=aarch64-linux-gnu ;;
+    armv7-unknown-linux-gnueabihf) gnu=arm-linux-gnueabihf ;;
+    *) return 0 ;;
+  esac
+  command -v "$gnu-gcc" >/dev/null ||
+    { echo "build-deb.sh: $gnu-gcc missing: apt-get install gcc-$gnu (docs/cross-build.md)" >&2; exit 1; }
+  local under="${1//-/_}" var
+  var="CARGO_TARGET_${under^^}_LINKER"; export "$var=${!var:-$gnu-gcc}"
+  var="CC_$under"; export "$var=${!var:-$gnu-gcc}"
+  var="AR_$under"; export "$var=${!var:-$gnu-ar}"
+  DEB_ENV=("STRIP_$1=$gnu-strip" "OBJCOPY_$1=$gnu-objcopy")
+}
+[[ -n "$TARGET" ]] && cross_env "$TARGET"
+
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 # Where `plantwatch generate` writes; [package.metadata.deb] assets name this path.
 GENERATED=target/generated
@@ -58,7 +80,7 @@ t0=$SECONDS
 deb_args=(--no-build --profile "$PROFILE" --output "$TARGET_DIR/debian/")
 # xz at its default level takes a minute on a dev binary; CI only installs the result.
 [[ "$PROFILE" == deb-ci ]] && deb_args+=(--fast)
-deb="$(cargo deb "${deb_args[@]}" ${target_args[@]+"${target_args[@]}"} | tail -n 1)"
+deb="$(env ${DEB_ENV[@]+"${DEB_ENV[@]}"} cargo deb "${deb_args[@]}" ${target_args[@]+"${target_args[@]}"} | tail -n 1)"
 [[ -f "$deb" ]] || { echo "build-deb.sh: cargo deb printed no package path (got: '$deb')" >&2; exit 1; }
 echo "build-deb.sh: $deb ($(stat -c %s "$deb") bytes) in $((SECONDS - t0))s" >&2
 echo "$deb"
