@@ -1,7 +1,7 @@
 //! `plantwatch generate`: the man pages and shell completions, made from the very clap command
 //! that parses the real command line, so they cannot list a flag the binary does not take or
-//! miss one it does. Hidden from `--help`: packaging runs it (tests/package/deb.sh) before
-//! `cargo deb`, which ships what it writes.
+//! miss one it does. Hidden from `--help` and the man pages: packaging/build-deb.sh runs it
+//! before `cargo deb`, which ships what it writes.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,7 +135,8 @@ fn exit_statuses(cmd: &Command) -> anyhow::Result<Vec<(u8, String)>> {
     Ok(statuses)
 }
 
-/// Writes the bash, zsh and fish completions; returns their paths.
+/// Writes the bash, zsh and fish completions; returns their paths. (The completions still offer
+/// the hidden `generate`: clap_complete 4.6 leaves hidden subcommands in.)
 fn completions(mut cmd: Command, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     create_dir(dir)?;
     let name = cmd.get_name().to_owned();
