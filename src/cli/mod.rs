@@ -30,6 +30,7 @@ mod direct;
 #[cfg_attr(not(feature = "demo"), path = "demo_unavailable.rs")]
 mod demo;
 mod export;
+mod generate;
 mod read;
 mod replay;
 mod run;
@@ -149,6 +150,9 @@ enum Command {
     Keygen(sign::KeygenArgs),
     /// List or verify the audit trail of downlink commands.
     Audit(audit::Args),
+    /// Man pages and shell completions from this command line (packaging runs it).
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code (`plantwatch --help` lists them).
@@ -200,6 +204,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::sign(&args),
         Command::Keygen(args) => sign::keygen(&args),
         Command::Audit(args) => audit::run(&args, &config.or_default(), profiles_dir),
+        Command::Generate(args) => generate::run(&args, Cli::command()),
     };
     match result {
         Ok(code) => code,

@@ -48,6 +48,7 @@ mod listener;
 mod mqtt;
 mod pipeline;
 mod platform;
+mod portability;
 mod profiles;
 #[cfg(feature = "demo")]
 mod reload;

@@ -395,8 +395,13 @@ fn sysusers_and_tmpfiles_snippets_parse() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
+    // tmpfiles chowns the state directory to the user sysusers makes, which only root may do;
+    // as root sysusers runs for real (into the temporary root) so that tmpfiles finds the user.
+    use std::os::unix::fs::MetadataExt as _;
+    let as_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    std::fs::create_dir(root.path().join("etc")).unwrap();
     let sysusers = Command::new("systemd-sysusers")
-        .arg("--dry-run")
+        .args((!as_root).then_some("--dry-run"))
         .arg(format!("--root={}", root.path().display()))
         .arg(repo().join("systemd/plantwatch.sysusers.conf"))
         .output()
@@ -409,6 +414,10 @@ fn sysusers_and_tmpfiles_snippets_parse() {
         describe(&sysusers)
     );
 
+    if !as_root {
+        crate::harness::skip_without("root", "systemd-tmpfiles chowns /var/lib/plantwatch");
+        return;
+    }
     let tmpfiles = Command::new("systemd-tmpfiles")
         .arg(format!("--root={}", root.path().display()))
         .arg("--create")
@@ -421,6 +430,10 @@ fn sysusers_and_tmpfiles_snippets_parse() {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&password).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let state = std::fs::metadata(root.path().join("var/lib/plantwatch")).unwrap();
+    assert!(state.is_dir());
+    assert_eq!(state.permissions().mode() & 0o777, 0o700);
+    assert!(root.path().join("etc/plantwatch/conf.d").is_dir());
 }
 
 // ---------------------------------------------------------------------------------------------
