@@ -325,3 +325,107 @@ fn recorded_values_are_written_with_the_digits_of_their_register() {
         .collect();
     assert_eq!(values, ["61.3", "2.01", "61.4"], "{out}");
 }
+
+/// Issue 16: a wide historian export (`;`, decimal commas, a label column) is replayed as
+/// the device's polls, and each anomaly episode is listed with its kind, score and points.
+#[test]
+fn a_wide_export_is_replayed_per_device_and_its_episodes_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("Time;Vibration;Bearing Temp;label\n");
+    for t in 0..40 {
+        let v = format!("2,0{}", t % 3);
+        csv.push_str(&format!("{};{v};60;0\n", 1_760_000_000 + t));
+    }
+    csv.push_str("1760000040;9;91;1\n");
+    let episodes = dir.path().join("episodes.csv");
+    let (ok, out, err) = replay(
+        dir.path(),
+        &csv,
+        &[
+            "--device",
+            "motor-1",
+            "--episodes",
+            episodes.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 1 + 41 * 2, "{out}");
+    assert_eq!(rows[1], "1760000000,motor-1,vibration,2.0,,");
+    // A decimal comma is written as a decimal point.
+    assert_eq!(rows[3], "1760000001,motor-1,vibration,2.01,,");
+    assert_eq!(rows[2], "1760000000,motor-1,bearing_temp,60,,");
+    let spike: Vec<&str> = rows[81].split(',').collect();
+    assert_eq!(spike[..4], ["1760000040", "motor-1", "vibration", "9"]);
+    assert!(spike[4].parse::<f64>().unwrap() >= 0.9, "{}", rows[81]);
+    assert_eq!(spike[5], "odd");
+    assert!(rows[82].ends_with(",91,,hot"), "{}", rows[82]);
+    assert!(
+        err.contains("1 columns name no point of device `motor-1` and were ignored: label"),
+        "{err}"
+    );
+    let listed = std::fs::read_to_string(&episodes).unwrap();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines[0],
+        "device,alarm,point,kind,start,end,start_ms,end_ms,peak_score,points"
+    );
+    assert_eq!(lines.len(), 2, "{listed}");
+    let f: Vec<&str> = lines[1].split(',').collect();
+    // Still open when the input ended: no end.
+    assert_eq!(f[..4], ["motor-1", "odd", "vibration", "spike"]);
+    assert_eq!(f[4], "2025-10-09T16:54:00+08:00");
+    assert_eq!((f[5], f[6], f[7]), ("", "1760000040000", ""));
+    assert!(f[8].parse::<f64>().unwrap() >= 0.9, "{}", lines[1]);
+    assert_eq!(f[9], "vibration:1");
+    assert!(err.contains("1 anomaly episodes written"), "{err}");
+
+    // JSON lines, by the file's name.
+    let jsonl = dir.path().join("episodes.jsonl");
+    let (ok, _, err) = replay(
+        dir.path(),
+        &csv,
+        &["--device", "motor-1", "--episodes", jsonl.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&jsonl).unwrap().trim()).unwrap();
+    assert_eq!(line["kind"], "spike");
+    assert_eq!(line["point"], "vibration");
+    assert_eq!(line["end"], serde_json::Value::Null);
+    assert_eq!(line["points"][0]["share"], 1.0);
+}
+
+#[test]
+fn a_wide_export_with_bad_rows_or_no_header_is_refused_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "ts,vibration,bearing_temp\n1760000000,2,60\n1760000001,2\n\
+               1760000002,x,60\n1760000003,2,60\n";
+    let device = ["--device", "motor-1"];
+    let (ok, _, err) = replay(dir.path(), csv, &device);
+    assert!(!ok);
+    assert!(
+        err.contains("line 3") && err.contains("2 columns; the header has 3"),
+        "{err}"
+    );
+    let (ok, out, err) = replay(dir.path(), csv, &["--device", "motor-1", "--skip-bad-rows"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1 + 2 * 2, "{out}");
+    assert!(err.contains("skipped 2 malformed rows"), "{err}");
+    assert!(
+        err.contains("line 4: column `vibration`: value `x` is not a number"),
+        "{err}"
+    );
+    let (ok, _, err) = replay(dir.path(), "1760000000,2,60\n", &device);
+    assert!(
+        !ok && err.contains("line 1") && err.contains("header row"),
+        "{err}"
+    );
+    let (ok, _, err) = replay(dir.path(), "ts,a,b\n1760000000,2,60\n", &device);
+    assert!(
+        !ok && err.contains("no column of the header names a point of device `motor-1`"),
+        "{err}"
+    );
+    let (ok, _, err) = replay(dir.path(), csv, &["--device", "motor-9"]);
+    assert!(!ok && err.contains("no device `motor-9`"), "{err}");
+}

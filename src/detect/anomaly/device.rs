@@ -84,6 +84,9 @@ pub struct DeviceModel {
     kept: usize,
     tails: [Tail; COMPONENTS],
     tracker: Tracker,
+    /// The kind of the component that started the current (or last) episode: the tracker
+    /// names kinds from the single-point model's components, which are not these.
+    kind: AnomalyKind,
     /// CUSUM of the standardised T² and Q together, so a fault that comes and goes with the
     /// load (a current that stops following it matches it at every crossing) stays one
     /// episode.
@@ -124,6 +127,7 @@ impl DeviceModel {
                 Tail::new(Null::SquareRoot),
             ],
             tracker: Tracker::default(),
+            kind: AnomalyKind::None,
             cusum: 0.0,
             point_scale: vec![0.0; d],
             point_n: 0,
@@ -152,7 +156,10 @@ impl DeviceModel {
 
     /// The current (or last) episode.
     pub fn episode(&self) -> Episode {
-        self.tracker.episode()
+        Episode {
+            kind: self.kind,
+            ..self.tracker.episode()
+        }
     }
 
     /// Feeds one sample of every point (same order as at creation); None while warming up or
@@ -312,7 +319,10 @@ impl DeviceModel {
             };
         }
         let quiet = !self.tracker.episode().active;
-        let (score, _) = self.tracker.step(self.n, ts_ms, threshold, &readings, 0.0);
+        let (score, onset) = self.tracker.step(self.n, ts_ms, threshold, &readings, 0.0);
+        if quiet && self.tracker.episode().active {
+            self.kind = onset.map_or(AnomalyKind::None, |i| kinds[i]);
+        }
         if quiet && !self.tracker.episode().active {
             for (tail, e) in self.tails.iter_mut().zip(evidence) {
                 tail.learn(e, strongest < QUIET_SURPRISE);
@@ -354,7 +364,7 @@ impl DeviceModel {
         };
         DeviceScore {
             score,
-            episode: self.tracker.episode(),
+            episode: self.episode(),
             contributions,
         }
     }

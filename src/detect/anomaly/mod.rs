@@ -568,6 +568,11 @@ impl AnomalyModel {
         &self.params
     }
 
+    /// The current (or last) episode.
+    pub fn episode(&self) -> Episode {
+        self.core.tracker.episode()
+    }
+
     /// Feeds one good sample at `ts_ms` with season bucket `bucket` (0 when Season::None, 0..24 hour of day, 0..168 hour of week); returns the anomaly score in [0, 1] or None while warming up.
     pub fn update(&mut self, ts_ms: i64, bucket: u16, value: f64) -> Option<Score> {
         if !value.is_finite() {
