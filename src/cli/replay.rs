@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
+use crate::config::rules::RuleKind;
 use crate::replay::episodes::EpisodeFormat;
 use crate::replay::{ReplayError, ReplayOptions, replay_with_episodes};
 
@@ -81,8 +82,9 @@ pub(super) struct Args {
     /// Skip malformed rows (counted) instead of stopping at the first.
     #[arg(long)]
     skip_bad_rows: bool,
-    /// Also run the energy ledger, writing its intervals (and the counters' final states)
-    /// into this state file: history import for `plantwatch export`.
+    /// Keep what the replay learned in this state file: the energy ledger's intervals and
+    /// counters (history import for `plantwatch export`) and the trained anomaly, trend and
+    /// rate models, which a later `plantwatch run` with the same rules resumes.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// The values are consumption per interval (the timestamp ends the interval), not meter
@@ -98,6 +100,8 @@ struct StateSink {
     written: u64,
     /// Counter events written.
     events: u64,
+    /// Trained models saved.
+    models: usize,
 }
 
 impl crate::replay::LedgerSink for StateSink {
@@ -131,11 +135,28 @@ impl crate::replay::LedgerSink for StateSink {
     }
 
     fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
         self.rt
             .block_on(
                 self.store
                     .save_state(crate::process::ledger::STATE_SCOPE, states),
             )
+            .map_err(std::io::Error::other)
+    }
+
+    fn models(
+        &mut self,
+        snapshots: Vec<crate::detect::snapshot::ModelSnapshot>,
+        at_ms: i64,
+    ) -> std::io::Result<()> {
+        self.models = snapshots.len();
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        self.rt
+            .block_on(self.store.save_models(snapshots, at_ms))
             .map_err(std::io::Error::other)
     }
 }
@@ -179,9 +200,16 @@ pub(super) fn run(
         input_name: args.input().display().to_string(),
         consumption: args.consumption,
     };
-    if args.state.is_some() && plan.energy.meters.is_empty() {
+    let learns = plan.rules.iter().any(|r| {
+        matches!(
+            r.kind,
+            RuleKind::Anomaly { .. } | RuleKind::Trend { .. } | RuleKind::Rate { .. }
+        )
+    });
+    if args.state.is_some() && plan.energy.meters.is_empty() && !learns {
         anyhow::bail!(
-            "--state: {} has no [[meters]] or [[production]]; the ledger would stay empty",
+            "--state: {} has no [[meters]] or [[production]] and no anomaly, trend or rate \
+             rule; the state file would stay empty",
             config.display()
         );
     }
@@ -193,6 +221,7 @@ pub(super) fn run(
             store: crate::store::Store::open(path, crate::store::OutboxLimits::from(&plan.store))?,
             written: 0,
             events: 0,
+            models: 0,
         }),
         None => None,
     };
@@ -292,14 +321,21 @@ pub(super) fn run(
         );
     }
     if let Some(s) = &sink {
-        eprintln!(
-            "replay: {} ledger intervals written to {}",
-            s.written,
-            args.state
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        );
+        let state = args
+            .state
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !plan.energy.meters.is_empty() {
+            eprintln!("replay: {} ledger intervals written to {state}", s.written);
+        }
+        if s.models > 0 {
+            eprintln!(
+                "replay: {} trained models (anomaly, trend, rate) saved to {state}; \
+                 `plantwatch run` with this state file and the same rules resumes them",
+                s.models
+            );
+        }
         if s.events > 0 {
             eprintln!(
                 "replay: {} counter events (wrap, reset, replacement, jump) written beside them",

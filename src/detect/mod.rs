@@ -18,6 +18,7 @@ pub mod limit;
 pub mod maintenance;
 pub mod quota;
 pub mod rate;
+pub mod snapshot;
 pub mod stuck;
 pub mod trend;
 
@@ -214,7 +215,7 @@ enum Detector {
 }
 
 /// A device-level `anomaly` rule's state: its model per regime and what explains its episode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct DeviceAnomaly {
     models: Regimes<DeviceModel>,
     /// Scratch: this poll's values of the watched points.
@@ -247,6 +248,9 @@ struct Instance {
     /// The message as raised: acks, shelves and the clear repeat it, so an alarm's text
     /// stays the one the team was woken by.
     message: String,
+    /// Hash of the rule's parameters and fresh model (0 for rules that learn nothing): a
+    /// saved model is restored only where it is unchanged (see [`snapshot`]).
+    fingerprint: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -438,6 +442,7 @@ impl Engine {
                         Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
                     }
                 };
+                let fingerprint = snapshot::fingerprint(plan, &rule, t, &detector);
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
                         rule: rule.clone(),
@@ -449,6 +454,7 @@ impl Engine {
                         state: AlarmState::default(),
                         seen: Seen::default(),
                         message: String::new(),
+                        fingerprint,
                     });
                 }
             }

@@ -79,6 +79,16 @@ pub trait LedgerSink {
     fn events(&mut self, events: Vec<LedgerEvent>) -> std::io::Result<()>;
     /// The counters' states at the end, as `(meter, JSON)`.
     fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()>;
+    /// The rules' trained models at the end (`at_ms`: the last poll replayed), for a later
+    /// `plantwatch run` to resume from. Ignored unless implemented.
+    fn models(
+        &mut self,
+        snapshots: Vec<crate::detect::snapshot::ModelSnapshot>,
+        at_ms: i64,
+    ) -> std::io::Result<()> {
+        let _ = (snapshots, at_ms);
+        Ok(())
+    }
 }
 
 /// The pipeline a replayed poll goes through, and where its ledger rows and episodes go.
@@ -87,6 +97,8 @@ struct Stages<'a> {
     out: Outputs,
     ledger: Option<&'a mut dyn LedgerSink>,
     episodes: Option<episodes::EpisodeLog<'a>>,
+    /// The time of the last poll run.
+    last_ms: i64,
 }
 
 impl Stages<'_> {
@@ -98,6 +110,7 @@ impl Stages<'_> {
         self.out.polls.clear();
         // Replay has no clock: the poll's own tick is its "now".
         let tick = batch.tick;
+        self.last_ms = self.last_ms.max(tick.0);
         self.pipeline.step(batch, tick, &mut self.out);
         if let Some(log) = self.episodes.as_mut() {
             log.observe(self.pipeline.engine(), di, tick.0)
@@ -147,11 +160,13 @@ impl Stages<'_> {
         let Some(sink) = self.ledger.as_mut() else {
             return Ok(());
         };
-        sink.states(self.pipeline.ledger().states())
-            .map_err(|source| ReplayError::Io {
-                what: "state".into(),
-                source,
-            })
+        let io = |source| ReplayError::Io {
+            what: "state".into(),
+            source,
+        };
+        sink.states(self.pipeline.ledger().states()).map_err(io)?;
+        sink.models(self.pipeline.engine().model_snapshots(), self.last_ms)
+            .map_err(io)
     }
 }
 
@@ -327,6 +342,7 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
         out: Outputs::default(),
         ledger,
         episodes,
+        last_ms: i64::MIN,
     };
     // Consumption input: running sums per point, and the interval length that dates the
     // counter's zero (one interval before a point's first row).

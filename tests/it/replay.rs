@@ -2,8 +2,10 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::harness::bin;
+use crate::harness::daemon::Daemon;
+use crate::harness::{bin, eventually};
 
 const CONFIG: &str = r#"
 [gateway]
@@ -428,4 +430,126 @@ fn a_wide_export_with_bad_rows_or_no_header_is_refused_with_the_line() {
     );
     let (ok, _, err) = replay(dir.path(), csv, &["--device", "motor-9"]);
     assert!(!ok && err.contains("no device `motor-9`"), "{err}");
+}
+
+/// The model snapshots of a state file: (device, alarm, saved_ms), by device.
+fn snapshots(state: &Path) -> Vec<(String, String, i64)> {
+    let conn = rusqlite::Connection::open(state).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT device, alarm, saved_ms FROM model_snapshots ORDER BY device, alarm")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Issue 16, item 5: `replay --state` leaves trained models that `run` resumes, saves again
+/// at a clean stop, and drops (saying so) when the rule was edited or the snapshot damaged.
+#[tokio::test]
+async fn a_replay_leaves_trained_models_that_the_daemon_resumes_unless_edited_or_damaged() {
+    let limit = Duration::from_secs(60);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let mut csv = String::from("timestamp,value\n");
+    for t in 0..100 {
+        let v = 2.0 + 0.01 * f64::from(t % 3);
+        csv.push_str(&format!("{},{v}\n", 1_760_000_000 + t));
+    }
+    let (ok, _, err) = replay(
+        dir.path(),
+        &csv,
+        &[
+            "--point",
+            "motor-1/vibration",
+            "--output",
+            "/dev/null",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    // `odd` watches the vibration of both motors: motor-1's model is trained.
+    assert!(err.contains("2 trained models"), "{err}");
+    let last_ms = 1_760_000_099_000;
+    let both = |saved_ms: i64| {
+        vec![
+            ("motor-1".to_owned(), "odd".to_owned(), saved_ms),
+            ("motor-2".to_owned(), "odd".to_owned(), saved_ms),
+        ]
+    };
+    assert_eq!(snapshots(&state), both(last_ms));
+
+    let run = format!("{CONFIG}\n[store]\npath = \"{}\"\n", state.display());
+    let start = |name: &str, config: &str| {
+        let at = dir.path().join(name);
+        std::fs::create_dir(&at).unwrap();
+        Daemon::spawn(&at, config)
+    };
+    let stop = |mut daemon: Daemon| {
+        daemon.signal("TERM");
+        assert_eq!(
+            daemon.wait_exit(Duration::from_secs(15)),
+            Some(0),
+            "{}",
+            daemon.log()
+        );
+        daemon.log()
+    };
+
+    let daemon = start("resume", &run);
+    eventually(limit, "the replayed models resumed", || {
+        daemon
+            .log()
+            .contains("Resumed trained models from the state file. models=2")
+            .then_some(())
+    })
+    .await;
+    let log = stop(daemon);
+    assert!(!log.contains("learns afresh"), "{log}");
+    // Saved again at the clean stop, at the daemon's clock.
+    let saved = snapshots(&state);
+    assert_eq!(saved.len(), 2);
+    assert!(saved.iter().all(|s| s.2 > last_ms), "{saved:?}");
+
+    let edited = run.replace("warmup_samples = 10", "warmup_samples = 20");
+    let daemon = start("edited", &edited);
+    eventually(limit, "the edited rule learning afresh", || {
+        let log = daemon.log();
+        (log.contains("Rule changed since its model was saved; it learns afresh.")
+            && log.contains("alarm=odd"))
+        .then_some(())
+    })
+    .await;
+    let log = stop(daemon);
+    assert!(!log.contains("Resumed trained models"), "{log}");
+
+    let conn = rusqlite::Connection::open(&state).unwrap();
+    conn.execute(
+        "UPDATE model_snapshots SET body = '{\"models\":[' WHERE device = 'motor-1'",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE model_snapshots SET version = 99 WHERE device = 'motor-2'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let mut daemon = start("damaged", &edited);
+    eventually(limit, "a WARN for each damaged snapshot", || {
+        let log = daemon.log();
+        let warned = log
+            .lines()
+            .filter(|l| {
+                l.contains("WARN") && l.contains("cannot be read") && l.contains("alarm=odd")
+            })
+            .count();
+        (warned == 2).then_some(())
+    })
+    .await;
+    assert!(daemon.running(), "{}", daemon.log());
+    let log = stop(daemon);
+    assert!(log.contains("snapshot version 99"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }

@@ -70,7 +70,7 @@ pub fn shares(parts: &[f64]) -> Vec<f64> {
 }
 
 /// Streaming PCA T²/Q model over `d` points.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceModel {
     d: usize,
     alpha: f64,
