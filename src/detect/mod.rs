@@ -442,7 +442,7 @@ impl Engine {
                         Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
                     }
                 };
-                let fingerprint = snapshot::fingerprint(plan, &rule, t, &detector);
+                let fingerprint = snapshot::fingerprint(&rule.kind, &watched(plan, t), &detector);
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
                         rule: rule.clone(),
@@ -1358,6 +1358,28 @@ fn device_params(
         params.learn_samples = crate::config::rules::learn_samples(learn, d.poll_interval);
     }
     params
+}
+
+/// What a rule target watches, by point name (not index, which a profile edit can shift),
+/// for its model's fingerprint: a rule pointed at another point is another model.
+fn watched(plan: &Plan, t: &Target) -> String {
+    let points = plan.devices.get(t.device).map(|d| &d.points);
+    let name = |i: usize| {
+        points
+            .and_then(|p| p.get(i))
+            .map_or("?", |p| p.name.as_str())
+    };
+    let mut out = String::new();
+    if let Some(p) = t.point {
+        let _infallible = write!(out, "point={};", name(p));
+    }
+    for &p in &t.points {
+        let _infallible = write!(out, "points={};", name(p));
+    }
+    if let Some(r) = t.regime {
+        let _infallible = write!(out, "regime={};", name(r));
+    }
+    out
 }
 
 fn value_f64(v: &Value) -> Option<f64> {

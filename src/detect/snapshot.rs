@@ -22,8 +22,6 @@
 use std::fmt::Write as _;
 
 use super::{Detector, Engine};
-use crate::config::plan::Plan;
-use crate::config::rules::{Rule, Target};
 
 /// Version of the snapshot encoding; a snapshot written with another is ignored. Bump it when
 /// the encoding itself changes (a model's fields are covered by the fingerprint).
@@ -92,30 +90,15 @@ fn learns(detector: &Detector) -> bool {
 }
 
 /// The fingerprint of a rule instance whose model is `fresh` as built (0 for a detector
-/// that learns nothing): its kind and parameters, the names of the points it watches, and
-/// the fresh model itself. Hashed as it is formatted, so nothing is allocated.
-pub(super) fn fingerprint(plan: &Plan, rule: &Rule, target: &Target, fresh: &Detector) -> u64 {
+/// that learns nothing): its kind with its parameters, what it watches (point names, as
+/// `watched` says them) and the fresh model itself. Hashed as it is formatted, so the model's
+/// text is never allocated.
+pub(super) fn fingerprint(kind: &dyn std::fmt::Debug, watched: &str, fresh: &Detector) -> u64 {
     if !learns(fresh) {
         return 0;
     }
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    let points = plan.devices.get(target.device).map(|d| &d.points);
-    let name = |i: usize| {
-        points
-            .and_then(|p| p.get(i))
-            .map_or("?", |p| p.name.as_str())
-    };
-    let _infallible = write!(h, "{:?}|", rule.kind);
-    if let Some(p) = target.point {
-        let _infallible = write!(h, "point={}|", name(p));
-    }
-    for &p in &target.points {
-        let _infallible = write!(h, "points={}|", name(p));
-    }
-    if let Some(r) = target.regime {
-        let _infallible = write!(h, "regime={}|", name(r));
-    }
-    let _infallible = write!(h, "{fresh:?}");
+    let _infallible = write!(h, "{kind:?}|{watched}|{fresh:?}");
     h.0
 }
 
@@ -214,6 +197,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::plan::Plan;
     use crate::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 
     const CONFIG: &str = r#"
