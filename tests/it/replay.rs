@@ -44,7 +44,11 @@ warmup_samples = 10
 "#;
 
 fn replay(dir: &Path, csv: &str, args: &[&str]) -> (bool, String, String) {
-    std::fs::write(dir.join("c.toml"), CONFIG).unwrap();
+    replay_on(dir, CONFIG, csv, args)
+}
+
+fn replay_on(dir: &Path, config: &str, csv: &str, args: &[&str]) -> (bool, String, String) {
+    std::fs::write(dir.join("c.toml"), config).unwrap();
     std::fs::write(dir.join("in.csv"), csv).unwrap();
     let out = Command::new(bin())
         .arg("replay")
@@ -552,4 +556,60 @@ async fn a_replay_leaves_trained_models_that_the_daemon_resumes_unless_edited_or
     let log = stop(daemon);
     assert!(log.contains("snapshot version 99"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// A device-level model's episode names its kind and the point that explains it.
+#[test]
+fn a_device_model_episode_lists_its_kind_and_the_points_that_explain_it() {
+    let config = format!(
+        "{CONFIG}\n[[rules]]\nname = \"motor-odd\"\nkind = \"anomaly\"\ndevice = \"motor-1\"\n\
+         points = [\"motor_temp\", \"motor_current\", \"speed\"]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // Three independent noisy points (a fixed linear congruential sequence), and at row 250
+    // one sample where the motor temperature alone is far off.
+    let mut seed = 12_345_u64;
+    let mut noise = move || {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    let mut csv = String::from("ts,motor_temp,motor_current,speed\n");
+    for t in 0..300 {
+        let temp = if t == 250 { 90.0 } else { 60.0 + noise() };
+        let current = 10.0 + 0.2 * noise();
+        let speed = 1480.0 + 5.0 * noise();
+        csv.push_str(&format!(
+            "{},{temp:.2},{current:.2},{speed:.1}\n",
+            1_760_000_000 + t
+        ));
+    }
+    let episodes = dir.path().join("episodes.csv");
+    let (ok, _, err) = replay_on(
+        dir.path(),
+        &config,
+        &csv,
+        &[
+            "--device",
+            "motor-1",
+            "--output",
+            "/dev/null",
+            "--episodes",
+            episodes.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let listed = std::fs::read_to_string(&episodes).unwrap();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("motor-1,motor-odd,"))
+        .unwrap_or_else(|| panic!("no device episode:\n{listed}"));
+    let f: Vec<&str> = line.split(',').collect();
+    // No point of its own; a kind of its own (the component that started it).
+    assert_eq!(f[2], "", "{line}");
+    assert_eq!(f[3], "spike", "{line}");
+    assert_eq!(f[6], "1760000250000", "{line}");
+    assert!(
+        f[9].starts_with("motor_temp:"),
+        "the temperature explains most of it: {line}"
+    );
 }
