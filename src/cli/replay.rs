@@ -48,7 +48,8 @@ Output (stdout unless --output): timestamp,device,point,value,score,alarms
   point with 1). JSON lines carry the same fields, points as [{\"point\",\"share\"}].
 --state FILE also keeps what the replay learned: the energy ledger (history import for
   `plantwatch export`) and the trained anomaly, trend and rate models, which a later
-  `plantwatch run` with the same state file and the same rules resumes from.
+  `plantwatch run` with the same state file and the same rules resumes from. The replay
+  itself starts from fresh models and replaces those saved in the file.
 
 Examples:
   tune a rule on last month's bearing temperature, then deploy it:
