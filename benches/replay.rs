@@ -21,7 +21,8 @@ use std::time::Instant;
 use plantwatch::config::{EnvOverrides, load_str};
 use plantwatch::model::{Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 use plantwatch::pipeline::{Outputs, Pipeline, Taps};
-use plantwatch::replay::{ReplayOptions, replay};
+use plantwatch::replay::episodes::EpisodeFormat;
+use plantwatch::replay::{ReplayOptions, replay, replay_with_episodes};
 
 const CONFIG: &str = r#"
 [gateway]
@@ -233,5 +234,49 @@ fn main() {
         csv.len() as f64 / (1024.0 * 1024.0),
         summary.rows as f64 / secs / 1e6,
         summary.events
+    );
+
+    // The same values as a wide historian export (`--device`, one row per poll), with the
+    // episode list (`--episodes`) written too.
+    let mut wide = Vec::with_capacity(rows * 10);
+    wide.extend_from_slice(b"timestamp");
+    for p in POINTS {
+        write!(wide, ";{p}").unwrap();
+    }
+    wide.push(b'\n');
+    for t in 0..(rows / POINTS.len()) as i64 {
+        write!(wide, "{}", 1_764_000_000 + t).unwrap();
+        for p in 0..POINTS.len() {
+            write!(wide, ";{:.3}", value(p, t)).unwrap();
+        }
+        wide.push(b'\n');
+    }
+    let opts = ReplayOptions {
+        input_name: "generated".into(),
+        device: Some("motor-1".into()),
+        ..ReplayOptions::default()
+    };
+    let mut episodes = std::io::sink();
+    let started = Instant::now();
+    let summary = replay_with_episodes(
+        &plan,
+        wide.as_slice(),
+        std::io::sink(),
+        Some(std::io::sink()),
+        &opts,
+        None,
+        Some((&mut episodes, EpisodeFormat::Csv)),
+        |_| {},
+    )
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let values = summary.rows as usize * POINTS.len();
+    println!(
+        "replay --device --episodes: {} polls of {} points ({:.1} MiB of CSV) in {secs:.3} s: {:.2} M values/s, {} episodes",
+        summary.rows,
+        POINTS.len(),
+        wide.len() as f64 / (1024.0 * 1024.0),
+        values as f64 / secs / 1e6,
+        summary.episodes
     );
 }

@@ -7,23 +7,57 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::replay::{ReplayError, ReplayOptions, replay};
+use crate::config::rules::RuleKind;
+use crate::replay::episodes::EpisodeFormat;
+use crate::replay::{ReplayError, ReplayOptions, replay_with_episodes};
 
 /// Arguments of `replay`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Input: CSV `timestamp,device,point,value`, or `timestamp,value` with --point DEVICE/POINT;
-a header line is optional. Timestamps: epoch seconds or ms, or ISO-8601 (an offset, `Z`, or
-none for the gateway's local time). An empty value is a poll the device did not answer.
+Input, one of three CSV forms:
+  timestamp,device,point,value     many points; a header line is optional
+  timestamp,value                  one point, named with --point DEVICE/POINT
+  timestamp;col1;col2;...          a wide historian export of one device (--device NAME):
+                                   a header row is required; `;` if the header has one (then
+                                   a decimal comma is read too), else `,`. Each column is
+                                   matched to a point of the device by name, exactly or
+                                   lower-cased with other characters as `_` (`Volume Flow
+                                   RateRMS` is `volume_flow_raterms`). Columns that are no
+                                   point (labels, quality flags) are ignored and listed at the
+                                   end; a header naming no point, or one point twice, is an
+                                   error. One row is one poll.
+Timestamps: epoch seconds or ms, or ISO-8601 (an offset, `Z`, or none for the gateway's local
+time). An empty value is a point the device did not answer.
+A malformed row (column count, timestamp, a value that is not a finite number) stops the
+replay with its line number (exit status 65); --skip-bad-rows skips it, counts it and lists
+the first 10 with their lines.
 
 Output (stdout unless --output): timestamp,device,point,value,score,alarms
-  score   the anomaly score in [0, 1] where the point has an anomaly rule, else empty
+  score   the anomaly score in [0, 1] where the point has an anomaly rule, else empty:
+          the evidence that a new anomaly starts at this row, at full precision
   alarms  the alarms raised on that row's point or device, `;`-separated
 --events writes every alarm change as one JSON object per line, as on the alarm topic.
+--episodes writes every anomaly episode, one per line, when it ends (those still open at the
+  end of the input last, without an end). CSV, or JSON lines if FILE ends in .jsonl, .ndjson
+  or .json:
+    device,alarm,point,kind,start,end,start_ms,end_ms,peak_score,points
+  kind is spike, level_shift, drift, variance or stuck; start and end are ISO-8601 in the
+  gateway's time zone; peak_score is the highest onset score of the episode; points are the
+  points that explain it as `point:share` joined by `;` (a device-level model's points with
+  at least 1 % of the deviation summed over the episode, largest first; a point model's own
+  point with 1). JSON lines carry the same fields, points as [{\"point\",\"share\"}].
+--state FILE also keeps what the replay learned: the energy ledger (history import for
+  `plantwatch export`) and the trained anomaly, trend and rate models, which a later
+  `plantwatch run` with the same state file and the same rules resumes from. The replay
+  itself starts from fresh models and replaces those saved in the file.
 
-Example: tune a rule on last month's bearing temperature, then deploy it:
-  plantwatch replay -c plantwatch.toml bearing.csv --point motor-1/bearing_temp \\
-      --output scored.csv --events alarms.jsonl")]
+Examples:
+  tune a rule on last month's bearing temperature, then deploy it:
+    plantwatch replay -c plantwatch.toml bearing.csv --point motor-1/bearing_temp \\
+        --output scored.csv --events alarms.jsonl
+  list the anomalies of a pump in a historian export:
+    plantwatch replay -c plantwatch.toml pump-export.csv --device pump-1 \\
+        --output /dev/null --episodes episodes.csv")]
 pub(super) struct Args {
     /// The recorded samples (CSV); `-` reads stdin.
     #[arg(value_name = "INPUT")]
@@ -34,17 +68,24 @@ pub(super) struct Args {
     /// The point of a two-column `timestamp,value` input.
     #[arg(long, value_name = "DEVICE/POINT")]
     point: Option<String>,
+    /// The device of a wide export `timestamp;point1;point2;…` (header row of point names).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["point", "consumption"])]
+    device: Option<String>,
     /// Write the scored rows here instead of stdout.
     #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Write the alarm events here, one JSON object per line.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Write each anomaly episode here, one per line (CSV, or JSON lines for `*.jsonl`).
+    #[arg(long, value_name = "FILE")]
+    episodes: Option<PathBuf>,
     /// Skip malformed rows (counted) instead of stopping at the first.
     #[arg(long)]
     skip_bad_rows: bool,
-    /// Also run the energy ledger, writing its intervals (and the counters' final states)
-    /// into this state file: history import for `plantwatch export`.
+    /// Keep what the replay learned in this state file: the energy ledger's intervals and
+    /// counters (history import for `plantwatch export`) and the trained anomaly, trend and
+    /// rate models, which a later `plantwatch run` with the same rules resumes.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
     /// The values are consumption per interval (the timestamp ends the interval), not meter
@@ -60,6 +101,8 @@ struct StateSink {
     written: u64,
     /// Counter events written.
     events: u64,
+    /// Trained models saved.
+    models: usize,
 }
 
 impl crate::replay::LedgerSink for StateSink {
@@ -93,11 +136,28 @@ impl crate::replay::LedgerSink for StateSink {
     }
 
     fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()> {
+        if states.is_empty() {
+            return Ok(());
+        }
         self.rt
             .block_on(
                 self.store
                     .save_state(crate::process::ledger::STATE_SCOPE, states),
             )
+            .map_err(std::io::Error::other)
+    }
+
+    fn models(
+        &mut self,
+        snapshots: Vec<crate::detect::snapshot::ModelSnapshot>,
+        at_ms: i64,
+    ) -> std::io::Result<()> {
+        self.models = snapshots.len();
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        self.rt
+            .block_on(self.store.save_models(snapshots, at_ms))
             .map_err(std::io::Error::other)
     }
 }
@@ -136,13 +196,21 @@ pub(super) fn run(
     };
     let opts = ReplayOptions {
         point,
+        device: args.device.clone(),
         skip_bad_rows: args.skip_bad_rows,
         input_name: args.input().display().to_string(),
         consumption: args.consumption,
     };
-    if args.state.is_some() && plan.energy.meters.is_empty() {
+    let learns = plan.rules.iter().any(|r| {
+        matches!(
+            r.kind,
+            RuleKind::Anomaly { .. } | RuleKind::Trend { .. } | RuleKind::Rate { .. }
+        )
+    });
+    if args.state.is_some() && plan.energy.meters.is_empty() && !learns {
         anyhow::bail!(
-            "--state: {} has no [[meters]] or [[production]]; the ledger would stay empty",
+            "--state: {} has no [[meters]] or [[production]] and no anomaly, trend or rate \
+             rule; the state file would stay empty",
             config.display()
         );
     }
@@ -154,6 +222,7 @@ pub(super) fn run(
             store: crate::store::Store::open(path, crate::store::OutboxLimits::from(&plan.store))?,
             written: 0,
             events: 0,
+            models: 0,
         }),
         None => None,
     };
@@ -188,11 +257,35 @@ pub(super) fn run(
     let ledger = sink
         .as_mut()
         .map(|s| s as &mut dyn crate::replay::LedgerSink);
-    let summary = match replay(&plan, input, output, events, &opts, ledger, |rows| {
-        if show_progress {
-            eprint!("\r{rows} rows…");
-        }
-    }) {
+    let mut episodes = match &args.episodes {
+        Some(p) => Some(std::io::BufWriter::new(
+            File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))
+                .map_err(super::io_failed)?,
+        )),
+        None => None,
+    };
+    let episode_format = args
+        .episodes
+        .as_deref()
+        .map_or(EpisodeFormat::Csv, EpisodeFormat::for_path);
+    let episodes_out = episodes
+        .as_mut()
+        .map(|w| (w as &mut dyn std::io::Write, episode_format));
+    let summary = match replay_with_episodes(
+        &plan,
+        input,
+        output,
+        events,
+        &opts,
+        ledger,
+        episodes_out,
+        |rows| {
+            if show_progress {
+                eprint!("\r{rows} rows…");
+            }
+        },
+    ) {
         Ok(summary) => summary,
         // `replay … | head`: the reader has what it wanted.
         Err(ReplayError::Io { source, .. })
@@ -213,15 +306,37 @@ pub(super) fn run(
         summary.rows as f64 / secs.max(1e-9),
         summary.events
     );
-    if let Some(s) = &sink {
+    if let Some(p) = &args.episodes {
         eprintln!(
-            "replay: {} ledger intervals written to {}",
-            s.written,
-            args.state
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            "replay: {} anomaly episodes written to {}",
+            summary.episodes,
+            p.display()
         );
+    }
+    if !summary.unknown_columns.is_empty() {
+        eprintln!(
+            "replay: {} columns name no point of device `{}` and were ignored: {}",
+            summary.unknown_columns.len(),
+            args.device.as_deref().unwrap_or_default(),
+            summary.unknown_columns.join(", ")
+        );
+    }
+    if let Some(s) = &sink {
+        let state = args
+            .state
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !plan.energy.meters.is_empty() {
+            eprintln!("replay: {} ledger intervals written to {state}", s.written);
+        }
+        if s.models > 0 {
+            eprintln!(
+                "replay: {} trained models (anomaly, trend, rate) saved to {state}; \
+                 `plantwatch run` with this state file and the same rules resumes them",
+                s.models
+            );
+        }
         if s.events > 0 {
             eprintln!(
                 "replay: {} counter events (wrap, reset, replacement, jump) written beside them",

@@ -18,6 +18,7 @@ pub mod limit;
 pub mod maintenance;
 pub mod quota;
 pub mod rate;
+pub mod snapshot;
 pub mod stuck;
 pub mod trend;
 
@@ -214,7 +215,7 @@ enum Detector {
 }
 
 /// A device-level `anomaly` rule's state: its model per regime and what explains its episode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct DeviceAnomaly {
     models: Regimes<DeviceModel>,
     /// Scratch: this poll's values of the watched points.
@@ -247,6 +248,9 @@ struct Instance {
     /// The message as raised: acks, shelves and the clear repeat it, so an alarm's text
     /// stays the one the team was woken by.
     message: String,
+    /// Hash of the rule's parameters and fresh model (0 for rules that learn nothing): a
+    /// saved model is restored only where it is unchanged (see [`snapshot`]).
+    fingerprint: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -438,6 +442,7 @@ impl Engine {
                         Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
                     }
                 };
+                let fingerprint = snapshot::fingerprint(&rule.kind, &watched(plan, t), &detector);
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
                         rule: rule.clone(),
@@ -449,6 +454,7 @@ impl Engine {
                         state: AlarmState::default(),
                         seen: Seen::default(),
                         message: String::new(),
+                        fingerprint,
                     });
                 }
             }
@@ -604,7 +610,68 @@ impl Engine {
     }
 }
 
+/// An `anomaly` rule's episode after the last batch of its device (for `replay --episodes`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpisodeState {
+    /// The rule instance on its device: stable for the engine's life, an argument of
+    /// [`Engine::anomaly_rule`].
+    pub instance: usize,
+    /// The episode of the model of the current regime.
+    pub episode: self::anomaly::Episode,
+    /// The rule's latest onset score.
+    pub score: Option<f64>,
+}
+
+/// What an `anomaly` rule instance watches, for an episode's line in `replay --episodes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyRule<'a> {
+    /// The alarm name.
+    pub alarm: &'a str,
+    /// The watched point of a point model; `None` for a device-level model.
+    pub point: Option<&'a str>,
+    /// A device-level model's points with their shares of the current (or last) episode's
+    /// deviation, largest first; empty for a point model.
+    pub shares: Vec<PointShare>,
+}
+
 impl Engine {
+    /// The episode of every `anomaly` rule of `device` (point and device-level models).
+    pub fn anomaly_episodes(&self, device: usize) -> impl Iterator<Item = EpisodeState> + '_ {
+        self.devices
+            .get(device)
+            .into_iter()
+            .flat_map(|d| d.instances.iter().enumerate())
+            .filter_map(|(instance, inst)| {
+                let episode = match &inst.detector {
+                    Detector::Anomaly(models) => models.current().map(AnomalyModel::episode),
+                    Detector::DeviceAnomaly(state) => {
+                        state.models.current().map(DeviceModel::episode)
+                    }
+                    _ => return None,
+                };
+                Some(EpisodeState {
+                    instance,
+                    episode: episode.unwrap_or_default(),
+                    score: inst.seen.score,
+                })
+            })
+    }
+
+    /// The alarm, point and (device-level models) point shares of rule instance `instance`
+    /// of `device`, as listed by [`Engine::anomaly_episodes`].
+    pub fn anomaly_rule(&self, device: usize, instance: usize) -> Option<AnomalyRule<'_>> {
+        let d = self.devices.get(device)?;
+        let inst = d.instances.get(instance)?;
+        Some(AnomalyRule {
+            alarm: &inst.alarm,
+            point: inst
+                .point
+                .and_then(|p| d.point_names.get(p))
+                .map(Name::as_str),
+            shares: point_shares(inst, &d.point_names),
+        })
+    }
+
     /// The latest anomaly score of `device`/`point` from the last batch that held it.
     pub fn score(&self, device: usize, point: usize) -> Option<f64> {
         self.devices
@@ -1291,6 +1358,28 @@ fn device_params(
         params.learn_samples = crate::config::rules::learn_samples(learn, d.poll_interval);
     }
     params
+}
+
+/// What a rule target watches, by point name (not index, which a profile edit can shift),
+/// for its model's fingerprint: a rule pointed at another point is another model.
+fn watched(plan: &Plan, t: &Target) -> String {
+    let points = plan.devices.get(t.device).map(|d| &d.points);
+    let name = |i: usize| {
+        points
+            .and_then(|p| p.get(i))
+            .map_or("?", |p| p.name.as_str())
+    };
+    let mut out = String::new();
+    if let Some(p) = t.point {
+        let _infallible = write!(out, "point={};", name(p));
+    }
+    for &p in &t.points {
+        let _infallible = write!(out, "points={};", name(p));
+    }
+    if let Some(r) = t.regime {
+        let _infallible = write!(out, "regime={};", name(r));
+    }
+    out
 }
 
 fn value_f64(v: &Value) -> Option<f64> {

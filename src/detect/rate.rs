@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 pub const MAX_SAMPLES: usize = 4096;
 
 /// Recent samples of one point.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RateState {
     samples: VecDeque<(i64, f64)>,
 }

@@ -45,7 +45,7 @@ const MAD_TO_SIGMA: f64 = 1.482_6;
 const FLAT_STANDARD_ERRORS: f64 = 3.0;
 
 /// Window and resolution of a [`TrendModel`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrendParams {
     /// Length of the fitted window in milliseconds.
     pub window_ms: i64,
@@ -71,7 +71,7 @@ pub enum Direction {
     Falling,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Slot {
     index: i64,
     count: u32,
@@ -86,7 +86,7 @@ const EMPTY: Slot = Slot {
     sum_offset_ms: 0.0,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Fit {
     /// Units per millisecond.
     slope: f64,
@@ -100,7 +100,7 @@ struct Fit {
 }
 
 /// Robust trend over a sliding window of time buckets; a plain value, no I/O.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrendModel {
     params: TrendParams,
     width: i64,

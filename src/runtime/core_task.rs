@@ -188,18 +188,32 @@ impl Core {
                     if health_s > 0 && ticks % health_s == 0 {
                         self.publish_health().await;
                     }
-                    // A crash loses at most a minute of running time.
+                    // A crash loses at most a minute of running time and of learning.
                     if ticks % 60 == 0 {
                         self.save_counters().await;
+                        self.save_models().await;
                     }
                 }
                 CoreInput::Closed => break,
             }
         }
         self.save_counters().await;
+        self.save_models().await;
         Receivers {
             batches: rx,
             downlink,
+        }
+    }
+
+    /// Saves every rule's learned model (anomaly, trend, rate), so a restart resumes with it.
+    async fn save_models(&self) {
+        let rows = self.pipeline.engine().model_snapshots();
+        if rows.is_empty() {
+            return;
+        }
+        let n = rows.len();
+        if let Err(err) = self.store.save_models(rows, self.clock.now().0).await {
+            error!(error = %err, models = n, "Cannot save the learned models; a restart would learn them afresh.");
         }
     }
 
@@ -798,6 +812,7 @@ pub(super) struct Saved {
     pub(super) ledger: Vec<(String, String)>,
     pub(super) baselines: Vec<(String, String)>,
     pub(super) platform: Vec<(String, String)>,
+    pub(super) models: Vec<crate::detect::snapshot::ModelSnapshot>,
 }
 
 pub(super) async fn load_saved(store: &StoreHandle) -> Saved {
@@ -819,6 +834,44 @@ pub(super) async fn load_saved(store: &StoreHandle) -> Saved {
                 error!(error = %err, "Cannot load the energy baselines; they learn afresh.");
                 Vec::new()
             }),
+        models: store.load_models().await.unwrap_or_else(|err| {
+            error!(error = %err, "Cannot load the learned models; every rule learns afresh.");
+            Vec::new()
+        }),
+    }
+}
+
+/// Logs what became of the saved models at a start or reload: the rules that resume, those
+/// that learn afresh because they changed, and (WARN) the snapshots that could not be read.
+pub(super) fn log_restored(outcomes: &[crate::detect::snapshot::RestoreOutcome]) {
+    use crate::detect::snapshot::Restored;
+    let mut resumed = 0usize;
+    for o in outcomes {
+        match &o.restored {
+            Restored::Resumed => resumed += 1,
+            Restored::Changed => info!(
+                device = %o.device,
+                alarm = %o.alarm,
+                "Rule changed since its model was saved; it learns afresh."
+            ),
+            Restored::Unreadable(why) => warn!(
+                device = %o.device,
+                alarm = %o.alarm,
+                error = %why,
+                "Saved model of the rule cannot be read; it learns afresh."
+            ),
+            Restored::NoRule => debug!(
+                device = %o.device,
+                alarm = %o.alarm,
+                "Saved model of a rule no longer configured left unused."
+            ),
+        }
+    }
+    if resumed > 0 {
+        info!(
+            models = resumed,
+            "Resumed trained models from the state file."
+        );
     }
 }
 

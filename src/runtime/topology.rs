@@ -304,6 +304,7 @@ impl Generation {
         engine.restore(&saved.raised);
         engine.restore_counters(&saved.counters);
         engine.restore_baselines(&saved.baselines);
+        super::core_task::log_restored(&engine.restore_models(&saved.models));
         pipeline.ledger_mut().restore(&saved.ledger);
         let core = Core {
             plan: plan.clone(),

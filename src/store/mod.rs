@@ -40,6 +40,7 @@ pub mod audit;
 pub mod health;
 pub mod ledger;
 pub mod lock;
+mod models;
 pub mod offline;
 pub mod outbox;
 pub mod platform_source;
@@ -373,6 +374,14 @@ enum Request {
         scope: &'static str,
         reply: Reply<Vec<(String, String)>>,
     },
+    SaveModels {
+        rows: Vec<crate::detect::snapshot::ModelSnapshot>,
+        saved_ms: i64,
+        reply: Reply<()>,
+    },
+    LoadModels {
+        reply: Reply<Vec<crate::detect::snapshot::ModelSnapshot>>,
+    },
     SaveIntervals {
         rows: Vec<crate::process::ledger::LedgerInterval>,
         reply: Reply<()>,
@@ -406,6 +415,7 @@ impl Request {
                 | Self::OpenQueue { .. }
                 | Self::SaveAlarms { .. }
                 | Self::SaveState { .. }
+                | Self::SaveModels { .. }
                 | Self::SaveIntervals { .. }
                 | Self::SaveEnergyEvents { .. }
                 | Self::AnswerCommands { .. }
@@ -485,6 +495,12 @@ impl Request {
             Self::LoadState { scope, reply } => {
                 finish(reply, alarms::load_state(conn, scope), path)
             }
+            Self::SaveModels {
+                rows,
+                saved_ms,
+                reply,
+            } => finish(reply, models::save(conn, &rows, saved_ms), path),
+            Self::LoadModels { reply } => finish(reply, models::load(conn), path),
             Self::SaveIntervals { rows, reply } => finish(reply, ledger::save(conn, &rows), path),
             Self::SaveEnergyEvents { rows, reply } => {
                 finish(reply, ledger::save_events(conn, &rows), path)
@@ -521,6 +537,8 @@ impl Request {
             Self::PendingCommands { reply } => Done::new(reply, None),
             Self::SaveState { reply, .. } => Done::new(reply, None),
             Self::LoadState { reply, .. } => Done::new(reply, None),
+            Self::SaveModels { reply, .. } => Done::new(reply, None),
+            Self::LoadModels { reply } => Done::new(reply, None),
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::SaveEnergyEvents { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
@@ -1604,6 +1622,8 @@ impl std::fmt::Debug for Request {
             Self::PendingCommands { .. } => "PendingCommands",
             Self::SaveState { .. } => "SaveState",
             Self::LoadState { .. } => "LoadState",
+            Self::SaveModels { .. } => "SaveModels",
+            Self::LoadModels { .. } => "LoadModels",
             Self::SaveIntervals { .. } => "SaveIntervals",
             Self::SaveEnergyEvents { .. } => "SaveEnergyEvents",
             Self::AnswerCommands { .. } => "AnswerCommands",
@@ -1800,6 +1820,34 @@ impl StoreHandle {
         scope: &'static str,
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.call(|reply| Request::LoadState { scope, reply }).await
+    }
+
+    /// Saves the rules' learned model states at `saved_ms`, each replacing the last one of
+    /// its rule instance.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn save_models(
+        &self,
+        rows: Vec<crate::detect::snapshot::ModelSnapshot>,
+        saved_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(|reply| Request::SaveModels {
+            rows,
+            saved_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Every saved model state.
+    ///
+    /// # Errors
+    /// A SQLite error, or [`StoreError::Closed`].
+    pub async fn load_models(
+        &self,
+    ) -> Result<Vec<crate::detect::snapshot::ModelSnapshot>, StoreError> {
+        self.call(|reply| Request::LoadModels { reply }).await
     }
 
     /// Saves closed ledger intervals (replacing any with the same meter and start).

@@ -115,6 +115,17 @@ const MIGRATIONS: &[&str] = &[
          ts_ms INTEGER NOT NULL,
          PRIMARY KEY (key, id)
      ) WITHOUT ROWID;",
+    // 9: the learned state of anomaly, trend and rate models per rule instance (see
+    // detect/snapshot.rs), restored at start where the rule's fingerprint is unchanged.
+    "CREATE TABLE model_snapshots (
+         device      TEXT    NOT NULL,
+         alarm       TEXT    NOT NULL,
+         fingerprint TEXT    NOT NULL,
+         version     INTEGER NOT NULL,
+         saved_ms    INTEGER NOT NULL,
+         body        TEXT    NOT NULL,
+         PRIMARY KEY (device, alarm)
+     ) WITHOUT ROWID;",
 ];
 
 /// The tables every file at [`VERSION`] has; a file without one of them is not what its
@@ -131,6 +142,7 @@ const TABLES: &[&str] = &[
     "energy_events",
     "audit",
     "command_ids",
+    "model_snapshots",
 ];
 
 /// The schema version this build writes.

@@ -164,7 +164,7 @@ impl Channel {
 }
 
 /// Streaming per-point change detector and PCA residual (Q) model over `d` points.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceModel {
     d: usize,
     alpha: f64,
@@ -178,6 +178,9 @@ pub struct DeviceModel {
     kept: usize,
     tails: [Tail; COMPONENTS],
     tracker: Tracker,
+    /// The kind of the component that started the PCA's current (or last) episode: the
+    /// tracker names kinds from the single-point model's components, which are not these.
+    kind: AnomalyKind,
     /// CUSUM of the standardised Q, so a fault that comes and goes with the load (a current
     /// that stops following it matches it at every crossing) stays one episode.
     cusum: f64,
@@ -217,6 +220,7 @@ impl DeviceModel {
                 Tail::new(Null::SquareRoot),
             ],
             tracker: Tracker::default(),
+            kind: AnomalyKind::None,
             cusum: 0.0,
             channels: vec![channel; d],
             change: Episode::default(),
@@ -244,7 +248,11 @@ impl DeviceModel {
     /// The current (or last) episode: the change detector's or the PCA's, whichever started
     /// first.
     pub fn episode(&self) -> Episode {
-        let (change, pca) = (self.change, self.tracker.episode());
+        let pca = Episode {
+            kind: self.kind,
+            ..self.tracker.episode()
+        };
+        let change = self.change;
         match (change.active, pca.active) {
             (true, true) if pca.since_ms < change.since_ms => pca,
             (true, _) => change,
@@ -543,7 +551,10 @@ impl DeviceModel {
             };
         }
         let quiet = !self.tracker.episode().active;
-        let (score, _) = self.tracker.step(self.n, ts_ms, threshold, &readings, 0.0);
+        let (score, onset) = self.tracker.step(self.n, ts_ms, threshold, &readings, 0.0);
+        if quiet && self.tracker.episode().active {
+            self.kind = onset.map_or(AnomalyKind::None, |i| kinds[i]);
+        }
         if quiet && !self.tracker.episode().active {
             for (tail, e) in self.tails.iter_mut().zip(evidence) {
                 tail.learn(e, strongest < QUIET_SURPRISE);
@@ -553,7 +564,7 @@ impl DeviceModel {
         let contributions = self.residual.iter().map(|r| r * r).collect();
         DeviceScore {
             score,
-            episode: self.tracker.episode(),
+            episode: self.episode(),
             contributions,
         }
     }

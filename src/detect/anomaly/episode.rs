@@ -30,7 +30,7 @@ const VARIANCE: usize = 2;
 const STUCK: usize = 3;
 
 /// The anomaly episode a model is in (or was last in), for the rule, the alarm and replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Episode {
     /// Whether an anomaly is in progress: the `anomaly` rule's alarm is raised while it is.
     pub active: bool,
@@ -62,7 +62,7 @@ pub(super) struct Reading {
 }
 
 /// Arming and episode state.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Tracker {
     episode: Episode,
     armed: [bool; COMPONENTS],

@@ -194,7 +194,9 @@ const RESCALE_SAMPLES: u64 = 30;
 
 /// Which seasonal baseline the model keeps; for the hour seasons the caller computes the
 /// bucket from local time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum Season {
     /// The model looks for a cycle of its own (see [`Season::Auto`] in the module docs);
     /// the bucket argument is ignored.
@@ -222,7 +224,7 @@ impl Season {
 }
 
 /// A cycle found by `season = "auto"`: its length and where its phase 0 lies.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Cycle {
     period_ms: f64,
     origin_ms: i64,
@@ -241,7 +243,7 @@ impl Cycle {
 }
 
 /// Tuning of an [`AnomalyModel`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AnomalyParams {
     /// Effective memory of the baselines in samples (EWMA alpha = 2 / (n + 1)).
     pub learn_samples: u32,
@@ -268,7 +270,7 @@ impl Default for AnomalyParams {
 }
 
 /// Which component dominated a score, for the alarm message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AnomalyKind {
     /// A single isolated excursion from the baseline.
     Spike,
@@ -314,7 +316,7 @@ pub struct Score {
 }
 
 /// Per-season baseline: exponentially weighted moments of a line over the position in the hour.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 struct Bucket {
     n: u32,
     w: f64,
@@ -362,7 +364,7 @@ impl Bucket {
 }
 
 /// Scalar state; copied, updated and committed only if everything stayed finite.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Core {
     n: u64,
     n_abs: u64,
@@ -419,7 +421,7 @@ impl Core {
 }
 
 /// Streaming anomaly model for one point; a plain value, deterministic in its inputs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AnomalyModel {
     params: AnomalyParams,
     threshold: f64,
@@ -566,6 +568,23 @@ impl AnomalyModel {
     /// The parameters the model was built with.
     pub fn params(&self) -> &AnomalyParams {
         &self.params
+    }
+
+    /// The current (or last) episode.
+    pub fn episode(&self) -> Episode {
+        self.core.tracker.episode()
+    }
+
+    /// Gives a model read back from a snapshot the buffers [`AnomalyModel::new`] allocates
+    /// (it holds only what was in use), so its updates allocate nothing, as documented.
+    pub fn reserve_buffers(&mut self) {
+        if self.params.season == Season::Auto && self.core.cycle.is_none() {
+            self.buckets
+                .reserve_exact(AUTO_BUCKETS.saturating_sub(self.buckets.len()));
+        }
+        if let Some(summary) = self.summary.as_mut() {
+            summary.reserve();
+        }
     }
 
     /// Feeds one good sample at `ts_ms` with season bucket `bucket` (0 when Season::None, 0..24 hour of day, 0..168 hour of week); returns the anomaly score in [0, 1] or None while warming up.

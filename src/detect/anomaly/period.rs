@@ -26,7 +26,7 @@ const ACF_SIGMAS: f64 = 4.0;
 const PEAK_OVER_MEDIAN: f64 = 20.0;
 
 /// The learning stream summarised at constant memory.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Summary {
     bins: Vec<f64>,
     /// Samples per bin.
@@ -50,6 +50,13 @@ impl Summary {
             sum: 0.0,
             count: 0,
         }
+    }
+
+    /// Gives the buffer the capacity `new` allocates (a summary read back from a snapshot
+    /// has only what it holds), so pushing never reallocates.
+    pub(super) fn reserve(&mut self) {
+        self.bins
+            .reserve_exact(BINS.saturating_sub(self.bins.len()));
     }
 
     /// Samples per bin.

@@ -19,7 +19,7 @@ pub trait RegimeModel {
 }
 
 /// One model per operating regime (or a single one when the rule names no run state).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Regimes<M> {
     models: Vec<M>,
     current: Option<usize>,
@@ -67,6 +67,11 @@ impl<M: Clone + RegimeModel> Regimes<M> {
     /// Every regime's model (stopped first when conditioned).
     pub fn models(&self) -> &[M] {
         &self.models
+    }
+
+    /// Every regime's model, to change in place (a restored snapshot's buffers).
+    pub fn models_mut(&mut self) -> &mut [M] {
+        &mut self.models
     }
 }
 

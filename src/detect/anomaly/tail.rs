@@ -26,7 +26,7 @@ const TRUSTED_SAMPLES: f64 = 400.0;
 const MIN_INFLATION: f64 = 1.0;
 
 /// Null tail of a component's evidence for independent Gaussian noise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(super) enum Null {
     /// `P(E > e) = 2 Q(e)`: a two-sided Gaussian `|z|`.
     TwoSided,
@@ -75,7 +75,7 @@ fn ln_gaussian_tail(x: f64) -> f64 {
 }
 
 /// The learned percentile of one evidence stream against its null.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct Tail {
     null: Null,
     ln_percentile: f64,

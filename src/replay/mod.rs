@@ -1,8 +1,10 @@
 //! `plantwatch replay`: recorded samples through the same detect code as the live daemon, at
 //! full speed, so an engineer can tune a rule on last month's data before deploying it.
 //!
-//! Input is CSV, `timestamp,value` for one point (named with `--point`) or
-//! `timestamp,device,point,value` for many, with or without a header. Timestamps are epoch
+//! Input is CSV, `timestamp,value` for one point (named with `--point`),
+//! `timestamp,device,point,value` for many, with or without a header, or a *wide* historian
+//! export of one device (`--device`, see [`wide`]): a header `timestamp;col1;col2;…` naming
+//! the device's points, `,` or `;` separated, one row per poll. Timestamps are epoch
 //! seconds or milliseconds (told apart by size), or ISO-8601 (`2026-10-01T08:00:00Z`,
 //! `+08:00`, or without an offset meaning the gateway's local time). An empty value is a poll
 //! the device did not answer. Consecutive rows with the same timestamp and device form one
@@ -10,7 +12,11 @@
 //!
 //! Output, per input row: `timestamp,device,point,value,score,alarms` (the anomaly score in
 //! [0, 1] where the point has an anomaly rule, and the `;`-separated alarms raised on that
-//! row's point or device), plus the alarm events as JSON lines.
+//! row's point or device), plus the alarm events as JSON lines and, on request, the anomaly
+//! episodes (see [`episodes`]).
+
+pub mod episodes;
+pub mod wide;
 
 use std::io::{Read, Write};
 
@@ -54,6 +60,8 @@ pub enum ReplayError {
 pub struct ReplayOptions {
     /// `device/point` for two-column input.
     pub point: Option<(String, String)>,
+    /// The device of a wide export (`timestamp;point1;point2;…`).
+    pub device: Option<String>,
     /// Skip (and count) malformed rows instead of stopping at the first.
     pub skip_bad_rows: bool,
     /// Name of the input, for messages.
@@ -71,24 +79,46 @@ pub trait LedgerSink {
     fn events(&mut self, events: Vec<LedgerEvent>) -> std::io::Result<()>;
     /// The counters' states at the end, as `(meter, JSON)`.
     fn states(&mut self, states: Vec<(String, String)>) -> std::io::Result<()>;
+    /// The rules' trained models at the end (`at_ms`: the last poll replayed), for a later
+    /// `plantwatch run` to resume from. Ignored unless implemented.
+    fn models(
+        &mut self,
+        snapshots: Vec<crate::detect::snapshot::ModelSnapshot>,
+        at_ms: i64,
+    ) -> std::io::Result<()> {
+        let _ = (snapshots, at_ms);
+        Ok(())
+    }
 }
 
-/// The pipeline a replayed poll goes through, and where its ledger rows go.
+/// The pipeline a replayed poll goes through, and where its ledger rows and episodes go.
 struct Stages<'a> {
     pipeline: Pipeline,
     out: Outputs,
     ledger: Option<&'a mut dyn LedgerSink>,
+    episodes: Option<episodes::EpisodeLog<'a>>,
+    /// The time of the last poll run.
+    last_ms: i64,
 }
 
 impl Stages<'_> {
-    /// One poll through the same step as the live daemon; its events are in `out.events`.
-    /// The batch comes back (the `every_poll` tap), so its buffers serve the next poll.
-    fn run(&mut self, batch: SampleBatch) -> Result<Option<SampleBatch>, ReplayError> {
+    /// One poll of device `di` through the same step as the live daemon; its events are in
+    /// `out.events`. The batch comes back (the `every_poll` tap), so its buffers serve the
+    /// next poll.
+    fn run(&mut self, batch: SampleBatch, di: usize) -> Result<Option<SampleBatch>, ReplayError> {
         self.out.events.clear();
         self.out.polls.clear();
         // Replay has no clock: the poll's own tick is its "now".
         let tick = batch.tick;
+        self.last_ms = self.last_ms.max(tick.0);
         self.pipeline.step(batch, tick, &mut self.out);
+        if let Some(log) = self.episodes.as_mut() {
+            log.observe(self.pipeline.engine(), di, tick.0)
+                .map_err(|source| ReplayError::Io {
+                    what: "episodes".into(),
+                    source,
+                })?;
+        }
         let back = self.out.polls.pop();
         // Handed over in chunks: a year of readings must not pile up in memory.
         if self.out.intervals.len() >= 4096 || !self.out.energy_events.is_empty() {
@@ -120,14 +150,23 @@ impl Stages<'_> {
         if !self.out.intervals.is_empty() || !self.out.energy_events.is_empty() {
             self.hand_over()?;
         }
+        if let Some(log) = self.episodes.as_mut() {
+            log.finish(self.pipeline.engine())
+                .map_err(|source| ReplayError::Io {
+                    what: "episodes".into(),
+                    source,
+                })?;
+        }
         let Some(sink) = self.ledger.as_mut() else {
             return Ok(());
         };
-        sink.states(self.pipeline.ledger().states())
-            .map_err(|source| ReplayError::Io {
-                what: "state".into(),
-                source,
-            })
+        let io = |source| ReplayError::Io {
+            what: "state".into(),
+            source,
+        };
+        sink.states(self.pipeline.ledger().states()).map_err(io)?;
+        sink.models(self.pipeline.engine().model_snapshots(), self.last_ms)
+            .map_err(io)
     }
 }
 
@@ -146,6 +185,10 @@ pub struct ReplaySummary {
     pub bad_rows: Vec<(u64, String)>,
     /// Alarm events written.
     pub events: u64,
+    /// Anomaly episodes written (`--episodes`).
+    pub episodes: u64,
+    /// Columns of a wide export that name no point of its device (ignored).
+    pub unknown_columns: Vec<String>,
 }
 
 /// One row waiting for its poll to be evaluated.
@@ -249,12 +292,45 @@ pub fn replay<R: Read, W: Write, E: Write>(
     plan: &Plan,
     input: R,
     output: W,
-    mut events: Option<E>,
+    events: Option<E>,
     opts: &ReplayOptions,
     ledger: Option<&mut dyn LedgerSink>,
+    progress: impl FnMut(u64),
+) -> Result<ReplaySummary, ReplayError> {
+    replay_with_episodes(plan, input, output, events, opts, ledger, None, progress)
+}
+
+/// [`replay`], also writing every anomaly episode to `episodes` in the given format.
+///
+/// # Errors
+/// [`ReplayError`] for unreadable input (with its line) or a failed write.
+#[allow(clippy::too_many_arguments)]
+pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
+    plan: &Plan,
+    input: R,
+    output: W,
+    mut events: Option<E>,
+    opts: &ReplayOptions,
+    ledger: Option<&'a mut dyn LedgerSink>,
+    episodes: Option<(&'a mut dyn Write, episodes::EpisodeFormat)>,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
     let tz = plan.gateway.timezone;
+    let episodes = match episodes {
+        Some((out, format)) => Some(
+            episodes::EpisodeLog::new(
+                out,
+                format,
+                tz,
+                plan.devices.iter().map(|d| d.name.clone()).collect(),
+            )
+            .map_err(|source| ReplayError::Io {
+                what: "episodes".into(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let mut stages = Stages {
         pipeline: Pipeline::new(
             Arc::new(plan.clone()),
@@ -265,6 +341,8 @@ pub fn replay<R: Read, W: Write, E: Write>(
         ),
         out: Outputs::default(),
         ledger,
+        episodes,
+        last_ms: i64::MIN,
     };
     // Consumption input: running sums per point, and the interval length that dates the
     // counter's zero (one interval before a point's first row).
@@ -311,10 +389,6 @@ pub fn replay<R: Read, W: Write, E: Write>(
         .iter()
         .map(|d| d.points.iter().map(|p| p.codec.precision()).collect())
         .collect();
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(input);
     let mut out = std::io::BufWriter::with_capacity(1 << 16, output);
     let io = |what: &str| {
         let what = what.to_owned();
@@ -322,6 +396,29 @@ pub fn replay<R: Read, W: Write, E: Write>(
     };
     out.write_all(b"timestamp,device,point,value,score,alarms\n")
         .map_err(io("output"))?;
+    if let Some(device) = &opts.device {
+        let mut summary = wide::replay(
+            &mut stages,
+            input,
+            &mut out,
+            &mut events,
+            opts,
+            device,
+            &precisions,
+            &mut progress,
+        )?;
+        stages.finish()?;
+        summary.episodes = stages.episodes.as_ref().map_or(0, |l| l.written);
+        out.flush().map_err(io("output"))?;
+        if let Some(e) = events.as_mut() {
+            e.flush().map_err(io("events"))?;
+        }
+        return Ok(summary);
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(input);
     let mut summary = ReplaySummary::default();
     let mut lookup: std::collections::HashMap<Vec<u8>, Option<(usize, usize)>> =
         std::collections::HashMap::new();
@@ -497,7 +594,7 @@ pub fn replay<R: Read, W: Write, E: Write>(
                             quality: Quality::Good,
                         }],
                     };
-                    stages.run(zero)?;
+                    stages.run(zero, di)?;
                 }
                 let sum = sums.entry((di, pi)).or_insert(0.0);
                 *sum += v;
@@ -559,11 +656,33 @@ pub fn replay<R: Read, W: Write, E: Write>(
         fixed,
     )?;
     stages.finish()?;
+    summary.episodes = stages.episodes.as_ref().map_or(0, |l| l.written);
     out.flush().map_err(io("output"))?;
     if let Some(e) = events.as_mut() {
         e.flush().map_err(io("events"))?;
     }
     Ok(summary)
+}
+
+/// Writes the alarm events of the poll just run and counts them.
+fn write_events<E: Write>(
+    stages: &Stages<'_>,
+    events: &mut Option<E>,
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
+    if let Some(e) = events.as_mut() {
+        for ev in &stages.out.events {
+            let written = e
+                .write_all(&json_v1::alarm(ev))
+                .and_then(|()| e.write_all(b"\n"));
+            written.map_err(|source| ReplayError::Io {
+                what: "events".into(),
+                source,
+            })?;
+        }
+    }
+    summary.events += stages.out.events.len() as u64;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -581,17 +700,12 @@ fn flush_group<W: Write, E: Write>(
         move |source| ReplayError::Io { what, source }
     };
     if let Some(batch) = group.batch.take_if(|b| !b.samples.is_empty()) {
-        group.batch = stages.run(batch)?.map(|mut b| {
+        let di = group.key.map_or(0, |(_, di)| di);
+        group.batch = stages.run(batch, di)?.map(|mut b| {
             b.samples.clear();
             b
         });
-        if let Some(e) = events.as_mut() {
-            for ev in &stages.out.events {
-                e.write_all(&json_v1::alarm(ev)).map_err(io("events"))?;
-                e.write_all(b"\n").map_err(io("events"))?;
-            }
-        }
-        summary.events += stages.out.events.len() as u64;
+        write_events(stages, events, summary)?;
     }
     let mut alarms: Vec<&str> = Vec::new();
     for row in &group.rows[..group.len] {
@@ -634,6 +748,15 @@ fn write_row<W: Write>(
             out.write_all(text(3))?;
         }
     }
+    write_score_alarms(out, score, alarms)
+}
+
+/// The `,score,alarms` end of an output row, and its newline.
+fn write_score_alarms<W: Write>(
+    out: &mut W,
+    score: Option<f64>,
+    alarms: &[&str],
+) -> std::io::Result<()> {
     out.write_all(b",")?;
     if let Some(s) = score.filter(|s| s.is_finite()) {
         // Full precision (the shortest text that reads back as the same f64): four decimals
