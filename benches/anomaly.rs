@@ -45,15 +45,15 @@
 //!
 //! Measured (`--profile dev`, all 34 experiments; NAB standard / low FP / low FN on score
 //! onsets, F1, false episodes per model per 10 000 normal samples):
-//! - `device`: 47.41 / 43.62 / 51.24 (valve1 48.17, valve2 55.55, other 43.85; held out
-//!   46.69 / 41.55 / 51.33), 29.31 on alarm edges, 53.90 on both; F1 0.77 (valve1 0.85,
+//! - `device`: 48.49 / 44.61 / 52.48 (valve1 49.64, valve2 55.55, other 44.78; held out
+//!   47.39 / 42.18 / 52.30), 31.20 on alarm edges, 55.05 on both; F1 0.77 (valve1 0.86,
 //!   valve2 0.87, other 0.66; held out 0.70); 4.06 false episodes per device (3.62 on
 //!   valve1/'s pre-fault stretches, 0 on valve2/'s, 12.73 on other/'s, 2.22 on the fault-free
 //!   run: 6 in 14 774 samples, 0.51 per point watched).
 //! - `point`: 17.73 / 16.33 / 20.09, 25.48 on alarm edges; F1 0.76; 0.85 per point.
-//! - `both`: 49.58 / 45.05 / 53.73; F1 0.78; 1.20 per model.
+//! - `both`: 50.28 / 45.69 / 54.45; F1 0.79; 1.20 per model.
 //!
-//! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 33.56, F1 0.67, 2.03; `point` 21.29,
+//! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 38.02, F1 0.66, 2.03; `point` 21.29,
 //! F1 0.74, 0.64 (tests/interop/skab.sh keeps floors a little below these).
 #![allow(
     clippy::print_stdout,

@@ -27,7 +27,8 @@
 //! began (a process rarely settles exactly where it left); any other point within 2σ of its
 //! baseline, except smooth ones (lag-1 autocorrelation at least 0.6, a temperature that
 //! takes many minutes to recover), which do not hold an episode open. On SKAB this took the
-//! outlier F1 from 0.74 to 0.77 (valve1/ 0.78 to 0.85).
+//! outlier F1 from 0.74 to 0.77 (valve1/ 0.78 to 0.85). A PCA episode that began inside a
+//! change episode ends with it (then raises again only if Q still says so).
 //!
 //! # PCA
 //!
@@ -289,10 +290,19 @@ impl DeviceModel {
             *z = (v - level) / (absdev / MEAN_ABS_PER_SIGMA).max(1e-9);
         }
         let warm = self.n > WARMUP;
+        let (was_change, change_since) = (self.change.active, self.change.since_ms);
         let change = self.change_step(ts_ms, x, threshold, warm);
         let scored = warm && self.kept > 0;
         let result = if scored {
             let mut s = self.judge(ts_ms, threshold);
+            let pca = self.tracker.episode();
+            // A PCA episode that began inside the change detector's is part of the same event
+            // (often a lagging temperature's residual): it ends with it. If Q still calls the
+            // device anomalous it raises afresh.
+            if was_change && !self.change.active && pca.active && pca.since_ms >= change_since {
+                self.tracker = Tracker::default();
+                self.cusum = 0.0;
+            }
             if let Some((score, parts)) = change {
                 if score >= s.score || !self.tracker.episode().active {
                     s.contributions = parts;
