@@ -7,9 +7,10 @@
 //! this crate gives the figure sooner: `cargo bench --bench anomaly --profile dev --config
 //! 'profile.dev.package.plantwatch.opt-level=3' --config
 //! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 1.52 M rows/s and
-//! 772 k device-samples/s on a shared 2-core machine; 576 B per point with `season = "none"`,
+//! 772 k device-samples/s on a shared 2-core machine under load (2.99 M and 1.77 M on a
+//! quieter run); 576 B per point with `season = "none"`,
 //! 2.9 KiB with a found cycle, 6.9 KiB while `season = "auto"` is still searching (its 4 KiB
-//! summary); 2.7 KiB for an 8-point device model.
+//! summary); 2.8 KiB for an 8-point device model.
 //!
 //! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
 //! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of
@@ -45,14 +46,15 @@
 //!
 //! Measured (`--profile dev`, all 34 experiments; NAB standard / low FP / low FN on score
 //! onsets, F1, false episodes per model per 10 000 normal samples):
-//! - `device`: 46.29 / 42.01 / 50.24 (valve1 48.19, valve2 53.60, other 41.56; held out
-//!   44.48 / 38.45 / 49.35), 19.61 on alarm edges, 50.89 on both; F1 0.74 (held out 0.71);
-//!   3.38 false episodes per device (0 on the valve folders' pre-fault stretches, 12.73 on
-//!   other/'s, 2.22 on the fault-free run: 5 in 14 774 samples, 0.42 per point watched).
+//! - `device`: 48.49 / 44.61 / 52.48 (valve1 49.64, valve2 55.55, other 44.78; held out
+//!   47.39 / 42.18 / 52.30), 31.20 on alarm edges, 55.05 on both; F1 0.77 (valve1 0.86,
+//!   valve2 0.87, other 0.66; held out 0.70); 4.06 false episodes per device (3.62 on
+//!   valve1/'s pre-fault stretches, 0 on valve2/'s, 12.73 on other/'s, 2.22 on the fault-free
+//!   run: 6 in 14 774 samples, 0.51 per point watched).
 //! - `point`: 17.73 / 16.33 / 20.09, 25.48 on alarm edges; F1 0.76; 0.85 per point.
-//! - `both`: 48.33 / 43.24 / 52.63; F1 0.75; 1.13 per model.
+//! - `both`: 50.28 / 45.69 / 54.45; F1 0.79; 1.20 per model.
 //!
-//! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 32.14, F1 0.66, 2.03; `point` 21.29,
+//! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 38.02, F1 0.66, 2.03; `point` 21.29,
 //! F1 0.74, 0.64 (tests/interop/skab.sh keeps floors a little below these).
 #![allow(
     clippy::print_stdout,
