@@ -177,8 +177,8 @@ impl<O: Outbox> PlatformQueue<O> {
             clock,
             stats,
             https,
-            enterprise_code: platform.enterprise_code.as_str().to_owned(),
-            timezone: platform.timezone,
+            enterprise_code: platform.spec.enterprise_code.as_str().to_owned(),
+            timezone: platform.spec.timezone,
         })
     }
 

@@ -343,7 +343,7 @@ fn energy_platform() -> plantwatch::config::platform::EnergyPlatform {
 fn records() -> Vec<Record> {
     let platform = energy_platform();
     let intervals = day_of_quarters();
-    let all = Builder::new(&platform).build(&intervals, DAY + 86_400_000 + 60_000);
+    let all = Builder::new(&platform.spec).build(&intervals, DAY + 86_400_000 + 60_000);
     let mut picked: Vec<Record> = all.iter().take(3).cloned().collect();
     picked.extend(all.iter().find(|r| r.key.stat_type.code() == "1").cloned());
     assert_eq!(picked.len(), 4, "{all:?}");
@@ -746,7 +746,7 @@ fn keys(records: &[Record]) -> Vec<String> {
 /// `n` records of a day: its quarters, in time order (the day record last, when `n` is 97).
 fn day_records(n: usize) -> Vec<Record> {
     let platform = energy_platform();
-    let all = Builder::new(&platform).build(&day_of_quarters(), DAY + 86_400_000);
+    let all = Builder::new(&platform.spec).build(&day_of_quarters(), DAY + 86_400_000);
     assert!(all.len() >= n);
     all.into_iter().take(n).collect()
 }
@@ -947,7 +947,7 @@ async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reac
     let mut rig = Rig::start(PASSWORD, |_| {}).await;
     let platform = energy_platform();
     let intervals = day_of_quarters();
-    let mut recorder = Recorder::new(&platform, RecorderState::default(), DAY);
+    let mut recorder = Recorder::new(&platform.spec, RecorderState::default(), DAY);
     let mut records = Vec::new();
     // As the core does: save each closed interval, then record it, then close what is due.
     for chunk in intervals.chunks(16) {
@@ -976,7 +976,7 @@ async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reac
         .await
         .unwrap();
     let mut again = Recorder::new(
-        &platform,
+        &platform.spec,
         RecorderState::from_rows(&rows).unwrap(),
         DAY + 86_400_000 + 5_000,
     );
