@@ -41,7 +41,7 @@
 //! 2. per batch of closed intervals: save them in the ledger table *and await it* (the
 //!    period reads must see them), then [`Recorder::record`] them;
 //! 3. then, and on every tick: [`crate::store::platform_source::close_due`];
-//! 4. enqueue every record returned ([`super::outbox::outbox_message`]), await the commit,
+//! 4. enqueue every record returned ([`crate::store::record::platform_message`]), await the commit,
 //!    then save [`Recorder::state`] under [`STATE_SCOPE`].
 //!
 //! Invariants:

@@ -605,9 +605,9 @@ async fn plantwatch_upload_sends_a_days_records_and_a_resend_carries_the_same_ke
 
 // ---- The continuous uploader: a real store's outbox drained through the uplink. ----
 
-use plantwatch::platform::outbox_message;
 use plantwatch::runtime::outbox::StoreOutbox;
 use plantwatch::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
+use plantwatch::store::record::platform_message;
 use plantwatch::store::{OutboxLimits, Store, StoreHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -700,7 +700,7 @@ impl Rig {
                 let key = plantwatch::platform::outbox::stream(&r.key.data_code);
                 let seq = self.next_seq.entry(key).or_insert(0);
                 *seq += 1;
-                outbox_message(r, plantwatch::store::DEFAULT_QUEUE, *seq, 0)
+                platform_message(r, plantwatch::store::DEFAULT_QUEUE, *seq, 0)
             })
             .collect();
         self.store.enqueue(messages).await.unwrap();
