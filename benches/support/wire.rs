@@ -320,13 +320,13 @@ fn energy_platform() {
             }
         })
         .collect();
-    let records = Builder::new(&platform).build(&intervals, day + 86_400_000 + 60_000);
+    let records = Builder::new(&platform.spec).build(&intervals, day + 86_400_000 + 60_000);
     let uploaded = chrono::NaiveDate::from_ymd_opt(2026, 10, 6)
         .and_then(|d| d.and_hms_opt(0, 0, 5))
         .unwrap();
     let (mut bytes, mut count, mut day_record) = (0u64, 0u64, 0u64);
     for r in &records {
-        let payload = serde_json::to_vec(&r.payload(&platform.versions, uploaded)).unwrap();
+        let payload = serde_json::to_vec(&r.payload(&platform.spec.versions, uploaded)).unwrap();
         let topic = format!(
             "plantwatch/bench/gw/{}",
             plantwatch::platform::outbox::stream(&r.key.data_code)

@@ -96,7 +96,7 @@ pub(super) async fn run(
     if from > to {
         return Err(super::usage(format!("--to {to} is before --from {from}")));
     }
-    let tz = platform.timezone;
+    let tz = platform.spec.timezone;
     let path = args
         .state
         .clone()
@@ -141,7 +141,7 @@ pub(super) async fn run(
         .transpose()?;
     let mut uplink = Uplink::new(UplinkConfig {
         base_url: https.url.clone(),
-        enterprise_code: platform.enterprise_code.as_str().to_owned(),
+        enterprise_code: platform.spec.enterprise_code.as_str().to_owned(),
         password,
         ca_pem,
         timeout: https.timeout,

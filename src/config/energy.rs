@@ -8,11 +8,14 @@ use serde::Deserialize;
 
 use super::describe;
 use super::issue::{ConfigIssue, Issues};
-use super::plan::Device;
+use super::plan::{Device, Plan};
 use super::rules::parse_duration;
 use crate::decode::DataType;
 use crate::process::coal::{Coefficients, EnergyKind};
 use crate::process::counter::{GapPolicy, MeterParams};
+use crate::process::ledger::Ledger;
+use crate::process::spec::{CounterPoint, LedgerSpec};
+pub use crate::process::spec::{Counts, Meter};
 use crate::process::tou::{Calendar, CalendarSpec};
 
 /// `[energy]` as written.
@@ -250,52 +253,6 @@ pub struct RawProduction {
     pub groups: Vec<String>,
 }
 
-/// What a ledger counter counts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Counts {
-    /// Energy of a kind.
-    Energy(EnergyKind),
-    /// Product, in this unit.
-    Product(String),
-}
-
-impl Counts {
-    /// The ledger's `kind` column: the energy kind, or `production`.
-    pub fn kind_str(&self) -> &str {
-        match self {
-            Self::Energy(k) => k.as_str(),
-            Self::Product(_) => "production",
-        }
-    }
-
-    /// The unit of the deltas.
-    pub fn unit(&self) -> &str {
-        match self {
-            Self::Energy(k) => k.unit(),
-            Self::Product(u) => u,
-        }
-    }
-}
-
-/// A resolved meter or production counter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Meter {
-    /// Its name.
-    pub name: String,
-    /// Index into `Plan::devices`.
-    pub device: usize,
-    /// Index of the counter point.
-    pub point: usize,
-    /// Energy or product.
-    pub counts: Counts,
-    /// Counter → interval settings.
-    pub params: MeterParams,
-    /// Roll-up groups.
-    pub groups: Vec<String>,
-    /// Contracted demand (kW) and the share of it that warns.
-    pub demand: Option<(f64, f64)>,
-}
-
 /// `[energy]` and the counters, resolved.
 #[derive(Debug, Clone)]
 pub struct Energy {
@@ -338,6 +295,43 @@ impl Default for Energy {
             savings: Vec::new(),
             warnings: Vec::new(),
         }
+    }
+}
+
+impl Energy {
+    /// The ledger's spec: these meters, reading from `devices` (the plan's, which the meters
+    /// index), with days and periods in `timezone`.
+    pub fn ledger_spec(&self, devices: &[Device], timezone: chrono_tz::Tz) -> LedgerSpec {
+        let points = self
+            .meters
+            .iter()
+            .map(|m| {
+                let d = &devices[m.device];
+                CounterPoint {
+                    device: d.name.clone(),
+                    point: d.points[m.point].name.clone(),
+                }
+            })
+            .collect();
+        LedgerSpec {
+            meters: self.meters.clone(),
+            points,
+            calendar: self.calendar.clone(),
+            coefficients: self.coefficients.clone(),
+            timezone,
+        }
+    }
+}
+
+// The ledger takes its spec, not the plan; this constructor assembles the spec where the plan
+// is known, so the stage does not name `config`.
+impl Ledger {
+    /// A ledger for `plan`'s meters, every counter fresh.
+    pub fn new(plan: &Plan) -> Self {
+        Self::from_spec(
+            plan.energy
+                .ledger_spec(&plan.devices, plan.gateway.timezone),
+        )
     }
 }
 

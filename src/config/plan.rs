@@ -9,6 +9,8 @@ use crate::decode::Codec;
 use crate::model::{DeviceId, LinkId, Name, PointId};
 
 pub use super::raw::{Function, Parity, ReportMode};
+pub use crate::process::report::Report;
+use crate::process::report::ReportedDevice;
 
 /// Everything the daemon needs, valid as a whole.
 #[derive(Debug, Clone)]
@@ -214,27 +216,17 @@ pub struct Point {
     pub write: Option<WriteSpec>,
 }
 
-/// A point's reporting policy.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Report {
-    /// Every poll, or on change.
-    pub mode: ReportMode,
-    /// Absolute deadband (engineering units); 0 reports any change.
-    pub deadband: f64,
-    /// Relative deadband in percent of the last reported value; 0 disables it.
-    pub deadband_percent: f64,
-    /// Report anyway after this long without a report.
-    pub max_silence: Duration,
-}
+impl ReportedDevice for Device {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
 
-impl Default for Report {
-    fn default() -> Self {
-        Self {
-            mode: ReportMode::EveryPoll,
-            deadband: 0.0,
-            deadband_percent: 0.0,
-            max_silence: Duration::from_secs(300),
-        }
+    fn point_count(&self) -> usize {
+        self.points.len()
+    }
+
+    fn policy(&self, index: usize) -> Option<&Report> {
+        self.points.get(index).map(|p| &p.report)
     }
 }
 

@@ -14,6 +14,7 @@ use super::energy::{Counts, Energy};
 use super::issue::Issues;
 use crate::platform::decimal::MAX_DECIMALS;
 use crate::platform::record::StatType;
+pub use crate::platform::spec::{Item, Spec};
 use crate::platform::uscc::Uscc;
 
 /// Default share of estimated intervals a valid day, month or year may have (mirrors the
@@ -233,50 +234,14 @@ pub struct RawItem {
     pub decimals: Option<u32>,
 }
 
-/// `[energy_platform]`, resolved.
+/// `[energy_platform]`, resolved: the platform stage's spec of the records to build, and the
+/// HTTPS uplink that delivers them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnergyPlatform {
-    /// `enterpriseCode`.
-    pub enterprise_code: Uscc,
-    /// Where the platform's days begin.
-    pub timezone: Tz,
-    /// Share of estimated intervals a valid day, month or year may have, 0 to 1.
-    pub max_estimated_share: f64,
-    /// The data items, in file order.
-    pub items: Vec<Item>,
+    /// What the platform stage builds: enterprise, zone, items, versions.
+    pub spec: Spec,
     /// The HTTPS uplink, if configured.
     pub https: Option<Https>,
-    /// The versions that records published over MQTT carry (`reg_version`, `dic_version`;
-    /// empty when not given).
-    pub versions: crate::platform::record::Versions,
-}
-
-/// One data item: a ledger meter under a registered code.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Item {
-    /// The ledger meter's name.
-    pub meter: String,
-    /// Index into `Plan::energy.meters`.
-    pub meter_index: usize,
-    /// `dataCode`.
-    pub data_code: String,
-    /// `convertRation`.
-    pub convert_ratio: f64,
-    /// `scope`.
-    pub scope: String,
-    /// `inputType`.
-    pub input_type: String,
-    /// The records produced, in `statType` order, each once.
-    pub stat_types: Vec<StatType>,
-    /// Decimal places of `dataValue`.
-    pub decimals: u8,
-}
-
-impl Item {
-    /// Whether the item produces `stat_type` records.
-    pub fn produces(&self, stat_type: StatType) -> bool {
-        self.stat_types.contains(&stat_type)
-    }
 }
 
 /// Whether `text` is 1 to `max` printable ASCII characters without spaces.
@@ -544,15 +509,17 @@ pub fn resolve_platform(
         return None;
     }
     Some(EnergyPlatform {
-        enterprise_code: enterprise_code?,
-        timezone,
-        max_estimated_share,
-        items,
-        https,
-        versions: crate::platform::record::Versions {
-            reg_version: raw.reg_version.clone().unwrap_or_default(),
-            dic_version: raw.dic_version.clone().unwrap_or_default(),
+        spec: Spec {
+            enterprise_code: enterprise_code?,
+            timezone,
+            max_estimated_share,
+            items,
+            versions: crate::platform::record::Versions {
+                reg_version: raw.reg_version.clone().unwrap_or_default(),
+                dic_version: raw.dic_version.clone().unwrap_or_default(),
+            },
         },
+        https,
     })
 }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 use crate::decode::{ByteOrder, DataType};
+pub use crate::process::report::ReportMode;
 
 /// A table of values whose order is the file's order.
 pub type RawTable = config::Map<String, config::Value>;
@@ -431,16 +432,4 @@ pub struct RawPointDefaults {
     /// Default order.
     #[serde(default)]
     pub order: Option<ByteOrder>,
-}
-
-/// When a point's value is reported upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportMode {
-    /// Every poll.
-    #[default]
-    EveryPoll,
-    /// When it changes beyond the deadband, when its quality changes, or after the maximum
-    /// silence (for metered 4G links).
-    OnChange,
 }

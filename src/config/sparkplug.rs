@@ -8,7 +8,8 @@
 use serde::Deserialize;
 
 use super::issue::Issues;
-use crate::sparkplug::{DataMode, Id, NodeConfig};
+use super::plan::Device;
+use crate::sparkplug::{DataMode, DeviceSpec, Id, NodeConfig, PointSpec, datatype_of};
 
 /// `[mqtt.sparkplug]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +91,25 @@ pub fn resolve(
         data_mode: data_mode?,
         buffer_limit: 0,
     })
+}
+
+// The Sparkplug node declares its devices from its own spec; config assembles it from the
+// resolved devices, so the stage does not name `config`.
+impl DeviceSpec {
+    /// The device as configured, each point typed by [`datatype_of`].
+    pub fn from_plan(device: &Device) -> Self {
+        Self {
+            name: device.name.clone(),
+            points: device
+                .points
+                .iter()
+                .map(|p| PointSpec {
+                    name: p.name.clone(),
+                    datatype: datatype_of(&p.codec),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -212,5 +232,27 @@ edge_node_id = """#,
             err.to_string().contains("missing field `group_id`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn from_plan_types_points_by_their_codec() {
+        let plan = crate::config::load_str(
+            "t.toml",
+            include_str!("../../configs/demo.toml"),
+            &crate::config::EnvOverrides::Off,
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .as_path(),
+            None,
+        )
+        .unwrap();
+        for device in &plan.devices {
+            let spec = DeviceSpec::from_plan(device);
+            assert_eq!(spec.points.len(), device.points.len());
+            for (s, p) in spec.points.iter().zip(device.points.iter()) {
+                assert_eq!(s.name, p.name);
+                assert_eq!(s.datatype, datatype_of(&p.codec));
+            }
+        }
     }
 }

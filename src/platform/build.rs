@@ -47,7 +47,7 @@ use std::ops::Deref;
 
 use super::decimal::Fixed;
 use super::record::{Record, RecordKey, StatPeriod, StatType, local_datetime};
-use crate::config::platform::{EnergyPlatform, Item};
+use super::spec::{Item, Spec};
 use crate::process::counter::IntervalQuality;
 use crate::process::ledger::LedgerInterval;
 
@@ -112,12 +112,12 @@ impl Tally {
 /// Turns ledger intervals into records for the configured items.
 #[derive(Debug, Clone, Copy)]
 pub struct Builder<'a> {
-    platform: &'a EnergyPlatform,
+    platform: &'a Spec,
 }
 
 impl<'a> Builder<'a> {
     /// A builder for `platform`'s items.
-    pub fn new(platform: &'a EnergyPlatform) -> Self {
+    pub fn new(platform: &'a Spec) -> Self {
         Self { platform }
     }
 
@@ -227,7 +227,7 @@ const TOTALS: [StatType; 3] = [StatType::Day, StatType::Month, StatType::Year];
 /// item and period (plus the real-time records it returns), never the intervals.
 ///
 /// Feed each meter's intervals in time order, each once (the ledger table's order); meters may
-/// interleave. `P` is any owner of the platform config (`&EnergyPlatform`, `Arc<…>`).
+/// interleave. `P` is any owner of the platform spec (`&Spec`, `Arc<…>`).
 #[derive(Debug)]
 pub struct Fold<P> {
     platform: P,
@@ -242,7 +242,7 @@ pub struct Fold<P> {
     last: Vec<[Option<StatPeriod>; 3]>,
 }
 
-impl<P: Deref<Target = EnergyPlatform>> Fold<P> {
+impl<P: Deref<Target = Spec>> Fold<P> {
     /// An empty fold of `platform`'s items, keeping what `select` asks for.
     pub fn new(platform: P, select: Select) -> Self {
         let mut by_meter: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -284,7 +284,7 @@ impl<P: Deref<Target = EnergyPlatform>> Fold<P> {
         let Some(indices) = by_meter.get(meter) else {
             return;
         };
-        let platform: &EnergyPlatform = platform;
+        let platform: &Spec = platform;
         let tz = platform.timezone;
         for &i in indices {
             let item = &platform.items[i];
@@ -329,7 +329,7 @@ impl<P: Deref<Target = EnergyPlatform>> Fold<P> {
 
     /// The records, item by item in config order, then by statistic type, then by time.
     pub fn finish(self) -> Vec<Record> {
-        let platform: &EnergyPlatform = &self.platform;
+        let platform: &Spec = &self.platform;
         let mut out = Vec::new();
         let mut realtime = self.realtime.into_iter();
         for (i, item) in platform.items.iter().enumerate() {
@@ -358,7 +358,7 @@ impl<P: Deref<Target = EnergyPlatform>> Fold<P> {
 
 /// The record of `item` for `span` with the figures of `tally`.
 fn record(
-    platform: &EnergyPlatform,
+    platform: &Spec,
     item: &Item,
     stat_type: StatType,
     stat_date: chrono::NaiveDateTime,
@@ -415,13 +415,12 @@ mod tests {
         }
     }
 
-    fn platform(items: Vec<Item>) -> EnergyPlatform {
-        EnergyPlatform {
+    fn platform(items: Vec<Item>) -> Spec {
+        Spec {
             enterprise_code: Uscc::parse("91350100M000100Y43").unwrap(),
             timezone: SH,
             max_estimated_share: 0.1,
             items,
-            https: None,
             versions: Default::default(),
         }
     }

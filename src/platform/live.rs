@@ -41,7 +41,7 @@
 //! 2. per batch of closed intervals: save them in the ledger table *and await it* (the
 //!    period reads must see them), then [`Recorder::record`] them;
 //! 3. then, and on every tick: [`crate::store::platform_source::close_due`];
-//! 4. enqueue every record returned ([`super::outbox::outbox_message`]), await the commit,
+//! 4. enqueue every record returned ([`crate::store::record::platform_message`]), await the commit,
 //!    then save [`Recorder::state`] under [`STATE_SCOPE`].
 //!
 //! Invariants:
@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 
 use super::build::{Fold, Select};
 use super::record::{Record, StatPeriod, StatType, local_datetime, local_midnight};
-use crate::config::platform::EnergyPlatform;
+use super::spec::Spec;
 use crate::process::counter::IntervalQuality;
 use crate::process::ledger::LedgerInterval;
 
@@ -210,7 +210,7 @@ impl Due {
 #[derive(Debug)]
 pub struct Closing {
     due: Due,
-    fold: Fold<Arc<EnergyPlatform>>,
+    fold: Fold<Arc<Spec>>,
     /// Catch-up only: per meter, the window of intervals to record.
     windows: BTreeMap<String, (i64, i64)>,
     /// Catch-up only: per meter, the latest end recorded.
@@ -249,7 +249,7 @@ impl Closing {
 /// Turns closing ledger intervals into the energy platform's records as time passes.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    platform: Arc<EnergyPlatform>,
+    platform: Arc<Spec>,
     state: RecorderState,
     /// The real-time catch-up still to do after a restart: per meter, the intervals stored
     /// after its saved mark and before the first one recorded live (`i64::MAX` until then).
@@ -261,7 +261,7 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for `platform`'s items, resuming from `state` (saved by an earlier run, or
     /// the default for a first start) at `now_ms`.
-    pub fn new(platform: &EnergyPlatform, mut state: RecorderState, now_ms: i64) -> Self {
+    pub fn new(platform: &Spec, mut state: RecorderState, now_ms: i64) -> Self {
         let tz = platform.timezone;
         // Marks of meters no item reads any more would only hold the catch-up back.
         state
@@ -480,10 +480,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::config::platform::Item;
     use crate::platform::Builder;
     use crate::platform::decimal::Fixed;
     use crate::platform::record::DATE_FORMAT;
+    use crate::platform::spec::Item;
     use crate::platform::uscc::Uscc;
     use crate::process::counter::Flags;
 
@@ -509,18 +509,17 @@ mod tests {
         }
     }
 
-    fn platform(items: Vec<Item>) -> EnergyPlatform {
-        EnergyPlatform {
+    fn platform(items: Vec<Item>) -> Spec {
+        Spec {
             enterprise_code: Uscc::parse("91350100M000100Y43").unwrap(),
             timezone: SH,
             max_estimated_share: 0.1,
             items,
-            https: None,
             versions: Default::default(),
         }
     }
 
-    fn one_meter() -> EnergyPlatform {
+    fn one_meter() -> Spec {
         platform(vec![item(
             "incomer",
             "E001-0101-00",
@@ -781,11 +780,7 @@ mod tests {
 
     /// Runs the recorder over `intervals` (several meters, some gaps), closing at the given
     /// steps, and returns every record it produced.
-    fn live_run(
-        p: &EnergyPlatform,
-        intervals: &[LedgerInterval],
-        restart_at: Option<usize>,
-    ) -> Vec<Record> {
+    fn live_run(p: &Spec, intervals: &[LedgerInterval], restart_at: Option<usize>) -> Vec<Record> {
         let start = intervals.iter().map(|i| i.start_ms).min().unwrap_or(0);
         let mut rec = Recorder::new(p, RecorderState::default(), start);
         let mut table = Table::default();

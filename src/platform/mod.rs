@@ -15,10 +15,10 @@
 //! - [`build`]: ledger intervals → real-time, day, month (and year) records.
 //! - [`live`]: the daemon's recorder: records as intervals close and periods end, across
 //!   restarts.
-//! - [`outbox`]: a record as an outbox message for the platform queue.
+//! - [`outbox`]: the stream a record queues under (the store wraps the record as a row).
 //! - [`sm4`]: the SM4-CBC password of the platform's token request.
-//!
-//! Configuration: [`crate::config::platform`].
+//! - [`spec`]: what to build (enterprise, zone, data items), as `config` resolves it from
+//!   [`crate::config::platform`].
 
 pub mod build;
 pub mod decimal;
@@ -26,10 +26,11 @@ pub mod live;
 pub mod outbox;
 pub mod record;
 pub mod sm4;
+pub mod spec;
 pub mod uscc;
 
 pub use build::Builder;
 pub use live::{Recorder, RecorderState};
-pub use outbox::outbox_message;
 pub use record::{Payload, Record, RecordKey, StatType, Versions};
+pub use spec::{Item, Spec};
 pub use uscc::{Uscc, UsccError};

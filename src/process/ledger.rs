@@ -12,9 +12,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::counter::{CounterEvent, CounterState, EventKind, Flags, IntervalQuality};
+use super::spec::{Counts, LedgerSpec, Meter};
 use super::tou::Period;
-use crate::config::energy::{Counts, Energy, Meter};
-use crate::config::plan::Plan;
 use crate::model::{Name, Quality, SampleBatch};
 
 /// The engine-state scope under which the counters' states are saved.
@@ -118,35 +117,24 @@ impl LedgerEvent {
 /// Every counter's state.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    energy: Energy,
-    tz: chrono_tz::Tz,
+    spec: LedgerSpec,
     states: Vec<CounterState>,
     /// Meter indices by device name.
     by_device: HashMap<Name, Vec<usize>>,
-    point_names: Vec<Name>,
-    device_names: Vec<Name>,
     scratch: Vec<super::counter::Interval>,
 }
 
 impl Ledger {
-    /// A ledger for `plan`'s meters, every counter fresh.
-    pub fn new(plan: &Plan) -> Self {
+    /// A ledger for `spec`'s meters, every counter fresh.
+    pub fn from_spec(spec: LedgerSpec) -> Self {
         let mut by_device: HashMap<Name, Vec<usize>> = HashMap::new();
-        let mut point_names = Vec::new();
-        let mut device_names = Vec::new();
-        for (i, m) in plan.energy.meters.iter().enumerate() {
-            let d = &plan.devices[m.device];
-            by_device.entry(d.name.clone()).or_default().push(i);
-            point_names.push(d.points[m.point].name.clone());
-            device_names.push(d.name.clone());
+        for (i, p) in spec.points.iter().enumerate() {
+            by_device.entry(p.device.clone()).or_default().push(i);
         }
         Self {
-            states: vec![CounterState::new(); plan.energy.meters.len()],
-            energy: plan.energy.clone(),
-            tz: plan.gateway.timezone,
+            states: vec![CounterState::new(); spec.meters.len()],
+            spec,
             by_device,
-            point_names,
-            device_names,
             scratch: Vec::new(),
         }
     }
@@ -158,7 +146,7 @@ impl Ledger {
 
     /// The configured meters.
     pub fn meters(&self) -> &[Meter] {
-        &self.energy.meters
+        &self.spec.meters
     }
 
     /// Takes the counters in `batch` and appends every interval they close to `out`, every
@@ -176,16 +164,16 @@ impl Ledger {
         };
         let now = batch.time();
         for &i in indices {
-            let meter = &self.energy.meters[i];
+            let meter = &self.spec.meters[i];
             let Some(sample) = batch
                 .samples
                 .get(meter.point)
-                .filter(|s| s.point == self.point_names[i])
+                .filter(|s| s.point == self.spec.points[i].point)
                 .or_else(|| {
                     batch
                         .samples
                         .iter()
-                        .find(|s| s.point == self.point_names[i])
+                        .find(|s| s.point == self.spec.points[i].point)
                 })
             else {
                 continue;
@@ -195,13 +183,19 @@ impl Ledger {
                 _ => None,
             };
             self.scratch.clear();
-            self.states[i].push(&meter.params, self.tz, now, value, &mut self.scratch);
+            self.states[i].push(
+                &meter.params,
+                self.spec.timezone,
+                now,
+                value,
+                &mut self.scratch,
+            );
             steps.extend(self.states[i].last_booked().map(|b| (i, b)));
             for e in self.states[i].events() {
                 events.push(LedgerEvent {
                     meter: meter.name.clone(),
-                    device: self.device_names[i].to_string(),
-                    point: self.point_names[i].to_string(),
+                    device: self.spec.points[i].device.to_string(),
+                    point: self.spec.points[i].point.to_string(),
                     unit: meter.counts.unit().to_owned(),
                     event: *e,
                 });
@@ -217,15 +211,15 @@ impl Ledger {
         let kgce = match &meter.counts {
             Counts::Energy(kind) => {
                 for (period, amount) in
-                    self.energy
+                    self.spec
                         .calendar
-                        .split(self.tz, iv.start_ms, iv.end_ms, iv.delta)
+                        .split(self.spec.timezone, iv.start_ms, iv.end_ms, iv.delta)
                 {
                     if let Some(slot) = Period::ALL.iter().position(|p| *p == period) {
                         tou[slot] += amount;
                     }
                 }
-                Some(self.energy.coefficients.kgce(*kind, iv.delta))
+                Some(self.spec.coefficients.kgce(*kind, iv.delta))
             }
             Counts::Product(_) => None,
         };
@@ -245,7 +239,7 @@ impl Ledger {
 
     /// Every counter's state as `(meter, JSON)`, to persist.
     pub fn states(&self) -> Vec<(String, String)> {
-        self.energy
+        self.spec
             .meters
             .iter()
             .zip(&self.states)
@@ -257,7 +251,7 @@ impl Ledger {
     /// counter then starts afresh at its next reading).
     pub fn restore(&mut self, saved: &[(String, String)]) {
         for (name, body) in saved {
-            if let Some(i) = self.energy.meters.iter().position(|m| &m.name == name)
+            if let Some(i) = self.spec.meters.iter().position(|m| &m.name == name)
                 && let Ok(state) = serde_json::from_str::<CounterState>(body)
             {
                 self.states[i] = state;

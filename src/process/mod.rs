@@ -7,4 +7,5 @@ pub mod counter;
 pub mod demand;
 pub mod ledger;
 pub mod report;
+pub mod spec;
 pub mod tou;

@@ -5,9 +5,58 @@
 //! its `max_silence`; a point's first sample is always reported. Pure.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use crate::config::plan::{Device, Point, ReportMode};
+use serde::Deserialize;
+
 use crate::model::{Quality, SampleBatch, Timestamp, Value};
+
+/// When a point's value is reported upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportMode {
+    /// Every poll.
+    #[default]
+    EveryPoll,
+    /// When it changes beyond the deadband, when its quality changes, or after the maximum
+    /// silence (for metered 4G links).
+    OnChange,
+}
+
+/// A point's reporting policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Report {
+    /// Every poll, or on change.
+    pub mode: ReportMode,
+    /// Absolute deadband (engineering units); 0 reports any change.
+    pub deadband: f64,
+    /// Relative deadband in percent of the last reported value; 0 disables it.
+    pub deadband_percent: f64,
+    /// Report anyway after this long without a report.
+    pub max_silence: Duration,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self {
+            mode: ReportMode::EveryPoll,
+            deadband: 0.0,
+            deadband_percent: 0.0,
+            max_silence: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A device as the reporter sees it: its name and the policy of each of its points, indexed
+/// as the samples of its batches are. `config` implements it for its resolved device.
+pub trait ReportedDevice {
+    /// The device's name, which keys what was last reported.
+    fn name(&self) -> &str;
+    /// How many points the device has.
+    fn point_count(&self) -> usize;
+    /// The policy of point `index`; `None` past the last point.
+    fn policy(&self, index: usize) -> Option<&Report>;
+}
 
 #[derive(Debug, Clone)]
 struct Last {
@@ -22,12 +71,11 @@ pub struct Reporter {
     last: HashMap<String, Vec<Option<Last>>>,
 }
 
-fn moved(point: &Point, before: Option<&Value>, now: Option<&Value>) -> bool {
+fn moved(r: &Report, before: Option<&Value>, now: Option<&Value>) -> bool {
     match (before, now) {
         (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => {
                 let delta = (y - x).abs();
-                let r = &point.report;
                 if r.deadband == 0.0 && r.deadband_percent == 0.0 {
                     return delta > 0.0;
                 }
@@ -45,31 +93,30 @@ impl Reporter {
     /// Keeps the samples of `batch` that the policy reports at `now`; `None` when none are.
     pub fn filter(
         &mut self,
-        device: &Device,
+        device: &impl ReportedDevice,
         mut batch: SampleBatch,
         now: Timestamp,
     ) -> Option<SampleBatch> {
         let last = self
             .last
-            .entry(device.name.to_string())
-            .or_insert_with(|| vec![None; device.points.len()]);
-        if last.len() != device.points.len() {
+            .entry(device.name().to_owned())
+            .or_insert_with(|| vec![None; device.point_count()]);
+        if last.len() != device.point_count() {
             // The device's points changed (reload): start afresh.
-            *last = vec![None; device.points.len()];
+            *last = vec![None; device.point_count()];
         }
         let mut keep = Vec::with_capacity(batch.samples.len());
         for (i, sample) in batch.samples.iter().enumerate() {
-            let Some(point) = device.points.get(i) else {
+            let Some(policy) = device.policy(i) else {
                 continue;
             };
-            let report = match (&last[i], point.report.mode) {
+            let report = match (&last[i], policy.mode) {
                 (_, ReportMode::EveryPoll) | (None, _) => true,
                 (Some(prev), ReportMode::OnChange) => {
                     prev.quality != sample.quality
-                        || moved(point, prev.value.as_ref(), sample.value.as_ref())
+                        || moved(policy, prev.value.as_ref(), sample.value.as_ref())
                         || now.0 - prev.at.0
-                            >= i64::try_from(point.report.max_silence.as_millis())
-                                .unwrap_or(i64::MAX)
+                            >= i64::try_from(policy.max_silence.as_millis()).unwrap_or(i64::MAX)
                 }
             };
             keep.push(report);
@@ -90,6 +137,7 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::plan::Device;
     use crate::config::{EnvOverrides, load_str};
     use crate::model::{BadReason, PointSample};
 

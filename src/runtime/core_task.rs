@@ -103,7 +103,7 @@ impl Draft {
         Self {
             stream: key.clone(),
             key,
-            body: DraftBody::Wire(crate::platform::outbox::payload(r)),
+            body: DraftBody::Wire(crate::store::record::platform_payload(r)),
             only: None,
             format: Format::EnergyPlatform,
         }

@@ -123,7 +123,7 @@ impl Outbox for StoreOutbox {
     fn render(&self, item: &OutboxItem, backfill: bool) -> Option<Rendered> {
         if let Some(p) = &self.platform {
             // The platform de-duplicates by the record's key, so a resend needs no flag.
-            let record = crate::platform::outbox::decode(&item.payload).ok()?;
+            let record = crate::store::record::platform_record(&item.payload).ok()?;
             let uploaded = local_datetime(p.timezone, p.clock.now().0)?;
             return Some(Rendered {
                 payload: serde_json::to_vec(&record.payload(&p.versions, uploaded)).ok()?,

@@ -585,8 +585,8 @@ fn start_sinks(
                     queue: queue.queue,
                     compact: mqtt.format == Format::JsonCompact,
                     platform: platform.as_ref().map(|p| PlatformRender {
-                        versions: p.versions.clone(),
-                        timezone: p.timezone,
+                        versions: p.spec.versions.clone(),
+                        timezone: p.spec.timezone,
                         clock: clock.clone(),
                     }),
                 });
@@ -805,5 +805,5 @@ fn recorder(
         error!(error = %err, "Unreadable energy-platform recorder mark; recording from today.");
         RecorderState::default()
     });
-    Some(Recorder::new(platform, state, now.0))
+    Some(Recorder::new(&platform.spec, state, now.0))
 }

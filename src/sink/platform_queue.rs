@@ -1,5 +1,5 @@
 //! The continuous HTTPS uploader of the energy platform: drains its own outbox queue of
-//! records ([`crate::platform::outbox`]) through an [`Uplink`], one POST per record, oldest
+//! records ([`crate::store::record::platform_payload`]) through an [`Uplink`], one POST per record, oldest
 //! first.
 //!
 //! What happens to a row, by the platform's answer:
@@ -47,9 +47,9 @@ use super::platform_http::{Uplink, UplinkConfig, UplinkError};
 use crate::clock::Clock;
 use crate::config::daemon::PasswordSource;
 use crate::config::platform::{EnergyPlatform, Https};
-use crate::platform::outbox::decode;
 use crate::platform::record::{DATE_FORMAT, Record, local_datetime};
 use crate::sink::backoff::Backoff;
+use crate::store::record::platform_record;
 
 /// Rows read from the outbox at a time.
 const BATCH: usize = 64;
@@ -177,8 +177,8 @@ impl<O: Outbox> PlatformQueue<O> {
             clock,
             stats,
             https,
-            enterprise_code: platform.enterprise_code.as_str().to_owned(),
-            timezone: platform.timezone,
+            enterprise_code: platform.spec.enterprise_code.as_str().to_owned(),
+            timezone: platform.spec.timezone,
         })
     }
 
@@ -275,7 +275,7 @@ impl<O: Outbox> Run<'_, O> {
 
     /// Sends `row` until it is delivered or moved aside; `false` when cancelled first.
     async fn deliver(&mut self, row: &OutboxItem, cancel: &CancellationToken) -> bool {
-        let record = match decode(&row.payload) {
+        let record = match platform_record(&row.payload) {
             Ok(r) => r,
             Err(e) => {
                 error!(row = row.id, stream = %row.topic, error = %e, "Unreadable energy-platform row moved aside.");

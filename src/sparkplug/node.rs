@@ -37,10 +37,9 @@ use std::collections::{HashMap, VecDeque};
 
 use prost::Message as _;
 
-use crate::config::plan::Device;
 use crate::model::{DeviceId, PointId, Quality, SampleBatch, Timestamp};
 
-use super::datatype::{Wire, datatype_of, to_wire};
+use super::datatype::{Wire, to_wire};
 use super::payload::{self, bd_seq_metric, birth_metric, data_metric, ms, rebirth_metric};
 use super::proto::{DataType, Payload};
 use super::topic::{HostState, Id, MessageType, StateError, Topic, TopicError};
@@ -111,23 +110,6 @@ pub struct DeviceSpec {
     pub name: DeviceId,
     /// Its points; the DBIRTH lists them in this order.
     pub points: Vec<PointSpec>,
-}
-
-impl DeviceSpec {
-    /// The device as configured, each point typed by [`datatype_of`].
-    pub fn from_plan(device: &Device) -> Self {
-        Self {
-            name: device.name.clone(),
-            points: device
-                .points
-                .iter()
-                .map(|p| PointSpec {
-                    name: p.name.clone(),
-                    datatype: datatype_of(&p.codec),
-                })
-                .collect(),
-        }
-    }
 }
 
 /// Why an inbound message could not be handled.
@@ -701,6 +683,7 @@ mod tests {
     use super::*;
     use crate::decode::{Codec, DataType as PointType};
     use crate::model::{BadReason, Name, PointSample, UncertainReason, Value};
+    use crate::sparkplug::datatype_of;
     use crate::sparkplug::proto::payload::Metric;
     use crate::sparkplug::proto::payload::metric::Value as PV;
 
@@ -1635,28 +1618,6 @@ mod tests {
         .map(|(n, d)| ((*n).to_owned(), *d))
         .collect();
         assert_eq!(declared, want);
-    }
-
-    #[test]
-    fn from_plan_types_points_by_their_codec() {
-        let plan = crate::config::load_str(
-            "t.toml",
-            include_str!("../../configs/demo.toml"),
-            &crate::config::EnvOverrides::Off,
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("configs")
-                .as_path(),
-            None,
-        )
-        .unwrap();
-        for device in &plan.devices {
-            let spec = DeviceSpec::from_plan(device);
-            assert_eq!(spec.points.len(), device.points.len());
-            for (s, p) in spec.points.iter().zip(device.points.iter()) {
-                assert_eq!(s.name, p.name);
-                assert_eq!(s.datatype, datatype_of(&p.codec));
-            }
-        }
     }
 
     proptest::proptest! {

@@ -19,6 +19,7 @@ use crate::config::platform::EnergyPlatform;
 use crate::platform::build::{Fold, Select};
 use crate::platform::live::{Closing, Due, Recorder};
 use crate::platform::record::{Record, StatType};
+use crate::platform::spec::Spec;
 use crate::process::counter::IntervalQuality;
 
 /// Most pieces of work [`close_due`] does in one call, so a long catch-up after an outage is
@@ -66,7 +67,7 @@ trait Rows: Send + 'static {
     fn row(&mut self, meter: &str, span: (i64, i64), delta: f64, quality: IntervalQuality);
 }
 
-impl Rows for Fold<Arc<EnergyPlatform>> {
+impl Rows for Fold<Arc<Spec>> {
     fn row(&mut self, meter: &str, span: (i64, i64), delta: f64, quality: IntervalQuality) {
         self.push(meter, span, delta, quality);
     }
@@ -163,6 +164,7 @@ pub async fn records_for_range(
     if to < from {
         return Err(SourceError::Reversed { from, to });
     }
+    let platform = &platform.spec;
     let tz = platform.timezone;
     // A date one past the range's end, or its month's or year's end, may leave chrono's range.
     let midnight = |date: Option<NaiveDate>| {

@@ -139,6 +139,52 @@ pub fn decode_wire(stored: &[u8]) -> Option<(&[u8], bool)> {
     }
 }
 
+/// The stored payload of a platform `record`: its stored form
+/// ([`Record::to_stored`](crate::platform::Record::to_stored)) wrapped as wire bytes, not
+/// retained. The bytes depend only on the record, so a record built again from the same
+/// intervals (a restart that repeats work, the `upload` command) stores as the same bytes and
+/// reaches the platform under the same key (enterpriseCode, dataCode, statType, statDate), the
+/// identity the platform keeps. What only the upload knows (versions, `uploadDate`) is added
+/// when it is sent.
+pub fn platform_payload(record: &crate::platform::Record) -> Vec<u8> {
+    encode_wire(&record.to_stored(), false)
+}
+
+/// The outbox message that queues a platform `record` in `queue` under its stream
+/// ([`crate::platform::outbox::stream`]) with sequence number `seq` (from a counter for that
+/// stream, seeded with `StoreHandle::next_seq`), made at `created_ms`. The daemon's core,
+/// which fills several queues, qualifies the key per queue.
+pub fn platform_message(
+    record: &crate::platform::Record,
+    queue: super::QueueId,
+    seq: u64,
+    created_ms: i64,
+) -> super::OutboxMessage {
+    let key = crate::platform::outbox::stream(&record.key.data_code);
+    super::OutboxMessage {
+        queue,
+        stream: key.clone(),
+        key,
+        seq,
+        created_ms,
+        payload: platform_payload(record),
+    }
+}
+
+/// The platform record stored in a payload made by [`platform_payload`].
+///
+/// # Errors
+/// [`StoredRecordError`](crate::platform::record::StoredRecordError) when the payload is not a
+/// stored record.
+pub fn platform_record(
+    payload: &[u8],
+) -> Result<crate::platform::Record, crate::platform::record::StoredRecordError> {
+    let (body, _retain) = decode_wire(payload).ok_or_else(|| {
+        crate::platform::record::StoredRecordError("not a stored wire message".into())
+    })?;
+    crate::platform::Record::from_stored(body)
+}
+
 /// Encodes `batch` and its `seq` in the compact form described in the module docs.
 pub fn encode_batch(batch: &SampleBatch, seq: u64) -> Vec<u8> {
     // Most polls: ~3-8 bytes of name plus ~4 of value and tag per point.
@@ -465,6 +511,47 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn platform_record_of(value: &str) -> crate::platform::Record {
+        use chrono::NaiveDate;
+
+        use crate::platform::record::{Record, RecordKey, StatType};
+        use crate::platform::uscc::Uscc;
+
+        Record {
+            key: RecordKey {
+                enterprise_code: Uscc::parse("91350100M000100Y43").unwrap(),
+                data_code: "E001-0101-00".into(),
+                stat_type: StatType::Day,
+                stat_date: NaiveDate::from_ymd_opt(2026, 10, 5)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap(),
+            },
+            meter: "incomer".into(),
+            span_ms: (1_791_129_600_000, 1_791_216_000_000),
+            value: value.parse().unwrap(),
+            convert_ratio: 0.1229,
+            valid: true,
+            scope: "1".into(),
+            input_type: "1".into(),
+        }
+    }
+
+    #[test]
+    fn a_platform_record_queues_under_its_data_code_and_a_rebuilt_one_stores_the_same_bytes() {
+        let first = platform_message(&platform_record_of("240.00"), 0, 7, 1_000);
+        assert_eq!(first.stream, "energy_platform/E001-0101-00");
+        assert_eq!(first.key, first.stream);
+        assert_eq!(first.seq, 7);
+        let again = platform_message(&platform_record_of("240.00"), 0, 8, 2_000);
+        assert_eq!(again.payload, first.payload, "same record, same bytes");
+        assert_eq!(
+            platform_record(&first.payload).unwrap(),
+            platform_record_of("240.00")
+        );
+        assert!(platform_record(b"\x01batch").is_err());
+    }
 
     fn name(s: &str) -> Name {
         Name::new(s).unwrap()

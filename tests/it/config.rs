@@ -528,10 +528,10 @@ fn the_reference_config_uploads_the_incomer_with_its_kind_coefficient() {
     let platform = plan
         .energy_platform
         .expect("[energy_platform] in the reference config");
-    assert_eq!(platform.enterprise_code.as_str(), "91420100MA4K2N7Q8G");
-    assert_eq!(platform.timezone, chrono_tz::Asia::Shanghai);
-    assert!((platform.max_estimated_share - 0.1).abs() < 1e-12);
-    let item = &platform.items[0];
+    assert_eq!(platform.spec.enterprise_code.as_str(), "91420100MA4K2N7Q8G");
+    assert_eq!(platform.spec.timezone, chrono_tz::Asia::Shanghai);
+    assert!((platform.spec.max_estimated_share - 0.1).abs() < 1e-12);
+    let item = &platform.spec.items[0];
     assert_eq!(plan.energy.meters[item.meter_index].name, "incomer");
     assert_eq!((item.scope.as_str(), item.input_type.as_str()), ("1", "1"));
     assert!((item.convert_ratio - 0.1229).abs() < 1e-12);

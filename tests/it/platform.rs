@@ -343,7 +343,7 @@ fn energy_platform() -> plantwatch::config::platform::EnergyPlatform {
 fn records() -> Vec<Record> {
     let platform = energy_platform();
     let intervals = day_of_quarters();
-    let all = Builder::new(&platform).build(&intervals, DAY + 86_400_000 + 60_000);
+    let all = Builder::new(&platform.spec).build(&intervals, DAY + 86_400_000 + 60_000);
     let mut picked: Vec<Record> = all.iter().take(3).cloned().collect();
     picked.extend(all.iter().find(|r| r.key.stat_type.code() == "1").cloned());
     assert_eq!(picked.len(), 4, "{all:?}");
@@ -605,9 +605,9 @@ async fn plantwatch_upload_sends_a_days_records_and_a_resend_carries_the_same_ke
 
 // ---- The continuous uploader: a real store's outbox drained through the uplink. ----
 
-use plantwatch::platform::outbox_message;
 use plantwatch::runtime::outbox::StoreOutbox;
 use plantwatch::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
+use plantwatch::store::record::platform_message;
 use plantwatch::store::{OutboxLimits, Store, StoreHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -700,7 +700,7 @@ impl Rig {
                 let key = plantwatch::platform::outbox::stream(&r.key.data_code);
                 let seq = self.next_seq.entry(key).or_insert(0);
                 *seq += 1;
-                outbox_message(r, plantwatch::store::DEFAULT_QUEUE, *seq, 0)
+                platform_message(r, plantwatch::store::DEFAULT_QUEUE, *seq, 0)
             })
             .collect();
         self.store.enqueue(messages).await.unwrap();
@@ -746,7 +746,7 @@ fn keys(records: &[Record]) -> Vec<String> {
 /// `n` records of a day: its quarters, in time order (the day record last, when `n` is 97).
 fn day_records(n: usize) -> Vec<Record> {
     let platform = energy_platform();
-    let all = Builder::new(&platform).build(&day_of_quarters(), DAY + 86_400_000);
+    let all = Builder::new(&platform.spec).build(&day_of_quarters(), DAY + 86_400_000);
     assert!(all.len() >= n);
     all.into_iter().take(n).collect()
 }
@@ -947,7 +947,7 @@ async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reac
     let mut rig = Rig::start(PASSWORD, |_| {}).await;
     let platform = energy_platform();
     let intervals = day_of_quarters();
-    let mut recorder = Recorder::new(&platform, RecorderState::default(), DAY);
+    let mut recorder = Recorder::new(&platform.spec, RecorderState::default(), DAY);
     let mut records = Vec::new();
     // As the core does: save each closed interval, then record it, then close what is due.
     for chunk in intervals.chunks(16) {
@@ -976,7 +976,7 @@ async fn the_live_recorder_closes_a_day_from_the_state_file_and_its_records_reac
         .await
         .unwrap();
     let mut again = Recorder::new(
-        &platform,
+        &platform.spec,
         RecorderState::from_rows(&rows).unwrap(),
         DAY + 86_400_000 + 5_000,
     );
