@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::command_auth::{self, Audited, CommandAuth};
 use super::commands;
 use super::metrics::{AlarmGauges, EnergyEventCounts};
+use super::remote_write::{self, Finished, Started, Writes};
 use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::Format;
@@ -24,9 +25,11 @@ use crate::pipeline::{Outputs, Pipeline};
 use crate::platform::{Record, Recorder, close_due};
 use crate::process::ledger::{LedgerEvent, LedgerInterval};
 use crate::sink::influx::InfluxHandle;
-use crate::sink::mqtt::Downlink;
+use crate::sink::mqtt::{Downlink, DroppedCommands};
 use crate::sink::webhook::{Notification, NotifierHandle};
-use crate::store::{AlarmRow, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record};
+use crate::store::{
+    AlarmRow, AuditEntry, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record,
+};
 
 /// The receiving ends of the core's inputs, handed from one core to the next on a reload.
 pub(super) struct Receivers {
@@ -131,12 +134,21 @@ pub(super) struct Core {
     pub(super) clock: Arc<dyn Clock>,
     /// Who may send which downlink command, and the ids seen in the replay window.
     pub(super) auth: CommandAuth,
+    /// The `write` commands waiting for their links.
+    pub(super) writes: Writes,
+    /// Commands the MQTT sessions dropped on a full queue, for the audit trail.
+    pub(super) dropped: Arc<DroppedCommands>,
 }
+
+/// How long a stopping core waits for the writes in flight (their links are stopping too)
+/// before auditing them as interrupted.
+const WRITE_DRAIN: Duration = Duration::from_secs(2);
 
 /// What ends a core's input wait.
 enum CoreInput {
     Batch(SampleBatch),
     Downlink(Downlink),
+    Written(Finished),
     Tick,
     Closed,
 }
@@ -175,11 +187,13 @@ impl Core {
                 () = cancel.cancelled() => CoreInput::Closed,
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
                 Some(d) = downlink.recv() => CoreInput::Downlink(d),
+                Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(w),
                 _ = tick.tick() => CoreInput::Tick,
             };
             match input {
                 CoreInput::Batch(first) => self.batches(first, &mut rx).await,
                 CoreInput::Downlink(d) => self.downlink(&d).await,
+                CoreInput::Written(w) => self.finish_write(w).await,
                 CoreInput::Tick => {
                     ticks += 1;
                     self.tick().await;
@@ -194,6 +208,18 @@ impl Core {
                 }
                 CoreInput::Closed => break,
             }
+        }
+        // Every write that was audited as intent gets its outcome row: the links are stopping,
+        // so what is in flight ends soon; what does not is audited as interrupted.
+        let deadline = tokio::time::Instant::now() + WRITE_DRAIN;
+        while !self.writes.is_idle() {
+            match tokio::time::timeout_at(deadline, self.writes.next()).await {
+                Ok(Some(w)) => self.finish_write(w).await,
+                _ => break,
+            }
+        }
+        for w in self.writes.abandon() {
+            self.finish_write(w).await;
         }
         self.save_counters().await;
         Receivers {
@@ -521,6 +547,35 @@ impl Core {
                     key = admitted.key.map(|(id, _role)| id);
                     seen = admitted.seen;
                     match commands::parse(&d.name, &admitted.command) {
+                        Ok(commands::Request {
+                            id,
+                            command:
+                                commands::Command::Write {
+                                    device,
+                                    point,
+                                    value,
+                                },
+                        }) => {
+                            let started = Started {
+                                id,
+                                sink: d.sink.clone(),
+                                key: key.clone(),
+                                payload: d.payload.clone(),
+                                device,
+                                point,
+                            };
+                            match self.admit_write(&started, &value) {
+                                Ok(value) => {
+                                    self.start_write(started, value, seen, now).await;
+                                    return;
+                                }
+                                Err((reply, kind)) => {
+                                    commands::log_refused(&d.name, &reply);
+                                    refused = kind;
+                                    (reply, None)
+                                }
+                            }
+                        }
                         Ok(req) => self.carry_out(&req, now, &mut drafts).await,
                         Err(reply) => {
                             commands::log_refused(&d.name, &reply);
@@ -553,6 +608,7 @@ impl Core {
             name: &d.name,
             key: key.as_deref(),
             refused,
+            outcome: None,
             payload: &d.payload,
             reply: &reply,
         };
@@ -571,15 +627,27 @@ impl Core {
     }
 
     /// Appends a command's row to the audit trail (with the id it used, for the replay
-    /// window) and queues the row for `{prefix}/audit` on every JSON sink.
+    /// window) and queues the row for `{prefix}/audit` on every JSON sink; whether it was
+    /// committed.
     async fn audit(
         &self,
         audited: &Audited<'_>,
         seen: Option<crate::store::SeenId>,
         drafts: &mut Vec<Draft>,
-    ) {
-        let oldest = audited.now_ms - self.auth.gate.window_ms();
-        match self.store.audit(audited.entry(), seen, oldest).await {
+    ) -> bool {
+        self.audit_entry(audited.entry(), seen, drafts).await
+    }
+
+    /// [`Core::audit`] of a row built by the caller.
+    async fn audit_entry(
+        &self,
+        entry: AuditEntry,
+        seen: Option<crate::store::SeenId>,
+        drafts: &mut Vec<Draft>,
+    ) -> bool {
+        let oldest = entry.ts_ms - self.auth.gate.window_ms();
+        let command = super::log_limit::peer_text(&entry.command);
+        match self.store.audit(entry, seen, oldest).await {
             Ok((row, prev)) => {
                 drafts.push(Draft::wire(
                     "audit".into(),
@@ -587,11 +655,153 @@ impl Core {
                     &row.message(&prev),
                     false,
                 ));
+                true
             }
             Err(err) => {
-                error!(error = %err, command = %super::log_limit::peer_text(audited.name), "Cannot append a command to the audit trail.");
+                error!(error = %err, command = %command, "Cannot append a command to the audit trail.");
+                false
             }
         }
+    }
+
+    /// Checks a signed, parsed `write` against the plan and the room for it: the value to
+    /// send, or the reply refusing it (with its refusal kind) and nothing written.
+    fn admit_write(
+        &self,
+        started: &Started,
+        value: &serde_json::Value,
+    ) -> Result<crate::model::Value, (Vec<u8>, Option<&'static str>)> {
+        let value = remote_write::value_of(value).map_err(|why| {
+            let reply = commands::error_reply(&started.id, &format!("refused `write`: {why}"));
+            (
+                command_auth::mark_refused(reply, "wrong_kind"),
+                Some("wrong_kind"),
+            )
+        })?;
+        let value = remote_write::check(&self.plan, &started.device, &started.point, &value)
+            .map_err(|err| remote_write::refused_or_failed(&started.id, &err))?;
+        if !self.writes.has_room() {
+            let reply = commands::error_reply(
+                &started.id,
+                &format!(
+                    "refused `write`: {}/{}: {} writes are waiting for their links already;                      nothing written, send it again later",
+                    started.device,
+                    started.point,
+                    remote_write::MAX_IN_FLIGHT
+                ),
+            );
+            return Err((command_auth::mark_refused(reply, "busy"), Some("busy")));
+        }
+        Ok(value)
+    }
+
+    /// Audits a write's intent, and only once that row is committed hands it to its link.
+    async fn start_write(
+        &mut self,
+        started: Started,
+        value: crate::model::Value,
+        seen: Option<crate::store::SeenId>,
+        now: Timestamp,
+    ) {
+        let mut drafts = Vec::new();
+        let intent = remote_write::intent(&started, &value);
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", started.sink),
+            name: "write",
+            key: started.key.as_deref(),
+            refused: None,
+            outcome: Some("intent"),
+            payload: &started.payload,
+            reply: &intent,
+        };
+        if self.audit(&audited, seen, &mut drafts).await {
+            self.writes.start(started, value);
+        } else {
+            // Without its intent row a crash could hide the write: it is not sent.
+            let reply = commands::error_reply(
+                &started.id,
+                "refused `write`: the gateway cannot append to its audit trail; nothing written",
+            );
+            let mut answer = Draft::wire(
+                "cmd/write/reply".into(),
+                "cmd/write".into(),
+                &command_auth::mark_refused(reply, "unavailable"),
+                false,
+            );
+            answer.only = Some(started.sink);
+            drafts.push(answer);
+        }
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// Audits a finished write's outcome and sends its reply where the command came from.
+    async fn finish_write(&mut self, finished: Finished) {
+        let now = self.clock.now();
+        let (reply, refused) = remote_write::reply(&finished);
+        if refused.is_some() || finished.outcome.as_ref().is_none_or(Result::is_err) {
+            commands::log_refused("write", &reply);
+        }
+        let started = &finished.started;
+        let mut drafts = Vec::new();
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", started.sink),
+            name: "write",
+            key: started.key.as_deref(),
+            refused,
+            outcome: None,
+            payload: &started.payload,
+            reply: &reply,
+        };
+        self.audit(&audited, None, &mut drafts).await;
+        let mut answer = Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
+        answer.only = Some(started.sink.clone());
+        drafts.push(answer);
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// One audit row per command an MQTT session dropped on a full queue (never looked at,
+    /// never answered), and one for those beyond what the sessions could hold.
+    async fn audit_dropped(&mut self, now: Timestamp) {
+        let (held, beyond) = self.dropped.take();
+        if held.is_empty() && beyond == 0 {
+            return;
+        }
+        let mut drafts = Vec::new();
+        for d in held {
+            let entry = AuditEntry {
+                ts_ms: now.0,
+                source: format!("mqtt:{}", d.sink),
+                command: d.name,
+                key: None,
+                id: None,
+                outcome: "dropped".into(),
+                reason: Some("queue_full".into()),
+                reply: String::new(),
+                payload_bytes: d.bytes,
+                payload_sha256: d.sha256,
+            };
+            self.audit_entry(entry, None, &mut drafts).await;
+        }
+        if beyond > 0 {
+            let entry = AuditEntry {
+                ts_ms: now.0,
+                source: "mqtt".into(),
+                command: "*".into(),
+                key: None,
+                id: None,
+                outcome: "dropped".into(),
+                reason: Some("queue_full".into()),
+                reply: format!(
+                    "{beyond} more commands dropped on a full queue, not held one by one"
+                ),
+                payload_bytes: 0,
+                payload_sha256: String::new(),
+            };
+            self.audit_entry(entry, None, &mut drafts).await;
+        }
+        self.store_all(drafts, &[], now).await;
     }
 
     /// Carries out a parsed command: `upload` here (it needs the ledger and the platform
@@ -678,9 +888,11 @@ impl Core {
         }
     }
 
-    /// Shelve expiries, and commands left in the state file by `plantwatch alarms`.
+    /// Shelve expiries, commands left in the state file by `plantwatch alarms`, and the
+    /// audit rows of commands dropped on a full queue.
     async fn tick(&mut self) {
         let now = self.clock.now();
+        self.audit_dropped(now).await;
         let mut events = Vec::new();
         self.pipeline.advance(now.0, &mut events);
         let commands = self.store.pending_commands().await.unwrap_or_default();
@@ -712,6 +924,7 @@ impl Core {
                 name: &name,
                 key: None,
                 refused: None,
+                outcome: None,
                 payload: c.body.as_bytes(),
                 reply: &reply,
             };

@@ -24,7 +24,8 @@ use super::core_task::{Core, Receivers, Saved, SinkQueue, load_saved};
 use super::metrics::{AlarmGauges, EnergyEventCounts, InfluxStats, OutboxGauges, Sources};
 use super::outbox::{PlatformRender, StoreOutbox};
 use super::supervisor::{Restarts, Supervisor};
-use crate::acquire::{AcquireStats, link_task};
+use crate::acquire::write::WriteHandle;
+use crate::acquire::{AcquireStats, link_task_with_writes};
 use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::{DEFAULT_SINK_NAME, Format, Mqtt};
@@ -36,7 +37,7 @@ use crate::model::{SampleBatch, Timestamp};
 use crate::pipeline::{Outputs, Pipeline, Taps};
 use crate::platform::{Recorder, RecorderState};
 use crate::sink::influx::{InfluxHandle, InfluxSink};
-use crate::sink::mqtt::{DOWNLINK_QUEUE, Downlink, MqttStats, Session};
+use crate::sink::mqtt::{DOWNLINK_QUEUE, Downlink, DroppedCommands, MqttStats, Session};
 use crate::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
 use crate::sink::sparkplug::SparkplugSink;
 use crate::sink::webhook::{Notifier, NotifierHandle, WebhookConfig, WebhookStats};
@@ -129,6 +130,8 @@ pub(super) struct Generation {
     batches: mpsc::Sender<SampleBatch>,
     /// The sessions' end of the downlink channel, for sessions started on a reload.
     downlink: mpsc::Sender<Downlink>,
+    /// The write routes and the dropped commands, for the daemon's life.
+    remote: Remote,
     links: Vec<LinkPart>,
     core: CorePart,
     sinks: Vec<SinkPart>,
@@ -138,6 +141,16 @@ pub(super) struct Generation {
     queues: Vec<SinkQueue>,
     alarm_gauges: Arc<AlarmGauges>,
     energy_events: Arc<EnergyEventCounts>,
+}
+
+/// What the daemon keeps across every reload for its downlink.
+#[derive(Clone, Default)]
+struct Remote {
+    /// Routes `write` commands to the link tasks: a link kept over a reload keeps its
+    /// routes, a restarted one replaces them.
+    writes: WriteHandle,
+    /// Commands the sessions dropped on a full queue, for the core to audit.
+    dropped: Arc<DroppedCommands>,
 }
 
 /// What a new generation takes over from the old one.
@@ -180,7 +193,17 @@ impl Generation {
         clock: &Arc<dyn Clock>,
         saved: &Saved,
     ) -> Self {
-        Self::assemble(plan, store, clock, saved, Wiring::new(), Kept::default()).await
+        let remote = Remote::default();
+        Self::assemble(
+            plan,
+            store,
+            clock,
+            saved,
+            Wiring::new(),
+            Kept::default(),
+            remote,
+        )
+        .await
     }
 
     /// Moves to `next`: stops what changed or went away, keeps what did not, restarts the
@@ -264,7 +287,7 @@ impl Generation {
         }
         kept.queues = std::mem::take(&mut self.queues);
         let saved = load_saved(store).await;
-        Self::assemble(next, store, clock, &saved, wiring, kept).await
+        Self::assemble(next, store, clock, &saved, wiring, kept, self.remote).await
     }
 
     /// Starts what `kept` lacks for `plan`, and a new core on `wiring`.
@@ -275,13 +298,19 @@ impl Generation {
         saved: &Saved,
         wiring: Wiring,
         mut kept: Kept,
+        remote: Remote,
     ) -> Self {
+        let writes = &remote.writes;
         let links = start_links(
             &plan,
             &wiring.batches,
+            writes,
             clock,
             std::mem::take(&mut kept.links),
         );
+        // A removed device's route would lead to a stopped link: gone, it is refused as
+        // unknown. Kept and restarted links registered their devices above.
+        writes.retain(|device| plan.devices.iter().any(|d| d.name.as_str() == device));
         let queues = sink_queues(&plan, store, &kept.queues).await;
         let influx = kept.influx.take().or_else(|| start_influx(&plan));
         let notifiers = start_notifiers(&plan, clock, std::mem::take(&mut kept.notifiers));
@@ -291,6 +320,7 @@ impl Generation {
             clock,
             &queues,
             &wiring.downlink,
+            &remote.dropped,
             std::mem::take(&mut kept.sinks),
         );
         let alarm_gauges = Arc::new(AlarmGauges::default());
@@ -319,6 +349,8 @@ impl Generation {
             sinks: queues.clone(),
             clock: clock.clone(),
             auth: super::command_auth::CommandAuth::new(&plan.commands),
+            writes: super::remote_write::Writes::new(writes.clone()),
+            dropped: remote.dropped.clone(),
         };
         // Ends when every link has dropped its sender and the channel is drained, or when its
         // token is cancelled (a reload, or the grace period of a shutdown is over).
@@ -334,6 +366,7 @@ impl Generation {
             plan,
             batches: wiring.batches,
             downlink: wiring.downlink,
+            remote,
             links,
             core: CorePart { tasks, handback },
             sinks,
@@ -464,6 +497,7 @@ fn link_keys(plan: &Plan) -> Vec<(Link, Vec<Device>)> {
 fn start_links(
     plan: &Plan,
     batches: &mpsc::Sender<SampleBatch>,
+    writes: &WriteHandle,
     clock: &Arc<dyn Clock>,
     mut kept: Vec<LinkPart>,
 ) -> Vec<LinkPart> {
@@ -477,7 +511,9 @@ fn start_links(
             continue;
         }
         let tasks = Supervisor::default();
-        let Some((stats, task)) = link_task(plan, index, batches, clock, tasks.token()) else {
+        let Some((stats, task)) =
+            link_task_with_writes(plan, index, writes, batches, clock, tasks.token())
+        else {
             continue;
         };
         tasks.spawn(&format!("link {}", key.0.name), task);
@@ -558,6 +594,7 @@ fn start_sinks(
     clock: &Arc<dyn Clock>,
     queues: &[SinkQueue],
     downlink: &mpsc::Sender<Downlink>,
+    dropped: &Arc<DroppedCommands>,
     mut kept: Vec<SinkPart>,
 ) -> Vec<SinkPart> {
     let mut parts = Vec::new();
@@ -618,6 +655,7 @@ fn start_sinks(
                         // Commands and their replies are JSON-profile messages: an
                         // energy_platform sink's queue holds only records.
                         let downlink = m.format.is_json().then(|| downlink.clone());
+                        let dropped = dropped.clone();
                         tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                             let mut session = Session::new(
                                 m.clone(),
@@ -627,7 +665,9 @@ fn start_sinks(
                                 counters.clone(),
                             );
                             if let Some(tx) = &downlink {
-                                session = session.with_downlink(tx.clone());
+                                session = session
+                                    .with_downlink(tx.clone())
+                                    .with_dropped(dropped.clone());
                             }
                             session.run(c)
                         });

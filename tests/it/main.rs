@@ -49,6 +49,8 @@ mod platform;
 mod profiles;
 #[cfg(feature = "demo")]
 mod reload;
+#[cfg(feature = "demo")]
+mod remote_write;
 mod replay;
 mod sparkplug;
 #[cfg(feature = "demo")]

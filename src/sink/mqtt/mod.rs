@@ -284,6 +284,56 @@ pub struct Downlink {
 /// Commands queued for the core before new ones are refused (and logged).
 pub const DOWNLINK_QUEUE: usize = 64;
 
+/// Dropped commands held one by one for the audit trail; beyond, only counted.
+pub const MAX_DROPPED_HELD: usize = 1024;
+
+/// A command dropped on a full queue, as its audit row names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedCommand {
+    /// The sink it arrived on.
+    pub sink: String,
+    /// The `{name}` segment.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of its payload, hex.
+    pub sha256: String,
+}
+
+/// Commands the sessions dropped because the core's queue was full, until the core audits
+/// them: a flood that overflows the queue still leaves a row per command (up to
+/// [`MAX_DROPPED_HELD`] between two audits, and a count beyond).
+#[derive(Debug, Default)]
+pub struct DroppedCommands {
+    // A std mutex: held for a push or a swap, never across an await.
+    inner: std::sync::Mutex<(Vec<DroppedCommand>, u64)>,
+}
+
+impl DroppedCommands {
+    /// Holds `d` for the audit trail, or counts it when the hold is full.
+    pub fn push(&self, d: DroppedCommand) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.0.len() < MAX_DROPPED_HELD {
+            inner.0.push(d);
+        } else {
+            inner.1 += 1;
+        }
+    }
+
+    /// Takes what is held, and the count of those beyond it.
+    pub fn take(&self) -> (Vec<DroppedCommand>, u64) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = std::mem::take(&mut inner.0);
+        (held, std::mem::replace(&mut inner.1, 0))
+    }
+}
+
 /// The MQTT sink task's state.
 pub struct Session<O: Outbox> {
     plan: Mqtt,
@@ -292,6 +342,8 @@ pub struct Session<O: Outbox> {
     clock: Arc<dyn Clock>,
     stats: Arc<MqttStats>,
     downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
+    /// Where dropped commands wait for the audit trail.
+    dropped: Arc<DroppedCommands>,
     /// A command flood fills the queue with every message: one line a minute, with a count.
     queue_full: RepeatLimit,
 }
@@ -312,6 +364,7 @@ impl<O: Outbox> Session<O> {
             clock,
             stats,
             downlink: None,
+            dropped: Arc::default(),
             queue_full: RepeatLimit::new(REPEAT_WINDOW),
         }
     }
@@ -326,6 +379,13 @@ impl<O: Outbox> Session<O> {
         self
     }
 
+    /// Hands the commands a full queue drops to `dropped`, for the core to audit.
+    #[must_use]
+    pub fn with_dropped(mut self, dropped: Arc<DroppedCommands>) -> Self {
+        self.dropped = dropped;
+        self
+    }
+
     fn on_message(&self, topic: &str, payload: Vec<u8>, retained: bool) {
         let Some(tx) = &self.downlink else { return };
         let prefix = format!("{}/cmd/", self.plan.topic_prefix);
@@ -333,21 +393,27 @@ impl<O: Outbox> Session<O> {
             debug!(topic = %peer_text(topic), "Message on a topic that is not a command; ignored.");
             return;
         };
-        if tx
-            .try_send(Downlink {
-                sink: self.plan.name.to_string(),
-                name: name.to_owned(),
-                payload,
-                retained,
-            })
-            .is_err()
-            && let Some(left_out) = self.queue_full.admit("", std::time::Instant::now())
-        {
+        let Err(err) = tx.try_send(Downlink {
+            sink: self.plan.name.to_string(),
+            name: name.to_owned(),
+            payload,
+            retained,
+        }) else {
+            return;
+        };
+        let d = err.into_inner();
+        self.dropped.push(DroppedCommand {
+            sink: d.sink,
+            name: peer_text(&d.name),
+            bytes: d.payload.len() as u64,
+            sha256: crate::store::audit::sha256_hex(&d.payload),
+        });
+        if let Some(left_out) = self.queue_full.admit("", std::time::Instant::now()) {
             warn!(
                 topic = %peer_text(topic),
                 left_out,
-                "Command queue full (or the core stopped); command dropped unanswered \
-                 (left_out: as many since the last such line)."
+                "Command queue full (or the core stopped); command dropped unanswered, and \
+                 audited (left_out: as many since the last such line)."
             );
         }
     }
