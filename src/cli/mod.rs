@@ -24,6 +24,7 @@ mod alarms;
 mod audit;
 mod backup;
 mod check;
+mod config_history;
 // A build without the `demo` feature has no embedded broker; its `demo` only says so.
 #[cfg_attr(not(feature = "demo"), path = "demo_unavailable.rs")]
 mod demo;
@@ -144,6 +145,8 @@ enum Command {
     Keygen(sign::KeygenArgs),
     /// List or verify the audit trail of downlink commands.
     Audit(audit::Args),
+    /// The configurations pushed over the signed command channel, and how each ended.
+    Config(config_history::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code (`plantwatch --help` lists them).
@@ -191,6 +194,7 @@ pub fn main() -> ExitCode {
         Command::Sign(args) => sign::sign(&args),
         Command::Keygen(args) => sign::keygen(&args),
         Command::Audit(args) => audit::run(&args, &config.or_default(), profiles_dir),
+        Command::Config(args) => config_history::run(&args, &config.or_default(), profiles_dir),
     };
     match result {
         Ok(code) => code,

@@ -25,7 +25,7 @@ use crate::platform::record::StatType;
 
 /// The command names, for messages.
 pub const NAMES: &[&str] = &[
-    "ack", "shelve", "unshelve", "list", "serviced", "upload", "write",
+    "ack", "shelve", "unshelve", "list", "serviced", "upload", "write", "config",
 ];
 
 /// Longest range of days one `upload` command may re-queue (day, month and year records).
@@ -89,6 +89,12 @@ pub enum Command {
         /// The value in engineering units, as JSON (a number, true/false or text).
         value: Json,
     },
+    /// Replace the configuration file with `text` (docs/remote-operations.md); carried out
+    /// by the core and the daemon, not by [`apply`].
+    Config {
+        /// The whole file.
+        text: String,
+    },
 }
 
 /// A command with the id its reply must carry.
@@ -115,6 +121,7 @@ struct Body {
     stat_type: Option<Json>,
     point: Option<String>,
     value: Option<Json>,
+    config: Option<String>,
 }
 
 /// A `YYYY-MM-DD` field of `upload`.
@@ -339,6 +346,17 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
         "list" => Ok(Command::List),
         "upload" => upload(&body),
         "write" => write(&body),
+        "config" => match &body.config {
+            None => Err("missing `config`: the whole configuration file, as a string".into()),
+            Some(text) if text.len() > crate::runtime::remote_config::MAX_CONFIG_BYTES => {
+                Err(format!(
+                    "`config` is {} bytes; at most {}",
+                    text.len(),
+                    crate::runtime::remote_config::MAX_CONFIG_BYTES
+                ))
+            }
+            Some(text) => Ok(Command::Config { text: text.clone() }),
+        },
         "serviced" => body
             .device
             .clone()
@@ -404,6 +422,16 @@ pub fn apply(engine: &mut Engine, req: &Request, now: i64) -> (Vec<u8>, Option<A
                     &req.id,
                     "`upload` is carried out by the daemon's energy-platform queue, which is not \
                      running here",
+                ),
+                None,
+            );
+        }
+        Command::Config { .. } => {
+            return (
+                error_reply(
+                    &req.id,
+                    "refused `config`: a configuration is taken only signed, over the MQTT \
+                     downlink",
                 ),
                 None,
             );

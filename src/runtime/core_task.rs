@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::command_auth::{self, Audited, CommandAuth};
 use super::commands;
 use super::metrics::{AlarmGauges, EnergyEventCounts};
+use super::remote_config::{self, Notice, Origin, Push, Target};
 use super::remote_write::{self, Finished, Started, Writes};
 use crate::clock::Clock;
 use crate::config::Plan;
@@ -37,6 +38,8 @@ pub(super) struct Receivers {
     pub(super) batches: mpsc::Receiver<SampleBatch>,
     /// Commands from the MQTT sessions.
     pub(super) downlink: mpsc::Receiver<Downlink>,
+    /// How config pushes ended, from the daemon.
+    pub(super) notices: mpsc::Receiver<Notice>,
 }
 
 /// A sink's outbox queue as the core fills it.
@@ -138,6 +141,8 @@ pub(super) struct Core {
     pub(super) writes: Writes,
     /// Commands the MQTT sessions dropped on a full queue, for the audit trail.
     pub(super) dropped: Arc<DroppedCommands>,
+    /// The config file pushes are checked against, and the daemon's end for valid ones.
+    pub(super) config_push: Option<(Target, mpsc::Sender<Push>)>,
 }
 
 /// How long a stopping core waits for the writes in flight (their links are stopping too)
@@ -149,6 +154,7 @@ enum CoreInput {
     Batch(SampleBatch),
     Downlink(Downlink),
     Written(Finished),
+    Notice(Notice),
     Tick,
     Closed,
 }
@@ -177,6 +183,7 @@ impl Core {
         let Receivers {
             batches: mut rx,
             mut downlink,
+            mut notices,
         } = receivers;
         self.publish_schemas().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -187,6 +194,7 @@ impl Core {
                 () = cancel.cancelled() => CoreInput::Closed,
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
                 Some(d) = downlink.recv() => CoreInput::Downlink(d),
+                Some(n) = notices.recv() => CoreInput::Notice(n),
                 Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(w),
                 _ = tick.tick() => CoreInput::Tick,
             };
@@ -194,6 +202,7 @@ impl Core {
                 CoreInput::Batch(first) => self.batches(first, &mut rx).await,
                 CoreInput::Downlink(d) => self.downlink(&d).await,
                 CoreInput::Written(w) => self.finish_write(w).await,
+                CoreInput::Notice(n) => self.config_outcome(n).await,
                 CoreInput::Tick => {
                     ticks += 1;
                     self.tick().await;
@@ -225,6 +234,7 @@ impl Core {
         Receivers {
             batches: rx,
             downlink,
+            notices,
         }
     }
 
@@ -576,6 +586,23 @@ impl Core {
                                 }
                             }
                         }
+                        Ok(commands::Request {
+                            id,
+                            command: commands::Command::Config { text },
+                        }) => {
+                            let origin = Origin {
+                                id,
+                                sink: d.sink.clone(),
+                                key: key.clone(),
+                                payload: d.payload.clone(),
+                            };
+                            let (reply, kind) = self.accept_config(origin, text);
+                            if kind.is_some() {
+                                commands::log_refused(&d.name, &reply);
+                            }
+                            refused = kind;
+                            (reply, None)
+                        }
                         Ok(req) => self.carry_out(&req, now, &mut drafts).await,
                         Err(reply) => {
                             commands::log_refused(&d.name, &reply);
@@ -757,6 +784,69 @@ impl Core {
         self.audit(&audited, None, &mut drafts).await;
         let mut answer = Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
         answer.only = Some(started.sink.clone());
+        drafts.push(answer);
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// Checks a signed `config` push against the resolver and hands a valid one to the
+    /// daemon: the reply (`accepted`, or every problem) and its refusal kind.
+    fn accept_config(&self, origin: Origin, text: String) -> (Vec<u8>, Option<&'static str>) {
+        let id = origin.id.clone();
+        let refuse = |kind: &'static str, why: &str| {
+            let reply = commands::error_reply(&id, &format!("refused `config`: {why}"));
+            (command_auth::mark_refused(reply, kind), Some(kind))
+        };
+        let Some((target, daemon)) = &self.config_push else {
+            return refuse(
+                "unavailable",
+                "this gateway runs an embedded configuration, not a file",
+            );
+        };
+        if let Err(issues) = remote_config::validate(target, &text) {
+            return (remote_config::invalid_reply(&id, &issues), Some("invalid"));
+        }
+        let hash = crate::store::audit::sha256_hex(text.as_bytes());
+        let window_s = self.plan.commands.config_health_window.as_secs();
+        let push = Push {
+            text,
+            hash: hash.clone(),
+            origin,
+        };
+        if daemon.try_send(push).is_err() {
+            return refuse(
+                "busy",
+                "another configuration is being applied; send it again later",
+            );
+        }
+        info!(hash = %hash, "Accepted a pushed configuration; applying it.");
+        let reply = serde_json::json!({"v": 1, "id": id, "ok": true, "accepted": true,
+            "hash": hash, "health_window_s": window_s});
+        (reply.to_string().into_bytes(), None)
+    }
+
+    /// Audits and answers how a config push ended.
+    async fn config_outcome(&mut self, notice: Notice) {
+        let now = self.clock.now();
+        let mut drafts = Vec::new();
+        let origin = &notice.origin;
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", origin.sink),
+            name: "config",
+            key: origin.key.as_deref(),
+            refused: None,
+            outcome: notice.reason.map(|_| "failed"),
+            payload: &origin.payload,
+            reply: &notice.reply,
+        };
+        self.audit(&audited, None, &mut drafts).await;
+        let mut answer = Draft::wire(
+            "cmd/config/reply".into(),
+            "cmd/config".into(),
+            &notice.reply,
+            false,
+        );
+        answer.only = Some(origin.sink.clone());
         drafts.push(answer);
         self.store_all(drafts, &[], now).await;
     }

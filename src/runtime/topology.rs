@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use super::core_task::{Core, Receivers, Saved, SinkQueue, load_saved};
 use super::metrics::{AlarmGauges, EnergyEventCounts, InfluxStats, OutboxGauges, Sources};
 use super::outbox::{PlatformRender, StoreOutbox};
+use super::remote_config;
 use super::supervisor::{Restarts, Supervisor};
 use crate::acquire::write::WriteHandle;
 use crate::acquire::{AcquireStats, link_task_with_writes};
@@ -130,6 +131,8 @@ pub(super) struct Generation {
     batches: mpsc::Sender<SampleBatch>,
     /// The sessions' end of the downlink channel, for sessions started on a reload.
     downlink: mpsc::Sender<Downlink>,
+    /// Where the daemon tells the core how a config push ended.
+    notices: mpsc::Sender<remote_config::Notice>,
     /// The write routes and the dropped commands, for the daemon's life.
     remote: Remote,
     links: Vec<LinkPart>,
@@ -145,12 +148,32 @@ pub(super) struct Generation {
 
 /// What the daemon keeps across every reload for its downlink.
 #[derive(Clone, Default)]
-struct Remote {
+pub(super) struct Remote {
     /// Routes `write` commands to the link tasks: a link kept over a reload keeps its
     /// routes, a restarted one replaces them.
     writes: WriteHandle,
     /// Commands the sessions dropped on a full queue, for the core to audit.
     dropped: Arc<DroppedCommands>,
+    /// The config file pushes are checked against, and where validated ones go; `None` when
+    /// the configuration is embedded (the demo).
+    config: Option<(remote_config::Target, mpsc::Sender<remote_config::Push>)>,
+    /// The running configuration's hash, for the sessions' retained status.
+    config_hash: Option<tokio::sync::watch::Receiver<String>>,
+}
+
+impl Remote {
+    /// What a daemon started from `config` keeps across reloads; `config_hash` follows the
+    /// file that runs.
+    pub(super) fn new(
+        config: Option<(remote_config::Target, mpsc::Sender<remote_config::Push>)>,
+        config_hash: tokio::sync::watch::Receiver<String>,
+    ) -> Self {
+        Self {
+            config,
+            config_hash: Some(config_hash),
+            ..Self::default()
+        }
+    }
 }
 
 /// What a new generation takes over from the old one.
@@ -167,6 +190,7 @@ struct Kept {
 struct Wiring {
     batches: mpsc::Sender<SampleBatch>,
     downlink: mpsc::Sender<Downlink>,
+    notices: mpsc::Sender<remote_config::Notice>,
     receivers: Receivers,
 }
 
@@ -174,16 +198,22 @@ impl Wiring {
     fn new() -> Self {
         let (batches, batch_rx) = mpsc::channel(BATCH_QUEUE);
         let (downlink, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         Self {
             batches,
             downlink,
+            notices,
             receivers: Receivers {
                 batches: batch_rx,
                 downlink: downlink_rx,
+                notices: notices_rx,
             },
         }
     }
 }
+
+/// Config-push outcomes waiting for the core; one push is watched at a time.
+const NOTICE_QUEUE: usize = 8;
 
 impl Generation {
     /// Starts every part of `plan`, from the state a last run saved.
@@ -192,8 +222,8 @@ impl Generation {
         store: &StoreHandle,
         clock: &Arc<dyn Clock>,
         saved: &Saved,
+        remote: Remote,
     ) -> Self {
-        let remote = Remote::default();
         Self::assemble(
             plan,
             store,
@@ -237,6 +267,7 @@ impl Generation {
             Some(receivers) => Wiring {
                 batches: self.batches.clone(),
                 downlink: self.downlink.clone(),
+                notices: self.notices.clone(),
                 receivers,
             },
             None => {
@@ -320,7 +351,7 @@ impl Generation {
             clock,
             &queues,
             &wiring.downlink,
-            &remote.dropped,
+            &remote,
             std::mem::take(&mut kept.sinks),
         );
         let alarm_gauges = Arc::new(AlarmGauges::default());
@@ -351,6 +382,7 @@ impl Generation {
             auth: super::command_auth::CommandAuth::new(&plan.commands),
             writes: super::remote_write::Writes::new(writes.clone()),
             dropped: remote.dropped.clone(),
+            config_push: remote.config.clone(),
         };
         // Ends when every link has dropped its sender and the channel is drained, or when its
         // token is cancelled (a reload, or the grace period of a shutdown is over).
@@ -366,6 +398,7 @@ impl Generation {
             plan,
             batches: wiring.batches,
             downlink: wiring.downlink,
+            notices: wiring.notices,
             remote,
             links,
             core: CorePart { tasks, handback },
@@ -375,6 +408,13 @@ impl Generation {
             queues,
             alarm_gauges,
             energy_events,
+        }
+    }
+
+    /// Tells the core how a config push ended, for it to audit and answer.
+    pub(super) fn notify(&self, notice: remote_config::Notice) {
+        if self.notices.try_send(notice).is_err() {
+            error!("Cannot hand a config push's outcome to the core; it is in the log only.");
         }
     }
 
@@ -594,7 +634,7 @@ fn start_sinks(
     clock: &Arc<dyn Clock>,
     queues: &[SinkQueue],
     downlink: &mpsc::Sender<Downlink>,
-    dropped: &Arc<DroppedCommands>,
+    remote: &Remote,
     mut kept: Vec<SinkPart>,
 ) -> Vec<SinkPart> {
     let mut parts = Vec::new();
@@ -655,7 +695,8 @@ fn start_sinks(
                         // Commands and their replies are JSON-profile messages: an
                         // energy_platform sink's queue holds only records.
                         let downlink = m.format.is_json().then(|| downlink.clone());
-                        let dropped = dropped.clone();
+                        let dropped = remote.dropped.clone();
+                        let config_hash = remote.config_hash.clone();
                         tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                             let mut session = Session::new(
                                 m.clone(),
@@ -668,6 +709,9 @@ fn start_sinks(
                                 session = session
                                     .with_downlink(tx.clone())
                                     .with_dropped(dropped.clone());
+                            }
+                            if let Some(hash) = &config_hash {
+                                session = session.with_config(hash.clone());
                             }
                             session.run(c)
                         });

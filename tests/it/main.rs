@@ -50,6 +50,8 @@ mod profiles;
 #[cfg(feature = "demo")]
 mod reload;
 #[cfg(feature = "demo")]
+mod remote_config;
+#[cfg(feature = "demo")]
 mod remote_write;
 mod replay;
 mod sparkplug;

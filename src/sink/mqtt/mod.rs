@@ -284,6 +284,15 @@ pub struct Downlink {
 /// Commands queued for the core before new ones are refused (and logged).
 pub const DOWNLINK_QUEUE: usize = 64;
 
+/// Whether the configuration's hash changed; `false` once its sender is gone; pends without
+/// one.
+async fn config_changed(config: &mut Option<tokio::sync::watch::Receiver<String>>) -> bool {
+    match config {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
 /// Dropped commands held one by one for the audit trail; beyond, only counted.
 pub const MAX_DROPPED_HELD: usize = 1024;
 
@@ -344,6 +353,8 @@ pub struct Session<O: Outbox> {
     downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
     /// Where dropped commands wait for the audit trail.
     dropped: Arc<DroppedCommands>,
+    /// The running configuration's hash, for the retained status; a change republishes it.
+    config: Option<tokio::sync::watch::Receiver<String>>,
     /// A command flood fills the queue with every message: one line a minute, with a count.
     queue_full: RepeatLimit,
 }
@@ -365,6 +376,7 @@ impl<O: Outbox> Session<O> {
             stats,
             downlink: None,
             dropped: Arc::default(),
+            config: None,
             queue_full: RepeatLimit::new(REPEAT_WINDOW),
         }
     }
@@ -384,6 +396,20 @@ impl<O: Outbox> Session<O> {
     pub fn with_dropped(mut self, dropped: Arc<DroppedCommands>) -> Self {
         self.dropped = dropped;
         self
+    }
+
+    /// Names the running configuration (its hash) in the retained status, published again
+    /// whenever it changes.
+    #[must_use]
+    pub fn with_config(mut self, config: tokio::sync::watch::Receiver<String>) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The online status, naming the running configuration.
+    fn online_status(&self, now: Timestamp) -> Vec<u8> {
+        let hash = self.config.as_ref().map(|c| c.borrow().clone());
+        json_v1::status_with_config(true, now, hash.as_deref())
     }
 
     fn on_message(&self, topic: &str, payload: Vec<u8>, retained: bool) {
@@ -422,7 +448,7 @@ impl<O: Outbox> Session<O> {
     ///
     /// # Errors
     /// Only start-up errors (credentials, TLS files); connection trouble is retried forever.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), MqttError> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), MqttError> {
         let started = self.clock.now();
         let (client, mut events) = conn::connect(&self.plan, started)?;
         let broker = format!("{}:{}", self.plan.host, self.plan.port);
@@ -467,6 +493,18 @@ impl<O: Outbox> Session<O> {
                 },
                 // Commands were paused and may come back on this connection.
                 () = sleep_until(resume_commands), if resume_commands.is_some() => {}
+                // A reload changed the configuration: the retained status says which runs now.
+                changed = config_changed(&mut self.config) => {
+                    if !changed {
+                        self.config = None;
+                    } else if feed.is_some()
+                        && client
+                            .try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, self.online_status(self.clock.now()))
+                            .is_ok()
+                    {
+                        inflight.handed_to_client(Tracked::Untracked);
+                    }
+                }
                 event = events.poll() => {
                 if let Event::TooLarge(err) = &event {
                     let paused = commands.on_too_large(tokio::time::Instant::now());
@@ -499,7 +537,7 @@ impl<O: Outbox> Session<O> {
                                 "Broker connection restored; replaying the outbox."),
                             None => info!(broker = %broker, protocol = %protocol, "Connected to the broker."),
                         }
-                        if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, json_v1::status(true, now)).is_ok() {
+                        if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, self.online_status(now)).is_ok() {
                             inflight.handed_to_client(Tracked::Untracked);
                         }
                         // Clean sessions forget subscriptions: the gate subscribes again on every
@@ -757,6 +795,23 @@ async fn join<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_commands_are_held_one_by_one_then_counted_and_taken_once() {
+        let dropped = DroppedCommands::default();
+        for i in 0..MAX_DROPPED_HELD + 5 {
+            dropped.push(DroppedCommand {
+                sink: "mqtt".into(),
+                name: "write".into(),
+                bytes: i as u64,
+                sha256: String::new(),
+            });
+        }
+        let (held, beyond) = dropped.take();
+        assert_eq!((held.len(), beyond), (MAX_DROPPED_HELD, 5));
+        assert_eq!(held[7].bytes, 7);
+        assert_eq!(dropped.take(), (Vec::new(), 0));
+    }
 
     #[test]
     fn a_tls_file_must_hold_the_expected_pem_block_and_errors_name_the_key() {
