@@ -11,8 +11,9 @@ use crate::runtime::daemon::CONFIG_HISTORY_SCOPE;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 One JSON object per line, oldest first: ts_ms, key, id, hash (SHA-256 of the file), and
-outcome: applied, then confirmed (it passed its health window) or rolled_back (with why);
-not_applied when it could not be written or loaded.
+outcome: applied, then confirmed (it passed its health window), rolled_back (with why) or
+superseded (a local reload ended its window); not_applied when it could not be written or
+loaded, or another push was still being watched.
 
 Example:
   plantwatch config history --state /var/lib/plantwatch/state.db")]

@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 
 use super::core_task::load_saved;
 use super::metrics::OutboxGauges;
-use super::remote_config::{self, Answering, Notice, Push, Verdict, Watch};
+use super::remote_config::{self, Answering, Ending, Notice, Push, Verdict, Watch};
 use super::signals::{Signal, Signals};
 use super::supervisor::Supervisor;
 use super::systemd::{self, Heartbeats, Notify};
@@ -216,6 +216,16 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => {
                     systemd::notify(&[Notify::Reloading]);
+                    // Someone on the gateway took over: a rollback now would undo their file.
+                    if let Some(w) = watch.take() {
+                        warn!(hash = %w.push.hash, "A local reload ends the health window of the pushed configuration; it is no longer rolled back.");
+                        history(&store, &clock, &w.push, "superseded", Some("a local reload (SIGHUP) during the health window")).await;
+                        generation.notify(Notice {
+                            reply: remote_config::outcome_reply(&w.push, Ending::Superseded, "a local reload (SIGHUP) ended its health window; the file on the gateway runs"),
+                            origin: w.push.origin,
+                            reason: Some("superseded"),
+                        });
+                    }
                     match load(&opts) {
                         Ok(next) => {
                             if next.store.path != generation.plan.store.path {
@@ -248,7 +258,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                 if let Some(w) = &watch {
                     let why = format!("the push {} is still in its health window", w.push.hash);
                     generation.notify(Notice {
-                        reply: remote_config::outcome_reply(&push, Err(why), false),
+                        reply: remote_config::outcome_reply(&push, Ending::NotApplied, &why),
                         origin: push.origin,
                         reason: Some("not_applied"),
                     });
@@ -258,8 +268,17 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                 let (connected, _) = generation.brokers_connected();
                 answering.look(&generation.acquire());
                 let answered = answering.lately();
-                let installed = remote_config::install(&target.path, &push.text);
-                match installed.and_then(|()| load(&opts).map_err(|e| e.to_string())) {
+                // Put the previous file back only once the new one replaced it: before that
+                // the running file is untouched, and `.previous` may be an older push's.
+                let loaded = remote_config::install(&target.path, &push.text).and_then(|()| {
+                    load(&opts).map_err(|e| {
+                        if let Err(err) = remote_config::restore(&target.path) {
+                            error!(error = %err, "Cannot put the previous configuration file back.");
+                        }
+                        e.to_string()
+                    })
+                });
+                match loaded {
                     Ok(next) => {
                         log_warnings(&next);
                         let next = Arc::new(next);
@@ -274,14 +293,9 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     }
                     Err(why) => {
                         error!(hash = %push.hash, error = %why, "A pushed configuration could not be applied; the running one stays.");
-                        if remote_config::previous_path(&target.path).exists() {
-                            if let Err(e) = remote_config::restore(&target.path) {
-                                error!(error = %e, "Cannot put the previous configuration file back.");
-                            }
-                        }
                         history(&store, &clock, &push, "not_applied", Some(&why)).await;
                         generation.notify(Notice {
-                            reply: remote_config::outcome_reply(&push, Err(why), false),
+                            reply: remote_config::outcome_reply(&push, Ending::NotApplied, &why),
                             origin: push.origin,
                             reason: Some("not_applied"),
                         });
@@ -302,7 +316,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                                 info!(hash = %w.push.hash, "The pushed configuration passed its health window; it stays.");
                                 history(&store, &clock, &w.push, "confirmed", None).await;
                                 generation.notify(Notice {
-                                    reply: remote_config::outcome_reply(&w.push, Ok(()), false),
+                                    reply: remote_config::outcome_reply(&w.push, Ending::Confirmed, ""),
                                     origin: w.push.origin,
                                     reason: None,
                                 });
@@ -331,7 +345,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                                 systemd::notify(&[Notify::Ready]);
                                 history(&store, &clock, &w.push, "rolled_back", Some(&why)).await;
                                 generation.notify(Notice {
-                                    reply: remote_config::outcome_reply(&w.push, Err(why), true),
+                                    reply: remote_config::outcome_reply(&w.push, Ending::RolledBack, &why),
                                     origin: w.push.origin,
                                     reason: Some("rolled_back"),
                                 });

@@ -73,7 +73,7 @@ pub(super) struct Notice {
     pub(super) origin: Origin,
     /// The reply.
     pub(super) reply: Vec<u8>,
-    /// `rolled_back` or `not_applied` when the push did not stay.
+    /// `rolled_back`, `not_applied` or `superseded` when the push did not end confirmed.
     pub(super) reason: Option<&'static str>,
 }
 
@@ -310,34 +310,44 @@ impl Watch {
     }
 }
 
-/// The reply to a push that reached its end.
-pub(super) fn outcome_reply(push: &Push, result: Result<(), String>, rolled_back: bool) -> Vec<u8> {
-    match result {
-        Ok(()) => json!({"v": 1, "id": push.origin.id, "ok": true, "applied": true,
-                         "confirmed": true, "hash": push.hash})
-        .to_string()
-        .into_bytes(),
-        Err(why) => {
-            let reply = super::commands::error_reply(
-                &push.origin.id,
-                &format!(
-                    "`config` {}: {why}",
-                    if rolled_back {
-                        "rolled back to the previous file"
-                    } else {
-                        "not applied"
-                    }
-                ),
-            );
-            match serde_json::from_slice::<Json>(&reply) {
-                Ok(Json::Object(mut map)) => {
-                    map.insert("rolled_back".into(), Json::Bool(rolled_back));
-                    map.insert("hash".into(), Json::from(push.hash.clone()));
-                    Json::Object(map).to_string().into_bytes()
-                }
-                _ => reply,
-            }
+/// How a push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// It passed its health window and stays.
+    Confirmed,
+    /// It could not be written or loaded; the running file stays.
+    NotApplied,
+    /// It failed its health window; the previous file runs again.
+    RolledBack,
+    /// A local reload ended its health window; the file on the gateway runs.
+    Superseded,
+}
+
+/// The reply to a push that reached its end; `why` says what happened when it did not stay
+/// as confirmed.
+pub(super) fn outcome_reply(push: &Push, ending: Ending, why: &str) -> Vec<u8> {
+    let what = match ending {
+        Ending::Confirmed => {
+            return json!({"v": 1, "id": push.origin.id, "ok": true, "applied": true,
+                          "confirmed": true, "hash": push.hash})
+            .to_string()
+            .into_bytes();
         }
+        Ending::NotApplied => "not applied",
+        Ending::RolledBack => "rolled back to the previous file",
+        Ending::Superseded => "applied, then superseded",
+    };
+    let reply = super::commands::error_reply(&push.origin.id, &format!("`config` {what}: {why}"));
+    match serde_json::from_slice::<Json>(&reply) {
+        Ok(Json::Object(mut map)) => {
+            map.insert(
+                "rolled_back".into(),
+                Json::Bool(ending == Ending::RolledBack),
+            );
+            map.insert("hash".into(), Json::from(push.hash.clone()));
+            Json::Object(map).to_string().into_bytes()
+        }
+        _ => reply,
     }
 }
 

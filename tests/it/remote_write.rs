@@ -722,7 +722,16 @@ async fn issue_17_after_a_reload_writes_go_to_the_new_links() {
     };
     write_config(&format!("{old_plant}{other_plant}"));
     site.daemon.signal("HUP");
-    let r = site.first("before", "plc", "sp", &json!(11)).await;
+    // Until the reload is done: the running configuration knows no `plc` before it.
+    let mut r = Json::Null;
+    for attempt in 0..40 {
+        let id = format!("before-{attempt}");
+        r = site.ask(&id, &ops(&id, "plc", "sp", &json!(11))).await;
+        if r["ok"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(r["ok"], true, "{r}\n{}", site.daemon.log());
     assert_eq!(held(&old_sim, "plc", "sp"), Value::F64(11.0));
     let r = site
