@@ -110,6 +110,9 @@ pub struct AlarmEvent {
     /// A device-level anomaly: each point's share of the deviation, largest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<PointShare>,
+    /// An `anomaly` rule: its episode's kind as known at this change (`level_shift`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly_kind: Option<String>,
 }
 
 /// One point's share of a device-level anomaly's deviation.
@@ -1575,6 +1578,7 @@ fn flood_summary(
         ),
         shelved_until: None,
         shares: Vec::new(),
+        anomaly_kind: None,
     };
     match transition {
         Some(Transition::Raised) => {
@@ -1640,7 +1644,20 @@ fn event(
             .shelved_until
             .filter(|_| state == AlarmStatus::Shelved),
         shares: point_shares(inst, points),
+        anomaly_kind: episode_kind(inst).map(|k| k.as_str().to_owned()),
     }
+}
+
+/// The kind of the episode an `anomaly` rule's alarm follows: the latest started of its
+/// regimes' (a regime switch ends it, and the new regime's model may hold an older one).
+fn episode_kind(inst: &Instance) -> Option<anomaly::AnomalyKind> {
+    let episodes: Vec<anomaly::Episode> = match &inst.detector {
+        Detector::Anomaly(m) => m.models().iter().map(AnomalyModel::episode).collect(),
+        Detector::DeviceAnomaly(s) => s.models.models().iter().map(DeviceModel::episode).collect(),
+        _ => return None,
+    };
+    let latest = episodes.into_iter().max_by_key(|e| e.since_ms)?;
+    (latest.kind != anomaly::AnomalyKind::None).then_some(latest.kind)
 }
 
 fn raise_message(device: &Name, points: &[Name], units: &[String], inst: &Instance) -> String {
@@ -1656,6 +1673,7 @@ fn raise_message(device: &Name, points: &[Name], units: &[String], inst: &Instan
         unit,
         &inst.seen,
         &explains(&point_shares(inst, points)),
+        episode_kind(inst).map_or("?", |k| k.as_str()),
     )
 }
 
@@ -1699,6 +1717,7 @@ fn render(
     unit: &str,
     seen: &Seen,
     explains: &str,
+    kind: &str,
 ) -> String {
     let mut out = String::with_capacity(rule.message.len() + 32);
     let mut rest = rule.message.as_str();
@@ -1719,6 +1738,7 @@ fn render(
             "limit" => write!(out, "{}", opt(seen.limit)),
             "score" => write!(out, "{}", opt(seen.score)),
             "explains" => write!(out, "{explains}"),
+            "kind" => write!(out, "{}", kind.replace('_', " ")),
             "over" => write!(
                 out,
                 "{}",

@@ -121,8 +121,9 @@ pub fn mark_backfill(payload: &[u8], backfill: bool) -> Vec<u8> {
 
 /// The alarm topic's payload (docs/design.md §4):
 /// `{"v":1,"id":…,"state":…,"severity":…,"raised":…,"value":…,"limit":…,"message":…}` plus
-/// `device`, `alarm`, `rule`, `point`, `ts`, while shelved `shelved_until`, and for a
-/// device-level anomaly `shares`: `[{"point":…,"share":0.81},…]`, largest first.
+/// `device`, `alarm`, `rule`, `point`, `ts`, while shelved `shelved_until`, for a
+/// device-level anomaly `shares`: `[{"point":…,"share":0.81},…]`, largest first, and for an
+/// `anomaly` rule `anomaly_kind` (`spike`, `level_shift`, `drift`, `variance`, `stuck`).
 pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let mut doc = json!({
@@ -148,6 +149,9 @@ pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
         }
         if !e.shares.is_empty() {
             map.insert("shares".into(), shares(&e.shares));
+        }
+        if let Some(kind) = &e.anomaly_kind {
+            map.insert("anomaly_kind".into(), json!(kind));
         }
     }
     doc.to_string().into_bytes()
