@@ -31,6 +31,20 @@ pub struct FileCheck {
 }
 
 impl FileCheck {
+    /// Whether this user can open `path`, recording why not; and, run as root, whether the
+    /// service's account could (a warning).
+    fn readable(&mut self, key: &str, path: &Path) -> bool {
+        if let Err(err) = std::fs::File::open(path) {
+            self.issues.push(ConfigIssue::new(
+                key,
+                format!("cannot read {}: {err}", path.display()),
+            ));
+            return false;
+        }
+        self.service_can_read(key, path);
+        true
+    }
+
     /// Warns that the service's account cannot read `path`, if it cannot. A warning, not an
     /// error: root's view of other accounts is advice, and the service's own check decides.
     fn service_can_read(&mut self, key: &str, path: &Path) {
@@ -259,14 +273,9 @@ fn certificates(
     key: &str,
     path: &Path,
 ) -> Option<Vec<CertificateDer<'static>>> {
-    if let Err(err) = std::fs::File::open(path) {
-        out.issues.push(ConfigIssue::new(
-            key,
-            format!("cannot read {}: {err}", path.display()),
-        ));
+    if !out.readable(key, path) {
         return None;
     }
-    out.service_can_read(key, path);
     let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(path) {
         Ok(iter) => iter.collect(),
         Err(err) => Err(err),
@@ -312,14 +321,9 @@ fn trust_anchors(out: &mut FileCheck, key: &str, path: &Path, certs: Vec<Certifi
 
 /// The unencrypted PEM private key in `path`, or `None` after recording why not.
 fn private_key(out: &mut FileCheck, key: &str, path: &Path) -> Option<PrivateKeyDer<'static>> {
-    if let Err(err) = std::fs::File::open(path) {
-        out.issues.push(ConfigIssue::new(
-            key,
-            format!("cannot read {}: {err}", path.display()),
-        ));
+    if !out.readable(key, path) {
         return None;
     }
-    out.service_can_read(key, path);
     match PrivateKeyDer::from_pem_file(path) {
         Ok(k) => Some(k),
         Err(err) => {
