@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::engine::{Detector, DeviceRules, Engine, Owner, Seen};
 use super::flood::Flood;
 use super::message::AlarmEvent;
+use super::spec::{Rule, RuleKind, RuleKindName, Severity, Target};
 use crate::config::plan::Plan;
-use crate::config::rules::{Rule, RuleKind, RuleKindName, Severity, Target};
 use crate::model::Name;
 
 /// A baseline's state: the history, and the hour or day being summed.
@@ -32,7 +32,7 @@ impl BaselineState {
     /// judgement of a day that the interval's later day closed: (its end, actual, expected).
     fn add_day(
         &mut self,
-        r: &crate::config::energy::Regression,
+        r: &super::spec::Regression,
         (day_start, day_end): (i64, i64),
         delta: f64,
         output: bool,
@@ -364,7 +364,7 @@ pub(super) fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<R
             },
             RuleKindName::Demand,
             Severity::High,
-            crate::config::rules::default_message(RuleKindName::Demand).to_owned(),
+            super::spec::default_message(RuleKindName::Demand).to_owned(),
             device,
         ));
     }

@@ -18,12 +18,12 @@ use super::flood::{Flood, flood_allows, flood_summary};
 use super::maintenance::Counters;
 use super::message::{AlarmEvent, AlarmStatus, PointShare, event, raise_message};
 use super::rate::RateState;
+use super::spec::Maintenance;
+use super::spec::{AlarmPolicy, Rule, RuleKind, RuleKindName, Target};
 use super::stuck::StuckState;
 use super::trend::{TrendModel, TrendParams};
 use super::{expr, health, limit, quota, rate, snapshot};
-use crate::config::maintenance::Maintenance;
 use crate::config::plan::Plan;
-use crate::config::rules::{AlarmPolicy, Rule, RuleKind, RuleKindName, Target};
 use crate::model::{BadReason, Name, Quality, SampleBatch, Value};
 
 /// Buckets of a trend window: fine enough to follow a shift, coarse enough to be cheap.
@@ -139,8 +139,8 @@ impl LocalHours {
 /// contract, as a device without points).
 #[derive(Debug, Clone)]
 pub struct Engine {
-    pub(super) quotas: Vec<crate::config::energy::Quota>,
-    pub(super) baselines: Vec<crate::config::energy::Baseline>,
+    pub(super) quotas: Vec<super::spec::Quota>,
+    pub(super) baselines: Vec<super::spec::Baseline>,
     /// How demand is averaged.
     pub(super) demand: crate::process::demand::DemandParams,
     /// Names of `Plan::energy.meters`, by index.
@@ -191,7 +191,7 @@ impl Engine {
                 kind,
                 kind_name,
                 severity: m.severity,
-                message: crate::config::rules::default_message(kind_name).to_owned(),
+                message: super::spec::default_message(kind_name).to_owned(),
                 deadband: 0.0,
                 on_delay: std::time::Duration::ZERO,
                 off_delay: std::time::Duration::ZERO,
@@ -683,7 +683,7 @@ fn device_params(
 ) -> self::anomaly::AnomalyParams {
     let mut params = *params;
     if let (Some(learn), Some(d)) = (learn, plan.devices.get(device)) {
-        params.learn_samples = crate::config::rules::learn_samples(learn, d.poll_interval);
+        params.learn_samples = super::spec::learn_samples(learn, d.poll_interval);
     }
     params
 }

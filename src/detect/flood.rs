@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use super::alarm::{AlarmState, Transition};
 use super::engine::DeviceRules;
 use super::message::{AlarmEvent, AlarmStatus, event};
-use crate::config::rules::{AlarmPolicy, Severity};
+use super::spec::{AlarmPolicy, Severity};
 
 /// The alarm name of the flood summary alarm.
 pub const FLOOD_ALARM: &str = "alarm-flood";

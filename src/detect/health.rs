@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::engine::{Detector, Engine, ms, point_shares};
 use super::message::PointShare;
-use crate::config::rules::{RuleKind, Severity};
+use super::spec::{RuleKind, Severity};
 
 /// Weight of the newest poll in the answered-share average (about 20 polls of memory).
 pub const COMM_ALPHA: f64 = 0.1;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Instance, Seen, point_shares};
-use crate::config::rules::{Rule, RuleKind, Severity};
+use super::spec::{Rule, RuleKind, Severity};
 use crate::model::Name;
 
 /// An alarm's published state (docs/design.md §4).
@@ -246,7 +246,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::rules::RuleKindName;
+    use crate::detect::spec::RuleKindName;
 
     fn rule(kind: RuleKind, message: &str) -> Rule {
         Rule {

@@ -37,6 +37,7 @@ pub mod message;
 pub mod quota;
 pub mod rate;
 pub mod snapshot;
+pub mod spec;
 pub mod stuck;
 pub mod trend;
 

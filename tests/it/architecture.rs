@@ -46,12 +46,9 @@ const FORBIDDEN: [&str; 16] = [
 
 /// `(file below src/, forbidden path)` pairs that exist today: the stages still take their
 /// settings from `config`'s types, and the platform reads the ledger itself.
-const KNOWN: [(&str, &str); 6] = [
+const KNOWN: [(&str, &str); 3] = [
     ("detect/energy.rs", "crate::config"),
     ("detect/engine.rs", "crate::config"),
-    ("detect/flood.rs", "crate::config"),
-    ("detect/health.rs", "crate::config"),
-    ("detect/message.rs", "crate::config"),
     ("pipeline.rs", "crate::config"),
 ];
 
