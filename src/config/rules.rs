@@ -16,8 +16,10 @@ use serde::Deserialize;
 use super::describe;
 use super::issue::Issues;
 use super::plan::Device;
+use crate::detect::Engine;
 use crate::detect::anomaly::{AnomalyParams, Season};
 use crate::detect::expr::Expr;
+use crate::detect::spec::{DeviceSpec, EngineSpec, PointSpec};
 use crate::detect::trend::Direction;
 use crate::model::Name;
 
@@ -894,6 +896,48 @@ fn check_limit_order(rules: &[Rule], devices: &[Device], issues: &mut Issues) {
                 }
             }
         }
+    }
+}
+
+impl super::plan::Plan {
+    /// The detect engine's spec: the devices and points the rules index, the rules, and the
+    /// settings of the service, quota, baseline and demand alarms.
+    pub fn engine_spec(&self) -> EngineSpec {
+        EngineSpec {
+            devices: self
+                .devices
+                .iter()
+                .map(|d| DeviceSpec {
+                    name: d.name.clone(),
+                    points: d
+                        .points
+                        .iter()
+                        .map(|p| PointSpec {
+                            name: p.name.clone(),
+                            unit: p.unit.clone(),
+                        })
+                        .collect(),
+                    poll_interval: d.poll_interval,
+                })
+                .collect(),
+            rules: self.rules.clone(),
+            maintenance: self.maintenance.clone(),
+            quotas: self.energy.quotas.clone(),
+            baselines: self.energy.baselines.clone(),
+            demand: self.energy.demand,
+            meters: self.energy.meters.clone(),
+            policy: self.alarm_policy.clone(),
+            timezone: self.gateway.timezone,
+        }
+    }
+}
+
+// The engine takes its spec, not the plan; this constructor assembles the spec where the plan
+// is known, so the stage does not name `config`.
+impl Engine {
+    /// Builds the engine for `plan`'s devices and rules; every alarm starts normal.
+    pub fn new(plan: &super::plan::Plan) -> Self {
+        Self::from_spec(&plan.engine_spec())
     }
 }
 

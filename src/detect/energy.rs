@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::engine::{Detector, DeviceRules, Engine, Owner, Seen};
 use super::flood::Flood;
 use super::message::AlarmEvent;
-use super::spec::{Rule, RuleKind, RuleKindName, Severity, Target};
-use crate::config::plan::Plan;
+use super::spec::{EngineSpec, Rule, RuleKind, RuleKindName, Severity, Target};
 use crate::model::Name;
 
 /// A baseline's state: the history, and the hour or day being summed.
@@ -253,7 +252,7 @@ impl Engine {
 /// The alarms of `[[quotas]]` (projected and exceeded) and of meters' demand contracts. Their
 /// targets are meters or groups: one that is also a device's name shares its alarms;
 /// otherwise it gets a device of its own, without points.
-pub(super) fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
+pub(super) fn energy_rules(spec: &EngineSpec, devices: &mut Vec<DeviceRules>) -> Vec<Rule> {
     let mut target = |name: &str| -> Option<usize> {
         if let Some(i) = devices.iter().position(|d| d.name.as_str() == name) {
             return Some(i);
@@ -296,7 +295,7 @@ pub(super) fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<R
         })
     };
     let mut out = Vec::new();
-    for (qi, q) in plan.energy.quotas.iter().enumerate() {
+    for (qi, q) in spec.quotas.iter().enumerate() {
         let Some(device) = target(&q.target) else {
             continue;
         };
@@ -323,7 +322,7 @@ pub(super) fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<R
             ));
         }
     }
-    for (bi, b) in plan.energy.baselines.iter().enumerate() {
+    for (bi, b) in spec.baselines.iter().enumerate() {
         let Some(device) = target(&b.target) else {
             continue;
         };
@@ -348,7 +347,7 @@ pub(super) fn energy_rules(plan: &Plan, devices: &mut Vec<DeviceRules>) -> Vec<R
             device,
         ));
     }
-    for (mi, m) in plan.energy.meters.iter().enumerate() {
+    for (mi, m) in spec.meters.iter().enumerate() {
         let Some((contract_kw, warn_at)) = m.demand else {
             continue;
         };

@@ -1,4 +1,4 @@
-//! The engine: every rule's state for every device, built from the plan, and the per-poll
+//! The engine: every rule's state for every device, built from its spec, and the per-poll
 //! evaluation that turns a batch into alarm changes.
 
 use std::collections::HashMap;
@@ -18,12 +18,11 @@ use super::flood::{Flood, flood_allows, flood_summary};
 use super::maintenance::Counters;
 use super::message::{AlarmEvent, AlarmStatus, PointShare, event, raise_message};
 use super::rate::RateState;
-use super::spec::Maintenance;
 use super::spec::{AlarmPolicy, Rule, RuleKind, RuleKindName, Target};
+use super::spec::{EngineSpec, Maintenance};
 use super::stuck::StuckState;
 use super::trend::{TrendModel, TrendParams};
 use super::{expr, health, limit, quota, rate, snapshot};
-use crate::config::plan::Plan;
 use crate::model::{BadReason, Name, Quality, SampleBatch, Value};
 
 /// Buckets of a trend window: fine enough to follow a shift, coarse enough to be cheap.
@@ -156,9 +155,9 @@ pub(super) fn ms(d: std::time::Duration) -> i64 {
 }
 
 impl Engine {
-    /// Builds the engine for `plan`'s devices and rules; every alarm starts normal.
-    pub fn new(plan: &Plan) -> Self {
-        let mut devices: Vec<DeviceRules> = plan
+    /// Builds the engine for `spec`'s devices and rules; every alarm starts normal.
+    pub fn from_spec(spec: &EngineSpec) -> Self {
+        let mut devices: Vec<DeviceRules> = spec
             .devices
             .iter()
             .map(|d| DeviceRules {
@@ -181,12 +180,12 @@ impl Engine {
                 polled: false,
             })
             .collect();
-        let service_rules = plan.maintenance.iter().flat_map(|m| {
+        let service_rules = spec.maintenance.iter().flat_map(|m| {
             if let Some(d) = devices.get_mut(m.device) {
                 d.maintenance = Some((m.clone(), Counters::default()));
             }
             let rule = |name: &str, kind, kind_name| Rule {
-                name: Name::new(name).unwrap_or_else(|_| plan.devices[m.device].name.clone()),
+                name: Name::new(name).unwrap_or_else(|_| spec.devices[m.device].name.clone()),
                 key: "maintenance".into(),
                 kind,
                 kind_name,
@@ -221,8 +220,8 @@ impl Engine {
             hours.into_iter().chain(starts)
         });
         let mut service_rules: Vec<Rule> = service_rules.collect();
-        service_rules.extend(energy_rules(plan, &mut devices));
-        for rule in plan.rules.iter().chain(&service_rules) {
+        service_rules.extend(energy_rules(spec, &mut devices));
+        for rule in spec.rules.iter().chain(&service_rules) {
             let rule = Arc::new(rule.clone());
             for t in &rule.targets {
                 let detector = match &rule.kind {
@@ -231,7 +230,7 @@ impl Engine {
                     RuleKind::Stuck { .. } => Detector::Stuck(StuckState::default()),
                     RuleKind::CommLoss { .. } => Detector::CommLoss,
                     RuleKind::Anomaly { params, learn, .. } if !t.points.is_empty() => {
-                        let params = device_params(plan, t.device, params, *learn);
+                        let params = device_params(spec, t.device, params, *learn);
                         Detector::DeviceAnomaly(Box::new(DeviceAnomaly {
                             models: Regimes::new(
                                 DeviceModel::new(t.points.len(), params.learn_samples),
@@ -243,7 +242,7 @@ impl Engine {
                     }
                     RuleKind::Anomaly { params, learn, .. } => {
                         Detector::Anomaly(Box::new(Regimes::new(
-                            AnomalyModel::new(device_params(plan, t.device, params, *learn)),
+                            AnomalyModel::new(device_params(spec, t.device, params, *learn)),
                             t.regime.is_some(),
                         )))
                     }
@@ -266,7 +265,7 @@ impl Engine {
                         Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
                     }
                 };
-                let fingerprint = snapshot::fingerprint(&rule.kind, &watched(plan, t), &detector);
+                let fingerprint = snapshot::fingerprint(&rule.kind, &watched(spec, t), &detector);
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
                         rule: rule.clone(),
@@ -289,15 +288,15 @@ impl Engine {
             .map(|(i, d)| (d.name.clone(), i))
             .collect();
         Self {
-            quotas: plan.energy.quotas.clone(),
-            baselines: plan.energy.baselines.clone(),
-            demand: plan.energy.demand,
-            meter_names: plan.energy.meters.iter().map(|m| m.name.clone()).collect(),
-            policy: plan.alarm_policy.clone(),
+            quotas: spec.quotas.clone(),
+            baselines: spec.baselines.clone(),
+            demand: spec.demand,
+            meter_names: spec.meters.iter().map(|m| m.name.clone()).collect(),
+            policy: spec.policy.clone(),
             devices,
             by_name,
             hours: LocalHours {
-                tz: plan.gateway.timezone,
+                tz: spec.timezone,
                 cached: None,
             },
         }
@@ -676,13 +675,13 @@ impl Owner<'_> {
 /// An anomaly rule's model settings on `device`: `learn` (a duration), where given, becomes
 /// that many of the device's polls.
 fn device_params(
-    plan: &Plan,
+    spec: &EngineSpec,
     device: usize,
     params: &self::anomaly::AnomalyParams,
     learn: Option<std::time::Duration>,
 ) -> self::anomaly::AnomalyParams {
     let mut params = *params;
-    if let (Some(learn), Some(d)) = (learn, plan.devices.get(device)) {
+    if let (Some(learn), Some(d)) = (learn, spec.devices.get(device)) {
         params.learn_samples = super::spec::learn_samples(learn, d.poll_interval);
     }
     params
@@ -690,8 +689,8 @@ fn device_params(
 
 /// What a rule target watches, by point name (not index, which a profile edit can shift),
 /// for its model's fingerprint: a rule pointed at another point is another model.
-fn watched(plan: &Plan, t: &Target) -> String {
-    let points = plan.devices.get(t.device).map(|d| &d.points);
+fn watched(spec: &EngineSpec, t: &Target) -> String {
+    let points = spec.devices.get(t.device).map(|d| &d.points);
     let name = |i: usize| {
         points
             .and_then(|p| p.get(i))

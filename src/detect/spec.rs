@@ -402,3 +402,48 @@ pub struct Regression {
     /// Days needed before it judges.
     pub min_days: usize,
 }
+
+/// What the engine is built from: the devices with their points, every rule, and the settings
+/// of the alarms that `[[rules]]` does not write (service, quota, baseline and demand).
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    /// The devices, in the order rule targets index them.
+    pub devices: Vec<DeviceSpec>,
+    /// The resolved `[[rules]]`.
+    pub rules: Vec<Rule>,
+    /// Running hours and starts to count, and the service alarms they raise.
+    pub maintenance: Vec<Maintenance>,
+    /// Energy quotas, indexed by [`RuleKind::Quota`].
+    pub quotas: Vec<Quota>,
+    /// Energy baselines, indexed by [`RuleKind::Baseline`].
+    pub baselines: Vec<Baseline>,
+    /// How demand is averaged for the demand-contract alarms.
+    pub demand: crate::process::demand::DemandParams,
+    /// The energy meters, indexed by quotas, baselines and [`RuleKind::Demand`]; their names
+    /// match ledger intervals, and their contracts make demand alarms.
+    pub meters: Vec<crate::process::spec::Meter>,
+    /// Flood control.
+    pub policy: AlarmPolicy,
+    /// The zone of the local hours and days that seasons, quotas and baselines follow.
+    pub timezone: chrono_tz::Tz,
+}
+
+/// A device as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Its name, as batches carry it.
+    pub name: Name,
+    /// Its points, in the order rule targets index them.
+    pub points: Vec<PointSpec>,
+    /// How often it is polled: an `anomaly` rule's `learn` duration becomes that many polls.
+    pub poll_interval: Duration,
+}
+
+/// A point as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct PointSpec {
+    /// Its name, as samples carry it.
+    pub name: Name,
+    /// Engineering unit, for messages.
+    pub unit: String,
+}
