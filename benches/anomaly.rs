@@ -8,9 +8,11 @@
 //! 'profile.dev.package.plantwatch.opt-level=3' --config
 //! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 1.52 M rows/s and
 //! 772 k device-samples/s on a shared 2-core machine under load (2.99 M and 1.77 M on a
-//! quieter run); 576 B per point with `season = "none"`,
-//! 2.9 KiB with a found cycle, 6.9 KiB while `season = "auto"` is still searching (its 4 KiB
-//! summary); 2.8 KiB for an 8-point device model.
+//! quieter run). Memory (`cargo bench --bench anomaly --profile dev` prints it too): 576 B
+//! per point with `season = "none"`, 2688 B while `season = "auto"` is still searching (its
+//! 2 KiB summary of `f32` bins; 7024 B before the summary went to `f32` and the cycle's
+//! buckets were allocated only once found), 2880 B with a found cycle; 2888 B for an 8-point
+//! device model.
 //!
 //! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
 //! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of

@@ -296,6 +296,24 @@ impl WriteHandle {
         routes.insert(device.to_owned(), Route { tx, longest });
     }
 
+    /// Forgets the routes of devices `keep` says no to, so that a device a reload removed
+    /// is refused as unknown instead of reaching a stopped link.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|device, _| keep(device));
+    }
+
+    /// Whether writes to `device` currently reach a running link task.
+    pub fn routes_to(&self, device: &str) -> bool {
+        self.routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(device)
+            .is_some_and(|r| !r.tx.is_closed())
+    }
+
     /// Writes `value` to `device`/`point`, waiting at most [`WRITE_WAIT`].
     pub async fn write(&self, device: &str, point: &str, value: Value) -> WriteOutcome {
         self.write_within(device, point, value, WRITE_WAIT).await

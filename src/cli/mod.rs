@@ -24,6 +24,7 @@ mod alarms;
 mod audit;
 mod backup;
 mod check;
+mod config_history;
 // Commissioning without a config: `read --host`/`--serial` and `scan`.
 mod direct;
 // A build without the `demo` feature has no embedded broker; its `demo` only says so.
@@ -153,6 +154,8 @@ enum Command {
     /// Man pages and shell completions from this command line (packaging runs it).
     #[command(hide = true)]
     Generate(generate::Args),
+    /// The configurations pushed over the signed command channel, and how each ended.
+    Config(config_history::Args),
 }
 
 /// Runs the CLI and maps the outcome to an exit code (`plantwatch --help` lists them).
@@ -205,6 +208,7 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => sign::keygen(&args),
         Command::Audit(args) => audit::run(&args, &config.or_default(), profiles_dir),
         Command::Generate(args) => generate::run(&args, Cli::command()),
+        Command::Config(args) => config_history::run(&args, &config.or_default(), profiles_dir),
     };
     match result {
         Ok(code) => code,

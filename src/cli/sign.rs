@@ -38,7 +38,7 @@ pub(super) struct SignArgs {
     /// The key file holds an HMAC-SHA256 secret, not an Ed25519 key.
     #[arg(long)]
     hmac: bool,
-    /// The command name: list, ack, shelve, unshelve, serviced, upload.
+    /// The command name: list, ack, shelve, unshelve, serviced, upload, write, config.
     name: String,
     /// The command's fields as a JSON object, e.g. '{"alarm":"pump-1/motor-hot"}'.
     #[arg(default_value = "{}")]

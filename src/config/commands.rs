@@ -18,6 +18,9 @@ pub const DEFAULT_REPLAY_WINDOW: Duration = Duration::from_secs(60);
 /// The widest replay window accepted: every id seen within it is kept in the state file.
 const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(3600);
 
+/// How long a pushed configuration is watched by default.
+pub const DEFAULT_CONFIG_HEALTH_WINDOW: Duration = Duration::from_secs(120);
+
 /// Longest key id, in characters: it is echoed in replies and audit rows.
 pub const MAX_KEY_ID_CHARS: usize = 64;
 
@@ -28,6 +31,9 @@ pub struct RawCommands {
     /// How far `ts` may be from the gateway clock, e.g. `"60s"`.
     #[serde(default)]
     pub replay_window: Option<String>,
+    /// How long a pushed configuration is watched before it stays, e.g. `"120s"`.
+    #[serde(default)]
+    pub config_health_window: Option<String>,
     /// The operators' keys.
     #[serde(default)]
     pub keys: Vec<RawKey>,
@@ -122,6 +128,9 @@ pub struct KeySpec {
 pub struct Commands {
     /// How far `ts` may be from the gateway clock; ids are remembered this long.
     pub replay_window: Duration,
+    /// How long a pushed configuration is watched (broker link, answering devices) before it
+    /// stays; a failure within it puts the previous file back.
+    pub config_health_window: Duration,
     /// The keys; none keeps the unsigned channel for read and alarm commands.
     pub keys: Vec<KeySpec>,
 }
@@ -130,6 +139,7 @@ impl Default for Commands {
     fn default() -> Self {
         Self {
             replay_window: DEFAULT_REPLAY_WINDOW,
+            config_health_window: DEFAULT_CONFIG_HEALTH_WINDOW,
             keys: Vec::new(),
         }
     }
@@ -160,6 +170,18 @@ pub fn resolve_commands(raw: Option<RawCommands>, issues: &mut Issues) -> Comman
                 format!("`{text}` is out of range: give 1s to 1h"),
             ),
             Err(e) => issues.push("commands.replay_window", e),
+        }
+    }
+    if let Some(text) = &raw.config_health_window {
+        match parse_duration(text) {
+            Ok(d) if (Duration::from_secs(5)..=Duration::from_secs(3600)).contains(&d) => {
+                out.config_health_window = d;
+            }
+            Ok(_) => issues.push(
+                "commands.config_health_window",
+                format!("`{text}` is out of range: give 5s to 1h"),
+            ),
+            Err(e) => issues.push("commands.config_health_window", e),
         }
     }
     for (i, k) in raw.keys.iter().enumerate() {

@@ -1,10 +1,14 @@
 //! What `plantwatch check` verifies beyond the text: every file the config names exists and
 //! can be read by the user running the check (under systemd's `ExecStartPre`, the service
-//! user), and TLS material parses as the daemon will use it.
+//! user), and TLS material parses as the daemon will use it. Run as root, where every file is
+//! readable, it also asks whether the service's account (`plantwatch`, as the unit runs it)
+//! may read each file, through its mode bits and those of every directory above it, and warns
+//! where not: the unit's own `ExecStartPre=` check runs as that account and fails on it.
 //!
 //! This is the one part of `config` that does I/O; [`super::resolve`] stays pure, and the
 //! daemon reads the same files again when a sink starts.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
 use rustls::pki_types::pem::PemObject;
@@ -22,11 +26,119 @@ pub struct FileCheck {
     /// What could not be checked here, or is worth a look (systemd credentials outside the
     /// service, a state directory that does not exist yet).
     pub warnings: Vec<String>,
+    /// The service's account, whose access is checked when `check` runs as root.
+    pub account: Option<Account>,
+}
+
+impl FileCheck {
+    /// Warns that the service's account cannot read `path`, if it cannot. A warning, not an
+    /// error: root's view of other accounts is advice, and the service's own check decides.
+    fn service_can_read(&mut self, key: &str, path: &Path) {
+        if let Some(why) = self.account.as_ref().and_then(|a| unreadable_by(path, a)) {
+            self.warnings.push(format!("{key}: {why}"));
+        }
+    }
+}
+
+/// The account the service runs as: the unit's `User=` and `Group=`.
+pub const SERVICE_USER: &str = "plantwatch";
+
+/// The unit's `SupplementaryGroups=`: the serial ports' group.
+const SERVICE_SUPPLEMENTARY_GROUP: &str = "dialout";
+
+/// A local account, as the kernel checks file access for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its name, for messages.
+    pub name: String,
+    /// Its user id.
+    pub uid: u32,
+    /// Its primary group and the supplementary groups it has.
+    pub gids: Vec<u32>,
+}
+
+/// The service's account from the texts of `/etc/passwd` and `/etc/group`: its primary
+/// group, the groups that list it, and the unit's supplementary group. `None` when there is
+/// no such user (the package is not installed).
+pub fn service_account(passwd: &str, group: &str) -> Option<Account> {
+    let fields = |line: &str| line.split(':').map(str::to_owned).collect::<Vec<_>>();
+    let user = passwd
+        .lines()
+        .map(fields)
+        .find(|f| f.len() >= 4 && f[0] == SERVICE_USER)?;
+    let uid = user[2].parse().ok()?;
+    let mut gids = vec![user[3].parse().ok()?];
+    for g in group.lines().map(fields).filter(|f| f.len() >= 4) {
+        let member = g[3].split(',').any(|m| m == SERVICE_USER);
+        if (member || g[0] == SERVICE_SUPPLEMENTARY_GROUP)
+            && let Ok(gid) = g[2].parse()
+            && !gids.contains(&gid)
+        {
+            gids.push(gid);
+        }
+    }
+    Some(Account {
+        name: SERVICE_USER.to_owned(),
+        uid,
+        gids,
+    })
+}
+
+/// Why `account` cannot read `path` (or reach it through its directories), if it cannot.
+pub fn unreadable_by(path: &Path, account: &Account) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let allows = |meta: &std::fs::Metadata, bit: u32| {
+        let mode = meta.mode();
+        let shift = if meta.uid() == account.uid {
+            6
+        } else if account.gids.contains(&meta.gid()) {
+            3
+        } else {
+            0
+        };
+        account.uid == 0 || mode >> shift & bit != 0
+    };
+    for dir in real.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).ok()?;
+        if !allows(&meta, 0o1) {
+            return Some(format!(
+                "the service user `{}` cannot reach {}: the directory {} is mode {:o}, owner uid {} gid {}",
+                account.name,
+                path.display(),
+                dir.display(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ));
+        }
+    }
+    let meta = std::fs::metadata(&real).ok()?;
+    (!allows(&meta, 0o4)).then(|| {
+        format!(
+            "the service user `{}` cannot read {}: mode {:o}, owner uid {} gid {} (e.g. `chgrp {} {}` and `chmod g+r` it)",
+            account.name,
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            account.name,
+            path.display()
+        )
+    })
 }
 
 /// Checks every file `plan` names.
 pub fn check_files(plan: &Plan) -> FileCheck {
-    let mut out = FileCheck::default();
+    let account = if rustix::process::geteuid().is_root() {
+        let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+        service_account(&read("/etc/passwd"), &read("/etc/group"))
+    } else {
+        None
+    };
+    let mut out = FileCheck {
+        account,
+        ..FileCheck::default()
+    };
     let in_service = std::env::var_os("CREDENTIALS_DIRECTORY").is_some();
     for (i, m) in plan.mqtt.iter().enumerate() {
         let section = if plan.mqtt.len() == 1 {
@@ -123,7 +235,11 @@ fn secret(
             key,
             format!("the first line of {} is empty", source_shown(source)),
         )),
-        Ok(_) => {}
+        Ok(_) => {
+            if let PasswordSource::File(path) = source {
+                out.service_can_read(&key, path);
+            }
+        }
         Err((at, why)) => out
             .issues
             .push(ConfigIssue::new(key, format!("cannot read {at}: {why}"))),
@@ -150,6 +266,7 @@ fn certificates(
         ));
         return None;
     }
+    out.service_can_read(key, path);
     let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(path) {
         Ok(iter) => iter.collect(),
         Err(err) => Err(err),
@@ -202,6 +319,7 @@ fn private_key(out: &mut FileCheck, key: &str, path: &Path) -> Option<PrivateKey
         ));
         return None;
     }
+    out.service_can_read(key, path);
     match PrivateKeyDer::from_pem_file(path) {
         Ok(k) => Some(k),
         Err(err) => {
@@ -214,5 +332,65 @@ fn private_key(out: &mut FileCheck, key: &str, path: &Path) -> Option<PrivateKey
             ));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+        plantwatch:x:998:997:plantwatch edge daemon:/var/lib/plantwatch:/usr/sbin/nologin\n";
+    const GROUP: &str =
+        "root:x:0:\ndialout:x:20:\nplantwatch:x:997:\nssl-cert:x:110:plantwatch,www\n";
+
+    #[test]
+    fn the_service_account_has_its_primary_listed_and_supplementary_groups() {
+        let account = service_account(PASSWD, GROUP).expect("plantwatch is in passwd");
+        assert_eq!(account.uid, 998);
+        assert_eq!(account.gids, [997, 20, 110]);
+        assert_eq!(service_account("root:x:0:0::/root:/bin/sh\n", GROUP), None);
+    }
+
+    #[test]
+    fn mode_bits_of_the_file_and_every_directory_decide() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        // A stranger to the test's files: neither their owner nor in their group.
+        let stranger = Account {
+            name: "plantwatch".into(),
+            uid: meta.uid() + 4242,
+            gids: vec![meta.gid() + 4242],
+        };
+        let member = Account {
+            gids: vec![meta.gid()],
+            ..stranger.clone()
+        };
+        let set = |p: &Path, mode| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let sub = dir.path().join("tls");
+        std::fs::create_dir(&sub).unwrap();
+        set(dir.path(), 0o755);
+        let file = sub.join("ca.pem");
+        std::fs::write(&file, "x").unwrap();
+
+        set(&sub, 0o755);
+        set(&file, 0o644);
+        assert_eq!(unreadable_by(&file, &stranger), None);
+        set(&file, 0o640);
+        let why = unreadable_by(&file, &stranger).expect("others may not read 0640");
+        assert!(
+            why.contains("cannot read") && why.contains("mode 640"),
+            "{why}"
+        );
+        assert_eq!(unreadable_by(&file, &member), None, "the group may");
+        set(&sub, 0o750);
+        set(&file, 0o644);
+        let why = unreadable_by(&file, &stranger).expect("the directory stops it");
+        assert!(why.contains("cannot reach") && why.contains("tls"), "{why}");
+        set(&sub, 0o755);
     }
 }

@@ -66,6 +66,7 @@ pub(super) fn flood_summary(
         ),
         shelved_until: None,
         shares: Vec::new(),
+        anomaly_kind: None,
     };
     match transition {
         Some(Transition::Raised) => {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Instance, Seen, point_shares};
+use super::engine::{Instance, Seen, episode_kind, point_shares};
 use super::spec::{Rule, RuleKind, Severity};
 use crate::model::Name;
 
@@ -71,6 +71,9 @@ pub struct AlarmEvent {
     /// A device-level anomaly: each point's share of the deviation, largest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shares: Vec<PointShare>,
+    /// An `anomaly` rule: its episode's kind as known at this change (`level_shift`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly_kind: Option<String>,
 }
 
 /// One point's share of a device-level anomaly's deviation.
@@ -113,6 +116,7 @@ pub(super) fn event(
             .shelved_until
             .filter(|_| state == AlarmStatus::Shelved),
         shares: point_shares(inst, points),
+        anomaly_kind: episode_kind(inst).map(|k| k.as_str().to_owned()),
     }
 }
 
@@ -134,6 +138,7 @@ pub(super) fn raise_message(
         unit,
         &inst.seen,
         &explains(&point_shares(inst, points)),
+        episode_kind(inst).map_or("?", |k| k.as_str()),
     )
 }
 
@@ -177,6 +182,7 @@ fn render(
     unit: &str,
     seen: &Seen,
     explains: &str,
+    kind: &str,
 ) -> String {
     let mut out = String::with_capacity(rule.message.len() + 32);
     let mut rest = rule.message.as_str();
@@ -197,6 +203,7 @@ fn render(
             "limit" => write!(out, "{}", opt(seen.limit)),
             "score" => write!(out, "{}", opt(seen.score)),
             "explains" => write!(out, "{explains}"),
+            "kind" => write!(out, "{}", kind.replace('_', " ")),
             "over" => write!(
                 out,
                 "{}",
@@ -283,7 +290,7 @@ mod tests {
             ..Seen::default()
         };
         assert_eq!(
-            render(&r, "pump-1", "motor_temp", "°C", &seen, "?"),
+            render(&r, "pump-1", "motor_temp", "°C", &seen, "?", "?"),
             "pump-1 motor_temp = 92.25 °C, 12.25 °C (15.3%) above 80 °C [motor-hot]"
         );
     }
@@ -295,8 +302,17 @@ mod tests {
             "{value}/{limit}/{score}/{eta} {unit}{nope} {open",
         );
         assert_eq!(
-            render(&r, "d", "p", "", &Seen::default(), "?"),
+            render(&r, "d", "p", "", &Seen::default(), "?", "?"),
             "?/?/?/? {nope} {open"
+        );
+    }
+
+    #[test]
+    fn an_episode_kind_reads_as_words() {
+        let r = rule(high(80.0), "looks abnormal: {kind}");
+        assert_eq!(
+            render(&r, "d", "p", "", &Seen::default(), "", "level_shift"),
+            "looks abnormal: level shift"
         );
     }
 
@@ -310,8 +326,8 @@ mod tests {
         let seen = Seen::default();
         let per_second = rule(rate(Duration::from_secs(1)), "per {per}");
         let per_minute = rule(rate(Duration::from_secs(60)), "per {per}");
-        assert_eq!(render(&per_second, "", "", "", &seen, ""), "per second");
-        assert_eq!(render(&per_minute, "", "", "", &seen, ""), "per minute");
+        assert_eq!(render(&per_second, "", "", "", &seen, "", ""), "per second");
+        assert_eq!(render(&per_minute, "", "", "", &seen, "", ""), "per minute");
     }
 
     #[test]

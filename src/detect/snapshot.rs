@@ -329,7 +329,7 @@ window = "1m"
         assert_eq!(back, model);
         back.reserve_buffers();
         assert_eq!(back.memory_bytes(), model.memory_bytes());
-        // 300 samples of an `auto` season: the model and its 512-bin search summary.
+        // 300 samples of an `auto` season: the model and its 512-bin (`f32`) search summary.
         assert!(body.len() < 8 * 1024, "{} bytes", body.len());
     }
 

@@ -280,7 +280,7 @@ pub struct Rule {
 }
 
 /// The message of a device-level `anomaly` rule when `message` is not given.
-pub const DEVICE_ANOMALY_MESSAGE: &str = "{device}: its points no longer move together as usual (score {score}); explained by {explains}";
+pub const DEVICE_ANOMALY_MESSAGE: &str = "{device}: its points no longer move together as usual ({kind}, score {score}); explained by {explains}";
 
 /// The message template a kind uses when `message` is not given.
 pub fn default_message(kind: RuleKindName) -> &'static str {
@@ -295,7 +295,7 @@ pub fn default_message(kind: RuleKindName) -> &'static str {
         RuleKindName::Stuck => "{device} {point} stuck at {value}{unit}",
         RuleKindName::CommLoss => "{device} not answering",
         RuleKindName::Anomaly => {
-            "{device} {point} = {value}{unit} looks abnormal (score {score}, expected about {limit}{unit})"
+            "{device} {point} = {value}{unit} looks abnormal: {kind} (score {score}, expected about {limit}{unit})"
         }
         RuleKindName::Trend => {
             "{device} {point} = {value}{unit} predicted to reach {limit}{unit} in {eta}"

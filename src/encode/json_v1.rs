@@ -121,8 +121,9 @@ pub fn mark_backfill(payload: &[u8], backfill: bool) -> Vec<u8> {
 
 /// The alarm topic's payload (docs/design.md §4):
 /// `{"v":1,"id":…,"state":…,"severity":…,"raised":…,"value":…,"limit":…,"message":…}` plus
-/// `device`, `alarm`, `rule`, `point`, `ts`, while shelved `shelved_until`, and for a
-/// device-level anomaly `shares`: `[{"point":…,"share":0.81},…]`, largest first.
+/// `device`, `alarm`, `rule`, `point`, `ts`, while shelved `shelved_until`, for a
+/// device-level anomaly `shares`: `[{"point":…,"share":0.81},…]`, largest first, and for an
+/// `anomaly` rule `anomaly_kind` (`spike`, `level_shift`, `drift`, `variance`, `stuck`).
 pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let mut doc = json!({
@@ -148,6 +149,9 @@ pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
         }
         if !e.shares.is_empty() {
             map.insert("shares".into(), shares(&e.shares));
+        }
+        if let Some(kind) = &e.anomaly_kind {
+            map.insert("anomaly_kind".into(), json!(kind));
         }
     }
     doc.to_string().into_bytes()
@@ -237,14 +241,22 @@ pub fn energy(iv: &LedgerInterval) -> Vec<u8> {
 
 /// `{"v":1,"state":"online"|"offline","ts":…,"version":"…"}` for `{prefix}/status`.
 pub fn status(online: bool, ts: Timestamp) -> Vec<u8> {
-    json!({
+    status_with_config(online, ts, None)
+}
+
+/// [`status`] naming the running configuration: `config` is the SHA-256 (hex) of its file,
+/// the version `plantwatch config history` and `cmd/config` replies name.
+pub fn status_with_config(online: bool, ts: Timestamp, config: Option<&str>) -> Vec<u8> {
+    let mut status = json!({
         "v": VERSION,
         "state": if online { "online" } else { "offline" },
         "ts": ts.0,
         "version": env!("CARGO_PKG_VERSION"),
-    })
-    .to_string()
-    .into_bytes()
+    });
+    if let Some(hash) = config.filter(|h| !h.is_empty()) {
+        status["config"] = json!(hash);
+    }
+    status.to_string().into_bytes()
 }
 
 #[cfg(test)]
@@ -420,6 +432,13 @@ mod tests {
         assert_eq!(parsed["state"], "offline");
         assert_eq!(parsed["v"], 1);
         assert_eq!(parsed["version"], env!("CARGO_PKG_VERSION"));
+        assert!(parsed.get("config").is_none());
+        let named = status_with_config(true, Timestamp(5), Some("ab12"));
+        let parsed: Json = serde_json::from_slice(&named).unwrap();
+        assert_eq!(
+            (parsed["state"].as_str(), parsed["config"].as_str()),
+            (Some("online"), Some("ab12"))
+        );
     }
 
     proptest::proptest! {

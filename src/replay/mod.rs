@@ -238,6 +238,19 @@ fn reject(
     Ok(())
 }
 
+/// A row's timestamp in ms, or why it is not one, as the replay reports it.
+fn timestamp(text: &str, tz: chrono_tz::Tz) -> Result<i64, String> {
+    match parse_ts(text, tz) {
+        Some(ts) if PLAUSIBLE_MS.contains(&ts) => Ok(ts),
+        Some(_) => Err(format!(
+            "timestamp `{text}` is outside 1990-2100 (epoch seconds or milliseconds, or ISO-8601)"
+        )),
+        None => Err(format!(
+            "timestamp `{text}` is neither epoch seconds/ms nor ISO-8601"
+        )),
+    }
+}
+
 fn parse_ts(text: &str, tz: chrono_tz::Tz) -> Option<i64> {
     let t = text.trim();
     if let Ok(n) = t.parse::<i64>() {
@@ -463,30 +476,15 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
             continue;
         }
         let ts_text = field(&record, 0);
-        let Some(ts) = parse_ts(ts_text, tz) else {
-            if line == 1 {
-                // A header.
+        let ts = match timestamp(ts_text, tz) {
+            Ok(ts) => ts,
+            // A header.
+            Err(_) if line == 1 && parse_ts(ts_text, tz).is_none() => continue,
+            Err(why) => {
+                reject(&mut summary, opts, line, why)?;
                 continue;
             }
-            reject(
-                &mut summary,
-                opts,
-                line,
-                format!("timestamp `{ts_text}` is neither epoch seconds/ms nor ISO-8601"),
-            )?;
-            continue;
         };
-        if !PLAUSIBLE_MS.contains(&ts) {
-            reject(
-                &mut summary,
-                opts,
-                line,
-                format!(
-                    "timestamp `{ts_text}` is outside 1990-2100 (epoch seconds or milliseconds, or ISO-8601)"
-                ),
-            )?;
-            continue;
-        }
         let value_text = field(&record, columns - 1);
         let value = if value_text.is_empty() {
             None

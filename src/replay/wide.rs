@@ -25,8 +25,8 @@
 use std::io::{BufRead, BufReader, Read, Write};
 
 use super::{
-    PLAUSIBLE_MS, ReplayError, ReplayOptions, ReplaySummary, Stages, bytes, field, parse_ts,
-    reject, write_events, write_score_alarms,
+    ReplayError, ReplayOptions, ReplaySummary, Stages, bytes, field, parse_ts, reject, timestamp,
+    write_events, write_score_alarms,
 };
 use crate::decode::Precision;
 use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
@@ -218,26 +218,10 @@ pub(super) fn replay<R: Read, W: Write, E: Write>(
             continue;
         }
         let ts_text = field(&record, 0);
-        let ts = match parse_ts(ts_text, tz) {
-            Some(ts) if PLAUSIBLE_MS.contains(&ts) => ts,
-            Some(_) => {
-                reject(
-                    &mut summary,
-                    opts,
-                    line,
-                    format!(
-                        "timestamp `{ts_text}` is outside 1990-2100 (epoch seconds or milliseconds, or ISO-8601)"
-                    ),
-                )?;
-                continue;
-            }
-            None => {
-                reject(
-                    &mut summary,
-                    opts,
-                    line,
-                    format!("timestamp `{ts_text}` is neither epoch seconds/ms nor ISO-8601"),
-                )?;
+        let ts = match timestamp(ts_text, tz) {
+            Ok(ts) => ts,
+            Err(why) => {
+                reject(&mut summary, opts, line, why)?;
                 continue;
             }
         };

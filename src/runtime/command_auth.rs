@@ -121,6 +121,9 @@ pub(super) struct Audited<'a> {
     pub(super) key: Option<&'a str>,
     /// The refusal's name, when refused before it was carried out.
     pub(super) refused: Option<&'static str>,
+    /// The outcome to record instead of the one read from the reply: `intent` for a write
+    /// about to be sent.
+    pub(super) outcome: Option<&'static str>,
     /// The payload as it arrived.
     pub(super) payload: &'a [u8],
     /// The reply sent.
@@ -137,10 +140,11 @@ impl Audited<'_> {
             .and_then(|r| r.get("id"))
             .filter(|id| !id.is_null())
             .map(|id| escape_and_cut(&id.to_string(), MAX_AUDITED_ID));
-        let outcome = match (self.refused, ok) {
-            (Some(_), _) => "refused",
-            (None, true) => "done",
-            (None, false) => "failed",
+        let outcome = match (self.outcome, self.refused, ok) {
+            (Some(outcome), _, _) => outcome,
+            (None, Some(_), _) => "refused",
+            (None, None, true) => "done",
+            (None, None, false) => "failed",
         };
         AuditEntry {
             ts_ms: self.now_ms,

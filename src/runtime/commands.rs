@@ -24,7 +24,9 @@ use crate::detect::{AlarmEvent, Engine, MAX_SHELVE_MS};
 use crate::platform::record::StatType;
 
 /// The command names, for messages.
-pub const NAMES: &[&str] = &["ack", "shelve", "unshelve", "list", "serviced", "upload"];
+pub const NAMES: &[&str] = &[
+    "ack", "shelve", "unshelve", "list", "serviced", "upload", "write", "config",
+];
 
 /// Longest range of days one `upload` command may re-queue (day, month and year records).
 pub const MAX_UPLOAD_DAYS: i64 = 366;
@@ -77,6 +79,22 @@ pub enum Command {
         /// Only these statistic types; empty for every type each item produces.
         stat_types: Vec<StatType>,
     },
+    /// Set a writable point of a device; carried out by the core's write path (it must be
+    /// signed: see [`crate::auth::unsigned_allowed`]), not by [`apply`].
+    Write {
+        /// The device.
+        device: String,
+        /// The point.
+        point: String,
+        /// The value in engineering units, as JSON (a number, true/false or text).
+        value: Json,
+    },
+    /// Replace the configuration file with `text` (docs/remote-operations.md); carried out
+    /// by the core and the daemon, not by [`apply`].
+    Config {
+        /// The whole file.
+        text: String,
+    },
 }
 
 /// A command with the id its reply must carry.
@@ -101,6 +119,9 @@ struct Body {
     from: Option<String>,
     to: Option<String>,
     stat_type: Option<Json>,
+    point: Option<String>,
+    value: Option<Json>,
+    config: Option<String>,
 }
 
 /// A `YYYY-MM-DD` field of `upload`.
@@ -171,6 +192,33 @@ fn upload(body: &Body) -> Result<Command, String> {
         from,
         to,
         stat_types,
+    })
+}
+
+/// Validates the fields of `write`: which point, and a value of a writable kind (the limits
+/// are the write path's to check).
+fn write(body: &Body) -> Result<Command, String> {
+    let device = body
+        .device
+        .clone()
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| "missing `device`: the device to write to".to_owned())?;
+    let point = body
+        .point
+        .clone()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| "missing `point`: the writable point to set".to_owned())?;
+    let value = body
+        .value
+        .clone()
+        .ok_or_else(|| "missing `value`: a number, true/false or text".to_owned())?;
+    if matches!(value, Json::Array(_) | Json::Object(_)) {
+        return Err("`value` must be a number, true/false or text".into());
+    }
+    Ok(Command::Write {
+        device,
+        point,
+        value,
     })
 }
 
@@ -297,6 +345,18 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Request, Vec<u8>> {
         "unshelve" => alarm().map(|alarm| Command::Unshelve { alarm }),
         "list" => Ok(Command::List),
         "upload" => upload(&body),
+        "write" => write(&body),
+        "config" => match &body.config {
+            None => Err("missing `config`: the whole configuration file, as a string".into()),
+            Some(text) if text.len() > crate::runtime::remote_config::MAX_CONFIG_BYTES => {
+                Err(format!(
+                    "`config` is {} bytes; at most {}",
+                    text.len(),
+                    crate::runtime::remote_config::MAX_CONFIG_BYTES
+                ))
+            }
+            Some(text) => Ok(Command::Config { text: text.clone() }),
+        },
         "serviced" => body
             .device
             .clone()
@@ -362,6 +422,25 @@ pub fn apply(engine: &mut Engine, req: &Request, now: i64) -> (Vec<u8>, Option<A
                     &req.id,
                     "`upload` is carried out by the daemon's energy-platform queue, which is not \
                      running here",
+                ),
+                None,
+            );
+        }
+        Command::Config { .. } => {
+            return (
+                error_reply(
+                    &req.id,
+                    "refused `config`: a configuration is taken only signed, over the MQTT \
+                     downlink",
+                ),
+                None,
+            );
+        }
+        Command::Write { .. } => {
+            return (
+                error_reply(
+                    &req.id,
+                    "refused `write`: a write is taken only signed, over the MQTT downlink",
                 ),
                 None,
             );
@@ -561,6 +640,33 @@ mod tests {
         );
         assert!(!text.contains('\u{202e}'), "{text}");
         assert!(text.contains("flood-\\u{202e}test"), "{text}");
+    }
+
+    #[test]
+    fn a_write_is_validated_field_by_field() {
+        assert_eq!(
+            parse(
+                "write",
+                br#"{"id":"w","ts":1,"device":"plc","point":"sp","value":12.5}"#
+            )
+            .map(|r| r.command),
+            Ok(Command::Write {
+                device: "plc".into(),
+                point: "sp".into(),
+                value: json!(12.5)
+            })
+        );
+        let w = |payload: &str| err("write", payload);
+        assert!(w(r#"{"id":"w","point":"sp","value":1}"#).contains("missing `device`"));
+        assert!(w(r#"{"id":"w","device":"plc","value":1}"#).contains("missing `point`"));
+        assert!(w(r#"{"id":"w","device":"plc","point":"sp"}"#).contains("missing `value`"));
+        assert!(
+            w(r#"{"id":"w","device":"plc","point":"sp","value":[1]}"#).contains("must be a number")
+        );
+        assert!(
+            w(r#"{"id":"w","device":"plc","point":"sp","value":1,"unit":"x"}"#)
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use tracing::{debug, error, info, warn};
 use super::command_auth::{self, Audited, CommandAuth};
 use super::commands;
 use super::metrics::{AlarmGauges, EnergyEventCounts};
+use super::remote_config::{self, Notice, Origin, Push, Target};
+use super::remote_write::{self, Finished, Started, Writes};
 use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::Format;
@@ -24,10 +26,12 @@ use crate::pipeline::{Outputs, Pipeline};
 use crate::platform::{Record, Recorder};
 use crate::process::ledger::{LedgerEvent, LedgerInterval};
 use crate::sink::influx::InfluxHandle;
-use crate::sink::mqtt::Downlink;
+use crate::sink::mqtt::{Downlink, DroppedCommands};
 use crate::sink::webhook::{Notification, NotifierHandle};
 use crate::store::platform_source::close_due;
-use crate::store::{AlarmRow, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record};
+use crate::store::{
+    AlarmRow, AuditEntry, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record,
+};
 
 /// The receiving ends of the core's inputs, handed from one core to the next on a reload.
 pub(super) struct Receivers {
@@ -35,6 +39,8 @@ pub(super) struct Receivers {
     pub(super) batches: mpsc::Receiver<SampleBatch>,
     /// Commands from the MQTT sessions.
     pub(super) downlink: mpsc::Receiver<Downlink>,
+    /// How config pushes ended, from the daemon.
+    pub(super) notices: mpsc::Receiver<Notice>,
 }
 
 /// A sink's outbox queue as the core fills it.
@@ -132,12 +138,24 @@ pub(super) struct Core {
     pub(super) clock: Arc<dyn Clock>,
     /// Who may send which downlink command, and the ids seen in the replay window.
     pub(super) auth: CommandAuth,
+    /// The `write` commands waiting for their links.
+    pub(super) writes: Writes,
+    /// Commands the MQTT sessions dropped on a full queue, for the audit trail.
+    pub(super) dropped: Arc<DroppedCommands>,
+    /// The config file pushes are checked against, and the daemon's end for valid ones.
+    pub(super) config_push: Option<(Target, mpsc::Sender<Push>)>,
 }
+
+/// How long a stopping core waits for the writes in flight (their links are stopping too)
+/// before auditing them as interrupted.
+const WRITE_DRAIN: Duration = Duration::from_secs(2);
 
 /// What ends a core's input wait.
 enum CoreInput {
     Batch(SampleBatch),
     Downlink(Downlink),
+    Written(Finished),
+    Notice(Notice),
     Tick,
     Closed,
 }
@@ -166,6 +184,7 @@ impl Core {
         let Receivers {
             batches: mut rx,
             mut downlink,
+            mut notices,
         } = receivers;
         self.publish_schemas().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -176,11 +195,15 @@ impl Core {
                 () = cancel.cancelled() => CoreInput::Closed,
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
                 Some(d) = downlink.recv() => CoreInput::Downlink(d),
+                Some(n) = notices.recv() => CoreInput::Notice(n),
+                Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(w),
                 _ = tick.tick() => CoreInput::Tick,
             };
             match input {
                 CoreInput::Batch(first) => self.batches(first, &mut rx).await,
                 CoreInput::Downlink(d) => self.downlink(&d).await,
+                CoreInput::Written(w) => self.finish_write(w).await,
+                CoreInput::Notice(n) => self.config_outcome(n).await,
                 CoreInput::Tick => {
                     ticks += 1;
                     self.tick().await;
@@ -197,11 +220,24 @@ impl Core {
                 CoreInput::Closed => break,
             }
         }
+        // Every write that was audited as intent gets its outcome row: the links are stopping,
+        // so what is in flight ends soon; what does not is audited as interrupted.
+        let deadline = tokio::time::Instant::now() + WRITE_DRAIN;
+        while !self.writes.is_idle() {
+            match tokio::time::timeout_at(deadline, self.writes.next()).await {
+                Ok(Some(w)) => self.finish_write(w).await,
+                _ => break,
+            }
+        }
+        for w in self.writes.abandon() {
+            self.finish_write(w).await;
+        }
         self.save_counters().await;
         self.save_models().await;
         Receivers {
             batches: rx,
             downlink,
+            notices,
         }
     }
 
@@ -536,6 +572,52 @@ impl Core {
                     key = admitted.key.map(|(id, _role)| id);
                     seen = admitted.seen;
                     match commands::parse(&d.name, &admitted.command) {
+                        Ok(commands::Request {
+                            id,
+                            command:
+                                commands::Command::Write {
+                                    device,
+                                    point,
+                                    value,
+                                },
+                        }) => {
+                            let started = Started {
+                                id,
+                                sink: d.sink.clone(),
+                                key: key.clone(),
+                                payload: d.payload.clone(),
+                                device,
+                                point,
+                            };
+                            match self.admit_write(&started, &value) {
+                                Ok(value) => {
+                                    self.start_write(started, value, seen, now).await;
+                                    return;
+                                }
+                                Err((reply, kind)) => {
+                                    commands::log_refused(&d.name, &reply);
+                                    refused = kind;
+                                    (reply, None)
+                                }
+                            }
+                        }
+                        Ok(commands::Request {
+                            id,
+                            command: commands::Command::Config { text },
+                        }) => {
+                            let origin = Origin {
+                                id,
+                                sink: d.sink.clone(),
+                                key: key.clone(),
+                                payload: d.payload.clone(),
+                            };
+                            let (reply, kind) = self.accept_config(origin, text);
+                            if kind.is_some() {
+                                commands::log_refused(&d.name, &reply);
+                            }
+                            refused = kind;
+                            (reply, None)
+                        }
                         Ok(req) => self.carry_out(&req, now, &mut drafts).await,
                         Err(reply) => {
                             commands::log_refused(&d.name, &reply);
@@ -568,6 +650,7 @@ impl Core {
             name: &d.name,
             key: key.as_deref(),
             refused,
+            outcome: None,
             payload: &d.payload,
             reply: &reply,
         };
@@ -586,15 +669,27 @@ impl Core {
     }
 
     /// Appends a command's row to the audit trail (with the id it used, for the replay
-    /// window) and queues the row for `{prefix}/audit` on every JSON sink.
+    /// window) and queues the row for `{prefix}/audit` on every JSON sink; whether it was
+    /// committed.
     async fn audit(
         &self,
         audited: &Audited<'_>,
         seen: Option<crate::store::SeenId>,
         drafts: &mut Vec<Draft>,
-    ) {
-        let oldest = audited.now_ms - self.auth.gate.window_ms();
-        match self.store.audit(audited.entry(), seen, oldest).await {
+    ) -> bool {
+        self.audit_entry(audited.entry(), seen, drafts).await
+    }
+
+    /// [`Core::audit`] of a row built by the caller.
+    async fn audit_entry(
+        &self,
+        entry: AuditEntry,
+        seen: Option<crate::store::SeenId>,
+        drafts: &mut Vec<Draft>,
+    ) -> bool {
+        let oldest = entry.ts_ms - self.auth.gate.window_ms();
+        let command = super::log_limit::peer_text(&entry.command);
+        match self.store.audit(entry, seen, oldest).await {
             Ok((row, prev)) => {
                 drafts.push(Draft::wire(
                     "audit".into(),
@@ -602,11 +697,216 @@ impl Core {
                     &row.message(&prev),
                     false,
                 ));
+                true
             }
             Err(err) => {
-                error!(error = %err, command = %super::log_limit::peer_text(audited.name), "Cannot append a command to the audit trail.");
+                error!(error = %err, command = %command, "Cannot append a command to the audit trail.");
+                false
             }
         }
+    }
+
+    /// Checks a signed, parsed `write` against the plan and the room for it: the value to
+    /// send, or the reply refusing it (with its refusal kind) and nothing written.
+    fn admit_write(
+        &self,
+        started: &Started,
+        value: &serde_json::Value,
+    ) -> Result<crate::model::Value, (Vec<u8>, Option<&'static str>)> {
+        let value = remote_write::value_of(value).map_err(|why| {
+            let reply = commands::error_reply(&started.id, &format!("refused `write`: {why}"));
+            (
+                command_auth::mark_refused(reply, "wrong_kind"),
+                Some("wrong_kind"),
+            )
+        })?;
+        let value = remote_write::check(&self.plan, &started.device, &started.point, &value)
+            .map_err(|err| remote_write::refused_or_failed(&started.id, &err))?;
+        if !self.writes.has_room() {
+            let reply = commands::error_reply(
+                &started.id,
+                &format!(
+                    "refused `write`: {}/{}: {} writes are waiting for their links already;                      nothing written, send it again later",
+                    started.device,
+                    started.point,
+                    remote_write::MAX_IN_FLIGHT
+                ),
+            );
+            return Err((command_auth::mark_refused(reply, "busy"), Some("busy")));
+        }
+        Ok(value)
+    }
+
+    /// Audits a write's intent, and only once that row is committed hands it to its link.
+    async fn start_write(
+        &mut self,
+        started: Started,
+        value: crate::model::Value,
+        seen: Option<crate::store::SeenId>,
+        now: Timestamp,
+    ) {
+        let mut drafts = Vec::new();
+        let intent = remote_write::intent(&started, &value);
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", started.sink),
+            name: "write",
+            key: started.key.as_deref(),
+            refused: None,
+            outcome: Some("intent"),
+            payload: &started.payload,
+            reply: &intent,
+        };
+        if self.audit(&audited, seen, &mut drafts).await {
+            self.writes.start(started, value);
+        } else {
+            // Without its intent row a crash could hide the write: it is not sent.
+            let reply = commands::error_reply(
+                &started.id,
+                "refused `write`: the gateway cannot append to its audit trail; nothing written",
+            );
+            let mut answer = Draft::wire(
+                "cmd/write/reply".into(),
+                "cmd/write".into(),
+                &command_auth::mark_refused(reply, "unavailable"),
+                false,
+            );
+            answer.only = Some(started.sink);
+            drafts.push(answer);
+        }
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// Audits a finished write's outcome and sends its reply where the command came from.
+    async fn finish_write(&mut self, finished: Finished) {
+        let now = self.clock.now();
+        let (reply, refused) = remote_write::reply(&finished);
+        if refused.is_some() || finished.outcome.as_ref().is_none_or(Result::is_err) {
+            commands::log_refused("write", &reply);
+        }
+        let started = &finished.started;
+        let mut drafts = Vec::new();
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", started.sink),
+            name: "write",
+            key: started.key.as_deref(),
+            refused,
+            outcome: None,
+            payload: &started.payload,
+            reply: &reply,
+        };
+        self.audit(&audited, None, &mut drafts).await;
+        let mut answer = Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
+        answer.only = Some(started.sink.clone());
+        drafts.push(answer);
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// Checks a signed `config` push against the resolver and hands a valid one to the
+    /// daemon: the reply (`accepted`, or every problem) and its refusal kind.
+    fn accept_config(&self, origin: Origin, text: String) -> (Vec<u8>, Option<&'static str>) {
+        let id = origin.id.clone();
+        let refuse = |kind: &'static str, why: &str| {
+            let reply = commands::error_reply(&id, &format!("refused `config`: {why}"));
+            (command_auth::mark_refused(reply, kind), Some(kind))
+        };
+        let Some((target, daemon)) = &self.config_push else {
+            return refuse(
+                "unavailable",
+                "this gateway runs an embedded configuration, not a file",
+            );
+        };
+        if let Err(issues) = remote_config::validate(target, &text) {
+            return (remote_config::invalid_reply(&id, &issues), Some("invalid"));
+        }
+        let hash = crate::store::audit::sha256_hex(text.as_bytes());
+        let window_s = self.plan.commands.config_health_window.as_secs();
+        let push = Push {
+            text,
+            hash: hash.clone(),
+            origin,
+        };
+        if daemon.try_send(push).is_err() {
+            return refuse(
+                "busy",
+                "another configuration is being applied; send it again later",
+            );
+        }
+        info!(hash = %hash, "Accepted a pushed configuration; applying it.");
+        let reply = serde_json::json!({"v": 1, "id": id, "ok": true, "accepted": true,
+            "hash": hash, "health_window_s": window_s});
+        (reply.to_string().into_bytes(), None)
+    }
+
+    /// Audits and answers how a config push ended.
+    async fn config_outcome(&mut self, notice: Notice) {
+        let now = self.clock.now();
+        let mut drafts = Vec::new();
+        let origin = &notice.origin;
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("mqtt:{}", origin.sink),
+            name: "config",
+            key: origin.key.as_deref(),
+            refused: None,
+            outcome: notice.reason.map(|_| "failed"),
+            payload: &origin.payload,
+            reply: &notice.reply,
+        };
+        self.audit(&audited, None, &mut drafts).await;
+        let mut answer = Draft::wire(
+            "cmd/config/reply".into(),
+            "cmd/config".into(),
+            &notice.reply,
+            false,
+        );
+        answer.only = Some(origin.sink.clone());
+        drafts.push(answer);
+        self.store_all(drafts, &[], now).await;
+    }
+
+    /// One audit row per command an MQTT session dropped on a full queue (never looked at,
+    /// never answered), and one for those beyond what the sessions could hold.
+    async fn audit_dropped(&mut self, now: Timestamp) {
+        let (held, beyond) = self.dropped.take();
+        if held.is_empty() && beyond == 0 {
+            return;
+        }
+        let mut drafts = Vec::new();
+        for d in held {
+            let entry = AuditEntry {
+                ts_ms: now.0,
+                source: format!("mqtt:{}", d.sink),
+                command: d.name,
+                key: None,
+                id: None,
+                outcome: "dropped".into(),
+                reason: Some("queue_full".into()),
+                reply: String::new(),
+                payload_bytes: d.bytes,
+                payload_sha256: d.sha256,
+            };
+            self.audit_entry(entry, None, &mut drafts).await;
+        }
+        if beyond > 0 {
+            let entry = AuditEntry {
+                ts_ms: now.0,
+                source: "mqtt".into(),
+                command: "*".into(),
+                key: None,
+                id: None,
+                outcome: "dropped".into(),
+                reason: Some("queue_full".into()),
+                reply: format!(
+                    "{beyond} more commands dropped on a full queue, not held one by one"
+                ),
+                payload_bytes: 0,
+                payload_sha256: String::new(),
+            };
+            self.audit_entry(entry, None, &mut drafts).await;
+        }
+        self.store_all(drafts, &[], now).await;
     }
 
     /// Carries out a parsed command: `upload` here (it needs the ledger and the platform
@@ -693,9 +993,11 @@ impl Core {
         }
     }
 
-    /// Shelve expiries, and commands left in the state file by `plantwatch alarms`.
+    /// Shelve expiries, commands left in the state file by `plantwatch alarms`, and the
+    /// audit rows of commands dropped on a full queue.
     async fn tick(&mut self) {
         let now = self.clock.now();
+        self.audit_dropped(now).await;
         let mut events = Vec::new();
         self.pipeline.advance(now.0, &mut events);
         let commands = self.store.pending_commands().await.unwrap_or_default();
@@ -727,6 +1029,7 @@ impl Core {
                 name: &name,
                 key: None,
                 refused: None,
+                outcome: None,
                 payload: c.body.as_bytes(),
                 reply: &reply,
             };

@@ -19,10 +19,11 @@ use tracing::{error, info, warn};
 
 use super::core_task::load_saved;
 use super::metrics::OutboxGauges;
+use super::remote_config::{self, Answering, Ending, Notice, Push, Verdict, Watch};
 use super::signals::{Signal, Signals};
 use super::supervisor::Supervisor;
 use super::systemd::{self, Heartbeats, Notify};
-use super::topology::Generation;
+use super::topology::{Generation, Remote};
 use crate::clock::Clock;
 use crate::config::{ConfigErrors, EnvOverrides, Plan};
 use crate::store::{OutboxLimits, StoreError};
@@ -98,6 +99,39 @@ fn load(opts: &Options) -> Result<Plan, ConfigErrors> {
     Ok(plan)
 }
 
+/// SHA-256 (hex) of the config file as it is now; empty for an embedded configuration or a
+/// file that cannot be read.
+fn config_hash(opts: &Options) -> String {
+    match &opts.config {
+        ConfigSource::File(path) => std::fs::read(path)
+            .map(|text| crate::store::audit::sha256_hex(&text))
+            .unwrap_or_default(),
+        ConfigSource::Fixed(_) => String::new(),
+    }
+}
+
+/// The engine-state scope of `plantwatch config history`.
+pub const CONFIG_HISTORY_SCOPE: &str = "config_history";
+
+/// Appends a line to the history of pushed configurations (`plantwatch config history`).
+async fn history(
+    store: &crate::store::StoreHandle,
+    clock: &Arc<dyn Clock>,
+    push: &Push,
+    outcome: &str,
+    why: Option<&str>,
+) {
+    let now = clock.now().millis();
+    let key = format!("{now:016}-{outcome}");
+    let row = remote_config::history_row(now, push, outcome, why);
+    if let Err(err) = store
+        .save_state(CONFIG_HISTORY_SCOPE, vec![(key, row)])
+        .await
+    {
+        error!(error = %err, "Cannot record a configuration push in its history.");
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -123,7 +157,20 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
             "Restored raised alarms from the state file."
         );
     }
-    let mut generation = Generation::start(plan.clone(), &store, &clock, &saved).await;
+    // Config pushes the core validated; only a daemon run from a file takes them.
+    let (push_tx, mut pushes) = tokio::sync::mpsc::channel::<Push>(1);
+    let target = match &opts.config {
+        ConfigSource::File(path) => Some(remote_config::Target {
+            path: path.clone(),
+            profiles_dir: opts.profiles_dir.clone(),
+        }),
+        ConfigSource::Fixed(_) => None,
+    };
+    let (hash_tx, hash_rx) = tokio::sync::watch::channel(config_hash(&opts));
+    let remote = Remote::new(target.clone().map(|t| (t, push_tx)), hash_rx);
+    let mut generation = Generation::start(plan.clone(), &store, &clock, &saved, remote).await;
+    let mut answering = Answering::default();
+    let mut watch: Option<Watch> = None;
     // Tasks that live as long as the process: the metrics server.
     let process_tasks = Supervisor::default();
     let mut sources = generation.sources(&gauges);
@@ -169,6 +216,16 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
             signal = signals.recv() => match signal {
                 Some(Signal::Reload) => {
                     systemd::notify(&[Notify::Reloading]);
+                    // Someone on the gateway took over: a rollback now would undo their file.
+                    if let Some(w) = watch.take() {
+                        warn!(hash = %w.push.hash, "A local reload ends the health window of the pushed configuration; it is no longer rolled back.");
+                        history(&store, &clock, &w.push, "superseded", Some("a local reload (SIGHUP) during the health window")).await;
+                        generation.notify(Notice {
+                            reply: remote_config::outcome_reply(&w.push, Ending::Superseded, "a local reload (SIGHUP) ended its health window; the file on the gateway runs"),
+                            origin: w.push.origin,
+                            reason: Some("superseded"),
+                        });
+                    }
                     match load(&opts) {
                         Ok(next) => {
                             if next.store.path != generation.plan.store.path {
@@ -180,6 +237,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                             // Only what changed restarts; the core always does, from every alarm
                             // and counter the old one saved.
                             generation = generation.reload(next.clone(), &store, &clock, opts.shutdown_grace).await;
+                            hash_tx.send_replace(config_hash(&opts));
                             sources = generation.sources(&gauges);
                             let _receivers_gone = sources_tx.send(sources.clone());
                             info!(devices = next.devices.len(), "Configuration reloaded.");
@@ -195,9 +253,106 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                 }
                 Some(Signal::Terminate | Signal::Interrupt) | None => break,
             },
+            Some(push) = pushes.recv() => {
+                let Some(target) = &target else { continue };
+                if let Some(w) = &watch {
+                    let why = format!("the push {} is still in its health window", w.push.hash);
+                    generation.notify(Notice {
+                        reply: remote_config::outcome_reply(&push, Ending::NotApplied, &why),
+                        origin: push.origin,
+                        reason: Some("not_applied"),
+                    });
+                    continue;
+                }
+                systemd::notify(&[Notify::Reloading]);
+                let (connected, _) = generation.brokers_connected();
+                answering.look(&generation.acquire());
+                let answered = answering.lately();
+                // Put the previous file back only once the new one replaced it: before that
+                // the running file is untouched, and `.previous` may be an older push's.
+                let loaded = remote_config::install(&target.path, &push.text).and_then(|()| {
+                    load(&opts).map_err(|e| {
+                        if let Err(err) = remote_config::restore(&target.path) {
+                            error!(error = %err, "Cannot put the previous configuration file back.");
+                        }
+                        e.to_string()
+                    })
+                });
+                match loaded {
+                    Ok(next) => {
+                        log_warnings(&next);
+                        let next = Arc::new(next);
+                        generation = generation.reload(next.clone(), &store, &clock, opts.shutdown_grace).await;
+                        hash_tx.send_replace(config_hash(&opts));
+                        sources = generation.sources(&gauges);
+                        let _receivers_gone = sources_tx.send(sources.clone());
+                        let window = next.commands.config_health_window;
+                        info!(hash = %push.hash, window_s = window.as_secs(), "Applied a pushed configuration; watching the broker link and the devices.");
+                        history(&store, &clock, &push, "applied", None).await;
+                        watch = Some(Watch::new(push, tokio::time::Instant::now(), window, connected > 0, &answered, &next));
+                    }
+                    Err(why) => {
+                        error!(hash = %push.hash, error = %why, "A pushed configuration could not be applied; the running one stays.");
+                        history(&store, &clock, &push, "not_applied", Some(&why)).await;
+                        generation.notify(Notice {
+                            reply: remote_config::outcome_reply(&push, Ending::NotApplied, &why),
+                            origin: push.origin,
+                            reason: Some("not_applied"),
+                        });
+                    }
+                }
+                systemd::notify(&[Notify::Ready]);
+            },
             _ = tick.tick() => {
                 let now = tokio::time::Instant::now();
                 let acquire = generation.acquire();
+                answering.look(&acquire);
+                if let (Some(w), Some(target)) = (&mut watch, &target) {
+                    let (connected, _) = generation.brokers_connected();
+                    match w.judge(now, connected > 0, &answering.recent) {
+                        Verdict::Wait => {}
+                        Verdict::Healthy => {
+                            if let Some(w) = watch.take() {
+                                info!(hash = %w.push.hash, "The pushed configuration passed its health window; it stays.");
+                                history(&store, &clock, &w.push, "confirmed", None).await;
+                                generation.notify(Notice {
+                                    reply: remote_config::outcome_reply(&w.push, Ending::Confirmed, ""),
+                                    origin: w.push.origin,
+                                    reason: None,
+                                });
+                            }
+                        }
+                        Verdict::Failed(why) => {
+                            let path = target.path.clone();
+                            if let Some(w) = watch.take() {
+                                warn!(hash = %w.push.hash, why = %why, "The pushed configuration failed its health window; putting the previous file back.");
+                                systemd::notify(&[Notify::Reloading]);
+                                let restored = remote_config::restore(&path)
+                                    .and_then(|()| load(&opts).map_err(|e| e.to_string()));
+                                let why = match restored {
+                                    Ok(previous) => {
+                                        generation = generation.reload(Arc::new(previous), &store, &clock, opts.shutdown_grace).await;
+                                        hash_tx.send_replace(config_hash(&opts));
+                                        sources = generation.sources(&gauges);
+                                        let _receivers_gone = sources_tx.send(sources.clone());
+                                        why
+                                    }
+                                    Err(e) => {
+                                        error!(error = %e, "Cannot restore the previous configuration; the pushed one keeps running.");
+                                        format!("{why}; and the previous file could not be restored: {e}")
+                                    }
+                                };
+                                systemd::notify(&[Notify::Ready]);
+                                history(&store, &clock, &w.push, "rolled_back", Some(&why)).await;
+                                generation.notify(Notice {
+                                    reply: remote_config::outcome_reply(&w.push, Ending::RolledBack, &why),
+                                    origin: w.push.origin,
+                                    reason: Some("rolled_back"),
+                                });
+                            }
+                        }
+                    }
+                }
                 let polls = acquire.total(|s| &s.polls_ok) + acquire.total(|s| &s.polls_failed);
                 if polls != last_polls || generation.plan.devices.is_empty() {
                     last_polls = polls;

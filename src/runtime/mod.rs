@@ -12,6 +12,9 @@
 //! - [`core_task`]: the core task: pipeline step, seqs, outbox writes, operator commands.
 //! - [`outbox`]: the state file's outbox queues as the sinks read and render them.
 //! - [`commands`]: the downlink commands (`ack`, `shelve`, `list`, …), parsed and applied.
+//! - `remote_config`: `config` pushes: validated, applied, watched, rolled back.
+//! - `remote_write`: the signed `write` command: intent audited, sent to the link, outcome
+//!   audited and answered.
 //!
 //! - [`listener`]: the accept loop every listening socket goes through: a connection cap,
 //!   header and connection time limits, no spinning on a failed accept.
@@ -28,6 +31,8 @@ pub mod listener;
 pub mod log_limit;
 pub mod metrics;
 pub mod outbox;
+pub(crate) mod remote_config;
+mod remote_write;
 pub mod signals;
 pub mod supervisor;
 pub mod systemd;

@@ -23,8 +23,10 @@ use tracing::{error, info, warn};
 use super::core_task::{Core, Receivers, Saved, SinkQueue, load_saved};
 use super::metrics::{AlarmGauges, EnergyEventCounts, InfluxStats, OutboxGauges, Sources};
 use super::outbox::{PlatformRender, StoreOutbox};
+use super::remote_config;
 use super::supervisor::{Restarts, Supervisor};
-use crate::acquire::{AcquireStats, link_task};
+use crate::acquire::write::WriteHandle;
+use crate::acquire::{AcquireStats, link_task_with_writes};
 use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::{DEFAULT_SINK_NAME, Format, Mqtt};
@@ -36,7 +38,7 @@ use crate::model::{SampleBatch, Timestamp};
 use crate::pipeline::{Outputs, Pipeline, Taps};
 use crate::platform::{Recorder, RecorderState};
 use crate::sink::influx::{InfluxHandle, InfluxSink};
-use crate::sink::mqtt::{DOWNLINK_QUEUE, Downlink, MqttStats, Session};
+use crate::sink::mqtt::{DOWNLINK_QUEUE, Downlink, DroppedCommands, MqttStats, Session};
 use crate::sink::platform_queue::{PlatformQueue, PlatformUploadStats};
 use crate::sink::sparkplug::SparkplugSink;
 use crate::sink::webhook::{Notifier, NotifierHandle, WebhookConfig, WebhookStats};
@@ -129,6 +131,10 @@ pub(super) struct Generation {
     batches: mpsc::Sender<SampleBatch>,
     /// The sessions' end of the downlink channel, for sessions started on a reload.
     downlink: mpsc::Sender<Downlink>,
+    /// Where the daemon tells the core how a config push ended.
+    notices: mpsc::Sender<remote_config::Notice>,
+    /// The write routes and the dropped commands, for the daemon's life.
+    remote: Remote,
     links: Vec<LinkPart>,
     core: CorePart,
     sinks: Vec<SinkPart>,
@@ -138,6 +144,36 @@ pub(super) struct Generation {
     queues: Vec<SinkQueue>,
     alarm_gauges: Arc<AlarmGauges>,
     energy_events: Arc<EnergyEventCounts>,
+}
+
+/// What the daemon keeps across every reload for its downlink.
+#[derive(Clone, Default)]
+pub(super) struct Remote {
+    /// Routes `write` commands to the link tasks: a link kept over a reload keeps its
+    /// routes, a restarted one replaces them.
+    writes: WriteHandle,
+    /// Commands the sessions dropped on a full queue, for the core to audit.
+    dropped: Arc<DroppedCommands>,
+    /// The config file pushes are checked against, and where validated ones go; `None` when
+    /// the configuration is embedded (the demo).
+    config: Option<(remote_config::Target, mpsc::Sender<remote_config::Push>)>,
+    /// The running configuration's hash, for the sessions' retained status.
+    config_hash: Option<tokio::sync::watch::Receiver<String>>,
+}
+
+impl Remote {
+    /// What a daemon started from `config` keeps across reloads; `config_hash` follows the
+    /// file that runs.
+    pub(super) fn new(
+        config: Option<(remote_config::Target, mpsc::Sender<remote_config::Push>)>,
+        config_hash: tokio::sync::watch::Receiver<String>,
+    ) -> Self {
+        Self {
+            config,
+            config_hash: Some(config_hash),
+            ..Self::default()
+        }
+    }
 }
 
 /// What a new generation takes over from the old one.
@@ -154,6 +190,7 @@ struct Kept {
 struct Wiring {
     batches: mpsc::Sender<SampleBatch>,
     downlink: mpsc::Sender<Downlink>,
+    notices: mpsc::Sender<remote_config::Notice>,
     receivers: Receivers,
 }
 
@@ -161,16 +198,22 @@ impl Wiring {
     fn new() -> Self {
         let (batches, batch_rx) = mpsc::channel(BATCH_QUEUE);
         let (downlink, downlink_rx) = mpsc::channel(DOWNLINK_QUEUE);
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         Self {
             batches,
             downlink,
+            notices,
             receivers: Receivers {
                 batches: batch_rx,
                 downlink: downlink_rx,
+                notices: notices_rx,
             },
         }
     }
 }
+
+/// Config-push outcomes waiting for the core; one push is watched at a time.
+const NOTICE_QUEUE: usize = 8;
 
 impl Generation {
     /// Starts every part of `plan`, from the state a last run saved.
@@ -179,8 +222,18 @@ impl Generation {
         store: &StoreHandle,
         clock: &Arc<dyn Clock>,
         saved: &Saved,
+        remote: Remote,
     ) -> Self {
-        Self::assemble(plan, store, clock, saved, Wiring::new(), Kept::default()).await
+        Self::assemble(
+            plan,
+            store,
+            clock,
+            saved,
+            Wiring::new(),
+            Kept::default(),
+            remote,
+        )
+        .await
     }
 
     /// Moves to `next`: stops what changed or went away, keeps what did not, restarts the
@@ -214,6 +267,7 @@ impl Generation {
             Some(receivers) => Wiring {
                 batches: self.batches.clone(),
                 downlink: self.downlink.clone(),
+                notices: self.notices.clone(),
                 receivers,
             },
             None => {
@@ -264,7 +318,7 @@ impl Generation {
         }
         kept.queues = std::mem::take(&mut self.queues);
         let saved = load_saved(store).await;
-        Self::assemble(next, store, clock, &saved, wiring, kept).await
+        Self::assemble(next, store, clock, &saved, wiring, kept, self.remote).await
     }
 
     /// Starts what `kept` lacks for `plan`, and a new core on `wiring`.
@@ -275,13 +329,19 @@ impl Generation {
         saved: &Saved,
         wiring: Wiring,
         mut kept: Kept,
+        remote: Remote,
     ) -> Self {
+        let writes = &remote.writes;
         let links = start_links(
             &plan,
             &wiring.batches,
+            writes,
             clock,
             std::mem::take(&mut kept.links),
         );
+        // A removed device's route would lead to a stopped link: gone, it is refused as
+        // unknown. Kept and restarted links registered their devices above.
+        writes.retain(|device| plan.devices.iter().any(|d| d.name.as_str() == device));
         let queues = sink_queues(&plan, store, &kept.queues).await;
         let influx = kept.influx.take().or_else(|| start_influx(&plan));
         let notifiers = start_notifiers(&plan, clock, std::mem::take(&mut kept.notifiers));
@@ -291,6 +351,7 @@ impl Generation {
             clock,
             &queues,
             &wiring.downlink,
+            &remote,
             std::mem::take(&mut kept.sinks),
         );
         let alarm_gauges = Arc::new(AlarmGauges::default());
@@ -320,6 +381,9 @@ impl Generation {
             sinks: queues.clone(),
             clock: clock.clone(),
             auth: super::command_auth::CommandAuth::new(&plan.commands),
+            writes: super::remote_write::Writes::new(writes.clone()),
+            dropped: remote.dropped.clone(),
+            config_push: remote.config.clone(),
         };
         // Ends when every link has dropped its sender and the channel is drained, or when its
         // token is cancelled (a reload, or the grace period of a shutdown is over).
@@ -335,6 +399,8 @@ impl Generation {
             plan,
             batches: wiring.batches,
             downlink: wiring.downlink,
+            notices: wiring.notices,
+            remote,
             links,
             core: CorePart { tasks, handback },
             sinks,
@@ -343,6 +409,13 @@ impl Generation {
             queues,
             alarm_gauges,
             energy_events,
+        }
+    }
+
+    /// Tells the core how a config push ended, for it to audit and answer.
+    pub(super) fn notify(&self, notice: remote_config::Notice) {
+        if self.notices.try_send(notice).is_err() {
+            error!("Cannot hand a config push's outcome to the core; it is in the log only.");
         }
     }
 
@@ -465,6 +538,7 @@ fn link_keys(plan: &Plan) -> Vec<(Link, Vec<Device>)> {
 fn start_links(
     plan: &Plan,
     batches: &mpsc::Sender<SampleBatch>,
+    writes: &WriteHandle,
     clock: &Arc<dyn Clock>,
     mut kept: Vec<LinkPart>,
 ) -> Vec<LinkPart> {
@@ -478,7 +552,9 @@ fn start_links(
             continue;
         }
         let tasks = Supervisor::default();
-        let Some((stats, task)) = link_task(plan, index, batches, clock, tasks.token()) else {
+        let Some((stats, task)) =
+            link_task_with_writes(plan, index, writes, batches, clock, tasks.token())
+        else {
             continue;
         };
         tasks.spawn(&format!("link {}", key.0.name), task);
@@ -559,6 +635,7 @@ fn start_sinks(
     clock: &Arc<dyn Clock>,
     queues: &[SinkQueue],
     downlink: &mpsc::Sender<Downlink>,
+    remote: &Remote,
     mut kept: Vec<SinkPart>,
 ) -> Vec<SinkPart> {
     let mut parts = Vec::new();
@@ -619,6 +696,8 @@ fn start_sinks(
                         // Commands and their replies are JSON-profile messages: an
                         // energy_platform sink's queue holds only records.
                         let downlink = m.format.is_json().then(|| downlink.clone());
+                        let dropped = remote.dropped.clone();
+                        let config_hash = remote.config_hash.clone();
                         tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                             let mut session = Session::new(
                                 m.clone(),
@@ -628,7 +707,12 @@ fn start_sinks(
                                 counters.clone(),
                             );
                             if let Some(tx) = &downlink {
-                                session = session.with_downlink(tx.clone());
+                                session = session
+                                    .with_downlink(tx.clone())
+                                    .with_dropped(dropped.clone());
+                            }
+                            if let Some(hash) = &config_hash {
+                                session = session.with_config(hash.clone());
                             }
                             session.run(c)
                         });

@@ -188,6 +188,15 @@ pub mod offline {
         super::load(&conn).map_err(|e| format!("{}: {e:?}", path.display()))
     }
 
+    /// The rows the daemon saved under `scope` (engine state), in key order.
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn state(path: &Path, scope: &str) -> Result<Vec<(String, String)>, String> {
+        let conn = open(path, false)?;
+        super::load_state(&conn, scope).map_err(|e| format!("{}: {e:?}", path.display()))
+    }
+
     /// Queues a command (JSON) for the daemon; returns its id.
     ///
     /// # Errors

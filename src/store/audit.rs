@@ -36,7 +36,9 @@ pub struct AuditEntry {
     pub key: Option<String>,
     /// The command's `id`, as JSON text (cut), when one could be read.
     pub id: Option<String>,
-    /// `done`, `failed` (authorized, but the command itself was refused) or `refused`.
+    /// `done`, `failed` (authorized, but the command itself was refused), `refused`,
+    /// `intent` (a write about to be sent; its outcome follows in a later row) or `dropped`
+    /// (the command queue was full: never looked at, never answered).
     pub outcome: String,
     /// Why it was refused: `bad_signature`, `unknown_key`, `role`, `stale`, `future`,
     /// `replayed`, `unsigned`, `malformed`, …; `None` unless `outcome` is `refused`.

@@ -19,11 +19,7 @@ async fn run(args: &[&str]) -> (i32, String, String) {
             .stdin(Stdio::null())
             .output()
             .expect("run plantwatch");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        crate::harness::finished(&out)
     })
     .await
     .unwrap()

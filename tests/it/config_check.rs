@@ -37,11 +37,7 @@ fn check(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, St
         .stdin(Stdio::null())
         .output()
         .expect("run plantwatch");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::harness::finished(&out)
 }
 
 /// A config directory: `plantwatch.toml` holding `main` plus a state path inside the directory,

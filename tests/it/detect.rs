@@ -826,3 +826,56 @@ fn learn_as_a_duration_is_that_many_polls_of_the_device() {
     let e = refused("learn = \"a day\"");
     assert!(e.contains("rules[0].learn"), "{e}");
 }
+
+/// The `anomaly_kind` of each event of a rule on `vibration` that sees noise for a day, the
+/// level shifted by `step` noise amplitudes for six hours, then noise again.
+fn shift_kinds(step: f64) -> Vec<(AlarmStatus, String, AlarmEvent)> {
+    let p = plan("[[rules]]\nname = \"flow-odd\"\nkind = \"anomaly\"\npoint = \"vibration\"");
+    let mut e = Engine::new(&p);
+    let shifted = 1440..1440 + 360;
+    let events = per_minute(&mut e, "vibration", 1440 + 720, |m| {
+        50.0 + hashed_noise(m) + if shifted.contains(&m) { step } else { 0.0 }
+    });
+    events
+        .into_iter()
+        .map(|ev| {
+            let payload: serde_json::Value =
+                serde_json::from_slice(&plantwatch::encode::json_v1::alarm(&ev)).unwrap();
+            let kind = payload["anomaly_kind"].as_str().unwrap_or("").to_owned();
+            (ev.state, kind, ev)
+        })
+        .collect()
+}
+
+#[test]
+fn an_anomaly_alarm_names_the_kind_of_its_episode() {
+    // A shift of 3 noise amplitudes builds up over a few samples: the raise knows it.
+    let moderate = shift_kinds(3.0);
+    let states: Vec<_> = moderate.iter().map(|(s, k, _)| (*s, k.as_str())).collect();
+    assert_eq!(
+        states,
+        [
+            (AlarmStatus::Active, "level_shift"),
+            (AlarmStatus::Cleared, "level_shift")
+        ],
+        "{moderate:?}"
+    );
+    let raise = &moderate[0].2;
+    assert!(
+        raise.message.contains("looks abnormal: level shift"),
+        "{}",
+        raise.message
+    );
+    // A step of 12 amplitudes is one huge sample at its onset, so the raise says spike; the
+    // episode's kind settles over its first samples, and the clear carries the settled one.
+    let large = shift_kinds(12.0);
+    let states: Vec<_> = large.iter().map(|(s, k, _)| (*s, k.as_str())).collect();
+    assert_eq!(
+        states,
+        [
+            (AlarmStatus::Active, "spike"),
+            (AlarmStatus::Cleared, "level_shift")
+        ],
+        "{large:?}"
+    );
+}

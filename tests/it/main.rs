@@ -52,6 +52,10 @@ mod portability;
 mod profiles;
 #[cfg(feature = "demo")]
 mod reload;
+#[cfg(feature = "demo")]
+mod remote_config;
+#[cfg(feature = "demo")]
+mod remote_write;
 mod replay;
 mod sparkplug;
 #[cfg(feature = "demo")]

@@ -119,13 +119,24 @@ async fn a_reload_restarts_only_the_parts_whose_config_changed() {
         "line-a was restarted: a-1's poll count went from {before} to {after}\n{}",
         daemon.log()
     );
-    // A second online status would mean the session reconnected.
+    // The kept session publishes its status again, naming the new file (issue 17); a second
+    // status for the same file would mean it reconnected.
     got.extend(sub.collect_until(Duration::from_secs(1), |_| false).await);
+    let configs: Vec<String> = got
+        .iter()
+        .filter(|m| m.topic == "t9/status" && m.json()["state"] == "online")
+        .map(|m| m.json()["config"].as_str().unwrap_or_default().to_owned())
+        .collect();
     assert_eq!(
-        online_statuses(&got),
-        1,
-        "the MQTT session reconnected on a reload that did not change it\n{}",
+        configs.len(),
+        2,
+        "the MQTT session reconnected on a reload that did not change it, or did not name \
+         the new file: {configs:?}\n{}",
         daemon.log()
+    );
+    assert_ne!(
+        configs[0], configs[1],
+        "the status names the same file twice"
     );
     assert!(
         metrics.contains("plantwatch_mqtt_connects_total{sink=\"mqtt\"} 1"),

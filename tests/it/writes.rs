@@ -111,7 +111,7 @@ impl Rig {
 
 /// A writable point of each type in each order, with a value inside its limits that the
 /// type's default codec turns into something other than zero.
-fn every_type_and_order() -> (String, Vec<(String, Value)>) {
+pub(crate) fn every_type_and_order() -> (String, Vec<(String, Value)>) {
     let mut text = String::new();
     let mut values = Vec::new();
     let mut address = 0u32;

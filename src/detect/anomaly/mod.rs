@@ -2,7 +2,8 @@
 //!
 //! One [`AnomalyModel`] per point; [`AnomalyModel::update`] is a deterministic function
 //! of (state, timestamp, season bucket, value): no clock, no randomness, no I/O, no
-//! allocation after [`AnomalyModel::new`].
+//! allocation after [`AnomalyModel::new`] except while `season = "auto"` searches (a
+//! scratch copy of the summary at each search, and the buckets of the cycle it finds).
 //!
 //! Per sample it returns a [`Score`]: `score`, the evidence in [0, 1] that a *new* anomaly
 //! starts at this sample, and the [`Episode`] (active or not, its kind, since when). A level
@@ -26,16 +27,18 @@
 //!
 //! # `season = "auto"` (the default)
 //!
-//! The model looks for a cycle of its own: the stream is summarised in 512 bins (merged
-//! pairwise as it grows, so constant memory), and each time the summary fills it is searched
+//! The model looks for a cycle of its own: the stream is summarised in 512 `f32` bins (2 KiB,
+//! merged pairwise as it grows, so constant memory), and each time the summary fills it is searched
 //! for a period: the highest autocorrelation peak of the detrended bins that follows a dip,
 //! clears the white-noise bound and sits on a periodogram peak (see `period.rs`). Three whole
 //! cycles must be seen, so at one sample a minute a 90-minute cycle is found after about
 //! 8.5 h, a daily one after about 6 days, a weekly one after about 23 days; after four weeks
 //! without one the search stops. A found cycle gets up to 48 phase buckets (each a line, as
 //! above), learned from the summary, and the model carries on without a new warm-up. Until
-//! then, and without a cycle, the model is the plain one. Periods are counted in samples, so
-//! irregular sampling blurs them.
+//! then, and without a cycle, the model is the plain one. The summary is freed as soon as the
+//! search decides, and the buckets are allocated only then, so a point holds ~2.6 KiB while
+//! searching and ~2.9 KiB with a cycle. Periods are counted in samples, so irregular
+//! sampling blurs them.
 //!
 //! # Components
 //!
@@ -490,9 +493,10 @@ impl AnomalyModel {
             Season::None => Vec::new(),
             s => vec![Bucket::default(); usize::from(s.buckets())],
         };
-        // A found cycle gets its buckets when it is found.
+        // A found cycle gets its buckets when it is found, not before: the summary and
+        // 48 reserved buckets together would be over 4 KiB while searching.
         let buckets = if params.season == Season::Auto {
-            Vec::with_capacity(AUTO_BUCKETS)
+            Vec::new()
         } else {
             buckets
         };
@@ -558,7 +562,7 @@ impl AnomalyModel {
     }
 
     /// Bytes the model holds: itself, its season buckets and, while `season = "auto"` is
-    /// still searching, its 4 KiB summary of the stream.
+    /// still searching, its 2 KiB summary of the stream.
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.buckets.capacity() * std::mem::size_of::<Bucket>()
@@ -578,10 +582,6 @@ impl AnomalyModel {
     /// Gives a model read back from a snapshot the buffers [`AnomalyModel::new`] allocates
     /// (it holds only what was in use), so its updates allocate nothing, as documented.
     pub fn reserve_buffers(&mut self) {
-        if self.params.season == Season::Auto && self.core.cycle.is_none() {
-            self.buckets
-                .reserve_exact(AUTO_BUCKETS.saturating_sub(self.buckets.len()));
-        }
         if let Some(summary) = self.summary.as_mut() {
             summary.reserve();
         }
@@ -762,9 +762,9 @@ impl AnomalyModel {
         let summary_width = summary.width();
         let bin_ms = dt * summary_width as f64;
         let searched_ms = summary.span() as f64 * dt;
-        let found = period::find_period(summary.bins());
+        let bins = summary.bins();
+        let found = period::find_period(&bins);
         if let Some(lag) = found {
-            let bins = summary.bins().to_vec();
             self.install_cycle(ts_ms, bin_ms, lag, &bins, summary_width);
         }
         if found.is_some() || searched_ms >= AUTO_SEARCH_MS {

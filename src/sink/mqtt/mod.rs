@@ -284,6 +284,65 @@ pub struct Downlink {
 /// Commands queued for the core before new ones are refused (and logged).
 pub const DOWNLINK_QUEUE: usize = 64;
 
+/// Whether the configuration's hash changed; `false` once its sender is gone; pends without
+/// one.
+async fn config_changed(config: &mut Option<tokio::sync::watch::Receiver<String>>) -> bool {
+    match config {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Dropped commands held one by one for the audit trail; beyond, only counted.
+pub const MAX_DROPPED_HELD: usize = 1024;
+
+/// A command dropped on a full queue, as its audit row names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedCommand {
+    /// The sink it arrived on.
+    pub sink: String,
+    /// The `{name}` segment.
+    pub name: String,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of its payload, hex.
+    pub sha256: String,
+}
+
+/// Commands the sessions dropped because the core's queue was full, until the core audits
+/// them: a flood that overflows the queue still leaves a row per command (up to
+/// [`MAX_DROPPED_HELD`] between two audits, and a count beyond).
+#[derive(Debug, Default)]
+pub struct DroppedCommands {
+    // A std mutex: held for a push or a swap, never across an await.
+    inner: std::sync::Mutex<(Vec<DroppedCommand>, u64)>,
+}
+
+impl DroppedCommands {
+    /// Holds `d` for the audit trail, or counts it when the hold is full.
+    pub fn push(&self, d: DroppedCommand) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.0.len() < MAX_DROPPED_HELD {
+            inner.0.push(d);
+        } else {
+            inner.1 += 1;
+        }
+    }
+
+    /// Takes what is held, and the count of those beyond it.
+    pub fn take(&self) -> (Vec<DroppedCommand>, u64) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = std::mem::take(&mut inner.0);
+        (held, std::mem::replace(&mut inner.1, 0))
+    }
+}
+
 /// The MQTT sink task's state.
 pub struct Session<O: Outbox> {
     plan: Mqtt,
@@ -292,6 +351,10 @@ pub struct Session<O: Outbox> {
     clock: Arc<dyn Clock>,
     stats: Arc<MqttStats>,
     downlink: Option<tokio::sync::mpsc::Sender<Downlink>>,
+    /// Where dropped commands wait for the audit trail.
+    dropped: Arc<DroppedCommands>,
+    /// The running configuration's hash, for the retained status; a change republishes it.
+    config: Option<tokio::sync::watch::Receiver<String>>,
     /// A command flood fills the queue with every message: one line a minute, with a count.
     queue_full: RepeatLimit,
 }
@@ -312,6 +375,8 @@ impl<O: Outbox> Session<O> {
             clock,
             stats,
             downlink: None,
+            dropped: Arc::default(),
+            config: None,
             queue_full: RepeatLimit::new(REPEAT_WINDOW),
         }
     }
@@ -326,6 +391,27 @@ impl<O: Outbox> Session<O> {
         self
     }
 
+    /// Hands the commands a full queue drops to `dropped`, for the core to audit.
+    #[must_use]
+    pub fn with_dropped(mut self, dropped: Arc<DroppedCommands>) -> Self {
+        self.dropped = dropped;
+        self
+    }
+
+    /// Names the running configuration (its hash) in the retained status, published again
+    /// whenever it changes.
+    #[must_use]
+    pub fn with_config(mut self, config: tokio::sync::watch::Receiver<String>) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The online status, naming the running configuration.
+    fn online_status(&self, now: Timestamp) -> Vec<u8> {
+        let hash = self.config.as_ref().map(|c| c.borrow().clone());
+        json_v1::status_with_config(true, now, hash.as_deref())
+    }
+
     fn on_message(&self, topic: &str, payload: Vec<u8>, retained: bool) {
         let Some(tx) = &self.downlink else { return };
         let prefix = format!("{}/cmd/", self.plan.topic_prefix);
@@ -333,21 +419,27 @@ impl<O: Outbox> Session<O> {
             debug!(topic = %peer_text(topic), "Message on a topic that is not a command; ignored.");
             return;
         };
-        if tx
-            .try_send(Downlink {
-                sink: self.plan.name.to_string(),
-                name: name.to_owned(),
-                payload,
-                retained,
-            })
-            .is_err()
-            && let Some(left_out) = self.queue_full.admit("", std::time::Instant::now())
-        {
+        let Err(err) = tx.try_send(Downlink {
+            sink: self.plan.name.to_string(),
+            name: name.to_owned(),
+            payload,
+            retained,
+        }) else {
+            return;
+        };
+        let d = err.into_inner();
+        self.dropped.push(DroppedCommand {
+            sink: d.sink,
+            name: peer_text(&d.name),
+            bytes: d.payload.len() as u64,
+            sha256: crate::store::audit::sha256_hex(&d.payload),
+        });
+        if let Some(left_out) = self.queue_full.admit("", std::time::Instant::now()) {
             warn!(
                 topic = %peer_text(topic),
                 left_out,
-                "Command queue full (or the core stopped); command dropped unanswered \
-                 (left_out: as many since the last such line)."
+                "Command queue full (or the core stopped); command dropped unanswered, and \
+                 audited (left_out: as many since the last such line)."
             );
         }
     }
@@ -356,7 +448,7 @@ impl<O: Outbox> Session<O> {
     ///
     /// # Errors
     /// Only start-up errors (credentials, TLS files); connection trouble is retried forever.
-    pub async fn run(self, cancel: CancellationToken) -> Result<(), MqttError> {
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), MqttError> {
         let started = self.clock.now();
         let (client, mut events) = conn::connect(&self.plan, started)?;
         let broker = format!("{}:{}", self.plan.host, self.plan.port);
@@ -401,6 +493,18 @@ impl<O: Outbox> Session<O> {
                 },
                 // Commands were paused and may come back on this connection.
                 () = sleep_until(resume_commands), if resume_commands.is_some() => {}
+                // A reload changed the configuration: the retained status says which runs now.
+                changed = config_changed(&mut self.config) => {
+                    if !changed {
+                        self.config = None;
+                    } else if feed.is_some()
+                        && client
+                            .try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, self.online_status(self.clock.now()))
+                            .is_ok()
+                    {
+                        inflight.handed_to_client(Tracked::Untracked);
+                    }
+                }
                 event = events.poll() => {
                 if let Event::TooLarge(err) = &event {
                     let paused = commands.on_too_large(tokio::time::Instant::now());
@@ -433,7 +537,7 @@ impl<O: Outbox> Session<O> {
                                 "Broker connection restored; replaying the outbox."),
                             None => info!(broker = %broker, protocol = %protocol, "Connected to the broker."),
                         }
-                        if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, json_v1::status(true, now)).is_ok() {
+                        if client.try_publish(status_topic(&self.plan), QoS::AtLeastOnce, true, self.online_status(now)).is_ok() {
                             inflight.handed_to_client(Tracked::Untracked);
                         }
                         // Clean sessions forget subscriptions: the gate subscribes again on every
@@ -691,6 +795,23 @@ async fn join<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_commands_are_held_one_by_one_then_counted_and_taken_once() {
+        let dropped = DroppedCommands::default();
+        for i in 0..MAX_DROPPED_HELD + 5 {
+            dropped.push(DroppedCommand {
+                sink: "mqtt".into(),
+                name: "write".into(),
+                bytes: i as u64,
+                sha256: String::new(),
+            });
+        }
+        let (held, beyond) = dropped.take();
+        assert_eq!((held.len(), beyond), (MAX_DROPPED_HELD, 5));
+        assert_eq!(held[7].bytes, 7);
+        assert_eq!(dropped.take(), (Vec::new(), 0));
+    }
 
     #[test]
     fn a_tls_file_must_hold_the_expected_pem_block_and_errors_name_the_key() {
