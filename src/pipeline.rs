@@ -12,14 +12,14 @@
 //! in).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use crate::config::plan::Plan;
+use crate::detect::spec::EngineSpec;
 use crate::detect::{AlarmEvent, Engine};
 use crate::model::{DeviceId, SampleBatch, Timestamp};
 use crate::process::counter::Booked;
 use crate::process::ledger::{Ledger, LedgerEvent, LedgerInterval};
-use crate::process::report::Reporter;
+use crate::process::report::{DeviceReport, Reporter};
+use crate::process::spec::LedgerSpec;
 
 /// Which copies of each poll a caller wants back in [`Outputs`], beyond events and intervals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,10 +56,21 @@ impl Outputs {
     }
 }
 
+/// What the pipeline's stages are built from; `config` assembles it from the plan.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    /// The energy ledger's meters.
+    pub ledger: LedgerSpec,
+    /// The detect engine's devices and rules.
+    pub engine: EngineSpec,
+    /// Each device's reporting policies, in the order the plan lists the devices.
+    pub devices: Vec<DeviceReport>,
+}
+
 /// The pure stages' state for one configuration.
 #[derive(Debug)]
 pub struct Pipeline {
-    plan: Arc<Plan>,
+    devices: Vec<DeviceReport>,
     device_index: HashMap<DeviceId, usize>,
     ledger: Ledger,
     engine: Engine,
@@ -72,19 +83,19 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Fresh stages for `plan`: every counter, rule and reporting memory starts empty.
-    pub fn new(plan: Arc<Plan>, taps: Taps) -> Self {
+    /// Fresh stages for `spec`: every counter, rule and reporting memory starts empty.
+    pub fn from_spec(spec: PipelineSpec, taps: Taps) -> Self {
         Self {
-            device_index: plan
+            device_index: spec
                 .devices
                 .iter()
                 .enumerate()
                 .map(|(i, d)| (d.name.clone(), i))
                 .collect(),
-            ledger: Ledger::new(&plan),
-            engine: Engine::new(&plan),
+            ledger: Ledger::from_spec(spec.ledger),
+            engine: Engine::from_spec(&spec.engine),
             reporter: Reporter::default(),
-            plan,
+            devices: spec.devices,
             taps,
             booked: Vec::new(),
             advanced_to: i64::MIN,
@@ -99,11 +110,6 @@ impl Pipeline {
             self.advanced_to = now;
             self.engine.tick(now, events);
         }
-    }
-
-    /// The configuration the stages were built for.
-    pub fn plan(&self) -> &Arc<Plan> {
-        &self.plan
     }
 
     /// The detect engine: scores, raised alarms, operator commands, saved state.
@@ -155,7 +161,9 @@ impl Pipeline {
         if self.taps.every_poll {
             out.polls.push(batch.clone());
         }
-        let device = &self.plan.devices[device];
+        let Some(device) = self.devices.get(device) else {
+            return;
+        };
         if let Some(reported) = self.reporter.filter(device, batch, now) {
             out.reported.push(reported);
         }
@@ -164,7 +172,10 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::config::plan::Plan;
     use crate::config::{EnvOverrides, load_str};
     use crate::model::{BadReason, Name, PointSample, Quality, Value};
 

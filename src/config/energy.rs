@@ -123,26 +123,7 @@ pub enum QuotaPeriodName {
     Month,
 }
 
-/// A resolved quota.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Quota {
-    /// Its name.
-    pub name: crate::model::Name,
-    /// The meter or group.
-    pub target: String,
-    /// The energy that counts.
-    pub kind: EnergyKind,
-    /// Its period.
-    pub period: crate::detect::quota::QuotaPeriod,
-    /// The quota.
-    pub limit: f64,
-    /// Earliest projection, as a share of the period.
-    pub min_elapsed: f64,
-    /// Severity.
-    pub severity: super::rules::Severity,
-    /// Indices of the meters that count towards it.
-    pub meters: Vec<usize>,
-}
+pub use crate::detect::spec::{Baseline, Quota, Regression};
 
 /// How a baseline predicts normal use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -191,42 +172,6 @@ pub struct RawBaseline {
     /// Severity.
     #[serde(default)]
     pub severity: Option<super::rules::Severity>,
-}
-
-/// A resolved hour-of-week baseline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Baseline {
-    /// Its name.
-    pub name: crate::model::Name,
-    /// The meter or group.
-    pub target: String,
-    /// Energy unit, for messages.
-    pub unit: String,
-    /// Weeks kept.
-    pub weeks: usize,
-    /// Weeks needed.
-    pub min_weeks: usize,
-    /// Threshold above the baseline, percent.
-    pub over_percent: f64,
-    /// Severity.
-    pub severity: super::rules::Severity,
-    /// Indices of the meters that count.
-    pub meters: Vec<usize>,
-    /// With `method = "regression"`: how days are judged instead of hours.
-    pub regression: Option<Regression>,
-}
-
-/// A regression baseline's settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Regression {
-    /// Index (into `Energy::meters`) of the production counter.
-    pub production: usize,
-    /// Its name, for messages.
-    pub production_name: String,
-    /// Days of history kept.
-    pub days: usize,
-    /// Days needed before it judges.
-    pub min_days: usize,
 }
 
 /// `[[production]]` as written: a counter of product (pieces, tonnes).

@@ -32,22 +32,7 @@ pub struct RawMaintenance {
     pub severity: Option<Severity>,
 }
 
-/// Maintenance counting for one device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Maintenance {
-    /// Index into `Plan::devices`.
-    pub device: usize,
-    /// Index of the run point in that device.
-    pub run_point: usize,
-    /// Running above this value.
-    pub run_above: f64,
-    /// Service interval in running hours.
-    pub service_hours: Option<f64>,
-    /// Service interval in starts.
-    pub service_starts: Option<u64>,
-    /// Severity of the service alarms.
-    pub severity: Severity,
-}
+pub use crate::detect::spec::Maintenance;
 
 /// `[health]` as written.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,6 +1,7 @@
 //! The resolved configuration: typed, validated, with no optional values left.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acquire::plan::{ReadPlan, RequestLimits};
@@ -9,8 +10,9 @@ use crate::decode::Codec;
 use crate::model::{DeviceId, LinkId, Name, PointId};
 
 pub use super::raw::{Function, Parity, ReportMode};
+use crate::pipeline::{Pipeline, PipelineSpec, Taps};
 pub use crate::process::report::Report;
-use crate::process::report::ReportedDevice;
+use crate::process::report::{DeviceReport, ReportedDevice};
 
 /// Everything the daemon needs, valid as a whole.
 #[derive(Debug, Clone)]
@@ -238,5 +240,37 @@ impl Point {
         } else {
             self.codec.registers()
         }
+    }
+}
+
+impl Plan {
+    /// The pipeline's spec: the ledger's meters, the engine's devices and rules, and each
+    /// device's reporting policies.
+    pub fn pipeline_spec(&self) -> PipelineSpec {
+        PipelineSpec {
+            ledger: self
+                .energy
+                .ledger_spec(&self.devices, self.gateway.timezone),
+            engine: self.engine_spec(),
+            devices: self
+                .devices
+                .iter()
+                .map(|d| DeviceReport {
+                    name: d.name.clone(),
+                    points: d.points.iter().map(|p| p.report).collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+// The pipeline takes its spec, not the plan; this constructor assembles the spec where the
+// plan is known, so the pure step does not name `config`.
+impl Pipeline {
+    /// Fresh stages for `plan`: every counter, rule and reporting memory starts empty.
+    // By value, as the daemon, replay and the benches hand over their shared plan.
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn new(plan: Arc<Plan>, taps: Taps) -> Self {
+        Self::from_spec(plan.pipeline_spec(), taps)
     }
 }

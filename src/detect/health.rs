@@ -13,7 +13,9 @@
 
 use serde::Serialize;
 
-use crate::config::rules::Severity;
+use super::engine::{Detector, Engine, ms, point_shares};
+use super::message::PointShare;
+use super::spec::{RuleKind, Severity};
 
 /// Weight of the newest poll in the answered-share average (about 20 polls of memory).
 pub const COMM_ALPHA: f64 = 0.1;
@@ -69,6 +71,73 @@ pub fn trend(eta_ms: i64, horizon_ms: i64) -> f64 {
         return 0.0;
     }
     20.0 * (1.0 - eta_ms as f64 / (2.0 * horizon_ms as f64)).clamp(0.0, 1.0)
+}
+
+/// One device's health, as published on `{prefix}/health/{device}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceHealth {
+    /// The device.
+    pub device: String,
+    /// What each part deducts.
+    pub parts: Parts,
+    /// Running hours in total, where counted.
+    pub running_hours: Option<f64>,
+    /// Starts in total, where counted.
+    pub starts: Option<u64>,
+    /// While a device-level anomaly alarm is raised: each point's share of its deviation,
+    /// largest first.
+    pub shares: Vec<PointShare>,
+}
+
+impl Engine {
+    /// The health now (see the [module](self)) of every device polled at least once.
+    pub fn health(&self) -> Vec<DeviceHealth> {
+        self.devices
+            .iter()
+            .filter(|d| d.polled)
+            .map(|d| {
+                let raised = d
+                    .instances
+                    .iter()
+                    .filter(|i| i.state.is_raised() && !i.state.suppressed)
+                    .map(|i| i.rule.severity);
+                let max_score = d
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.seen.score)
+                    .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+                let trend = d
+                    .instances
+                    .iter()
+                    .filter_map(|i| match (&i.rule.kind, i.seen.eta_ms) {
+                        (RuleKind::Trend { horizon, .. }, Some(eta)) => {
+                            Some(trend(eta, ms(*horizon)))
+                        }
+                        _ => None,
+                    })
+                    .fold(0.0, f64::max);
+                DeviceHealth {
+                    device: d.name.to_string(),
+                    parts: Parts {
+                        comm: comm(d.answered_avg),
+                        alarms: alarms(raised),
+                        anomaly: anomaly(max_score),
+                        trend,
+                    },
+                    running_hours: d.maintenance.as_ref().map(|(_, c)| c.running_hours()),
+                    starts: d.maintenance.as_ref().map(|(_, c)| c.starts),
+                    shares: d
+                        .instances
+                        .iter()
+                        .find(|i| {
+                            i.state.is_raised() && matches!(i.detector, Detector::DeviceAnomaly(_))
+                        })
+                        .map(|i| point_shares(i, &d.point_names))
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

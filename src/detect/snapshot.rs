@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Detector, Engine};
+use super::engine::{Detector, Engine};
 
 /// Version of the snapshot encoding; a snapshot written with another is ignored. Bump it when
 /// the encoding itself changes (a model's fields are covered by the fingerprint).

@@ -58,6 +58,30 @@ pub trait ReportedDevice {
     fn policy(&self, index: usize) -> Option<&Report>;
 }
 
+/// A device's reporting policies, as the pipeline holds them: its name and each point's policy,
+/// indexed as the samples of its batches are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReport {
+    /// The device's name.
+    pub name: crate::model::Name,
+    /// Each point's policy.
+    pub points: Vec<Report>,
+}
+
+impl ReportedDevice for DeviceReport {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    fn point_count(&self) -> usize {
+        self.points.len()
+    }
+
+    fn policy(&self, index: usize) -> Option<&Report> {
+        self.points.get(index)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Last {
     value: Option<Value>,

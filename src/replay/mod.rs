@@ -93,6 +93,8 @@ pub trait LedgerSink {
 
 /// The pipeline a replayed poll goes through, and where its ledger rows and episodes go.
 struct Stages<'a> {
+    /// The plan the pipeline was built from (a wide export names its points and zone).
+    plan: Arc<Plan>,
     pipeline: Pipeline,
     out: Outputs,
     ledger: Option<&'a mut dyn LedgerSink>,
@@ -344,9 +346,11 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
         ),
         None => None,
     };
+    let shared = Arc::new(plan.clone());
     let mut stages = Stages {
+        plan: shared.clone(),
         pipeline: Pipeline::new(
-            Arc::new(plan.clone()),
+            shared,
             Taps {
                 every_poll: true,
                 reported: false,

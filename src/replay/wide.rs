@@ -148,7 +148,7 @@ pub(super) fn replay<R: Read, W: Write, E: Write>(
     let di = engine
         .device_index(device)
         .ok_or_else(|| row_error(0, format!("--device: no device `{device}` in the config")))?;
-    let plan = stages.pipeline.plan().clone();
+    let plan = stages.plan.clone();
     let dev = &plan.devices[di];
     let points: Vec<Name> = dev.points.iter().map(|p| p.name.clone()).collect();
     let tz = plan.gateway.timezone;
