@@ -29,8 +29,9 @@ Examples:
   plantwatch alarms ack pump-1/motor-hot
   plantwatch alarms shelve pump-1/offline 2h      hide it for two hours (1s to 30d)")]
 pub(super) struct Args {
-    /// The state file, instead of the one the config names (e.g. a copy).
-    #[arg(long, value_name = "FILE")]
+    /// The state file, instead of the one the config names (e.g. a copy). Global, so it may
+    /// come before or after the action (`audit verify --state FILE`).
+    #[arg(long, value_name = "FILE", global = true)]
     state: Option<PathBuf>,
     /// How long to wait for the daemon's reply, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5000)]

@@ -16,8 +16,9 @@ Examples:
   plantwatch audit list --last 20
   plantwatch audit verify --state /var/lib/plantwatch/state.db")]
 pub(super) struct Args {
-    /// The state file, instead of the one the config names (e.g. a copy).
-    #[arg(long, value_name = "FILE")]
+    /// The state file, instead of the one the config names (e.g. a copy). Global, so it may
+    /// come before or after the action (`audit verify --state FILE`).
+    #[arg(long, value_name = "FILE", global = true)]
     state: Option<PathBuf>,
     #[command(subcommand)]
     action: Action,

@@ -18,8 +18,9 @@ loaded, or another push was still being watched.
 Example:
   plantwatch config history --state /var/lib/plantwatch/state.db")]
 pub(super) struct Args {
-    /// The state file, instead of the one the config names (e.g. a copy).
-    #[arg(long, value_name = "FILE")]
+    /// The state file, instead of the one the config names (e.g. a copy). Global, so it may
+    /// come before or after the action (`audit verify --state FILE`).
+    #[arg(long, value_name = "FILE", global = true)]
     state: Option<PathBuf>,
     #[command(subcommand)]
     action: Action,

@@ -687,11 +687,17 @@ fn issue_18_subcommand_flags_come_in_any_order() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
+    let state_s = state.to_str().unwrap();
     for args in [
         &["alarms", "list", "--config", config][..],
         &["alarms", "--config", config, "list", "--json"],
         &["-c", config, "alarms", "list"],
         &["alarms", "list", "--json", "-c", config],
+        // --state after the action, as the examples in `audit --help` and `config --help` write it.
+        &["alarms", "list", "--state", state_s, "-c", config],
+        &["alarms", "--state", state_s, "list", "-c", config],
+        &["audit", "verify", "--state", state_s, "-c", config],
+        &["config", "history", "--state", state_s, "-c", config],
     ] {
         let (code, out, err) = run(args);
         assert_eq!(code, 0, "{args:?}: {out}{err}");
