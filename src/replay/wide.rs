@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! datetime;Current;Pressure;Volume Flow RateRMS;anomaly
-//! 2020-02-08 13:30:47;2.16975;0.382638;122.664;0
+//! 2026-10-01 08:00:00;2.15;0.38;122.5;0
 //! ```
 //!
 //! * The separator is `;` if the header line has one, else `,`. With `;`, a decimal comma
