@@ -73,8 +73,7 @@ pub(super) fn run(
     profiles_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let path = super::state_file(args.state.as_deref(), config, profiles_dir)?;
-    // First the diagnosis of a file that cannot be used, with its exit status.
-    drop(crate::store::offline::open(&path, false).map_err(super::offline_failed)?);
+    super::diagnose_state_file(&path)?;
     let raised: Vec<AlarmEvent> = offline::raised(&path)
         .map_err(anyhow::Error::msg)?
         .into_iter()
