@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
@@ -110,9 +110,9 @@ pub(super) fn run(
         payload,
     })?;
     let id = offline::queue(&path, &body, now).map_err(anyhow::Error::msg)?;
-    let deadline = Instant::now() + Duration::from_millis(args.wait_ms);
+    let deadline = crate::clock::monotonic() + Duration::from_millis(args.wait_ms);
     // Bounded by the deadline; the daemon looks at the queue once a second.
-    while Instant::now() < deadline {
+    while crate::clock::monotonic() < deadline {
         if let Some(reply) = offline::reply(&path, id).map_err(anyhow::Error::msg)? {
             let reply: Json = serde_json::from_str(&reply).unwrap_or(Json::Null);
             if reply["ok"] == true {
