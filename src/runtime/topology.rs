@@ -553,7 +553,7 @@ fn start_links(
         }
         let tasks = Supervisor::default();
         let Some((stats, task)) =
-            link_task_with_writes(plan, index, writes, batches, clock, tasks.token())
+            link_task_with_writes(plan.fleet(), index, writes, batches, clock, tasks.token())
         else {
             continue;
         };

@@ -52,7 +52,8 @@ impl Rig {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let stats = spawn_links_with_writes(plan, &writes, &tx, &clock, &cancel, &mut tasks);
+        let stats =
+            spawn_links_with_writes(plan.fleet(), &writes, &tx, &clock, &cancel, &mut tasks);
         Self {
             sim,
             writes,
