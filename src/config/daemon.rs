@@ -9,6 +9,8 @@ use serde::Deserialize;
 use super::issue::Issues;
 use super::valid_host;
 use crate::model::Name;
+use crate::store::OutboxLimits;
+pub use crate::store::{DEFAULT_MAX_OUTBOX_BYTES, OnCorrupt};
 
 /// `[mqtt]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -365,20 +367,14 @@ pub struct Store {
     pub on_corrupt: OnCorrupt,
 }
 
-/// What the daemon does when it finds its state file corrupt at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnCorrupt {
-    /// Log an ERROR, rename the file to `state.db.corrupt-<UTC time>` and start a fresh one,
-    /// rather than fail every start under `Restart=on-failure`.
-    #[default]
-    MoveAside,
-    /// Fail to start, leaving the file for an operator.
-    Refuse,
+impl From<&Store> for OutboxLimits {
+    fn from(c: &Store) -> Self {
+        Self {
+            max_bytes: c.max_outbox_bytes,
+            commit_window: c.commit_window,
+        }
+    }
 }
-
-/// 256 MiB: about an hour of the 200-meter workload at 1 s (a device message takes about 350
-/// bytes in the compact outbox form); small enough for any gateway's card by default.
-pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Resolves one MQTT sink written at `section` (`mqtt`, or `mqtt[1]` in an array).
 pub fn resolve_mqtt(
