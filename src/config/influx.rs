@@ -203,7 +203,7 @@ pub fn resolve_influx(raw: &RawInflux, issues: &mut Issues) -> Option<Influx> {
     if raw.bucket.trim().is_empty() {
         issues.push("influxdb.bucket", "must not be empty");
     }
-    let token = PasswordSource::resolve(
+    let token = super::daemon::password_source(
         "influxdb",
         ("token_file", raw.token_file.as_ref()),
         ("token_credential", raw.token_credential.as_ref()),

@@ -151,7 +151,7 @@ fn resolve_https(raw: &RawHttps, issues: &mut Issues) -> Option<Https> {
         }
     };
     let before = issues.0.len();
-    let password = super::daemon::PasswordSource::resolve(
+    let password = super::daemon::password_source(
         KEY,
         ("password_file", raw.password_file.as_ref()),
         ("password_credential", raw.password_credential.as_ref()),
