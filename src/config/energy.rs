@@ -11,6 +11,7 @@ use super::issue::{ConfigIssue, Issues};
 use super::plan::{Device, Plan};
 use super::rules::parse_duration;
 use crate::decode::DataType;
+use crate::export::spec::ReportSpec;
 use crate::process::coal::{Coefficients, EnergyKind};
 use crate::process::counter::{GapPolicy, MeterParams};
 use crate::process::ledger::Ledger;
@@ -244,6 +245,18 @@ impl Default for Energy {
 }
 
 impl Energy {
+    /// The report's spec: meters, tariff, coefficients, interval, benchmarks and savings.
+    pub fn report_spec(&self) -> ReportSpec {
+        ReportSpec {
+            meters: self.meters.clone(),
+            tariff: self.tariff.clone(),
+            coefficients: self.coefficients.clone(),
+            interval: self.interval,
+            benchmarks: self.benchmarks.clone(),
+            savings: self.savings.clone(),
+        }
+    }
+
     /// The ledger's spec: these meters, reading from `devices` (the plan's, which the meters
     /// index), with days and periods in `timezone`.
     pub fn ledger_spec(&self, devices: &[Device], timezone: chrono_tz::Tz) -> LedgerSpec {
