@@ -63,6 +63,15 @@ impl Plan {
         }
     }
 
+    /// This plan with `links` in place of its own, as a simulator serving its devices
+    /// rewrites them to reach it.
+    pub fn with_links(&self, links: &[Link]) -> Plan {
+        Plan {
+            links: links.to_vec(),
+            ..self.clone()
+        }
+    }
+
     /// The devices on link `index`.
     pub fn devices_on(&self, index: usize) -> impl Iterator<Item = &Device> {
         self.devices.iter().filter(move |d| d.link == index)

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::acquire::link::Connection;
 use plantwatch::acquire::{DeviceStats, poll_device, poll_once, spawn_links};
 use plantwatch::clock::{Clock, SystemClock};
 use plantwatch::model::{BadReason, Quality, SampleBatch, Value};
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use plantwatch::sim::{Bind, Simulator};
+use crate::harness::Simulator;
+use plantwatch::sim::Bind;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 
 use crate::harness::daemon::Daemon;
@@ -466,7 +467,8 @@ mod events {
     use std::process::Command;
     use std::time::Duration;
 
-    use plantwatch::sim::{Bind, Fault, Simulator};
+    use crate::harness::Simulator;
+    use plantwatch::sim::{Bind, Fault};
 
     use crate::harness::daemon::Daemon;
     use crate::harness::{bin, eventually, plan};

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::acquire::write::{WriteError, WriteHandle, WriteLimits, WriteOutcome};
 use plantwatch::acquire::{AcquireStats, spawn_links_with_writes};
 use plantwatch::clock::{Clock, SystemClock};
 use plantwatch::config::plan::Function;
 use plantwatch::decode::{ByteOrder, Codec, DataType, decode, decode_bit};
 use plantwatch::model::{Quality, SampleBatch, Value};
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
