@@ -218,7 +218,7 @@ fn main() {
     };
     let started = Instant::now();
     let summary = replay(
-        &plan,
+        &plan.replay_spec(),
         csv.as_slice(),
         std::io::sink(),
         Some(std::io::sink()),
@@ -259,7 +259,7 @@ fn main() {
     let mut episodes = std::io::sink();
     let started = Instant::now();
     let summary = replay_with_episodes(
-        &plan,
+        &plan.replay_spec(),
         wide.as_slice(),
         std::io::sink(),
         Some(std::io::sink()),

@@ -11,6 +11,7 @@ pub use crate::acquire::spec::{
 use crate::pipeline::{Pipeline, PipelineSpec, Taps};
 use crate::process::report::DeviceReport;
 pub use crate::process::report::Report;
+use crate::replay::ReplaySpec;
 
 /// Everything the daemon needs, valid as a whole.
 #[derive(Debug, Clone)]
@@ -106,6 +107,19 @@ impl Plan {
                     points: d.points.iter().map(|p| p.report).collect(),
                 })
                 .collect(),
+        }
+    }
+}
+
+impl Plan {
+    /// What `replay` runs a recording through: the pipeline's spec, the devices, the zone and
+    /// the ledger interval.
+    pub fn replay_spec(&self) -> ReplaySpec {
+        ReplaySpec {
+            pipeline: self.pipeline_spec(),
+            devices: self.devices.clone(),
+            timezone: self.gateway.timezone,
+            interval: self.energy.interval,
         }
     }
 }

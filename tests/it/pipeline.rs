@@ -257,7 +257,7 @@ async fn replaying_the_live_recording_gives_the_same_alarms_and_ledger() {
         ..ReplayOptions::default()
     };
     let summary = replay(
-        &live,
+        &live.replay_spec(),
         csv.as_bytes(),
         std::io::sink(),
         Some(&mut events),
