@@ -731,7 +731,8 @@ fn start_sinks(
                 // Built once here to check its settings (a bad certificate is a config
                 // problem that no restart fixes), then again for each start.
                 let checked = PlatformQueue::new(
-                    platform,
+                    &platform.spec,
+                    platform.https.as_ref(),
                     outbox.clone(),
                     queue.wake.clone(),
                     clock.clone(),
@@ -741,15 +742,17 @@ fn start_sinks(
                     error!(error = %err, "Energy-platform uploader cannot start; its records stay in the outbox.");
                     continue;
                 }
-                let (platform, wake, clock, counters) = (
-                    (**platform).clone(),
+                let (spec, https, wake, clock, counters) = (
+                    platform.spec.clone(),
+                    platform.https.clone(),
                     queue.wake.clone(),
                     clock.clone(),
                     stats.clone(),
                 );
                 tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                     let uploader = PlatformQueue::new(
-                        &platform,
+                        &spec,
+                        https.as_ref(),
                         outbox.clone(),
                         wake.clone(),
                         clock.clone(),
