@@ -182,7 +182,7 @@ fn main() {
             }
         })
         .collect();
-    let mut pipeline = Pipeline::new(std::sync::Arc::new(plan.clone()), Taps::default());
+    let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), Taps::default());
     let mut out = Outputs::default();
     let (polls, values) = (batches.len(), batches.len() * POINTS.len());
     let started = Instant::now();

@@ -1,14 +1,12 @@
 //! The resolved configuration: typed, validated, with no optional values left.
 
-use std::sync::Arc;
-
 use crate::model::Name;
 
 pub use super::raw::ReportMode;
 pub use crate::acquire::spec::{
     Device, Fleet, Function, Link, Parity, Point, SerialSettings, TcpEndpoint, Transport,
 };
-use crate::pipeline::{Pipeline, PipelineSpec, Taps};
+use crate::pipeline::PipelineSpec;
 use crate::process::report::DeviceReport;
 pub use crate::process::report::Report;
 use crate::replay::ReplaySpec;
@@ -121,16 +119,5 @@ impl Plan {
             timezone: self.gateway.timezone,
             interval: self.energy.interval,
         }
-    }
-}
-
-// The pipeline takes its spec, not the plan; this constructor assembles the spec where the
-// plan is known, so the pure step does not name `config`.
-impl Pipeline {
-    /// Fresh stages for `plan`: every counter, rule and reporting memory starts empty.
-    // By value, as the daemon, replay and the benches hand over their shared plan.
-    #[allow(clippy::needless_pass_by_value)]
-    pub fn new(plan: Arc<Plan>, taps: Taps) -> Self {
-        Self::from_spec(plan.pipeline_spec(), taps)
     }
 }

@@ -360,7 +360,7 @@ impl Generation {
             every_poll: queues.iter().any(|s| s.format == Format::SparkplugB),
             reported: true,
         };
-        let mut pipeline = Pipeline::new(plan.clone(), taps);
+        let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), taps);
         let engine = pipeline.engine_mut();
         engine.restore(&saved.raised);
         engine.restore_counters(&saved.counters);
@@ -676,8 +676,10 @@ fn start_sinks(
                 match (mqtt.sparkplug.clone(), devices) {
                     (Some(node), Some(devices)) => {
                         let store = store.clone();
-                        let devices: Vec<DeviceSpec> =
-                            devices.iter().map(DeviceSpec::from_plan).collect();
+                        let devices: Vec<DeviceSpec> = devices
+                            .iter()
+                            .map(crate::config::sparkplug::device_spec)
+                            .collect();
                         tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                             SparkplugSink::new(
                                 m.clone(),
