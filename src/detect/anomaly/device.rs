@@ -282,8 +282,10 @@ impl DeviceModel {
     /// The current (or last) episode: the change detector's or the PCA's, whichever started
     /// first.
     pub fn episode(&self) -> Episode {
+        // The PCA's kind is its onset component's, and never refined: nothing to settle.
         let pca = Episode {
             kind: self.kind,
+            settled: true,
             ..self.tracker.episode()
         };
         let change = self.change;
@@ -431,10 +433,12 @@ impl DeviceModel {
         if detected {
             parts = self.channels.iter().map(|c| c.up.max(c.down)).collect();
             if !self.change.active && !learning {
+                // A detection of the change detector is a moved mean, from its first sample.
                 self.change = Episode {
                     active: true,
                     kind: AnomalyKind::LevelShift,
                     since_ms: ts_ms,
+                    settled: true,
                 };
                 self.back = 0;
                 for (ch, level) in self.channels.iter_mut().zip(&self.level) {

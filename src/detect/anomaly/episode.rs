@@ -38,6 +38,16 @@ pub struct Episode {
     pub kind: AnomalyKind,
     /// Timestamp (ms) of the sample that started it.
     pub since_ms: i64,
+    /// Whether `kind` is final. A raise sees only the onset: one huge sample is a spike or
+    /// the first sample of a level shift, and which one only the next samples tell. Until
+    /// they have (20 samples, or the episode's end), `kind` is provisional and may change.
+    #[serde(default = "settled")]
+    pub settled: bool,
+}
+
+/// Episodes saved before `settled` existed were past their first samples or over.
+fn settled() -> bool {
+    true
 }
 
 impl Default for Episode {
@@ -46,6 +56,7 @@ impl Default for Episode {
             active: false,
             kind: AnomalyKind::None,
             since_ms: 0,
+            settled: true,
         }
     }
 }
@@ -124,6 +135,7 @@ impl Tracker {
                     active: true,
                     kind: onset.1.map_or(AnomalyKind::None, |i| readings[i].kind),
                     since_ms: ts_ms,
+                    settled: false,
                 };
                 self.started_n = n;
                 self.peak = [0.0; COMPONENTS];
@@ -149,9 +161,12 @@ impl Tracker {
         if self.episode.active {
             if n.saturating_sub(self.started_n) <= KIND_SAMPLES {
                 self.refine_kind(readings, z);
+            } else {
+                self.episode.settled = true;
             }
             if self.quiet.iter().all(|q| *q >= REARM_SAMPLES) {
                 self.episode.active = false;
+                self.episode.settled = true;
             }
         }
         onset

@@ -471,15 +471,13 @@ fn a_lasting_change_is_one_onset_and_one_episode() {
 fn a_huge_step_is_reported_as_a_level_shift_not_a_spike() {
     let mut model = AnomalyModel::new(AnomalyParams::default());
     feed_noise(&mut model, 5, 500);
-    let mut kinds = Vec::new();
-    for i in 0..10 {
+    let (mut kinds, mut episodes) = (Vec::new(), Vec::new());
+    for i in 0..30 {
         let ts = T0_MS + (600 + i) * MINUTE_MS;
         // Not bit-identical repeats: those would be a stuck signal.
-        kinds.push(
-            model
-                .update(ts, 0, 150.0 + 0.3 * (i % 3) as f64)
-                .map(|s| s.kind),
-        );
+        let s = model.update(ts, 0, 150.0 + 0.3 * (i % 3) as f64);
+        kinds.push(s.map(|s| s.kind));
+        episodes.push(s.map(|s| s.episode));
     }
     assert_eq!(kinds[0], Some(AnomalyKind::Spike));
     assert!(
@@ -488,6 +486,18 @@ fn a_huge_step_is_reported_as_a_level_shift_not_a_spike() {
             .all(|k| *k == Some(AnomalyKind::LevelShift)),
         "{kinds:?}"
     );
+    // The raise says spike, and that it may still change; the kind is settled once the
+    // episode's first 20 samples are seen, and not before.
+    let settled: Vec<bool> = episodes
+        .iter()
+        .map(|e| e.is_some_and(|e| e.settled))
+        .collect();
+    assert!(
+        episodes.iter().all(|e| e.is_some_and(|e| e.active)),
+        "{episodes:?}"
+    );
+    assert!(settled[..20].iter().all(|s| !s), "{settled:?}");
+    assert!(settled[21..].iter().all(|s| *s), "{settled:?}");
 }
 
 fn season_strategy() -> impl Strategy<Value = Season> {
