@@ -638,7 +638,9 @@ impl DeviceModel {
             };
         }
         let quiet = !self.tracker.episode().active;
-        let (score, onset) = self.tracker.step(self.n, ts_ms, threshold, &readings, 0.0);
+        let (score, onset) = self
+            .tracker
+            .step(self.n, ts_ms, threshold, &readings, 0.0, || None);
         if quiet && self.tracker.episode().active {
             self.kind = onset.map_or(AnomalyKind::None, |i| kinds[i]);
         }

@@ -331,6 +331,7 @@ fn kind_names_are_stable() {
         (AnomalyKind::Variance, "variance"),
         (AnomalyKind::Drift, "drift"),
         (AnomalyKind::Stuck, "stuck"),
+        (AnomalyKind::Pattern, "pattern"),
         (AnomalyKind::None, "none"),
     ];
     for (kind, name) in all {
@@ -768,4 +769,56 @@ fn regime_switching_does_not_alarm() {
         "{} onsets in 9 days: {onsets:?}",
         onsets.len()
     );
+}
+
+/// The kinds of the episodes of a point with a daily cycle ten times its noise, learned for
+/// five days with `season`, when on day six, from 03:00 to 09:00, `fault` replaces the value
+/// (kinds as the episodes end).
+fn cycle_fault_kinds(season: Season, fault: impl Fn(usize, f64) -> f64) -> Vec<AnomalyKind> {
+    let mut model = AnomalyModel::new(AnomalyParams {
+        season,
+        ..AnomalyParams::default()
+    });
+    let mut rng = Rng(4242);
+    let (from, to) = (5 * DAY + 180, 5 * DAY + 540);
+    let mut kinds = Vec::new();
+    let mut active = false;
+    for i in 0..6 * DAY {
+        let ts = T0_MS + i as i64 * MINUTE_MS;
+        let hour = u16::try_from(ts.rem_euclid(86_400_000) / 3_600_000).unwrap_or(0);
+        let normal = 100.0 + 10.0 * sine(i, 1440.0) + rng.gauss();
+        let v = if (from..to).contains(&i) {
+            fault(i, normal)
+        } else {
+            normal
+        };
+        let Some(s) = model.update(ts, hour, v) else {
+            continue;
+        };
+        if active && !s.episode.active && i > from {
+            kinds.push(s.episode.kind);
+        }
+        active = s.episode.active;
+    }
+    kinds
+}
+
+#[test]
+fn a_broken_cycle_inside_its_range_is_a_pattern_and_a_shift_out_of_it_is_not() {
+    // The cycle runs backwards for six hours: every value is one the point takes every day,
+    // at the wrong time of day.
+    let backwards = |_: usize, normal: f64| 200.0 - normal;
+    let kinds = cycle_fault_kinds(Season::HourOfDay, backwards);
+    assert_eq!(kinds.first(), Some(&AnomalyKind::Pattern), "{kinds:?}");
+    // The same cycle moved up by three times its amplitude leaves the range; moved down by
+    // 0.6 of it, it stays inside the range but at the same phase, a little lower: both are
+    // level shifts.
+    for by in [30.0, -6.0] {
+        let kinds = cycle_fault_kinds(Season::HourOfDay, |_, normal| normal + by);
+        assert_eq!(
+            kinds.first(),
+            Some(&AnomalyKind::LevelShift),
+            "{by}: {kinds:?}"
+        );
+    }
 }
