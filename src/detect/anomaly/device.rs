@@ -56,7 +56,7 @@
 //! Measured on SKAB (benches/anomaly.rs, `PLANTWATCH_SKAB_MODEL=device`): see the bench
 //! header and the README for the figures.
 
-use super::episode::{COMPONENTS, QUIET_SURPRISE, Reading, Tracker};
+use super::episode::{COMPONENTS, KIND_SAMPLES, QUIET_SURPRISE, Reading, Tracker};
 use super::tail::{Null, Tail};
 use super::{AnomalyKind, DEFAULT_THRESHOLD, Episode, SCORE_P0};
 
@@ -205,9 +205,14 @@ pub struct DeviceModel {
     kept: usize,
     tails: [Tail; COMPONENTS],
     tracker: Tracker,
-    /// The kind of the component that started the PCA's current (or last) episode: the
-    /// tracker names kinds from the single-point model's components, which are not these.
+    /// The kind of the PCA's current (or last) episode, from the component that started it
+    /// and its first samples: the tracker names kinds from the single-point model's
+    /// components, which are not these.
     kind: AnomalyKind,
+    /// Sample at which the PCA's current (or last) episode started: its kind is settled over
+    /// its first samples (a lone excursion of Q is a spike, one its CUSUM confirms a shift).
+    #[serde(default)]
+    pca_started: u64,
     /// CUSUM of the standardised Q, so a fault that comes and goes with the load (a current
     /// that stops following it matches it at every crossing) stays one episode.
     cusum: f64,
@@ -248,6 +253,7 @@ impl DeviceModel {
             ],
             tracker: Tracker::default(),
             kind: AnomalyKind::None,
+            pca_started: 0,
             cusum: 0.0,
             channels: vec![channel; d],
             change: Episode::default(),
@@ -282,11 +288,12 @@ impl DeviceModel {
     /// The current (or last) episode: the change detector's or the PCA's, whichever started
     /// first.
     pub fn episode(&self) -> Episode {
-        // The PCA's kind is its onset component's, and never refined: nothing to settle.
+        // The PCA's kind is its onset component's, until its first samples settle it.
+        let tracked = self.tracker.episode();
         let pca = Episode {
             kind: self.kind,
-            settled: true,
-            ..self.tracker.episode()
+            settled: !tracked.active || self.n.saturating_sub(self.pca_started) > KIND_SAMPLES,
+            ..tracked
         };
         let change = self.change;
         match (change.active, pca.active) {
@@ -641,8 +648,18 @@ impl DeviceModel {
         let (score, onset) = self
             .tracker
             .step(self.n, ts_ms, threshold, &readings, 0.0, || None);
-        if quiet && self.tracker.episode().active {
+        let pca = self.tracker.episode();
+        if quiet && pca.active {
             self.kind = onset.map_or(AnomalyKind::None, |i| kinds[i]);
+            self.pca_started = self.n;
+        }
+        // Q that stays off (its CUSUM alarms) within the first samples is a lasting change of
+        // how the points relate, not a spike.
+        if pca.active
+            && self.n.saturating_sub(self.pca_started) <= KIND_SAMPLES
+            && readings[3].surprise >= QUIET_SURPRISE
+        {
+            self.kind = AnomalyKind::LevelShift;
         }
         if quiet && !self.tracker.episode().active {
             for (tail, e) in self.tails.iter_mut().zip(evidence) {

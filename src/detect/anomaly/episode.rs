@@ -18,7 +18,7 @@ pub(super) const QUIET_SURPRISE: f64 = 3.0;
 /// Quiet samples after which a component may start a new event, and an episode ends.
 pub(super) const REARM_SAMPLES: u32 = 20;
 /// The episode's kind is refined over its first samples, then kept.
-const KIND_SAMPLES: u64 = 20;
+pub(super) const KIND_SAMPLES: u64 = 20;
 /// A point excursion of at least this many sigma counts towards the sign balance.
 const EXCURSION_Z: f64 = 2.0;
 /// Excursions on one side that make a level shift: a spike's own and four more within 20
