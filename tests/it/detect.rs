@@ -858,7 +858,10 @@ fn shift_kinds(step: f64) -> Vec<(AlarmStatus, String, AlarmEvent)> {
         .map(|ev| {
             let payload: serde_json::Value =
                 serde_json::from_slice(&plantwatch::encode::json_v1::alarm(&ev)).unwrap();
-            let kind = payload["anomaly_kind"].as_str().unwrap_or("").to_owned();
+            let mut kind = payload["anomaly_kind"].as_str().unwrap_or("").to_owned();
+            if payload["anomaly_kind_provisional"] == serde_json::Value::Bool(true) {
+                kind.push('?');
+            }
             (ev.state, kind, ev)
         })
         .collect()
@@ -866,33 +869,45 @@ fn shift_kinds(step: f64) -> Vec<(AlarmStatus, String, AlarmEvent)> {
 
 #[test]
 fn an_anomaly_alarm_names_the_kind_of_its_episode() {
-    // A shift of 3 noise amplitudes builds up over a few samples: the raise knows it.
+    // A shift of 3 noise amplitudes builds up over a few samples: the raise knows it, and
+    // says it may still change (its first 20 samples may show it is a variance change).
     let moderate = shift_kinds(3.0);
     let states: Vec<_> = moderate.iter().map(|(s, k, _)| (*s, k.as_str())).collect();
     assert_eq!(
         states,
         [
-            (AlarmStatus::Active, "level_shift"),
+            (AlarmStatus::Active, "level_shift?"),
             (AlarmStatus::Cleared, "level_shift")
         ],
         "{moderate:?}"
     );
     let raise = &moderate[0].2;
     assert!(
-        raise.message.contains("looks abnormal: level shift"),
+        raise
+            .message
+            .contains("looks abnormal: level shift (provisional)"),
         "{}",
         raise.message
     );
-    // A step of 12 amplitudes is one huge sample at its onset, so the raise says spike; the
-    // episode's kind settles over its first samples, and the clear carries the settled one.
+    // A step of 12 amplitudes is one huge sample at its onset, so the raise says spike and
+    // that this is provisional (payload and message); the episode's kind settles over its
+    // first samples, and the clear carries the settled one, no longer provisional.
     let large = shift_kinds(12.0);
     let states: Vec<_> = large.iter().map(|(s, k, _)| (*s, k.as_str())).collect();
     assert_eq!(
         states,
         [
-            (AlarmStatus::Active, "spike"),
+            (AlarmStatus::Active, "spike?"),
             (AlarmStatus::Cleared, "level_shift")
         ],
         "{large:?}"
+    );
+    assert!(
+        large[0]
+            .2
+            .message
+            .contains("looks abnormal: spike (provisional)"),
+        "{}",
+        large[0].2.message
     );
 }
