@@ -23,9 +23,9 @@ pub enum ConnectError {
     Tcp {
         /// The link.
         link: String,
-        /// Where.
+        /// The address it tried, `host:port`.
         endpoint: String,
-        /// Why.
+        /// The socket error.
         #[source]
         source: std::io::Error,
     },
@@ -34,7 +34,7 @@ pub enum ConnectError {
     TcpTimeout {
         /// The link.
         link: String,
-        /// Where.
+        /// The address it tried, `host:port`.
         endpoint: String,
         /// The timeout.
         timeout_ms: u128,
@@ -46,7 +46,7 @@ pub enum ConnectError {
         link: String,
         /// The port.
         path: String,
-        /// Why.
+        /// The error opening or configuring the port.
         #[source]
         source: tokio_serial::Error,
     },
@@ -55,9 +55,9 @@ pub enum ConnectError {
 /// The result of one read transaction.
 #[derive(Debug)]
 pub enum ReadResult {
-    /// Registers.
+    /// Holding or input registers, in request order.
     Words(Vec<u16>),
-    /// Bits.
+    /// Coils or discrete inputs, in request order.
     Bits(Vec<bool>),
     /// The device answered with an exception code.
     Exception(u8),
@@ -81,9 +81,9 @@ pub struct ModbusWrite {
 /// What a write carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteData {
-    /// Coils.
+    /// Coil states (FC05 for one, FC15 for several).
     Bits(Vec<bool>),
-    /// Registers.
+    /// Register words (FC06 for one unless `write_multiple`, FC16 otherwise).
     Words(Vec<u16>),
 }
 

@@ -42,7 +42,7 @@ pub struct Slot {
 /// One Modbus read transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRequest {
-    /// Table.
+    /// The Modbus table it reads, which sets the function code.
     pub function: Function,
     /// First address.
     pub address: u16,

@@ -133,7 +133,7 @@ impl Transport {
 pub struct TcpEndpoint {
     /// IP literal or host name.
     pub host: String,
-    /// Port.
+    /// TCP port (502 for Modbus).
     pub port: u16,
     /// Connect timeout.
     pub connect_timeout: Duration,
@@ -156,7 +156,7 @@ pub struct SerialSettings {
     pub path: PathBuf,
     /// Baud rate.
     pub baud: u32,
-    /// Parity.
+    /// Parity bit of each character.
     pub parity: Parity,
     /// 1 or 2.
     pub stop_bits: u8,
@@ -202,7 +202,7 @@ pub struct Device {
 pub struct Point {
     /// Its name.
     pub name: PointId,
-    /// Table.
+    /// The Modbus table it lives in, which sets the read and write function codes.
     pub function: Function,
     /// 0-based address.
     pub address: u16,

@@ -208,7 +208,7 @@ pub enum WriteError {
         device: String,
         /// The point.
         point: String,
-        /// Why.
+        /// What the link reported: a timeout, a closed connection, a garbled answer.
         reason: String,
     },
     /// The device accepted the write but serves another value.

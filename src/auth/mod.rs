@@ -163,7 +163,7 @@ pub struct Refused {
     pub id: Json,
     /// The key id it claimed, if any.
     pub key: Option<String>,
-    /// Why.
+    /// Which check refused it, for the reply and the audit row.
     pub reason: Refusal,
 }
 

@@ -74,7 +74,7 @@ impl Endpoint {
 pub(super) struct SerialLine {
     /// Bits per second.
     pub(super) baud: u32,
-    /// Parity.
+    /// Parity bit of each character (`none`, `even`, `odd`).
     pub(super) parity: Parity,
     /// 1 or 2.
     pub(super) stop_bits: u8,

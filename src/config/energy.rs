@@ -169,7 +169,7 @@ pub struct RawBaseline {
     /// Alarm when an hour uses more than this percent above its baseline. Default 20.
     #[serde(default)]
     pub over_percent: Option<f64>,
-    /// Severity.
+    /// Severity of its alarms. Default `medium`.
     #[serde(default)]
     pub severity: Option<super::rules::Severity>,
 }

@@ -36,9 +36,9 @@ pub const BUILT_IN: &[(&str, &str)] = &[
 pub struct ProfileMeta {
     /// The name devices use (`profile = "chint-dtsu666"`).
     pub name: String,
-    /// Maker.
+    /// Manufacturer, as on the nameplate.
     pub manufacturer: String,
-    /// Model.
+    /// Model designation, as on the nameplate.
     pub model: String,
     /// One line on what the device is.
     pub description: String,
@@ -52,7 +52,7 @@ pub struct ProfileMeta {
 /// A parsed profile.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// Metadata.
+    /// Who makes the device, its model, and the source of the register map.
     pub meta: ProfileMeta,
     /// Defaults for its points.
     pub defaults: RawPointDefaults,

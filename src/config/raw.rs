@@ -64,7 +64,7 @@ pub struct RawRtuLink {
     /// Baud rate.
     #[serde(default = "default_baud")]
     pub baud: u32,
-    /// Parity.
+    /// Parity bit of each character; default `none`.
     #[serde(default = "default_parity")]
     pub parity: Parity,
     /// Stop bits (1 or 2).
@@ -238,7 +238,7 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Ratio {
-    /// Neither.
+    /// No transformer ratio: the meter reads primary values itself.
     #[default]
     None,
     /// `pt_ratio` only.
@@ -268,7 +268,7 @@ pub struct RawPoint {
     /// Byte and word order.
     #[serde(default)]
     pub order: Option<ByteOrder>,
-    /// Multiplier.
+    /// Factor from the raw register value to the engineering unit, applied before `offset`.
     #[serde(default)]
     pub scale: Option<f64>,
     /// Added after scaling.
@@ -363,7 +363,7 @@ pub enum RawAllowed {
     Int(i64),
     /// A number with a fraction.
     Float(f64),
-    /// Text.
+    /// A string (also what a quoted number is, which strict typing refuses).
     Text(String),
 }
 

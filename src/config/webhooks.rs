@@ -61,7 +61,7 @@ pub struct Webhook {
     pub rate_per_minute: u32,
     /// Digest threshold.
     pub digest_after: u32,
-    /// Retries.
+    /// Attempts after the first before a notification is given up and counted.
     pub max_retries: u32,
     /// Per-request timeout.
     pub timeout: Duration,

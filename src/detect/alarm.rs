@@ -20,7 +20,7 @@ pub enum Phase {
         /// When it was first seen.
         since: i64,
     },
-    /// Raised.
+    /// Raised and not yet acknowledged or cleared.
     Active,
     /// Raised, condition gone since `since`, waiting out the off-delay.
     Clearing {

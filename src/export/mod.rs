@@ -121,7 +121,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 /// The highest average power of one interval, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Demand {
-    /// kW.
+    /// The average power over the interval, in kW.
     pub kw: f64,
     /// Start of the interval (UTC ms).
     pub at_ms: i64,
@@ -164,7 +164,7 @@ pub struct GroupRow {
     pub group: String,
     /// Energy kind, or `production`.
     pub kind: String,
-    /// Unit.
+    /// The unit of its quantities (`kWh`, `m³`, `t`, …).
     pub unit: String,
     /// Sum over its meters.
     pub total: f64,

@@ -97,7 +97,7 @@ struct Last {
 /// (`x[t] - 2 x[t-1] + x[t-2]`), which a steady trend does not move and a reading's own noise
 /// does: for white noise of deviation σ they have deviation √6 σ and mean absolute value
 /// √6 σ √(2/π) ≈ 1.95 σ. Kept as a moving mean of their absolute value (about the last
-/// [`SCATTER_POLLS`] polls), each clipped at [`SCATTER_CLIP`] times the mean so far, so a
+/// 32 polls), each clipped at 4 times the mean so far, so a
 /// machine starting (a step) does not pass for noise.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scatter {

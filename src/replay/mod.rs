@@ -49,7 +49,7 @@ pub enum ReplayError {
     Io {
         /// Which file.
         what: String,
-        /// Why.
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

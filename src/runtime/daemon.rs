@@ -42,7 +42,7 @@ pub enum DaemonError {
     Metrics {
         /// The address.
         addr: String,
-        /// Why.
+        /// The bind error.
         error: std::io::Error,
     },
     /// Signal handlers could not be installed.

@@ -84,7 +84,7 @@ impl Fault {
 /// How the device answers a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteAnswer {
-    /// Written.
+    /// Write the value and answer normally.
     Done,
     /// An exception code; nothing written.
     Exception(u8),
@@ -95,13 +95,13 @@ pub enum WriteAnswer {
 /// How the device answers a read right now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    /// Registers.
+    /// Register words read back.
     Words(Vec<u16>),
-    /// Bits.
+    /// Coil states read back.
     Bits(Vec<bool>),
     /// An exception code.
     Exception(u8),
-    /// Nothing.
+    /// No answer at all: the master times out.
     Silence,
 }
 

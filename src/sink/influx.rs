@@ -56,9 +56,9 @@ use crate::secret::PasswordSource;
 pub struct Influx {
     /// Base URL, `http` or `https`, path ending in `/`, no credentials, query or fragment.
     pub url: Url,
-    /// Organization.
+    /// The InfluxDB organization the bucket belongs to.
     pub org: String,
-    /// Bucket.
+    /// The bucket written to.
     pub bucket: String,
     /// Where the API token comes from; read when the sink starts, never logged.
     pub token: Option<PasswordSource>,
@@ -102,7 +102,7 @@ pub enum InfluxError {
     Token {
         /// File or credential.
         source_name: String,
-        /// Why.
+        /// What went wrong reading it.
         error: String,
     },
     /// The HTTP client could not be built (TLS set-up).

@@ -104,7 +104,7 @@ pub enum PlatformQueueError {
     CaFile {
         /// The file.
         path: std::path::PathBuf,
-        /// Why.
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

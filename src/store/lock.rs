@@ -34,7 +34,7 @@ pub enum LockError {
     Io {
         /// The lock file.
         lock: PathBuf,
-        /// Why.
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

@@ -145,7 +145,7 @@ pub enum MqttError {
         key: &'static str,
         /// File or credential.
         source_name: String,
-        /// Why.
+        /// What went wrong reading it.
         error: String,
     },
     /// A TLS file could not be read.
@@ -155,7 +155,7 @@ pub enum MqttError {
         key: &'static str,
         /// The file.
         path: String,
-        /// Why.
+        /// What went wrong reading or parsing it.
         error: String,
     },
     /// A TLS file holds no PEM block of the expected kind.

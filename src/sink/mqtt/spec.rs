@@ -133,7 +133,7 @@ pub struct Mqtt {
     pub username: Option<String>,
     /// Password source.
     pub password: Option<PasswordSource>,
-    /// TLS.
+    /// TLS settings; `None` connects in plain TCP.
     pub tls: Option<Tls>,
     /// Protocol version.
     pub protocol: Protocol,
