@@ -6,62 +6,27 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use chrono::{Datelike, TimeZone, Timelike};
-use serde::{Deserialize, Serialize};
 
 use super::alarm::{AlarmState, Phase, Transition};
-use super::anomaly::device::DeviceModel;
-use super::anomaly::regime::Regimes;
-use super::anomaly::{self, AnomalyModel, Season};
+use super::anomaly;
 use super::command::status_of;
-use super::energy::{BaselineState, energy_rules};
+use super::energy::energy_rules;
 use super::flood::{Flood, flood_allows, flood_summary};
 use super::maintenance::Counters;
 use super::message::{AlarmEvent, AlarmStatus, PointShare, event, raise_message};
-use super::rate::RateState;
-use super::spec::{AlarmPolicy, Rule, RuleKind, RuleKindName, Target};
+use super::rules::service::{ServiceHours, ServiceStarts};
+use super::spec::{AlarmPolicy, Rule, RuleKind, Target};
 use super::spec::{EngineSpec, Maintenance};
-use super::stuck::StuckState;
-use super::trend::{TrendModel, TrendParams};
-use super::{expr, health, limit, quota, rate, snapshot};
+use super::{health, snapshot};
 use crate::model::{BadReason, Name, Quality, SampleBatch, Value};
 
-/// Buckets of a trend window: fine enough to follow a shift, coarse enough to be cheap.
-const TREND_BUCKETS: u16 = 60;
-
-/// Rule-kind-specific running state.
-#[derive(Debug, Clone)]
-pub(super) enum Detector {
-    Limit,
-    Rate(RateState),
-    Stuck(StuckState),
-    CommLoss,
-    Anomaly(Box<Regimes<AnomalyModel>>),
-    DeviceAnomaly(Box<DeviceAnomaly>),
-    Trend(Box<TrendModel>),
-    Expression(Box<self::expr::Expr>),
-    Service,
-    Quota(quota::QuotaState),
-    Baseline(Box<BaselineState>),
-    Demand(Box<crate::process::demand::DemandState>),
-}
-
-/// A device-level `anomaly` rule's state: its model per regime and what explains its episode.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct DeviceAnomaly {
-    pub(super) models: Regimes<DeviceModel>,
-    /// Scratch: this poll's values of the watched points.
-    pub(super) x: Vec<f64>,
-    /// Each point's part of the deviation, summed over the current (or last) episode.
-    pub(super) parts: Vec<f64>,
-}
-
-/// What the detector saw at the last step, for the message and payload.
+/// What a rule instance saw at its last step, for the message and payload.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Seen {
-    pub(super) value: Option<f64>,
-    pub(super) limit: Option<f64>,
-    pub(super) score: Option<f64>,
-    pub(super) eta_ms: Option<i64>,
+pub struct Seen {
+    pub(crate) value: Option<f64>,
+    pub(crate) limit: Option<f64>,
+    pub(crate) score: Option<f64>,
+    pub(crate) eta_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +38,8 @@ pub(super) struct Instance {
     pub(super) points: Vec<usize>,
     /// The run-state point that selects an anomaly model's regime.
     pub(super) regime: Option<usize>,
-    pub(super) detector: Detector,
+    /// The rule's kind as this instance runs it: its parameters and its state.
+    pub(super) kind: RuleKind,
     pub(super) state: AlarmState,
     pub(super) seen: Seen,
     /// The message as raised: acks, shelves and the clear repeat it, so an alarm's text
@@ -150,7 +116,8 @@ pub struct Engine {
     pub(super) hours: LocalHours,
 }
 
-pub(super) fn ms(d: std::time::Duration) -> i64 {
+/// `d` in whole milliseconds, saturating.
+pub(crate) fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -184,14 +151,12 @@ impl Engine {
             if let Some(d) = devices.get_mut(m.device) {
                 d.maintenance = Some((m.clone(), Counters::default()));
             }
-            let rule = |name: &str, kind, kind_name| Rule {
+            let rule = |name: &str, kind: RuleKind| Rule {
                 name: Name::new(name).unwrap_or_else(|_| spec.devices[m.device].name.clone()),
                 key: "maintenance".into(),
+                message: kind.default_message().to_owned(),
                 kind,
-                kind_name,
                 severity: m.severity,
-                message: super::spec::default_message(kind_name).to_owned(),
-                deadband: 0.0,
                 on_delay: std::time::Duration::ZERO,
                 off_delay: std::time::Duration::ZERO,
                 targets: vec![Target {
@@ -206,15 +171,13 @@ impl Engine {
             let hours = m.service_hours.map(|every| {
                 rule(
                     "service-hours",
-                    RuleKind::ServiceHours { every },
-                    RuleKindName::ServiceHours,
+                    RuleKind::ServiceHours(ServiceHours { every }),
                 )
             });
             let starts = m.service_starts.map(|every| {
                 rule(
                     "service-starts",
-                    RuleKind::ServiceStarts { every },
-                    RuleKindName::ServiceStarts,
+                    RuleKind::ServiceStarts(ServiceStarts { every }),
                 )
             });
             hours.into_iter().chain(starts)
@@ -224,48 +187,11 @@ impl Engine {
         for rule in spec.rules.iter().chain(&service_rules) {
             let rule = Arc::new(rule.clone());
             for t in &rule.targets {
-                let detector = match &rule.kind {
-                    RuleKind::Limit { .. } => Detector::Limit,
-                    RuleKind::Rate { .. } => Detector::Rate(RateState::default()),
-                    RuleKind::Stuck { .. } => Detector::Stuck(StuckState::default()),
-                    RuleKind::CommLoss { .. } => Detector::CommLoss,
-                    RuleKind::Anomaly { params, learn, .. } if !t.points.is_empty() => {
-                        let params = device_params(spec, t.device, params, *learn);
-                        Detector::DeviceAnomaly(Box::new(DeviceAnomaly {
-                            models: Regimes::new(
-                                DeviceModel::new(t.points.len(), params.learn_samples),
-                                t.regime.is_some(),
-                            ),
-                            x: vec![0.0; t.points.len()],
-                            parts: vec![0.0; t.points.len()],
-                        }))
-                    }
-                    RuleKind::Anomaly { params, learn, .. } => {
-                        Detector::Anomaly(Box::new(Regimes::new(
-                            AnomalyModel::new(device_params(spec, t.device, params, *learn)),
-                            t.regime.is_some(),
-                        )))
-                    }
-                    RuleKind::Trend { window, .. } => {
-                        Detector::Trend(Box::new(TrendModel::new(TrendParams {
-                            window_ms: ms(*window),
-                            buckets: TREND_BUCKETS,
-                        })))
-                    }
-                    RuleKind::Expression => match &t.expr {
-                        Some(e) => Detector::Expression(Box::new(e.clone())),
-                        None => continue,
-                    },
-                    RuleKind::ServiceHours { .. } | RuleKind::ServiceStarts { .. } => {
-                        Detector::Service
-                    }
-                    RuleKind::Quota { .. } => Detector::Quota(quota::QuotaState::default()),
-                    RuleKind::Baseline { .. } => Detector::Baseline(Box::default()),
-                    RuleKind::Demand { .. } => {
-                        Detector::Demand(Box::new(crate::process::demand::DemandState::new()))
-                    }
+                let poll = spec.devices.get(t.device).map(|d| d.poll_interval);
+                let Some(kind) = rule.kind.start(t, poll) else {
+                    continue;
                 };
-                let fingerprint = snapshot::fingerprint(&rule.kind, &watched(spec, t), &detector);
+                let fingerprint = snapshot::fingerprint(&kind, &watched(spec, t));
                 if let Some(d) = devices.get_mut(t.device) {
                     d.instances.push(Instance {
                         rule: rule.clone(),
@@ -273,7 +199,7 @@ impl Engine {
                         point: t.point,
                         points: t.points.clone(),
                         regime: t.regime,
-                        detector,
+                        kind,
                         state: AlarmState::default(),
                         seen: Seen::default(),
                         message: String::new(),
@@ -359,72 +285,76 @@ impl Engine {
             flood: &mut dev.flood,
             policy,
         };
+        let (values, sample_of, scores) = (&dev.values, &dev.sample_of, &mut dev.scores);
+        let maintenance = dev.maintenance.as_ref().map(|(_, c)| c);
         for inst in &mut dev.instances {
-            let rule = inst.rule.clone();
             let raised = inst.state.is_raised();
             // One time per poll (its last response), as the telemetry message carries it, so
             // replaying recorded telemetry reproduces the live events exactly.
             let at = now;
-            let condition = match (&mut inst.detector, &rule.kind) {
-                (Detector::CommLoss, RuleKind::CommLoss { .. }) => Some(!answered),
-                // The device is silent: hold every other alarm where it is.
-                _ if !answered => None,
-                (Detector::Expression(expr), _) => {
-                    inst.seen = Seen::default();
-                    expr.eval(&dev.values)
-                }
-                (Detector::Service, kind) => dev.maintenance.as_ref().and_then(|(_, c)| {
-                    let (since, every) = match kind {
-                        RuleKind::ServiceHours { every } => (c.hours_since_service(), *every),
-                        RuleKind::ServiceStarts { every } => {
-                            (c.starts_since_service() as f64, *every as f64)
-                        }
-                        _ => return None,
-                    };
-                    inst.seen = Seen {
-                        value: Some((since * 10.0).round() / 10.0),
-                        limit: Some(every),
-                        ..Seen::default()
-                    };
-                    Some(since >= every)
+            // A point rule's point and its good value in this poll; none while the device is
+            // silent, which holds every alarm but comm loss where it is.
+            let point = inst
+                .point
+                .filter(|_| answered)
+                .and_then(|pi| Some((pi, sample_of[pi].and(values[pi])?)));
+            let seen = &mut inst.seen;
+            let condition = match &mut inst.kind {
+                RuleKind::CommLoss(_) => Some(!answered),
+                RuleKind::HighHigh(l) | RuleKind::High(l) => point.map(|(_, v)| {
+                    (seen.value, seen.limit) = (Some(v), Some(l.limit));
+                    l.holds(v, true, raised)
                 }),
-                (Detector::DeviceAnomaly(model), RuleKind::Anomaly { params, .. }) => {
-                    let Some(running) = run_state(inst.regime, &dev.values) else {
-                        continue;
-                    };
-                    device_condition(
-                        model,
-                        params.threshold,
-                        at,
-                        &inst.points,
-                        &dev.values,
-                        &dev.sample_of,
-                        running,
-                        &mut inst.seen,
-                    )
+                RuleKind::Low(l) | RuleKind::LowLow(l) => point.map(|(_, v)| {
+                    (seen.value, seen.limit) = (Some(v), Some(l.limit));
+                    l.holds(v, false, raised)
+                }),
+                RuleKind::Rate(r) => point.and_then(|(_, v)| {
+                    seen.value = Some(v);
+                    let (rate, holds) = r.step(at, v, raised)?;
+                    (seen.value, seen.limit) = (Some(rate), Some(r.limit));
+                    Some(holds)
+                }),
+                RuleKind::Stuck(s) => point.map(|(_, v)| {
+                    seen.value = Some(v);
+                    s.holds(at, v)
+                }),
+                RuleKind::Trend(t) => point.and_then(|(_, v)| {
+                    seen.value = Some(v);
+                    t.holds(at, v, seen)
+                }),
+                RuleKind::Anomaly(a) if a.is_device() => answered
+                    .then(|| run_state(inst.regime, values))
+                    .flatten()
+                    .and_then(|running| {
+                        a.device(at, &inst.points, values, sample_of, running, seen)
+                    }),
+                RuleKind::Anomaly(a) => {
+                    run_state(inst.regime, values)
+                        .zip(point)
+                        .and_then(|(running, (pi, v))| {
+                            seen.value = Some(v);
+                            a.point(at, v, season_buckets, running, seen, &mut scores[pi])
+                        })
                 }
-                (detector, kind) => {
-                    let Some(running) = run_state(inst.regime, &dev.values) else {
-                        continue;
-                    };
-                    let Some(pi) = inst.point else { continue };
-                    if dev.sample_of[pi].is_none() {
-                        continue;
-                    }
-                    let Some(v) = dev.values[pi] else { continue };
-                    point_condition(
-                        detector,
-                        kind,
-                        &rule,
-                        raised,
-                        at,
-                        v,
-                        season_buckets,
-                        running,
-                        &mut inst.seen,
-                        &mut dev.scores[pi],
-                    )
-                }
+                RuleKind::Expression(e) => answered
+                    .then(|| {
+                        *seen = Seen::default();
+                        e.holds(values)
+                    })
+                    .flatten(),
+                RuleKind::ServiceHours(s) => maintenance.filter(|_| answered).map(|c| {
+                    let since = c.hours_since_service();
+                    *seen = service_seen(since, s.every);
+                    since >= s.every
+                }),
+                RuleKind::ServiceStarts(s) => maintenance.filter(|_| answered).map(|c| {
+                    let (since, every) = (c.starts_since_service() as f64, s.every as f64);
+                    *seen = service_seen(since, every);
+                    since >= every
+                }),
+                // Judged on the ledger's intervals by `Engine::energy`, not on a poll.
+                RuleKind::Quota(_) | RuleKind::Demand(_) | RuleKind::Baseline(_) => None,
             };
             let Some(condition) = condition else { continue };
             owner.observe(inst, Some(condition), at, events);
@@ -465,13 +395,10 @@ impl Engine {
             .into_iter()
             .flat_map(|d| d.instances.iter().enumerate())
             .filter_map(|(instance, inst)| {
-                let episode = match &inst.detector {
-                    Detector::Anomaly(models) => models.current().map(AnomalyModel::episode),
-                    Detector::DeviceAnomaly(state) => {
-                        state.models.current().map(DeviceModel::episode)
-                    }
-                    _ => return None,
+                let RuleKind::Anomaly(a) = &inst.kind else {
+                    return None;
                 };
+                let episode = a.episode();
                 Some(EpisodeState {
                     instance,
                     episode: episode.unwrap_or_default(),
@@ -530,7 +457,7 @@ impl Engine {
                 policy,
             };
             for inst in &mut dev.instances {
-                if matches!(inst.rule.kind, RuleKind::CommLoss { .. }) {
+                if let RuleKind::CommLoss(_) = inst.kind {
                     owner.observe(inst, None, now, events);
                 }
             }
@@ -592,13 +519,19 @@ impl Engine {
     }
 }
 
-/// A rule's (on-delay, off-delay) in ms; a comm-loss duration is its on-delay.
-fn delays(rule: &Rule) -> (i64, i64) {
-    let extra = match rule.kind {
-        RuleKind::CommLoss { duration } => ms(duration),
-        _ => 0,
-    };
-    (ms(rule.on_delay) + extra, ms(rule.off_delay))
+/// An instance's (on-delay, off-delay) in ms; a comm-loss duration adds to its on-delay.
+fn delays(inst: &Instance) -> (i64, i64) {
+    let rule = &inst.rule;
+    (ms(rule.on_delay) + ms(inst.kind.hold()), ms(rule.off_delay))
+}
+
+/// What a service alarm shows: the count since the last service (to a tenth) and the interval.
+fn service_seen(since: f64, every: f64) -> Seen {
+    Seen {
+        value: Some((since * 10.0).round() / 10.0),
+        limit: Some(every),
+        ..Seen::default()
+    }
 }
 
 /// What settling an alarm needs of its device, borrowed apart from the device's instances.
@@ -620,7 +553,7 @@ impl Owner<'_> {
         at: i64,
         events: &mut Vec<AlarmEvent>,
     ) {
-        let (on_delay, off_delay) = delays(&inst.rule);
+        let (on_delay, off_delay) = delays(inst);
         if let Some((transition, t)) = inst.state.advance(at, on_delay, off_delay) {
             self.settle(inst, Some(transition), t, events);
         }
@@ -672,21 +605,6 @@ impl Owner<'_> {
     }
 }
 
-/// An anomaly rule's model settings on `device`: `learn` (a duration), where given, becomes
-/// that many of the device's polls.
-fn device_params(
-    spec: &EngineSpec,
-    device: usize,
-    params: &self::anomaly::AnomalyParams,
-    learn: Option<std::time::Duration>,
-) -> self::anomaly::AnomalyParams {
-    let mut params = *params;
-    if let (Some(learn), Some(d)) = (learn, spec.devices.get(device)) {
-        params.learn_samples = super::spec::learn_samples(learn, d.poll_interval);
-    }
-    params
-}
-
 /// What a rule target watches, by point name (not index, which a profile edit can shift),
 /// for its model's fingerprint: a rule pointed at another point is another model.
 fn watched(spec: &EngineSpec, t: &Target) -> String {
@@ -722,150 +640,20 @@ fn run_state(regime: Option<usize>, values: &[Option<f64>]) -> Option<Option<boo
     }
 }
 
-/// One poll of a device-level `anomaly` rule: scores the poll if it holds a good value of
-/// every watched point, and returns whether the model's episode is active.
-#[allow(clippy::too_many_arguments)]
-fn device_condition(
-    state: &mut DeviceAnomaly,
-    threshold: f64,
-    at: i64,
-    points: &[usize],
-    values: &[Option<f64>],
-    sample_of: &[Option<usize>],
-    running: Option<bool>,
-    seen: &mut Seen,
-) -> Option<bool> {
-    for (x, &p) in state.x.iter_mut().zip(points) {
-        // Only this poll's values: a point missing from it would repeat an old value.
-        sample_of.get(p).copied().flatten()?;
-        *x = values.get(p).copied().flatten()?;
-    }
-    let Some(model) = state.models.select(running) else {
-        // A regime switch is settling: whatever was raised in the regime left has ended.
-        return Some(false);
-    };
-    let was_active = model.episode().active;
-    let score = model.update(at, &state.x, threshold)?;
-    if score.episode.active {
-        if !was_active {
-            state.parts.iter_mut().for_each(|p| *p = 0.0);
-        }
-        for (sum, c) in state.parts.iter_mut().zip(&score.contributions) {
-            *sum += c;
-        }
-    }
-    *seen = Seen {
-        score: Some(score.score),
-        ..Seen::default()
-    };
-    Some(score.episode.active)
-}
-
 /// Each point's share of the deviation of a device-level anomaly, largest first.
 pub(super) fn point_shares(inst: &Instance, names: &[Name]) -> Vec<PointShare> {
-    let Detector::DeviceAnomaly(state) = &inst.detector else {
+    let RuleKind::Anomaly(a) = &inst.kind else {
         return Vec::new();
     };
-    let mut out: Vec<PointShare> = inst
-        .points
-        .iter()
-        .zip(anomaly::device::shares(&state.parts))
-        .filter_map(|(&p, share)| {
-            Some(PointShare {
-                point: names.get(p)?.to_string(),
-                share,
-            })
-        })
-        .collect();
-    out.sort_by(|a, b| b.share.total_cmp(&a.share));
-    out
+    a.shares(&inst.points, names)
 }
 
-/// The kind of the episode an `anomaly` rule's alarm follows: the latest started of its
-/// regimes' (a regime switch ends it, and the new regime's model may hold an older one).
+/// The kind of the episode an `anomaly` rule's alarm follows.
 pub(super) fn episode_kind(inst: &Instance) -> Option<anomaly::AnomalyKind> {
-    let episodes: Vec<anomaly::Episode> = match &inst.detector {
-        Detector::Anomaly(m) => m.models().iter().map(AnomalyModel::episode).collect(),
-        Detector::DeviceAnomaly(s) => s.models.models().iter().map(DeviceModel::episode).collect(),
-        _ => return None,
+    let RuleKind::Anomaly(a) = &inst.kind else {
+        return None;
     };
-    let latest = episodes.into_iter().max_by_key(|e| e.since_ms)?;
-    (latest.kind != anomaly::AnomalyKind::None).then_some(latest.kind)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn point_condition(
-    detector: &mut Detector,
-    kind: &RuleKind,
-    rule: &Rule,
-    raised: bool,
-    at: i64,
-    v: f64,
-    (hour_of_day, hour_of_week): (u16, u16),
-    running: Option<bool>,
-    seen: &mut Seen,
-    score_out: &mut Option<f64>,
-) -> Option<bool> {
-    seen.value = Some(v);
-    match (detector, kind) {
-        (Detector::Limit, RuleKind::Limit { limit, above, .. }) => {
-            seen.limit = Some(*limit);
-            Some(limit::condition(v, *limit, *above, rule.deadband, raised))
-        }
-        (Detector::Rate(state), RuleKind::Rate { limit, per, window }) => {
-            let r = state.update(at, v, ms(*window), ms(*per))?;
-            seen.value = Some(r);
-            seen.limit = Some(*limit);
-            Some(rate::condition(r, *limit, rule.deadband, raised))
-        }
-        (
-            Detector::Stuck(state),
-            RuleKind::Stuck {
-                tolerance,
-                duration,
-            },
-        ) => {
-            let flat = state.update(at, v, *tolerance);
-            Some(flat >= ms(*duration))
-        }
-        (Detector::Anomaly(models), RuleKind::Anomaly { params, .. }) => {
-            let bucket = match params.season {
-                Season::None | Season::Auto => 0,
-                Season::HourOfDay => hour_of_day,
-                Season::HourOfWeek => hour_of_week,
-            };
-            let Some(model) = models.select(running) else {
-                // A regime switch is settling: whatever was raised in the regime left ended.
-                return Some(false);
-            };
-            let score = model.update(at, bucket, v)?;
-            *score_out = Some(score_out.map_or(score.score, |s: f64| s.max(score.score)));
-            seen.score = Some(score.score);
-            seen.limit = Some(score.expected);
-            // The alarm follows the model's episode: one raise at its onset, one clear at
-            // its end, however long the anomaly lasts.
-            Some(score.episode.active)
-        }
-        (
-            Detector::Trend(model),
-            RuleKind::Trend {
-                limit,
-                direction,
-                horizon,
-                ..
-            },
-        ) => {
-            model.update(at, v);
-            seen.limit = Some(*limit);
-            let eta = model.time_to(at, *limit, *direction);
-            seen.eta_ms = eta;
-            if let Some(f) = model.fitted(at) {
-                seen.value = Some(f);
-            }
-            Some(eta.is_some_and(|e| e <= ms(*horizon)))
-        }
-        _ => None,
-    }
+    a.episode_kind()
 }
 
 #[cfg(test)]

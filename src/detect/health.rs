@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use super::engine::{Detector, Engine, ms, point_shares};
+use super::engine::{Engine, ms, point_shares};
 use super::message::PointShare;
 use super::spec::{RuleKind, Severity};
 
@@ -109,11 +109,11 @@ impl Engine {
                 let trend = d
                     .instances
                     .iter()
-                    .filter_map(|i| match (&i.rule.kind, i.seen.eta_ms) {
-                        (RuleKind::Trend { horizon, .. }, Some(eta)) => {
-                            Some(trend(eta, ms(*horizon)))
-                        }
-                        _ => None,
+                    .filter_map(|i| {
+                        let RuleKind::Trend(t) = &i.kind else {
+                            return None;
+                        };
+                        Some(trend(i.seen.eta_ms?, ms(t.horizon)))
                     })
                     .fold(0.0, f64::max);
                 DeviceHealth {
@@ -130,7 +130,8 @@ impl Engine {
                         .instances
                         .iter()
                         .find(|i| {
-                            i.state.is_raised() && matches!(i.detector, Detector::DeviceAnomaly(_))
+                            i.state.is_raised()
+                                && matches!(&i.kind, RuleKind::Anomaly(a) if a.is_device())
                         })
                         .map(|i| point_shares(i, &d.point_names))
                         .unwrap_or_default(),

@@ -19,9 +19,10 @@
 //! - [`command`]: operator acks, shelves and services;
 //! - [`health`]: the device health index;
 //! - [`snapshot`]: learned models saved and restored across restarts;
-//! - one file per rule kind's detector ([`limit`], [`rate`], [`stuck`], [`trend`], [`quota`],
-//!   [`expr`], [`anomaly`]), with [`alarm`] (the on/off-delay state machine) and
-//!   [`maintenance`] (running hours and starts).
+//! - [`rules`]: the rule kinds, one closed enum with one file per kind (its keys, checks,
+//!   state and condition), over the models they use ([`trend`], [`quota`], [`expr`],
+//!   [`anomaly`]), with [`alarm`] (the on/off-delay state machine) and [`maintenance`]
+//!   (running hours and starts).
 
 pub mod alarm;
 pub mod anomaly;
@@ -31,14 +32,12 @@ pub mod engine;
 pub mod expr;
 pub mod flood;
 pub mod health;
-pub mod limit;
 pub mod maintenance;
 pub mod message;
 pub mod quota;
-pub mod rate;
+pub mod rules;
 pub mod snapshot;
 pub mod spec;
-pub mod stuck;
 pub mod trend;
 
 pub use self::command::{CommandError, MAX_SHELVE_MS};
