@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use chrono::{Datelike, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 
-use super::engine::{DeviceRules, Engine, Owner, Seen};
+use super::engine::{DeviceRules, Engine, Seen};
 use super::flood::Flood;
 use super::message::AlarmEvent;
 use super::rules::{baseline, demand, quota};
+use super::settle::Owner;
 use super::spec::{EngineSpec, Rule, RuleKind, Severity, Target};
 use crate::model::Name;
 

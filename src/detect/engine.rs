@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use chrono::{Datelike, TimeZone, Timelike};
 
-use super::alarm::{AlarmState, Phase, Transition};
-use super::anomaly;
-use super::command::status_of;
+use super::alarm::AlarmState;
 use super::energy::energy_rules;
-use super::flood::{Flood, flood_allows, flood_summary};
+use super::flood::{Flood, flood_summary};
 use super::maintenance::Counters;
-use super::message::{AlarmEvent, AlarmStatus, PointShare, event, raise_message};
+use super::message::AlarmEvent;
 use super::rules::service::{ServiceHours, ServiceStarts};
+use super::settle::Owner;
 use super::spec::{AlarmPolicy, Rule, RuleKind, Target};
 use super::spec::{EngineSpec, Maintenance};
+use super::timers::{Timers, device_due};
 use super::{health, snapshot};
 use crate::model::{BadReason, Name, Quality, SampleBatch, Value};
 
@@ -114,6 +114,8 @@ pub struct Engine {
     pub(super) devices: Vec<DeviceRules>,
     pub(super) by_name: HashMap<Name, usize>,
     pub(super) hours: LocalHours,
+    /// When time alone next changes something, per device.
+    pub(super) timers: Timers,
 }
 
 /// `d` in whole milliseconds, saturating.
@@ -219,6 +221,7 @@ impl Engine {
             demand: spec.demand,
             meter_names: spec.meters.iter().map(|m| m.name.clone()).collect(),
             policy: spec.policy.clone(),
+            timers: Timers::new(devices.len()),
             devices,
             by_name,
             hours: LocalHours {
@@ -246,6 +249,7 @@ impl Engine {
         };
         let hours = &mut self.hours;
         let policy = &self.policy;
+        let timers = &mut self.timers;
         let Some(dev) = self.devices.get_mut(di) else {
             return;
         };
@@ -360,169 +364,8 @@ impl Engine {
             owner.observe(inst, Some(condition), at, events);
         }
         flood_summary(dev, policy, now, events);
+        timers.set(di, device_due(dev));
     }
-}
-
-/// An `anomaly` rule's episode after the last batch of its device (for `replay --episodes`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EpisodeState {
-    /// The rule instance on its device: stable for the engine's life, an argument of
-    /// [`Engine::anomaly_rule`].
-    pub instance: usize,
-    /// The episode of the model of the current regime.
-    pub episode: self::anomaly::Episode,
-    /// The rule's latest onset score.
-    pub score: Option<f64>,
-}
-
-/// What an `anomaly` rule instance watches, for an episode's line in `replay --episodes`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AnomalyRule<'a> {
-    /// The alarm name.
-    pub alarm: &'a str,
-    /// The watched point of a point model; `None` for a device-level model.
-    pub point: Option<&'a str>,
-    /// A device-level model's points with their shares of the current (or last) episode's
-    /// deviation, largest first; empty for a point model.
-    pub shares: Vec<PointShare>,
-}
-
-impl Engine {
-    /// The episode of every `anomaly` rule of `device` (point and device-level models).
-    pub fn anomaly_episodes(&self, device: usize) -> impl Iterator<Item = EpisodeState> + '_ {
-        self.devices
-            .get(device)
-            .into_iter()
-            .flat_map(|d| d.instances.iter().enumerate())
-            .filter_map(|(instance, inst)| {
-                let RuleKind::Anomaly(a) = &inst.kind else {
-                    return None;
-                };
-                let episode = a.episode();
-                Some(EpisodeState {
-                    instance,
-                    episode: episode.unwrap_or_default(),
-                    score: inst.seen.score,
-                })
-            })
-    }
-
-    /// The alarm, point and (device-level models) point shares of rule instance `instance`
-    /// of `device`, as listed by [`Engine::anomaly_episodes`].
-    pub fn anomaly_rule(&self, device: usize, instance: usize) -> Option<AnomalyRule<'_>> {
-        let d = self.devices.get(device)?;
-        let inst = d.instances.get(instance)?;
-        Some(AnomalyRule {
-            alarm: &inst.alarm,
-            point: inst
-                .point
-                .and_then(|p| d.point_names.get(p))
-                .map(Name::as_str),
-            shares: point_shares(inst, &d.point_names),
-        })
-    }
-
-    /// The latest anomaly score of `device`/`point` from the last batch that held it.
-    pub fn score(&self, device: usize, point: usize) -> Option<f64> {
-        self.devices
-            .get(device)?
-            .scores
-            .get(point)
-            .copied()
-            .flatten()
-    }
-
-    /// Names of the alarms raised on `device` that concern `point`: its point rules, and the
-    /// device-wide ones.
-    pub fn raised_for(&self, device: usize, point: usize) -> impl Iterator<Item = &str> {
-        self.devices
-            .get(device)
-            .into_iter()
-            .flat_map(|d| d.instances.iter())
-            .filter(move |i| i.state.is_raised() && i.point.is_none_or(|p| p == point))
-            .map(|i| i.alarm.as_str())
-    }
-
-    /// What time alone decides at `now`, for devices that send nothing: a comm-loss alarm
-    /// whose duration ran out (raised at its exact time, so replay, which learns of it at the
-    /// next poll, raises the same alarm), and shelves that expired.
-    pub fn tick(&mut self, now: i64, events: &mut Vec<AlarmEvent>) {
-        let policy = &self.policy;
-        for dev in &mut self.devices {
-            let mut owner = Owner {
-                name: &dev.name,
-                points: &dev.point_names,
-                units: &dev.units,
-                flood: &mut dev.flood,
-                policy,
-            };
-            for inst in &mut dev.instances {
-                if let RuleKind::CommLoss(_) = inst.kind {
-                    owner.observe(inst, None, now, events);
-                }
-            }
-        }
-        for di in 0..self.devices.len() {
-            for ii in 0..self.devices[di].instances.len() {
-                let state = &mut self.devices[di].instances[ii].state;
-                if state.is_raised() && state.shelved_until.is_some_and(|u| now >= u) {
-                    state.shelved_until = None;
-                    let status = status_of(state, now);
-                    events.extend(self.emit((di, ii), status, now));
-                }
-            }
-        }
-    }
-
-    /// Puts back the raised alarms of a previous run (the alarms table, or the engine being
-    /// replaced on reload), so they are neither raised again nor forgotten. Events of alarms
-    /// the current rules no longer produce are ignored.
-    pub fn restore(&mut self, raised: &[AlarmEvent]) {
-        for e in raised.iter().filter(|e| e.state != AlarmStatus::Cleared) {
-            let Some(&di) = Name::new(&e.device).ok().and_then(|n| self.by_name.get(&n)) else {
-                continue;
-            };
-            let Some(d) = self.devices.get_mut(di) else {
-                continue;
-            };
-            if let Some(inst) = d.instances.iter_mut().find(|i| i.alarm == e.alarm) {
-                inst.state.phase = Phase::Active;
-                inst.state.raised_ms = e.raised;
-                inst.state.acked = e.state == AlarmStatus::Acked;
-                inst.state.shelved_until = e.shelved_until;
-                inst.seen.value = e.value;
-                inst.seen.limit = e.limit;
-                inst.message.clone_from(&e.message);
-            }
-        }
-    }
-}
-
-impl Engine {
-    /// The maintenance counters of every device that has them, to persist.
-    pub fn counters(&self) -> Vec<(String, Counters)> {
-        self.devices
-            .iter()
-            .filter_map(|d| Some((d.name.to_string(), d.maintenance.as_ref()?.1.clone())))
-            .collect()
-    }
-
-    /// Puts back persisted counters (devices without `[[maintenance]]` now are ignored).
-    pub fn restore_counters(&mut self, saved: &[(String, Counters)]) {
-        for (device, c) in saved {
-            if let Some(d) = self.devices.iter_mut().find(|d| d.name.as_str() == device)
-                && let Some((_, counters)) = d.maintenance.as_mut()
-            {
-                *counters = c.clone();
-            }
-        }
-    }
-}
-
-/// An instance's (on-delay, off-delay) in ms; a comm-loss duration adds to its on-delay.
-fn delays(inst: &Instance) -> (i64, i64) {
-    let rule = &inst.rule;
-    (ms(rule.on_delay) + ms(inst.kind.hold()), ms(rule.off_delay))
 }
 
 /// What a service alarm shows: the count since the last service (to a tenth) and the interval.
@@ -531,77 +374,6 @@ fn service_seen(since: f64, every: f64) -> Seen {
         value: Some((since * 10.0).round() / 10.0),
         limit: Some(every),
         ..Seen::default()
-    }
-}
-
-/// What settling an alarm needs of its device, borrowed apart from the device's instances.
-pub(super) struct Owner<'a> {
-    pub(super) name: &'a Name,
-    pub(super) points: &'a [Name],
-    pub(super) units: &'a [String],
-    pub(super) flood: &'a mut Flood,
-    pub(super) policy: &'a AlarmPolicy,
-}
-
-impl Owner<'_> {
-    /// Applies an observation of `inst` at `at`: time passes first (a delay that ran out
-    /// before `at` fires at its own time), then the condition seen at `at`, if any.
-    pub(super) fn observe(
-        &mut self,
-        inst: &mut Instance,
-        condition: Option<bool>,
-        at: i64,
-        events: &mut Vec<AlarmEvent>,
-    ) {
-        let (on_delay, off_delay) = delays(inst);
-        if let Some((transition, t)) = inst.state.advance(at, on_delay, off_delay) {
-            self.settle(inst, Some(transition), t, events);
-        }
-        if let Some(condition) = condition {
-            let transition = inst.state.step(condition, at, on_delay, off_delay);
-            self.settle(inst, transition, at, events);
-        }
-    }
-
-    /// Publishes what a step of `inst` at `at` changed: a raise (subject to flood control), a
-    /// clear, or the end of a shelve.
-    fn settle(
-        &mut self,
-        inst: &mut Instance,
-        transition: Option<Transition>,
-        at: i64,
-        events: &mut Vec<AlarmEvent>,
-    ) {
-        let (name, points, units) = (self.name, self.points, self.units);
-        let shelf_expired = inst
-            .state
-            .shelved_until
-            .is_some_and(|until| at >= until && inst.state.is_raised());
-        match transition {
-            Some(Transition::Raised) => {
-                inst.state.shelved_until = None;
-                inst.message = raise_message(name, points, units, inst);
-                if flood_allows(self.flood, self.policy, at) {
-                    events.push(event(name, points, units, inst, AlarmStatus::Active, at));
-                } else {
-                    inst.state.suppressed = true;
-                }
-            }
-            Some(Transition::Cleared) if !inst.state.suppressed => {
-                events.push(event(name, points, units, inst, AlarmStatus::Cleared, at));
-            }
-            Some(Transition::Cleared) => inst.state.suppressed = false,
-            None if shelf_expired => {
-                inst.state.shelved_until = None;
-                let status = if inst.state.acked {
-                    AlarmStatus::Acked
-                } else {
-                    AlarmStatus::Active
-                };
-                events.push(event(name, points, units, inst, status, at));
-            }
-            None => {}
-        }
     }
 }
 
@@ -640,26 +412,11 @@ fn run_state(regime: Option<usize>, values: &[Option<f64>]) -> Option<Option<boo
     }
 }
 
-/// Each point's share of the deviation of a device-level anomaly, largest first.
-pub(super) fn point_shares(inst: &Instance, names: &[Name]) -> Vec<PointShare> {
-    let RuleKind::Anomaly(a) = &inst.kind else {
-        return Vec::new();
-    };
-    a.shares(&inst.points, names)
-}
-
-/// The kind of the episode an `anomaly` rule's alarm follows.
-pub(super) fn episode_kind(inst: &Instance) -> Option<anomaly::AnomalyKind> {
-    let RuleKind::Anomaly(a) = &inst.kind else {
-        return None;
-    };
-    a.episode_kind()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::detect::FLOOD_ALARM;
+    use crate::detect::message::AlarmStatus;
     use crate::model::{PointSample, Timestamp};
 
     const CONFIG: &str = r#"

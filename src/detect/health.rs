@@ -13,7 +13,8 @@
 
 use serde::Serialize;
 
-use super::engine::{Engine, ms, point_shares};
+use super::engine::{Engine, ms};
+use super::inspect::point_shares;
 use super::message::PointShare;
 use super::spec::{RuleKind, Severity};
 

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Instance, Seen, episode_kind, point_shares};
+use super::engine::{Instance, Seen};
+use super::inspect::{episode_kind, point_shares};
 use super::rules::rate::Per;
 use super::spec::{Rule, RuleKind, Severity};
 use crate::model::Name;
