@@ -13,6 +13,7 @@
 //! at once per poll. Its figure is the cost of a poll in a large fleet, where a scan of every
 //! rule instance per poll would grow with the fleet.
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,
