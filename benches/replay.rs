@@ -180,7 +180,7 @@ fn fleet(devices: usize, seconds: i64) {
         .map(|d| Name::new(&format!("m-{d}")).unwrap())
         .collect();
     let (t, p) = (Name::new("t").unwrap(), Name::new("p").unwrap());
-    let mut pipeline = Pipeline::new(std::sync::Arc::new(plan), Taps::default());
+    let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), Taps::default());
     let mut out = Outputs::default();
     let (mut polls, mut events) = (0usize, 0usize);
     let start = 1_764_000_000_000_i64;
@@ -270,7 +270,7 @@ fn main() {
             }
         })
         .collect();
-    let mut pipeline = Pipeline::new(std::sync::Arc::new(plan.clone()), Taps::default());
+    let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), Taps::default());
     let mut out = Outputs::default();
     let (polls, values) = (batches.len(), batches.len() * POINTS.len());
     let started = Instant::now();
@@ -306,7 +306,7 @@ fn main() {
     };
     let started = Instant::now();
     let summary = replay(
-        &plan,
+        &plan.replay_spec(),
         csv.as_slice(),
         std::io::sink(),
         Some(std::io::sink()),
@@ -347,7 +347,7 @@ fn main() {
     let mut episodes = std::io::sink();
     let started = Instant::now();
     let summary = replay_with_episodes(
-        &plan,
+        &plan.replay_spec(),
         wide.as_slice(),
         std::io::sink(),
         Some(std::io::sink()),

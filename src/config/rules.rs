@@ -24,7 +24,6 @@ use super::describe;
 use super::issue::Issues;
 use super::load::deserialize_at;
 use super::plan::Device;
-use crate::detect::Engine;
 use crate::detect::expr::Expr;
 use crate::detect::rules::Shape;
 use crate::detect::rules::anomaly::{self, learn_samples};
@@ -778,15 +777,6 @@ impl super::plan::Plan {
             policy: self.alarm_policy.clone(),
             timezone: self.gateway.timezone,
         }
-    }
-}
-
-// The engine takes its spec, not the plan; this constructor assembles the spec where the plan
-// is known, so the stage does not name `config`.
-impl Engine {
-    /// Builds the engine for `plan`'s devices and rules; every alarm starts normal.
-    pub fn new(plan: &super::plan::Plan) -> Self {
-        Self::from_spec(&plan.engine_spec())
     }
 }
 

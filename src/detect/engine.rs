@@ -463,7 +463,7 @@ max_per_device_per_minute = 1
             None,
         )
         .unwrap();
-        Engine::new(&plan)
+        Engine::from_spec(&plan.engine_spec())
     }
 
     fn poll(t: i64, motor: f64, bearing: f64, quality: Quality) -> SampleBatch {

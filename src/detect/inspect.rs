@@ -96,8 +96,8 @@ pub(super) fn point_shares(inst: &Instance, names: &[Name]) -> Vec<PointShare> {
     a.shares(&inst.points, names)
 }
 
-/// The kind of the episode an `anomaly` rule's alarm follows.
-pub(super) fn episode_kind(inst: &Instance) -> Option<anomaly::AnomalyKind> {
+/// The kind of the episode an `anomaly` rule's alarm follows, and whether it is settled.
+pub(super) fn episode_kind(inst: &Instance) -> Option<(anomaly::AnomalyKind, bool)> {
     let RuleKind::Anomaly(a) = &inst.kind else {
         return None;
     };

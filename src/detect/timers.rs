@@ -216,7 +216,7 @@ mod tests {
             None,
         )
         .unwrap();
-        Engine::new(&plan)
+        Engine::from_spec(&plan.engine_spec())
     }
 
     fn poll(device: usize, at: i64, value: Option<f64>) -> SampleBatch {

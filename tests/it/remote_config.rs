@@ -7,9 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::auth::envelope::{signed_bytes, wrap};
 use plantwatch::auth::keys::{SigningSecret, key_pair_from_seed};
-use plantwatch::sim::{Bind, Simulator};
+use plantwatch::sim::Bind;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use serde_json::{Value as Json, json};
 

@@ -8,11 +8,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::auth::envelope::{signed_bytes, wrap};
 use plantwatch::auth::keys::{SigningSecret, key_pair_from_seed};
 use plantwatch::decode::{decode, decode_bit};
 use plantwatch::model::Value;
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use serde_json::{Value as Json, json};
 

@@ -188,15 +188,16 @@ impl Anomaly {
         }
     }
 
-    /// The kind of the episode the alarm follows: the latest started of its regimes' (a
-    /// regime switch ends it, and the new regime's model may hold an older one).
-    pub fn episode_kind(&self) -> Option<AnomalyKind> {
+    /// The kind of the episode the alarm follows, and whether it is settled (see
+    /// [`Episode::settled`]): the latest started of its regimes' (a regime switch ends it,
+    /// and the new regime's model may hold an older one).
+    pub fn episode_kind(&self) -> Option<(AnomalyKind, bool)> {
         let episodes: Vec<Episode> = match self.model.as_ref()? {
             Model::Point(m) => m.models().iter().map(AnomalyModel::episode).collect(),
             Model::Device(s) => s.models.models().iter().map(DeviceModel::episode).collect(),
         };
         let latest = episodes.into_iter().max_by_key(|e| e.since_ms)?;
-        (latest.kind != AnomalyKind::None).then_some(latest.kind)
+        (latest.kind != AnomalyKind::None).then_some((latest.kind, latest.settled))
     }
 
     /// Whether this target is a device-level model.
