@@ -6,6 +6,12 @@
 //! The input is generated in memory (`timestamp,device,point,value`, one poll per second of a
 //! motor PLC, 11 points) and the output goes to a sink, so the figure is parse + detect +
 //! write, not disk.
+//!
+//! Then a fleet (`BENCH_FLEET` devices, default 1 000, each with a comm-loss and a limit rule)
+//! polled once a second with the polls spread over the second, as the live daemon sees them:
+//! each poll advances time, so what time alone decides (comm-loss delays, shelves) is looked
+//! at once per poll. Its figure is the cost of a poll in a large fleet, where a scan of every
+//! rule instance per poll would grow with the fleet.
 #![allow(
     clippy::disallowed_methods,
     clippy::print_stdout,
@@ -15,6 +21,7 @@
     reason = "benchmark binary"
 )]
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Instant;
@@ -145,7 +152,87 @@ fn value(point: usize, t: i64) -> f64 {
     }
 }
 
+/// The fleet case: `devices` devices polled every second for `seconds`, polls spread evenly
+/// over each second, every tenth device silent for a minute in the middle (so comm-loss
+/// delays are running); prints the cost per poll.
+fn fleet(devices: usize, seconds: i64) {
+    let mut config = String::from(
+        "[gateway]\nsite = \"bench\"\nid = \"gw\"\n[[links]]\nname = \"bus\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+         [[rules]]\nname = \"offline\"\nkind = \"comm_loss\"\nduration = \"30s\"\n\
+         [[rules]]\nname = \"hot\"\nkind = \"high\"\npoint = \"t\"\nlimit = 90\non_delay = \"10s\"\n",
+    );
+    for d in 0..devices {
+        write!(
+            config,
+            "[[devices]]\nname = \"m-{d}\"\nlink = \"bus\"\n[devices.points.t]\naddress = 0\n[devices.points.p]\naddress = 1\n"
+        )
+        .unwrap();
+    }
+    let plan = load_str(
+        "fleet.toml",
+        &config,
+        &EnvOverrides::Off,
+        Path::new("."),
+        None,
+    )
+    .unwrap();
+    let names: Vec<Name> = (0..devices)
+        .map(|d| Name::new(&format!("m-{d}")).unwrap())
+        .collect();
+    let (t, p) = (Name::new("t").unwrap(), Name::new("p").unwrap());
+    let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), Taps::default());
+    let mut out = Outputs::default();
+    let (mut polls, mut events) = (0usize, 0usize);
+    let start = 1_764_000_000_000_i64;
+    let mut busy = std::time::Duration::ZERO;
+    for s in 0..seconds {
+        // One second of polls, built before the clock starts.
+        let batches: Vec<SampleBatch> = names
+            .iter()
+            .enumerate()
+            .map(|(d, name)| {
+                let at = start + s * 1000 + (d * 1000 / devices) as i64;
+                let silent = d % 10 == 0 && (seconds / 2..seconds / 2 + 60).contains(&s);
+                let sample = |point: &Name, v: f64| PointSample {
+                    point: point.clone(),
+                    ts: Timestamp(at),
+                    value: (!silent).then_some(Value::F64(v)),
+                    quality: if silent {
+                        Quality::Bad(plantwatch::model::BadReason::Timeout)
+                    } else {
+                        Quality::Good
+                    },
+                };
+                SampleBatch {
+                    device: name.clone(),
+                    tick: Timestamp(at),
+                    samples: vec![sample(&t, value(0, s + d as i64)), sample(&p, 1.0)],
+                }
+            })
+            .collect();
+        polls += batches.len();
+        let started = Instant::now();
+        for b in batches {
+            let tick = b.tick;
+            pipeline.step(b, tick, &mut out);
+        }
+        busy += started.elapsed();
+        events += out.events.len();
+        out.clear();
+    }
+    let secs = busy.as_secs_f64();
+    println!(
+        "fleet: {devices} devices × {seconds} s = {polls} polls (2 rules each, polls spread over the second) in {secs:.3} s: {:.0} ns/poll, {events} events",
+        secs * 1e9 / polls as f64,
+    );
+}
+
 fn main() {
+    let fleet_devices: usize = std::env::var("BENCH_FLEET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    fleet(fleet_devices, 300);
     let rows: usize = std::env::var("BENCH_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())

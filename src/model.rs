@@ -6,6 +6,25 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// Parses a duration as people write it in config files and commands (`"30s"`, `"5m"`,
+/// `"6h"`, `"1h 30m"`, `"0"`); the error says what was written and what would do.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "`{s}` is negative; durations are 0 or more, e.g. \"30s\""
+        ));
+    }
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        format!(
+            "`{s}` is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"6h\", \"2d\""
+        )
+    })
+}
+
 /// Why a string was rejected as a device, point or link name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not a valid name: use 1 to 64 of a-z, 0-9, `_` and `-`")]

@@ -237,7 +237,7 @@ fn print_plan(path: &Path, plan: &Plan) {
             out!(
                 "{:<24} {:<11} {:<9} {:>6}  {}",
                 r.name,
-                r.kind_name.as_str(),
+                r.kind.name(),
                 r.severity.as_str(),
                 alarms.len(),
                 shown

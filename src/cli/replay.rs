@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::config::rules::RuleKind;
 use crate::replay::episodes::EpisodeFormat;
 use crate::replay::{ReplayError, ReplayOptions, replay_with_episodes};
 
@@ -200,12 +199,7 @@ pub(super) fn run(
         input_name: args.input().display().to_string(),
         consumption: args.consumption,
     };
-    let learns = plan.rules.iter().any(|r| {
-        matches!(
-            r.kind,
-            RuleKind::Anomaly { .. } | RuleKind::Trend { .. } | RuleKind::Rate { .. }
-        )
-    });
+    let learns = plan.rules.iter().any(|r| r.kind.learns());
     if args.state.is_some() && plan.energy.meters.is_empty() && !learns {
         anyhow::bail!(
             "--state: {} has no [[meters]] or [[production]] and no anomaly, trend or rate \

@@ -369,8 +369,8 @@ pub(crate) fn deserialize_at<T: DeserializeOwned>(
     let mut table = value.clone().into_table().ok();
     let mut value = value;
     let mut suggested: Vec<String> = Vec::new();
-    // Each round drops one key, so the table's length bounds the rounds.
-    let rounds = table.as_ref().map_or(1, |t| t.len() + 1);
+    // Each round drops or retypes one key, so twice the table's length bounds the rounds.
+    let rounds = table.as_ref().map_or(1, |t| 2 * t.len() + 1);
     for _ in 0..rounds {
         let err = match value.clone().try_deserialize::<T>() {
             // `config` coerced what it could ("502" and `true` to numbers, 1000.7 to 1001):
@@ -390,7 +390,26 @@ pub(crate) fn deserialize_at<T: DeserializeOwned>(
             },
             Err(err) => err,
         };
-        let d = describe::describe(&err, key);
+        let mut d = describe::describe(&err, key);
+        // A value that serde read from its buffer (a flattened or internally tagged type)
+        // fails without its key: find the key, so it is named and dropped like any other.
+        if d.unknown.is_none() && d.missing.is_none() && d.key == key {
+            let message = err.to_string();
+            if let Some(t) = table.as_mut()
+                && let Some(field) = culprit::<T>(t, &message)
+            {
+                // An environment variable is text; where the key wants a number or a
+                // boolean, it is read as one (the buffer, unlike `config`, does not coerce).
+                if message.starts_with("invalid type: string")
+                    && let Some(typed) = t.get(&field).and_then(typed_from_env)
+                {
+                    t.insert(field, typed);
+                    value = config::Value::new(None, t.clone());
+                    continue;
+                }
+                d.key = describe::join(key, &field);
+            }
+        }
         // "unknown `hots`, did you mean `host`?" already says that `host` is missing.
         if d.missing.as_ref().is_some_and(|m| suggested.contains(m)) {
             return None;
@@ -413,6 +432,57 @@ pub(crate) fn deserialize_at<T: DeserializeOwned>(
         value = config::Value::new(None, t.clone());
     }
     None
+}
+
+/// The key of `table` whose value makes `T` fail with `message`, for an error that does not
+/// name it: among the keys holding the value the message quotes (all keys when it quotes
+/// none), the first whose removal changes the outcome.
+fn culprit<T: DeserializeOwned>(table: &RawTable, message: &str) -> Option<String> {
+    let quoted = message
+        .split_once('`')
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .or_else(|| {
+            message
+                .split_once('"')
+                .and_then(|(_, rest)| rest.split_once('"'))
+        })
+        .map(|(token, _)| token);
+    let holds = |v: &config::Value| v.clone().into_string().ok().as_deref() == quoted;
+    let mut candidates: Vec<&String> = table
+        .iter()
+        .filter(|(_, v)| holds(v))
+        .map(|(k, _)| k)
+        .collect();
+    if candidates.is_empty() {
+        candidates = table.keys().collect();
+    }
+    candidates.into_iter().find_map(|k| {
+        let mut without = table.clone();
+        without.shift_remove(k);
+        let changed = match config::Value::new(None, without).try_deserialize::<T>() {
+            Ok(_) => true,
+            Err(e) => e.to_string() != message,
+        };
+        changed.then(|| k.clone())
+    })
+}
+
+/// `value` as the number or boolean its text spells, when it came from an environment
+/// variable; `None` otherwise.
+fn typed_from_env(value: &config::Value) -> Option<config::Value> {
+    use config::ValueKind;
+    let origin = value.origin().filter(|o| o.starts_with(ENV_PREFIX))?;
+    let ValueKind::String(text) = &value.kind else {
+        return None;
+    };
+    let kind = if let Ok(b) = text.to_lowercase().parse::<bool>() {
+        ValueKind::Boolean(b)
+    } else if let Ok(i) = text.parse::<i64>() {
+        ValueKind::I64(i)
+    } else {
+        ValueKind::Float(text.parse::<f64>().ok()?)
+    };
+    Some(config::Value::new(Some(&origin.to_owned()), kind))
 }
 
 /// The first value in `value` whose type `T` does not take as written, with its path under
@@ -455,7 +525,9 @@ fn strict_mismatch<T: DeserializeOwned>(value: &config::Value) -> Option<(String
     let from_env = leaf
         .and_then(config::Value::origin)
         .is_some_and(|o| o.starts_with(ENV_PREFIX));
-    if from_env && expected.contains("string") {
+    // No path: the value went through serde's buffer (a flattened type), which coerces
+    // nothing, so the first pass already refused what this one would.
+    if path.is_empty() || (from_env && expected.contains("string")) {
         return None;
     }
     Some((path, wrong_type(found, expected)))
@@ -621,19 +693,19 @@ mod tests {
         let mut issues = Issues::default();
         let table = parse_toml_source(
             "t.toml",
-            "[[rules]]\nname = \"r\"\nkind = \"anomaly\"\nseason = \"x\"\ndirection = \"up\"\nthreshhold = 0.5\n",
+            "[[rules]]\nkind = \"anomaly\"\nseason = \"x\"\nlearn = 5\nlearn_samples = \"many\"\n",
             &mut issues,
         )
         .unwrap();
         let value = table["rules"].clone().into_array().unwrap().remove(0);
-        let rule: Option<rules::RawRule> = deserialize_at(value, "rules[0]", &mut issues);
+        let rule: Option<rules::RuleKind> = deserialize_at(value, "rules[0]", &mut issues);
         let keys: Vec<&str> = issues.0.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
             keys,
             [
                 "rules[0].season",
-                "rules[0].direction",
-                "rules[0].threshhold"
+                "rules[0].learn",
+                "rules[0].learn_samples"
             ],
             "{issues:?}"
         );
@@ -643,14 +715,10 @@ mod tests {
     #[test]
     fn a_required_key_with_a_bad_value_is_not_also_reported_missing() {
         let mut issues = Issues::default();
-        let table = parse_toml_source(
-            "t.toml",
-            "[[rules]]\nname = \"r\"\nkind = \"hihg\"\n",
-            &mut issues,
-        )
-        .unwrap();
+        let table =
+            parse_toml_source("t.toml", "[[rules]]\nkind = \"hihg\"\n", &mut issues).unwrap();
         let value = table["rules"].clone().into_array().unwrap().remove(0);
-        let rule: Option<rules::RawRule> = deserialize_at(value, "rules[0]", &mut issues);
+        let rule: Option<rules::RuleKind> = deserialize_at(value, "rules[0]", &mut issues);
         assert!(rule.is_none());
         assert_eq!(issues.0.len(), 1, "{issues:?}");
         assert_eq!(issues.0[0].key, "rules[0].kind");

@@ -272,7 +272,7 @@ pub fn resolve(
     }
     let mqtt = resolve_sinks(&raw_mqtt, gateway.as_ref(), &mut issues);
     let influx = raw_influx.and_then(|r| influx::resolve_influx(&r, &mut issues));
-    let rules_written = elements::<rules::RawRule>(raw_rules, "rules", &mut issues);
+    let rules_written = rules::read_rules(raw_rules, &mut issues);
     let rules = rules::resolve_rules(rules_written, &devices, &mut issues);
     let webhooks_written = elements::<webhooks::RawWebhook>(raw_webhooks, "webhooks", &mut issues);
     let webhooks = webhooks::resolve_webhooks(webhooks_written, &mut issues);

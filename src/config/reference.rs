@@ -77,8 +77,9 @@ const TABLES: &[Table] = &[
     },
     Table {
         heading: "[[rules]]",
-        about: "An alarm rule (`kind` selects what it detects).",
-        keys: fields::<rules::RawRule>,
+        about: "An alarm rule: the keys of every kind (`kind` selects what it detects; the \
+                tables below give each kind's own keys).",
+        keys: rule_keys,
     },
     Table {
         heading: "[alarms]",
@@ -205,6 +206,13 @@ fn fields<T: DeserializeOwned>() -> Vec<String> {
         .collect()
 }
 
+/// The keys of every `[[rules]]` entry, with `kind` first.
+fn rule_keys() -> Vec<String> {
+    let mut keys = vec!["kind".to_owned()];
+    keys.extend(rules::common_keys().iter().cloned());
+    keys
+}
+
 /// A link type's keys with `kind` first: the loader reads `kind` before the type.
 fn with_kind<T: DeserializeOwned>() -> Vec<String> {
     let mut keys = vec!["kind".to_owned()];
@@ -231,8 +239,27 @@ pub fn reference() -> String {
         for key in (t.keys)() {
             out.push_str(&format!("- `{key}`\n"));
         }
+        if t.heading == "[[rules]]" {
+            rule_kinds(&mut out);
+        }
     }
     out
+}
+
+/// A table per kind `[[rules]]` may write, with the keys it takes beyond the common ones.
+fn rule_kinds(out: &mut String) {
+    for (kind, keys) in rules::kinds() {
+        // Only the kinds made elsewhere take no keys of their own; [[rules]] refuses them.
+        if keys.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "\n## `[[rules]] kind = \"{kind}\"`\n\nThe keys of `{kind}` beside the common ones.\n\n"
+        ));
+        for key in keys {
+            out.push_str(&format!("- `{key}`\n"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,35 +5,45 @@
 //! device and point, and each target becomes one alarm. Durations are written as text
 //! (`"30s"`, `"6h"`, `"2d"`) because they span seconds to weeks.
 //!
+//! A rule is written as the keys every kind takes ([`RuleCommon`]) plus its `kind` with that
+//! kind's own keys: [`RuleKind`], the detect stage's closed enum. Which keys a kind takes is
+//! read from that enum's serde impl, so the checks here and the reference never drift from
+//! it.
+//!
 //! Invariants of a resolved rule: every target names a device and point that exist; limits are
 //! finite; delays and windows are non-negative; an expression compiles against its device.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::describe;
 use super::issue::Issues;
+use super::load::deserialize_at;
 use super::plan::Device;
-use crate::detect::anomaly::{AnomalyParams, Season};
 use crate::detect::expr::Expr;
+use crate::detect::rules::Shape;
+use crate::detect::rules::anomaly::{self, learn_samples};
 use crate::detect::spec::{DeviceSpec, EngineSpec, PointSpec};
-use crate::detect::trend::Direction;
 use crate::model::Name;
 
-/// `[[rules]]` as written: one flat table, whose keys are checked per kind when resolving.
+// The rule types belong to the detect stage; config resolves the file into them.
+pub use crate::detect::spec::{AlarmPolicy, Rule, RuleKind, Severity, Target};
+pub use crate::model::parse_duration;
+
+/// The keys every `[[rules]]` entry takes, whatever its kind.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRule {
+pub struct RuleCommon {
     /// The rule's name: the `{rule}` of the alarm topic.
     pub name: String,
-    /// What it detects.
-    pub kind: RuleKindName,
     /// Device name or glob; every device when absent.
     #[serde(default)]
     pub device: Option<String>,
-    /// Point name or glob (point rules only).
+    /// Point name or glob (point rules, and `anomaly` with one model per point).
     #[serde(default)]
     pub point: Option<String>,
     /// Priority of the alarm.
@@ -43,106 +53,221 @@ pub struct RawRule {
     /// `{over}` (value − limit) and `{over_percent}`.
     #[serde(default)]
     pub message: Option<String>,
-    /// The threshold (limits, rate, trend).
-    #[serde(default)]
-    pub limit: Option<f64>,
-    /// Hysteresis: how far back past the limit the value must go to clear.
-    #[serde(default)]
-    pub deadband: Option<f64>,
     /// How long the condition must hold before the alarm is raised.
-    #[serde(default)]
-    pub on_delay: Option<String>,
+    #[serde(default, deserialize_with = "crate::detect::rules::optional_duration")]
+    pub on_delay: Option<Duration>,
     /// How long the condition must be gone before the alarm clears.
-    #[serde(default)]
-    pub off_delay: Option<String>,
-    /// `rate`: `second` or `minute`.
-    #[serde(default)]
-    pub per: Option<RatePer>,
-    /// `rate` and `trend`: the window the rate or trend is measured over.
-    #[serde(default)]
-    pub window: Option<String>,
-    /// `stuck` and `comm_loss`: how long before it counts.
-    #[serde(default)]
-    pub duration: Option<String>,
-    /// `stuck`: changes smaller than this do not count as changes.
-    #[serde(default)]
-    pub tolerance: Option<f64>,
-    /// `anomaly`: the score in (0, 1) above which it alarms.
-    #[serde(default)]
-    pub threshold: Option<f64>,
-    /// `anomaly`: the model's memory in samples.
-    #[serde(default)]
-    pub learn_samples: Option<u32>,
-    /// `anomaly`: the model's memory as a duration, turned into samples by each device's
-    /// poll interval.
-    #[serde(default)]
-    pub learn: Option<String>,
-    /// `anomaly`: samples seen before any score.
-    #[serde(default)]
-    pub warmup_samples: Option<u32>,
-    /// `anomaly`: seasonal baseline.
-    #[serde(default)]
-    pub season: Option<SeasonName>,
-    /// `anomaly`: smallest scale, in engineering units.
-    #[serde(default)]
-    pub min_sigma: Option<f64>,
-    /// `anomaly` without `point`: the points (names or globs) of one device-level model;
-    /// every numeric point of the device when absent.
-    #[serde(default)]
-    pub points: Option<Vec<String>>,
-    /// `anomaly`: the device's run-state point; one model per operating regime (running or
-    /// stopped), so a stop is not an anomaly.
-    #[serde(default)]
-    pub regime: Option<String>,
-    /// `trend`: `rising` or `falling`.
-    #[serde(default)]
-    pub direction: Option<DirectionName>,
-    /// `trend`: alarm when the crossing is predicted sooner than this.
-    #[serde(default)]
-    pub horizon: Option<String>,
-    /// `expression`: the condition over the device's points.
-    #[serde(default)]
-    pub when: Option<String>,
+    #[serde(default, deserialize_with = "crate::detect::rules::optional_duration")]
+    pub off_delay: Option<Duration>,
 }
 
-// The resolved rule types belong to the detect stage; config resolves the file into them.
-pub use crate::detect::spec::{
-    AlarmPolicy, DEVICE_ANOMALY_MESSAGE, Rule, RuleKind, RuleKindName, Severity, Target,
-    default_message, learn_samples,
-};
-
-/// `rate` units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RatePer {
-    /// Units per second.
-    Second,
-    /// Units per minute.
-    Minute,
+/// `[[rules]]` as written: the common keys, and the kind with its own. Read in two parts
+/// (see [`read_rules`]), so that a bad value of a common key is named by `config` itself and
+/// only the kind goes through serde's tagged-enum buffer.
+#[derive(Debug, Clone)]
+pub struct RawRule {
+    /// The keys of every kind.
+    pub common: RuleCommon,
+    /// What it detects, with that kind's keys.
+    pub kind: RuleKind,
 }
 
-/// `anomaly` seasons, as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeasonName {
-    /// The model finds the point's cycle, if it has one (the default).
-    Auto,
-    /// One baseline.
-    None,
-    /// A baseline per local hour of the day.
-    HourOfDay,
-    /// A baseline per local hour of the week.
-    HourOfWeek,
+/// The keys `T` accepts, as serde lists them when given the unknown key `probe` beside
+/// `with` (each type is `deny_unknown_fields`).
+fn keys_of<T: DeserializeOwned>(with: &[(&str, &str)]) -> Vec<String> {
+    let mut table = toml::Table::new();
+    for (k, v) in with {
+        table.insert((*k).to_owned(), toml::Value::String((*v).to_owned()));
+    }
+    table.insert("\u{1}".to_owned(), toml::Value::Integer(0));
+    let Err(err) = T::deserialize(toml::Value::Table(table)) else {
+        return Vec::new();
+    };
+    let message = err.message().to_owned();
+    let Some((_, list)) = message.split_once(", expected ") else {
+        return Vec::new();
+    };
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect()
 }
 
-/// `trend` directions, as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DirectionName {
-    /// Will rise above the limit.
-    Rising,
-    /// Will fall below the limit.
-    Falling,
+/// The keys every kind takes.
+pub fn common_keys() -> &'static [String] {
+    static KEYS: OnceLock<Vec<String>> = OnceLock::new();
+    KEYS.get_or_init(|| keys_of::<RuleCommon>(&[]))
+}
+
+/// Every kind `kind` may name, in the order the detect stage declares them, with the keys
+/// each takes beyond the common ones (none for the kinds made elsewhere).
+pub fn kinds() -> &'static [(String, Vec<String>)] {
+    static KINDS: OnceLock<Vec<(String, Vec<String>)>> = OnceLock::new();
+    KINDS.get_or_init(|| {
+        // Naming no kind makes serde list them all.
+        let names = keys_of::<RuleKind>(&[("kind", "\u{1}")]);
+        names
+            .into_iter()
+            .map(|k| {
+                let keys = keys_of::<RuleKind>(&[("kind", &k)]);
+                (k, keys)
+            })
+            .collect()
+    })
+}
+
+/// The keys kind `kind` takes beyond the common ones; `None` for a kind that does not exist.
+fn kind_keys(kind: &str) -> Option<&'static [String]> {
+    kinds()
+        .iter()
+        .find(|(k, _)| k == kind)
+        .map(|(_, keys)| keys.as_slice())
+}
+
+/// What a missing kind key wants, for the message that asks for it.
+fn example(field: &str) -> &'static str {
+    match field {
+        "limit" => " (engineering units)",
+        "duration" => ", e.g. \"10m\"",
+        "horizon" => ", e.g. \"6h\"",
+        "direction" => ": \"rising\" or \"falling\"",
+        "when" => ", e.g. \"run_state == 1 && current_l1 < 0.5\"",
+        _ => "",
+    }
+}
+
+/// Reads every `[[rules]]` entry, recording every problem of every entry: keys of another
+/// kind, unknown keys, bad values (each at its key) and missing keys of the kind.
+pub(super) fn read_rules(
+    raw: Option<Vec<config::Value>>,
+    issues: &mut Issues,
+) -> Vec<(String, RawRule)> {
+    let mut out = Vec::new();
+    for (i, value) in raw.into_iter().flatten().enumerate() {
+        let key = format!("rules[{i}]");
+        let before = issues.0.len();
+        let kind = value
+            .clone()
+            .into_table()
+            .ok()
+            .and_then(|t| t.get("kind")?.clone().into_string().ok());
+        let allowed = kind.as_deref().and_then(kind_keys);
+        let value = drop_foreign_keys(value, &key, kind.as_deref(), allowed, issues);
+        let rule = read_rule(value, &key, issues);
+        // serde says "missing"; say what the kind needs.
+        for issue in &mut issues.0[before..] {
+            let Some(field) = issue
+                .key
+                .strip_prefix(&key)
+                .and_then(|f| f.strip_prefix('.'))
+            else {
+                continue;
+            };
+            if !issue.message.starts_with("required but missing") {
+                continue;
+            }
+            if field == "kind" {
+                let names: Vec<&str> = kinds().iter().map(|(k, _)| k.as_str()).collect();
+                issue.message = format!(
+                    "required but missing; give one of {}",
+                    describe::list(&names)
+                );
+            } else if let (Some(kind), Some(allowed)) = (&kind, allowed)
+                && allowed.iter().any(|k| k == field)
+            {
+                issue.message = format!("kind = \"{kind}\" needs `{field}`{}", example(field));
+            }
+        }
+        if let Some(rule) = rule {
+            out.push((key, rule));
+        }
+    }
+    out
+}
+
+/// Reads one rule: its common keys, then its kind with the rest, each part reporting every
+/// problem it has.
+fn read_rule(value: config::Value, key: &str, issues: &mut Issues) -> Option<RawRule> {
+    let origin = value.origin().map(str::to_owned);
+    let Ok(table) = value.clone().into_table() else {
+        // Not a table: let the loader say so at the element's key.
+        deserialize_at::<RuleCommon>(value, key, issues);
+        return None;
+    };
+    let (common, own): (Vec<_>, Vec<_>) = table
+        .into_iter()
+        .partition(|(k, _)| common_keys().contains(k));
+    let part = |entries: Vec<(String, config::Value)>| {
+        config::Value::new(
+            origin.as_ref(),
+            entries.into_iter().collect::<super::raw::RawTable>(),
+        )
+    };
+    let common = deserialize_at::<RuleCommon>(part(common), key, issues);
+    let kind = deserialize_at::<RuleKind>(part(own), key, issues);
+    Some(RawRule {
+        common: common?,
+        kind: kind?,
+    })
+}
+
+/// Removes from a rule's table, with an issue each, the keys its kind does not take: those of
+/// another kind, and those of none. Left to serde, they would read as unknown to the kind
+/// alone, without saying which kind they belong to.
+fn drop_foreign_keys(
+    value: config::Value,
+    key: &str,
+    kind: Option<&str>,
+    allowed: Option<&[String]>,
+    issues: &mut Issues,
+) -> config::Value {
+    let origin = value.origin().map(str::to_owned);
+    let Ok(mut table) = value.clone().into_table() else {
+        return value;
+    };
+    let common = common_keys();
+    let any_kind = |k: &str| kinds().iter().any(|(_, keys)| keys.iter().any(|x| x == k));
+    let written: Vec<String> = table.keys().cloned().collect();
+    for k in written {
+        if k == "kind" || common.contains(&k) {
+            continue;
+        }
+        let message = match (kind, allowed) {
+            (Some(_), Some(allowed)) if allowed.contains(&k) => continue,
+            (Some(kind), Some(allowed)) if any_kind(&k) => {
+                let takes = if allowed.is_empty() {
+                    "none of its own".to_owned()
+                } else {
+                    describe::list(allowed)
+                };
+                format!("`{k}` does not apply to kind = \"{kind}\"; it takes {takes}")
+            }
+            // An unknown kind is reported by serde; its keys are judged against every kind.
+            _ if any_kind(&k) && allowed.is_none() => continue,
+            _ => {
+                let mut valid: Vec<&str> = common.iter().map(String::as_str).collect();
+                match allowed {
+                    Some(a) => valid.extend(a.iter().map(String::as_str)),
+                    None => valid.extend(
+                        kinds()
+                            .iter()
+                            .flat_map(|(_, a)| a.iter().map(String::as_str)),
+                    ),
+                }
+                match describe::closest(&k, &valid) {
+                    Some(s) => format!(
+                        "unknown key `{k}`; did you mean `{s}`? Valid keys: {}",
+                        valid.join(", ")
+                    ),
+                    None => format!("unknown key `{k}`; valid keys: {}", valid.join(", ")),
+                }
+            }
+        };
+        issues.push(format!("{key}.{k}"), message);
+        table.shift_remove(&k);
+    }
+    config::Value::new(origin.as_ref(), table)
 }
 
 /// `[alarms]` as written: engine-wide alarm policy.
@@ -199,109 +324,6 @@ fn is_glob(s: &str) -> bool {
     s.contains(['*', '?'])
 }
 
-/// Parses a human duration (`"30s"`, `"5m"`, `"6h"`, `"1h 30m"`, `"0s"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(format!(
-            "`{s}` is negative; durations are 0 or more, e.g. \"30s\""
-        ));
-    }
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(t).map_err(|e| {
-        format!(
-            "`{s}` is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"6h\", \"2d\""
-        )
-    })
-}
-
-fn duration_at(
-    issues: &mut Issues,
-    key: &str,
-    field: &str,
-    value: Option<&String>,
-    default: Duration,
-) -> Duration {
-    match value {
-        None => default,
-        Some(s) => parse_duration(s).unwrap_or_else(|m| {
-            issues.push(describe::join(key, field), m);
-            default
-        }),
-    }
-}
-
-/// Keys each kind accepts beyond the common ones.
-fn kind_keys(kind: RuleKindName) -> &'static [&'static str] {
-    match kind {
-        RuleKindName::HighHigh | RuleKindName::High | RuleKindName::Low | RuleKindName::LowLow => {
-            &["limit", "deadband"]
-        }
-        RuleKindName::Rate => &["limit", "per", "window", "deadband"],
-        RuleKindName::Stuck => &["tolerance", "duration"],
-        RuleKindName::CommLoss => &["duration"],
-        RuleKindName::Anomaly => &[
-            "threshold",
-            "learn_samples",
-            "learn",
-            "warmup_samples",
-            "season",
-            "min_sigma",
-            "points",
-            "regime",
-        ],
-        RuleKindName::Trend => &["limit", "direction", "horizon", "window", "deadband"],
-        RuleKindName::Expression => &["when"],
-        RuleKindName::ServiceHours
-        | RuleKindName::ServiceStarts
-        | RuleKindName::Quota
-        | RuleKindName::Demand
-        | RuleKindName::Baseline => &[],
-    }
-}
-
-fn present_kind_keys(raw: &RawRule) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut add = |present: bool, k: &'static str| {
-        if present {
-            keys.push(k);
-        }
-    };
-    add(raw.limit.is_some(), "limit");
-    add(raw.deadband.is_some(), "deadband");
-    add(raw.per.is_some(), "per");
-    add(raw.window.is_some(), "window");
-    add(raw.duration.is_some(), "duration");
-    add(raw.tolerance.is_some(), "tolerance");
-    add(raw.threshold.is_some(), "threshold");
-    add(raw.learn_samples.is_some(), "learn_samples");
-    add(raw.learn.is_some(), "learn");
-    add(raw.warmup_samples.is_some(), "warmup_samples");
-    add(raw.season.is_some(), "season");
-    add(raw.min_sigma.is_some(), "min_sigma");
-    add(raw.points.is_some(), "points");
-    add(raw.regime.is_some(), "regime");
-    add(raw.direction.is_some(), "direction");
-    add(raw.horizon.is_some(), "horizon");
-    add(raw.when.is_some(), "when");
-    keys
-}
-
-fn finite(issues: &mut Issues, key: &str, field: &str, v: Option<f64>) -> Option<f64> {
-    match v {
-        Some(x) if !x.is_finite() => {
-            issues.push(
-                describe::join(key, field),
-                format!("{x} is not a finite number"),
-            );
-            None
-        }
-        other => other,
-    }
-}
-
 /// Resolves every `[[rules]]` entry against the resolved `devices`.
 pub fn resolve_rules(
     raw: Vec<(String, RawRule)>,
@@ -311,18 +333,18 @@ pub fn resolve_rules(
     let mut rules = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for (key, r) in raw {
-        if let Some(first) = seen.get(&r.name) {
+        if let Some(first) = seen.get(&r.common.name) {
             issues.push(
                 format!("{key}.name"),
                 format!(
                     "rule `{}` is already defined at {first}; rule names must be unique",
-                    r.name
+                    r.common.name
                 ),
             );
             continue;
         }
-        seen.insert(r.name.clone(), key.clone());
-        if let Some(rule) = resolve_rule(&key, &r, devices, issues) {
+        seen.insert(r.common.name.clone(), key.clone());
+        if let Some(rule) = resolve_rule(&key, r, devices, issues) {
             rules.push(rule);
         }
     }
@@ -330,29 +352,27 @@ pub fn resolve_rules(
     rules
 }
 
-fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues) -> Option<Rule> {
+fn resolve_rule(key: &str, r: RawRule, devices: &[Device], issues: &mut Issues) -> Option<Rule> {
     let before = issues.0.len();
-    let name = match Name::new(&r.name) {
+    let RawRule { common: c, kind } = r;
+    if let Some(source) = kind.made_elsewhere() {
+        issues.push(
+            format!("{key}.kind"),
+            format!(
+                "kind = \"{}\" is not written in [[rules]]: {source}",
+                kind.name()
+            ),
+        );
+        return None;
+    }
+    let name = match Name::new(&c.name) {
         Ok(n) => Some(n),
         Err(e) => {
             issues.push(format!("{key}.name"), e.to_string());
             None
         }
     };
-    let allowed = kind_keys(r.kind);
-    for k in present_kind_keys(r) {
-        if !allowed.contains(&k) {
-            issues.push(
-                format!("{key}.{k}"),
-                format!(
-                    "`{k}` does not apply to kind = \"{}\"; it takes {}",
-                    r.kind.as_str(),
-                    describe::list(allowed)
-                ),
-            );
-        }
-    }
-    let device_pattern = r.device.clone().unwrap_or_else(|| "*".into());
+    let device_pattern = c.device.clone().unwrap_or_else(|| "*".into());
     let matched: Vec<usize> = devices
         .iter()
         .enumerate()
@@ -362,58 +382,73 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
     if matched.is_empty() {
         let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
         let hint = describe::closest(&device_pattern, &names)
-            .map(|c| format!("; did you mean `{c}`?"))
+            .map(|cl| format!("; did you mean `{cl}`?"))
             .unwrap_or_else(|| format!("; devices: {}", describe::list(&names)));
         issues.push(
             format!("{key}.device"),
             format!("no device matches `{device_pattern}`{hint}"),
         );
     }
-    let mut targets = Vec::new();
-    let device_model = r.kind == RuleKindName::Anomaly && r.point.is_none();
-    if r.point.is_some() && r.points.is_some() {
+    let model = if let RuleKind::Anomaly(a) = &kind {
+        Some(a)
+    } else {
+        None
+    };
+    let (regime, points) = (
+        model.and_then(|a| a.regime.as_deref()),
+        model.and_then(|a| a.points.as_deref()),
+    );
+    if c.point.is_some() && points.is_some() {
         issues.push(
             format!("{key}.points"),
             "give `point` (one model per point) or `points` (one model over the device's \
              points), not both",
         );
     }
-    if device_model {
-        for &d in &matched {
-            let regime = regime_point(key, r, &devices[d], issues);
-            if let Some(points) = device_points(key, r, &devices[d], regime, issues) {
-                targets.push(Target {
-                    device: d,
-                    point: None,
-                    alarm: r.name.clone(),
-                    expr: None,
-                    points,
-                    regime,
-                });
+    let shape = match (kind.shape(), &c.point) {
+        (Shape::PointOrDevice, None) => None,
+        (Shape::PointOrDevice | Shape::Point, _) => Some(Shape::Point),
+        (Shape::Device, _) => Some(Shape::Device),
+    };
+    let device_model = shape.is_none();
+    let mut targets = Vec::new();
+    match shape {
+        None => {
+            for &d in &matched {
+                let regime = regime_point(key, regime, &devices[d], issues);
+                if let Some(points) = device_points(key, points, &devices[d], regime, issues) {
+                    targets.push(Target {
+                        device: d,
+                        point: None,
+                        alarm: c.name.clone(),
+                        expr: None,
+                        points,
+                        regime,
+                    });
+                }
             }
         }
-    } else if r.kind.is_point_rule() {
-        match &r.point {
+        Some(Shape::Point) => match &c.point {
             None => issues.push(
                 format!("{key}.point"),
                 format!(
                     "kind = \"{}\" watches a point: add `point = \"name\"` (globs like \"temp_*\" allowed)",
-                    r.kind.as_str()
+                    kind.name()
                 ),
             ),
             Some(p) => {
                 let glob = is_glob(p);
                 for &d in &matched {
-                    let regime = regime_point(key, r, &devices[d], issues);
+                    let regime = regime_point(key, regime, &devices[d], issues);
                     for (pi, point) in devices[d].points.iter().enumerate() {
                         if glob_match(p, point.name.as_str()) && Some(pi) != regime {
                             targets.push(Target {
                                 device: d,
                                 point: Some(pi),
                                 alarm: if glob {
-                                    format!("{}.{}", r.name, point.name)
+                                    format!("{}.{}", c.name, point.name)
                                 } else {
-                                    r.name.clone()
+                                    c.name.clone()
                                 },
                                 expr: None,
                                 points: Vec::new(),
@@ -428,7 +463,7 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                         .flat_map(|&d| devices[d].points.iter().map(|p| p.name.as_str()))
                         .collect();
                     let hint = describe::closest(p, &names)
-                        .map(|c| format!("; did you mean `{c}`?"))
+                        .map(|cl| format!("; did you mean `{cl}`?"))
                         .unwrap_or_default();
                     issues.push(
                         format!("{key}.point"),
@@ -436,296 +471,115 @@ fn resolve_rule(key: &str, r: &RawRule, devices: &[Device], issues: &mut Issues)
                     );
                 }
             }
-        }
-    } else {
-        if r.point.is_some() {
-            issues.push(
-                format!("{key}.point"),
-                format!(
-                    "kind = \"{}\" watches a whole device; remove `point`",
-                    r.kind.as_str()
-                ),
-            );
-        }
-        for &d in &matched {
-            targets.push(Target {
-                device: d,
-                point: None,
-                alarm: r.name.clone(),
-                expr: None,
-                points: Vec::new(),
-                regime: None,
-            });
-        }
-    }
-    let limit = finite(issues, key, "limit", r.limit);
-    let deadband = finite(issues, key, "deadband", r.deadband).unwrap_or(0.0);
-    if deadband < 0.0 {
-        issues.push(format!("{key}.deadband"), "must be 0 or more");
-    }
-    let on_delay = duration_at(issues, key, "on_delay", r.on_delay.as_ref(), Duration::ZERO);
-    let off_delay = duration_at(
-        issues,
-        key,
-        "off_delay",
-        r.off_delay.as_ref(),
-        Duration::ZERO,
-    );
-    let need_limit = |issues: &mut Issues| {
-        if limit.is_none() && r.limit.is_none() {
-            issues.push(
-                format!("{key}.limit"),
-                format!(
-                    "kind = \"{}\" needs `limit` (engineering units)",
-                    r.kind.as_str()
-                ),
-            );
-        }
-        limit.unwrap_or(0.0)
-    };
-    if let Some(source) = made_elsewhere(r.kind) {
-        issues.push(
-            format!("{key}.kind"),
-            format!(
-                "kind = \"{}\" is not written in [[rules]]: {source}",
-                r.kind.as_str()
-            ),
-        );
-        return None;
-    }
-    let kind = match r.kind {
-        RuleKindName::HighHigh | RuleKindName::High | RuleKindName::Low | RuleKindName::LowLow => {
-            RuleKind::Limit {
-                level: r.kind,
-                limit: need_limit(issues),
-                above: matches!(r.kind, RuleKindName::HighHigh | RuleKindName::High),
-            }
-        }
-        RuleKindName::Rate => {
-            let l = need_limit(issues);
-            if l <= 0.0 && limit.is_some() {
-                issues.push(
-                    format!("{key}.limit"),
-                    "a rate limit must be above 0 (it applies to rises and falls alike)",
-                );
-            }
-            let per = match r.per.unwrap_or(RatePer::Minute) {
-                RatePer::Second => Duration::from_secs(1),
-                RatePer::Minute => Duration::from_secs(60),
-            };
-            let window = duration_at(issues, key, "window", r.window.as_ref(), per);
-            if window.is_zero() {
-                issues.push(format!("{key}.window"), "must be longer than 0");
-            }
-            RuleKind::Rate {
-                limit: l,
-                per,
-                window,
-            }
-        }
-        RuleKindName::Stuck => {
-            let tolerance = finite(issues, key, "tolerance", r.tolerance).unwrap_or(0.0);
-            if tolerance < 0.0 {
-                issues.push(format!("{key}.tolerance"), "must be 0 or more");
-            }
-            let duration = match &r.duration {
-                None => {
-                    issues.push(
-                        format!("{key}.duration"),
-                        "kind = \"stuck\" needs `duration`, e.g. \"10m\"",
-                    );
-                    Duration::ZERO
-                }
-                Some(_) => {
-                    duration_at(issues, key, "duration", r.duration.as_ref(), Duration::ZERO)
-                }
-            };
-            RuleKind::Stuck {
-                tolerance,
-                duration,
-            }
-        }
-        RuleKindName::CommLoss => RuleKind::CommLoss {
-            duration: duration_at(
-                issues,
-                key,
-                "duration",
-                r.duration.as_ref(),
-                Duration::from_secs(60),
-            ),
         },
-        RuleKindName::Anomaly => {
-            let threshold = finite(issues, key, "threshold", r.threshold)
-                .unwrap_or(crate::detect::anomaly::DEFAULT_THRESHOLD);
-            if !(threshold > 0.0 && threshold < 1.0) {
+        Some(Shape::Device | Shape::PointOrDevice) => {
+            if c.point.is_some() {
                 issues.push(
-                    format!("{key}.threshold"),
-                    format!("{threshold} is outside (0, 1); e.g. 0.9"),
+                    format!("{key}.point"),
+                    format!(
+                        "kind = \"{}\" watches a whole device; remove `point`",
+                        kind.name()
+                    ),
                 );
             }
-            let mut params = AnomalyParams::default();
-            if let Some(n) = r.learn_samples {
-                if n < 10 {
-                    issues.push(format!("{key}.learn_samples"), "must be at least 10");
-                }
-                params.learn_samples = n;
-            }
-            if let Some(n) = r.warmup_samples {
-                params.warmup_samples = n;
-            }
-            if let Some(s) = finite(issues, key, "min_sigma", r.min_sigma) {
-                if s < 0.0 {
-                    issues.push(format!("{key}.min_sigma"), "must be 0 or more");
-                }
-                params.min_sigma = s;
-            }
-            let learn = r.learn.as_ref().map(|text| {
-                let d = duration_at(issues, key, "learn", Some(text), Duration::ZERO);
-                if r.learn_samples.is_some() {
-                    issues.push(
-                        format!("{key}.learn"),
-                        "give `learn` (a duration) or `learn_samples`, not both",
-                    );
-                }
-                for t in &targets {
-                    let device = &devices[t.device];
-                    if learn_samples(d, device.poll_interval) < 10 {
-                        issues.push(
-                            format!("{key}.learn"),
-                            format!(
-                                "`{text}` is fewer than 10 polls of device `{}` (every {}); \
-                                 the model needs at least 10 samples of memory",
-                                device.name,
-                                humantime::format_duration(device.poll_interval)
-                            ),
-                        );
-                        break;
-                    }
-                }
-                d
-            });
-            params.threshold = threshold;
-            params.season = match r.season.unwrap_or(SeasonName::Auto) {
-                SeasonName::Auto => Season::Auto,
-                SeasonName::None => Season::None,
-                SeasonName::HourOfDay => Season::HourOfDay,
-                SeasonName::HourOfWeek => Season::HourOfWeek,
-            };
-            RuleKind::Anomaly {
-                threshold,
-                params,
-                learn,
+            for &d in &matched {
+                targets.push(Target {
+                    device: d,
+                    point: None,
+                    alarm: c.name.clone(),
+                    expr: None,
+                    points: Vec::new(),
+                    regime: None,
+                });
             }
         }
-        RuleKindName::Trend => {
-            let l = need_limit(issues);
-            let direction = match r.direction {
-                Some(DirectionName::Rising) => Direction::Rising,
-                Some(DirectionName::Falling) => Direction::Falling,
-                None => {
-                    issues.push(
-                        format!("{key}.direction"),
-                        "kind = \"trend\" needs `direction`: \"rising\" or \"falling\"",
-                    );
-                    Direction::Rising
-                }
-            };
-            let horizon = match &r.horizon {
-                None => {
-                    issues.push(
-                        format!("{key}.horizon"),
-                        "kind = \"trend\" needs `horizon`, e.g. \"6h\"",
-                    );
-                    Duration::ZERO
-                }
-                Some(_) => duration_at(issues, key, "horizon", r.horizon.as_ref(), Duration::ZERO),
-            };
-            let window = duration_at(
-                issues,
-                key,
-                "window",
-                r.window.as_ref(),
-                Duration::from_secs(6 * 3600),
-            );
-            if window < Duration::from_secs(60) {
+    }
+    for (field, message) in kind.problems() {
+        issues.push(format!("{key}.{field}"), message);
+    }
+    if let Some(a) = model
+        && let Some(learn) = a.learn
+    {
+        for t in &targets {
+            let device = &devices[t.device];
+            if learn_samples(learn, device.poll_interval) < 10 {
                 issues.push(
-                    format!("{key}.window"),
-                    "a trend window shorter than 1 minute cannot be robust; use e.g. \"6h\"",
+                    format!("{key}.learn"),
+                    format!(
+                        "`{}` is fewer than 10 polls of device `{}` (every {}); the model \
+                         needs at least 10 samples of memory",
+                        humantime::format_duration(learn),
+                        device.name,
+                        humantime::format_duration(device.poll_interval)
+                    ),
                 );
-            }
-            RuleKind::Trend {
-                limit: l,
-                direction,
-                horizon,
-                window,
+                break;
             }
         }
-        RuleKindName::Expression => {
-            match &r.when {
-                None => issues.push(
-                    format!("{key}.when"),
-                    "kind = \"expression\" needs `when`, e.g. \"run_state == 1 && current_l1 < 0.5\"",
-                ),
-                Some(src) => {
-                    for t in &mut targets {
-                        let device = &devices[t.device];
-                        let compiled = Expr::compile(src, |n| {
-                            device.points.iter().position(|p| p.name.as_str() == n)
-                        });
-                        match compiled {
-                            Ok(e) => t.expr = Some(e),
-                            Err(e) => {
-                                let names: Vec<&str> =
-                                    device.points.iter().map(|p| p.name.as_str()).collect();
-                                let hint = backticked(&e.message)
-                                    .and_then(|w| describe::closest(w, &names))
-                                    .map(|c| format!("; did you mean `{c}`?"))
-                                    .unwrap_or_default();
-                                issues.push(
-                                    format!("{key}.when"),
-                                    format!("on device `{}`: {e}{hint}", device.name),
-                                );
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            RuleKind::Expression
-        }
-        // Refused above with their issue (`made_elsewhere`): these never come from [[rules]].
-        RuleKindName::ServiceHours
-        | RuleKindName::ServiceStarts
-        | RuleKindName::Quota
-        | RuleKindName::Demand
-        | RuleKindName::Baseline => return None,
-    };
+    }
+    if let RuleKind::Expression(e) = &kind {
+        compile_expression(key, &e.when, &mut targets, devices, issues);
+    }
     if issues.0.len() != before {
         return None;
     }
     Some(Rule {
         name: name?,
         key: key.to_owned(),
-        kind,
-        kind_name: r.kind,
-        severity: r.severity.unwrap_or_default(),
-        message: r.message.clone().unwrap_or_else(|| {
+        severity: c.severity.unwrap_or_default(),
+        message: c.message.clone().unwrap_or_else(|| {
             if device_model {
-                DEVICE_ANOMALY_MESSAGE.to_owned()
+                anomaly::DEVICE_MESSAGE.to_owned()
             } else {
-                default_message(r.kind).to_owned()
+                kind.default_message().to_owned()
             }
         }),
-        deadband,
-        on_delay,
-        off_delay,
+        kind,
+        on_delay: c.on_delay.unwrap_or_default(),
+        off_delay: c.off_delay.unwrap_or_default(),
         targets,
     })
 }
 
+/// Compiles an expression rule's `when` against each target's device.
+fn compile_expression(
+    key: &str,
+    src: &str,
+    targets: &mut [Target],
+    devices: &[Device],
+    issues: &mut Issues,
+) {
+    for t in targets {
+        let device = &devices[t.device];
+        let compiled = Expr::compile(src, |n| {
+            device.points.iter().position(|p| p.name.as_str() == n)
+        });
+        match compiled {
+            Ok(e) => t.expr = Some(e),
+            Err(e) => {
+                let names: Vec<&str> = device.points.iter().map(|p| p.name.as_str()).collect();
+                let hint = backticked(&e.message)
+                    .and_then(|w| describe::closest(w, &names))
+                    .map(|cl| format!("; did you mean `{cl}`?"))
+                    .unwrap_or_default();
+                issues.push(
+                    format!("{key}.when"),
+                    format!("on device `{}`: {e}{hint}", device.name),
+                );
+                break;
+            }
+        }
+    }
+}
+
 /// The index of `regime`'s run-state point on `device`, if the rule names one.
-fn regime_point(key: &str, r: &RawRule, device: &Device, issues: &mut Issues) -> Option<usize> {
-    let name = r.regime.as_ref()?;
+fn regime_point(
+    key: &str,
+    regime: Option<&str>,
+    device: &Device,
+    issues: &mut Issues,
+) -> Option<usize> {
+    let name = regime?;
     let found = device.points.iter().position(|p| p.name.as_str() == name);
     if found.is_none() {
         let names: Vec<&str> = device.points.iter().map(|p| p.name.as_str()).collect();
@@ -747,14 +601,14 @@ fn regime_point(key: &str, r: &RawRule, device: &Device, issues: &mut Issues) ->
 /// allowed), else every numeric point; never the regime point. At least two.
 fn device_points(
     key: &str,
-    r: &RawRule,
+    points: Option<&[String]>,
     device: &Device,
     regime: Option<usize>,
     issues: &mut Issues,
 ) -> Option<Vec<usize>> {
     use crate::decode::DataType;
     let mut chosen = Vec::new();
-    match &r.points {
+    match points {
         Some(patterns) => {
             for pattern in patterns {
                 let before = chosen.len();
@@ -816,68 +670,63 @@ fn device_points(
     Some(chosen)
 }
 
-/// Where the alarms of a kind that `[[rules]]` cannot declare come from, so that such a rule is
-/// refused with a pointer instead of dropped.
-fn made_elsewhere(kind: RuleKindName) -> Option<&'static str> {
-    match kind {
-        RuleKindName::ServiceHours | RuleKindName::ServiceStarts => {
-            Some("service alarms come from [[maintenance]] (service_hours, service_starts)")
-        }
-        RuleKindName::Quota => Some("quota alarms come from [[quotas]]"),
-        RuleKindName::Demand => Some("demand alarms come from `contract_kw` on a [[meters]] entry"),
-        RuleKindName::Baseline => Some("baseline alarms come from [[baselines]]"),
-        RuleKindName::HighHigh
-        | RuleKindName::High
-        | RuleKindName::Low
-        | RuleKindName::LowLow
-        | RuleKindName::Rate
-        | RuleKindName::Stuck
-        | RuleKindName::CommLoss
-        | RuleKindName::Anomaly
-        | RuleKindName::Trend
-        | RuleKindName::Expression => None,
-    }
-}
-
 fn backticked(message: &str) -> Option<&str> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
     Some(&message[start..start + len])
 }
 
-/// A limit rule on one point: its level, limit and where it was written.
-type LimitAt<'a> = (RuleKindName, f64, &'a str);
+/// A limit rule on one point: its rank (low-low 0 … high-high 3), limit and where it was
+/// written.
+type LimitAt<'a> = (u8, f64, &'a str);
+
+/// The rank and limit of a limit rule (low-low 0, low 1, high 2, high-high 3).
+fn limit_rank(kind: &RuleKind) -> Option<(u8, f64)> {
+    match kind {
+        RuleKind::LowLow(l) => Some((0, l.limit)),
+        RuleKind::Low(l) => Some((1, l.limit)),
+        RuleKind::High(l) => Some((2, l.limit)),
+        RuleKind::HighHigh(l) => Some((3, l.limit)),
+        RuleKind::Rate(_)
+        | RuleKind::Stuck(_)
+        | RuleKind::CommLoss(_)
+        | RuleKind::Anomaly(_)
+        | RuleKind::Trend(_)
+        | RuleKind::Expression(_)
+        | RuleKind::ServiceHours(_)
+        | RuleKind::ServiceStarts(_)
+        | RuleKind::Quota(_)
+        | RuleKind::Demand(_)
+        | RuleKind::Baseline(_) => None,
+    }
+}
+
+/// The kind name of a limit rank.
+const RANKS: [&str; 4] = ["low_low", "low", "high", "high_high"];
 
 /// Limits on one point must nest: low_low ≤ low < high ≤ high_high.
 fn check_limit_order(rules: &[Rule], devices: &[Device], issues: &mut Issues) {
-    // (device, point) → (level, limit, key) of every limit rule on it.
+    // (device, point) → (rank, limit, key) of every limit rule on it.
     let mut by_point: HashMap<(usize, usize), Vec<LimitAt<'_>>> = HashMap::new();
     for rule in rules {
-        if let RuleKind::Limit { level, limit, .. } = rule.kind {
+        if let Some((rank, limit)) = limit_rank(&rule.kind) {
             for t in &rule.targets {
                 if let Some(p) = t.point {
                     by_point
                         .entry((t.device, p))
                         .or_default()
-                        .push((level, limit, &rule.key));
+                        .push((rank, limit, &rule.key));
                 }
             }
         }
     }
-    let rank = |l: RuleKindName| match l {
-        RuleKindName::LowLow => 0,
-        RuleKindName::Low => 1,
-        RuleKindName::High => 2,
-        _ => 3,
-    };
     let mut reported = std::collections::HashSet::new();
     let mut points: Vec<_> = by_point.into_iter().collect();
     points.sort_by_key(|(k, _)| *k);
     for ((d, p), limits) in points {
         for a in &limits {
             for b in &limits {
-                let inverted = rank(a.0) < rank(b.0)
-                    && (a.1 > b.1 || (rank(a.0) <= 1 && rank(b.0) >= 2 && a.1 >= b.1));
+                let inverted = a.0 < b.0 && (a.1 > b.1 || (a.0 <= 1 && b.0 >= 2 && a.1 >= b.1));
                 if inverted && reported.insert((a.2, b.2)) {
                     issues.push(
                         format!("{}.limit", b.2),
@@ -885,9 +734,9 @@ fn check_limit_order(rules: &[Rule], devices: &[Device], issues: &mut Issues) {
                             "inverted limits on {}/{}: {} limit {} is not above the {} limit {} at {}",
                             devices[d].name,
                             devices[d].points[p].name,
-                            b.0.as_str(),
+                            RANKS[usize::from(b.0)],
                             b.1,
-                            a.0.as_str(),
+                            RANKS[usize::from(a.0)],
                             a.1,
                             a.2
                         ),
@@ -945,6 +794,88 @@ mod tests {
         assert!(!glob_match("motor-*", "pump-1"));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxbyy"));
+    }
+
+    const FLEET: &str = "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+                         [[devices]]\nname = \"a\"\nlink = \"l\"\n[devices.points.t]\naddress = 0\n";
+
+    fn load(rules: &str, env: &[(&str, &str)]) -> Result<super::super::plan::Plan, String> {
+        let env = super::super::EnvOverrides::Map(
+            env.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        super::super::load_str(
+            "t",
+            &format!("{FLEET}{rules}"),
+            &env,
+            std::path::Path::new("."),
+            None,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_environment_variable_sets_a_kind_key_as_a_number_or_a_duration() {
+        let rule = "[[rules]]\nname = \"hot\"\nkind = \"high\"\npoint = \"t\"\nlimit = 1\n\
+                    [[rules]]\nname = \"off\"\nkind = \"comm_loss\"\n";
+        let plan = load(
+            rule,
+            &[
+                ("PLANTWATCH__RULES__HOT__LIMIT", "95.5"),
+                ("PLANTWATCH__RULES__OFF__DURATION", "5m"),
+            ],
+        )
+        .unwrap();
+        let RuleKind::High(l) = &plan.rules[0].kind else {
+            panic!("{:?}", plan.rules[0].kind);
+        };
+        assert!((l.limit - 95.5).abs() < 1e-12, "{l:?}");
+        assert_eq!(plan.rules[1].kind.hold(), Duration::from_secs(300));
+        let err = load(rule, &[("PLANTWATCH__RULES__HOT__LIMIT", "hot")]).unwrap_err();
+        assert!(err.contains("rules[0].limit"), "{err}");
+    }
+
+    #[test]
+    fn every_kind_of_the_detect_enum_is_listed_with_its_keys() {
+        let names: Vec<&str> = kinds().iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "high_high",
+                "high",
+                "low",
+                "low_low",
+                "rate",
+                "stuck",
+                "comm_loss",
+                "anomaly",
+                "trend",
+                "expression",
+                "service_hours",
+                "service_starts",
+                "quota",
+                "demand",
+                "baseline"
+            ]
+        );
+        assert_eq!(kind_keys("high").unwrap(), ["limit", "deadband"]);
+        assert!(kind_keys("quota").unwrap().is_empty());
+        assert!(common_keys().iter().any(|k| k == "on_delay"));
+    }
+
+    #[test]
+    fn a_kind_made_elsewhere_is_refused_with_its_keys_named() {
+        let err = load(
+            "[[rules]]\nname = \"q\"\nkind = \"quota\"\nlimit = 5\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("rules[0].limit: `limit` does not apply to kind = \"quota\"; it takes none of its own"), "{err}");
+        assert!(
+            err.contains("rules[0].kind: kind = \"quota\" is not written in [[rules]]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -107,6 +107,8 @@ impl Engine {
         let inst = &mut self.devices[at.0].instances[at.1];
         inst.state.shelved_until = (duration_ms > 0).then_some(now + duration_ms);
         let status = status_of(&inst.state, now);
+        // The shelve's end is a timer of its device.
+        self.reschedule(at.0);
         self.emit(at, status, now)
             .ok_or_else(|| CommandError::Unknown(target.to_owned()))
     }

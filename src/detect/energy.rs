@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use chrono::{Datelike, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Detector, DeviceRules, Engine, Owner, Seen};
+use super::engine::{DeviceRules, Engine, Seen};
 use super::flood::Flood;
 use super::message::AlarmEvent;
-use super::spec::{EngineSpec, Rule, RuleKind, RuleKindName, Severity, Target};
+use super::rules::{baseline, demand, quota};
+use super::settle::Owner;
+use super::spec::{EngineSpec, Rule, RuleKind, Severity, Target};
 use crate::model::Name;
 
 /// A baseline's state: the history, and the hour or day being summed.
@@ -93,11 +95,14 @@ impl Engine {
                 policy,
             };
             for inst in &mut dev.instances {
-                let rule = inst.rule.clone();
                 // (time, condition, value, limit) for every observation of this alarm.
                 let mut seen: Vec<(i64, bool, f64, f64)> = Vec::new();
-                match (&mut inst.detector, &rule.kind) {
-                    (Detector::Quota(state), RuleKind::Quota { quota, exceeded }) => {
+                match &mut inst.kind {
+                    RuleKind::Quota(quota::Quota {
+                        quota,
+                        exceeded,
+                        state,
+                    }) => {
                         let Some(q) = quotas.get(*quota) else {
                             continue;
                         };
@@ -121,15 +126,13 @@ impl Engine {
                             ));
                         }
                     }
-                    (
-                        Detector::Demand(state),
-                        RuleKind::Demand {
-                            meter,
-                            contract_kw,
-                            warn_at,
-                        },
-                    ) => {
-                        for (_, b) in steps.iter().filter(|(mi, _)| mi == meter) {
+                    RuleKind::Demand(demand::Demand {
+                        meter,
+                        contract_kw,
+                        warn_at,
+                        state,
+                    }) => {
+                        for (_, b) in steps.iter().filter(|(mi, _)| *mi == *meter) {
                             scratch.clear();
                             state.add(&demand, tz, b.from_ms, b.to_ms, b.delta, &mut scratch);
                             let projected = state.projection(&demand).map_or(0.0, |p| p.kw);
@@ -141,7 +144,7 @@ impl Engine {
                             ));
                         }
                     }
-                    (Detector::Baseline(state), RuleKind::Baseline { baseline }) => {
+                    RuleKind::Baseline(baseline::Baseline { baseline, state }) => {
                         let Some(b) = baselines.get(*baseline) else {
                             continue;
                         };
@@ -198,7 +201,19 @@ impl Engine {
                             }
                         }
                     }
-                    _ => continue,
+                    // Judged per poll by `Engine::evaluate`.
+                    RuleKind::HighHigh(_)
+                    | RuleKind::High(_)
+                    | RuleKind::Low(_)
+                    | RuleKind::LowLow(_)
+                    | RuleKind::Rate(_)
+                    | RuleKind::Stuck(_)
+                    | RuleKind::CommLoss(_)
+                    | RuleKind::Anomaly(_)
+                    | RuleKind::Trend(_)
+                    | RuleKind::Expression(_)
+                    | RuleKind::ServiceHours(_)
+                    | RuleKind::ServiceStarts(_) => continue,
                 }
                 for (at, condition, value, limit) in seen {
                     inst.seen = Seen {
@@ -219,12 +234,14 @@ impl Engine {
         self.devices
             .iter()
             .flat_map(|d| {
-                d.instances.iter().filter_map(move |i| match &i.detector {
-                    Detector::Baseline(b) => Some((
+                d.instances.iter().filter_map(move |i| {
+                    let RuleKind::Baseline(b) = &i.kind else {
+                        return None;
+                    };
+                    Some((
                         format!("{}/{}", d.name, i.alarm),
-                        serde_json::to_string(b).ok()?,
-                    )),
-                    _ => None,
+                        serde_json::to_string(&b.state).ok()?,
+                    ))
                 })
             })
             .collect()
@@ -234,14 +251,14 @@ impl Engine {
     pub fn restore_baselines(&mut self, saved: &[(String, String)]) {
         for d in &mut self.devices {
             for inst in &mut d.instances {
-                if let Detector::Baseline(b) = &mut inst.detector {
+                if let RuleKind::Baseline(b) = &mut inst.kind {
                     let key = format!("{}/{}", d.name, inst.alarm);
                     if let Some(state) = saved
                         .iter()
                         .find(|(k, _)| *k == key)
                         .and_then(|(_, body)| serde_json::from_str(body).ok())
                     {
-                        **b = state;
+                        *b.state = state;
                     }
                 }
             }
@@ -273,15 +290,13 @@ pub(super) fn energy_rules(spec: &EngineSpec, devices: &mut Vec<DeviceRules>) ->
         });
         Some(devices.len() - 1)
     };
-    let rule = |name: String, kind, kind_name, severity, message: String, device| {
+    let rule = |name: String, kind, severity, message: String, device| {
         Some(Rule {
             name: Name::new(&name).ok()?,
             key: "energy".into(),
             kind,
-            kind_name,
             severity,
             message,
-            deadband: 0.0,
             on_delay: std::time::Duration::ZERO,
             off_delay: std::time::Duration::ZERO,
             targets: vec![Target {
@@ -308,11 +323,11 @@ pub(super) fn energy_rules(spec: &EngineSpec, devices: &mut Vec<DeviceRules>) ->
             };
             out.extend(rule(
                 name,
-                RuleKind::Quota {
+                RuleKind::Quota(quota::Quota {
                     quota: qi,
                     exceeded,
-                },
-                RuleKindName::Quota,
+                    state: Default::default(),
+                }),
                 q.severity,
                 format!(
                     "{{device}}: {{value}} {unit} {verb} this {}, quota {{limit}} {unit}",
@@ -328,8 +343,10 @@ pub(super) fn energy_rules(spec: &EngineSpec, devices: &mut Vec<DeviceRules>) ->
         };
         out.extend(rule(
             b.name.to_string(),
-            RuleKind::Baseline { baseline: bi },
-            RuleKindName::Baseline,
+            RuleKind::Baseline(baseline::Baseline {
+                baseline: bi,
+                state: Box::default(),
+            }),
             b.severity,
             match &b.regression {
                 None => format!(
@@ -356,14 +373,14 @@ pub(super) fn energy_rules(spec: &EngineSpec, devices: &mut Vec<DeviceRules>) ->
         };
         out.extend(rule(
             "demand".into(),
-            RuleKind::Demand {
+            RuleKind::Demand(demand::Demand {
                 meter: mi,
                 contract_kw,
                 warn_at,
-            },
-            RuleKindName::Demand,
+                state: Box::default(),
+            }),
             Severity::High,
-            super::spec::default_message(RuleKindName::Demand).to_owned(),
+            demand::MESSAGE.to_owned(),
             device,
         ));
     }

@@ -13,7 +13,8 @@
 
 use serde::Serialize;
 
-use super::engine::{Detector, Engine, episode_kind, ms, point_shares};
+use super::engine::{Engine, ms};
+use super::inspect::{episode_kind, point_shares};
 use super::message::PointShare;
 use super::spec::{RuleKind, Severity};
 
@@ -113,11 +114,11 @@ impl Engine {
                 let trend = d
                     .instances
                     .iter()
-                    .filter_map(|i| match (&i.rule.kind, i.seen.eta_ms) {
-                        (RuleKind::Trend { horizon, .. }, Some(eta)) => {
-                            Some(trend(eta, ms(*horizon)))
-                        }
-                        _ => None,
+                    .filter_map(|i| {
+                        let RuleKind::Trend(t) = &i.kind else {
+                            return None;
+                        };
+                        Some(trend(i.seen.eta_ms?, ms(t.horizon)))
                     })
                     .fold(0.0, f64::max);
                 DeviceHealth {
@@ -134,7 +135,8 @@ impl Engine {
                         .instances
                         .iter()
                         .find(|i| {
-                            i.state.is_raised() && matches!(i.detector, Detector::DeviceAnomaly(_))
+                            i.state.is_raised()
+                                && matches!(&i.kind, RuleKind::Anomaly(a) if a.is_device())
                         })
                         .map(|i| point_shares(i, &d.point_names))
                         .unwrap_or_default(),
@@ -143,7 +145,8 @@ impl Engine {
                         .iter()
                         .filter(|i| i.state.is_raised())
                         .filter_map(|i| {
-                            let device_level = matches!(i.detector, Detector::DeviceAnomaly(_));
+                            let device_level =
+                                matches!(&i.kind, RuleKind::Anomaly(a) if a.is_device());
                             Some((!device_level, i, episode_kind(i)?))
                         })
                         .min_by_key(|(point_level, ..)| *point_level)

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Instance, Seen, episode_kind, point_shares};
+use super::engine::{Instance, Seen};
+use super::inspect::{episode_kind, point_shares};
+use super::rules::rate::Per;
 use super::spec::{Rule, RuleKind, Severity};
 use crate::model::Name;
 
@@ -242,9 +244,10 @@ fn render(
             "per" => write!(
                 out,
                 "{}",
-                match rule.kind {
-                    RuleKind::Rate { per, .. } if per.as_secs() == 1 => "second",
-                    _ => "minute",
+                if matches!(&rule.kind, RuleKind::Rate(r) if r.per == Per::Second) {
+                    "second"
+                } else {
+                    "minute"
                 }
             ),
             "when" => write!(
@@ -268,17 +271,16 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::detect::spec::RuleKindName;
+    use crate::detect::rules::limit::Limit;
+    use crate::detect::rules::rate::{Rate, RateState};
 
     fn rule(kind: RuleKind, message: &str) -> Rule {
         Rule {
             name: Name::new("motor-hot").unwrap(),
             key: "rules[0]".into(),
             kind,
-            kind_name: RuleKindName::High,
             severity: Severity::High,
             message: message.into(),
-            deadband: 0.0,
             on_delay: Duration::ZERO,
             off_delay: Duration::ZERO,
             targets: Vec::new(),
@@ -286,11 +288,10 @@ mod tests {
     }
 
     fn high(limit: f64) -> RuleKind {
-        RuleKind::Limit {
-            level: RuleKindName::High,
+        RuleKind::High(Limit {
             limit,
-            above: true,
-        }
+            deadband: 0.0,
+        })
     }
 
     #[test]
@@ -333,14 +334,18 @@ mod tests {
 
     #[test]
     fn a_rate_per_second_says_second_and_any_other_rate_says_minute() {
-        let rate = |per| RuleKind::Rate {
-            limit: 1.0,
-            per,
-            window: Duration::from_secs(60),
+        let rate = |per| {
+            RuleKind::Rate(Rate {
+                limit: 1.0,
+                per,
+                window: Some(Duration::from_secs(60)),
+                deadband: 0.0,
+                state: RateState::default(),
+            })
         };
         let seen = Seen::default();
-        let per_second = rule(rate(Duration::from_secs(1)), "per {per}");
-        let per_minute = rule(rate(Duration::from_secs(60)), "per {per}");
+        let per_second = rule(rate(Per::Second), "per {per}");
+        let per_minute = rule(rate(Per::Minute), "per {per}");
         assert_eq!(render(&per_second, "", "", "", &seen, "", ""), "per second");
         assert_eq!(render(&per_minute, "", "", "", &seen, "", ""), "per minute");
     }

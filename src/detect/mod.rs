@@ -11,17 +11,20 @@
 //! but summarised by one `alarm-flood` alarm on the device until a minute passes without one.
 //!
 //! Where things are:
-//! - [`engine`]: the rule instances per device, built from the plan, and the per-poll
-//!   evaluation and timers;
+//! - [`engine`]: the rule instances per device, built from the spec, and the per-poll
+//!   evaluation; `settle` publishes what an observation changed, `timers` what time alone
+//!   decides (only the devices with a timer due), `inspect` answers questions between polls
+//!   (episodes, scores), `restore` puts back raised alarms and counters;
 //! - [`energy`]: quota, baseline and demand alarms, fed by the ledger and the booked energy;
 //! - [`flood`]: the per-device raise budget and its summary alarm;
 //! - [`message`]: the alarm event and its text for people;
 //! - [`command`]: operator acks, shelves and services;
 //! - [`health`]: the device health index;
 //! - [`snapshot`]: learned models saved and restored across restarts;
-//! - one file per rule kind's detector ([`limit`], [`rate`], [`stuck`], [`trend`], [`quota`],
-//!   [`expr`], [`anomaly`]), with [`alarm`] (the on/off-delay state machine) and
-//!   [`maintenance`] (running hours and starts).
+//! - [`rules`]: the rule kinds, one closed enum with one file per kind (its keys, checks,
+//!   state and condition), over the models they use ([`trend`], [`quota`], [`expr`],
+//!   [`anomaly`]), with [`alarm`] (the on/off-delay state machine) and [`maintenance`]
+//!   (running hours and starts).
 
 pub mod alarm;
 pub mod anomaly;
@@ -31,19 +34,22 @@ pub mod engine;
 pub mod expr;
 pub mod flood;
 pub mod health;
-pub mod limit;
+mod inspect;
 pub mod maintenance;
 pub mod message;
 pub mod quota;
-pub mod rate;
+mod restore;
+pub mod rules;
+mod settle;
 pub mod snapshot;
 pub mod spec;
-pub mod stuck;
+mod timers;
 pub mod trend;
 
 pub use self::command::{CommandError, MAX_SHELVE_MS};
 pub use self::energy::BaselineState;
-pub use self::engine::{AnomalyRule, Engine, EpisodeState};
+pub use self::engine::Engine;
 pub use self::flood::FLOOD_ALARM;
 pub use self::health::DeviceHealth;
+pub use self::inspect::{AnomalyRule, EpisodeState};
 pub use self::message::{AlarmEvent, AlarmStatus, PointShare, fmt_eta, fmt_num};

@@ -21,7 +21,9 @@
 
 use std::fmt::Write as _;
 
-use super::engine::{Detector, Engine};
+use super::engine::Engine;
+use super::rules::RuleKind;
+use super::rules::anomaly::Model;
 
 /// Version of the snapshot encoding; a snapshot written with another is ignored. Bump it when
 /// the encoding itself changes (a model's fields are covered by the fingerprint).
@@ -81,52 +83,75 @@ impl std::fmt::Write for Fnv {
     }
 }
 
-/// Whether a detector's learned state is snapshotted.
-fn learns(detector: &Detector) -> bool {
-    matches!(
-        detector,
-        Detector::Anomaly(_) | Detector::DeviceAnomaly(_) | Detector::Trend(_) | Detector::Rate(_)
-    )
-}
-
-/// The fingerprint of a rule instance whose model is `fresh` as built (0 for a detector
-/// that learns nothing): its kind with its parameters, what it watches (point names, as
-/// `watched` says them) and the fresh model itself. Hashed as it is formatted, so the model's
-/// text is never allocated.
-pub(super) fn fingerprint(kind: &dyn std::fmt::Debug, watched: &str, fresh: &Detector) -> u64 {
-    if !learns(fresh) {
+/// The fingerprint of a rule instance whose kind is `fresh` as started (0 for a kind that
+/// learns nothing): its kind with its parameters and its fresh model, and what it watches
+/// (point names, as `watched` says them). Hashed as it is formatted, so the model's text is
+/// never allocated.
+pub(super) fn fingerprint(fresh: &RuleKind, watched: &str) -> u64 {
+    if !fresh.learns() {
         return 0;
     }
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    let _infallible = write!(h, "{kind:?}|{watched}|{fresh:?}");
+    let _infallible = write!(h, "{fresh:?}|{watched}");
     h.0
 }
 
-/// The learned state of a detector, as JSON; `None` for one that learns nothing.
-fn encode(detector: &Detector) -> Option<Result<String, serde_json::Error>> {
-    Some(match detector {
-        Detector::Anomaly(models) => serde_json::to_string(models),
-        Detector::DeviceAnomaly(state) => serde_json::to_string(state),
-        Detector::Trend(model) => serde_json::to_string(model),
-        Detector::Rate(state) => serde_json::to_string(state),
-        _ => return None,
+/// The learned state of a running kind, as JSON; `None` for one that learns nothing.
+fn encode(kind: &RuleKind) -> Option<Result<String, serde_json::Error>> {
+    Some(match kind {
+        RuleKind::Anomaly(a) => match a.model.as_ref()? {
+            Model::Point(models) => serde_json::to_string(models),
+            Model::Device(state) => serde_json::to_string(state),
+        },
+        RuleKind::Trend(t) => serde_json::to_string(t.model.as_ref()?),
+        RuleKind::Rate(r) => serde_json::to_string(&r.state),
+        RuleKind::HighHigh(_)
+        | RuleKind::High(_)
+        | RuleKind::Low(_)
+        | RuleKind::LowLow(_)
+        | RuleKind::Stuck(_)
+        | RuleKind::CommLoss(_)
+        | RuleKind::Expression(_)
+        | RuleKind::ServiceHours(_)
+        | RuleKind::ServiceStarts(_)
+        | RuleKind::Quota(_)
+        | RuleKind::Demand(_)
+        | RuleKind::Baseline(_) => return None,
     })
 }
 
-/// Replaces `detector`'s state by the one in `body`; on an error `detector` is unchanged.
-fn decode(detector: &mut Detector, body: &str) -> Result<(), serde_json::Error> {
-    match detector {
-        Detector::Anomaly(models) => {
-            **models = serde_json::from_str(body)?;
-            models
-                .models_mut()
-                .iter_mut()
-                .for_each(crate::detect::anomaly::AnomalyModel::reserve_buffers);
+/// Replaces a running kind's learned state by the one in `body`; on an error it is unchanged.
+fn decode(kind: &mut RuleKind, body: &str) -> Result<(), serde_json::Error> {
+    match kind {
+        RuleKind::Anomaly(a) => match &mut a.model {
+            Some(Model::Point(models)) => {
+                **models = serde_json::from_str(body)?;
+                models
+                    .models_mut()
+                    .iter_mut()
+                    .for_each(crate::detect::anomaly::AnomalyModel::reserve_buffers);
+            }
+            Some(Model::Device(state)) => **state = serde_json::from_str(body)?,
+            None => {}
+        },
+        RuleKind::Trend(t) => {
+            if let Some(model) = &mut t.model {
+                **model = serde_json::from_str(body)?;
+            }
         }
-        Detector::DeviceAnomaly(state) => **state = serde_json::from_str(body)?,
-        Detector::Trend(model) => **model = serde_json::from_str(body)?,
-        Detector::Rate(state) => *state = serde_json::from_str(body)?,
-        _ => {}
+        RuleKind::Rate(r) => r.state = serde_json::from_str(body)?,
+        RuleKind::HighHigh(_)
+        | RuleKind::High(_)
+        | RuleKind::Low(_)
+        | RuleKind::LowLow(_)
+        | RuleKind::Stuck(_)
+        | RuleKind::CommLoss(_)
+        | RuleKind::Expression(_)
+        | RuleKind::ServiceHours(_)
+        | RuleKind::ServiceStarts(_)
+        | RuleKind::Quota(_)
+        | RuleKind::Demand(_)
+        | RuleKind::Baseline(_) => {}
     }
     Ok(())
 }
@@ -139,7 +164,7 @@ impl Engine {
         let mut out = Vec::new();
         for d in &self.devices {
             for inst in &d.instances {
-                let Some(Ok(body)) = encode(&inst.detector) else {
+                let Some(Ok(body)) = encode(&inst.kind) else {
                     continue;
                 };
                 out.push(ModelSnapshot {
@@ -174,7 +199,7 @@ impl Engine {
             .iter_mut()
             .find(|d| d.name.as_str() == s.device)
             .and_then(|d| d.instances.iter_mut().find(|i| i.alarm == s.alarm))
-            .filter(|i| learns(&i.detector))
+            .filter(|i| i.kind.learns())
         else {
             return Restored::NoRule;
         };
@@ -187,7 +212,7 @@ impl Engine {
         if s.fingerprint != format!("{:016x}", inst.fingerprint) {
             return Restored::Changed;
         }
-        match decode(&mut inst.detector, &s.body) {
+        match decode(&mut inst.kind, &s.body) {
             Ok(()) => Restored::Resumed,
             Err(e) => Restored::Unreadable(e.to_string()),
         }

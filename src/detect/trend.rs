@@ -62,8 +62,9 @@ impl Default for TrendParams {
     }
 }
 
-/// Which way the signal must cross the limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which way the signal must cross the limit (`"rising"` or `"falling"` in a rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The limit is crossed from below.
     Rising,

@@ -603,9 +603,10 @@ fn an_anomaly_rule_looks_for_its_own_season_by_default_and_takes_its_threshold()
         let p = plan(&format!(
             "[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\npoint = \"vibration\"\nthreshold = 0.95\n{line}"
         ));
-        let RuleKind::Anomaly { params, .. } = &p.rules[0].kind else {
+        let RuleKind::Anomaly(a) = &p.rules[0].kind else {
             panic!("{:?}", p.rules[0].kind);
         };
+        let params = a.params(None);
         assert_eq!(params.season, season, "{line}");
         assert!((params.threshold - 0.95).abs() < 1e-12, "{params:?}");
     }
@@ -704,7 +705,7 @@ points = ["speed", "motor_current", "vibration"]"#,
 fn a_device_anomaly_takes_every_numeric_point_and_refuses_too_few_or_unknown_ones() {
     use plantwatch::config::rules::RuleKind;
     let p = plan("[[rules]]\nname = \"odd\"\nkind = \"anomaly\"\nregime = \"run_state\"");
-    assert!(matches!(p.rules[0].kind, RuleKind::Anomaly { .. }));
+    assert!(matches!(p.rules[0].kind, RuleKind::Anomaly(_)));
     let t = &p.rules[0].targets[0];
     let names: Vec<&str> = t
         .points

@@ -4,6 +4,42 @@
 //! tolerance, so a slowly creeping value is not stuck, and the stuck time is measured from
 //! the last real change.
 
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Problem;
+
+/// The message of a stuck rule that gives none.
+pub const MESSAGE: &str = "{device} {point} stuck at {value}{unit}";
+
+/// `kind = "stuck"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stuck {
+    /// Changes smaller than this do not count as changes.
+    #[serde(default)]
+    pub tolerance: f64,
+    /// How long the value must not change.
+    #[serde(deserialize_with = "super::duration")]
+    pub duration: Duration,
+    /// The last real change (running state).
+    #[serde(skip)]
+    pub state: StuckState,
+}
+
+impl Stuck {
+    pub(super) fn check(&self, out: &mut Vec<Problem>) {
+        super::non_negative(out, "tolerance", self.tolerance);
+    }
+
+    /// Adds a good sample at `at`; whether the value has now been flat for `duration`.
+    pub fn holds(&mut self, at: i64, value: f64) -> bool {
+        let flat = self.state.update(at, value, self.tolerance);
+        flat >= crate::detect::engine::ms(self.duration)
+    }
+}
+
 /// The last real change of one point.
 #[derive(Debug, Clone, Default)]
 pub struct StuckState {

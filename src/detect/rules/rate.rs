@@ -6,6 +6,83 @@
 //! [`MAX_SAMPLES`].
 
 use std::collections::VecDeque;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Problem;
+use crate::detect::engine::ms;
+
+/// The message of a rate rule that gives none.
+pub const MESSAGE: &str = "{device} {point} changing at {value}{unit} per {per}, limit {limit}";
+
+/// `kind = "rate"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// The largest |rate| that is fine, in units per `per`.
+    pub limit: f64,
+    /// The unit of time of the rate.
+    #[serde(default)]
+    pub per: Per,
+    /// The span the rate is measured over; `per` when absent.
+    #[serde(default, deserialize_with = "super::optional_duration")]
+    pub window: Option<Duration>,
+    /// Hysteresis, in units per `per`.
+    #[serde(default)]
+    pub deadband: f64,
+    /// The recent samples (running state).
+    #[serde(skip)]
+    pub state: RateState,
+}
+
+/// `rate` units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Per {
+    /// Units per second.
+    Second,
+    /// Units per minute.
+    #[default]
+    Minute,
+}
+
+impl Rate {
+    pub(super) fn check(&self, out: &mut Vec<Problem>) {
+        super::finite(out, "limit", self.limit);
+        if self.limit.is_finite() && self.limit <= 0.0 {
+            out.push((
+                "limit",
+                "a rate limit must be above 0 (it applies to rises and falls alike)".to_owned(),
+            ));
+        }
+        if self.window.is_some_and(|w| w.is_zero()) {
+            out.push(("window", "must be longer than 0".to_owned()));
+        }
+        super::non_negative(out, "deadband", self.deadband);
+    }
+
+    /// The rate's unit of time.
+    pub fn per(&self) -> Duration {
+        match self.per {
+            Per::Second => Duration::from_secs(1),
+            Per::Minute => Duration::from_secs(60),
+        }
+    }
+
+    /// The span the rate is measured over.
+    pub fn window(&self) -> Duration {
+        self.window.unwrap_or_else(|| self.per())
+    }
+
+    /// Adds a good sample at `at`: the rate, once the window has filled, and whether it
+    /// breaks the limit given whether the alarm is raised.
+    pub fn step(&mut self, at: i64, value: f64, raised: bool) -> Option<(f64, bool)> {
+        let (window, per) = (ms(self.window()), ms(self.per()));
+        let r = self.state.update(at, value, window, per)?;
+        Some((r, condition(r, self.limit, self.deadband, raised)))
+    }
+}
 
 /// Samples kept per rule and point; beyond it the oldest are dropped (window shortens).
 pub const MAX_SAMPLES: usize = 4096;

@@ -4,6 +4,39 @@
 //! value stays above `limit - deadband`; a low alarm mirrors that. So a value wobbling around
 //! the limit by less than the deadband raises once.
 
+use serde::Deserialize;
+
+use super::Problem;
+
+/// The message of a high or high-high rule that gives none.
+pub const ABOVE_MESSAGE: &str = "{device} {point} = {value}{unit}, above the limit {limit}{unit}";
+/// The message of a low or low-low rule that gives none.
+pub const BELOW_MESSAGE: &str = "{device} {point} = {value}{unit}, below the limit {limit}{unit}";
+
+/// `kind = "high_high"`, `"high"`, `"low"` or `"low_low"`: the kind says which side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// The limit, in engineering units.
+    pub limit: f64,
+    /// Hysteresis: how far back past the limit the value must go to clear.
+    #[serde(default)]
+    pub deadband: f64,
+}
+
+impl Limit {
+    pub(super) fn check(&self, out: &mut Vec<Problem>) {
+        super::finite(out, "limit", self.limit);
+        super::non_negative(out, "deadband", self.deadband);
+    }
+
+    /// Whether `value` is past the limit (`above` for high limits), given whether the alarm
+    /// is raised.
+    pub fn holds(&self, value: f64, above: bool, raised: bool) -> bool {
+        condition(value, self.limit, above, self.deadband, raised)
+    }
+}
+
 /// Whether the limit condition holds for `value`, given whether the alarm is raised.
 pub fn condition(value: f64, limit: f64, above: bool, deadband: f64, raised: bool) -> bool {
     let band = if raised { deadband } else { 0.0 };
