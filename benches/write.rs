@@ -4,7 +4,9 @@
 //! broker, with `plantwatch run` as its own process. Prints p50, p99 and the worst.
 //!
 //! Run with `cargo bench --bench write`. Environment: `BENCH_WRITES` (default 500),
-//! `PLANTWATCH_BIN` (default: the binary this bench was built with).
+//! `PLANTWATCH_BIN` (default: the binary this bench was built with). It also prints the
+//! median of each phase of the daemon's own timing line (intent committed, link, waiting for
+//! the core, outcome committed, reply stored), read from its DEBUG log.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -133,7 +135,7 @@ async fn main() {
     std::fs::write(&config_path, config).unwrap();
     let _daemon = Guard(
         Command::new(&bin)
-            .args(["run", "--config"])
+            .args(["run", "--log", "info,plantwatch::runtime::remote_write=debug", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
@@ -228,5 +230,40 @@ async fn main() {
         percentile(&took, 0.99).as_secs_f64() * 1e3,
         took.last().unwrap().as_secs_f64() * 1e3,
     );
+    print_phases(&std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default());
     sim.shutdown().await;
+}
+
+/// The median of every `…_ms=` field of the daemon's "Write answered" lines.
+fn print_phases(log: &str) {
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    for line in log.lines().filter(|l| l.contains("Write answered")) {
+        for field in line.split_whitespace() {
+            let Some((name, value)) = field.split_once('=') else {
+                continue;
+            };
+            let Some(value) = name
+                .strip_suffix("_ms")
+                .and(value.trim_end_matches(',').parse::<f64>().ok())
+            else {
+                continue;
+            };
+            match phases.iter_mut().find(|(n, _)| n == name) {
+                Some((_, values)) => values.push(value),
+                None => phases.push((name.to_owned(), vec![value])),
+            }
+        }
+    }
+    if phases.is_empty() {
+        println!("(no timing lines in the daemon's log)");
+        return;
+    }
+    let medians: Vec<String> = phases
+        .iter_mut()
+        .map(|(name, values)| {
+            values.sort_by(f64::total_cmp);
+            format!("{name} {:.1}", values[values.len() / 2])
+        })
+        .collect();
+    println!("daemon's phases, median ms: {}", medians.join(", "));
 }

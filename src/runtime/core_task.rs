@@ -588,6 +588,7 @@ impl Core {
                                 payload: d.payload.clone(),
                                 device,
                                 point,
+                                received: std::time::Instant::now(),
                             };
                             match self.admit_write(&started, &value) {
                                 Ok(value) => {
@@ -779,6 +780,7 @@ impl Core {
 
     /// Audits a finished write's outcome and sends its reply where the command came from.
     async fn finish_write(&mut self, finished: Finished) {
+        let taken = std::time::Instant::now();
         let now = self.clock.now();
         let (reply, refused) = remote_write::reply(&finished);
         if refused.is_some() || finished.outcome.as_ref().is_none_or(Result::is_err) {
@@ -797,10 +799,12 @@ impl Core {
             reply: &reply,
         };
         self.audit(&audited, None, &mut drafts).await;
+        let audited_at = std::time::Instant::now();
         let mut answer = Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
         answer.only = Some(started.sink.clone());
         drafts.push(answer);
         self.store_all(drafts, &[], now).await;
+        remote_write::log_timing(&finished, taken, audited_at, std::time::Instant::now());
     }
 
     /// Checks a signed `config` push against the resolver and hands a valid one to the

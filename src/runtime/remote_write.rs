@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -42,6 +43,20 @@ pub(super) struct Started {
     pub(super) device: String,
     /// The point.
     pub(super) point: String,
+    /// When the core took the command, for the write's timing line.
+    pub(super) received: Instant,
+}
+
+/// Where a write's time went, logged at DEBUG when it is answered: the round trip is mostly
+/// waiting (store commits, the link's queue), and this says which.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// The core took the command.
+    pub(super) received: Instant,
+    /// Its intent row was committed and the link was asked.
+    pub(super) handed: Option<Instant>,
+    /// The link answered.
+    pub(super) answered: Option<Instant>,
 }
 
 /// A finished write: what was asked and what happened.
@@ -50,16 +65,18 @@ pub(super) struct Finished {
     pub(super) started: Started,
     /// What happened; `None` when the core stopped before the link answered.
     pub(super) outcome: Option<WriteOutcome>,
+    /// When it was handed to the link and when the link answered.
+    pub(super) timing: Timing,
 }
 
 // `Sync` too: the core is borrowed across awaits, so everything it holds must be.
-type Pending = Pin<Box<dyn Future<Output = (u64, WriteOutcome)> + Send + Sync>>;
+type Pending = Pin<Box<dyn Future<Output = (u64, WriteOutcome, Instant)> + Send + Sync>>;
 
 /// The core's writes in flight.
 pub(super) struct Writes {
     handle: WriteHandle,
     in_flight: FuturesUnordered<Pending>,
-    started: HashMap<u64, Started>,
+    started: HashMap<u64, (Started, Instant)>,
     next: u64,
 }
 
@@ -90,20 +107,27 @@ impl Writes {
         self.next += 1;
         let handle = self.handle.clone();
         let (device, point) = (started.device.clone(), started.point.clone());
-        self.started.insert(token, started);
+        self.started.insert(token, (started, Instant::now()));
         self.in_flight.push(Box::pin(async move {
-            (token, handle.write(&device, &point, value).await)
+            let outcome = handle.write(&device, &point, value).await;
+            (token, outcome, Instant::now())
         }));
     }
 
     /// The next write to finish; pends forever when none is in flight (guard with
     /// [`Writes::is_idle`]).
     pub(super) async fn next(&mut self) -> Option<Finished> {
-        let (token, outcome) = self.in_flight.next().await?;
-        let started = self.started.remove(&token)?;
+        let (token, outcome, answered) = self.in_flight.next().await?;
+        let (started, handed) = self.started.remove(&token)?;
+        let timing = Timing {
+            received: started.received,
+            handed: Some(handed),
+            answered: Some(answered),
+        };
         Some(Finished {
             started,
             outcome: Some(outcome),
+            timing,
         })
     }
 
@@ -112,12 +136,38 @@ impl Writes {
         self.in_flight = FuturesUnordered::new();
         self.started
             .drain()
-            .map(|(_, started)| Finished {
+            .map(|(_, (started, handed))| Finished {
+                timing: Timing {
+                    received: started.received,
+                    handed: Some(handed),
+                    answered: None,
+                },
                 started,
                 outcome: None,
             })
             .collect()
     }
+}
+
+/// Logs at DEBUG where the time of one write went, in ms: until its intent was committed
+/// and the link asked, in the link, waiting for the core after the link answered, committing
+/// the outcome, and storing the reply.
+pub(super) fn log_timing(finished: &Finished, taken: Instant, audited: Instant, stored: Instant) {
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    let t = finished.timing;
+    let handed = t.handed.unwrap_or(taken);
+    let answered = t.answered.unwrap_or(taken);
+    tracing::debug!(
+        device = %finished.started.device,
+        point = %finished.started.point,
+        intent_ms = ms(t.received, handed),
+        link_ms = ms(handed, answered),
+        core_wait_ms = ms(answered, taken),
+        outcome_ms = ms(taken, audited),
+        reply_ms = ms(audited, stored),
+        total_ms = ms(t.received, stored),
+        "Write answered; where its time went."
+    );
 }
 
 /// The value of a `write` command as the write path takes it.
