@@ -154,7 +154,8 @@ const WRITE_DRAIN: Duration = Duration::from_secs(2);
 enum CoreInput {
     Batch(SampleBatch),
     Downlink(Downlink),
-    Written(Finished),
+    // Boxed: a finished write is several times the size of the other inputs.
+    Written(Box<Finished>),
     Notice(Notice),
     Tick,
     Closed,
@@ -196,13 +197,13 @@ impl Core {
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
                 Some(d) = downlink.recv() => CoreInput::Downlink(d),
                 Some(n) = notices.recv() => CoreInput::Notice(n),
-                Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(w),
+                Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(Box::new(w)),
                 _ = tick.tick() => CoreInput::Tick,
             };
             match input {
                 CoreInput::Batch(first) => self.batches(first, &mut rx).await,
                 CoreInput::Downlink(d) => self.downlink(&d).await,
-                CoreInput::Written(w) => self.finish_write(w).await,
+                CoreInput::Written(w) => self.finish_write(*w).await,
                 CoreInput::Notice(n) => self.config_outcome(n).await,
                 CoreInput::Tick => {
                     ticks += 1;
@@ -547,6 +548,12 @@ impl Core {
     }
 
     async fn downlink(&mut self, d: &Downlink) {
+        let sink = self.plan.mqtt.iter().find(|m| m.name.as_str() == d.sink);
+        if let Some(node) = sink.and_then(|m| m.sparkplug.as_ref()) {
+            let on = node.writes;
+            self.sparkplug_write(d, on).await;
+            return;
+        }
         let now = self.clock.now();
         let mut drafts = Vec::new();
         let prefix = self
@@ -589,6 +596,7 @@ impl Core {
                                 device,
                                 point,
                                 received: std::time::Instant::now(),
+                                sparkplug: false,
                             };
                             match self.admit_write(&started, &value) {
                                 Ok(value) => {
@@ -746,11 +754,10 @@ impl Core {
         seen: Option<crate::store::SeenId>,
         now: Timestamp,
     ) {
-        let mut drafts = Vec::new();
         let intent = remote_write::intent(&started, &value);
         let audited = Audited {
             now_ms: now.0,
-            source: format!("mqtt:{}", started.sink),
+            source: started.source(),
             name: "write",
             key: started.key.as_deref(),
             refused: None,
@@ -758,7 +765,8 @@ impl Core {
             payload: &started.payload,
             reply: &intent,
         };
-        if self.audit(&audited, seen, &mut drafts).await {
+        // Nothing else goes in the intent's commit: the link waits for it alone.
+        if self.audit_now(&audited, seen, Vec::new(), now).await {
             self.writes.start(started, value);
         } else {
             // Without its intent row a crash could hide the write: it is not sent.
@@ -773,38 +781,206 @@ impl Core {
                 false,
             );
             answer.only = Some(started.sink);
-            drafts.push(answer);
+            // A Sparkplug host gets no reply: nothing was written, so no DDATA.
+            if !started.sparkplug {
+                self.store_all(vec![answer], &[], now).await;
+            }
         }
+    }
+
+    /// A metric of a Sparkplug DCMD or NCMD (`on`: `[mqtt.sparkplug] writes = true`):
+    /// checked, audited and carried out like a signed `write`, or refused and audited with
+    /// nothing written. There is no reply topic; the answer is the DDATA of the value read
+    /// back.
+    async fn sparkplug_write(&mut self, d: &Downlink, on: bool) {
+        use crate::sink::sparkplug::commands::SparkplugWrite;
+        let now = self.clock.now();
+        let parsed: Result<SparkplugWrite, _> = serde_json::from_slice(&d.payload);
+        let label = parsed.as_ref().map_or_else(
+            |_| "?".to_owned(),
+            |w| format!("{} {}", w.via, super::log_limit::peer_text(&w.metric)),
+        );
+        let id = serde_json::Value::String(label.clone());
+        let refuse = |kind: &'static str, why: &str| {
+            let reply = commands::error_reply(&id, &format!("refused Sparkplug write: {why}"));
+            (command_auth::mark_refused(reply, kind), Some(kind))
+        };
+        let (reply, refused) = match parsed {
+            Err(e) => refuse("malformed", &e.to_string()),
+            Ok(_) if !on => refuse(
+                "disabled",
+                "Sparkplug writes are off on this gateway (they carry no signature);                  `[mqtt.sparkplug] writes = true` turns them on",
+            ),
+            Ok(SparkplugWrite {
+                refused: Some(why), ..
+            }) => refuse("malformed", &format!("{label}: {why}")),
+            Ok(SparkplugWrite {
+                device: Some(device),
+                point: Some(point),
+                value: Some(value),
+                ..
+            }) => {
+                let started = Started {
+                    id: id.clone(),
+                    sink: d.sink.clone(),
+                    key: None,
+                    payload: d.payload.clone(),
+                    device,
+                    point,
+                    received: std::time::Instant::now(),
+                    sparkplug: true,
+                };
+                match self.admit_write(&started, &value) {
+                    Ok(value) => {
+                        self.start_write(started, value, None, now).await;
+                        return;
+                    }
+                    Err(refusal) => refusal,
+                }
+            }
+            Ok(_) => refuse("malformed", &format!("{label}: no device, point or value")),
+        };
+        commands::log_refused("sparkplug write", &reply);
+        let audited = Audited {
+            now_ms: now.0,
+            source: format!("sparkplug:{}", d.sink),
+            name: "write",
+            key: None,
+            refused,
+            outcome: None,
+            payload: &d.payload,
+            reply: &reply,
+        };
+        let mut drafts = Vec::new();
+        self.audit(&audited, None, &mut drafts).await;
         self.store_all(drafts, &[], now).await;
+    }
+
+    /// The answer to a Sparkplug write that landed: a one-point poll of the value read back
+    /// (or written, when the point is not verified) for the sink's queue, which sends it as
+    /// DDATA whether or not it changed.
+    fn sparkplug_answer(&self, finished: &Finished, now: Timestamp) -> Option<Draft> {
+        use crate::model::{PointSample, Quality};
+        let Some(Ok(w)) = &finished.outcome else {
+            return None;
+        };
+        let started = &finished.started;
+        let device = self
+            .plan
+            .devices
+            .iter()
+            .find(|d| d.name.as_str() == started.device)?;
+        let point = device
+            .points
+            .iter()
+            .find(|p| p.name.as_str() == started.point)?;
+        let value = w.verified.clone().unwrap_or_else(|| w.written.clone());
+        let batch = SampleBatch {
+            device: device.name.clone(),
+            tick: now,
+            samples: vec![PointSample {
+                point: point.name.clone(),
+                ts: now,
+                value: Some(value),
+                quality: Quality::Good,
+            }],
+        };
+        Some(Draft {
+            stream: format!(
+                "{}/{}",
+                crate::sink::sparkplug::commands::WRITTEN_STREAM,
+                device.name
+            ),
+            key: device.name.to_string(),
+            body: DraftBody::Batch(batch),
+            only: Some(started.sink.clone()),
+            format: Format::SparkplugB,
+        })
+    }
+
+    /// Appends a write-path row to the audit trail and stores its copies on `{prefix}/audit`
+    /// and `also` (the reply) with it, in one commit made without waiting out the store's
+    /// commit window: the operator waits for each step. Whether it was committed.
+    async fn audit_now(
+        &mut self,
+        audited: &Audited<'_>,
+        seen: Option<crate::store::SeenId>,
+        also: Vec<Draft>,
+        now: Timestamp,
+    ) -> bool {
+        let entry = audited.entry();
+        let oldest = entry.ts_ms - self.auth.gate.window_ms();
+        let command = super::log_limit::peer_text(&entry.command);
+        // The store fills in the copies' payload: the row with its hash is made there.
+        let copies = vec![Draft::wire("audit".into(), "audit".into(), &[], false)];
+        let copies = self.fan_out(copies, now).await;
+        let also = self.fan_out(also, now).await;
+        let delivery = crate::store::AuditDelivery {
+            copies,
+            also,
+            urgent: true,
+        };
+        match self
+            .store
+            .audit_and_send(entry, seen, oldest, delivery)
+            .await
+        {
+            Ok(_) => {
+                for sink in &self.sinks {
+                    sink.wake.notify_one();
+                }
+                true
+            }
+            Err(err) => {
+                error!(error = %err, command = %command, "Cannot append a command to the audit trail.");
+                false
+            }
+        }
     }
 
     /// Audits a finished write's outcome and sends its reply where the command came from.
     async fn finish_write(&mut self, finished: Finished) {
         let taken = std::time::Instant::now();
         let now = self.clock.now();
-        let (reply, refused) = remote_write::reply(&finished);
-        if refused.is_some() || finished.outcome.as_ref().is_none_or(Result::is_err) {
+        let (reply, _refused) = remote_write::reply(&finished);
+        let (outcome, reason) = remote_write::verdict(finished.outcome.as_ref());
+        if outcome != "done" {
             commands::log_refused("write", &reply);
         }
         let started = &finished.started;
-        let mut drafts = Vec::new();
+        let answer = || {
+            let mut answer =
+                Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
+            answer.only = Some(started.sink.clone());
+            answer
+        };
         let audited = Audited {
             now_ms: now.0,
-            source: format!("mqtt:{}", started.sink),
+            source: started.source(),
             name: "write",
             key: started.key.as_deref(),
-            refused,
-            outcome: None,
+            refused: reason,
+            outcome: Some(outcome),
             payload: &started.payload,
             reply: &reply,
         };
-        self.audit(&audited, None, &mut drafts).await;
-        let audited_at = std::time::Instant::now();
-        let mut answer = Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
-        answer.only = Some(started.sink.clone());
-        drafts.push(answer);
-        self.store_all(drafts, &[], now).await;
-        remote_write::log_timing(&finished, taken, audited_at, std::time::Instant::now());
+        // The outcome row and the reply share one commit: a reply is never stored without
+        // the row that records it. Without the row the operator still gets the reply.
+        let also: Vec<Draft> = if started.sparkplug {
+            self.sparkplug_answer(&finished, now).into_iter().collect()
+        } else {
+            vec![answer()]
+        };
+        if !self.audit_now(&audited, None, also, now).await {
+            let also: Vec<Draft> = if started.sparkplug {
+                self.sparkplug_answer(&finished, now).into_iter().collect()
+            } else {
+                vec![answer()]
+            };
+            self.store_all(also, &[], now).await;
+        }
+        let stored = std::time::Instant::now();
+        remote_write::log_timing(&finished, taken, stored, stored);
     }
 
     /// Checks a signed `config` push against the resolver and hands a valid one to the

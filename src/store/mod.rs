@@ -541,7 +541,15 @@ impl Request {
                 reply,
             } => {
                 let (entry, seen, delivery) = *append;
-                let result = audit_and_send(conn, st, path, &entry, seen.as_ref(), prune_before_ms, delivery);
+                let result = audit_and_send(
+                    conn,
+                    st,
+                    path,
+                    &entry,
+                    seen.as_ref(),
+                    prune_before_ms,
+                    delivery,
+                );
                 finish(reply, result, path)
             }
             Self::SeenIds { since_ms, reply } => {
@@ -572,9 +580,7 @@ impl Request {
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::SaveEnergyEvents { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
-            Self::Audit { reply, .. } | Self::AuditAndSend { reply, .. } => {
-                Done::new(reply, None)
-            }
+            Self::Audit { reply, .. } | Self::AuditAndSend { reply, .. } => Done::new(reply, None),
             Self::SeenIds { reply, .. } => Done::new(reply, None),
         }
     }
@@ -597,8 +603,10 @@ pub struct AuditDelivery {
 }
 
 /// Urgent commits a second that may cut the commit window's rest short: the fsync rate stays
-/// bounded (1 / `commit_window` + this) whatever a peer sends.
-pub const URGENT_PER_SECOND: u32 = 8;
+/// bounded (1 / `commit_window` + this, so at most twice the window's rate at 100 ms) whatever
+/// a peer sends. A write takes two (intent, outcome): five writes a second go at full speed,
+/// more wait the window.
+pub const URGENT_PER_SECOND: u32 = 10;
 
 /// Appends an audit row and stores `delivery` with it, all or nothing: a refused enqueue
 /// takes the row back out (a savepoint), so that the caller's error means nothing was kept.
@@ -611,7 +619,10 @@ fn audit_and_send(
     prune_before_ms: i64,
     delivery: AuditDelivery,
 ) -> Result<(AuditRow, String), OpError> {
-    outbox::sql("open a savepoint", run_cached(conn, "SAVEPOINT audit_and_send"))?;
+    outbox::sql(
+        "open a savepoint",
+        run_cached(conn, "SAVEPOINT audit_and_send"),
+    )?;
     let appended = audit::append(conn, entry, seen, prune_before_ms).and_then(|(row, prev)| {
         let message = record::encode_wire(&row.message(&prev), false);
         let AuditDelivery { copies, also, .. } = delivery;
@@ -631,7 +642,10 @@ fn audit_and_send(
             run_cached(conn, "ROLLBACK TO audit_and_send"),
         )?;
     }
-    outbox::sql("release the savepoint", run_cached(conn, "RELEASE audit_and_send"))?;
+    outbox::sql(
+        "release the savepoint",
+        run_cached(conn, "RELEASE audit_and_send"),
+    )?;
     appended
 }
 

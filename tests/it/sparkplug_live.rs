@@ -292,6 +292,7 @@ pub(crate) fn node_config(primary: Option<&str>) -> NodeConfig {
         primary_host_id: primary.map(id),
         data_mode: DataMode::ByException,
         buffer_limit: 0,
+        writes: false,
     }
 }
 
