@@ -125,3 +125,146 @@ pub fn writes(
         .collect();
     Some(Ok(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Name;
+    use crate::sparkplug::proto::payload::Metric;
+    use crate::sparkplug::proto::payload::metric::Value as PV;
+    use crate::sparkplug::{DataMode, DeviceSpec, Id, NodeConfig, PointSpec};
+
+    fn node() -> EdgeNode {
+        let config = NodeConfig {
+            group_id: Id::new("plant").unwrap(),
+            edge_node_id: Id::new("gw").unwrap(),
+            primary_host_id: None,
+            data_mode: DataMode::ByException,
+            buffer_limit: 0,
+            writes: true,
+        };
+        let device = |name: &str, points: &[(&str, DataType)]| DeviceSpec {
+            name: Name::new(name).unwrap(),
+            points: points
+                .iter()
+                .map(|(p, datatype)| PointSpec {
+                    name: Name::new(p).unwrap(),
+                    datatype: *datatype,
+                })
+                .collect(),
+        };
+        EdgeNode::new(
+            config,
+            &[
+                device("plc", &[("sp", DataType::Float), ("bias", DataType::Int16)]),
+                device("pump", &[("run", DataType::Boolean)]),
+            ],
+            0,
+        )
+    }
+
+    fn metric(name: Option<&str>, alias: Option<u64>, value: Option<PV>) -> Metric {
+        Metric {
+            name: name.map(str::to_owned),
+            alias,
+            value,
+            ..Metric::default()
+        }
+    }
+
+    fn command(metrics: Vec<Metric>) -> Vec<u8> {
+        Payload {
+            timestamp: Some(1),
+            metrics,
+            ..Payload::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn write(device: &str, point: &str, value: Value) -> Result<MetricWrite, NotAWrite> {
+        Ok(MetricWrite {
+            device: Name::new(device).unwrap(),
+            point: Name::new(point).unwrap(),
+            value,
+        })
+    }
+
+    #[test]
+    fn a_dcmd_names_its_device_metrics_by_alias_or_name() {
+        let n = node();
+        let got = writes(
+            &n,
+            "spBv1.0/plant/DCMD/gw/plc",
+            &command(vec![
+                metric(Some("sp"), None, Some(PV::FloatValue(42.5))),
+                // Aliases are numbered from 1 in config order: plc/bias is 2.
+                metric(None, Some(2), Some(PV::IntValue(0xFFF4))),
+                metric(Some("run"), None, Some(PV::BooleanValue(true))),
+                metric(Some("sp"), None, None),
+            ]),
+        );
+        let got = got.unwrap().unwrap();
+        assert_eq!(got[0], write("plc", "sp", Value::F64(42.5)));
+        assert_eq!(got[1], write("plc", "bias", Value::I64(-12)));
+        // `run` is pump's, not plc's.
+        assert!(
+            got[2].as_ref().unwrap_err().why.contains("no such metric"),
+            "{got:?}"
+        );
+        assert!(
+            got[3].as_ref().unwrap_err().why.contains("no value"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn an_ncmd_names_device_slash_point_and_leaves_node_control_alone() {
+        let n = node();
+        let got = writes(
+            &n,
+            "spBv1.0/plant/NCMD/gw",
+            &command(vec![
+                metric(
+                    Some("Node Control/Rebirth"),
+                    None,
+                    Some(PV::BooleanValue(true)),
+                ),
+                metric(Some("pump/run"), None, Some(PV::BooleanValue(false))),
+                metric(None, Some(3), Some(PV::BooleanValue(true))),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            got,
+            [
+                write("pump", "run", Value::Bool(false)),
+                write("pump", "run", Value::Bool(true))
+            ]
+        );
+        let rebirth_only = writes(
+            &n,
+            "spBv1.0/plant/NCMD/gw",
+            &command(vec![metric(
+                Some("Node Control/Rebirth"),
+                None,
+                Some(PV::BooleanValue(true)),
+            )]),
+        );
+        assert_eq!(rebirth_only.unwrap().unwrap(), []);
+    }
+
+    #[test]
+    fn only_this_nodes_commands_are_read() {
+        let n = node();
+        let body = command(vec![metric(Some("sp"), None, Some(PV::FloatValue(1.0)))]);
+        assert!(writes(&n, "spBv1.0/plant/DCMD/other/plc", &body).is_none());
+        assert!(writes(&n, "spBv1.0/other/DCMD/gw/plc", &body).is_none());
+        assert!(writes(&n, "spBv1.0/plant/DDATA/gw/plc", &body).is_none());
+        assert!(writes(&n, "spBv1.0/STATE/host", &body).is_none());
+        assert!(matches!(
+            writes(&n, "spBv1.0/plant/DCMD/gw/plc", b"\xff\xff\xff"),
+            Some(Err(_))
+        ));
+    }
+}

@@ -2184,6 +2184,107 @@ mod tests {
         rx.try_recv().unwrap().unwrap();
     }
 
+    fn audit_entry(id: &str) -> AuditEntry {
+        AuditEntry {
+            ts_ms: 1_700_000_000_000,
+            source: "mqtt:mqtt".into(),
+            command: "write".into(),
+            key: Some("ops1".into()),
+            id: Some(format!("\"{id}\"")),
+            outcome: "intent".into(),
+            reason: None,
+            reply: "{}".into(),
+            payload_bytes: 2,
+            payload_sha256: audit::sha256_hex(b"{}"),
+        }
+    }
+
+    fn audit_and_send_now(
+        store: &mut Store,
+        id: &str,
+        copies: Vec<OutboxMessage>,
+        also: Vec<OutboxMessage>,
+    ) -> Result<(AuditRow, String), StoreError> {
+        let (reply, mut rx) = oneshot::channel();
+        store.run_group(vec![Request::AuditAndSend {
+            append: Box::new((
+                audit_entry(id),
+                None,
+                AuditDelivery {
+                    copies,
+                    also,
+                    urgent: true,
+                },
+            )),
+            prune_before_ms: 0,
+            reply,
+        }]);
+        rx.try_recv().unwrap()
+    }
+
+    fn audit_rows(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_audit_row_and_its_outbox_rows_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = bare(dir.path(), u64::MAX);
+        let copy = |seq| OutboxMessage {
+            stream: "audit".into(),
+            ..msg("audit", seq, 0)
+        };
+        let (row, prev) =
+            audit_and_send_now(&mut store, "w-1", vec![copy(0)], vec![msg("reply", 0, 5)]).unwrap();
+        let stored = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10).unwrap();
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        // The copy carries the row as appended, with its hash and the one before it.
+        assert_eq!(
+            stored[0].payload,
+            record::encode_wire(&row.message(&prev), false)
+        );
+        assert_eq!(stored[1].payload, vec![7; 5]);
+        assert_eq!(audit_rows(&store), 1);
+        // A refused enqueue (a seq already used) takes the audit row back out with it.
+        let refused = audit_and_send_now(&mut store, "w-2", vec![copy(0)], Vec::new());
+        assert!(
+            matches!(refused, Err(StoreError::SeqReused { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(audit_rows(&store), 1);
+        assert_eq!(
+            outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10)
+                .unwrap()
+                .len(),
+            2
+        );
+        // And the chain goes on from the row that was kept.
+        let (next, prev) =
+            audit_and_send_now(&mut store, "w-3", vec![copy(1)], Vec::new()).unwrap();
+        assert_eq!(next.seq, row.seq + 1);
+        assert_eq!(prev, row.hash);
+        let verdict = audit::verify(&dir.path().join("state.db")).unwrap();
+        assert!(
+            matches!(verdict, audit::Verdict::Intact { rows: 2 }),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn urgent_commits_are_bounded_per_second() {
+        let mut budget = UrgentBudget::default();
+        let t0 = Instant::now();
+        let taken = (0..3 * URGENT_PER_SECOND)
+            .filter(|_| budget.take(t0))
+            .count();
+        assert_eq!(taken, URGENT_PER_SECOND as usize);
+        assert!(!budget.take(t0 + Duration::from_millis(999)));
+        assert!(budget.take(t0 + Duration::from_secs(1)));
+    }
+
     #[test]
     fn drops_are_logged_once_per_episode() {
         let dir = tempfile::tempdir().unwrap();
