@@ -309,13 +309,13 @@ async fn issue_17_a_push_that_cuts_the_devices_or_the_broker_is_rolled_back() {
 /// again is refused as a replay, changes nothing, and is audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_17_a_config_signed_by_the_cli_is_applied_and_its_replay_refused_across_a_restart() {
-    let mut site = Site::start("2s").await;
+    let mut site = Site::start("5s").await;
     let changed = site.text(
         site.port,
         &site
             .plant
             .replace("poll_interval_ms = 500", "poll_interval_ms = 300"),
-        "2s",
+        "5s",
     );
     let file = site.dir.path().join("push.toml");
     std::fs::write(&file, &changed).unwrap();
