@@ -21,7 +21,10 @@
 //! `1 / commit_window` write commits per second (each is one fsync of the WAL; checkpoints add
 //! a few more per minute) whatever the message rate, and an idle store commits a lone request
 //! at once. A caller that awaits each enqueue before making the next gets one message per
-//! window: batch messages, or keep several in flight with [`StoreHandle::submit`].
+//! window: batch messages, or keep several in flight with [`StoreHandle::submit`]. The one
+//! exception is an urgent [`StoreHandle::audit_and_send`] (a point write's audit rows, which
+//! an operator waits for): it ends the rest at once, at most [`URGENT_PER_SECOND`] times a
+//! second.
 //!
 //! Invariants:
 //! - an `Ok` from [`StoreHandle::enqueue`] means the rows are committed with
