@@ -59,6 +59,7 @@
 //! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 38.02, F1 0.66, 2.03; `point` 21.29,
 //! F1 0.74, 0.64 (tests/interop/skab.sh keeps floors a little below these).
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::unwrap_used,

@@ -5,6 +5,7 @@
 //! Run with `cargo bench --bench command_auth`; `BENCH_SECONDS_PER_CASE` (default 2) sets the
 //! time spent on each case.
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,

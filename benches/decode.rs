@@ -7,6 +7,7 @@
 //! Run with `cargo bench --bench decode`; `BENCH_SECONDS_PER_CASE` (default 2) sets the time
 //! spent on each case.
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,

@@ -24,6 +24,7 @@
 //! devices: a few minutes to grow and about 7 GB under `$TMPDIR`. The rows are copies, so
 //! their timestamps repeat.
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::unwrap_used,

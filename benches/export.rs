@@ -6,6 +6,7 @@
 //! `BENCH_EXPORT_CHILD` set) so its peak resident memory (VmHWM) is the export's alone.
 //! `BENCH_METERS` (default 200) and `BENCH_DAYS` (default 365) size the ledger.
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,

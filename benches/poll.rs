@@ -19,6 +19,7 @@
 //! - `BENCH_BASE_PORT`: first simulator port (default: ephemeral ports chosen by the kernel).
 //! - `PLANTWATCH_BIN`: the plantwatch binary (default `target/release/plantwatch`).
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::print_stderr,
     clippy::unwrap_used,

@@ -7,6 +7,7 @@
 //! motor PLC, 11 points) and the output goes to a sink, so the figure is parse + detect +
 //! write, not disk.
 #![allow(
+    clippy::disallowed_methods,
     clippy::print_stdout,
     clippy::unwrap_used,
     clippy::expect_used,

@@ -25,6 +25,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// The monotonic clock for timeouts, rate limits, heartbeats and elapsed times in the I/O
+/// shell: tokio's, so a test on paused time (`tokio::time::pause`) moves it too; outside a
+/// runtime it is the system's monotonic clock. clippy.toml bans `std::time::Instant::now`,
+/// which paused time does not move, everywhere else.
+pub fn monotonic() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// A clock that only moves when told to.
 #[derive(Debug, Default)]
 pub struct ManualClock(AtomicI64);

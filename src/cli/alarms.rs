@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 
@@ -73,8 +73,7 @@ pub(super) fn run(
     profiles_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let path = super::state_file(args.state.as_deref(), config, profiles_dir)?;
-    // First the diagnosis of a file that cannot be used, with its exit status.
-    drop(crate::store::offline::open(&path, false).map_err(super::offline_failed)?);
+    super::diagnose_state_file(&path)?;
     let raised: Vec<AlarmEvent> = offline::raised(&path)
         .map_err(anyhow::Error::msg)?
         .into_iter()
@@ -111,9 +110,9 @@ pub(super) fn run(
         payload,
     })?;
     let id = offline::queue(&path, &body, now).map_err(anyhow::Error::msg)?;
-    let deadline = Instant::now() + Duration::from_millis(args.wait_ms);
+    let deadline = crate::clock::monotonic() + Duration::from_millis(args.wait_ms);
     // Bounded by the deadline; the daemon looks at the queue once a second.
-    while Instant::now() < deadline {
+    while crate::clock::monotonic() < deadline {
         if let Some(reply) = offline::reply(&path, id).map_err(anyhow::Error::msg)? {
             let reply: Json = serde_json::from_str(&reply).unwrap_or(Json::Null);
             if reply["ok"] == true {

@@ -42,6 +42,7 @@ pub(super) fn run(
     profiles_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let path = super::state_file(args.state.as_deref(), config, profiles_dir)?;
+    super::diagnose_state_file(&path)?;
     match args.action {
         Action::List { last } => {
             for row in audit::list(&path, last).map_err(anyhow::Error::msg)? {

@@ -38,6 +38,7 @@ pub(super) fn run(
     profiles_dir: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let path = super::state_file(args.state.as_deref(), config, profiles_dir)?;
+    super::diagnose_state_file(&path)?;
     match args.action {
         Action::History => {
             let rows = crate::store::alarms::offline::state(&path, CONFIG_HISTORY_SCOPE)

@@ -115,7 +115,7 @@ pub(super) fn run(
     let mut builder = Builder::new(span.clone(), &plan.energy);
     // Progress only where someone watches it and it cannot mix with the report on stdout.
     let mut progress = (args.output.is_some() && std::io::stderr().is_terminal())
-        .then(|| Progress::new(builder.expected_rows(), Instant::now()));
+        .then(|| Progress::new(builder.expected_rows(), crate::clock::monotonic()));
     let mut rows: u64 = 0;
     let meters: Vec<&str> = plan.energy.meters.iter().map(|m| m.name.as_str()).collect();
     // The savings baselines lie before the span, usually: one more pass over their dates.
@@ -136,7 +136,10 @@ pub(super) fn run(
             rows += 1;
             // Reading the clock costs more than adding a row: look only every 4096 rows.
             if rows % 4096 == 0 {
-                if let Some(line) = progress.as_mut().and_then(|p| p.tick(rows, Instant::now())) {
+                if let Some(line) = progress
+                    .as_mut()
+                    .and_then(|p| p.tick(rows, crate::clock::monotonic()))
+                {
                     std::io::stderr().write_all(line.as_bytes()).ok();
                 }
             }
@@ -252,7 +255,7 @@ mod tests {
 
     #[test]
     fn progress_is_silent_for_a_short_export_and_redraws_at_most_ten_times_a_second() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut p = Progress::new(1000, t0);
         assert_eq!(p.tick(10, ms(50)), None);

@@ -329,6 +329,13 @@ fn io_failed(error: impl Into<anyhow::Error>) -> anyhow::Error {
 }
 
 /// A state file that cannot be used: its contents (65) or reaching it (74).
+/// Diagnoses a state file before a command reads it: one that is not a plantwatch state file
+/// exits 65, one that cannot be opened 74, each naming the file.
+fn diagnose_state_file(path: &Path) -> anyhow::Result<()> {
+    drop(crate::store::offline::open(path, false).map_err(offline_failed)?);
+    Ok(())
+}
+
 fn offline_failed(error: OfflineError) -> anyhow::Error {
     let status = if error.is_bad_data() {
         EX_DATAERR

@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -251,7 +250,7 @@ pub(super) fn run(
         )),
         None => None,
     };
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     let show_progress =
         args.output.is_some() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let ledger = sink

@@ -1219,6 +1219,7 @@ mod tests {
 
     #[test]
     #[ignore = "timing; run with `cargo test --release -- --ignored --nocapture`"]
+    #[expect(clippy::disallowed_methods, reason = "measures its own wall time")]
     fn timing() {
         let e = Expr::compile("run_state == 1 && current_l1 < 0.5", resolve).unwrap();
         let rows = [

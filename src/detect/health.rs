@@ -13,7 +13,7 @@
 
 use serde::Serialize;
 
-use super::engine::{Detector, Engine, ms, point_shares};
+use super::engine::{Detector, Engine, episode_kind, ms, point_shares};
 use super::message::PointShare;
 use super::spec::{RuleKind, Severity};
 
@@ -87,6 +87,10 @@ pub struct DeviceHealth {
     /// While a device-level anomaly alarm is raised: each point's share of its deviation,
     /// largest first.
     pub shares: Vec<PointShare>,
+    /// While an `anomaly` rule's alarm is raised: its alarm name and the episode's kind
+    /// (`level_shift`, `drift`, …), so the health message says what kind of fault lowers it.
+    /// The device-level rule's alarm comes first, as it explains the most points.
+    pub anomaly_kind: Option<(String, &'static str)>,
 }
 
 impl Engine {
@@ -134,6 +138,16 @@ impl Engine {
                         })
                         .map(|i| point_shares(i, &d.point_names))
                         .unwrap_or_default(),
+                    anomaly_kind: d
+                        .instances
+                        .iter()
+                        .filter(|i| i.state.is_raised())
+                        .filter_map(|i| {
+                            let device_level = matches!(i.detector, Detector::DeviceAnomaly(_));
+                            Some((!device_level, i, episode_kind(i)?))
+                        })
+                        .min_by_key(|(point_level, ..)| *point_level)
+                        .map(|(_, i, kind)| (i.alarm.to_string(), kind.as_str())),
                 }
             })
             .collect()

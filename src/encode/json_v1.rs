@@ -185,6 +185,10 @@ pub fn health(h: &DeviceHealth, ts: Timestamp) -> Vec<u8> {
         if !h.shares.is_empty() {
             map.insert("shares".into(), shares(&h.shares));
         }
+        if let Some((alarm, kind)) = &h.anomaly_kind {
+            map.insert("anomaly_alarm".into(), json!(alarm));
+            map.insert("anomaly_kind".into(), json!(kind));
+        }
     }
     doc.to_string().into_bytes()
 }

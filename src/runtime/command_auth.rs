@@ -96,7 +96,7 @@ static REFUSALS: RepeatLimit = RepeatLimit::new(super::log_limit::REPEAT_WINDOW)
 pub(super) fn log_refusal(name: &str, refused: &Refused) {
     let name = peer_text(name);
     let kind = refused.reason.kind();
-    let Some(left_out) = REFUSALS.admit(&format!("{name}/{kind}"), std::time::Instant::now())
+    let Some(left_out) = REFUSALS.admit(&format!("{name}/{kind}"), crate::clock::monotonic())
     else {
         return;
     };

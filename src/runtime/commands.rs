@@ -256,7 +256,7 @@ static REFUSALS: RepeatLimit = RepeatLimit::new(super::log_limit::REPEAT_WINDOW)
 /// command's refusal counted instead of written.
 pub fn log_refused(name: &str, reply: &[u8]) {
     let name = peer_text(name);
-    let Some(left_out) = REFUSALS.admit(&name, std::time::Instant::now()) else {
+    let Some(left_out) = REFUSALS.admit(&name, crate::clock::monotonic()) else {
         return;
     };
     let reply = String::from_utf8_lossy(reply);

@@ -144,6 +144,8 @@ pub(super) struct Core {
     pub(super) dropped: Arc<DroppedCommands>,
     /// The config file pushes are checked against, and the daemon's end for valid ones.
     pub(super) config_push: Option<(Target, mpsc::Sender<Push>)>,
+    /// What this core last saved of each model, so an unchanged one is not written again.
+    pub(super) saved_models: SavedModels,
 }
 
 /// How long a stopping core waits for the writes in flight (their links are stopping too)
@@ -242,15 +244,22 @@ impl Core {
         }
     }
 
-    /// Saves every rule's learned model (anomaly, trend, rate), so a restart resumes with it.
-    async fn save_models(&self) {
-        let rows = self.pipeline.engine().model_snapshots();
+    /// Saves every rule's learned model (anomaly, trend, rate) that changed since this core
+    /// last saved it, so a restart resumes with it.
+    async fn save_models(&mut self) {
+        let rows = self
+            .saved_models
+            .changed(self.pipeline.engine().model_snapshots());
         if rows.is_empty() {
             return;
         }
         let n = rows.len();
-        if let Err(err) = self.store.save_models(rows, self.clock.now().0).await {
-            error!(error = %err, models = n, "Cannot save the learned models; a restart would learn them afresh.");
+        let marks = SavedModels::marks(&rows);
+        match self.store.save_models(rows, self.clock.now().0).await {
+            Ok(()) => self.saved_models.remember(marks),
+            Err(err) => {
+                error!(error = %err, models = n, "Cannot save the learned models; a restart would learn them afresh.");
+            }
         }
     }
 
@@ -1374,5 +1383,74 @@ async fn load_raised(store: &StoreHandle) -> Vec<AlarmEvent> {
             error!(error = %err, "Cannot load saved alarms; raised alarms may be raised again.");
             Vec::new()
         }
+    }
+}
+
+/// A hash of each model as this core last saved it, keyed by device and alarm. A device that
+/// stopped answering leaves its models unchanged, and a minute's save would rewrite them for
+/// nothing; only the process's own memory is compared, so a new core (a reload) saves all once.
+#[derive(Debug, Default)]
+pub(super) struct SavedModels(HashMap<(String, String), u64>);
+
+impl SavedModels {
+    /// The snapshots that differ from what was last saved under their rule.
+    fn changed(
+        &self,
+        rows: Vec<crate::detect::snapshot::ModelSnapshot>,
+    ) -> Vec<crate::detect::snapshot::ModelSnapshot> {
+        rows.into_iter()
+            .filter(|r| self.0.get(&(r.device.clone(), r.alarm.clone())) != Some(&Self::hash(r)))
+            .collect()
+    }
+
+    /// The marks to [`remember`](Self::remember) once `rows` are saved.
+    fn marks(rows: &[crate::detect::snapshot::ModelSnapshot]) -> Vec<((String, String), u64)> {
+        rows.iter()
+            .map(|r| ((r.device.clone(), r.alarm.clone()), Self::hash(r)))
+            .collect()
+    }
+
+    fn remember(&mut self, marks: Vec<((String, String), u64)>) {
+        self.0.extend(marks);
+    }
+
+    fn hash(r: &crate::detect::snapshot::ModelSnapshot) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&r.fingerprint, r.version, &r.body).hash(&mut h);
+        h.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SavedModels;
+    use crate::detect::snapshot::ModelSnapshot;
+
+    fn row(alarm: &str, body: &str) -> ModelSnapshot {
+        ModelSnapshot {
+            device: "pump".into(),
+            alarm: alarm.into(),
+            fingerprint: "00000000000000ab".into(),
+            version: 1,
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn only_models_that_changed_since_the_last_save_are_saved_again() {
+        let mut saved = SavedModels::default();
+        let first = saved.changed(vec![row("odd", "{\"n\":1}"), row("trend", "{\"n\":5}")]);
+        assert_eq!(first.len(), 2, "nothing saved yet: all of them");
+        saved.remember(SavedModels::marks(&first));
+        let again = saved.changed(vec![row("odd", "{\"n\":2}"), row("trend", "{\"n\":5}")]);
+        assert_eq!(
+            again,
+            vec![row("odd", "{\"n\":2}")],
+            "the unchanged trend is skipped"
+        );
+        // Not remembered (the save failed): the same rows are offered again next time.
+        let retry = saved.changed(vec![row("odd", "{\"n\":2}")]);
+        assert_eq!(retry.len(), 1);
     }
 }

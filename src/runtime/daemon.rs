@@ -362,14 +362,14 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     gauges.update(&stats);
                     // A store that answers but cannot write is not alive (issue 20).
                     if !stats.health.degraded() {
-                        hearts.beat("store", std::time::Instant::now());
+                        hearts.beat("store", crate::clock::monotonic());
                     }
                     store_status = stats.health.status();
                 }
                 let slowest = generation.plan.devices.iter().map(|d| d.poll_interval.max(d.offline_retry)).max().unwrap_or_default();
                 // Feed the watchdog only while polling makes progress and the store answers.
                 let alive = now.duration_since(last_progress) <= slowest * 3 + Duration::from_secs(10);
-                if watchdog.is_some() && alive && hearts.all_fresh(std::time::Instant::now()).is_ok() {
+                if watchdog.is_some() && alive && hearts.all_fresh(crate::clock::monotonic()).is_ok() {
                     systemd::notify(&[Notify::Watchdog]);
                 }
                 let (connected, brokers) = generation.brokers_connected();
@@ -385,7 +385,7 @@ pub async fn run(opts: Options, clock: Arc<dyn Clock>) -> Result<(), DaemonError
                     store_status.as_deref().map(|s| format!(", {s}")).unwrap_or_default(),
                 ))]);
                 if hearts.is_empty() {
-                    hearts.register("store", Duration::from_secs(60), std::time::Instant::now());
+                    hearts.register("store", Duration::from_secs(60), crate::clock::monotonic());
                 }
             }
         }

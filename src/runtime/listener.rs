@@ -73,7 +73,7 @@ pub async fn accept_loop<F, Fut>(
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(err) => {
-                if let Some(left_out) = failures.admit("", std::time::Instant::now()) {
+                if let Some(left_out) = failures.admit("", crate::clock::monotonic()) {
                     warn!(listener = name, error = %err, left_out,
                         "Cannot accept a connection; pausing before the next try.");
                 }
@@ -84,7 +84,7 @@ pub async fn accept_loop<F, Fut>(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if let Some(left_out) = refusals.admit("", std::time::Instant::now()) {
+            if let Some(left_out) = refusals.admit("", crate::clock::monotonic()) {
                 warn!(listener = name, peer = %peer, max_connections = limits.max_connections, left_out,
                     "Connection limit reached; closing new connections until some end.");
             }

@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn a_run_of_identical_lines_costs_one_per_window_with_the_count() {
         let limit = RepeatLimit::new(Duration::from_secs(60));
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         assert_eq!(limit.admit("queue-full", t0), Some(0));
         for i in 1..5_000 {
             assert_eq!(
@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn invented_keys_share_one_slot_beyond_the_bound() {
         let limit = RepeatLimit::new(Duration::from_secs(60));
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let written = (0..10_000)
             .filter(|i| limit.admit(&format!("k{i}"), t0).is_some())
             .count();

@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_new_registration_is_fresh_until_its_deadline_passes() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("core", 10 * S, t0);
         assert_eq!(hb.all_fresh(t0), Ok(()));
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_beat_restarts_the_deadline() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("core", 10 * S, t0);
         assert!(hb.beat("core", t0 + 8 * S));
@@ -333,7 +333,7 @@ mod tests {
 
     #[test]
     fn one_wedged_stage_withholds_the_watchdog_and_is_named() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("store", 5 * S, t0);
         hb.register("acquire:line1", 5 * S, t0);
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn stale_stages_are_listed_sorted_by_name() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("zeta", S, t0);
         hb.register("alpha", S, t0);
@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn each_stage_has_its_own_deadline() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("fast", 2 * S, t0);
         hb.register("slow", 60 * S, t0);
@@ -373,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_removed_stage_no_longer_counts() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("link:old", S, t0);
         assert!(hb.all_fresh(t0 + 5 * S).is_err());
@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn beats_for_unknown_stages_are_refused_not_invented() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         assert!(!hb.beat("ghost", t0));
         assert_eq!(hb.len(), 0);
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn an_out_of_order_beat_does_not_move_time_back() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("core", 10 * S, t0);
         assert!(hb.beat("core", t0 + 9 * S));
@@ -403,7 +403,7 @@ mod tests {
 
     #[test]
     fn re_registering_replaces_the_deadline() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("core", S, t0);
         hb.register("core", 30 * S, t0 + S);
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_now_before_the_last_beat_is_fresh() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let mut hb = Heartbeats::new();
         hb.register("core", S, t0 + 5 * S);
         assert_eq!(hb.all_fresh(t0), Ok(()));
@@ -421,7 +421,10 @@ mod tests {
 
     #[test]
     fn no_stages_means_fresh() {
-        assert_eq!(Heartbeats::new().all_fresh(Instant::now()), Ok(()));
+        assert_eq!(
+            Heartbeats::new().all_fresh(crate::clock::monotonic()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -494,9 +497,9 @@ mod tests {
 
     #[test]
     fn monotonic_usec_reads_the_clock_std_instant_reads() {
-        let before = instant_debug_usec(Instant::now());
+        let before = instant_debug_usec(crate::clock::monotonic());
         let usec = monotonic_usec();
-        let after = instant_debug_usec(Instant::now());
+        let after = instant_debug_usec(crate::clock::monotonic());
         assert!(
             before <= usec && usec <= after,
             "CLOCK_MONOTONIC {usec} µs outside [{before}, {after}]"

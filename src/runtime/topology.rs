@@ -384,6 +384,7 @@ impl Generation {
             writes: super::remote_write::Writes::new(writes.clone()),
             dropped: remote.dropped.clone(),
             config_push: remote.config.clone(),
+            saved_models: Default::default(),
         };
         // Ends when every link has dropped its sender and the channel is drained, or when its
         // token is cancelled (a reload, or the grace period of a shutdown is over).

@@ -991,7 +991,7 @@ impl Store {
             loss,
             losses_total,
             reserved,
-            last_checkpoint: Instant::now(),
+            last_checkpoint: crate::clock::monotonic(),
             lock,
         };
         // The mark must be in the main file, not only in a WAL that may be lost.
@@ -1121,7 +1121,7 @@ impl Store {
             OutboxState::default()
         };
         let mut done = Vec::with_capacity(group.len());
-        let health = self.health(Instant::now());
+        let health = self.health(crate::clock::monotonic());
         let reserve_failure = if writes {
             self.reserve_seqs(&group).err()
         } else {
@@ -1352,7 +1352,7 @@ impl Store {
     /// `keep_wal`, one small write follows, because while the store is open its WAL is never
     /// empty: an empty one at the next open means it was lost (see `recovery.rs`).
     fn checkpoint(&mut self, keep_wal: bool) -> bool {
-        self.last_checkpoint = Instant::now();
+        self.last_checkpoint = crate::clock::monotonic();
         let sql = if self.outbox.full {
             "PRAGMA wal_checkpoint(RESTART)"
         } else {
@@ -1464,7 +1464,7 @@ impl Store {
         let cause = std::error::Error::source(e)
             .map(ToString::to_string)
             .unwrap_or_default();
-        let first = self.failures.failed(Instant::now());
+        let first = self.failures.failed(crate::clock::monotonic());
         if matches!(e, StoreError::DiskFull { .. }) {
             // The full condition has its own WARN (see `make_room`).
             debug!(path = %self.path.display(), error = %e, cause = %cause, "Store write failed: disk full.");
@@ -2163,7 +2163,7 @@ mod tests {
             loss: None,
             losses_total: 0,
             reserved: HashMap::new(),
-            last_checkpoint: Instant::now(),
+            last_checkpoint: crate::clock::monotonic(),
             lock: lock::StateLock::acquire(dir.join("state.db").as_path()).unwrap(),
         }
     }
@@ -2359,7 +2359,7 @@ mod tests {
                 1_000,
                 "every row is kept or counted"
             );
-            assert!(store.health(Instant::now()).disk_full);
+            assert!(store.health(crate::clock::monotonic()).disk_full);
             assert_eq!(store.failures.total, 0, "no write failed");
             assert!(!st.dropping, "not the byte bound's episode");
 

@@ -300,10 +300,21 @@ async fn a_dead_slave_goes_offline_without_starving_its_bus_and_comes_back() {
             .flat_map(|b| &b.samples)
             .all(|s| s.quality == Quality::Good)
     );
-    // Its period stays near 200 ms although the dead slave eats a timeout on the same bus.
+    // Its period stays near 200 ms although the dead slave eats a timeout on the same bus. A
+    // starved neighbour would miss every other tick (gaps of 400 ms throughout); one late
+    // tick on a machine busy with other builds is not starvation, so the test counts them.
     let ticks: Vec<i64> = alive.iter().map(|b| b.tick.0).collect();
-    let max_gap = ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap();
-    assert!(max_gap < 450, "neighbour's largest poll gap {max_gap} ms");
+    let gaps: Vec<i64> = ticks.windows(2).map(|w| w[1] - w[0]).collect();
+    let late = gaps.iter().filter(|&&g| g > 250).count();
+    assert!(
+        late * 5 <= gaps.len(),
+        "neighbour missed its 200 ms tick in {late} of {} gaps: {gaps:?}",
+        gaps.len()
+    );
+    assert!(
+        gaps.iter().all(|&g| g < 1000),
+        "neighbour's poll gaps {gaps:?}"
+    );
     let dead_stats = &stats.devices.iter().find(|(n, _)| n == "dead").unwrap().1;
     let timeouts = dead_stats
         .timeouts

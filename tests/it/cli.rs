@@ -731,6 +731,18 @@ fn exit_status_65_for_bad_data_74_for_io_and_help_lists_them_all() {
         text.to_str().unwrap(),
     ]);
     assert_eq!(code, 65, "{err}");
+    // Every reader of the state file gives the same diagnosis of one that is not a database.
+    for args in [
+        &["config", "history"][..],
+        &["alarms", "list"],
+        &["audit", "verify"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["-c", demo, "--state", text.to_str().unwrap()]);
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 65, "{args:?}: {err}");
+        assert!(err.contains("notes.db"), "{args:?} names the file: {err}");
+    }
     let csv = dir.path().join("bad.csv");
     std::fs::write(
         &csv,

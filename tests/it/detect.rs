@@ -681,6 +681,23 @@ points = ["speed", "motor_current", "vibration"]"#,
     assert_eq!(payload["shares"][0]["point"], "motor_current", "{payload}");
     let health = health_during.expect("health while raised");
     assert_eq!(health.shares[0].point, "motor_current", "{health:?}");
+    let (alarm, kind) = health
+        .anomaly_kind
+        .clone()
+        .expect("the episode's kind while raised");
+    assert_eq!(alarm, "pump-odd");
+    assert_eq!(
+        Some(kind),
+        raise.anomaly_kind.as_deref(),
+        "{health:?} {raise:?}"
+    );
+    let wire: serde_json::Value = serde_json::from_slice(&plantwatch::encode::json_v1::health(
+        &health,
+        plantwatch::model::Timestamp(0),
+    ))
+    .unwrap();
+    assert_eq!(wire["anomaly_kind"], kind, "{wire}");
+    assert_eq!(wire["anomaly_alarm"], "pump-odd", "{wire}");
 }
 
 #[test]

@@ -434,7 +434,7 @@ impl<O: Outbox> Session<O> {
             bytes: d.payload.len() as u64,
             sha256: crate::store::audit::sha256_hex(&d.payload),
         });
-        if let Some(left_out) = self.queue_full.admit("", std::time::Instant::now()) {
+        if let Some(left_out) = self.queue_full.admit("", crate::clock::monotonic()) {
             warn!(
                 topic = %peer_text(topic),
                 left_out,

@@ -297,7 +297,7 @@ impl<O: Outbox> SparkplugSink<O> {
                         let host_before = node.host_online();
                         let ours = self.is_ours(&topic);
                         let watermark = if ours.is_some() { self.prime(&mut node).await } else { None };
-                        let now = std::time::Instant::now();
+                        let now = crate::clock::monotonic();
                         match node.on_message(&topic, &payload, self.clock.now()) {
                             Ok(out) => {
                                 if out.is_empty() && !forwarded {

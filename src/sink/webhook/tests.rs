@@ -777,7 +777,7 @@ async fn waiting_notifications_become_one_digest_most_severe_first() {
         digest_after: 5,
         ..cfg("digest", format!("{base}/send?key=k"), Format::Wecom)
     });
-    let started = std::time::Instant::now();
+    let started = crate::clock::monotonic();
     h.offer(notif("first", Severity::Low, "active"));
     let first = next(&mut rx).await;
     assert!(
