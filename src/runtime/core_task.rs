@@ -604,7 +604,7 @@ impl Core {
                                 payload: d.payload.clone(),
                                 device,
                                 point,
-                                received: std::time::Instant::now(),
+                                received: crate::clock::monotonic(),
                                 sparkplug: false,
                             };
                             match self.admit_write(&started, &value) {
@@ -836,7 +836,7 @@ impl Core {
                     payload: d.payload.clone(),
                     device,
                     point,
-                    received: std::time::Instant::now(),
+                    received: crate::clock::monotonic(),
                     sparkplug: true,
                 };
                 match self.admit_write(&started, &value) {
@@ -949,7 +949,7 @@ impl Core {
 
     /// Audits a finished write's outcome and sends its reply where the command came from.
     async fn finish_write(&mut self, finished: Finished) {
-        let taken = std::time::Instant::now();
+        let taken = crate::clock::monotonic();
         let now = self.clock.now();
         let (reply, _refused) = remote_write::reply(&finished);
         let (outcome, reason) = remote_write::verdict(finished.outcome.as_ref());
@@ -988,7 +988,7 @@ impl Core {
             };
             self.store_all(also, &[], now).await;
         }
-        let stored = std::time::Instant::now();
+        let stored = crate::clock::monotonic();
         remote_write::log_timing(&finished, taken, stored, stored);
     }
 

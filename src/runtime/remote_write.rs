@@ -118,10 +118,11 @@ impl Writes {
         self.next += 1;
         let handle = self.handle.clone();
         let (device, point) = (started.device.clone(), started.point.clone());
-        self.started.insert(token, (started, Instant::now()));
+        self.started
+            .insert(token, (started, crate::clock::monotonic()));
         self.in_flight.push(Box::pin(async move {
             let outcome = handle.write(&device, &point, value).await;
-            (token, outcome, Instant::now())
+            (token, outcome, crate::clock::monotonic())
         }));
     }
 

@@ -1053,7 +1053,7 @@ impl Store {
             let deadline = tokio::time::Instant::now() + self.limits.commit_window;
             loop {
                 match timer.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
-                    Ok(Some(req)) if req.urgent() && urgent.take(Instant::now()) => {
+                    Ok(Some(req)) if req.urgent() && urgent.take(crate::clock::monotonic()) => {
                         held.push(req);
                         break;
                     }
@@ -2279,7 +2279,7 @@ mod tests {
     #[test]
     fn urgent_commits_are_bounded_per_second() {
         let mut budget = UrgentBudget::default();
-        let t0 = Instant::now();
+        let t0 = crate::clock::monotonic();
         let taken = (0..3 * URGENT_PER_SECOND)
             .filter(|_| budget.take(t0))
             .count();

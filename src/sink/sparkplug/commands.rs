@@ -162,7 +162,7 @@ impl Forward {
                 bytes: d.payload.len() as u64,
                 sha256: crate::store::audit::sha256_hex(&d.payload),
             });
-            if let Some(left_out) = self.full.admit("", std::time::Instant::now()) {
+            if let Some(left_out) = self.full.admit("", crate::clock::monotonic()) {
                 warn!(topic = %peer_text(topic), left_out,
                     "Command queue full (or the core stopped); Sparkplug write dropped, and \
                      audited (left_out: as many since the last such line).");
