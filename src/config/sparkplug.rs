@@ -140,6 +140,20 @@ mod tests {
     }
 
     #[test]
+    fn writes_are_off_unless_the_table_turns_them_on() {
+        assert!(!resolved(r#"group_id = "plant""#).unwrap().writes);
+        assert!(
+            resolved("group_id = \"plant\"\nwrites = true")
+                .unwrap()
+                .writes
+        );
+        assert!(
+            toml::from_str::<RawSparkplug>("group_id = \"plant\"\nwrites = \"yes\"").is_err(),
+            "a string is not a switch"
+        );
+    }
+
+    #[test]
     fn defaults_are_the_gateway_id_no_primary_host_and_by_exception() {
         assert_eq!(
             resolved(r#"group_id = "plant""#).unwrap(),

@@ -697,3 +697,64 @@ async fn issue_17_a_crash_mid_write_leaves_its_intent_in_the_audit_trail() {
     assert!(ok, "{text}");
     site.stop().await;
 }
+
+/// A device that answers a write with exception 02 did not carry it out: refused by the device,
+/// audited `rejected`, nothing written. Exception 04 (server device failure) and no answer at
+/// all leave it unknown whether the write landed, and the audit says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_device_exception_is_audited_apart_from_a_write_that_may_have_landed() {
+    let mut site = Site::start(
+        "[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 502\n\n\
+         [[devices]]\nname = \"plc\"\nlink = \"l\"\nunit_id = 1\npoll_interval_ms = 60000\ntimeout_ms = 500\n\
+         [devices.points.sp]\naddress = 0\ntype = \"f32\"\nwritable = true\nmin = 0\nmax = 100\n",
+        "",
+    )
+    .await;
+    let r = site.first("hello", "plc", "sp", &json!(1)).await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    site.sim
+        .device("plc")
+        .unwrap()
+        .inject(Fault::WriteException(2));
+    let r = site
+        .ask("x-02", &ops("x-02", "plc", "sp", &json!(20)))
+        .await;
+    assert_eq!(r["refused"], "device_exception", "{r}");
+    assert_eq!(r["exception"], 2, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("nothing was written"),
+        "{r}"
+    );
+    assert_eq!(held(&site.sim, "plc", "sp"), Value::F64(1.0));
+    site.sim.device("plc").unwrap().clear_faults();
+
+    site.sim
+        .device("plc")
+        .unwrap()
+        .inject(Fault::WriteException(4));
+    let r = site
+        .ask("x-04", &ops("x-04", "plc", "sp", &json!(30)))
+        .await;
+    assert_eq!(r["failed"], "exception", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("may have landed"),
+        "{r}"
+    );
+    site.sim.device("plc").unwrap().clear_faults();
+
+    site.sim.device("plc").unwrap().inject(Fault::WriteNoAnswer);
+    let r = site
+        .ask("x-none", &ops("x-none", "plc", "sp", &json!(40)))
+        .await;
+    assert_eq!(r["failed"], "timeout", "{r}");
+    site.sim.device("plc").unwrap().clear_faults();
+
+    let rows = audit_rows(&site.state());
+    assert_eq!(outcomes(&rows, "x-02"), ["intent", "rejected:exception_02"]);
+    assert_eq!(outcomes(&rows, "x-04"), ["intent", "unknown:exception_04"]);
+    assert_eq!(outcomes(&rows, "x-none"), ["intent", "unknown:timeout"]);
+    let (ok, text) = audit_verify(&site.state());
+    assert!(ok, "{text}");
+    site.stop().await;
+}
