@@ -6,13 +6,13 @@
 //! The release profile's fat LTO takes long to build on a small machine; optimising only
 //! this crate gives the figure sooner: `cargo bench --bench anomaly --profile dev --config
 //! 'profile.dev.package.plantwatch.opt-level=3' --config
-//! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 1.52 M rows/s and
-//! 772 k device-samples/s on a shared 2-core machine under load (2.99 M and 1.77 M on a
-//! quieter run). Memory (`cargo bench --bench anomaly --profile dev` prints it too): 576 B
-//! per point with `season = "none"`, 2688 B while `season = "auto"` is still searching (its
-//! 2 KiB summary of `f32` bins; 7024 B before the summary went to `f32` and the cycle's
-//! buckets were allocated only once found), 2880 B with a found cycle; 2888 B for an 8-point
-//! device model.
+//! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 1.19 M rows/s and
+//! 671 k device-samples/s on a shared 2-core machine under the load of six builds (1.52 M and
+//! 772 k before, 2.99 M and 1.77 M on a quieter run). Memory (`cargo bench --bench anomaly
+//! --profile dev` prints it too): 584 B per point with `season = "none"`, 2696 B while
+//! `season = "auto"` is still searching (its 2 KiB summary of `f32` bins; 7024 B before the
+//! summary went to `f32` and the cycle's buckets were allocated only once found), 2888 B
+//! with a found cycle; 2960 B for an 8-point device model.
 //!
 //! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
 //! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of
@@ -47,16 +47,20 @@
 //! labelled fault, both counted after the 400 rows SKAB allows for learning.
 //!
 //! Measured (`--profile dev`, all 34 experiments; NAB standard / low FP / low FN on score
-//! onsets, F1, false episodes per model per 10 000 normal samples):
-//! - `device`: 48.49 / 44.61 / 52.48 (valve1 49.64, valve2 55.55, other 44.78; held out
-//!   47.39 / 42.18 / 52.30), 31.20 on alarm edges, 55.05 on both; F1 0.77 (valve1 0.86,
-//!   valve2 0.87, other 0.66; held out 0.70); 4.06 false episodes per device (3.62 on
-//!   valve1/'s pre-fault stretches, 0 on valve2/'s, 12.73 on other/'s, 2.22 on the fault-free
-//!   run: 6 in 14 774 samples, 0.51 per point watched).
+//! onsets, F1 as tsad rounds it and unrounded, false episodes per model per 10 000 normal
+//! samples):
+//! - `device`: 48.50 / 45.01 / 52.23 (valve1 52.40, valve2 53.16, other 42.09; held out
+//!   44.77 / 39.83 / 49.55), 32.61 on alarm edges, 55.76 on both; F1 0.80, 0.798 (valve1
+//!   0.88, valve2 0.85, other 0.69; held out 0.73); 5.41 false episodes per device (3.62 on
+//!   valve1/'s pre-fault stretches, 0 on valve2/'s, 21.22 on other/'s, 2.22 on the fault-free
+//!   run: 8 in 14 774 samples, 0.68 per point watched). Before a change seen while the
+//!   baselines fill was learned instead of raised and an episode's points restarted from
+//!   where they settled: 48.49 (valve1 49.64, held out 47.39), F1 0.77 (valve1 0.86, held
+//!   out 0.70), 4.06 per device.
 //! - `point`: 17.73 / 16.33 / 20.09, 25.48 on alarm edges; F1 0.76; 0.85 per point.
-//! - `both`: 50.28 / 45.69 / 54.45; F1 0.79; 1.20 per model.
+//! - `both`: 50.43 / 46.25 / 54.29; F1 0.79; 1.35 per model.
 //!
-//! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 38.02, F1 0.66, 2.03; `point` 21.29,
+//! Quick mode (`PLANTWATCH_SKAB_QUICK=1`): `device` 37.72, F1 0.70, 2.03; `point` 21.29,
 //! F1 0.74, 0.64 (tests/interop/skab.sh keeps floors a little below these).
 #![allow(
     clippy::disallowed_methods,

@@ -75,7 +75,8 @@ fn child(state: &Path, meters: usize, days: i64) {
         timezone: "Asia/Shanghai".into(),
     };
     let conn = plantwatch::store::alarms::offline::open(state, false).unwrap();
-    let mut b = Builder::new(span, &plan.energy);
+    let spec = plan.energy.report_spec();
+    let mut b = Builder::new(span, &spec);
     let names: Vec<&str> = plan.energy.meters.iter().map(|m| m.name.as_str()).collect();
     let rows = plantwatch::store::ledger::for_each(
         &conn,

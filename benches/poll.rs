@@ -243,7 +243,7 @@ async fn measure(plan: &Plan, warmup: Duration, seconds: Duration, sim_pid: u32)
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let stats = spawn_links(plan, &tx, &clock, &cancel, &mut tasks);
+    let stats = spawn_links(plan.fleet(), &tx, &clock, &cancel, &mut tasks);
     drop(tx);
     let rss_spawned = status_kib("VmRSS");
     let hwm_spawned = status_kib("VmHWM");

@@ -183,7 +183,7 @@ fn main() {
             }
         })
         .collect();
-    let mut pipeline = Pipeline::new(std::sync::Arc::new(plan.clone()), Taps::default());
+    let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), Taps::default());
     let mut out = Outputs::default();
     let (polls, values) = (batches.len(), batches.len() * POINTS.len());
     let started = Instant::now();
@@ -219,7 +219,7 @@ fn main() {
     };
     let started = Instant::now();
     let summary = replay(
-        &plan,
+        &plan.replay_spec(),
         csv.as_slice(),
         std::io::sink(),
         Some(std::io::sink()),
@@ -260,7 +260,7 @@ fn main() {
     let mut episodes = std::io::sink();
     let started = Instant::now();
     let summary = replay_with_episodes(
-        &plan,
+        &plan.replay_spec(),
         wide.as_slice(),
         std::io::sink(),
         Some(std::io::sink()),

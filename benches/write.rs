@@ -120,7 +120,9 @@ async fn main() {
         None,
     )
     .unwrap();
-    let sim = Simulator::start(&plan, Bind::LOOPBACK).await.unwrap();
+    let sim = Simulator::start(plan.fleet(), plan.gateway.timezone, Bind::LOOPBACK)
+        .await
+        .unwrap();
     let port = sim.endpoints[0].1.rsplit_once(':').unwrap().1.to_owned();
     let (private, public) = key_pair_from_seed(&[7; 32]);
     std::fs::write(dir.path().join("ops1.pub"), format!("{public}\n")).unwrap();

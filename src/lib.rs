@@ -12,6 +12,8 @@
 //! Module map:
 //! - [`model`]: plain data that crosses stage boundaries (names, values, quality, samples).
 //! - [`auth`]: the signed downlink command channel: keys, roles, the replay window.
+//! - [`issue`]: a problem with one configuration key, as `config` and the stages report it.
+//! - [`secret`]: passwords and keys read from a file or a systemd credential, never logged.
 //! - [`config`]: raw file → pure `resolve` (all issues at once) → typed [`config::Plan`].
 //! - [`decode`]: pure registers ↔ values codec.
 //! - [`acquire`]: the I/O shell for Modbus: read plans, schedule, device health, link tasks.
@@ -42,12 +44,14 @@ pub mod decode;
 pub mod detect;
 pub mod encode;
 pub mod export;
+pub mod issue;
 pub mod model;
 pub mod pipeline;
 pub mod platform;
 pub mod process;
 pub mod replay;
 pub mod runtime;
+pub mod secret;
 pub mod sim;
 pub mod sink;
 pub mod sparkplug;

@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_silence_that_ran_out_is_raised_before_a_later_poll_of_another_device() {
-        let mut p = Pipeline::new(plan(), Taps::default());
+        let mut p = Pipeline::from_spec(plan().pipeline_spec(), Taps::default());
         // a stops answering at 1 s; its comm loss is due at 6 s. b's poll at 10 s raises `hot`:
         // live, the core's 1 s tick raised a's comm loss first, so replay must as well.
         let out = run(
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn time_never_goes_back_so_an_older_poll_fires_no_timer() {
-        let mut p = Pipeline::new(plan(), Taps::default());
+        let mut p = Pipeline::from_spec(plan().pipeline_spec(), Taps::default());
         let mut out = run(
             &mut p,
             &[("a", 0, Some(1.0)), ("a", 1_000, None), ("b", 0, Some(0.0))],

@@ -12,8 +12,8 @@ use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::slave::{Slave, SlaveContext};
 
 use super::mbap::TcpReader;
+use super::spec::{Function, Link, Parity, TcpEndpoint, Transport};
 use super::write::WriteFunction;
-use crate::config::plan::{Function, Link, Parity, TcpEndpoint, Transport};
 
 /// Why a link could not be opened.
 #[derive(Debug, thiserror::Error)]

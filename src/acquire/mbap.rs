@@ -14,7 +14,7 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::link::{ModbusWrite, ReadResult, WriteResult};
-use crate::config::plan::Function;
+use super::spec::Function;
 
 /// MBAP header plus the largest PDU (Modbus Application Protocol v1.1b3 §4.1).
 const MAX_ADU: usize = 260;

@@ -19,6 +19,7 @@ pub mod link;
 mod mbap;
 pub mod plan;
 pub mod schedule;
+pub mod spec;
 pub mod write;
 mod writer;
 
@@ -32,14 +33,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::config::Plan;
-use crate::config::plan::{Device, Link, Transport};
 use crate::decode::{decode, decode_bit};
 use crate::model::{BadReason, PointSample, Quality, SampleBatch, Timestamp};
 use health::{Health, Transition};
 use link::{Connection, ReadResult};
 use plan::Split;
 use schedule::Grid;
+use spec::{Device, Fleet, Link, Transport};
 use write::{RateLimiter, WriteError, WriteHandle, WriteRequest};
 
 /// Counters for one device, shared with metrics and benchmarks.
@@ -279,8 +279,8 @@ pub async fn poll_device(
 }
 
 /// Connects to `device`'s link and polls it once: what `plantwatch read` does.
-pub async fn poll_once(plan: &Plan, device: &Device, clock: &dyn Clock) -> Polled {
-    let mut conn = Connection::new(plan.links[device.link].clone());
+pub async fn poll_once(fleet: Fleet<'_>, device: &Device, clock: &dyn Clock) -> Polled {
+    let mut conn = Connection::new(fleet.links[device.link].clone());
     let mut device = device.clone();
     poll_device(&mut conn, &mut device, clock, &DeviceStats::default()).await
 }
@@ -453,15 +453,15 @@ pub async fn run_link_with_writes(
     }
 }
 
-/// Spawns one task per link of `plan` onto `tasks`, sending batches to `tx`.
+/// Spawns one task per link of `fleet` onto `tasks`, sending batches to `tx`.
 pub fn spawn_links(
-    plan: &Plan,
+    fleet: Fleet<'_>,
     tx: &mpsc::Sender<SampleBatch>,
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> AcquireStats {
-    let (stats, links) = link_tasks(plan, tx, clock, cancel);
+    let (stats, links) = link_tasks(fleet, tx, clock, cancel);
     for (_name, task) in links {
         tasks.spawn(task);
     }
@@ -470,7 +470,7 @@ pub fn spawn_links(
 
 /// [`spawn_links`] whose links also serve the writes sent through `writes`.
 pub fn spawn_links_with_writes(
-    plan: &Plan,
+    fleet: Fleet<'_>,
     writes: &WriteHandle,
     tx: &mpsc::Sender<SampleBatch>,
     clock: &Arc<dyn Clock>,
@@ -478,9 +478,9 @@ pub fn spawn_links_with_writes(
     tasks: &mut JoinSet<()>,
 ) -> AcquireStats {
     let mut stats = AcquireStats::default();
-    for index in 0..plan.links.len() {
+    for index in 0..fleet.links.len() {
         if let Some((link_stats, task)) =
-            link_task_with_writes(plan, index, writes, tx, clock, cancel)
+            link_task_with_writes(fleet, index, writes, tx, clock, cancel)
         {
             stats.devices.extend(link_stats.devices);
             tasks.spawn(task);
@@ -489,10 +489,10 @@ pub fn spawn_links_with_writes(
     stats
 }
 
-/// One task per link of `plan` that has devices, named by its link, for the caller to spawn:
+/// One task per link of `fleet` that has devices, named by its link, for the caller to spawn:
 /// each polls its devices and sends their batches to `tx` until `cancel`.
 pub fn link_tasks(
-    plan: &Plan,
+    fleet: Fleet<'_>,
     tx: &mpsc::Sender<SampleBatch>,
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
@@ -501,52 +501,52 @@ pub fn link_tasks(
     Vec<(String, impl Future<Output = ()> + Send + 'static)>,
 ) {
     let mut stats = AcquireStats::default();
-    let mut tasks = Vec::with_capacity(plan.links.len());
-    for index in 0..plan.links.len() {
-        if let Some((link_stats, task)) = link_task(plan, index, tx, clock, cancel) {
+    let mut tasks = Vec::with_capacity(fleet.links.len());
+    for index in 0..fleet.links.len() {
+        if let Some((link_stats, task)) = link_task(fleet, index, tx, clock, cancel) {
             stats.devices.extend(link_stats.devices);
-            tasks.push((format!("link {}", plan.links[index].name), task));
+            tasks.push((format!("link {}", fleet.links[index].name), task));
         }
     }
     (stats, tasks)
 }
 
-/// The task of link `index` of `plan`: it polls the link's devices and sends their batches to
+/// The task of link `index` of `fleet`: it polls the link's devices and sends their batches to
 /// `tx` until `cancel`. `None` when the link has no devices.
 pub fn link_task(
-    plan: &Plan,
+    fleet: Fleet<'_>,
     index: usize,
     tx: &mpsc::Sender<SampleBatch>,
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
 ) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
-    link_task_inner(plan, index, None, tx, clock, cancel)
+    link_task_inner(fleet, index, None, tx, clock, cancel)
 }
 
 /// [`link_task`] that also serves writes: its devices are registered with `writes`, so
 /// [`WriteHandle::write`] reaches them through this task.
 pub fn link_task_with_writes(
-    plan: &Plan,
+    fleet: Fleet<'_>,
     index: usize,
     writes: &WriteHandle,
     tx: &mpsc::Sender<SampleBatch>,
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
 ) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
-    link_task_inner(plan, index, Some(writes), tx, clock, cancel)
+    link_task_inner(fleet, index, Some(writes), tx, clock, cancel)
 }
 
 fn link_task_inner(
-    plan: &Plan,
+    fleet: Fleet<'_>,
     index: usize,
     writes: Option<&WriteHandle>,
     tx: &mpsc::Sender<SampleBatch>,
     clock: &Arc<dyn Clock>,
     cancel: &CancellationToken,
 ) -> Option<(AcquireStats, impl Future<Output = ()> + Send + 'static)> {
-    let link = plan.links.get(index)?;
+    let link = fleet.links.get(index)?;
     let mut stats = AcquireStats::default();
-    let devices: Vec<_> = plan
+    let devices: Vec<_> = fleet
         .devices
         .iter()
         .filter(|d| d.link == index)

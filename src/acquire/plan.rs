@@ -4,7 +4,7 @@
 //! 2000 bits by default), every point is covered by exactly one request of its own table, and
 //! a gap is bridged only when it is at most the configured size.
 
-use crate::config::plan::{Function, Point};
+use super::spec::{Function, Point};
 
 /// Request size limits of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +204,7 @@ mod tests {
             codec: Codec::plain(ty),
             unit: String::new(),
             description: String::new(),
-            report: crate::config::plan::Report::default(),
+            report: crate::process::report::Report::default(),
             write: None,
         }
     }

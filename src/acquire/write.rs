@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::config::plan::{Function, Point};
+use super::spec::{Function, Point};
 use crate::decode::DataType;
 use crate::model::Value;
 
@@ -483,7 +483,7 @@ mod tests {
             codec: Codec::plain(data_type),
             unit: String::new(),
             description: String::new(),
-            report: crate::config::plan::Report::default(),
+            report: crate::process::report::Report::default(),
             write,
         }
     }

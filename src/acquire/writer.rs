@@ -15,8 +15,8 @@ use tracing::{debug, info};
 
 use super::DeviceStats;
 use super::link::{Connection, ModbusWrite, ReadResult, WriteData, WriteResult};
+use super::spec::{Device, Point};
 use super::write::{RateLimiter, WriteError, WriteFunction, WriteOutcome, Written, admit};
-use crate::config::plan::{Device, Point};
 use crate::decode::{DataType, decode, decode_bit, encode, encode_bit, merge_bit};
 use crate::model::Value;
 

@@ -13,9 +13,9 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, Verifying
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::config::ConfigIssue;
-use crate::config::commands::{Algorithm, Commands, KeySpec, Role};
-use crate::config::daemon::PasswordSource;
+use super::spec::{Algorithm, Commands, KeySpec, Role};
+use crate::issue::ConfigIssue;
+use crate::secret::PasswordSource;
 
 /// Shortest HMAC secret accepted, in bytes: the tag's own strength.
 pub const MIN_HMAC_SECRET: usize = 32;

@@ -13,16 +13,17 @@
 
 pub mod envelope;
 pub mod keys;
+pub mod spec;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
-pub use crate::config::commands::Role;
 use crate::store::SeenId;
 use envelope::Payload;
 use keys::Keyring;
+pub use spec::Role;
 
 /// Most (key, id) pairs remembered at once; beyond it, signed commands are refused until the
 /// window moves on (only authenticated commands are remembered, so only a key holder fills it).

@@ -120,8 +120,8 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         None,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let sim = Simulator::start(&plan, Bind::LOOPBACK).await?;
-    let mut plan = sim.plan.clone();
+    let sim = Simulator::start(plan.fleet(), plan.gateway.timezone, Bind::LOOPBACK).await?;
+    let mut plan = plan.with_links(&sim.links);
     let prefix = format!("plantwatch/{}/{}", plan.gateway.site, plan.gateway.id);
     plan.mqtt = vec![Mqtt {
         name: crate::model::Name::new(crate::config::daemon::DEFAULT_SINK_NAME)?,

@@ -112,7 +112,8 @@ pub(super) fn run(
         .clone()
         .unwrap_or_else(|| plan.store.path.clone());
     let conn = crate::store::offline::open(&path, false).map_err(super::offline_failed)?;
-    let mut builder = Builder::new(span.clone(), &plan.energy);
+    let spec = plan.energy.report_spec();
+    let mut builder = Builder::new(span.clone(), &spec);
     // Progress only where someone watches it and it cannot mix with the report on stdout.
     let mut progress = (args.output.is_some() && std::io::stderr().is_terminal())
         .then(|| Progress::new(builder.expected_rows(), crate::clock::monotonic()));

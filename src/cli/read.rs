@@ -155,7 +155,7 @@ pub(super) async fn run(
         )
         .await;
     }
-    let polled = poll_once(&plan, device, &SystemClock).await;
+    let polled = poll_once(plan.fleet(), device, &SystemClock).await;
     if args.json {
         let mut points = serde_json::Map::new();
         for (s, p) in polled.batch.samples.iter().zip(device.points.iter()) {

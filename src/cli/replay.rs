@@ -271,8 +271,9 @@ pub(super) fn run(
     let episodes_out = episodes
         .as_mut()
         .map(|w| (w as &mut dyn std::io::Write, episode_format));
+    let spec = plan.replay_spec();
     let summary = match replay_with_episodes(
-        &plan,
+        &spec,
         input,
         output,
         events,

@@ -269,7 +269,7 @@ pub(super) async fn run(
         }
     };
     let mut signals = StopSignals::new()?;
-    let sim = Simulator::start(&plan, bind).await?;
+    let sim = Simulator::start(plan.fleet(), plan.gateway.timezone, bind).await?;
     for spec in &args.faults {
         apply_fault(&sim, spec).map_err(|e| anyhow::anyhow!("--fault {e}"))?;
     }

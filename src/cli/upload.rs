@@ -105,7 +105,12 @@ pub(super) async fn run(
     let wanted: Vec<StatType> = args.stat_type.iter().map(|k| k.stat_type()).collect();
     // The daemon's `upload` command builds its records with the same call.
     let records: Vec<Record> = crate::store::platform_source::records_for_range(
-        &path, platform, from, to, &wanted, now_ms,
+        &path,
+        &platform.spec,
+        from,
+        to,
+        &wanted,
+        now_ms,
     )
     .await?;
     let uploaded = local_datetime(tz, now_ms).context("the local time now")?;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::describe;
 use super::energy::{Counts, Meter};
 use super::issue::Issues;
+pub use crate::export::spec::{Benchmark, Savings};
 use crate::process::coal::EnergyKind;
 
 /// `[[benchmarks]]` as written.
@@ -37,23 +38,6 @@ pub struct RawBenchmark {
     pub limit: Option<f64>,
 }
 
-/// A resolved benchmark.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Benchmark {
-    /// The production counter.
-    pub production: String,
-    /// The group, or `None` for every group of the counter.
-    pub group: Option<String>,
-    /// Where the values come from.
-    pub standard: String,
-    /// Advanced value, kgce per unit.
-    pub advanced: Option<f64>,
-    /// Access value, kgce per unit.
-    pub access: Option<f64>,
-    /// Limit value, kgce per unit.
-    pub limit: Option<f64>,
-}
-
 /// `[[savings]]` as written: an energy-performance-contract baseline.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,25 +57,6 @@ pub struct RawSavings {
     pub baseline_from: String,
     /// Last local day of the baseline period (inclusive).
     pub baseline_to: String,
-}
-
-/// A resolved savings baseline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Savings {
-    /// The project's name.
-    pub name: String,
-    /// The meter or group.
-    pub target: String,
-    /// The energy that counts.
-    pub kind: EnergyKind,
-    /// Indices (into `Energy::meters`) of the meters that count.
-    pub meters: Vec<usize>,
-    /// Index of the production counter, if the baseline is a regression on it.
-    pub production: Option<usize>,
-    /// First day of the baseline period.
-    pub baseline_from: NaiveDate,
-    /// Last day of the baseline period (inclusive).
-    pub baseline_to: NaiveDate,
 }
 
 /// The index of production counter `name`, or an issue at `key` with the closest name.

@@ -7,19 +7,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::daemon::PasswordSource;
 use super::issue::Issues;
 use super::rules::parse_duration;
-
-/// How far a command's `ts` may be from the gateway clock, and how long its `id` is
-/// remembered, by default.
-pub const DEFAULT_REPLAY_WINDOW: Duration = Duration::from_secs(60);
+pub use crate::auth::spec::{
+    Algorithm, Commands, DEFAULT_CONFIG_HEALTH_WINDOW, DEFAULT_REPLAY_WINDOW, KeySpec, Role,
+};
+use crate::secret::PasswordSource;
 
 /// The widest replay window accepted: every id seen within it is kept in the state file.
 const MAX_REPLAY_WINDOW: Duration = Duration::from_secs(3600);
-
-/// How long a pushed configuration is watched by default.
-pub const DEFAULT_CONFIG_HEALTH_WINDOW: Duration = Duration::from_secs(120);
 
 /// Longest key id, in characters: it is echoed in replies and audit rows.
 pub const MAX_KEY_ID_CHARS: usize = 64;
@@ -59,90 +55,6 @@ pub struct RawKey {
     /// With `credential`: `"ed25519"` (default) or `"hmac-sha256"`.
     #[serde(default)]
     pub algorithm: Option<String>,
-}
-
-/// What a key may do. Ordered: each role holds every right of the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// Look only: `list`.
-    Read,
-    /// Act on the plant within its limits: `ack`, `shelve`, `unshelve`, `serviced` (and
-    /// point writes).
-    Operate,
-    /// Change what the gateway does: `upload` (and remote configuration).
-    Engineer,
-}
-
-impl Role {
-    /// Every role, weakest first.
-    pub const ALL: [Self; 3] = [Self::Read, Self::Operate, Self::Engineer];
-
-    /// The name used in the config and in replies.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Operate => "operate",
-            Self::Engineer => "engineer",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
-    }
-}
-
-/// How a key signs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    /// Ed25519: the gateway holds only the public key.
-    Ed25519,
-    /// HMAC-SHA256 with a secret shared by the platform and the gateway.
-    HmacSha256,
-}
-
-impl Algorithm {
-    /// The name used in the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ed25519 => "ed25519",
-            Self::HmacSha256 => "hmac-sha256",
-        }
-    }
-}
-
-/// One operator key, resolved (not yet read).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySpec {
-    /// Its id.
-    pub id: String,
-    /// What it may do.
-    pub role: Role,
-    /// How it signs.
-    pub algorithm: Algorithm,
-    /// Where its material is.
-    pub source: PasswordSource,
-}
-
-/// `[commands]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Commands {
-    /// How far `ts` may be from the gateway clock; ids are remembered this long.
-    pub replay_window: Duration,
-    /// How long a pushed configuration is watched (broker link, answering devices) before it
-    /// stays; a failure within it puts the previous file back.
-    pub config_health_window: Duration,
-    /// The keys; none keeps the unsigned channel for read and alarm commands.
-    pub keys: Vec<KeySpec>,
-}
-
-impl Default for Commands {
-    fn default() -> Self {
-        Self {
-            replay_window: DEFAULT_REPLAY_WINDOW,
-            config_health_window: DEFAULT_CONFIG_HEALTH_WINDOW,
-            keys: Vec::new(),
-        }
-    }
 }
 
 /// Whether `id` is usable as a key id: it is echoed in replies, logs and audit rows.
@@ -266,7 +178,7 @@ fn resolve_key(key: &str, raw: &RawKey, issues: &mut Issues) -> Option<KeySpec> 
     } else if let Some(f) = &raw.hmac_secret_file {
         (Algorithm::HmacSha256, PasswordSource::File(f.clone()))
     } else {
-        let source = PasswordSource::resolve(
+        let source = super::daemon::password_source(
             key,
             ("public_key_file", None),
             ("credential", raw.credential.as_ref()),

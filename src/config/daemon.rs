@@ -9,6 +9,9 @@ use serde::Deserialize;
 use super::issue::Issues;
 use super::valid_host;
 use crate::model::Name;
+pub use crate::secret::PasswordSource;
+use crate::store::OutboxLimits;
+pub use crate::store::{DEFAULT_MAX_OUTBOX_BYTES, OnCorrupt};
 
 /// `[mqtt]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -154,66 +157,35 @@ pub struct RawStore {
     pub on_corrupt: Option<String>,
 }
 
-/// Where the password comes from; read when the sink starts, never logged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
-    /// A file's first line.
-    File(PathBuf),
-    /// `$CREDENTIALS_DIRECTORY/<name>`.
-    Credential(String),
-}
-
-impl PasswordSource {
-    /// Resolves a `{file_key}` / `{credential_key}` pair of `section`; at most one may be set.
-    pub fn resolve(
-        section: &str,
-        (file_key, file): (&str, Option<&PathBuf>),
-        (credential_key, credential): (&str, Option<&String>),
-        issues: &mut Issues,
-    ) -> Option<Self> {
-        match (file, credential) {
-            (Some(_), Some(_)) => {
+/// The password source of a `{file_key}` / `{credential_key}` pair of `section`; at most one
+/// may be set.
+pub fn password_source(
+    section: &str,
+    (file_key, file): (&str, Option<&PathBuf>),
+    (credential_key, credential): (&str, Option<&String>),
+    issues: &mut Issues,
+) -> Option<PasswordSource> {
+    match (file, credential) {
+        (Some(_), Some(_)) => {
+            issues.push(
+                format!("{section}.{credential_key}"),
+                format!("give `{file_key}` or `{credential_key}`, not both"),
+            );
+            None
+        }
+        (Some(f), None) => Some(PasswordSource::File(f.clone())),
+        (None, Some(c)) => {
+            if c.is_empty() || c.contains('/') || c == "." || c == ".." {
                 issues.push(
                     format!("{section}.{credential_key}"),
-                    format!("give `{file_key}` or `{credential_key}`, not both"),
+                    format!(
+                        "`{c}` is not a credential name (a file name in $CREDENTIALS_DIRECTORY)"
+                    ),
                 );
-                None
             }
-            (Some(f), None) => Some(Self::File(f.clone())),
-            (None, Some(c)) => {
-                if c.is_empty() || c.contains('/') || c == "." || c == ".." {
-                    issues.push(
-                        format!("{section}.{credential_key}"),
-                        format!(
-                            "`{c}` is not a credential name (a file name in $CREDENTIALS_DIRECTORY)"
-                        ),
-                    );
-                }
-                Some(Self::Credential(c.clone()))
-            }
-            (None, None) => None,
+            Some(PasswordSource::Credential(c.clone()))
         }
-    }
-
-    /// Reads the secret (the first line, trimmed of its line ending). The error is
-    /// `(where, why)` and never contains the secret.
-    pub fn read_first_line(&self) -> Result<String, (String, String)> {
-        let path = match self {
-            Self::File(p) => p.clone(),
-            Self::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(PathBuf::from)
-                .ok_or_else(|| {
-                    (
-                        format!("credential `{name}`"),
-                        "$CREDENTIALS_DIRECTORY is not set (is LoadCredential= in the unit?)"
-                            .to_owned(),
-                    )
-                })?
-                .join(name),
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| (path.display().to_string(), e.to_string()))?;
-        Ok(text.lines().next().unwrap_or_default().to_owned())
+        (None, None) => None,
     }
 }
 
@@ -365,20 +337,14 @@ pub struct Store {
     pub on_corrupt: OnCorrupt,
 }
 
-/// What the daemon does when it finds its state file corrupt at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnCorrupt {
-    /// Log an ERROR, rename the file to `state.db.corrupt-<UTC time>` and start a fresh one,
-    /// rather than fail every start under `Restart=on-failure`.
-    #[default]
-    MoveAside,
-    /// Fail to start, leaving the file for an operator.
-    Refuse,
+impl From<&Store> for OutboxLimits {
+    fn from(c: &Store) -> Self {
+        Self {
+            max_bytes: c.max_outbox_bytes,
+            commit_window: c.commit_window,
+        }
+    }
 }
-
-/// 256 MiB: about an hour of the 200-meter workload at 1 s (a device message takes about 350
-/// bytes in the compact outbox form); small enough for any gateway's card by default.
-pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Resolves one MQTT sink written at `section` (`mqtt`, or `mqtt[1]` in an array).
 pub fn resolve_mqtt(
@@ -458,7 +424,7 @@ pub fn resolve_mqtt(
     if raw.backfill_per_live == 0 {
         issues.push(key("backfill_per_live"), "must be at least 1");
     }
-    let password = PasswordSource::resolve(
+    let password = password_source(
         section,
         ("password_file", raw.password_file.as_ref()),
         ("password_credential", raw.password_credential.as_ref()),

@@ -8,12 +8,12 @@ use serde::Deserialize;
 
 use super::describe;
 use super::issue::{ConfigIssue, Issues};
-use super::plan::{Device, Plan};
+use super::plan::Device;
 use super::rules::parse_duration;
 use crate::decode::DataType;
+use crate::export::spec::ReportSpec;
 use crate::process::coal::{Coefficients, EnergyKind};
 use crate::process::counter::{GapPolicy, MeterParams};
-use crate::process::ledger::Ledger;
 use crate::process::spec::{CounterPoint, LedgerSpec};
 pub use crate::process::spec::{Counts, Meter};
 use crate::process::tou::{Calendar, CalendarSpec};
@@ -244,6 +244,18 @@ impl Default for Energy {
 }
 
 impl Energy {
+    /// The report's spec: meters, tariff, coefficients, interval, benchmarks and savings.
+    pub fn report_spec(&self) -> ReportSpec {
+        ReportSpec {
+            meters: self.meters.clone(),
+            tariff: self.tariff.clone(),
+            coefficients: self.coefficients.clone(),
+            interval: self.interval,
+            benchmarks: self.benchmarks.clone(),
+            savings: self.savings.clone(),
+        }
+    }
+
     /// The ledger's spec: these meters, reading from `devices` (the plan's, which the meters
     /// index), with days and periods in `timezone`.
     pub fn ledger_spec(&self, devices: &[Device], timezone: chrono_tz::Tz) -> LedgerSpec {
@@ -265,18 +277,6 @@ impl Energy {
             coefficients: self.coefficients.clone(),
             timezone,
         }
-    }
-}
-
-// The ledger takes its spec, not the plan; this constructor assembles the spec where the plan
-// is known, so the stage does not name `config`.
-impl Ledger {
-    /// A ledger for `plan`'s meters, every counter fresh.
-    pub fn new(plan: &Plan) -> Self {
-        Self::from_spec(
-            plan.energy
-                .ledger_spec(&plan.devices, plan.gateway.timezone),
-        )
     }
 }
 

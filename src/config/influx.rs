@@ -15,8 +15,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use super::daemon::PasswordSource;
 use super::issue::Issues;
+pub use crate::sink::influx::Influx;
 
 /// `[influxdb]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -83,49 +83,6 @@ fn default_max_attempts() -> u32 {
 }
 fn default_timeout_ms() -> u64 {
     10_000
-}
-
-/// `[influxdb]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Influx {
-    /// Base URL, `http` or `https`, path ending in `/`, no credentials, query or fragment.
-    pub url: Url,
-    /// Organization.
-    pub org: String,
-    /// Bucket.
-    pub bucket: String,
-    /// Where the API token comes from; read when the sink starts, never logged.
-    pub token: Option<PasswordSource>,
-    /// Measurement name.
-    pub measurement: String,
-    /// Most lines per write request.
-    pub batch_size: NonZeroUsize,
-    /// Longest a line waits for its batch to fill.
-    pub batch_interval: Duration,
-    /// Points the queue holds (excluding the batch being written).
-    pub queue_capacity: NonZeroUsize,
-    /// Retry backoff bounds (first wait, longest wait).
-    pub retry: (Duration, Duration),
-    /// Tries per batch, the first included.
-    pub max_attempts: NonZeroU32,
-    /// Connect plus request limit.
-    pub timeout: Duration,
-}
-
-impl Influx {
-    /// The write endpoint: `{url}api/v2/write?org=…&bucket=…&precision=ms`.
-    pub fn write_url(&self) -> Url {
-        let mut url = self.url.clone();
-        // `url` is a base (checked by `resolve_influx`), so this only appends path segments.
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.pop_if_empty().extend(["api", "v2", "write"]);
-        }
-        url.query_pairs_mut()
-            .append_pair("org", &self.org)
-            .append_pair("bucket", &self.bucket)
-            .append_pair("precision", "ms");
-        url
-    }
 }
 
 /// Checks `[influxdb] url` and returns it as a base URL (path ending in `/`).
@@ -203,7 +160,7 @@ pub fn resolve_influx(raw: &RawInflux, issues: &mut Issues) -> Option<Influx> {
     if raw.bucket.trim().is_empty() {
         issues.push("influxdb.bucket", "must not be empty");
     }
-    let token = PasswordSource::resolve(
+    let token = super::daemon::password_source(
         "influxdb",
         ("token_file", raw.token_file.as_ref()),
         ("token_credential", raw.token_credential.as_ref()),
@@ -296,6 +253,7 @@ pub fn resolve_influx(raw: &RawInflux, issues: &mut Issues) -> Option<Influx> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::PasswordSource;
 
     fn raw(text: &str) -> RawInflux {
         toml::from_str(text).unwrap()

@@ -16,7 +16,7 @@ use super::dropin::{self, Origins};
 use super::issue::{ConfigErrors, ConfigIssue, Issues};
 use super::profile::Profiles;
 use super::raw::RawTable;
-use super::{Plan, resolve};
+use super::{Environment, Plan, resolve};
 
 /// Where environment overrides come from.
 #[derive(Debug, Clone, Default)]
@@ -206,7 +206,9 @@ fn finish(
     if let Some(dir) = extra_profiles {
         profiles.add_dir(dir).map_err(fail)?;
     }
-    resolve(table, &profiles).map_err(fail)
+    // The one environment input of resolution besides the `PLANTWATCH__` overrides, read
+    // here, where the files are read, so that `resolve` stays pure.
+    resolve(table, &profiles, &Environment::from_process()).map_err(fail)
 }
 
 /// `issue`, naming the drop-in file or environment variable that set its key (the main file
@@ -562,6 +564,32 @@ mod tests {
     use super::*;
     use crate::config::raw::RawGateway;
     use crate::config::rules;
+
+    /// `text` resolved with the built-in profiles in `env`.
+    fn resolve_in(text: &str, env: &Environment) -> Plan {
+        let mut issues = Issues::default();
+        let table = parse_toml_source("t.toml", text, &mut issues).unwrap();
+        resolve(table, &Profiles::built_in().unwrap(), env).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn the_store_defaults_under_the_state_directory_it_is_given() {
+        let text = "[gateway]\nsite = \"s\"\nid = \"g\"\n\
+                    [[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
+                    [[devices]]\nname = \"d\"\nlink = \"l\"\n[devices.points.t]\naddress = 0\n";
+        let under_systemd = Environment {
+            state_directory: Some("/var/lib/pw-a:/var/lib/pw-b".into()),
+        };
+        assert_eq!(
+            resolve_in(text, &under_systemd).store.path,
+            std::path::Path::new("/var/lib/pw-a/state.db"),
+            "the first of systemd's directories"
+        );
+        assert_eq!(
+            resolve_in(text, &Environment::default()).store.path,
+            std::path::Path::new("/var/lib/plantwatch/state.db")
+        );
+    }
 
     #[test]
     fn a_toml_syntax_error_is_one_line_with_line_and_column() {

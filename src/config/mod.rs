@@ -109,11 +109,32 @@ fn name_at(issues: &mut Issues, key: String, s: &str) -> Option<Name> {
     }
 }
 
-/// Resolves a parsed config into a [`Plan`], or returns every problem.
+/// What resolution takes from the process environment besides the file: read by the loader
+/// and passed in, so that [`resolve`] itself reads nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// systemd's `$STATE_DIRECTORY`: where `[store] path` defaults to under systemd.
+    pub state_directory: Option<String>,
+}
+
+impl Environment {
+    /// The process's environment, as the daemon and the command line run.
+    pub fn from_process() -> Self {
+        Self {
+            state_directory: std::env::var("STATE_DIRECTORY").ok(),
+        }
+    }
+}
+
+/// Resolves a parsed config into a [`Plan`] in `env`, or returns every problem.
 ///
 /// # Errors
 /// All issues found, in file order, each with its key path.
-pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<ConfigIssue>> {
+pub fn resolve(
+    mut table: RawTable,
+    profiles: &Profiles,
+    env: &Environment,
+) -> Result<Plan, Vec<ConfigIssue>> {
     let mut issues = Issues::default();
     let gateway = match table.shift_remove("gateway") {
         Some(v) => deserialize_at::<RawGateway>(v, "gateway", &mut issues),
@@ -302,9 +323,8 @@ pub fn resolve(mut table: RawTable, profiles: &Profiles) -> Result<Plan, Vec<Con
         max_per_device_per_minute: a.max_per_device_per_minute,
     });
     let commands = commands::resolve_commands(raw_commands, &mut issues);
-    let state_directory = state_directory();
-    let store =
-        raw_store.and_then(|s| daemon::resolve_store(&s, state_directory.as_deref(), &mut issues));
+    let store = raw_store
+        .and_then(|s| daemon::resolve_store(&s, env.state_directory.as_deref(), &mut issues));
     let mut warnings = std::mem::take(&mut energy.warnings);
     if issues.is_empty() {
         let sections: Vec<(&str, &daemon::Mqtt)> = raw_mqtt
@@ -430,10 +450,4 @@ fn resolve_gateway(raw: &RawGateway, issues: &mut Issues) -> Option<plan::Gatewa
         id: id?,
         timezone: timezone?,
     })
-}
-
-/// systemd's `$STATE_DIRECTORY`, the one environment input of resolution (read here so that
-/// `resolve` callers need not know about it).
-fn state_directory() -> Option<String> {
-    std::env::var("STATE_DIRECTORY").ok()
 }

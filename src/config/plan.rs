@@ -1,18 +1,15 @@
 //! The resolved configuration: typed, validated, with no optional values left.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use crate::model::Name;
 
-use crate::acquire::plan::{ReadPlan, RequestLimits};
-use crate::acquire::write::WriteSpec;
-use crate::decode::Codec;
-use crate::model::{DeviceId, LinkId, Name, PointId};
-
-pub use super::raw::{Function, Parity, ReportMode};
-use crate::pipeline::{Pipeline, PipelineSpec, Taps};
+pub use super::raw::ReportMode;
+pub use crate::acquire::spec::{
+    Device, Fleet, Function, Link, Parity, Point, SerialSettings, TcpEndpoint, Transport,
+};
+use crate::pipeline::PipelineSpec;
+use crate::process::report::DeviceReport;
 pub use crate::process::report::Report;
-use crate::process::report::{DeviceReport, ReportedDevice};
+use crate::replay::ReplaySpec;
 
 /// Everything the daemon needs, valid as a whole.
 #[derive(Debug, Clone)]
@@ -57,6 +54,23 @@ impl Plan {
         self.devices.iter().find(|d| d.name.as_str() == name)
     }
 
+    /// The links and devices, as acquisition and the simulator take them.
+    pub fn fleet(&self) -> Fleet<'_> {
+        Fleet {
+            links: &self.links,
+            devices: &self.devices,
+        }
+    }
+
+    /// This plan with `links` in place of its own, as a simulator serving its devices
+    /// rewrites them to reach it.
+    pub fn with_links(&self, links: &[Link]) -> Plan {
+        Plan {
+            links: links.to_vec(),
+            ..self.clone()
+        }
+    }
+
     /// The devices on link `index`.
     pub fn devices_on(&self, index: usize) -> impl Iterator<Item = &Device> {
         self.devices.iter().filter(move |d| d.link == index)
@@ -72,175 +86,6 @@ pub struct Gateway {
     pub id: Name,
     /// Local time zone.
     pub timezone: chrono_tz::Tz,
-}
-
-/// A link to one or more devices.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Link {
-    /// Its name.
-    pub name: LinkId,
-    /// How it is reached.
-    pub transport: Transport,
-}
-
-/// A link's transport.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transport {
-    /// Modbus TCP.
-    Tcp(TcpEndpoint),
-    /// Modbus RTU on a serial port.
-    Rtu(SerialSettings),
-    /// RTU framing over TCP.
-    RtuOverTcp {
-        /// The converter.
-        endpoint: TcpEndpoint,
-        /// Silence between frames.
-        inter_frame_delay: Duration,
-    },
-}
-
-impl Transport {
-    /// `tcp`, `rtu` or `rtu_over_tcp`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Transport::Tcp(_) => "tcp",
-            Transport::Rtu(_) => "rtu",
-            Transport::RtuOverTcp { .. } => "rtu_over_tcp",
-        }
-    }
-
-    /// Where it goes, for people.
-    pub fn describe(&self) -> String {
-        match self {
-            Transport::Tcp(e) | Transport::RtuOverTcp { endpoint: e, .. } => e.to_string(),
-            Transport::Rtu(s) => format!(
-                "{} {} 8{}{}",
-                s.path.display(),
-                s.baud,
-                match s.parity {
-                    Parity::None => 'N',
-                    Parity::Even => 'E',
-                    Parity::Odd => 'O',
-                },
-                s.stop_bits
-            ),
-        }
-    }
-}
-
-/// A host and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpEndpoint {
-    /// IP literal or host name.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-}
-
-impl std::fmt::Display for TcpEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-/// Serial port settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SerialSettings {
-    /// Device path.
-    pub path: PathBuf,
-    /// Baud rate.
-    pub baud: u32,
-    /// Parity.
-    pub parity: Parity,
-    /// 1 or 2.
-    pub stop_bits: u8,
-    /// Silence between frames.
-    pub inter_frame_delay: Duration,
-}
-
-/// A polled device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Device {
-    /// Its name.
-    pub name: DeviceId,
-    /// Index into [`Plan::links`].
-    pub link: usize,
-    /// Modbus unit id.
-    pub unit_id: u8,
-    /// The profile it came from, if any.
-    pub profile: Option<String>,
-    /// Poll period.
-    pub poll_interval: Duration,
-    /// Per-transaction timeout.
-    pub timeout: Duration,
-    /// Retries of transport errors within a cycle.
-    pub retries: u32,
-    /// First retry backoff.
-    pub retry_backoff: Duration,
-    /// Failed cycles before offline.
-    pub offline_after_failures: u32,
-    /// Retry period while offline.
-    pub offline_retry: Duration,
-    /// Request size limits.
-    pub limits: RequestLimits,
-    /// Points in config order.
-    pub points: std::sync::Arc<[Point]>,
-    /// The coalesced requests of one cycle.
-    pub read_plan: ReadPlan,
-    /// Write registers with function 16 and coils with 15, even one at a time.
-    pub write_multiple: bool,
-}
-
-/// One point of a device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    /// Its name.
-    pub name: PointId,
-    /// Table.
-    pub function: Function,
-    /// 0-based address.
-    pub address: u16,
-    /// How registers become its value.
-    pub codec: Codec,
-    /// Engineering unit (may be empty).
-    pub unit: String,
-    /// Free text.
-    pub description: String,
-    /// When its value is reported upstream.
-    pub report: Report,
-    /// What a write may set it to; `None` for a read-only point (the default).
-    pub write: Option<WriteSpec>,
-}
-
-impl ReportedDevice for Device {
-    fn name(&self) -> &str {
-        self.name.as_str()
-    }
-
-    fn point_count(&self) -> usize {
-        self.points.len()
-    }
-
-    fn policy(&self, index: usize) -> Option<&Report> {
-        self.points.get(index).map(|p| &p.report)
-    }
-}
-
-impl Point {
-    /// Registers (or bits) the point spans.
-    pub fn width(&self) -> u16 {
-        if self.function.is_bits() {
-            1
-        } else {
-            self.codec.registers()
-        }
-    }
 }
 
 impl Plan {
@@ -264,13 +109,15 @@ impl Plan {
     }
 }
 
-// The pipeline takes its spec, not the plan; this constructor assembles the spec where the
-// plan is known, so the pure step does not name `config`.
-impl Pipeline {
-    /// Fresh stages for `plan`: every counter, rule and reporting memory starts empty.
-    // By value, as the daemon, replay and the benches hand over their shared plan.
-    #[allow(clippy::needless_pass_by_value)]
-    pub fn new(plan: Arc<Plan>, taps: Taps) -> Self {
-        Self::from_spec(plan.pipeline_spec(), taps)
+impl Plan {
+    /// What `replay` runs a recording through: the pipeline's spec, the devices, the zone and
+    /// the ledger interval.
+    pub fn replay_spec(&self) -> ReplaySpec {
+        ReplaySpec {
+            pipeline: self.pipeline_spec(),
+            devices: self.devices.clone(),
+            timezone: self.gateway.timezone,
+            interval: self.energy.interval,
+        }
     }
 }

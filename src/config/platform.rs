@@ -6,6 +6,7 @@
 //! beforehand (`dataCollectConfigure`); their layout is not public (docs/platform.md §1.4), so they
 //! are opaque text here, checked only for shape.
 
+pub use crate::sink::platform_queue::Https;
 use chrono_tz::Tz;
 use serde::Deserialize;
 
@@ -104,23 +105,6 @@ pub const DEFAULT_RETRY_MAX_MS: u64 = 300_000;
 /// Bounds of the retry waits: at least 10 ms (no busy loop), at most a day.
 const RETRY_RANGE_MS: std::ops::RangeInclusive<u64> = 10..=86_400_000;
 
-/// `[energy_platform.https]`, resolved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Https {
-    /// Base URL, ending in `/` so that calls join below it.
-    pub url: reqwest::Url,
-    /// CA file, if not the system's roots.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// Where the password comes from.
-    pub password: super::daemon::PasswordSource,
-    /// Per-request timeout.
-    pub timeout: std::time::Duration,
-    /// First wait before a retry (doubles per failure up to `retry_max`).
-    pub retry_min: std::time::Duration,
-    /// Longest wait between retries.
-    pub retry_max: std::time::Duration,
-}
-
 /// Resolves `[energy_platform.https]`.
 fn resolve_https(raw: &RawHttps, issues: &mut Issues) -> Option<Https> {
     const KEY: &str = "energy_platform.https";
@@ -151,7 +135,7 @@ fn resolve_https(raw: &RawHttps, issues: &mut Issues) -> Option<Https> {
         }
     };
     let before = issues.0.len();
-    let password = super::daemon::PasswordSource::resolve(
+    let password = super::daemon::password_source(
         KEY,
         ("password_file", raw.password_file.as_ref()),
         ("password_credential", raw.password_credential.as_ref()),

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
+pub use crate::acquire::spec::{Function, Parity};
 use crate::decode::{ByteOrder, DataType};
 pub use crate::process::report::ReportMode;
 
@@ -34,18 +35,6 @@ pub struct RawGateway {
 
 fn default_timezone() -> String {
     "Asia/Shanghai".into()
-}
-
-/// Serial parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Parity {
-    /// No parity bit.
-    None,
-    /// Even parity.
-    Even,
-    /// Odd parity.
-    Odd,
 }
 
 /// `[[links]]` with `kind = "tcp"`.
@@ -243,47 +232,6 @@ fn default_max_gap_bits() -> u32 {
 }
 fn one() -> f64 {
     1.0
-}
-
-/// The Modbus table a point is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Function {
-    /// Function 01, coils.
-    Coil,
-    /// Function 02, discrete inputs.
-    DiscreteInput,
-    /// Function 03, holding registers.
-    Holding,
-    /// Function 04, input registers.
-    Input,
-}
-
-impl Function {
-    /// The Modbus function code used to read this table.
-    pub fn code(self) -> u8 {
-        match self {
-            Function::Coil => 1,
-            Function::DiscreteInput => 2,
-            Function::Holding => 3,
-            Function::Input => 4,
-        }
-    }
-
-    /// Whether the table holds bits rather than registers.
-    pub fn is_bits(self) -> bool {
-        matches!(self, Function::Coil | Function::DiscreteInput)
-    }
-
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Function::Coil => "coil",
-            Function::DiscreteInput => "discrete_input",
-            Function::Holding => "holding",
-            Function::Input => "input",
-        }
-    }
 }
 
 /// Which transformer ratios multiply a point.

@@ -16,7 +16,6 @@ use serde::Deserialize;
 use super::describe;
 use super::issue::Issues;
 use super::plan::Device;
-use crate::detect::Engine;
 use crate::detect::anomaly::{AnomalyParams, Season};
 use crate::detect::expr::Expr;
 use crate::detect::spec::{DeviceSpec, EngineSpec, PointSpec};
@@ -929,15 +928,6 @@ impl super::plan::Plan {
             policy: self.alarm_policy.clone(),
             timezone: self.gateway.timezone,
         }
-    }
-}
-
-// The engine takes its spec, not the plan; this constructor assembles the spec where the plan
-// is known, so the stage does not name `config`.
-impl Engine {
-    /// Builds the engine for `plan`'s devices and rules; every alarm starts normal.
-    pub fn new(plan: &super::plan::Plan) -> Self {
-        Self::from_spec(&plan.engine_spec())
     }
 }
 

@@ -99,22 +99,18 @@ pub fn resolve(
     })
 }
 
-// The Sparkplug node declares its devices from its own spec; config assembles it from the
-// resolved devices, so the stage does not name `config`.
-impl DeviceSpec {
-    /// The device as configured, each point typed by [`datatype_of`].
-    pub fn from_plan(device: &Device) -> Self {
-        Self {
-            name: device.name.clone(),
-            points: device
-                .points
-                .iter()
-                .map(|p| PointSpec {
-                    name: p.name.clone(),
-                    datatype: datatype_of(&p.codec),
-                })
-                .collect(),
-        }
+/// The Sparkplug node's spec of `device` as configured, each point typed by [`datatype_of`].
+pub fn device_spec(device: &Device) -> DeviceSpec {
+    DeviceSpec {
+        name: device.name.clone(),
+        points: device
+            .points
+            .iter()
+            .map(|p| PointSpec {
+                name: p.name.clone(),
+                datatype: datatype_of(&p.codec),
+            })
+            .collect(),
     }
 }
 
@@ -256,7 +252,7 @@ edge_node_id = """#,
     }
 
     #[test]
-    fn from_plan_types_points_by_their_codec() {
+    fn device_spec_types_points_by_their_codec() {
         let plan = crate::config::load_str(
             "t.toml",
             include_str!("../../configs/demo.toml"),
@@ -268,7 +264,7 @@ edge_node_id = """#,
         )
         .unwrap();
         for device in &plan.devices {
-            let spec = DeviceSpec::from_plan(device);
+            let spec = device_spec(device);
             assert_eq!(spec.points.len(), device.points.len());
             for (s, p) in spec.points.iter().zip(device.points.iter()) {
                 assert_eq!(s.name, p.name);

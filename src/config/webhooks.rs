@@ -90,7 +90,7 @@ pub fn resolve_webhooks(raw: Vec<(String, RawWebhook)>, issues: &mut Issues) -> 
                 "must start with https:// (or http:// for a local endpoint)",
             );
         }
-        let secret = PasswordSource::resolve(
+        let secret = super::daemon::password_source(
             &key,
             ("secret_file", r.secret_file.as_ref()),
             ("secret_credential", r.secret_credential.as_ref()),

@@ -781,16 +781,17 @@ pub(super) fn point_shares(inst: &Instance, names: &[Name]) -> Vec<PointShare> {
     out
 }
 
-/// The kind of the episode an `anomaly` rule's alarm follows: the latest started of its
-/// regimes' (a regime switch ends it, and the new regime's model may hold an older one).
-pub(super) fn episode_kind(inst: &Instance) -> Option<anomaly::AnomalyKind> {
+/// The kind of the episode an `anomaly` rule's alarm follows, and whether it is settled
+/// (see [`anomaly::Episode::settled`]): the latest started of its regimes' (a regime switch
+/// ends it, and the new regime's model may hold an older one).
+pub(super) fn episode_kind(inst: &Instance) -> Option<(anomaly::AnomalyKind, bool)> {
     let episodes: Vec<anomaly::Episode> = match &inst.detector {
         Detector::Anomaly(m) => m.models().iter().map(AnomalyModel::episode).collect(),
         Detector::DeviceAnomaly(s) => s.models.models().iter().map(DeviceModel::episode).collect(),
         _ => return None,
     };
     let latest = episodes.into_iter().max_by_key(|e| e.since_ms)?;
-    (latest.kind != anomaly::AnomalyKind::None).then_some(latest.kind)
+    (latest.kind != anomaly::AnomalyKind::None).then_some((latest.kind, latest.settled))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -918,7 +919,7 @@ max_per_device_per_minute = 1
             None,
         )
         .unwrap();
-        Engine::new(&plan)
+        Engine::from_spec(&plan.engine_spec())
     }
 
     fn poll(t: i64, motor: f64, bearing: f64, quality: Quality) -> SampleBatch {

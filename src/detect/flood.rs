@@ -67,6 +67,7 @@ pub(super) fn flood_summary(
         shelved_until: None,
         shares: Vec::new(),
         anomaly_kind: None,
+        anomaly_kind_provisional: false,
     };
     match transition {
         Some(Transition::Raised) => {

@@ -147,7 +147,9 @@ impl Engine {
                             Some((!device_level, i, episode_kind(i)?))
                         })
                         .min_by_key(|(point_level, ..)| *point_level)
-                        .map(|(_, i, kind)| (i.alarm.to_string(), kind.as_str())),
+                        // Health is published again and again: it follows the kind as
+                        // the episode's first samples settle it.
+                        .map(|(_, i, (kind, _))| (i.alarm.to_string(), kind.as_str())),
                 }
             })
             .collect()

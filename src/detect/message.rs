@@ -74,6 +74,11 @@ pub struct AlarmEvent {
     /// An `anomaly` rule: its episode's kind as known at this change (`level_shift`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anomaly_kind: Option<String>,
+    /// `anomaly_kind` is provisional: the episode has just begun and its kind may still
+    /// change (a raise on one huge sample says `spike`; the next samples may make it a
+    /// `level_shift`). Absent once the kind is settled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anomaly_kind_provisional: bool,
 }
 
 /// One point's share of a device-level anomaly's deviation.
@@ -116,7 +121,8 @@ pub(super) fn event(
             .shelved_until
             .filter(|_| state == AlarmStatus::Shelved),
         shares: point_shares(inst, points),
-        anomaly_kind: episode_kind(inst).map(|k| k.as_str().to_owned()),
+        anomaly_kind: episode_kind(inst).map(|(k, _)| k.as_str().to_owned()),
+        anomaly_kind_provisional: episode_kind(inst).is_some_and(|(_, settled)| !settled),
     }
 }
 
@@ -138,7 +144,16 @@ pub(super) fn raise_message(
         unit,
         &inst.seen,
         &explains(&point_shares(inst, points)),
-        episode_kind(inst).map_or("?", |k| k.as_str()),
+        &episode_kind(inst).map_or_else(
+            || "?".to_owned(),
+            |(k, settled)| {
+                if settled {
+                    k.as_str().to_owned()
+                } else {
+                    format!("{} (provisional)", k.as_str())
+                }
+            },
+        ),
     )
 }
 

@@ -278,7 +278,7 @@ window = "1m"
     }
 
     fn trained(plan: &Plan, polls: i64) -> Engine {
-        let mut engine = Engine::new(plan);
+        let mut engine = Engine::from_spec(&plan.engine_spec());
         let mut events = Vec::new();
         for i in 0..polls {
             engine.evaluate(&poll(1_760_000_000_000 + i * 1000), &mut events);
@@ -292,14 +292,14 @@ window = "1m"
         let mut before = trained(&plan, 200);
         let saved = before.model_snapshots();
         assert_eq!(saved.len(), 4, "{saved:?}");
-        let mut after = Engine::new(&plan);
+        let mut after = Engine::from_spec(&plan.engine_spec());
         let outcomes = after.restore_models(&saved);
         assert!(
             outcomes.iter().all(|o| o.restored == Restored::Resumed),
             "{outcomes:?}"
         );
         let vib = after.point_index(0, "vibration").unwrap();
-        let mut fresh = Engine::new(&plan);
+        let mut fresh = Engine::from_spec(&plan.engine_spec());
         let mut events = Vec::new();
         let next = poll(1_760_000_000_000 + 200 * 1000);
         before.evaluate(&next, &mut events);
@@ -338,7 +338,7 @@ window = "1m"
         let plan_a = plan(CONFIG);
         let mut saved = trained(&plan_a, 100).model_snapshots();
         let edited = plan(&CONFIG.replace("warmup_samples = 30", "warmup_samples = 40"));
-        let mut engine = Engine::new(&edited);
+        let mut engine = Engine::from_spec(&edited.engine_spec());
         let outcomes = engine.restore_models(&saved);
         let of = |alarm: &str| {
             outcomes
@@ -356,7 +356,7 @@ window = "1m"
         saved[0].body.truncate(half);
         saved[1].version = SNAPSHOT_VERSION + 1;
         saved[2].device = "motor-9".into();
-        let mut engine = Engine::new(&plan_a);
+        let mut engine = Engine::from_spec(&plan_a.engine_spec());
         let outcomes = engine.restore_models(&saved);
         assert!(
             matches!(&outcomes[0].restored, Restored::Unreadable(why) if why.contains("EOF")),

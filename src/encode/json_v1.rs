@@ -123,7 +123,8 @@ pub fn mark_backfill(payload: &[u8], backfill: bool) -> Vec<u8> {
 /// `{"v":1,"id":…,"state":…,"severity":…,"raised":…,"value":…,"limit":…,"message":…}` plus
 /// `device`, `alarm`, `rule`, `point`, `ts`, while shelved `shelved_until`, for a
 /// device-level anomaly `shares`: `[{"point":…,"share":0.81},…]`, largest first, and for an
-/// `anomaly` rule `anomaly_kind` (`spike`, `level_shift`, `drift`, `variance`, `stuck`).
+/// `anomaly` rule `anomaly_kind` (`spike`, `level_shift`, `drift`, `variance`, `stuck`,
+/// `pattern`), with `"anomaly_kind_provisional":true` while the kind may still change.
 pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let mut doc = json!({
@@ -152,6 +153,9 @@ pub fn alarm(e: &AlarmEvent) -> Vec<u8> {
         }
         if let Some(kind) = &e.anomaly_kind {
             map.insert("anomaly_kind".into(), json!(kind));
+        }
+        if e.anomaly_kind_provisional {
+            map.insert("anomaly_kind_provisional".into(), json!(true));
         }
     }
     doc.to_string().into_bytes()

@@ -1192,6 +1192,7 @@ fn coefficients(out: &mut String, r: &Report) {
 mod tests {
     use super::*;
     use crate::config::energy::{Counts, Energy, Meter};
+    use crate::export::spec::ReportSpec;
     use crate::export::{Builder, Span};
     use crate::process::coal::EnergyKind;
     use crate::process::counter::{IntervalQuality, MeterParams};
@@ -1214,9 +1215,9 @@ mod tests {
         if production {
             meters.push(meter("out", Counts::Product("pcs".into())));
         }
-        let energy = Energy {
+        let energy = ReportSpec {
             meters,
-            ..Energy::default()
+            ..Energy::default().report_spec()
         };
         let span = Span {
             label: "2026-10-01..2026-10-02".into(),

@@ -1,6 +1,6 @@
 //! `plantwatch export`: the energy manager's report, computed from ledger intervals.
 //!
-//! Pure: [`Report::build`] takes the intervals of a period and the energy configuration and
+//! Pure: [`Report::build`] takes the intervals of a period and its [`ReportSpec`] and
 //! sums them by meter, group and energy kind, with the time-of-use split, maximum demand,
 //! standard coal, energy per unit of product against benchmarks, and data completeness, plus
 //! the series the HTML charts draw (consumption per local day, the load profile over the
@@ -16,17 +16,19 @@
 pub mod csv;
 pub mod html;
 pub mod savings;
+pub mod spec;
 
 use std::collections::BTreeMap;
 
 use chrono::Timelike as _;
 use serde::Serialize;
 
-use crate::config::energy::{Counts, Energy};
 use crate::process::coal::EnergyKind;
 use crate::process::counter::IntervalQuality;
 use crate::process::ledger::LedgerInterval;
+use crate::process::spec::Counts;
 use crate::process::tou::Period;
+use spec::ReportSpec;
 
 /// The time span of a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -299,7 +301,7 @@ const MAX_SITE_INTERVALS: u64 = 1 << 21;
 #[derive(Debug)]
 pub struct Builder<'a> {
     span: Span,
-    energy: &'a Energy,
+    energy: &'a ReportSpec,
     expected: u64,
     rows: Vec<MeterRow>,
     index: std::collections::HashMap<String, usize>,
@@ -361,7 +363,7 @@ fn day_starts(tz: chrono_tz::Tz, from_ms: i64, to_ms: i64) -> Vec<i64> {
 impl<'a> Builder<'a> {
     /// An empty report of `span` for `energy`'s meters. Local days and times of day are those
     /// of `span.timezone` (UTC if that is no IANA zone name).
-    pub fn new(span: Span, energy: &'a Energy) -> Self {
+    pub fn new(span: Span, energy: &'a ReportSpec) -> Self {
         let interval_ms = i64::try_from(energy.interval.as_millis())
             .unwrap_or(900_000)
             .max(1);
@@ -695,7 +697,7 @@ impl<'a> Builder<'a> {
 
 impl Report {
     /// Sums `intervals` (those starting within `span`) under `energy`'s meters.
-    pub fn build(span: Span, energy: &Energy, intervals: &[LedgerInterval]) -> Self {
+    pub fn build(span: Span, energy: &ReportSpec, intervals: &[LedgerInterval]) -> Self {
         let mut b = Builder::new(span, energy);
         for iv in intervals {
             b.add_baseline(&iv.meter, iv.start_ms, iv.delta, iv.quality);
@@ -710,7 +712,7 @@ impl Report {
         b.finish()
     }
 
-    fn from_meters(span: Span, energy: &Energy, meters: Vec<MeterRow>) -> Self {
+    fn from_meters(span: Span, energy: &ReportSpec, meters: Vec<MeterRow>) -> Self {
         let mut groups: BTreeMap<(String, String), GroupRow> = BTreeMap::new();
         let mut kinds: BTreeMap<String, GroupRow> = BTreeMap::new();
         let mut completeness = Completeness::default();
@@ -847,15 +849,15 @@ mod tests {
         }
     }
 
-    fn energy() -> Energy {
-        Energy {
+    fn energy() -> ReportSpec {
+        ReportSpec {
             meters: vec![
                 meter("a", Counts::Energy(EnergyKind::Electricity)),
                 meter("b", Counts::Energy(EnergyKind::Electricity)),
                 meter("gas", Counts::Energy(EnergyKind::NaturalGas)),
                 meter("out", Counts::Product("t".into())),
             ],
-            ..Energy::default()
+            ..crate::config::energy::Energy::default().report_spec()
         }
     }
 

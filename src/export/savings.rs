@@ -16,8 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use crate::config::benchmarks::Savings;
-use crate::config::energy::Energy;
+use super::spec::{ReportSpec, Savings};
 use crate::process::baseline::Fit;
 use crate::process::counter::IntervalQuality;
 
@@ -118,7 +117,7 @@ fn midnight(tz: chrono_tz::Tz, date: NaiveDate) -> i64 {
 
 impl Tracker {
     /// A tracker of `energy.savings`, with days in zone `tz`.
-    pub fn new(energy: &Energy, tz: chrono_tz::Tz) -> Self {
+    pub fn new(energy: &ReportSpec, tz: chrono_tz::Tz) -> Self {
         let mut roles: HashMap<String, Vec<(usize, Role)>> = HashMap::new();
         let mut projects = Vec::new();
         for (p, s) in energy.savings.iter().enumerate() {
@@ -224,7 +223,7 @@ impl Tracker {
     }
 
     /// The results, in the order of `energy.savings`, for a span of `span_days` local days.
-    pub fn finish(self, energy: &Energy, span_days: usize) -> Vec<SavingsRow> {
+    pub fn finish(self, energy: &ReportSpec, span_days: usize) -> Vec<SavingsRow> {
         self.projects
             .into_iter()
             .zip(&energy.savings)
@@ -233,7 +232,7 @@ impl Tracker {
     }
 }
 
-fn result(s: &Savings, energy: &Energy, p: &Project, span_days: usize) -> SavingsRow {
+fn result(s: &Savings, energy: &ReportSpec, p: &Project, span_days: usize) -> SavingsRow {
     let meters = u32::try_from(s.meters.len()).unwrap_or(u32::MAX);
     let complete = |d: &&DayTotals| d.slots > 0 && d.good >= d.slots.saturating_mul(meters);
     let base: Vec<&DayTotals> = p.baseline.values().filter(complete).collect();

@@ -22,13 +22,13 @@ use std::io::{Read, Write};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone};
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::plan::Plan;
+use crate::acquire::spec::Device;
 use crate::decode::Precision;
 use crate::encode::json_v1;
 use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
-use crate::pipeline::{Outputs, Pipeline, Taps};
+use crate::pipeline::{Outputs, Pipeline, PipelineSpec, Taps};
 use crate::process::ledger::{LedgerEvent, LedgerInterval};
 
 /// Why a replay stopped.
@@ -71,6 +71,20 @@ pub struct ReplayOptions {
     pub consumption: bool,
 }
 
+/// What a replay runs the recording through; `config` assembles it from the plan.
+#[derive(Debug, Clone)]
+pub struct ReplaySpec {
+    /// The stages, as the live daemon builds them.
+    pub pipeline: PipelineSpec,
+    /// The devices whose points a recording names, in the plan's order.
+    pub devices: Vec<Device>,
+    /// The gateway's zone: local timestamps, and episode times.
+    pub timezone: chrono_tz::Tz,
+    /// The ledger interval: with `--consumption`, a point's counter starts one interval
+    /// before its first row.
+    pub interval: Duration,
+}
+
 /// Where the energy ledger of a replay goes (`plantwatch replay --state FILE`).
 pub trait LedgerSink {
     /// Closed intervals, in order.
@@ -93,8 +107,8 @@ pub trait LedgerSink {
 
 /// The pipeline a replayed poll goes through, and where its ledger rows and episodes go.
 struct Stages<'a> {
-    /// The plan the pipeline was built from (a wide export names its points and zone).
-    plan: Arc<Plan>,
+    /// The spec the pipeline was built from (a wide export names its points and zone).
+    spec: &'a ReplaySpec,
     pipeline: Pipeline,
     out: Outputs,
     ledger: Option<&'a mut dyn LedgerSink>,
@@ -299,20 +313,20 @@ fn field(r: &csv::ByteRecord, i: usize) -> &str {
     std::str::from_utf8(bytes(r, i)).unwrap_or("")
 }
 
-/// Runs `input` through `plan`'s rules, writing rows to `output` and events to `events`.
+/// Runs `input` through `spec`'s rules, writing rows to `output` and events to `events`.
 ///
 /// # Errors
 /// [`ReplayError`] for unreadable input (with its line) or a failed write.
-pub fn replay<R: Read, W: Write, E: Write>(
-    plan: &Plan,
+pub fn replay<'a, R: Read, W: Write, E: Write>(
+    spec: &'a ReplaySpec,
     input: R,
     output: W,
     events: Option<E>,
     opts: &ReplayOptions,
-    ledger: Option<&mut dyn LedgerSink>,
+    ledger: Option<&'a mut dyn LedgerSink>,
     progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
-    replay_with_episodes(plan, input, output, events, opts, ledger, None, progress)
+    replay_with_episodes(spec, input, output, events, opts, ledger, None, progress)
 }
 
 /// [`replay`], also writing every anomaly episode to `episodes` in the given format.
@@ -321,7 +335,7 @@ pub fn replay<R: Read, W: Write, E: Write>(
 /// [`ReplayError`] for unreadable input (with its line) or a failed write.
 #[allow(clippy::too_many_arguments)]
 pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
-    plan: &Plan,
+    spec: &'a ReplaySpec,
     input: R,
     output: W,
     mut events: Option<E>,
@@ -330,14 +344,14 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
     episodes: Option<(&'a mut dyn Write, episodes::EpisodeFormat)>,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplaySummary, ReplayError> {
-    let tz = plan.gateway.timezone;
+    let tz = spec.timezone;
     let episodes = match episodes {
         Some((out, format)) => Some(
             episodes::EpisodeLog::new(
                 out,
                 format,
                 tz,
-                plan.devices.iter().map(|d| d.name.clone()).collect(),
+                spec.devices.iter().map(|d| d.name.clone()).collect(),
             )
             .map_err(|source| ReplayError::Io {
                 what: "episodes".into(),
@@ -346,11 +360,10 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
         ),
         None => None,
     };
-    let shared = Arc::new(plan.clone());
     let mut stages = Stages {
-        plan: shared.clone(),
-        pipeline: Pipeline::new(
-            shared,
+        spec,
+        pipeline: Pipeline::from_spec(
+            spec.pipeline.clone(),
             Taps {
                 every_poll: true,
                 reported: false,
@@ -364,7 +377,7 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
     // Consumption input: running sums per point, and the interval length that dates the
     // counter's zero (one interval before a point's first row).
     let mut sums: std::collections::HashMap<(usize, usize), f64> = std::collections::HashMap::new();
-    let interval_ms = i64::try_from(plan.energy.interval.as_millis()).unwrap_or(900_000);
+    let interval_ms = i64::try_from(spec.interval.as_millis()).unwrap_or(900_000);
     let fixed =
         match &opts.point {
             Some((d, p)) => {
@@ -389,7 +402,7 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
             }
             None => None,
         };
-    let names: Vec<(Name, Vec<Name>)> = plan
+    let names: Vec<(Name, Vec<Name>)> = spec
         .devices
         .iter()
         .map(|d| {
@@ -401,7 +414,7 @@ pub fn replay_with_episodes<'a, R: Read, W: Write, E: Write>(
         .collect();
     // Each point's number rule (docs/payload.md): a recorded value is replayed, and written,
     // with the digits its register carries.
-    let precisions: Vec<Vec<Precision>> = plan
+    let precisions: Vec<Vec<Precision>> = spec
         .devices
         .iter()
         .map(|d| d.points.iter().map(|p| p.codec.precision()).collect())

@@ -148,10 +148,10 @@ pub(super) fn replay<R: Read, W: Write, E: Write>(
     let di = engine
         .device_index(device)
         .ok_or_else(|| row_error(0, format!("--device: no device `{device}` in the config")))?;
-    let plan = stages.plan.clone();
-    let dev = &plan.devices[di];
+    let spec = stages.spec;
+    let dev = &spec.devices[di];
     let points: Vec<Name> = dev.points.iter().map(|p| p.name.clone()).collect();
-    let tz = plan.gateway.timezone;
+    let tz = spec.timezone;
     let io = |what: &'static str| {
         move |source| ReplayError::Io {
             what: what.into(),

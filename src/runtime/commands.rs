@@ -562,7 +562,7 @@ mod tests {
             None,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let mut engine = Engine::new(&plan);
+        let mut engine = Engine::from_spec(&plan.engine_spec());
         let (reply, event) = apply(&mut engine, &req, 0);
         let reply = String::from_utf8(reply).unwrap();
         assert!(

@@ -856,7 +856,7 @@ impl Core {
             (Some(platform), true) => {
                 match crate::store::platform_source::records_for_range(
                     self.store.path(),
-                    platform,
+                    &platform.spec,
                     *from,
                     *to,
                     stat_types,

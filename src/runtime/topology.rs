@@ -360,7 +360,7 @@ impl Generation {
             every_poll: queues.iter().any(|s| s.format == Format::SparkplugB),
             reported: true,
         };
-        let mut pipeline = Pipeline::new(plan.clone(), taps);
+        let mut pipeline = Pipeline::from_spec(plan.pipeline_spec(), taps);
         let engine = pipeline.engine_mut();
         engine.restore(&saved.raised);
         engine.restore_counters(&saved.counters);
@@ -554,7 +554,7 @@ fn start_links(
         }
         let tasks = Supervisor::default();
         let Some((stats, task)) =
-            link_task_with_writes(plan, index, writes, batches, clock, tasks.token())
+            link_task_with_writes(plan.fleet(), index, writes, batches, clock, tasks.token())
         else {
             continue;
         };
@@ -680,8 +680,10 @@ fn start_sinks(
                         // Every DCMD and NCMD write reaches the core, which refuses them
                         // (audited) unless `[mqtt.sparkplug] writes = true`.
                         let (tx, dropped) = (downlink.clone(), remote.dropped.clone());
-                        let devices: Vec<DeviceSpec> =
-                            devices.iter().map(DeviceSpec::from_plan).collect();
+                        let devices: Vec<DeviceSpec> = devices
+                            .iter()
+                            .map(crate::config::sparkplug::device_spec)
+                            .collect();
                         tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                             SparkplugSink::new(
                                 m.clone(),
@@ -736,7 +738,8 @@ fn start_sinks(
                 // Built once here to check its settings (a bad certificate is a config
                 // problem that no restart fixes), then again for each start.
                 let checked = PlatformQueue::new(
-                    platform,
+                    &platform.spec,
+                    platform.https.as_ref(),
                     outbox.clone(),
                     queue.wake.clone(),
                     clock.clone(),
@@ -746,15 +749,17 @@ fn start_sinks(
                     error!(error = %err, "Energy-platform uploader cannot start; its records stay in the outbox.");
                     continue;
                 }
-                let (platform, wake, clock, counters) = (
-                    (**platform).clone(),
+                let (spec, https, wake, clock, counters) = (
+                    platform.spec.clone(),
+                    platform.https.clone(),
                     queue.wake.clone(),
                     clock.clone(),
                     stats.clone(),
                 );
                 tasks.spawn_restarting(&task, SINK_RESTART, restarts.clone(), move |c| {
                     let uploader = PlatformQueue::new(
-                        &platform,
+                        &spec,
+                        https.as_ref(),
                         outbox.clone(),
                         wake.clone(),
                         clock.clone(),

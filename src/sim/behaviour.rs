@@ -3,7 +3,7 @@
 //!
 //! Pure: values are functions of (state, time, random draws).
 
-use crate::config::plan::Point;
+use crate::acquire::spec::Point;
 
 /// How one simulated point evolves.
 #[derive(Debug, Clone, Copy, PartialEq)]

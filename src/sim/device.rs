@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::behaviour::{Behaviour, RATED_POWER_W, load_shape, phase_of};
-use crate::config::plan::{Device, Function, Point};
+use crate::acquire::spec::{Device, Function, Point};
 use crate::decode::{DataType, encode};
 use crate::model::{Timestamp, Value};
 

@@ -23,9 +23,8 @@ use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::acquire::spec::{Fleet, Function, Link, TcpEndpoint, Transport};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Plan;
-use crate::config::plan::{Function, TcpEndpoint, Transport};
 pub use device::{Answer, Fault, SimDevice, WriteAnswer};
 
 /// The devices answering on one endpoint, by unit id.
@@ -248,7 +247,7 @@ pub fn open_pty() -> io::Result<Pty> {
     })
 }
 
-/// Where to serve a config's links; the plan is rewritten to point at what was chosen.
+/// Where to serve a config's links; the links are rewritten to point at what was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bind {
     /// TCP links on 127.0.0.1 with a free port instead of their configured address.
@@ -273,8 +272,8 @@ impl Bind {
 /// A running simulator for a config's devices.
 pub struct Simulator {
     devices: HashMap<String, Arc<SimDevice>>,
-    /// The plan, rewritten to reach the simulator where [`Bind`] moved a link.
-    pub plan: Plan,
+    /// The fleet's links, rewritten to reach the simulator where [`Bind`] moved them.
+    pub links: Vec<Link>,
     /// What each link is served on, for people: (link, address or pty path).
     pub endpoints: Vec<(String, String)>,
     cancel: CancellationToken,
@@ -290,15 +289,14 @@ impl std::fmt::Debug for Simulator {
     }
 }
 
-/// The UTC offset of the plan's time zone now, in hours, for the load shape.
-fn utc_offset_hours(plan: &Plan, clock: &dyn Clock) -> f64 {
+/// The UTC offset of `timezone` now, in hours, for the load shape.
+fn utc_offset_hours(timezone: chrono_tz::Tz, clock: &dyn Clock) -> f64 {
     use chrono::Offset;
     use chrono::TimeZone;
     let now = clock.now();
     chrono::DateTime::from_timestamp_millis(now.0)
         .map(|t| {
-            plan.gateway
-                .timezone
+            timezone
                 .offset_from_utc_datetime(&t.naive_utc())
                 .fix()
                 .local_minus_utc()
@@ -307,24 +305,24 @@ fn utc_offset_hours(plan: &Plan, clock: &dyn Clock) -> f64 {
 }
 
 impl Simulator {
-    /// Serves every device of `plan`.
+    /// Serves every device of `fleet`, whose plant runs on local time in `timezone`.
     ///
     /// # Errors
     /// When a socket cannot be bound or a serial port or pty opened; names the link.
-    pub async fn start(plan: &Plan, bind: Bind) -> io::Result<Self> {
-        let mut plan = plan.clone();
-        let offset = utc_offset_hours(&plan, &SystemClock);
+    pub async fn start(fleet: Fleet<'_>, timezone: chrono_tz::Tz, bind: Bind) -> io::Result<Self> {
+        let mut links = fleet.links.to_vec();
+        let offset = utc_offset_hours(timezone, &SystemClock);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut devices = HashMap::new();
         let mut endpoints = Vec::new();
         let mut ptys = Vec::new();
-        for (index, link) in plan.links.iter_mut().enumerate() {
+        for (index, link) in links.iter_mut().enumerate() {
             let mut bus = Bus::new(matches!(
                 link.transport,
                 Transport::Rtu(_) | Transport::RtuOverTcp { .. }
             ));
-            for d in plan.devices.iter().filter(|d| d.link == index) {
+            for d in fleet.devices.iter().filter(|d| d.link == index) {
                 let sim = Arc::new(SimDevice::new(d, offset));
                 devices.insert(d.name.to_string(), sim.clone());
                 bus.add(sim);
@@ -378,7 +376,7 @@ impl Simulator {
         }
         Ok(Self {
             devices,
-            plan,
+            links,
             endpoints,
             cancel,
             tasks,

@@ -35,6 +35,7 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,10 +47,52 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::daemon::PasswordSource;
-use crate::config::influx::Influx;
 use crate::model::{Name, PointSample, Quality, SampleBatch, Value};
 use crate::runtime::metrics::InfluxStats;
+use crate::secret::PasswordSource;
+
+/// `[influxdb]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Influx {
+    /// Base URL, `http` or `https`, path ending in `/`, no credentials, query or fragment.
+    pub url: Url,
+    /// Organization.
+    pub org: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Where the API token comes from; read when the sink starts, never logged.
+    pub token: Option<PasswordSource>,
+    /// Measurement name.
+    pub measurement: String,
+    /// Most lines per write request.
+    pub batch_size: NonZeroUsize,
+    /// Longest a line waits for its batch to fill.
+    pub batch_interval: Duration,
+    /// Points the queue holds (excluding the batch being written).
+    pub queue_capacity: NonZeroUsize,
+    /// Retry backoff bounds (first wait, longest wait).
+    pub retry: (Duration, Duration),
+    /// Tries per batch, the first included.
+    pub max_attempts: NonZeroU32,
+    /// Connect plus request limit.
+    pub timeout: Duration,
+}
+
+impl Influx {
+    /// The write endpoint: `{url}api/v2/write?org=…&bucket=…&precision=ms`.
+    pub fn write_url(&self) -> Url {
+        let mut url = self.url.clone();
+        // `url` is a base (checked by `resolve_influx`), so this only appends path segments.
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["api", "v2", "write"]);
+        }
+        url.query_pairs_mut()
+            .append_pair("org", &self.org)
+            .append_pair("bucket", &self.bucket)
+            .append_pair("precision", "ms");
+        url
+    }
+}
 
 /// Why the sink cannot start.
 #[derive(Debug, thiserror::Error)]

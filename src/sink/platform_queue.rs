@@ -45,9 +45,9 @@ use super::mqtt::inflight::RowId;
 use super::mqtt::{Outbox, OutboxItem};
 use super::platform_http::{Uplink, UplinkConfig, UplinkError};
 use crate::clock::Clock;
-use crate::config::daemon::PasswordSource;
-use crate::config::platform::{EnergyPlatform, Https};
 use crate::platform::record::{DATE_FORMAT, Record, local_datetime};
+use crate::platform::spec::Spec;
+use crate::secret::PasswordSource;
 use crate::sink::backoff::Backoff;
 use crate::store::record::platform_record;
 
@@ -143,6 +143,23 @@ fn password_key(source: &PasswordSource) -> &'static str {
     }
 }
 
+/// `[energy_platform.https]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Https {
+    /// Base URL, ending in `/` so that calls join below it.
+    pub url: reqwest::Url,
+    /// CA file, if not the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+    /// Per-request timeout.
+    pub timeout: std::time::Duration,
+    /// First wait before a retry (doubles per failure up to `retry_max`).
+    pub retry_min: std::time::Duration,
+    /// Longest wait between retries.
+    pub retry_max: std::time::Duration,
+}
+
 /// The uploader task of one platform queue.
 pub struct PlatformQueue<O: Outbox> {
     outbox: Arc<O>,
@@ -155,30 +172,28 @@ pub struct PlatformQueue<O: Outbox> {
 }
 
 impl<O: Outbox> PlatformQueue<O> {
-    /// An uploader of `platform`'s records from `outbox` (its own queue), woken by `wake` when
-    /// rows are added, counting into `stats`; `clock` stamps `uploadDate`.
+    /// An uploader of `spec`'s records from `outbox` (its own queue) over `https`, woken by
+    /// `wake` when rows are added, counting into `stats`; `clock` stamps `uploadDate`.
     ///
     /// # Errors
     /// [`PlatformQueueError::NotConfigured`] without `[energy_platform.https]`.
     pub fn new(
-        platform: &EnergyPlatform,
+        spec: &Spec,
+        https: Option<&Https>,
         outbox: Arc<O>,
         wake: Arc<Notify>,
         clock: Arc<dyn Clock>,
         stats: Arc<PlatformUploadStats>,
     ) -> Result<Self, PlatformQueueError> {
-        let https = platform
-            .https
-            .clone()
-            .ok_or(PlatformQueueError::NotConfigured)?;
+        let https = https.cloned().ok_or(PlatformQueueError::NotConfigured)?;
         Ok(Self {
             outbox,
             wake,
             clock,
             stats,
             https,
-            enterprise_code: platform.spec.enterprise_code.as_str().to_owned(),
-            timezone: platform.spec.timezone,
+            enterprise_code: spec.enterprise_code.as_str().to_owned(),
+            timezone: spec.timezone,
         })
     }
 

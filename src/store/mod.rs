@@ -105,7 +105,20 @@ const META_RUNNING: &str = "store.running";
 const META_LOSSES: &str = "store.losses_total";
 const META_CHECKPOINTS: &str = "store.checkpoints";
 
-pub use crate::config::daemon::OnCorrupt;
+/// What the daemon does when it finds its state file corrupt at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCorrupt {
+    /// Log an ERROR, rename the file to `state.db.corrupt-<UTC time>` and start a fresh one,
+    /// rather than fail every start under `Restart=on-failure`.
+    #[default]
+    MoveAside,
+    /// Fail to start, leaving the file for an operator.
+    Refuse,
+}
+
+/// 256 MiB: about an hour of the 200-meter workload at 1 s (a device message takes about 350
+/// bytes in the compact outbox form); small enough for any gateway's card by default.
+pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What [`Store::open_with`] does about a damaged file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,17 +141,8 @@ pub struct OutboxLimits {
 impl Default for OutboxLimits {
     fn default() -> Self {
         Self {
-            max_bytes: crate::config::daemon::DEFAULT_MAX_OUTBOX_BYTES,
+            max_bytes: DEFAULT_MAX_OUTBOX_BYTES,
             commit_window: Duration::from_millis(100),
-        }
-    }
-}
-
-impl From<&crate::config::daemon::Store> for OutboxLimits {
-    fn from(c: &crate::config::daemon::Store) -> Self {
-        Self {
-            max_bytes: c.max_outbox_bytes,
-            commit_window: c.commit_window,
         }
     }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use chrono::{Datelike as _, Months, NaiveDate};
 
-use crate::config::platform::EnergyPlatform;
 use crate::platform::build::{Fold, Select};
 use crate::platform::live::{Closing, Due, Recorder};
 use crate::platform::record::{Record, StatType};
@@ -155,7 +154,7 @@ pub async fn close_due(
 /// be read.
 pub async fn records_for_range(
     state: &Path,
-    platform: &EnergyPlatform,
+    platform: &Spec,
     from: NaiveDate,
     to: NaiveDate,
     stat_types: &[StatType],
@@ -164,7 +163,6 @@ pub async fn records_for_range(
     if to < from {
         return Err(SourceError::Reversed { from, to });
     }
-    let platform = &platform.spec;
     let tz = platform.timezone;
     // A date one past the range's end, or its month's or year's end, may leave chrono's range.
     let midnight = |date: Option<NaiveDate>| {

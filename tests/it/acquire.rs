@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::acquire::link::Connection;
 use plantwatch::acquire::{DeviceStats, poll_device, poll_once, spawn_links};
 use plantwatch::clock::{Clock, SystemClock};
 use plantwatch::model::{BadReason, Quality, SampleBatch, Value};
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,7 @@ async fn tcp_poll_decodes_every_point_to_the_simulators_value() {
         let polled = within(
             Duration::from_secs(5),
             "poll",
-            poll_once(&sim.plan, device, &SystemClock),
+            poll_once(sim.plan.fleet(), device, &SystemClock),
         )
         .await;
         assert!(polled.answered, "{name}: {:?}", polled.error);
@@ -91,7 +92,7 @@ async fn rtu_over_a_pty_serves_two_units_on_one_bus() {
         let polled = within(
             Duration::from_secs(5),
             "poll",
-            poll_once(&sim.plan, device, &SystemClock),
+            poll_once(sim.plan.fleet(), device, &SystemClock),
         )
         .await;
         assert!(polled.answered, "{name}: {:?}", polled.error);
@@ -112,7 +113,7 @@ async fn rtu_over_tcp_reads_like_tcp() {
     let polled = within(
         Duration::from_secs(5),
         "poll",
-        poll_once(&sim.plan, device, &SystemClock),
+        poll_once(sim.plan.fleet(), device, &SystemClock),
     )
     .await;
     assert!(polled.answered, "{:?}", polled.error);
@@ -129,7 +130,7 @@ async fn exception_responses_mark_the_points_with_the_code() {
     let sim = Simulator::start(&plan, Bind::LOOPBACK).await.unwrap();
     sim.device("plc").unwrap().inject(Fault::Exception(4));
     let device = sim.plan.device("plc").unwrap();
-    let polled = poll_once(&sim.plan, device, &SystemClock).await;
+    let polled = poll_once(sim.plan.fleet(), device, &SystemClock).await;
     assert!(polled.answered, "an exception is an answer");
     for s in &polled.batch.samples {
         assert_eq!(
@@ -200,7 +201,7 @@ async fn a_slow_answer_within_the_timeout_is_good_and_beyond_it_is_a_timeout() {
     sim.device("plc")
         .unwrap()
         .inject(Fault::Slow(Duration::from_millis(50)));
-    let polled = poll_once(&sim.plan, device, &SystemClock).await;
+    let polled = poll_once(sim.plan.fleet(), device, &SystemClock).await;
     assert!(
         polled
             .batch
@@ -211,7 +212,7 @@ async fn a_slow_answer_within_the_timeout_is_good_and_beyond_it_is_a_timeout() {
     sim.device("plc")
         .unwrap()
         .inject(Fault::Slow(Duration::from_millis(600)));
-    let polled = poll_once(&sim.plan, device, &SystemClock).await;
+    let polled = poll_once(sim.plan.fleet(), device, &SystemClock).await;
     assert!(!polled.answered);
     assert!(
         polled
@@ -265,7 +266,7 @@ async fn a_dead_slave_goes_offline_without_starving_its_bus_and_comes_back() {
     let cancel = CancellationToken::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut tasks = JoinSet::new();
-    let stats = spawn_links(&sim.plan, &tx, &clock, &cancel, &mut tasks);
+    let stats = spawn_links(sim.plan.fleet(), &tx, &clock, &cancel, &mut tasks);
 
     // Phase 1: the dead slave times out, then goes offline; its neighbour keeps its pace.
     let seen = collect_until(&mut rx, Duration::from_secs(10), 200, |s| {
@@ -355,9 +356,13 @@ async fn a_stuck_device_keeps_serving_the_same_values_and_counters_only_rise() {
     ));
     let sim = Simulator::start(&plan, Bind::LOOPBACK).await.unwrap();
     let device = sim.plan.device("meter").unwrap();
-    let first = poll_once(&sim.plan, device, &SystemClock).await.batch;
+    let first = poll_once(sim.plan.fleet(), device, &SystemClock)
+        .await
+        .batch;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let second = poll_once(&sim.plan, device, &SystemClock).await.batch;
+    let second = poll_once(sim.plan.fleet(), device, &SystemClock)
+        .await
+        .batch;
     let value = |b: &SampleBatch, p: &str| {
         b.samples
             .iter()
@@ -377,9 +382,13 @@ async fn a_stuck_device_keeps_serving_the_same_values_and_counters_only_rise() {
         "live voltages have noise"
     );
     sim.device("meter").unwrap().inject(Fault::Stuck);
-    let a = poll_once(&sim.plan, device, &SystemClock).await.batch;
+    let a = poll_once(sim.plan.fleet(), device, &SystemClock)
+        .await
+        .batch;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let b = poll_once(&sim.plan, device, &SystemClock).await.batch;
+    let b = poll_once(sim.plan.fleet(), device, &SystemClock)
+        .await
+        .batch;
     assert_eq!(value(&a, "ua"), value(&b, "ua"), "stuck values do not move");
     sim.shutdown().await;
 }
@@ -396,7 +405,7 @@ async fn a_serial_bus_keeps_the_inter_frame_silence_between_transactions() {
     let device = sim.plan.device("d").unwrap();
     assert_eq!(device.read_plan.requests.len(), 3);
     let started = tokio::time::Instant::now();
-    let polled = poll_once(&sim.plan, device, &SystemClock).await;
+    let polled = poll_once(sim.plan.fleet(), device, &SystemClock).await;
     let took = started.elapsed();
     assert!(
         polled

@@ -3,7 +3,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use plantwatch::sim::{Bind, Fault, Simulator};
+use crate::harness::Simulator;
+use plantwatch::sim::{Bind, Fault};
 
 use crate::harness::{bin, plan, repo};
 

@@ -3,10 +3,11 @@
 
 use std::process::{Command, Stdio};
 
+use crate::harness::Simulator;
 use plantwatch::config::plan::Function;
 use plantwatch::model::Timestamp;
 use plantwatch::sim::device::SimDevice;
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 
 use crate::harness::{bin, plan};
 

@@ -87,7 +87,7 @@ deadband = 2
 on_delay = "3s"
 off_delay = "2s""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     // Above 90 from t=2; held 3 s → raised at t=5. Back below 88 from t=10 (89 at t=8..9
     // is inside the deadband); off-delay 2 s → cleared at t=12.
     let s: Vec<Option<f64>> = [
@@ -112,7 +112,7 @@ point = "bearing_temp"
 limit = 90
 deadband = 1.5"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     // 90 ± 1 noise for 200 s, then well below.
     let mut s: Vec<Option<f64>> = (0..200)
         .map(|i| Some(90.0 + if i % 2 == 0 { 0.9 } else { -0.9 } * f64::from((i % 7) as u8) / 6.0))
@@ -130,7 +130,7 @@ kind = "high"
 point = "bearing_temp"
 limit = 90"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     assert!(run(&mut e, "bearing_temp", &s).len() > 20);
 }
 
@@ -150,7 +150,7 @@ point = "speed"
 limit = 100
 severity = "critical""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let s = [1500., 900., 50., 900., 1500.].map(Some);
     assert_eq!(
         run(&mut e, "speed", &s),
@@ -174,7 +174,7 @@ limit = 30
 per = "minute"
 window = "10s""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     // Flat 60 for 20 s, then +1 °C/s (60 °C/min) for 20 s, then flat.
     let s: Vec<Option<f64>> = (0..60)
         .map(|t| {
@@ -203,7 +203,7 @@ point = "vibration"
 tolerance = 0.01
 duration = "30s""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let mut s: Vec<Option<f64>> = (0..10).map(|t| Some(2.0 + f64::from(t) * 0.1)).collect();
     // t=10..: stuck at 3.0 (within tolerance) → 30 s after t=10, raised at t=40.
     s.extend((10..50).map(|t| Some(3.0 + if t % 2 == 0 { 0.005 } else { 0.0 })));
@@ -213,7 +213,7 @@ duration = "30s""#,
         vec![active(40, "frozen"), cleared(50, "frozen")]
     );
     // A device that does not answer is offline, not stuck.
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let mut s = vec![Some(1.0)];
     s.extend(std::iter::repeat_n(None, 100));
     assert_eq!(run(&mut e, "vibration", &s), vec![]);
@@ -233,7 +233,7 @@ kind = "low"
 point = "motor_temp"
 limit = 10"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let mut s = vec![Some(40.0); 3];
     s.extend(std::iter::repeat_n(None, 10));
     s.push(Some(40.0));
@@ -254,7 +254,7 @@ kind = "high"
 point = "*_temp"
 limit = 90"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let mut events = Vec::new();
     e.evaluate(
         &poll(
@@ -289,7 +289,7 @@ fn a_flood_is_summarised_and_the_hidden_alarms_announced_when_it_ends() {
     let p = plan(&format!(
         "[alarms]\nmax_per_device_per_minute = 4\n\n{rules}"
     ));
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let mut events = Vec::new();
     e.evaluate(&poll(0, &[("motor_temp", Some(100.0))]), &mut events);
     let raised: Vec<&str> = events.iter().map(|e| e.alarm.as_str()).collect();
@@ -316,7 +316,7 @@ kind = "high"
 point = "bearing_temp"
 limit = 90"#,
     );
-    let mut first = Engine::new(&p);
+    let mut first = Engine::from_spec(&p.engine_spec());
     let mut events = Vec::new();
     first.evaluate(&poll(0, &[("bearing_temp", Some(95.0))]), &mut events);
     assert_eq!(events.len(), 1);
@@ -324,7 +324,7 @@ limit = 90"#,
     let saved = first.raised();
     assert_eq!(saved[0].state, AlarmStatus::Acked);
 
-    let mut second = Engine::new(&p);
+    let mut second = Engine::from_spec(&p.engine_spec());
     second.restore(&saved);
     let mut events = Vec::new();
     second.evaluate(&poll(1, &[("bearing_temp", Some(96.0))]), &mut events);
@@ -346,7 +346,7 @@ kind = "high"
 point = "bearing_temp"
 limit = 90"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     assert_eq!(
         e.ack("motor-1/hot", 0),
         Err(CommandError::Unknown("motor-1/hot".into()))
@@ -385,7 +385,7 @@ kind = "expression"
 when = "run_state == 1 && motor_current < 0.5"
 on_delay = "2s""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let mut events = Vec::new();
     let rows = [
         (1.0, 10.0),
@@ -438,7 +438,7 @@ direction = "rising"
 horizon = "2h"
 window = "2h""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     // 60 °C rising 5 °C/h: crosses 90 at 6 h, so "within 2 h" from 4 h on. Small ripple.
     let events = per_minute(&mut e, "bearing_temp", 8 * 60, |m| {
         60.0 + 5.0 * m as f64 / 60.0 + 0.2 * ((m % 7) as f64 - 3.0) / 3.0
@@ -458,7 +458,7 @@ window = "2h""#,
         raised.message
     );
     // A flat signal never predicts a crossing.
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     assert!(
         per_minute(&mut e, "bearing_temp", 8 * 60, |m| 60.0
             + 0.1 * ((m % 5) as f64))
@@ -475,7 +475,7 @@ kind = "anomaly"
 point = "vibration"
 warmup_samples = 60"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let (d, pt) = (e.device_index("motor-1").unwrap(), 0);
     let pt = e.point_index(d, "vibration").unwrap_or(pt);
     // A deterministic wobble for a day, then one spike.
@@ -507,7 +507,7 @@ name = "flow-odd"
 kind = "anomaly"
 point = "vibration""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     // A day of noise, then the level jumps by 12 noise amplitudes for six hours and comes back.
     let shifted = 1440..1440 + 360;
     let events = per_minute(&mut e, "vibration", 1440 + 720, |m| {
@@ -538,7 +538,7 @@ service_hours = 1
 service_starts = 3
 severity = "low""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     // Runs from minute 1; at minute 61 it has run 60 minutes.
     let events = per_minute(&mut e, "run_state", 70, |m| if m >= 1 { 1.0 } else { 0.0 });
     assert_eq!(events.len(), 1, "{events:?}");
@@ -579,7 +579,7 @@ point = "motor_temp"
 limit = 90
 severity = "high""#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     assert!(e.health().is_empty(), "no health before the first poll");
     let mut events = Vec::new();
     e.evaluate(&poll(0, &[("motor_temp", Some(95.0))]), &mut events);
@@ -644,7 +644,7 @@ name = "pump-odd"
 kind = "anomaly"
 points = ["speed", "motor_current", "vibration"]"#,
     );
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let fault_at = 4000;
     let mut events = Vec::new();
     let mut health_during = None;
@@ -755,7 +755,7 @@ fn run_and_stop(t: i64) -> (f64, f64) {
 }
 
 fn motor_events(rules: &str, secs: i64, mismatch_from: i64) -> Vec<AlarmEvent> {
-    let mut e = Engine::new(&plan(rules));
+    let mut e = Engine::from_spec(&plan(rules).engine_spec());
     let mut events = Vec::new();
     for t in 0..secs {
         let (mut running, current) = run_and_stop(t);
@@ -816,7 +816,7 @@ fn learn_as_a_duration_is_that_many_polls_of_the_device() {
     };
     let shifted = |t: i64| 50.0 + hashed_noise(t) + if t >= 3600 { 3.0 } else { 0.0 };
     let events = |memory: &str| {
-        let mut e = Engine::new(&plan(&rule(memory)));
+        let mut e = Engine::from_spec(&plan(&rule(memory)).engine_spec());
         let series: Vec<Option<f64>> = (0..3 * 3600).map(|t| Some(shifted(t))).collect();
         run(&mut e, "vibration", &series)
     };
@@ -848,7 +848,7 @@ fn learn_as_a_duration_is_that_many_polls_of_the_device() {
 /// level shifted by `step` noise amplitudes for six hours, then noise again.
 fn shift_kinds(step: f64) -> Vec<(AlarmStatus, String, AlarmEvent)> {
     let p = plan("[[rules]]\nname = \"flow-odd\"\nkind = \"anomaly\"\npoint = \"vibration\"");
-    let mut e = Engine::new(&p);
+    let mut e = Engine::from_spec(&p.engine_spec());
     let shifted = 1440..1440 + 360;
     let events = per_minute(&mut e, "vibration", 1440 + 720, |m| {
         50.0 + hashed_noise(m) + if shifted.contains(&m) { step } else { 0.0 }
@@ -858,7 +858,10 @@ fn shift_kinds(step: f64) -> Vec<(AlarmStatus, String, AlarmEvent)> {
         .map(|ev| {
             let payload: serde_json::Value =
                 serde_json::from_slice(&plantwatch::encode::json_v1::alarm(&ev)).unwrap();
-            let kind = payload["anomaly_kind"].as_str().unwrap_or("").to_owned();
+            let mut kind = payload["anomaly_kind"].as_str().unwrap_or("").to_owned();
+            if payload["anomaly_kind_provisional"] == serde_json::Value::Bool(true) {
+                kind.push('?');
+            }
             (ev.state, kind, ev)
         })
         .collect()
@@ -866,33 +869,45 @@ fn shift_kinds(step: f64) -> Vec<(AlarmStatus, String, AlarmEvent)> {
 
 #[test]
 fn an_anomaly_alarm_names_the_kind_of_its_episode() {
-    // A shift of 3 noise amplitudes builds up over a few samples: the raise knows it.
+    // A shift of 3 noise amplitudes builds up over a few samples: the raise knows it, and
+    // says it may still change (its first 20 samples may show it is a variance change).
     let moderate = shift_kinds(3.0);
     let states: Vec<_> = moderate.iter().map(|(s, k, _)| (*s, k.as_str())).collect();
     assert_eq!(
         states,
         [
-            (AlarmStatus::Active, "level_shift"),
+            (AlarmStatus::Active, "level_shift?"),
             (AlarmStatus::Cleared, "level_shift")
         ],
         "{moderate:?}"
     );
     let raise = &moderate[0].2;
     assert!(
-        raise.message.contains("looks abnormal: level shift"),
+        raise
+            .message
+            .contains("looks abnormal: level shift (provisional)"),
         "{}",
         raise.message
     );
-    // A step of 12 amplitudes is one huge sample at its onset, so the raise says spike; the
-    // episode's kind settles over its first samples, and the clear carries the settled one.
+    // A step of 12 amplitudes is one huge sample at its onset, so the raise says spike and
+    // that this is provisional (payload and message); the episode's kind settles over its
+    // first samples, and the clear carries the settled one, no longer provisional.
     let large = shift_kinds(12.0);
     let states: Vec<_> = large.iter().map(|(s, k, _)| (*s, k.as_str())).collect();
     assert_eq!(
         states,
         [
-            (AlarmStatus::Active, "spike"),
+            (AlarmStatus::Active, "spike?"),
             (AlarmStatus::Cleared, "level_shift")
         ],
         "{large:?}"
+    );
+    assert!(
+        large[0]
+            .2
+            .message
+            .contains("looks abnormal: spike (provisional)"),
+        "{}",
+        large[0].2.message
     );
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use plantwatch::sim::{Bind, Simulator};
+use crate::harness::Simulator;
+use plantwatch::sim::Bind;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 
 use crate::harness::daemon::Daemon;
@@ -154,7 +155,7 @@ limit = 2000
     }
 
     fn engine() -> Engine {
-        Engine::new(&engine_plan())
+        Engine::from_spec(&engine_plan().engine_spec())
     }
 
     fn interval(start: i64, kwh: f64) -> LedgerInterval {
@@ -249,7 +250,7 @@ limit = 2000
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(plan.energy.demand, DemandParams::sliding(15 * MIN, MIN));
         assert_eq!(engine_plan().energy.demand, DemandParams::fixed(15 * MIN));
-        let mut e = Engine::new(&plan);
+        let mut e = Engine::from_spec(&plan.engine_spec());
         let mut events = Vec::new();
         // Steady 150 kW against the 100 kW contract: every window, sliding or not, exceeds it.
         for m in 0..20 {
@@ -316,7 +317,7 @@ over_percent = 25
 "#;
         let plan = load_str("b.toml", config, &EnvOverrides::Off, Path::new("."), None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut e = Engine::new(&plan);
+        let mut e = Engine::from_spec(&plan.engine_spec());
         let mut events = Vec::new();
         // Three weeks at 100 kWh every hour (as four 25 kWh quarters), then in week four the
         // hour from Wednesday 10:00 uses 140 kWh (+40 %), then 100 again.
@@ -352,7 +353,7 @@ over_percent = 25
         );
         // The state survives a restart.
         let saved = e.baseline_states();
-        let mut again = Engine::new(&plan);
+        let mut again = Engine::from_spec(&plan.engine_spec());
         again.restore_baselines(&saved);
         assert_eq!(again.baseline_states(), saved);
     }
@@ -414,7 +415,7 @@ over_percent = 20
 "#;
         let plan = load_str("r.toml", config, &EnvOverrides::Off, Path::new("."), None)
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut e = Engine::new(&plan);
+        let mut e = Engine::from_spec(&plan.engine_spec());
         let mut events = Vec::new();
         // Every day uses exactly 200 kWh + 30 kWh per tonne, except day 15, which uses 30 %
         // more than that; output varies 10 to 16 t over a week.
@@ -466,7 +467,8 @@ mod events {
     use std::process::Command;
     use std::time::Duration;
 
-    use plantwatch::sim::{Bind, Fault, Simulator};
+    use crate::harness::Simulator;
+    use plantwatch::sim::{Bind, Fault};
 
     use crate::harness::daemon::Daemon;
     use crate::harness::{bin, eventually, plan};

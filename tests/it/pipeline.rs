@@ -6,13 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::clock::{Clock, SystemClock};
 use plantwatch::config::{EnvOverrides, load_str};
 use plantwatch::encode::json_v1;
 use plantwatch::process::ledger::{LedgerEvent, LedgerInterval};
 use plantwatch::replay::{LedgerSink, ReplayOptions, replay};
 use plantwatch::runtime::daemon::{ConfigSource, Options};
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 use plantwatch::store::record;
 use tokio_util::sync::CancellationToken;
 
@@ -256,7 +257,7 @@ async fn replaying_the_live_recording_gives_the_same_alarms_and_ledger() {
         ..ReplayOptions::default()
     };
     let summary = replay(
-        &live,
+        &live.replay_spec(),
         csv.as_bytes(),
         std::io::sink(),
         Some(&mut events),

@@ -669,7 +669,8 @@ impl Rig {
         let wake = Arc::new(Notify::new());
         let cancel = CancellationToken::new();
         let queue = PlatformQueue::new(
-            &energy_platform,
+            &energy_platform.spec,
+            energy_platform.https.as_ref(),
             Arc::new(StoreOutbox::default_queue(store.clone())),
             wake.clone(),
             Arc::new(plantwatch::clock::ManualClock::new(

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use plantwatch::sim::{Bind, Simulator};
+use crate::harness::Simulator;
+use plantwatch::sim::Bind;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 
 use crate::harness::daemon::Daemon;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use plantwatch::sim::Simulator;
+use crate::harness::Simulator;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use serde_json::{Value as Json, json};
 

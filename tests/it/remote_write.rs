@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::model::Value;
-use plantwatch::sim::{Fault, Simulator};
+use plantwatch::sim::Fault;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use serde_json::{Value as Json, json};
 

@@ -30,7 +30,7 @@ const PLANT: &str = "[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1
 
 struct Site {
     _broker: EmbeddedBroker,
-    sim: plantwatch::sim::Simulator,
+    sim: crate::harness::Simulator,
     dir: tempfile::TempDir,
     host: Host,
     daemon: Daemon,

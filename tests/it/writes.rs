@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::harness::Simulator;
 use plantwatch::acquire::write::{WriteError, WriteHandle, WriteLimits, WriteOutcome};
 use plantwatch::acquire::{AcquireStats, spawn_links_with_writes};
 use plantwatch::clock::{Clock, SystemClock};
 use plantwatch::config::plan::Function;
 use plantwatch::decode::{ByteOrder, Codec, DataType, decode, decode_bit};
 use plantwatch::model::{Quality, SampleBatch, Value};
-use plantwatch::sim::{Bind, Fault, Simulator};
+use plantwatch::sim::{Bind, Fault};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +53,8 @@ impl Rig {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let stats = spawn_links_with_writes(plan, &writes, &tx, &clock, &cancel, &mut tasks);
+        let stats =
+            spawn_links_with_writes(plan.fleet(), &writes, &tx, &clock, &cancel, &mut tasks);
         Self {
             sim,
             writes,

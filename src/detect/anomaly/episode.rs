@@ -18,7 +18,7 @@ pub(super) const QUIET_SURPRISE: f64 = 3.0;
 /// Quiet samples after which a component may start a new event, and an episode ends.
 pub(super) const REARM_SAMPLES: u32 = 20;
 /// The episode's kind is refined over its first samples, then kept.
-const KIND_SAMPLES: u64 = 20;
+pub(super) const KIND_SAMPLES: u64 = 20;
 /// A point excursion of at least this many sigma counts towards the sign balance.
 const EXCURSION_Z: f64 = 2.0;
 /// Excursions on one side that make a level shift: a spike's own and four more within 20
@@ -38,6 +38,16 @@ pub struct Episode {
     pub kind: AnomalyKind,
     /// Timestamp (ms) of the sample that started it.
     pub since_ms: i64,
+    /// Whether `kind` is final. A raise sees only the onset: one huge sample is a spike or
+    /// the first sample of a level shift, and which one only the next samples tell. Until
+    /// they have (20 samples, or the episode's end), `kind` is provisional and may change.
+    #[serde(default = "settled")]
+    pub settled: bool,
+}
+
+/// Episodes saved before `settled` existed were past their first samples or over.
+fn settled() -> bool {
+    true
 }
 
 impl Default for Episode {
@@ -46,6 +56,7 @@ impl Default for Episode {
             active: false,
             kind: AnomalyKind::None,
             since_ms: 0,
+            settled: true,
         }
     }
 }
@@ -77,6 +88,13 @@ pub(super) struct Tracker {
     below: u32,
     /// The mean component's kind when it first left the quiet level in this episode.
     mean_kind: Option<AnomalyKind>,
+    /// Point excursions since the episode started that belong to another phase of the
+    /// point's cycle (inside its range, far from the expected value), and the others (only
+    /// where a season is modelled).
+    #[serde(default)]
+    in_band: u32,
+    #[serde(default)]
+    out_band: u32,
 }
 
 impl Default for Tracker {
@@ -91,6 +109,8 @@ impl Default for Tracker {
             above: 0,
             below: 0,
             mean_kind: None,
+            in_band: 0,
+            out_band: 0,
         }
     }
 }
@@ -101,8 +121,9 @@ impl Tracker {
         self.episode
     }
 
-    /// Consumes one sample's readings (sample number `n`, time `ts_ms`, signed point z);
-    /// returns the onset score and the component that gave it.
+    /// Consumes one sample's readings (sample number `n`, time `ts_ms`, signed point z, and
+    /// whether the value lies inside its cycle's range, None without a season); returns the
+    /// onset score and the component that gave it.
     pub(super) fn step(
         &mut self,
         n: u64,
@@ -110,6 +131,7 @@ impl Tracker {
         threshold: f64,
         readings: &[Reading; COMPONENTS],
         z: f64,
+        in_band: impl FnOnce() -> Option<bool>,
     ) -> (f64, Option<usize>) {
         let mut onset = (0.0, None);
         for (i, r) in readings.iter().enumerate() {
@@ -124,6 +146,7 @@ impl Tracker {
                     active: true,
                     kind: onset.1.map_or(AnomalyKind::None, |i| readings[i].kind),
                     since_ms: ts_ms,
+                    settled: false,
                 };
                 self.started_n = n;
                 self.peak = [0.0; COMPONENTS];
@@ -131,6 +154,8 @@ impl Tracker {
                 self.above = 0;
                 self.below = 0;
                 self.mean_kind = None;
+                self.in_band = 0;
+                self.out_band = 0;
             }
             self.armed = [false; COMPONENTS];
             self.quiet = [0; COMPONENTS];
@@ -148,10 +173,13 @@ impl Tracker {
         }
         if self.episode.active {
             if n.saturating_sub(self.started_n) <= KIND_SAMPLES {
-                self.refine_kind(readings, z);
+                self.refine_kind(readings, z, in_band);
+            } else {
+                self.episode.settled = true;
             }
             if self.quiet.iter().all(|q| *q >= REARM_SAMPLES) {
                 self.episode.active = false;
+                self.episode.settled = true;
             }
         }
         onset
@@ -160,8 +188,15 @@ impl Tracker {
     /// Names the episode from what its first samples showed: repeats or a collapsed noise
     /// are `Stuck`; point excursions on both sides of the baseline with a raised noise are
     /// `Variance`; a one-sided excursion or a moved mean is the mean's kind (a level shift,
-    /// or a drift if the mean crept up before the episode); a lone excursion is a `Spike`.
-    fn refine_kind(&mut self, readings: &[Reading; COMPONENTS], z: f64) {
+    /// or a drift if the mean crept up before the episode), or `Pattern` where a season is
+    /// modelled and every excursion took a value of another phase of its cycle; a lone
+    /// excursion is a `Spike`.
+    fn refine_kind(
+        &mut self,
+        readings: &[Reading; COMPONENTS],
+        z: f64,
+        in_band: impl FnOnce() -> Option<bool>,
+    ) {
         for (peak, r) in self.peak.iter_mut().zip(readings) {
             *peak = peak.max(r.surprise);
         }
@@ -173,13 +208,26 @@ impl Tracker {
         } else if z <= -EXCURSION_Z {
             self.below += 1;
         }
+        if z.abs() >= EXCURSION_Z {
+            match in_band() {
+                Some(true) => self.in_band += 1,
+                Some(false) => self.out_band += 1,
+                None => {}
+            }
+        }
+        // The cycle's shape, not its level: the values would be normal at another phase.
+        let pattern = self.in_band >= 2 && self.out_band == 0;
         let active = |i: usize| self.peak[i] >= QUIET_SURPRISE;
         self.episode.kind = if active(STUCK) && self.peak[STUCK] >= self.peak[VARIANCE] {
             AnomalyKind::Stuck
         } else if active(VARIANCE) && self.above.min(self.below) >= 2 {
             AnomalyKind::Variance
         } else if active(MEAN) || self.above.max(self.below) >= ONE_SIDED {
-            self.mean_kind.unwrap_or(AnomalyKind::LevelShift)
+            if pattern {
+                AnomalyKind::Pattern
+            } else {
+                self.mean_kind.unwrap_or(AnomalyKind::LevelShift)
+            }
         } else if active(VARIANCE) {
             AnomalyKind::Variance
         } else {

@@ -87,7 +87,12 @@
 //! episode ends when all are quiet for 20 samples. Its kind is named from its first 20
 //! samples, then kept: stuck (repeats or collapsed noise), variance (excursions on both
 //! sides with raised noise), level shift or drift (a one-sided excursion or a moved mean;
-//! drift when the mean crept up before the episode), else spike.
+//! drift when the mean crept up before the episode), pattern instead where a season is
+//! modelled and every excursion took a value of another phase of the cycle (inside the
+//! range the cycle covers, off the expected value by at least half that range: the cycle's
+//! shape is broken, not its level), else spike. Until those 20 samples are seen (or the
+//! episode ends) [`Episode::settled`] is false: the raise of a large step sees one huge
+//! sample and says `Spike`, which the next samples may turn into `LevelShift`.
 //!
 //! # Learning during an anomaly
 //!
@@ -178,6 +183,10 @@ const LN_RATIO_SD: f64 = 0.17;
 // E|x_t - x_{t-1}| for independent unit-variance Gaussian noise.
 const ABS_DIFF_PER_SIGMA: f64 = std::f64::consts::FRAC_2_SQRT_PI;
 
+// A value within this many sigma of the range the cycle covers is inside its band; off its
+// expected value by this share of that range, it belongs to another phase of the cycle.
+const BAND_SIGMAS: f64 = 3.0;
+const PHASE_SHARE: f64 = 0.5;
 // An exact repeat is never assumed more likely than this, even if never seen.
 const REPEAT_FLOOR: f64 = 0.02;
 
@@ -285,6 +294,10 @@ pub enum AnomalyKind {
     Drift,
     /// The signal stopped varying (exact repeats or a collapsed noise amplitude).
     Stuck,
+    /// The cycle's shape is broken: the mean moved against the seasonal baseline while the
+    /// values stay inside the range the cycle covers (normal at another phase of the cycle,
+    /// not at this one). Only where a season is modelled.
+    Pattern,
     /// Nothing noteworthy (score 0).
     None,
 }
@@ -298,6 +311,7 @@ impl AnomalyKind {
             AnomalyKind::Variance => "variance",
             AnomalyKind::Drift => "drift",
             AnomalyKind::Stuck => "stuck",
+            AnomalyKind::Pattern => "pattern",
             AnomalyKind::None => "none",
         }
     }
@@ -707,7 +721,7 @@ impl AnomalyModel {
         };
         let score = if warm {
             let ev = self.evidence(&mut c, z, whitened);
-            Some(self.judge(&mut c, &ev, ts_ms, expected))
+            Some(self.judge(&mut c, &ev, ts_ms, expected, value))
         } else {
             None
         };
@@ -813,6 +827,19 @@ impl AnomalyModel {
         c.n_abs = c.n_abs.min(RESCALE_SAMPLES);
     }
 
+    /// Lowest and highest seasonal part over the learned buckets (each a line over its
+    /// bucket, so its ends), or None without any.
+    fn profile_range(&self) -> Option<(f64, f64)> {
+        self.buckets
+            .iter()
+            .filter(|bk| bk.n > 0 && bk.w > 0.0)
+            .flat_map(|bk| [bk.predict(-0.5), bk.predict(0.5)])
+            .fold(None, |range, y| match range {
+                None => Some((y, y)),
+                Some((lo, hi)) => Some((f64::min(lo, y), f64::max(hi, y))),
+            })
+    }
+
     fn commit_bucket(&mut self, b: usize, bk: Bucket) {
         if let Some(slot) = self.buckets.get_mut(b) {
             *slot = bk;
@@ -858,7 +885,7 @@ impl AnomalyModel {
     }
 
     /// Calibrates the evidence, moves the episode on and learns the quiet tails.
-    fn judge(&self, c: &mut Core, ev: &Evidence, ts_ms: i64, expected: f64) -> Score {
+    fn judge(&self, c: &mut Core, ev: &Evidence, ts_ms: i64, expected: f64, value: f64) -> Score {
         let kinds = ev.kinds();
         let mut readings = [Reading {
             score: 0.0,
@@ -884,7 +911,25 @@ impl AnomalyModel {
         // anomalies are normal.
         let quiet = !c.tracker.episode().active;
         let calm = strongest.0 < QUIET_SURPRISE;
-        let (score, _) = c.tracker.step(c.n, ts_ms, self.threshold, &readings, ev.z);
+        // Whether the value belongs to another phase of the cycle: inside the range the
+        // cycle covers (its seasonal profile, widened by the noise) and off its expected value
+        // by at least half that range, so not the same phase shifted a little. Asked only of
+        // the excursions that name an episode.
+        let (level, sigma) = (
+            c.level,
+            (c.absdev * (1.0 / SCALE_CONSISTENCY)).max(self.min_sigma),
+        );
+        let seasonal = c.cycle.is_some()
+            || matches!(self.params.season, Season::HourOfDay | Season::HourOfWeek);
+        let in_band = || {
+            let (lo, hi) = self.profile_range().filter(|_| seasonal)?;
+            let dev = value - level;
+            let inside = dev >= lo - BAND_SIGMAS * sigma && dev <= hi + BAND_SIGMAS * sigma;
+            Some(inside && (value - expected).abs() >= PHASE_SHARE * (hi - lo))
+        };
+        let (score, _) = c
+            .tracker
+            .step(c.n, ts_ms, self.threshold, &readings, ev.z, in_band);
         if quiet && !c.tracker.episode().active {
             for (tail, e) in c.tails.iter_mut().zip(ev.values) {
                 tail.learn(e, calm);

@@ -331,6 +331,7 @@ fn kind_names_are_stable() {
         (AnomalyKind::Variance, "variance"),
         (AnomalyKind::Drift, "drift"),
         (AnomalyKind::Stuck, "stuck"),
+        (AnomalyKind::Pattern, "pattern"),
         (AnomalyKind::None, "none"),
     ];
     for (kind, name) in all {
@@ -471,15 +472,13 @@ fn a_lasting_change_is_one_onset_and_one_episode() {
 fn a_huge_step_is_reported_as_a_level_shift_not_a_spike() {
     let mut model = AnomalyModel::new(AnomalyParams::default());
     feed_noise(&mut model, 5, 500);
-    let mut kinds = Vec::new();
-    for i in 0..10 {
+    let (mut kinds, mut episodes) = (Vec::new(), Vec::new());
+    for i in 0..30 {
         let ts = T0_MS + (600 + i) * MINUTE_MS;
         // Not bit-identical repeats: those would be a stuck signal.
-        kinds.push(
-            model
-                .update(ts, 0, 150.0 + 0.3 * (i % 3) as f64)
-                .map(|s| s.kind),
-        );
+        let s = model.update(ts, 0, 150.0 + 0.3 * (i % 3) as f64);
+        kinds.push(s.map(|s| s.kind));
+        episodes.push(s.map(|s| s.episode));
     }
     assert_eq!(kinds[0], Some(AnomalyKind::Spike));
     assert!(
@@ -488,6 +487,18 @@ fn a_huge_step_is_reported_as_a_level_shift_not_a_spike() {
             .all(|k| *k == Some(AnomalyKind::LevelShift)),
         "{kinds:?}"
     );
+    // The raise says spike, and that it may still change; the kind is settled once the
+    // episode's first 20 samples are seen, and not before.
+    let settled: Vec<bool> = episodes
+        .iter()
+        .map(|e| e.is_some_and(|e| e.settled))
+        .collect();
+    assert!(
+        episodes.iter().all(|e| e.is_some_and(|e| e.active)),
+        "{episodes:?}"
+    );
+    assert!(settled[..20].iter().all(|s| !s), "{settled:?}");
+    assert!(settled[21..].iter().all(|s| *s), "{settled:?}");
 }
 
 fn season_strategy() -> impl Strategy<Value = Season> {
@@ -758,4 +769,56 @@ fn regime_switching_does_not_alarm() {
         "{} onsets in 9 days: {onsets:?}",
         onsets.len()
     );
+}
+
+/// The kinds of the episodes of a point with a daily cycle ten times its noise, learned for
+/// five days with `season`, when on day six, from 03:00 to 09:00, `fault` replaces the value
+/// (kinds as the episodes end).
+fn cycle_fault_kinds(season: Season, fault: impl Fn(usize, f64) -> f64) -> Vec<AnomalyKind> {
+    let mut model = AnomalyModel::new(AnomalyParams {
+        season,
+        ..AnomalyParams::default()
+    });
+    let mut rng = Rng(4242);
+    let (from, to) = (5 * DAY + 180, 5 * DAY + 540);
+    let mut kinds = Vec::new();
+    let mut active = false;
+    for i in 0..6 * DAY {
+        let ts = T0_MS + i as i64 * MINUTE_MS;
+        let hour = u16::try_from(ts.rem_euclid(86_400_000) / 3_600_000).unwrap_or(0);
+        let normal = 100.0 + 10.0 * sine(i, 1440.0) + rng.gauss();
+        let v = if (from..to).contains(&i) {
+            fault(i, normal)
+        } else {
+            normal
+        };
+        let Some(s) = model.update(ts, hour, v) else {
+            continue;
+        };
+        if active && !s.episode.active && i > from {
+            kinds.push(s.episode.kind);
+        }
+        active = s.episode.active;
+    }
+    kinds
+}
+
+#[test]
+fn a_broken_cycle_inside_its_range_is_a_pattern_and_a_shift_out_of_it_is_not() {
+    // The cycle runs backwards for six hours: every value is one the point takes every day,
+    // at the wrong time of day.
+    let backwards = |_: usize, normal: f64| 200.0 - normal;
+    let kinds = cycle_fault_kinds(Season::HourOfDay, backwards);
+    assert_eq!(kinds.first(), Some(&AnomalyKind::Pattern), "{kinds:?}");
+    // The same cycle moved up by three times its amplitude leaves the range; moved down by
+    // 0.6 of it, it stays inside the range but at the same phase, a little lower: both are
+    // level shifts.
+    for by in [30.0, -6.0] {
+        let kinds = cycle_fault_kinds(Season::HourOfDay, |_, normal| normal + by);
+        assert_eq!(
+            kinds.first(),
+            Some(&AnomalyKind::LevelShift),
+            "{by}: {kinds:?}"
+        );
+    }
 }

@@ -85,7 +85,7 @@ pub use encode::render;
 pub use sign::{dingtalk_sign, feishu_sign};
 pub use task::{Notifier, NotifierHandle, QUEUE_CAP, WebhookError, WebhookStats};
 
-pub use crate::config::rules::Severity;
+pub use crate::detect::spec::Severity;
 
 /// Robot errmsg / error text in logs is cut to this many bytes.
 const MAX_REASON_BYTES: usize = 300;

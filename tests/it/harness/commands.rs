@@ -12,11 +12,11 @@ use plantwatch::auth::envelope::{signed_bytes, wrap};
 use plantwatch::auth::keys::{SigningSecret, key_pair_from_seed};
 use plantwatch::decode::{decode, decode_bit};
 use plantwatch::model::Value;
-use plantwatch::sim::{Bind, Simulator};
+use plantwatch::sim::Bind;
 use serde_json::Value as Json;
 
-use super::bin;
 use super::subscriber::{Received, Subscriber};
+use super::{Simulator, bin};
 
 /// An operator key of the tests: its id, the seed of its Ed25519 pair, its role.
 #[derive(Debug, Clone, Copy)]

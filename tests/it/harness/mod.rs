@@ -79,3 +79,34 @@ pub(crate) fn skip_without(tool: &str, why: &str) {
     );
     println!("skipped: {tool} not installed ({why})");
 }
+
+/// The simulator serving a plan's devices, with the plan pointed at where it serves them:
+/// what the tests poll and run the daemon against. Derefs to the simulator.
+pub(crate) struct Simulator {
+    sim: plantwatch::sim::Simulator,
+    /// The plan, its links rewritten to reach the simulator.
+    pub(crate) plan: Plan,
+}
+
+impl Simulator {
+    /// Serves every device of `plan` as `bind` says.
+    pub(crate) async fn start(plan: &Plan, bind: plantwatch::sim::Bind) -> std::io::Result<Self> {
+        let sim =
+            plantwatch::sim::Simulator::start(plan.fleet(), plan.gateway.timezone, bind).await?;
+        let plan = plan.with_links(&sim.links);
+        Ok(Self { sim, plan })
+    }
+
+    /// Stops serving and waits for the servers to end.
+    pub(crate) async fn shutdown(self) {
+        self.sim.shutdown().await;
+    }
+}
+
+impl std::ops::Deref for Simulator {
+    type Target = plantwatch::sim::Simulator;
+
+    fn deref(&self) -> &Self::Target {
+        &self.sim
+    }
+}
