@@ -63,7 +63,7 @@ const KNOWN_CONFIG: [&str; 4] = [
     "sink/mqtt/conn.rs",
     "sink/mqtt/mod.rs",
     "sink/mqtt/schema.rs",
-    "sink/sparkplug.rs",
+    "sink/sparkplug/mod.rs",
 ];
 
 /// The code of a file without its test module and comments: tests may build a config to get
