@@ -14,7 +14,8 @@
 //! `BENCH_WIRE=1` measures bytes on the wire instead (issue 19, `support/wire.rs`): per delivered
 //! value, per value and poll, and per device-day, for json, json_compact and sparkplug_b with
 //! every-poll and on-change reporting, and for the energy-platform records. Bytes do not depend on the build, so
-//! `PLANTWATCH_BIN=target/debug/plantwatch` serves.
+//! `PLANTWATCH_BIN=target/debug/plantwatch` serves. `BENCH_WIRE_ONLY=TEXT` runs only the cases
+//! whose label contains TEXT.
 //!
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
 //! hours instead of extrapolating from the outage's: the outage's rows are copied in the

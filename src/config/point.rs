@@ -356,11 +356,15 @@ fn resolve_report(
         (None, Some(_)) => raw::ReportMode::OnChange,
         (None, None) => raw::ReportMode::default(),
     };
-    let deadband = p.deadband.or(device.deadband).or_else(|| {
+    let written_deadband = p.deadband.or(device.deadband);
+    let derived = written_deadband.is_none()
+        && written.is_none()
+        && compact.is_some()
+        && p.deadband_percent.or(device.deadband_percent).is_none();
+    let deadband = written_deadband.or_else(|| {
         // Half a step: a change of one step in the written digits (0.1 V as 231.5 - 231.4 =
         // 0.0999…) must pass. A written percent deadband decides alone.
-        let step = compact.filter(|_| written.is_none())?.resolution();
-        (p.deadband_percent.or(device.deadband_percent).is_none()).then_some(step / 2.0)
+        derived.then(|| compact.map_or(0.0, Codec::resolution) / 2.0)
     });
     let percent = p.deadband_percent.or(device.deadband_percent);
     let silence = p.max_silence_ms.or(device.max_silence_ms);
@@ -427,6 +431,13 @@ fn resolve_report(
         deadband: deadband.unwrap_or(defaults.deadband),
         deadband_percent: percent.unwrap_or(defaults.deadband_percent),
         max_silence: silence.map_or(defaults.max_silence, Duration::from_millis),
+        // The metered default also ignores what the reading's own scatter moves it by
+        // (docs/payload.md, "Reporting by exception is the default").
+        noise: if derived {
+            crate::process::report::DEFAULT_NOISE
+        } else {
+            0.0
+        },
     };
     Some(report)
 }

@@ -34,6 +34,9 @@ pub struct Report {
     pub deadband_percent: f64,
     /// Report anyway after this long without a report.
     pub max_silence: Duration,
+    /// The deadband is at least this many times the reading's own poll-to-poll scatter,
+    /// estimated online ([`Scatter`]); 0 disables it. The compact profile's default.
+    pub noise: f64,
 }
 
 impl Default for Report {
@@ -43,6 +46,7 @@ impl Default for Report {
             deadband: 0.0,
             deadband_percent: 0.0,
             max_silence: Duration::from_secs(300),
+            noise: 0.0,
         }
     }
 }
@@ -89,21 +93,80 @@ struct Last {
     at: Timestamp,
 }
 
+/// A reading's poll-to-poll scatter, estimated online from its second differences
+/// (`x[t] - 2 x[t-1] + x[t-2]`), which a steady trend does not move and a reading's own noise
+/// does: for white noise of deviation σ they have deviation √6 σ and mean absolute value
+/// √6 σ √(2/π) ≈ 1.95 σ. Kept as a moving mean of their absolute value (about the last
+/// [`SCATTER_POLLS`] polls), each clipped at [`SCATTER_CLIP`] times the mean so far, so a
+/// machine starting (a step) does not pass for noise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scatter {
+    /// The last two polled values, newest first.
+    prev: [Option<f64>; 2],
+    /// Moving mean of the clipped absolute second differences.
+    mean_abs: f64,
+    /// How many second differences it has seen (saturating).
+    seen: u32,
+}
+
+/// The compact profile's default [`Report::noise`]: a change within three deviations of a
+/// reading's own scatter is not reported (docs/payload.md says what it saves).
+pub const DEFAULT_NOISE: f64 = 3.0;
+
+/// Polls the scatter's moving mean spans.
+const SCATTER_POLLS: f64 = 32.0;
+/// A second difference counts at most this many times the mean so far.
+const SCATTER_CLIP: f64 = 4.0;
+/// Second differences seen before the scatter is used: until then, the deadband alone.
+const SCATTER_WARMUP: u32 = 8;
+
+impl Scatter {
+    /// Takes one polled value in.
+    pub fn observe(&mut self, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        if let [Some(a), Some(b)] = self.prev {
+            let d2 = (x - 2.0 * a + b).abs();
+            let taken = if self.seen == 0 {
+                d2
+            } else {
+                d2.min(SCATTER_CLIP * self.mean_abs.max(f64::MIN_POSITIVE))
+            };
+            let weight = 1.0 / SCATTER_POLLS.min(f64::from(self.seen) + 1.0);
+            self.mean_abs += weight * (taken - self.mean_abs);
+            self.seen = self.seen.saturating_add(1);
+        }
+        self.prev = [Some(x), self.prev[0]];
+    }
+
+    /// The estimated deviation of the reading's noise (σ); 0 until enough polls were seen.
+    pub fn sigma(&self) -> f64 {
+        if self.seen < SCATTER_WARMUP {
+            return 0.0;
+        }
+        self.mean_abs / (6.0_f64.sqrt() * (2.0 / std::f64::consts::PI).sqrt())
+    }
+}
+
 /// What was last reported, per device and point.
 #[derive(Debug, Default)]
 pub struct Reporter {
     last: HashMap<String, Vec<Option<Last>>>,
+    /// Each point's scatter, for points whose policy uses it.
+    scatter: HashMap<String, Vec<Scatter>>,
 }
 
-fn moved(r: &Report, before: Option<&Value>, now: Option<&Value>) -> bool {
+fn moved(r: &Report, noise: f64, before: Option<&Value>, now: Option<&Value>) -> bool {
     match (before, now) {
         (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => {
                 let delta = (y - x).abs();
-                if r.deadband == 0.0 && r.deadband_percent == 0.0 {
+                let deadband = r.deadband.max(r.noise * noise);
+                if deadband == 0.0 && r.deadband_percent == 0.0 {
                     return delta > 0.0;
                 }
-                (r.deadband > 0.0 && delta >= r.deadband)
+                (deadband > 0.0 && delta >= deadband)
                     || (r.deadband_percent > 0.0 && delta >= x.abs() * r.deadband_percent / 100.0)
             }
             _ => a != b,
@@ -125,20 +188,37 @@ impl Reporter {
             .last
             .entry(device.name().to_owned())
             .or_insert_with(|| vec![None; device.point_count()]);
+        let scatter = self
+            .scatter
+            .entry(device.name().to_owned())
+            .or_insert_with(|| vec![Scatter::default(); device.point_count()]);
         if last.len() != device.point_count() {
             // The device's points changed (reload): start afresh.
             *last = vec![None; device.point_count()];
+            *scatter = vec![Scatter::default(); device.point_count()];
         }
         let mut keep = Vec::with_capacity(batch.samples.len());
         for (i, sample) in batch.samples.iter().enumerate() {
             let Some(policy) = device.policy(i) else {
                 continue;
             };
+            let noise = if policy.noise > 0.0 {
+                // The scatter before this poll: a step is judged against the calm before it.
+                let sigma = scatter[i].sigma();
+                if sample.quality == Quality::Good
+                    && let Some(x) = sample.value.as_ref().and_then(Value::as_f64)
+                {
+                    scatter[i].observe(x);
+                }
+                sigma
+            } else {
+                0.0
+            };
             let report = match (&last[i], policy.mode) {
                 (_, ReportMode::EveryPoll) | (None, _) => true,
                 (Some(prev), ReportMode::OnChange) => {
                     prev.quality != sample.quality
-                        || moved(policy, prev.value.as_ref(), sample.value.as_ref())
+                        || moved(policy, noise, prev.value.as_ref(), sample.value.as_ref())
                         || now.0 - prev.at.0
                             >= i64::try_from(policy.max_silence.as_millis()).unwrap_or(i64::MAX)
                 }
@@ -279,6 +359,81 @@ mod tests {
             names(&r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(3))),
             ["t", "u"]
         );
+    }
+
+    #[test]
+    fn the_scatter_measures_noise_and_not_a_trend_or_a_step() {
+        // A ramp of 1 a poll with ±0.5 of alternating noise: the second differences are ±2,
+        // which white noise of deviation 0.5 has on average too (1.95 σ ≈ 0.98; this noise is
+        // the worst case, always ±2σ apart).
+        let mut s = Scatter::default();
+        for i in 0..200 {
+            let noise = if i % 2 == 0 { 0.5 } else { -0.5 };
+            s.observe(f64::from(i) + noise);
+        }
+        let sigma = s.sigma();
+        assert!((sigma - 2.0 / 1.954).abs() < 0.05, "{sigma}");
+        // A steady ramp alone has none.
+        let mut ramp = Scatter::default();
+        for i in 0..100 {
+            ramp.observe(10.0 + 0.3 * f64::from(i));
+        }
+        assert!(ramp.sigma() < 1e-9, "{}", ramp.sigma());
+        // A step of 100 on that noise is clipped: the estimate moves by a fraction only.
+        s.observe(300.0);
+        s.observe(300.5);
+        assert!(s.sigma() < 1.5 * sigma, "{} against {sigma}", s.sigma());
+        // Until enough polls were seen there is no estimate.
+        let mut young = Scatter::default();
+        for x in [1.0, 5.0, 2.0, 7.0] {
+            young.observe(x);
+        }
+        assert!(young.sigma().abs() < f64::MIN_POSITIVE);
+    }
+
+    #[test]
+    fn the_noise_deadband_holds_back_scatter_but_passes_a_real_move_and_quality() {
+        let d = device("");
+        let policy = Report {
+            mode: ReportMode::OnChange,
+            deadband: 0.05,
+            noise: DEFAULT_NOISE,
+            ..Report::default()
+        };
+        let d = DeviceReport {
+            name: d.name.clone(),
+            points: vec![
+                policy,
+                Report {
+                    noise: 0.0,
+                    ..policy
+                },
+            ],
+        };
+        let mut r = Reporter::default();
+        let mut sent = [0, 0];
+        // Both points read 100 ± 0.5: with the noise deadband only the first is held back.
+        for i in 0..300 {
+            let x = if i % 2 == 0 { 100.5 } else { 99.5 };
+            let b = r.filter(&d, batch(x, x, Quality::Good), Timestamp(i * 1000));
+            // The first polls go by the fixed deadband: no estimate yet.
+            if i >= 20 {
+                for s in b.iter().flat_map(|b| &b.samples) {
+                    sent[usize::from(s.point.as_str() == "u")] += 1;
+                }
+            }
+        }
+        assert_eq!(sent, [0, 280]);
+        // A move of 10 (about 10 σ) goes out at once.
+        let b = r.filter(&d, batch(110.0, 110.0, Quality::Good), Timestamp(300_000));
+        assert_eq!(names(&b), ["t", "u"]);
+        // So does a change of quality.
+        let b = r.filter(
+            &d,
+            batch(110.0, 110.0, Quality::Bad(BadReason::Timeout)),
+            Timestamp(301_000),
+        );
+        assert_eq!(names(&b), ["t", "u"]);
     }
 
     #[test]

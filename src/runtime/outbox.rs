@@ -9,6 +9,7 @@ use crate::model::Timestamp;
 use crate::platform::Versions;
 use crate::platform::record::local_datetime;
 use crate::sink::mqtt::inflight::RowId;
+use crate::sink::mqtt::schema::HeldSchemas;
 use crate::sink::mqtt::{Outbox, OutboxError, OutboxItem, Rendered};
 use crate::store::{DEFAULT_QUEUE, OutboxRow, QueueId, Span, StoreHandle, record};
 
@@ -22,6 +23,9 @@ pub struct StoreOutbox {
     pub queue: QueueId,
     /// Set for a `json_compact` sink: telemetry goes out as payload version 2.
     pub compact: bool,
+    /// For a `json_compact` sink: the schemas its consumers hold, against which telemetry
+    /// is written positionally.
+    pub schemas: HeldSchemas,
     /// Set for an `energy_platform` sink: its rows are platform records, sent as the
     /// platform's JSON body rather than the JSON profile.
     pub platform: Option<PlatformRender>,
@@ -54,6 +58,7 @@ impl StoreOutbox {
             store,
             queue: DEFAULT_QUEUE,
             compact: false,
+            schemas: HeldSchemas::default(),
             platform: None,
         }
     }
@@ -106,6 +111,9 @@ impl Outbox for StoreOutbox {
     }
 
     async fn ack(&self, rows: Vec<RowId>) -> Result<(), OutboxError> {
+        if self.compact {
+            self.schemas.acked(&rows);
+        }
         self.store
             .ack_in(self.queue, rows)
             .await
@@ -131,25 +139,36 @@ impl Outbox for StoreOutbox {
             });
         }
         if let Some((wire, retain)) = record::decode_wire(&item.payload) {
+            if self.compact && retain {
+                self.schemas.sending(item.id, &item.topic, wire);
+            }
             return Some(Rendered {
                 payload: json_v1::mark_backfill(wire, backfill),
                 retain,
             });
         }
         let stored = record::read_batch(&item.payload).ok()?;
-        let telemetry = if self.compact {
-            json_compact::telemetry_of
-        } else {
-            json_v1::telemetry_of
-        };
-        Some(Rendered {
-            payload: telemetry(
+        let payload = if self.compact {
+            let layout = self.schemas.layout(stored.device);
+            json_compact::telemetry_of(
                 stored.device,
                 stored.tick,
                 &stored.samples,
                 stored.seq,
                 backfill,
-            ),
+                layout.as_deref(),
+            )
+        } else {
+            json_v1::telemetry_of(
+                stored.device,
+                stored.tick,
+                &stored.samples,
+                stored.seq,
+                backfill,
+            )
+        };
+        Some(Rendered {
+            payload,
             retain: false,
         })
     }

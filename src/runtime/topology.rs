@@ -662,6 +662,7 @@ fn start_sinks(
                     store: store.clone(),
                     queue: queue.queue,
                     compact: mqtt.format == Format::JsonCompact,
+                    schemas: Default::default(),
                     platform: platform.as_ref().map(|p| PlatformRender {
                         versions: p.spec.versions.clone(),
                         timezone: p.spec.timezone,
@@ -733,6 +734,7 @@ fn start_sinks(
                     store: store.clone(),
                     queue: queue.queue,
                     compact: false,
+                    schemas: Default::default(),
                     platform: None,
                 });
                 // Built once here to check its settings (a bad certificate is a config

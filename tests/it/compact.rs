@@ -29,11 +29,12 @@ use crate::harness::proxy::Proxy;
 use crate::harness::subscriber::{Received, Subscriber};
 
 /// Checks one compact telemetry message against docs/payload.md, given its device's schema
-/// point names; returns what is wrong, if anything.
-fn off_schema(m: &Json, names: &BTreeSet<String>) -> Option<String> {
+/// (the one the consumer holds); returns what is wrong, if anything.
+fn off_schema(m: &Json, schema: &Json) -> Option<String> {
+    let names = schema_names(schema);
     let obj = m.as_object()?;
     for key in obj.keys() {
-        if !["v", "d", "t", "s", "p", "bad", "unc", "bf"].contains(&key.as_str()) {
+        if !["v", "d", "t", "s", "sc", "p", "bad", "unc", "bf"].contains(&key.as_str()) {
             return Some(format!("unknown key `{key}`"));
         }
     }
@@ -43,12 +44,45 @@ fn off_schema(m: &Json, names: &BTreeSet<String>) -> Option<String> {
     if obj.contains_key("bf") && m["bf"] != true {
         return Some("bf is only ever true".into());
     }
-    let values = m["p"].as_object()?;
-    for (k, v) in values {
-        if !names.contains(k) || !(v.is_number() || v.is_boolean() || v.is_string()) {
-            return Some(format!("p.{k} = {v}"));
+    let scalar = |v: &Json| v.is_number() || v.is_boolean() || v.is_string();
+    // The names that carry a value: by name in the map form, by position in the array form.
+    let valued: BTreeSet<String> = match &m["p"] {
+        Json::Object(values) => {
+            if obj.contains_key("sc") {
+                return Some("`sc` with a named `p`".into());
+            }
+            for (k, v) in values {
+                if !names.contains(k) || !scalar(v) {
+                    return Some(format!("p.{k} = {v}"));
+                }
+            }
+            values.keys().cloned().collect()
         }
-    }
+        Json::Array(values) => {
+            if m["sc"] != schema["id"] {
+                return Some(format!("positional against {} without its schema", m["sc"]));
+            }
+            let order = schema["points"].as_array()?;
+            if values.len() > order.len() || values.last().is_some_and(Json::is_null) {
+                return Some(format!(
+                    "{} positions for {} points",
+                    values.len(),
+                    order.len()
+                ));
+            }
+            let mut valued = BTreeSet::new();
+            for (v, point) in values.iter().zip(order) {
+                if !(v.is_null() || scalar(v)) {
+                    return Some(format!("p[{}] = {v}", point["name"]));
+                }
+                if !v.is_null() {
+                    valued.insert(point["name"].as_str()?.to_owned());
+                }
+            }
+            valued
+        }
+        other => return Some(format!("p = {other}")),
+    };
     for group in ["bad", "unc"] {
         let Some(g) = obj.get(group) else { continue };
         let g = g.as_object()?;
@@ -59,7 +93,7 @@ fn off_schema(m: &Json, names: &BTreeSet<String>) -> Option<String> {
             if !names.contains(k) || !reason.is_string() {
                 return Some(format!("{group}.{k} = {reason}"));
             }
-            if group == "bad" && values.contains_key(k) {
+            if group == "bad" && valued.contains(k) {
                 return Some(format!("bad point `{k}` has a value"));
             }
         }
@@ -113,7 +147,11 @@ async fn the_daemon_sends_documented_compact_telemetry_with_its_schema_bad_point
     assert_eq!(retained[0].json(), schema);
     assert_eq!(schema["v"], 2);
     assert_eq!(schema["device"], "plc-1");
-    let names = schema_names(&schema);
+    let id = schema["id"].as_str().unwrap_or_default();
+    assert!(
+        id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{schema}"
+    );
     let generic = plan(&format!("[gateway]\nsite = \"s\"\nid = \"g\"\n\n{plant}"));
     let configured: Vec<&str> = generic.devices[0]
         .points
@@ -180,12 +218,20 @@ async fn the_daemon_sends_documented_compact_telemetry_with_its_schema_bad_point
     );
 
     let all: Vec<&Received> = first.iter().chain(&bad).chain(&after).collect();
+    let schemas: BTreeMap<String, Json> = all
+        .iter()
+        .filter(|m| m.topic.starts_with("c1/schema/"))
+        .map(|m| (m.topic["c1/schema/".len()..].to_owned(), m.json()))
+        .collect();
     let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut positional = 0;
     for m in all.iter().filter(|m| m.topic.contains("/telemetry/")) {
         let j = m.json();
-        if let Some(wrong) = off_schema(&j, &names) {
+        let device = j["d"].as_str().unwrap();
+        if let Some(wrong) = off_schema(&j, &schemas[device]) {
             panic!("{wrong}: {}", String::from_utf8_lossy(&m.payload));
         }
+        positional += usize::from(j["p"].is_array());
         seqs.entry(j["d"].as_str().unwrap().to_owned())
             .or_default()
             .push(j["s"].as_u64().unwrap());
@@ -195,6 +241,9 @@ async fn the_daemon_sends_documented_compact_telemetry_with_its_schema_bad_point
         let (lo, hi) = (*set.first().unwrap(), *set.last().unwrap());
         assert_eq!(set.len() as u64, hi - lo + 1, "{device}: seq has holes");
     }
+    // Once the broker has a device's schema, telemetry is written against it (every poll here,
+    // 4 to 5 points a message: the array is the shorter form).
+    assert!(positional > 0, "no positional message\n{}", daemon.log());
 }
 
 /// One poll of `device` at `now`, decoded as acquisition does (docs/design.md §3).
@@ -229,14 +278,29 @@ fn poll(sim: &SimDevice, device: &Device, now: Timestamp) -> SampleBatch {
 
 /// Rebuilds the v1 telemetry message from a compact one and its device's schema, as a
 /// consumer of docs/payload.md would: points in schema order, `good` unless named in `bad`
-/// or `unc`, numbers copied as written.
+/// or `unc`, numbers copied as written; `p` by name, or by position in the schema `sc` names.
 fn v1_from_compact(compact: &Json, schema: &Json) -> String {
     let empty = Map::new();
-    let p = compact["p"].as_object().unwrap_or(&empty);
+    let order = schema["points"].as_array().unwrap();
+    let p: Map<String, Json> = match &compact["p"] {
+        Json::Array(values) => {
+            assert_eq!(
+                compact["sc"], schema["id"],
+                "written against the schema held"
+            );
+            order
+                .iter()
+                .zip(values)
+                .filter(|(_, v)| !v.is_null())
+                .map(|(sp, v)| (sp["name"].as_str().unwrap().to_owned(), v.clone()))
+                .collect()
+        }
+        named => named.as_object().cloned().unwrap_or_default(),
+    };
     let bad = compact["bad"].as_object().unwrap_or(&empty);
     let unc = compact["unc"].as_object().unwrap_or(&empty);
     let mut points = Vec::new();
-    for sp in schema["points"].as_array().unwrap() {
+    for sp in order {
         let name = sp["name"].as_str().unwrap();
         let quoted = serde_json::to_string(name).unwrap();
         let entry = if let Some(reason) = bad.get(name) {
@@ -347,6 +411,34 @@ async fn a_subscriber_rebuilds_an_hour_of_v1_telemetry_from_compact_messages_and
             *s += 1;
         }
     }
+    // A row polled under another point list (a point since removed from the config), as a
+    // backlog after a reload holds: no schema the consumer has fits it, so it goes out named.
+    let first = &demo.devices[0];
+    let stale_seq = seq[first.name.as_str()];
+    let mut stale = reporter
+        .filter(
+            first,
+            poll(&sims[0], first, Timestamp(start + 3_600_000)),
+            Timestamp(start + 3_600_000 + 300_000),
+        )
+        .expect("max_silence has passed");
+    stale.samples.push(PointSample {
+        point: Name::new("retired").unwrap(),
+        ts: stale.tick,
+        value: Some(plantwatch::model::Value::F64(1.5)),
+        quality: Quality::Good,
+    });
+    for (queue, name) in [(v1_queue, "v1"), (compact_queue, "compact")] {
+        rows.push(OutboxMessage {
+            queue,
+            stream: format!("telemetry/{}", first.name),
+            key: format!("{name}:{}", first.name),
+            seq: stale_seq,
+            created_ms: stale.tick.0,
+            payload: record::encode_batch(&stale, stale_seq),
+        });
+    }
+    *seq.get_mut(first.name.as_str()).unwrap() += 1;
     let messages: u64 = seq.values().sum();
     assert!(polls >= 3600 * 4, "{polls} polls");
     assert!(
@@ -367,6 +459,7 @@ async fn a_subscriber_rebuilds_an_hour_of_v1_telemetry_from_compact_messages_and
             store: store.clone(),
             queue,
             compact: format == Format::JsonCompact,
+            schemas: Default::default(),
             platform: None,
         });
         let session = Session::new(
@@ -410,15 +503,23 @@ async fn a_subscriber_rebuilds_an_hour_of_v1_telemetry_from_compact_messages_and
         })
         .collect();
     let mut rebuilt = 0;
+    let mut positional = 0;
     let mut compact_bytes = 0;
     let mut v1_bytes = 0;
     for m in compact.iter().filter(|m| m.topic.contains("/telemetry/")) {
         let j: Json = serde_json::from_slice(&m.payload).unwrap();
         let device = j["d"].as_str().unwrap().to_owned();
+        if device == first.name.as_str() && j["s"] == stale_seq {
+            assert_eq!(j["p"]["retired"], 1.5, "named: {j}");
+            assert!(j.get("sc").is_none(), "{j}");
+            rebuilt += 1;
+            continue;
+        }
         let schema = &schemas[&device];
-        if let Some(wrong) = off_schema(&j, &schema_names(schema)) {
+        if let Some(wrong) = off_schema(&j, schema) {
             panic!("{wrong}: {}", String::from_utf8_lossy(&m.payload));
         }
+        positional += usize::from(j["p"].is_array());
         let key = (device, j["s"].as_u64().unwrap());
         let want = &expected[&key];
         assert_eq!(&v1_from_compact(&j, schema), want, "{key:?}");
@@ -427,6 +528,7 @@ async fn a_subscriber_rebuilds_an_hour_of_v1_telemetry_from_compact_messages_and
         v1_bytes += want.len();
     }
     assert_eq!(rebuilt as u64, messages);
+    assert!(positional > 0, "no message written against the schema");
     assert!(
         compact_bytes * 10 < v1_bytes * 6,
         "compact {compact_bytes} B against v1 {v1_bytes} B"

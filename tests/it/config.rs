@@ -572,14 +572,16 @@ fn insecure_settings_are_warnings_without_strict_security_and_local_hosts_are_no
 }
 
 /// Issue 19: a gateway whose JSON sinks are all compact reports on change by default, with a
-/// deadband of half a step of each point's resolution and at most 5 minutes of silence.
+/// deadband of half a step of each point's resolution or three deviations of its own scatter,
+/// whichever is wider, and at most 5 minutes of silence.
 #[test]
 fn a_compact_only_gateway_reports_on_change_by_default() {
     use plantwatch::config::plan::ReportMode;
     let points = "[devices.points.u]\naddress = 0\nscale = 0.1\n\
                   [devices.points.f]\naddress = 1\ntype = \"f32\"\n\
                   [devices.points.n]\naddress = 3\n\
-                  [devices.points.kept]\naddress = 4\nreport = \"every_poll\"\n";
+                  [devices.points.kept]\naddress = 4\nreport = \"every_poll\"\n\
+                  [devices.points.w]\naddress = 5\nreport = \"on_change\"\ndeadband = 0.5\n";
     let sinks = |formats: &[&str]| {
         formats
             .iter()
@@ -602,6 +604,18 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
     assert_eq!(u.mode, ReportMode::OnChange);
     assert!((u.deadband - 0.05).abs() < 1e-12, "{u:?}");
     assert_eq!(u.max_silence, std::time::Duration::from_secs(300));
+    assert!(
+        (u.noise - plantwatch::process::report::DEFAULT_NOISE).abs() < 1e-12,
+        "{u:?}"
+    );
+    // A deadband written out is taken as written, with no scatter term.
+    let w = report(&compact, "w");
+    assert_eq!(w.mode, ReportMode::OnChange);
+    assert!(
+        (w.deadband - 0.5).abs() < 1e-12 && w.noise.abs() < 1e-12,
+        "{w:?}"
+    );
+    assert!(report(&compact, "kept").noise.abs() < 1e-12);
     // An f32 and an unscaled integer have no step: any change is reported.
     assert_eq!(report(&compact, "f").mode, ReportMode::OnChange);
     assert!(report(&compact, "f").deadband.abs() < 1e-12);
