@@ -34,7 +34,8 @@ impl Core {
             let reply = commands::error_reply(
                 &started.id,
                 &format!(
-                    "refused `write`: {}/{}: {} writes are waiting for their links already;                      nothing written, send it again later",
+                    "refused `write`: {}/{}: {} writes are waiting for their links already; \
+                     nothing written, send it again later",
                     started.device,
                     started.point,
                     remote_write::MAX_IN_FLIGHT
@@ -114,7 +115,8 @@ impl Core {
             Err(e) => refuse("malformed", &e.to_string()),
             Ok(_) if !on => refuse(
                 "disabled",
-                "Sparkplug writes are off on this gateway (they carry no signature);                  `[mqtt.sparkplug] writes = true` turns them on",
+                "Sparkplug writes are off on this gateway (they carry no signature); \
+                 `[mqtt.sparkplug] writes = true` turns them on",
             ),
             Ok(SparkplugWrite {
                 refused: Some(why), ..
