@@ -16,8 +16,8 @@ use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use rumqttc::{Outgoing, QoS};
 use tracing::debug;
 
+use super::spec::{Mqtt, Protocol};
 use super::{MqttError, Secret, status_topic};
-use crate::config::daemon::{Mqtt, Protocol};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
 
@@ -465,7 +465,7 @@ mod tests {
     fn plan(protocol: Protocol) -> Mqtt {
         Mqtt {
             name: crate::model::Name::new("mqtt").unwrap(),
-            format: crate::config::daemon::Format::Json,
+            format: crate::sink::mqtt::spec::Format::Json,
             sparkplug: None,
             host: "127.0.0.1".into(),
             port: 1883,

@@ -28,6 +28,7 @@ pub mod downlink;
 mod feed;
 pub mod inflight;
 pub mod schema;
+pub mod spec;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -41,15 +42,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
-use crate::config::daemon::{Mqtt, PasswordSource, Tls};
 use crate::encode::json_v1;
 use crate::model::Timestamp;
 use crate::runtime::log_limit::{REPEAT_WINDOW, RepeatLimit, peer_text};
+use crate::secret::PasswordSource;
 use crate::sink::backoff::Backoff;
 use conn::{Client, Event, Returned};
 use downlink::CommandGate;
 use feed::{Feed, FeedPlan, Ready};
 use inflight::{InFlight, RowId, Tracked};
+use spec::{Mqtt, Tls};
 
 /// One message waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,12 @@
 //! The compact profile's schema message (docs/payload.md) of a configured device, the bridge
-//! from the resolved config to the pure encoder; and which schema a link's consumers hold, so
-//! that telemetry is written positionally only against a schema they have.
+//! from the device's acquisition spec to the pure encoder; and which schema a link's consumers
+//! hold, so that telemetry is written positionally only against a schema they have.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::inflight::RowId;
-use crate::config::plan::Device;
+use crate::acquire::spec::Device;
 use crate::encode::json_compact::{Layout, SchemaPoint, schema};
 use crate::model::Timestamp;
 
