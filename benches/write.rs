@@ -4,7 +4,12 @@
 //! broker, with `plantwatch run` as its own process. Prints p50, p99 and the worst.
 //!
 //! Run with `cargo bench --bench write`. Environment: `BENCH_WRITES` (default 500),
-//! `PLANTWATCH_BIN` (default: the binary this bench was built with).
+//! `PLANTWATCH_BIN` (default: the binary this bench was built with), `BENCH_WRITE_GAP_MS`
+//! (default 250: one write every 250 ms, as an operator's writes come; the store commits a
+//! write's two audit rows at once up to 10 such commits a second, and beyond that they wait
+//! its 100 ms commit window, so `0`, back-to-back writes, measures that limit). It also prints the
+//! median of each phase of the daemon's own timing line (intent committed, link, waiting for
+//! the core, outcome committed, reply stored), read from its DEBUG log.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -135,7 +140,12 @@ async fn main() {
     std::fs::write(&config_path, config).unwrap();
     let _daemon = Guard(
         Command::new(&bin)
-            .args(["run", "--config"])
+            .args([
+                "run",
+                "--log",
+                "info,plantwatch::runtime::remote_write=debug",
+                "--config",
+            ])
             .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
@@ -199,8 +209,15 @@ async fn main() {
         "the daemon never answered a write:\n{}",
         std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
     );
+    let gap = Duration::from_millis(
+        std::env::var("BENCH_WRITE_GAP_MS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(250),
+    );
     let mut took = Vec::with_capacity(writes);
     for i in 0..writes {
+        let next = tokio::time::Instant::now() + gap;
         let id = format!("w-{i}");
         let payload = command(&id, i);
         let sent = Instant::now();
@@ -219,16 +236,53 @@ async fn main() {
                 _ => panic!("no reply to write {i}"),
             }
         }
+        tokio::time::sleep_until(next).await;
     }
     took.sort();
     println!(
         "write round trip (publish → reply; signed, intent and outcome audited, FC16 + read \
-         before + read back), {} writes on loopback via {broker_name}: p50 {:.2} ms, p99 {:.2} \
-         ms, max {:.2} ms",
+         before + read back), {} writes one per {} ms on loopback via {broker_name}: p50 {:.2} \
+         ms, p99 {:.2} ms, max {:.2} ms",
         took.len(),
+        gap.as_millis(),
         percentile(&took, 0.50).as_secs_f64() * 1e3,
         percentile(&took, 0.99).as_secs_f64() * 1e3,
         took.last().unwrap().as_secs_f64() * 1e3,
     );
+    print_phases(&std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default());
     sim.shutdown().await;
+}
+
+/// The median of every `…_ms=` field of the daemon's "Write answered" lines.
+fn print_phases(log: &str) {
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    for line in log.lines().filter(|l| l.contains("Write answered")) {
+        for field in line.split_whitespace() {
+            let Some((name, value)) = field.split_once('=') else {
+                continue;
+            };
+            let Some(value) = name
+                .strip_suffix("_ms")
+                .and(value.trim_end_matches(',').parse::<f64>().ok())
+            else {
+                continue;
+            };
+            match phases.iter_mut().find(|(n, _)| n == name) {
+                Some((_, values)) => values.push(value),
+                None => phases.push((name.to_owned(), vec![value])),
+            }
+        }
+    }
+    if phases.is_empty() {
+        println!("(no timing lines in the daemon's log)");
+        return;
+    }
+    let medians: Vec<String> = phases
+        .iter_mut()
+        .map(|(name, values)| {
+            values.sort_by(f64::total_cmp);
+            format!("{name} {:.1}", values[values.len() / 2])
+        })
+        .collect();
+    println!("daemon's phases, median ms: {}", medians.join(", "));
 }

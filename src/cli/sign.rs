@@ -21,6 +21,11 @@ Prints the topic and the signed payload; publish them with any MQTT client, e.g.
       ack '{\"alarm\":\"pump-1/motor-hot\"}' |
     { read -r topic; read -r payload; mosquitto_pub -q 1 -t \"$topic\" -m \"$payload\"; }
 
+A configuration push reads the file itself (needs an `engineer` key):
+
+  plantwatch sign --key-file eng1.key --key-id eng1 --prefix plantwatch/plant/gw1 \
+      --config-file new.toml config
+
 `id` (random) and `ts` (now) are added unless FIELDS gives them. The reply arrives on
 TOPIC/reply. The signature covers the prefix and the command name: a command signed for one
 gateway or one command is refused by any other.")]
@@ -38,6 +43,11 @@ pub(super) struct SignArgs {
     /// The key file holds an HMAC-SHA256 secret, not an Ed25519 key.
     #[arg(long)]
     hmac: bool,
+    /// With `config`: the configuration file to push, read whole into the `config` field.
+    /// Only its TOML syntax is checked here; the gateway checks the rest as `plantwatch
+    /// check` does (the files it names are the gateway's) and answers with every problem.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
     /// The command name: list, ack, shelve, unshelve, serviced, upload, write, config.
     name: String,
     /// The command's fields as a JSON object, e.g. '{"alarm":"pump-1/motor-hot"}'.
@@ -59,6 +69,20 @@ pub(super) fn sign(args: &SignArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.key_file.display()))?;
     let mut fields: Map<String, Json> = serde_json::from_str(&args.fields)
         .with_context(|| format!("FIELDS `{}` is not a JSON object", args.fields))?;
+    if let Some(path) = &args.config_file {
+        if args.name != "config" {
+            anyhow::bail!(
+                "--config-file goes with the `config` command, not `{}`",
+                args.name
+            );
+        }
+        if fields.contains_key("config") {
+            anyhow::bail!(
+                "give the configuration either in FIELDS or with --config-file, not both"
+            );
+        }
+        fields.insert("config".into(), Json::String(config_text(path)?));
+    }
     if !fields.contains_key("id") {
         fields.insert("id".into(), Json::from(random_id()?));
     }
@@ -71,6 +95,26 @@ pub(super) fn sign(args: &SignArgs) -> anyhow::Result<ExitCode> {
     out!("{prefix}/cmd/{}", args.name);
     out!("{}", envelope::wrap(&args.key_id, &sig, &cmd));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text of the configuration file at `path`, if it is TOML within the size a push may
+/// have: a file the gateway would refuse for that is not signed. The rest (keys, devices,
+/// the files it names, which are the gateway's) is the gateway's to check.
+fn config_text(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        anyhow::bail!("{} is not TOML: {e}", path.display());
+    }
+    let limit = crate::runtime::remote_config::MAX_CONFIG_BYTES;
+    if text.len() > limit {
+        anyhow::bail!(
+            "{} is {} bytes; a pushed configuration is at most {limit}",
+            path.display(),
+            text.len()
+        );
+    }
+    Ok(text)
 }
 
 /// 16 random bytes in hex: unique within any replay window.

@@ -27,6 +27,11 @@ pub struct RawSparkplug {
     /// `"exception"` (default: only metrics that changed) or `"every_poll"`.
     #[serde(default)]
     pub data: Option<String>,
+    /// Carry out DCMD and NCMD metric writes to writable points, within their limits and
+    /// audited (docs/remote-operations.md). Sparkplug commands are not signed, so whoever
+    /// can publish on the node's command topics can write: default `false`.
+    #[serde(default)]
+    pub writes: bool,
 }
 
 /// Resolves `raw`, found at `section` (e.g. `mqtt.sparkplug`), for the gateway `gateway_id`;
@@ -90,6 +95,7 @@ pub fn resolve(
         primary_host_id: primary_host_id.flatten(),
         data_mode: data_mode?,
         buffer_limit: 0,
+        writes: raw.writes,
     })
 }
 
@@ -130,6 +136,20 @@ mod tests {
     }
 
     #[test]
+    fn writes_are_off_unless_the_table_turns_them_on() {
+        assert!(!resolved(r#"group_id = "plant""#).unwrap().writes);
+        assert!(
+            resolved("group_id = \"plant\"\nwrites = true")
+                .unwrap()
+                .writes
+        );
+        assert!(
+            toml::from_str::<RawSparkplug>("group_id = \"plant\"\nwrites = \"yes\"").is_err(),
+            "a string is not a switch"
+        );
+    }
+
+    #[test]
     fn defaults_are_the_gateway_id_no_primary_host_and_by_exception() {
         assert_eq!(
             resolved(r#"group_id = "plant""#).unwrap(),
@@ -139,6 +159,7 @@ mod tests {
                 primary_host_id: None,
                 data_mode: DataMode::ByException,
                 buffer_limit: 0,
+                writes: false,
             }
         );
     }

@@ -119,10 +119,11 @@ pub(super) struct Audited<'a> {
     pub(super) name: &'a str,
     /// The key id it was signed with, or claimed.
     pub(super) key: Option<&'a str>,
-    /// The refusal's name, when refused before it was carried out.
+    /// The refusal's name, when refused before it was carried out; with `outcome`, the
+    /// reason recorded beside it (a write's `exception_02`, `timeout`, …).
     pub(super) refused: Option<&'static str>,
     /// The outcome to record instead of the one read from the reply: `intent` for a write
-    /// about to be sent.
+    /// about to be sent, a write's outcome ([`super::remote_write::verdict`]).
     pub(super) outcome: Option<&'static str>,
     /// The payload as it arrived.
     pub(super) payload: &'a [u8],

@@ -15,7 +15,7 @@ use super::command_auth::{self, Audited, CommandAuth};
 use super::commands;
 use super::metrics::{AlarmGauges, EnergyEventCounts};
 use super::remote_config::{self, Notice, Origin, Push, Target};
-use super::remote_write::{self, Finished, Started, Writes};
+use super::remote_write::{Finished, Started, Writes};
 use crate::clock::Clock;
 use crate::config::Plan;
 use crate::config::daemon::Format;
@@ -32,6 +32,8 @@ use crate::store::platform_source::close_due;
 use crate::store::{
     AlarmRow, AuditEntry, DEFAULT_QUEUE, OutboxMessage, QueueId, StoreHandle, record,
 };
+
+mod writes;
 
 /// The receiving ends of the core's inputs, handed from one core to the next on a reload.
 pub(super) struct Receivers {
@@ -156,7 +158,8 @@ const WRITE_DRAIN: Duration = Duration::from_secs(2);
 enum CoreInput {
     Batch(SampleBatch),
     Downlink(Downlink),
-    Written(Finished),
+    // Boxed: a finished write is several times the size of the other inputs.
+    Written(Box<Finished>),
     Notice(Notice),
     Tick,
     Closed,
@@ -198,13 +201,13 @@ impl Core {
                 b = rx.recv() => b.map_or(CoreInput::Closed, CoreInput::Batch),
                 Some(d) = downlink.recv() => CoreInput::Downlink(d),
                 Some(n) = notices.recv() => CoreInput::Notice(n),
-                Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(w),
+                Some(w) = self.writes.next(), if !self.writes.is_idle() => CoreInput::Written(Box::new(w)),
                 _ = tick.tick() => CoreInput::Tick,
             };
             match input {
                 CoreInput::Batch(first) => self.batches(first, &mut rx).await,
                 CoreInput::Downlink(d) => self.downlink(&d).await,
-                CoreInput::Written(w) => self.finish_write(w).await,
+                CoreInput::Written(w) => self.finish_write(*w).await,
                 CoreInput::Notice(n) => self.config_outcome(n).await,
                 CoreInput::Tick => {
                     ticks += 1;
@@ -556,6 +559,12 @@ impl Core {
     }
 
     async fn downlink(&mut self, d: &Downlink) {
+        let sink = self.plan.mqtt.iter().find(|m| m.name.as_str() == d.sink);
+        if let Some(node) = sink.and_then(|m| m.sparkplug.as_ref()) {
+            let on = node.writes;
+            self.sparkplug_write(d, on).await;
+            return;
+        }
         let now = self.clock.now();
         let mut drafts = Vec::new();
         let prefix = self
@@ -597,6 +606,8 @@ impl Core {
                                 payload: d.payload.clone(),
                                 device,
                                 point,
+                                received: crate::clock::monotonic(),
+                                sparkplug: false,
                             };
                             match self.admit_write(&started, &value) {
                                 Ok(value) => {
@@ -713,103 +724,6 @@ impl Core {
                 false
             }
         }
-    }
-
-    /// Checks a signed, parsed `write` against the plan and the room for it: the value to
-    /// send, or the reply refusing it (with its refusal kind) and nothing written.
-    fn admit_write(
-        &self,
-        started: &Started,
-        value: &serde_json::Value,
-    ) -> Result<crate::model::Value, (Vec<u8>, Option<&'static str>)> {
-        let value = remote_write::value_of(value).map_err(|why| {
-            let reply = commands::error_reply(&started.id, &format!("refused `write`: {why}"));
-            (
-                command_auth::mark_refused(reply, "wrong_kind"),
-                Some("wrong_kind"),
-            )
-        })?;
-        let value = remote_write::check(&self.plan, &started.device, &started.point, &value)
-            .map_err(|err| remote_write::refused_or_failed(&started.id, &err))?;
-        if !self.writes.has_room() {
-            let reply = commands::error_reply(
-                &started.id,
-                &format!(
-                    "refused `write`: {}/{}: {} writes are waiting for their links already;                      nothing written, send it again later",
-                    started.device,
-                    started.point,
-                    remote_write::MAX_IN_FLIGHT
-                ),
-            );
-            return Err((command_auth::mark_refused(reply, "busy"), Some("busy")));
-        }
-        Ok(value)
-    }
-
-    /// Audits a write's intent, and only once that row is committed hands it to its link.
-    async fn start_write(
-        &mut self,
-        started: Started,
-        value: crate::model::Value,
-        seen: Option<crate::store::SeenId>,
-        now: Timestamp,
-    ) {
-        let mut drafts = Vec::new();
-        let intent = remote_write::intent(&started, &value);
-        let audited = Audited {
-            now_ms: now.0,
-            source: format!("mqtt:{}", started.sink),
-            name: "write",
-            key: started.key.as_deref(),
-            refused: None,
-            outcome: Some("intent"),
-            payload: &started.payload,
-            reply: &intent,
-        };
-        if self.audit(&audited, seen, &mut drafts).await {
-            self.writes.start(started, value);
-        } else {
-            // Without its intent row a crash could hide the write: it is not sent.
-            let reply = commands::error_reply(
-                &started.id,
-                "refused `write`: the gateway cannot append to its audit trail; nothing written",
-            );
-            let mut answer = Draft::wire(
-                "cmd/write/reply".into(),
-                "cmd/write".into(),
-                &command_auth::mark_refused(reply, "unavailable"),
-                false,
-            );
-            answer.only = Some(started.sink);
-            drafts.push(answer);
-        }
-        self.store_all(drafts, &[], now).await;
-    }
-
-    /// Audits a finished write's outcome and sends its reply where the command came from.
-    async fn finish_write(&mut self, finished: Finished) {
-        let now = self.clock.now();
-        let (reply, refused) = remote_write::reply(&finished);
-        if refused.is_some() || finished.outcome.as_ref().is_none_or(Result::is_err) {
-            commands::log_refused("write", &reply);
-        }
-        let started = &finished.started;
-        let mut drafts = Vec::new();
-        let audited = Audited {
-            now_ms: now.0,
-            source: format!("mqtt:{}", started.sink),
-            name: "write",
-            key: started.key.as_deref(),
-            refused,
-            outcome: None,
-            payload: &started.payload,
-            reply: &reply,
-        };
-        self.audit(&audited, None, &mut drafts).await;
-        let mut answer = Draft::wire("cmd/write/reply".into(), "cmd/write".into(), &reply, false);
-        answer.only = Some(started.sink.clone());
-        drafts.push(answer);
-        self.store_all(drafts, &[], now).await;
     }
 
     /// Checks a signed `config` push against the resolver and hands a valid one to the

@@ -26,7 +26,7 @@ use crate::acquire::AcquireStats;
 use crate::config::{ConfigIssue, EnvOverrides, Plan};
 
 /// Longest config text a push may carry.
-pub(super) const MAX_CONFIG_BYTES: usize = 1 << 20;
+pub(crate) const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// How long the broker may be unreachable after a push before it counts as lost: one
 /// reconnect is expected when the `[mqtt]` section changed.

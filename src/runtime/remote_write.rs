@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -42,6 +43,31 @@ pub(super) struct Started {
     pub(super) device: String,
     /// The point.
     pub(super) point: String,
+    /// When the core took the command, for the write's timing line.
+    pub(super) received: Instant,
+    /// It came as a Sparkplug DCMD or NCMD metric (unsigned): audited as `sparkplug:{sink}`
+    /// and answered with a DDATA, not a reply.
+    pub(super) sparkplug: bool,
+}
+
+impl Started {
+    /// The audit rows' source: `mqtt:{sink}`, or `sparkplug:{sink}`.
+    pub(super) fn source(&self) -> String {
+        let kind = if self.sparkplug { "sparkplug" } else { "mqtt" };
+        format!("{kind}:{}", self.sink)
+    }
+}
+
+/// Where a write's time went, logged at DEBUG when it is answered: the round trip is mostly
+/// waiting (store commits, the link's queue), and this says which.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timing {
+    /// The core took the command.
+    pub(super) received: Instant,
+    /// Its intent row was committed and the link was asked.
+    pub(super) handed: Option<Instant>,
+    /// The link answered.
+    pub(super) answered: Option<Instant>,
 }
 
 /// A finished write: what was asked and what happened.
@@ -50,16 +76,18 @@ pub(super) struct Finished {
     pub(super) started: Started,
     /// What happened; `None` when the core stopped before the link answered.
     pub(super) outcome: Option<WriteOutcome>,
+    /// When it was handed to the link and when the link answered.
+    pub(super) timing: Timing,
 }
 
 // `Sync` too: the core is borrowed across awaits, so everything it holds must be.
-type Pending = Pin<Box<dyn Future<Output = (u64, WriteOutcome)> + Send + Sync>>;
+type Pending = Pin<Box<dyn Future<Output = (u64, WriteOutcome, Instant)> + Send + Sync>>;
 
 /// The core's writes in flight.
 pub(super) struct Writes {
     handle: WriteHandle,
     in_flight: FuturesUnordered<Pending>,
-    started: HashMap<u64, Started>,
+    started: HashMap<u64, (Started, Instant)>,
     next: u64,
 }
 
@@ -90,20 +118,28 @@ impl Writes {
         self.next += 1;
         let handle = self.handle.clone();
         let (device, point) = (started.device.clone(), started.point.clone());
-        self.started.insert(token, started);
+        self.started
+            .insert(token, (started, crate::clock::monotonic()));
         self.in_flight.push(Box::pin(async move {
-            (token, handle.write(&device, &point, value).await)
+            let outcome = handle.write(&device, &point, value).await;
+            (token, outcome, crate::clock::monotonic())
         }));
     }
 
     /// The next write to finish; pends forever when none is in flight (guard with
     /// [`Writes::is_idle`]).
     pub(super) async fn next(&mut self) -> Option<Finished> {
-        let (token, outcome) = self.in_flight.next().await?;
-        let started = self.started.remove(&token)?;
+        let (token, outcome, answered) = self.in_flight.next().await?;
+        let (started, handed) = self.started.remove(&token)?;
+        let timing = Timing {
+            received: started.received,
+            handed: Some(handed),
+            answered: Some(answered),
+        };
         Some(Finished {
             started,
             outcome: Some(outcome),
+            timing,
         })
     }
 
@@ -112,12 +148,38 @@ impl Writes {
         self.in_flight = FuturesUnordered::new();
         self.started
             .drain()
-            .map(|(_, started)| Finished {
+            .map(|(_, (started, handed))| Finished {
+                timing: Timing {
+                    received: started.received,
+                    handed: Some(handed),
+                    answered: None,
+                },
                 started,
                 outcome: None,
             })
             .collect()
     }
+}
+
+/// Logs at DEBUG where the time of one write went, in ms: until its intent was committed
+/// and the link asked, in the link, waiting for the core after the link answered, committing
+/// the outcome, and storing the reply.
+pub(super) fn log_timing(finished: &Finished, taken: Instant, audited: Instant, stored: Instant) {
+    let ms = |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1e3;
+    let t = finished.timing;
+    let handed = t.handed.unwrap_or(taken);
+    let answered = t.answered.unwrap_or(taken);
+    tracing::debug!(
+        device = %finished.started.device,
+        point = %finished.started.point,
+        intent_ms = ms(t.received, handed),
+        link_ms = ms(handed, answered),
+        core_wait_ms = ms(answered, taken),
+        outcome_ms = ms(taken, audited),
+        reply_ms = ms(audited, stored),
+        total_ms = ms(t.received, stored),
+        "Write answered; where its time went."
+    );
 }
 
 /// The value of a `write` command as the write path takes it.
@@ -206,6 +268,59 @@ fn failure_kind(err: &WriteError) -> &'static str {
     }
 }
 
+/// Whether a Modbus exception `code` in answer to a write means the device refused it before
+/// doing anything: 01 illegal function, 02 illegal data address, 03 illegal data value. Other
+/// codes (04 server device failure, …) come from a device that tried: the write may have
+/// landed in part.
+fn refused_by_device(code: u8) -> bool {
+    matches!(code, 1..=3)
+}
+
+/// The audit row's reason for a write exception.
+fn exception_reason(code: u8) -> &'static str {
+    match code {
+        1 => "exception_01",
+        2 => "exception_02",
+        3 => "exception_03",
+        4 => "exception_04",
+        5 => "exception_05",
+        6 => "exception_06",
+        8 => "exception_08",
+        10 => "exception_0a",
+        11 => "exception_0b",
+        _ => "exception",
+    }
+}
+
+/// What the outcome row of a finished write says, beyond its reply: `(outcome, reason)`.
+///
+/// - `done`: written (and read back, with `verify`);
+/// - `refused` (with the refusal's kind): refused by the gateway or the link, nothing sent;
+/// - `rejected` (reason `exception_01`–`_03`): the device answered the write with an
+///   exception that means it did not carry it out: nothing written;
+/// - `unknown` (reason `timeout`, `link`, or another `exception_…`): no answer, a broken
+///   link, or a device failure: the write may have landed;
+/// - `failed` (reason `not_verified`): written, but the device serves another value;
+/// - `interrupted`: the core stopped before the link answered: the write may have landed.
+pub(super) fn verdict(outcome: Option<&WriteOutcome>) -> (&'static str, Option<&'static str>) {
+    match outcome {
+        None => ("interrupted", None),
+        Some(Ok(_)) => ("done", None),
+        Some(Err(err)) => match (refusal_kind(err), err) {
+            (Some(kind), _) => ("refused", Some(kind)),
+            (None, WriteError::Exception { code, .. }) if refused_by_device(*code) => {
+                ("rejected", Some(exception_reason(*code)))
+            }
+            (None, WriteError::Exception { code, .. }) => {
+                ("unknown", Some(exception_reason(*code)))
+            }
+            (None, WriteError::NotVerified { .. }) => ("failed", Some("not_verified")),
+            (None, WriteError::Timeout { .. }) => ("unknown", Some("timeout")),
+            (None, _) => ("unknown", Some("link")),
+        },
+    }
+}
+
 /// The reply to a finished write, and the refusal kind for its audit row (when nothing was
 /// written).
 pub(super) fn reply(finished: &Finished) -> (Vec<u8>, Option<&'static str>) {
@@ -246,18 +361,34 @@ pub(super) fn reply(finished: &Finished) -> (Vec<u8>, Option<&'static str>) {
 /// `"failed"` otherwise.
 pub(super) fn refused_or_failed(id: &Json, err: &WriteError) -> (Vec<u8>, Option<&'static str>) {
     let mut message = format!("refused `write`: {err}");
-    if let WriteError::Timeout { .. } = err {
-        message = format!(
-            "`write` {err}: the device did not answer, the write may have landed; read the \
-             point before writing again"
-        );
-    } else if refusal_kind(err).is_none() {
-        message = format!("`write` failed: {err}");
+    match err {
+        WriteError::Timeout { .. } => {
+            message = format!(
+                "`write` {err}: the device did not answer, the write may have landed; read the \
+                 point before writing again"
+            );
+        }
+        WriteError::Exception { code, .. } if refused_by_device(*code) => {
+            let reply = super::commands::error_reply(
+                id,
+                &format!("`write` refused by the device: {err}; nothing was written"),
+            );
+            let reply = super::command_auth::mark_refused(reply, "device_exception");
+            return (mark(reply, "exception", Json::from(*code)), None);
+        }
+        WriteError::Exception { .. } => {
+            message = format!(
+                "`write` failed: {err} (the device failed while writing): the write may have \
+                 landed in part; read the point before writing again"
+            );
+        }
+        _ if refusal_kind(err).is_none() => message = format!("`write` failed: {err}"),
+        _ => {}
     }
     let reply = super::commands::error_reply(id, &message);
     match refusal_kind(err) {
         Some(kind) => (super::command_auth::mark_refused(reply, kind), Some(kind)),
-        None => (mark(reply, "failed", failure_kind(err)), None),
+        None => (mark(reply, "failed", Json::from(failure_kind(err))), None),
     }
 }
 
@@ -269,11 +400,11 @@ pub(super) fn intent(s: &Started, value: &Value) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Adds `field: kind` to a JSON reply.
-fn mark(reply: Vec<u8>, field: &str, kind: &str) -> Vec<u8> {
+/// Adds `field: value` to a JSON reply.
+fn mark(reply: Vec<u8>, field: &str, value: Json) -> Vec<u8> {
     match serde_json::from_slice::<Json>(&reply) {
         Ok(Json::Object(mut map)) => {
-            map.insert(field.into(), Json::from(kind));
+            map.insert(field.into(), value);
             Json::Object(map).to_string().into_bytes()
         }
         _ => reply,
@@ -311,17 +442,58 @@ mod tests {
         assert_eq!(kind, Some("over_rate"));
         assert_eq!(r["refused"], "over_rate", "{r}");
         assert_eq!(r["id"], "w1");
-        let (reply, kind) = refused_or_failed(
-            &id,
-            &WriteError::Exception {
-                device: "plc".into(),
-                point: "sp".into(),
-                code: 2,
-            },
-        );
+        let exception = |code| WriteError::Exception {
+            device: "plc".into(),
+            point: "sp".into(),
+            code,
+        };
+        let (reply, kind) = refused_or_failed(&id, &exception(2));
         let r: Json = serde_json::from_slice(&reply).unwrap();
         assert_eq!(kind, None);
-        assert_eq!(r["failed"], "exception", "{r}");
+        assert_eq!(r["refused"], "device_exception", "{r}");
+        assert_eq!(r["exception"], 2, "{r}");
         assert!(r["error"].as_str().unwrap().contains("plc/sp"), "{r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("nothing was written"),
+            "{r}"
+        );
+        let (reply, _) = refused_or_failed(&id, &exception(4));
+        let r: Json = serde_json::from_slice(&reply).unwrap();
+        assert_eq!(r["failed"], "exception", "{r}");
+        assert!(
+            r["error"].as_str().unwrap().contains("may have landed"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn the_outcome_row_tells_a_device_refusal_from_a_write_that_may_have_landed() {
+        let err = |e: WriteError| Some(Err(e));
+        let (device, point) = (String::from("plc"), String::from("sp"));
+        let exception = |code| WriteError::Exception {
+            device: device.clone(),
+            point: point.clone(),
+            code,
+        };
+        assert_eq!(
+            verdict(err(exception(2)).as_ref()),
+            ("rejected", Some("exception_02"))
+        );
+        assert_eq!(
+            verdict(err(exception(4)).as_ref()),
+            ("unknown", Some("exception_04"))
+        );
+        let timeout = WriteError::Timeout {
+            device: device.clone(),
+            point: point.clone(),
+        };
+        assert_eq!(verdict(err(timeout).as_ref()), ("unknown", Some("timeout")));
+        let over = WriteError::OverRate {
+            device: device.clone(),
+            point: point.clone(),
+            max_rate: 1,
+        };
+        assert_eq!(verdict(err(over).as_ref()), ("refused", Some("over_rate")));
+        assert_eq!(verdict(None), ("interrupted", None));
     }
 }

@@ -678,6 +678,9 @@ fn start_sinks(
                 match (mqtt.sparkplug.clone(), devices) {
                     (Some(node), Some(devices)) => {
                         let store = store.clone();
+                        // Every DCMD and NCMD write reaches the core, which refuses them
+                        // (audited) unless `[mqtt.sparkplug] writes = true`.
+                        let (tx, dropped) = (downlink.clone(), remote.dropped.clone());
                         let devices: Vec<DeviceSpec> = devices
                             .iter()
                             .map(crate::config::sparkplug::device_spec)
@@ -693,6 +696,7 @@ fn start_sinks(
                                 clock.clone(),
                                 counters.clone(),
                             )
+                            .with_commands(tx.clone(), dropped.clone())
                             .run(c)
                         });
                     }

@@ -180,6 +180,63 @@ pub(crate) fn to_wire(datatype: DataType, value: &Value) -> Option<Wire> {
     }
 }
 
+/// The value a command metric carries, as the write path takes it (the inverse of
+/// [`to_wire`]): integers by `datatype` (the metric's own, else the point's), narrow signed
+/// ones as the two's complement of their own width or sign-extended to 32 bits; floats as
+/// f64; text as text. The write path then checks the value against the point's kind and
+/// limits.
+///
+/// # Errors
+/// What the value is and why it cannot be written.
+pub(crate) fn from_proto(datatype: DataType, value: &ProtoValue) -> Result<Value, String> {
+    let narrow = |v: u32, bits: u32| -> Result<Value, String> {
+        let (modulus, half) = (1i64 << bits, 1i64 << (bits - 1));
+        let own = i64::from(v);
+        // Sign-extended to 32 bits, as some hosts send it.
+        let extended = i64::from(i32::from_ne_bytes(v.to_ne_bytes()));
+        if own < modulus {
+            Ok(Value::I64(if own >= half { own - modulus } else { own }))
+        } else if (-half..half).contains(&extended) {
+            Ok(Value::I64(extended))
+        } else {
+            Err(format!("{v} does not fit {datatype:?}"))
+        }
+    };
+    match (datatype, value) {
+        (DataType::Int8, ProtoValue::IntValue(v)) => narrow(*v, 8),
+        (DataType::Int16, ProtoValue::IntValue(v)) => narrow(*v, 16),
+        (DataType::Int32, ProtoValue::IntValue(v)) => {
+            Ok(Value::I64(i64::from(i32::from_ne_bytes(v.to_ne_bytes()))))
+        }
+        (_, ProtoValue::IntValue(v)) => Ok(Value::I64(i64::from(*v))),
+        (DataType::Int64, ProtoValue::LongValue(v)) => {
+            Ok(Value::I64(i64::from_ne_bytes(v.to_ne_bytes())))
+        }
+        // Beyond i64::MAX a u64 goes on as f64, as decode hands such values on.
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "only values beyond i64::MAX, which decode also widens"
+        )]
+        (_, ProtoValue::LongValue(v)) => {
+            Ok(i64::try_from(*v).map_or(Value::F64(*v as f64), Value::I64))
+        }
+        (_, ProtoValue::FloatValue(v)) => Ok(Value::F64(f64::from(*v))),
+        (_, ProtoValue::DoubleValue(v)) => Ok(Value::F64(*v)),
+        (_, ProtoValue::BooleanValue(b)) => Ok(Value::Bool(*b)),
+        (_, ProtoValue::StringValue(s)) => Ok(Value::Str(s.clone())),
+        (
+            _,
+            ProtoValue::BytesValue(_)
+            | ProtoValue::DatasetValue(_)
+            | ProtoValue::TemplateValue(_)
+            | ProtoValue::ExtensionValue(_),
+        ) => Err(
+            "a bytes, dataset, template or extension value; write a number, a boolean or text"
+                .into(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@
 //! The schema is `proto/sparkplug_b.proto`, vendored from Eclipse Tahu under EPL-2.0, compiled
 //! by protox and prost-build in `build.rs` because `protoc` is not available to the build.
 
+pub mod command;
 pub mod datatype;
 pub mod node;
 pub mod payload;

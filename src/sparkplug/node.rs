@@ -92,6 +92,10 @@ pub struct NodeConfig {
     pub data_mode: DataMode,
     /// Polls kept while the data cannot be sent; the oldest is dropped beyond this.
     pub buffer_limit: usize,
+    /// Whether DCMD and NCMD metric writes are carried out (`[mqtt.sparkplug] writes`).
+    /// Sparkplug commands carry no signature: anyone who can publish on the node's command
+    /// topics could write, so it is off unless the config says so.
+    pub writes: bool,
 }
 
 /// A point as the birth declares it.
@@ -303,6 +307,54 @@ impl EdgeNode {
             .map(|p| p.alias)
     }
 
+    /// Who the node is and how it reports.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The device, point and declared datatype a command metric names: by `alias` (unique
+    /// across the node; within `device` when given), else by `name` within `device` (a DCMD)
+    /// or as `{device}/{point}` (an NCMD, `device` is `None`).
+    pub(super) fn command_target(
+        &self,
+        device: Option<&Id>,
+        name: Option<&str>,
+        alias: Option<u64>,
+    ) -> Option<(DeviceId, PointId, DataType)> {
+        let devices = self
+            .devices
+            .iter()
+            .filter(|d| device.is_none_or(|id| *id == d.topic_id));
+        let found = |d: &DeviceState, p: &PointState| {
+            Some((d.name.clone(), p.spec.name.clone(), p.spec.datatype))
+        };
+        if let Some(alias) = alias {
+            for d in devices {
+                if let Some(p) = d.points.iter().find(|p| p.alias == alias) {
+                    return found(d, p);
+                }
+            }
+            return None;
+        }
+        let name = name?;
+        for d in devices {
+            let point = match device {
+                Some(_) => name,
+                None => match name
+                    .strip_prefix(d.name.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                {
+                    Some(point) => point,
+                    None => continue,
+                },
+            };
+            if let Some(p) = d.points.iter().find(|p| p.spec.name.as_str() == point) {
+                return found(d, p);
+            }
+        }
+        None
+    }
+
     /// The topics to subscribe to (all at QoS 1, as Sparkplug requires) after CONNACK:
     /// this node's NCMD, its devices' DCMD, and the primary host's `STATE`.
     pub fn subscriptions(&self) -> Vec<(String, Qos)> {
@@ -421,6 +473,33 @@ impl EdgeNode {
             });
             Vec::new()
         }
+    }
+
+    /// The value a command wrote, as read back: a DDATA carrying it whether or not it differs
+    /// from what the host holds (the host that wrote waits for it), and the value the next
+    /// birth declares. `None` when not born (the next birth declares it) or for an unknown
+    /// device.
+    pub fn on_written(&mut self, batch: &SampleBatch, now: Timestamp) -> Option<Message> {
+        let &d = self.by_name.get(&batch.device)?;
+        let born = self.born;
+        let device = &mut self.devices[d];
+        let mut readings = Vec::with_capacity(batch.samples.len());
+        for sample in &batch.samples {
+            let Some(&p) = device.index.get(&sample.point) else {
+                continue;
+            };
+            let point = &mut device.points[p];
+            let reading = reading(point, sample);
+            point.current = Some(reading.clone());
+            if born {
+                point.reported = Some(reading.wire.clone());
+            }
+            readings.push((p, reading));
+        }
+        if readings.is_empty() || !born {
+            return None;
+        }
+        Some(self.ddata(d, &readings, false, now))
     }
 
     /// A poll taken from a persistent queue that was stored before the current birth: a DDATA
@@ -704,6 +783,7 @@ mod tests {
             primary_host_id: primary.map(id),
             data_mode: mode,
             buffer_limit: limit,
+            writes: false,
         }
     }
 

@@ -36,12 +36,16 @@ pub struct AuditEntry {
     pub key: Option<String>,
     /// The command's `id`, as JSON text (cut), when one could be read.
     pub id: Option<String>,
-    /// `done`, `failed` (authorized, but the command itself was refused), `refused`,
-    /// `intent` (a write about to be sent; its outcome follows in a later row) or `dropped`
-    /// (the command queue was full: never looked at, never answered).
+    /// `done`, `failed` (authorized, but the command itself was refused; a write the device
+    /// serves another value for), `refused`, `intent` (a write about to be sent; its outcome
+    /// follows in a later row), `rejected` (a write the device refused with exception 01–03:
+    /// nothing written), `unknown` (a write with no answer, a broken link or a device
+    /// failure: it may have landed), `interrupted` (the daemon stopped before the device
+    /// answered) or `dropped` (the command queue was full: never looked at, never answered).
     pub outcome: String,
     /// Why it was refused: `bad_signature`, `unknown_key`, `role`, `stale`, `future`,
-    /// `replayed`, `unsigned`, `malformed`, …; `None` unless `outcome` is `refused`.
+    /// `replayed`, `unsigned`, `malformed`, …; for a write's `rejected`, `unknown` or
+    /// `failed`, what happened (`exception_02`, `timeout`, `link`, `not_verified`).
     pub reason: Option<String>,
     /// The reply sent, cut.
     pub reply: String,

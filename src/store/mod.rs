@@ -21,7 +21,10 @@
 //! `1 / commit_window` write commits per second (each is one fsync of the WAL; checkpoints add
 //! a few more per minute) whatever the message rate, and an idle store commits a lone request
 //! at once. A caller that awaits each enqueue before making the next gets one message per
-//! window: batch messages, or keep several in flight with [`StoreHandle::submit`].
+//! window: batch messages, or keep several in flight with [`StoreHandle::submit`]. The one
+//! exception is an urgent [`StoreHandle::audit_and_send`] (a point write's audit rows, which
+//! an operator waits for): it ends the rest at once, at most [`URGENT_PER_SECOND`] times a
+//! second.
 //!
 //! Invariants:
 //! - an `Ok` from [`StoreHandle::enqueue`] means the rows are committed with
@@ -404,6 +407,11 @@ enum Request {
         prune_before_ms: i64,
         reply: Reply<(AuditRow, String)>,
     },
+    AuditAndSend {
+        append: Box<(AuditEntry, Option<SeenId>, AuditDelivery)>,
+        prune_before_ms: i64,
+        reply: Reply<(AuditRow, String)>,
+    },
     SeenIds {
         since_ms: i64,
         reply: Reply<Vec<SeenId>>,
@@ -424,7 +432,23 @@ impl Request {
                 | Self::SaveEnergyEvents { .. }
                 | Self::AnswerCommands { .. }
                 | Self::Audit { .. }
+                | Self::AuditAndSend { .. }
         )
+    }
+
+    /// Whether it may cut the commit window's rest short (see [`AuditDelivery::urgent`]).
+    fn urgent(&self) -> bool {
+        matches!(self, Self::AuditAndSend { append, .. } if append.2.urgent)
+    }
+
+    /// The outbox rows it stores, whose seqs must be reserved first.
+    fn outbox_messages(&self) -> impl Iterator<Item = &OutboxMessage> {
+        let (a, b): (&[OutboxMessage], &[OutboxMessage]) = match self {
+            Self::Enqueue { msgs, .. } => (msgs, &[]),
+            Self::AuditAndSend { append, .. } => (&append.2.copies, &append.2.also),
+            _ => (&[], &[]),
+        };
+        a.iter().chain(b)
     }
 
     /// Runs the request inside the open transaction. The second value is a failure that
@@ -518,6 +542,23 @@ impl Request {
                 audit::append(conn, &append.0, append.1.as_ref(), prune_before_ms),
                 path,
             ),
+            Self::AuditAndSend {
+                append,
+                prune_before_ms,
+                reply,
+            } => {
+                let (entry, seen, delivery) = *append;
+                let result = audit_and_send(
+                    conn,
+                    st,
+                    path,
+                    &entry,
+                    seen.as_ref(),
+                    prune_before_ms,
+                    delivery,
+                );
+                finish(reply, result, path)
+            }
             Self::SeenIds { since_ms, reply } => {
                 finish(reply, audit::seen_since(conn, since_ms), path)
             }
@@ -546,10 +587,73 @@ impl Request {
             Self::SaveIntervals { reply, .. } => Done::new(reply, None),
             Self::SaveEnergyEvents { reply, .. } => Done::new(reply, None),
             Self::AnswerCommands { reply, .. } => Done::new(reply, None),
-            Self::Audit { reply, .. } => Done::new(reply, None),
+            Self::Audit { reply, .. } | Self::AuditAndSend { reply, .. } => Done::new(reply, None),
             Self::SeenIds { reply, .. } => Done::new(reply, None),
         }
     }
+}
+
+/// Outbox rows committed in the same transaction as an audit row, so that a reply is never
+/// stored without the row that records it, and the row's copy on `{prefix}/audit` is never
+/// lost to a crash between two commits.
+#[derive(Debug, Default)]
+pub struct AuditDelivery {
+    /// The row's copies, one per sink queue, each with its seq; the store fills the payload
+    /// with the row as appended ([`AuditRow::message`], as a wire record).
+    pub copies: Vec<OutboxMessage>,
+    /// Other rows to store with it, e.g. the command's reply.
+    pub also: Vec<OutboxMessage>,
+    /// Commit at once instead of after the rest of the commit window: for the write path,
+    /// where each commit is a step the operator waits for. At most [`URGENT_PER_SECOND`]
+    /// commits a second cut the rest short; beyond that they wait like any other.
+    pub urgent: bool,
+}
+
+/// Urgent commits a second that may cut the commit window's rest short: the fsync rate stays
+/// bounded (1 / `commit_window` + this, so at most twice the window's rate at 100 ms) whatever
+/// a peer sends. A write takes two (intent, outcome): five writes a second go at full speed,
+/// more wait the window.
+pub const URGENT_PER_SECOND: u32 = 10;
+
+/// Appends an audit row and stores `delivery` with it, all or nothing: a refused enqueue
+/// takes the row back out (a savepoint), so that the caller's error means nothing was kept.
+fn audit_and_send(
+    conn: &Connection,
+    st: &mut OutboxState,
+    path: &Path,
+    entry: &AuditEntry,
+    seen: Option<&SeenId>,
+    prune_before_ms: i64,
+    delivery: AuditDelivery,
+) -> Result<(AuditRow, String), OpError> {
+    outbox::sql(
+        "open a savepoint",
+        run_cached(conn, "SAVEPOINT audit_and_send"),
+    )?;
+    let appended = audit::append(conn, entry, seen, prune_before_ms).and_then(|(row, prev)| {
+        let message = record::encode_wire(&row.message(&prev), false);
+        let AuditDelivery { copies, also, .. } = delivery;
+        let msgs: Vec<OutboxMessage> = copies
+            .into_iter()
+            .map(|m| OutboxMessage {
+                payload: message.clone(),
+                ..m
+            })
+            .chain(also)
+            .collect();
+        outbox::enqueue(conn, st, &msgs, path).map(|_rows| (row, prev))
+    });
+    if appended.is_err() {
+        outbox::sql(
+            "roll back to the savepoint",
+            run_cached(conn, "ROLLBACK TO audit_and_send"),
+        )?;
+    }
+    outbox::sql(
+        "release the savepoint",
+        run_cached(conn, "RELEASE audit_and_send"),
+    )?;
+    appended
 }
 
 /// What a request may read besides the connection and the outbox state.
@@ -931,6 +1035,7 @@ impl Store {
             }
         };
         let mut held: Vec<Request> = Vec::new();
+        let mut urgent = UrgentBudget::default();
         let mut open = true;
         while open {
             let group = if held.is_empty() {
@@ -952,6 +1057,10 @@ impl Store {
             let deadline = tokio::time::Instant::now() + self.limits.commit_window;
             loop {
                 match timer.block_on(async { tokio::time::timeout_at(deadline, rx.recv()).await }) {
+                    Ok(Some(req)) if req.urgent() && urgent.take(crate::clock::monotonic()) => {
+                        held.push(req);
+                        break;
+                    }
                     Ok(Some(req)) if req.writes() => held.push(req),
                     Ok(Some(req)) => {
                         let mut reads = vec![req];
@@ -1289,10 +1398,7 @@ impl Store {
     fn reserve_seqs(&mut self, group: &[Request]) -> Result<(), StoreError> {
         let mut marks: HashMap<String, u64> = HashMap::new();
         for req in group {
-            let Request::Enqueue { msgs, .. } = req else {
-                continue;
-            };
-            for m in msgs {
+            for m in req.outbox_messages() {
                 let mark = self.reserved.get(&m.key).copied().unwrap_or(0);
                 if m.seq >= mark {
                     let want = m.seq.saturating_add(SEQ_BLOCK).min(i64::MAX as u64);
@@ -1397,6 +1503,31 @@ fn drain_into(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>) {
             Ok(r) => group.push(r),
             Err(_) => break,
         }
+    }
+}
+
+/// How many urgent requests cut the commit window short in the current second.
+#[derive(Debug, Default)]
+struct UrgentBudget {
+    since: Option<Instant>,
+    used: u32,
+}
+
+impl UrgentBudget {
+    /// Whether one more may cut the rest short now; counts it if so.
+    fn take(&mut self, now: Instant) -> bool {
+        if self
+            .since
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1))
+        {
+            self.since = Some(now);
+            self.used = 0;
+        }
+        if self.used >= URGENT_PER_SECOND {
+            return false;
+        }
+        self.used += 1;
+        true
     }
 }
 
@@ -1632,6 +1763,7 @@ impl std::fmt::Debug for Request {
             Self::SaveEnergyEvents { .. } => "SaveEnergyEvents",
             Self::AnswerCommands { .. } => "AnswerCommands",
             Self::Audit { .. } => "Audit",
+            Self::AuditAndSend { .. } => "AuditAndSend",
             Self::SeenIds { .. } => "SeenIds",
         };
         f.write_str(name)
@@ -1915,6 +2047,27 @@ impl StoreHandle {
         .await
     }
 
+    /// [`StoreHandle::audit`] and the outbox rows of `delivery`, in one transaction: the
+    /// row's copies get its message as their payload. An urgent delivery is committed without
+    /// waiting out the commit window (within [`URGENT_PER_SECOND`]).
+    ///
+    /// # Errors
+    /// A SQLite error, a refused enqueue (then nothing was kept), or [`StoreError::Closed`].
+    pub async fn audit_and_send(
+        &self,
+        entry: AuditEntry,
+        seen: Option<SeenId>,
+        prune_before_ms: i64,
+        delivery: AuditDelivery,
+    ) -> Result<(AuditRow, String), StoreError> {
+        self.call(|reply| Request::AuditAndSend {
+            append: Box::new((entry, seen, delivery)),
+            prune_before_ms,
+            reply,
+        })
+        .await
+    }
+
     /// The command ids accepted with a `ts` at or after `since_ms`.
     ///
     /// # Errors
@@ -2036,6 +2189,107 @@ mod tests {
             reply,
         }]);
         rx.try_recv().unwrap().unwrap();
+    }
+
+    fn audit_entry(id: &str) -> AuditEntry {
+        AuditEntry {
+            ts_ms: 1_700_000_000_000,
+            source: "mqtt:mqtt".into(),
+            command: "write".into(),
+            key: Some("ops1".into()),
+            id: Some(format!("\"{id}\"")),
+            outcome: "intent".into(),
+            reason: None,
+            reply: "{}".into(),
+            payload_bytes: 2,
+            payload_sha256: audit::sha256_hex(b"{}"),
+        }
+    }
+
+    fn audit_and_send_now(
+        store: &mut Store,
+        id: &str,
+        copies: Vec<OutboxMessage>,
+        also: Vec<OutboxMessage>,
+    ) -> Result<(AuditRow, String), StoreError> {
+        let (reply, mut rx) = oneshot::channel();
+        store.run_group(vec![Request::AuditAndSend {
+            append: Box::new((
+                audit_entry(id),
+                None,
+                AuditDelivery {
+                    copies,
+                    also,
+                    urgent: true,
+                },
+            )),
+            prune_before_ms: 0,
+            reply,
+        }]);
+        rx.try_recv().unwrap()
+    }
+
+    fn audit_rows(store: &Store) -> i64 {
+        store
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_audit_row_and_its_outbox_rows_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = bare(dir.path(), u64::MAX);
+        let copy = |seq| OutboxMessage {
+            stream: "audit".into(),
+            ..msg("audit", seq, 0)
+        };
+        let (row, prev) =
+            audit_and_send_now(&mut store, "w-1", vec![copy(0)], vec![msg("reply", 0, 5)]).unwrap();
+        let stored = outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10).unwrap();
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        // The copy carries the row as appended, with its hash and the one before it.
+        assert_eq!(
+            stored[0].payload,
+            record::encode_wire(&row.message(&prev), false)
+        );
+        assert_eq!(stored[1].payload, vec![7; 5]);
+        assert_eq!(audit_rows(&store), 1);
+        // A refused enqueue (a seq already used) takes the audit row back out with it.
+        let refused = audit_and_send_now(&mut store, "w-2", vec![copy(0)], Vec::new());
+        assert!(
+            matches!(refused, Err(StoreError::SeqReused { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(audit_rows(&store), 1);
+        assert_eq!(
+            outbox::fetch(&store.conn, DEFAULT_QUEUE, None, 10)
+                .unwrap()
+                .len(),
+            2
+        );
+        // And the chain goes on from the row that was kept.
+        let (next, prev) =
+            audit_and_send_now(&mut store, "w-3", vec![copy(1)], Vec::new()).unwrap();
+        assert_eq!(next.seq, row.seq + 1);
+        assert_eq!(prev, row.hash);
+        let verdict = audit::verify(&dir.path().join("state.db")).unwrap();
+        assert!(
+            matches!(verdict, audit::Verdict::Intact { rows: 2 }),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn urgent_commits_are_bounded_per_second() {
+        let mut budget = UrgentBudget::default();
+        let t0 = crate::clock::monotonic();
+        let taken = (0..3 * URGENT_PER_SECOND)
+            .filter(|_| budget.take(t0))
+            .count();
+        assert_eq!(taken, URGENT_PER_SECOND as usize);
+        assert!(!budget.take(t0 + Duration::from_millis(999)));
+        assert!(budget.take(t0 + Duration::from_secs(1)));
     }
 
     #[test]

@@ -59,7 +59,7 @@ const ASSEMBLERS: [&str; 3] = ["config", "cli", "runtime"];
 /// Files below `src/` outside [`ASSEMBLERS`] that still import `config`: the Sparkplug sink
 /// names `config::daemon::Mqtt`, which is `sink::mqtt::spec::Mqtt` re-exported, until it
 /// imports it from there.
-const KNOWN_CONFIG: [&str; 1] = ["sink/sparkplug.rs"];
+const KNOWN_CONFIG: [&str; 1] = ["sink/sparkplug/mod.rs"];
 
 /// The code of a file without its test module and comments: tests may build a config to get
 /// their input, or time themselves.

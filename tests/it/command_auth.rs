@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use plantwatch::auth::envelope::{signed_bytes, wrap};
-use plantwatch::auth::keys::{SigningSecret, key_pair_from_seed};
+use plantwatch::auth::keys::key_pair_from_seed;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 
 use crate::daemon::{config, plant};
 use crate::harness::bin;
+use crate::harness::commands::{self, OPS1, VIEWER, audit_cli, commands_section, now_ms, sign_as};
 use crate::harness::daemon::Daemon;
 use crate::harness::subscriber::{Received, Subscriber};
 
@@ -30,31 +30,7 @@ severity = "high"
 
 /// Writes the operator keys into `dir` and returns the `[commands]` section naming them.
 fn keys(dir: &Path) -> String {
-    for (name, seed) in [("ops1", 1u8), ("viewer", 2)] {
-        let (_private, public) = key_pair_from_seed(&[seed; 32]);
-        std::fs::write(dir.join(format!("{name}.pub")), format!("{public}\n")).unwrap();
-    }
-    format!(
-        "[commands]\nreplay_window = \"60s\"\n\
-         [[commands.keys]]\nid = \"ops1\"\nrole = \"operate\"\npublic_key_file = \"{}\"\n\
-         [[commands.keys]]\nid = \"viewer\"\nrole = \"read\"\npublic_key_file = \"{}\"\n",
-        dir.join("ops1.pub").display(),
-        dir.join("viewer.pub").display()
-    )
-}
-
-fn signer(seed: u8) -> SigningSecret {
-    SigningSecret::parse(&key_pair_from_seed(&[seed; 32]).0, false).unwrap()
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
+    commands_section(dir, &[OPS1, VIEWER], "replay_window = \"60s\"")
 }
 
 /// A command `name` with `fields`, signed with `seed` as `key` for topic prefix `prefix`.
@@ -68,16 +44,11 @@ fn signed(
     fields: &str,
 ) -> Vec<u8> {
     let cmd = format!(r#"{{"id":"{id}","ts":{ts}{fields}}}"#);
-    let sig = signer(seed).sign(&signed_bytes(prefix, name, cmd.as_bytes()));
-    wrap(key, &sig, &cmd).into_bytes()
+    sign_as(seed, key, prefix, name, &cmd)
 }
 
 fn replies(got: &[Received], name: &str) -> Vec<serde_json::Value> {
-    let topic = format!("{PREFIX}/cmd/{name}/reply");
-    got.iter()
-        .filter(|m| m.topic == topic)
-        .map(Received::json)
-        .collect()
+    commands::replies(got, PREFIX, name)
 }
 
 fn reply<'a>(got: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
@@ -92,15 +63,7 @@ async fn ask(
     payload: &[u8],
     log: &dyn Fn() -> String,
 ) -> serde_json::Value {
-    sub.publish(&format!("{PREFIX}/cmd/{name}"), payload).await;
-    let got = sub
-        .collect_until(Duration::from_secs(20), |g| {
-            reply(&replies(g, name), id).is_some()
-        })
-        .await;
-    reply(&replies(&got, name), id)
-        .cloned()
-        .unwrap_or_else(|| panic!("no reply to {name} {id}\n{}", log()))
+    commands::ask(sub, PREFIX, name, id, payload, log).await
 }
 
 /// The raised alarm's state, as a signed `list` by the read-only key sees it.
@@ -122,18 +85,7 @@ async fn alarm_state(sub: &mut Subscriber, n: u32, log: &dyn Fn() -> String) -> 
 }
 
 fn audit(state: &Path, action: &str) -> (bool, String) {
-    let out = Command::new(bin())
-        .args(["audit", "--state"])
-        .arg(state)
-        .arg(action)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    audit_cli(state, &[action])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

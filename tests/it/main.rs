@@ -60,6 +60,8 @@ mod replay;
 mod sparkplug;
 #[cfg(feature = "demo")]
 mod sparkplug_live;
+#[cfg(feature = "demo")]
+mod sparkplug_writes;
 mod store;
 mod systemd;
 mod writes;

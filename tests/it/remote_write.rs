@@ -5,48 +5,27 @@
 //! moves the write routes with the links; a crash mid-write leaves its intent in the audit.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::Simulator;
-use plantwatch::auth::envelope::{signed_bytes, wrap};
-use plantwatch::auth::keys::{SigningSecret, key_pair_from_seed};
-use plantwatch::decode::{decode, decode_bit};
 use plantwatch::model::Value;
-use plantwatch::sim::{Bind, Fault};
+use plantwatch::sim::Fault;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use serde_json::{Value as Json, json};
 
 use crate::daemon::config;
+use crate::harness::commands::{
+    self, OPS1, VIEWER, audit_cli, audit_rows, commands_section, held, now_ms, outcomes, serve,
+    sign_as,
+};
 use crate::harness::daemon::Daemon;
 use crate::harness::subscriber::{Received, Subscriber};
-use crate::harness::{bin, plan};
 
 const PREFIX: &str = "rw";
 
 /// Operator keys in `dir`: `ops1` may operate, `viewer` may only read.
 fn keys(dir: &Path) -> String {
-    for (name, seed) in [("ops1", 1u8), ("viewer", 2)] {
-        let (_private, public) = key_pair_from_seed(&[seed; 32]);
-        std::fs::write(dir.join(format!("{name}.pub")), format!("{public}\n")).unwrap();
-    }
-    format!(
-        "[commands]\nreplay_window = \"60s\"\n\
-         [[commands.keys]]\nid = \"ops1\"\nrole = \"operate\"\npublic_key_file = \"{}\"\n\
-         [[commands.keys]]\nid = \"viewer\"\nrole = \"read\"\npublic_key_file = \"{}\"\n",
-        dir.join("ops1.pub").display(),
-        dir.join("viewer.pub").display()
-    )
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
+    commands_section(dir, &[OPS1, VIEWER], "replay_window = \"60s\"")
 }
 
 /// A `write` of `value` to `device`/`point`, signed with `seed` as `key`.
@@ -62,75 +41,16 @@ fn write_cmd(
     let cmd = format!(
         r#"{{"id":"{id}","ts":{ts},"device":"{device}","point":"{point}","value":{value}}}"#
     );
-    let signer = SigningSecret::parse(&key_pair_from_seed(&[seed; 32]).0, false).unwrap();
-    let sig = signer.sign(&signed_bytes(PREFIX, "write", cmd.as_bytes()));
-    wrap(key, &sig, &cmd).into_bytes()
+    sign_as(seed, key, PREFIX, "write", &cmd)
 }
 
 /// A write signed by `ops1` now.
 fn ops(id: &str, device: &str, point: &str, value: &Json) -> Vec<u8> {
-    write_cmd(1, "ops1", id, now_ms(), device, point, value)
+    write_cmd(OPS1.seed, OPS1.id, id, now_ms(), device, point, value)
 }
 
 fn replies(got: &[Received]) -> Vec<Json> {
-    let topic = format!("{PREFIX}/cmd/write/reply");
-    got.iter()
-        .filter(|m| m.topic == topic)
-        .map(Received::json)
-        .collect()
-}
-
-/// Publishes `payload` on `cmd/write` and waits (bounded) for the reply carrying `id`.
-async fn ask(sub: &mut Subscriber, id: &str, payload: &[u8], daemon: &Daemon) -> Json {
-    sub.publish(&format!("{PREFIX}/cmd/write"), payload).await;
-    let got = sub
-        .collect_until(Duration::from_secs(20), |g| {
-            replies(g).iter().any(|r| r["id"] == id)
-        })
-        .await;
-    replies(&got)
-        .into_iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("no reply to write {id}\n{}", daemon.log()))
-}
-
-/// Serves `plant` (one link, `port = 502` or `path = "/dev/null"`) from the simulator; the
-/// same text pointing at where it listens.
-async fn serve(plant: &str) -> (Simulator, String) {
-    let sim = Simulator::start(
-        &plan(&format!("[gateway]\nsite = \"s\"\nid = \"g\"\n\n{plant}")),
-        Bind::LOOPBACK,
-    )
-    .await
-    .unwrap();
-    let at = sim.endpoints[0].1.clone();
-    let text = match at.parse::<std::net::SocketAddr>() {
-        Ok(addr) => plant.replace("port = 502", &format!("port = {}", addr.port())),
-        Err(_) => plant.replace("path = \"/dev/null\"", &format!("path = \"{at}\"")),
-    };
-    (sim, text)
-}
-
-/// What the simulator holds for `device`/`point`, decoded as a client would.
-fn held(sim: &Simulator, device: &str, point: &str) -> Value {
-    let p = sim
-        .plan
-        .device(device)
-        .unwrap()
-        .points
-        .iter()
-        .find(|p| p.name.as_str() == point)
-        .unwrap()
-        .clone();
-    let raw = sim
-        .device(device)
-        .unwrap()
-        .registers(p.function, p.address, p.width());
-    if p.function.is_bits() {
-        decode_bit(raw[0] != 0, &p.codec)
-    } else {
-        decode(&raw, &p.codec).unwrap()
-    }
+    commands::replies(got, PREFIX, "write")
 }
 
 fn json_of(v: &Value) -> Json {
@@ -149,53 +69,8 @@ fn same(a: &Json, b: &Value) -> bool {
     }
 }
 
-/// `plantwatch audit --state … list`, one JSON row per line.
-fn audit_rows(state: &Path) -> Vec<Json> {
-    let out = Command::new(bin())
-        .args(["audit", "--state"])
-        .arg(state)
-        .args(["list", "--last", "100000"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn audit_verify(state: &Path) -> (bool, String) {
-    let out = Command::new(bin())
-        .args(["audit", "--state"])
-        .arg(state)
-        .arg("verify")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// The outcomes audited for command id `id`, in order.
-fn outcomes(rows: &[Json], id: &str) -> Vec<String> {
-    let id = format!("\"{id}\"");
-    rows.iter()
-        .filter(|r| r["id"] == id.as_str())
-        .map(|r| match r["reason"].as_str() {
-            Some(reason) => format!("{}:{reason}", r["outcome"].as_str().unwrap()),
-            None => r["outcome"].as_str().unwrap().to_owned(),
-        })
-        .collect()
+    audit_cli(state, &["verify"])
 }
 
 /// A value of `name` in the `/metrics` text.
@@ -247,7 +122,11 @@ impl Site {
     }
 
     async fn ask(&mut self, id: &str, payload: &[u8]) -> Json {
-        ask(&mut self.sub, id, payload, &self.daemon).await
+        let daemon = &self.daemon;
+        commands::ask(&mut self.sub, PREFIX, "write", id, payload, &|| {
+            daemon.log()
+        })
+        .await
     }
 
     /// Asks until the daemon has subscribed and answers (the first commands may be sent
@@ -815,6 +694,67 @@ async fn issue_17_a_crash_mid_write_leaves_its_intent_in_the_audit_trail() {
     assert_eq!(r["ok"], true, "{r}");
     let r = site.ask("hung", &hung).await;
     assert_eq!(r["refused"], "replayed", "{r}");
+    let (ok, text) = audit_verify(&site.state());
+    assert!(ok, "{text}");
+    site.stop().await;
+}
+
+/// A device that answers a write with exception 02 did not carry it out: refused by the device,
+/// audited `rejected`, nothing written. Exception 04 (server device failure) and no answer at
+/// all leave it unknown whether the write landed, and the audit says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_a_device_exception_is_audited_apart_from_a_write_that_may_have_landed() {
+    let mut site = Site::start(
+        "[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 502\n\n\
+         [[devices]]\nname = \"plc\"\nlink = \"l\"\nunit_id = 1\npoll_interval_ms = 60000\ntimeout_ms = 500\n\
+         [devices.points.sp]\naddress = 0\ntype = \"f32\"\nwritable = true\nmin = 0\nmax = 100\n",
+        "",
+    )
+    .await;
+    let r = site.first("hello", "plc", "sp", &json!(1)).await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    site.sim
+        .device("plc")
+        .unwrap()
+        .inject(Fault::WriteException(2));
+    let r = site
+        .ask("x-02", &ops("x-02", "plc", "sp", &json!(20)))
+        .await;
+    assert_eq!(r["refused"], "device_exception", "{r}");
+    assert_eq!(r["exception"], 2, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("nothing was written"),
+        "{r}"
+    );
+    assert_eq!(held(&site.sim, "plc", "sp"), Value::F64(1.0));
+    site.sim.device("plc").unwrap().clear_faults();
+
+    site.sim
+        .device("plc")
+        .unwrap()
+        .inject(Fault::WriteException(4));
+    let r = site
+        .ask("x-04", &ops("x-04", "plc", "sp", &json!(30)))
+        .await;
+    assert_eq!(r["failed"], "exception", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("may have landed"),
+        "{r}"
+    );
+    site.sim.device("plc").unwrap().clear_faults();
+
+    site.sim.device("plc").unwrap().inject(Fault::WriteNoAnswer);
+    let r = site
+        .ask("x-none", &ops("x-none", "plc", "sp", &json!(40)))
+        .await;
+    assert_eq!(r["failed"], "timeout", "{r}");
+    site.sim.device("plc").unwrap().clear_faults();
+
+    let rows = audit_rows(&site.state());
+    assert_eq!(outcomes(&rows, "x-02"), ["intent", "rejected:exception_02"]);
+    assert_eq!(outcomes(&rows, "x-04"), ["intent", "unknown:exception_04"]);
+    assert_eq!(outcomes(&rows, "x-none"), ["intent", "unknown:timeout"]);
     let (ok, text) = audit_verify(&site.state());
     assert!(ok, "{text}");
     site.stop().await;

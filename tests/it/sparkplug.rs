@@ -234,6 +234,7 @@ fn a_whole_session_decodes_with_pysparkplug_field_by_field() {
         primary_host_id: Some(Id::new("scada").unwrap()),
         data_mode: DataMode::ByException,
         buffer_limit: 100,
+        writes: false,
     };
     let mut node = EdgeNode::new(config, &[all_types(), pump()], 200);
     let mut sent: Vec<Message> = Vec::new();

@@ -142,6 +142,14 @@ impl Host {
             .unwrap();
     }
 
+    /// Publishes `payload` on `topic` as the host (QoS 1, not retained): a command.
+    pub(crate) async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
     /// Asks `group/node` for a rebirth.
     async fn rebirth(&self, group: &str, node: &str) {
         let ncmd = Payload {
@@ -292,6 +300,7 @@ pub(crate) fn node_config(primary: Option<&str>) -> NodeConfig {
         primary_host_id: primary.map(id),
         data_mode: DataMode::ByException,
         buffer_limit: 0,
+        writes: false,
     }
 }
 

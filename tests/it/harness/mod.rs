@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use plantwatch::config::{EnvOverrides, Plan, load_str};
 
+#[cfg(feature = "demo")]
+pub(crate) mod commands;
 pub(crate) mod daemon;
 pub(crate) mod proxy;
 pub(crate) mod subscriber;

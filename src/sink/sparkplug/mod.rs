@@ -25,7 +25,12 @@
 //! - bdSeq: the next value is saved (state scope `sparkplug`, key `{group}/{edge_node}`) before
 //!   every connect attempt, and the will (the NDEATH, QoS 1) is replaced to carry it, so the
 //!   will and the NBIRTH of one connection always agree, also across restarts; a clean stop
-//!   publishes the NDEATH itself, since a clean disconnect suppresses the will.
+//!   publishes the NDEATH itself, since a clean disconnect suppresses the will;
+//! - DCMD and NCMD metric writes go to the core as commands ([`commands`]); their answer, the
+//!   value read back, comes through the queue as a [`commands::WRITTEN_STREAM`] row and goes
+//!   out as DDATA whether or not the value changed.
+
+pub mod commands;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -70,6 +75,8 @@ pub struct SparkplugSink<O: Outbox> {
     store: StoreHandle,
     clock: Arc<dyn Clock>,
     stats: Arc<MqttStats>,
+    /// Where metric writes go, when the daemon takes commands from this sink.
+    forward: Option<commands::Forward>,
 }
 
 /// Where delivery stands on the current connection; reset whenever it drops, and partly when
@@ -163,7 +170,25 @@ impl<O: Outbox> SparkplugSink<O> {
             store,
             clock,
             stats,
+            forward: None,
         }
+    }
+
+    /// Hands the metric writes of DCMD and NCMD to the core's downlink queue `tx` (the
+    /// core refuses them unless `[mqtt.sparkplug] writes = true`), and those a full queue
+    /// drops to `dropped` for the audit trail.
+    #[must_use]
+    pub fn with_commands(
+        mut self,
+        tx: tokio::sync::mpsc::Sender<crate::sink::mqtt::Downlink>,
+        dropped: Arc<crate::sink::mqtt::DroppedCommands>,
+    ) -> Self {
+        self.forward = Some(commands::Forward::new(
+            tx,
+            dropped,
+            self.plan.name.to_string(),
+        ));
+        self
     }
 
     /// The state key of this node's bdSeq: `{group}/{edge_node}`.
@@ -263,7 +288,11 @@ impl<O: Outbox> SparkplugSink<O> {
                             let _ignored = client.try_disconnect();
                         }
                     },
-                    Event::Message { topic, payload, .. } => {
+                    Event::Message { topic, payload, retained } => {
+                        let forwarded = self
+                            .forward
+                            .as_ref()
+                            .is_some_and(|f| f.forward(&node, &topic, &payload, retained));
                         let was_born = node.is_born();
                         let host_before = node.host_online();
                         let ours = self.is_ours(&topic);
@@ -271,7 +300,7 @@ impl<O: Outbox> SparkplugSink<O> {
                         let now = crate::clock::monotonic();
                         match node.on_message(&topic, &payload, self.clock.now()) {
                             Ok(out) => {
-                                if out.is_empty() {
+                                if out.is_empty() && !forwarded {
                                     log_ignored(&topic, ours, &inbound_logs, now);
                                 }
                                 take(&mut flow, out, watermark);
@@ -480,8 +509,11 @@ impl<O: Outbox> SparkplugSink<O> {
                 Ok((batch, _seq)) => {
                     let now = self.clock.now();
                     let historical = flow.watermark.is_some_and(|w| item.id <= w);
+                    let written = item.topic.starts_with(commands::WRITTEN_STREAM);
                     let mut out = if historical {
                         node.on_historical(&batch, now).into_iter().collect()
+                    } else if written {
+                        node.on_written(&batch, now).into_iter().collect()
                     } else {
                         node.on_poll(&batch, now)
                     };
@@ -662,7 +694,9 @@ fn log_ignored(topic: &str, ours: Option<bool>, limit: &RepeatLimit, now: std::t
     };
     let topic = peer_text(topic);
     if kind == "dcmd" {
-        info!(topic = %topic, left_out, "Sparkplug device command ignored: plantwatch writes to no device.");
+        info!(topic = %topic, left_out,
+            "Sparkplug device command ignored: it is not for this node, or this sink takes no \
+             commands.");
     } else {
         info!(topic = %topic, left_out,
             "Sparkplug node command ignored: only Node Control/Rebirth is handled, only while born, \
