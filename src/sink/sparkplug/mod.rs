@@ -47,9 +47,9 @@ use super::mqtt::conn::{self, Client, Event, Returned, Will};
 use super::mqtt::inflight::{RowId, Tracked};
 use super::mqtt::{MqttError, MqttStats, Outbox, OutboxError, OutboxItem};
 use crate::clock::Clock;
-use crate::config::daemon::Mqtt;
 use crate::runtime::log_limit::{REPEAT_WINDOW, RepeatLimit, peer_text};
 use crate::sink::backoff::Backoff;
+use crate::sink::mqtt::spec::Mqtt;
 use crate::sparkplug::{DeviceSpec, EdgeNode, Message, MessageType, NodeConfig, Qos, Topic};
 use crate::store::{StoreHandle, record};
 
