@@ -6,13 +6,13 @@
 //! The release profile's fat LTO takes long to build on a small machine; optimising only
 //! this crate gives the figure sooner: `cargo bench --bench anomaly --profile dev --config
 //! 'profile.dev.package.plantwatch.opt-level=3' --config
-//! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 1.19 M rows/s and
-//! 671 k device-samples/s on a shared 2-core machine under the load of six builds (1.52 M and
-//! 772 k before, 2.99 M and 1.77 M on a quieter run). Memory (`cargo bench --bench anomaly
+//! 'profile.dev.package.plantwatch.debug-assertions=false'` measured 1.49 M rows/s and
+//! 655 k device-samples/s on a shared 2-core machine beside `.ci/run` and two builds (1.19 M
+//! and 671 k under six builds, 2.99 M and 1.77 M on a quieter run). Memory (`cargo bench --bench anomaly
 //! --profile dev` prints it too): 584 B per point with `season = "none"`, 2696 B while
 //! `season = "auto"` is still searching (its 2 KiB summary of `f32` bins; 7024 B before the
 //! summary went to `f32` and the cycle's buckets were allocated only once found), 2888 B
-//! with a found cycle; 2960 B for an 8-point device model.
+//! with a found cycle; 2968 B for an 8-point device model.
 //!
 //! Run with `PLANTWATCH_SKAB_DIR=/path/to/skab/data cargo bench --bench anomaly`, where the
 //! directory holds SKAB's `valve1/`, `valve2/`, `other/` and `anomaly-free/` folders of
