@@ -190,20 +190,7 @@ const TABLES: &[Table] = &[
 
 /// The keys `T` accepts, as serde lists them for an unknown one.
 fn fields<T: DeserializeOwned>() -> Vec<String> {
-    let mut probe = toml::Table::new();
-    probe.insert("\u{1}".to_owned(), toml::Value::Integer(0));
-    let Err(err) = T::deserialize(toml::Value::Table(probe)) else {
-        return Vec::new();
-    };
-    let message = err.message().to_owned();
-    let Some((_, list)) = message.split_once(", expected ") else {
-        return Vec::new();
-    };
-    list.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
+    super::rules::keys_of::<T>(&[])
 }
 
 /// The keys of every `[[rules]]` entry, with `kind` first.

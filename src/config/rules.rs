@@ -74,7 +74,7 @@ pub struct RawRule {
 
 /// The keys `T` accepts, as serde lists them when given the unknown key `probe` beside
 /// `with` (each type is `deny_unknown_fields`).
-fn keys_of<T: DeserializeOwned>(with: &[(&str, &str)]) -> Vec<String> {
+pub(super) fn keys_of<T: DeserializeOwned>(with: &[(&str, &str)]) -> Vec<String> {
     let mut table = toml::Table::new();
     for (k, v) in with {
         table.insert((*k).to_owned(), toml::Value::String((*v).to_owned()));
