@@ -47,22 +47,7 @@ async fn answers(
 }
 
 fn history(state: &Path) -> Vec<Json> {
-    let out = Command::new(bin())
-        .args(["config", "--state"])
-        .arg(state)
-        .arg("history")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    commands::state_listing(state, "config", &["history"])
 }
 
 struct Site {

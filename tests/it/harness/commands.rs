@@ -214,10 +214,16 @@ pub(crate) fn audit_cli(state: &Path, action: &[&str]) -> (bool, String) {
 
 /// Every audit row of the state file, one JSON object each (`plantwatch audit list`).
 pub(crate) fn audit_rows(state: &Path) -> Vec<Json> {
+    state_listing(state, "audit", &["list", "--last", "100000"])
+}
+
+/// The JSON lines that `plantwatch {command} --state STATE {args}` prints, failing the test
+/// if it does not exit 0: the audit trail, the config history.
+pub(crate) fn state_listing(state: &Path, command: &str, args: &[&str]) -> Vec<Json> {
     let out = Command::new(bin())
-        .args(["audit", "--state"])
+        .args([command, "--state"])
         .arg(state)
-        .args(["list", "--last", "100000"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
