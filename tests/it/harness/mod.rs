@@ -28,46 +28,138 @@ pub(crate) async fn within<T>(limit: Duration, what: &str, fut: impl Future<Outp
     }
 }
 
-/// Checks `check` every 50 ms until it gives `Some`, failing the test after `limit`: the one
-/// way a test waits for a state it cannot be told about (a file, a row, a counter), bounded in
-/// time and count.
-pub(crate) async fn eventually<T>(
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = tokio::time::Instant::now() + limit;
-    // Bounded in count as well: 20 checks a second for at most an hour.
-    for _ in 0..72_000 {
-        if let Some(v) = check() {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not seen within {limit:?}")
+/// What a check given to [`eventually`] answers: the awaited value once the state holds, or
+/// else what it saw instead (put in the failure message; empty when there is nothing to say).
+/// `bool` and `Option` say only "not yet"; a `Result`'s error says what was seen.
+pub(crate) trait Seen {
+    /// What the wait gives back once the state holds.
+    type Value;
+    /// The value, or what was seen instead.
+    fn seen(self) -> Result<Self::Value, String>;
 }
 
-/// [`eventually`] for a check that has to await its answer (a store query): polled every 50 ms
-/// until it holds, failing the test after `limit`.
-pub(crate) async fn eventually_async<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+impl Seen for bool {
+    type Value = ();
+    fn seen(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err(String::new()) }
+    }
+}
+
+impl<T> Seen for Option<T> {
+    type Value = T;
+    fn seen(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Seen for Result<T, E> {
+    type Value = T;
+    fn seen(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// How often the waits check, and at most how many times (an hour of checks).
+const EVERY: Duration = Duration::from_millis(50);
+const MAX_CHECKS: u32 = 72_000;
+
+/// The failure of a wait: `what`, the limit, and the last thing the check saw.
+fn not_seen(what: &str, limit: Duration, last: &str) -> ! {
+    if last.is_empty() {
+        panic!("{what}: not seen within {limit:?}")
+    }
+    panic!("{what}: not seen within {limit:?}; last seen: {last}")
+}
+
+/// Checks `check` every 50 ms until it holds, failing the test after `limit` with the last
+/// thing it saw: the one way a test waits for a state it cannot be told about (a file, a row,
+/// a counter), bounded in time and count.
+pub(crate) async fn eventually<S: Seen>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> S,
+) -> S::Value {
     let deadline = tokio::time::Instant::now() + limit;
-    for _ in 0..72_000 {
-        if check().await {
-            return;
+    let mut last = String::new();
+    for _ in 0..MAX_CHECKS {
+        match check().seen() {
+            Ok(v) => return v,
+            Err(seen) => last = seen,
         }
         if tokio::time::Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(EVERY).await;
     }
-    panic!("{what}: not seen within {limit:?}")
+    not_seen(what, limit, &last)
+}
+
+/// [`eventually`] for a check that has to await its answer (a store query, a scrape).
+pub(crate) async fn eventually_async<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> <Fut::Output as Seen>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: Future,
+    Fut::Output: Seen,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last = String::new();
+    for _ in 0..MAX_CHECKS {
+        match check().await.seen() {
+            Ok(v) => return v,
+            Err(seen) => last = seen,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+    not_seen(what, limit, &last)
+}
+
+/// [`eventually`] for a test that runs on a plain thread (no runtime): blocks between checks.
+pub(crate) fn eventually_blocking<S: Seen>(
+    limit: Duration,
+    what: &str,
+    check: impl FnMut() -> S,
+) -> S::Value {
+    match poll_blocking(limit, check) {
+        Ok(v) => v,
+        Err(last) => not_seen(what, limit, &last),
+    }
+}
+
+/// Waits (bounded) for `child` to exit: its status, or `None` if it still runs after `limit`
+/// (the caller decides whether that fails the test and kills it).
+pub(crate) fn exited_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    poll_blocking(limit, || child.try_wait().unwrap()).ok()
+}
+
+/// The blocking loop behind [`eventually_blocking`] and [`exited_within`]: the value, or the
+/// last thing the check saw once `limit` has passed.
+fn poll_blocking<S: Seen>(
+    limit: Duration,
+    mut check: impl FnMut() -> S,
+) -> Result<S::Value, String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = String::new();
+    for _ in 0..MAX_CHECKS {
+        match check().seen() {
+            Ok(v) => return Ok(v),
+            Err(seen) => last = seen,
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(EVERY);
+    }
+    Err(last)
 }
 
 /// The plantwatch binary under test.
