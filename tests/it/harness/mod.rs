@@ -59,9 +59,17 @@ impl<T, E: std::fmt::Display> Seen for Result<T, E> {
     }
 }
 
-/// How often the waits check, and at most how many times (an hour of checks).
+/// The shortest pause between two checks, and at most how many checks a wait makes.
 const EVERY: Duration = Duration::from_millis(50);
 const MAX_CHECKS: u32 = 72_000;
+
+/// The pause after a check that took `took`: [`EVERY`], or four times as long as the check if
+/// that is longer, so that a heavy check (a scrape, a CLI run, a command and its reply) keeps
+/// to a fifth of the time and does not starve the daemon it watches; at most a second, so that
+/// a check that timed out waiting is soon tried again.
+fn pause_after(took: Duration) -> Duration {
+    EVERY.max(took * 4).min(Duration::from_secs(1))
+}
 
 /// The failure of a wait: `what`, the limit, and the last thing the check saw.
 fn not_seen(what: &str, limit: Duration, last: &str) -> ! {
@@ -71,51 +79,37 @@ fn not_seen(what: &str, limit: Duration, last: &str) -> ! {
     panic!("{what}: not seen within {limit:?}; last seen: {last}")
 }
 
-/// Checks `check` every 50 ms until it holds, failing the test after `limit` with the last
-/// thing it saw: the one way a test waits for a state it cannot be told about (a file, a row,
-/// a counter), bounded in time and count.
+/// Checks `check` (at least 50 ms apart) until it holds, failing the test after `limit` with
+/// the last thing it saw: the one way a test waits for a state it cannot be told about (a file,
+/// a row, a counter), bounded in time and count.
 pub(crate) async fn eventually<S: Seen>(
     limit: Duration,
     what: &str,
     mut check: impl FnMut() -> S,
 ) -> S::Value {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut last = String::new();
-    for _ in 0..MAX_CHECKS {
-        match check().seen() {
-            Ok(v) => return v,
-            Err(seen) => last = seen,
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(EVERY).await;
-    }
-    not_seen(what, limit, &last)
+    eventually_async(limit, what, async || check()).await
 }
 
-/// [`eventually`] for a check that has to await its answer (a store query, a scrape).
-pub(crate) async fn eventually_async<F, Fut>(
+/// [`eventually`] for a check that has to await its answer (a store query, a scrape, a
+/// command's reply); it may borrow what it uses mutably.
+pub(crate) async fn eventually_async<S: Seen>(
     limit: Duration,
     what: &str,
-    mut check: F,
-) -> <Fut::Output as Seen>::Value
-where
-    F: FnMut() -> Fut,
-    Fut: Future,
-    Fut::Output: Seen,
-{
+    mut check: impl AsyncFnMut() -> S,
+) -> S::Value {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last = String::new();
     for _ in 0..MAX_CHECKS {
+        let started = tokio::time::Instant::now();
         match check().await.seen() {
             Ok(v) => return v,
             Err(seen) => last = seen,
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             break;
         }
-        tokio::time::sleep(EVERY).await;
+        tokio::time::sleep(pause_after(now - started)).await;
     }
     not_seen(what, limit, &last)
 }
@@ -133,7 +127,7 @@ pub(crate) fn eventually_blocking<S: Seen>(
 }
 
 /// Waits (bounded) for `child` to exit: its status, or `None` if it still runs after `limit`
-/// (the caller decides whether that fails the test and kills it).
+/// (the caller decides whether that fails the test, and kills it).
 pub(crate) fn exited_within(
     child: &mut std::process::Child,
     limit: Duration,
@@ -150,14 +144,16 @@ fn poll_blocking<S: Seen>(
     let deadline = std::time::Instant::now() + limit;
     let mut last = String::new();
     for _ in 0..MAX_CHECKS {
+        let started = std::time::Instant::now();
         match check().seen() {
             Ok(v) => return Ok(v),
             Err(seen) => last = seen,
         }
-        if std::time::Instant::now() >= deadline {
+        let now = std::time::Instant::now();
+        if now >= deadline {
             break;
         }
-        std::thread::sleep(EVERY);
+        std::thread::sleep(pause_after(now - started));
     }
     Err(last)
 }
