@@ -218,3 +218,67 @@ impl std::ops::Deref for Simulator {
         &self.sim
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn eventually_gives_the_value_once_the_check_holds() {
+        let mut checks = 0;
+        let v = eventually(Duration::from_secs(5), "the third check", || {
+            checks += 1;
+            (checks == 3).then_some(checks * 10)
+        })
+        .await;
+        assert_eq!((v, checks), (30, 3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "a state that never holds: not seen within 1s; last seen: count = ")]
+    async fn eventually_fails_naming_what_it_waited_for_and_what_it_saw_last() {
+        let mut n = 0;
+        eventually(Duration::from_secs(1), "a state that never holds", || {
+            n += 1;
+            Err::<(), _>(format!("count = {n}"))
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_async_check_may_borrow_mutably() {
+        let mut seen = Vec::new();
+        eventually_async(Duration::from_secs(5), "three checks", async || {
+            tokio::task::yield_now().await;
+            seen.push(seen.len());
+            seen.len() == 3
+        })
+        .await;
+        assert_eq!(seen, [0, 1, 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a file that never comes: not seen within 200ms")]
+    fn eventually_blocking_fails_after_its_limit() {
+        eventually_blocking(
+            Duration::from_millis(200),
+            "a file that never comes",
+            || Path::new("/nonexistent/plantwatch-test").exists(),
+        );
+    }
+
+    #[test]
+    fn exited_within_gives_the_status_or_none_while_it_runs() {
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let status = exited_within(&mut done, Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        let mut running = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let status = exited_within(&mut running, Duration::from_millis(200));
+        running.kill().unwrap();
+        running.wait().unwrap();
+        assert!(status.is_none(), "{status:?}");
+    }
+}
