@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::harness::Simulator;
 use plantwatch::sim::{Bind, Fault};
 
-use crate::harness::{bin, plan, repo};
+use crate::harness::{bin, eventually_blocking, exited_within, plan, repo};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
@@ -134,16 +134,12 @@ fn simulate_writes_a_config_that_read_can_poll() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut ready = false;
     // Generous: on a loaded 2-core CI machine the child may take seconds to start.
-    for _ in 0..300 {
-        if std::fs::read_to_string(&cfg).is_ok_and(|t| t.contains("chint-dtsu666-2")) {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(ready, "simulator wrote its config");
+    eventually_blocking(
+        Duration::from_secs(30),
+        "simulator wrote its config",
+        || std::fs::read_to_string(&cfg).is_ok_and(|t| t.contains("chint-dtsu666-2")),
+    );
     let (code, out, err) = run(&[
         "read",
         "-c",
@@ -204,15 +200,7 @@ fn demo_stopped_by(signal: &str) -> (Option<i32>, String) {
             .status()
             .unwrap()
             .success();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let mut exited = false;
-    while sent && std::time::Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            exited = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exited = sent && exited_within(&mut child, Duration::from_secs(15)).is_some();
     if !exited {
         child.kill().unwrap();
     }
@@ -313,13 +301,14 @@ fn idle_plant(dir: &std::path::Path) -> String {
 
 /// Waits (bounded) until the daemon's log says it is running.
 fn wait_running(daemon: &crate::harness::daemon::Daemon) {
-    for _ in 0..400 {
-        if daemon.log().contains("plantwatch running") {
-            return;
+    eventually_blocking(Duration::from_secs(20), "the daemon running", || {
+        let log = daemon.log();
+        if log.contains("plantwatch running") {
+            Ok(())
+        } else {
+            Err(format!("the log:\n{log}"))
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the daemon did not start:\n{}", daemon.log());
+    });
 }
 
 /// Runs the binary and gives its exit code and stderr, or kills it after `limit` (None).
@@ -332,15 +321,7 @@ fn run_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run plantwatch");
-    let deadline = std::time::Instant::now() + limit;
-    let mut code = None;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            code = Some(status.code().unwrap_or(-1));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let code = exited_within(&mut child, limit).map(|s| s.code().unwrap_or(-1));
     if code.is_none() {
         child.kill().ok();
     }
@@ -844,15 +825,7 @@ fn into_a_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
         .spawn()
         .unwrap();
     drop(child.stdout.take());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut code = None;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            code = Some(status.code().unwrap_or(-1));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let code = exited_within(&mut child, Duration::from_secs(30)).map(|s| s.code().unwrap_or(-1));
     if code.is_none() {
         child.kill().ok();
     }
@@ -965,15 +938,7 @@ fn simulate_stopped_by(signal: &str) -> (Option<i32>, String) {
         .unwrap()
         .success();
     assert!(sent);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut code = None;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            code = Some(status.code().unwrap_or(-1));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let code = exited_within(&mut child, Duration::from_secs(10)).map(|s| s.code().unwrap_or(-1));
     if code.is_none() {
         child.kill().ok();
     }

@@ -9,9 +9,9 @@ use plantwatch::sim::Bind;
 use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 
 use crate::harness::daemon::Daemon;
-use crate::harness::plan;
 use crate::harness::proxy::Proxy;
 use crate::harness::subscriber::{Received, Subscriber};
+use crate::harness::{eventually_async, plan};
 
 /// A simulated plant of `n` PLCs on one TCP link; returns it and the TOML that polls it.
 pub(crate) async fn plant(n: u8, poll_ms: u64) -> (Simulator, String) {
@@ -290,10 +290,7 @@ async fn a_full_outbox_drops_the_oldest_counts_it_and_keeps_running() {
             "max_outbox_bytes = 65536",
         ),
     );
-    let mut dropped = 0;
-    let mut bytes = u64::MAX;
-    for _ in 0..120 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let bytes = eventually_async(Duration::from_secs(30), "drops are counted", || async {
         let m = daemon.metrics().await;
         let value = |name: &str| {
             m.lines()
@@ -301,13 +298,15 @@ async fn a_full_outbox_drops_the_oldest_counts_it_and_keeps_running() {
                 .and_then(|l| l.rsplit(' ').next())
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        dropped = value("plantwatch_outbox_dropped_total ").unwrap_or(0);
-        bytes = value("plantwatch_outbox_bytes ").unwrap_or(u64::MAX);
+        let dropped = value("plantwatch_outbox_dropped_total ").unwrap_or(0);
+        let bytes = value("plantwatch_outbox_bytes ").unwrap_or(u64::MAX);
         if dropped > 0 {
-            break;
+            Ok(bytes)
+        } else {
+            Err(format!("no drop yet\n{}", daemon.log()))
         }
-    }
-    assert!(dropped > 0, "drops are counted\n{}", daemon.log());
+    })
+    .await;
     assert!(bytes <= 65_536, "the bound holds: {bytes} bytes");
     assert!(daemon.running(), "the daemon keeps running");
     assert!(

@@ -12,6 +12,7 @@ use plantwatch::sink::mqtt::broker::EmbeddedBroker;
 use crate::daemon::{config, plant};
 use crate::harness::daemon::Daemon;
 use crate::harness::subscriber::{Received, Subscriber};
+use crate::harness::{eventually, eventually_async};
 
 /// Upper bound for anything a test here waits on.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -33,18 +34,16 @@ fn metric(text: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Scrapes `/metrics` until `done` holds for `name` (bounded); its last value.
-async fn metric_until(daemon: &Daemon, name: &str, done: impl Fn(u64) -> bool) -> Option<u64> {
-    let deadline = Instant::now() + LIMIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        last = metric(&daemon.metrics().await, name);
-        if last.is_some_and(&done) {
-            break;
+/// Scrapes `/metrics` until `done` holds for `name`, failing the test with `what` and the
+/// daemon's log after [`LIMIT`]; the value.
+async fn metric_until(daemon: &Daemon, name: &str, done: impl Fn(u64) -> bool, what: &str) -> u64 {
+    eventually_async(LIMIT, what, async || {
+        match metric(&daemon.metrics().await, name) {
+            Some(v) if done(v) => Ok(v),
+            last => Err(format!("{name} = {last:?}\n{}", daemon.log())),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    last
+    })
+    .await
 }
 
 /// Receives datagrams until a `STATUS=` line satisfies `want` (bounded); that line, or every
@@ -93,38 +92,59 @@ async fn failing_writes_are_counted_shown_in_the_status_and_logged_once() {
             ("WATCHDOG_USEC", "2000000"),
         ],
     );
-    let enqueued = metric_until(&daemon, "plantwatch_outbox_enqueued_total", |v| v > 0).await;
-    assert!(enqueued > Some(0), "polls are stored\n{}", daemon.log());
+    metric_until(
+        &daemon,
+        "plantwatch_outbox_enqueued_total",
+        |v| v > 0,
+        "polls are stored",
+    )
+    .await;
     assert_eq!(
-        metric_until(&daemon, "plantwatch_store_write_failures_total", |_| true).await,
-        Some(0)
+        metric_until(
+            &daemon,
+            "plantwatch_store_write_failures_total",
+            |_| true,
+            "the failure count"
+        )
+        .await,
+        0
     );
 
     let lock = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
     lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let failures = metric_until(&daemon, "plantwatch_store_write_failures_total", |v| v >= 2).await;
-    assert!(
-        failures >= Some(2),
-        "failed writes are counted: {failures:?}\n{}",
-        daemon.log()
-    );
+    metric_until(
+        &daemon,
+        "plantwatch_store_write_failures_total",
+        |v| v >= 2,
+        "failed writes are counted",
+    )
+    .await;
     let status = status_until(&sock, |s| s.contains("store failing: writes failing for"));
     assert!(status.is_ok(), "{status:?}\n{}", daemon.log());
     assert_eq!(
-        metric_until(&daemon, "plantwatch_store_degraded", |_| true).await,
-        Some(0),
+        metric_until(
+            &daemon,
+            "plantwatch_store_degraded",
+            |_| true,
+            "the degraded gauge"
+        )
+        .await,
+        0,
         "not yet degraded\n{}",
         daemon.log()
     );
 
     lock.execute_batch("COMMIT").unwrap();
     drop(lock);
-    let deadline = Instant::now() + LIMIT;
-    while !daemon.log().contains("Store writes succeed again") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let log = daemon.log();
-    assert!(log.contains("Store writes succeed again"), "{log}");
+    let log = eventually(LIMIT, "`Store writes succeed again` logged", || {
+        let log = daemon.log();
+        if log.contains("Store writes succeed again") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     assert_eq!(
         log.matches("Store writes fail;").count(),
         1,
@@ -235,8 +255,13 @@ async fn a_lost_or_damaged_wal_never_lets_a_seq_be_used_twice() {
     );
     let log = daemon.log();
     assert_eq!(log.matches("State lost:").count(), 3, "{log}");
-    let losses = metric_until(&daemon, "plantwatch_store_losses_total", |v| v == 3).await;
-    assert_eq!(losses, Some(3), "{log}");
+    metric_until(
+        &daemon,
+        "plantwatch_store_losses_total",
+        |v| v == 3,
+        "3 losses counted",
+    )
+    .await;
 }
 
 /// A main file that is not a database any more is moved aside after an ERROR and a fresh one
@@ -256,7 +281,13 @@ async fn a_corrupt_state_file_is_moved_aside_unless_refused() {
             ("WATCHDOG_USEC", "2000000"),
         ],
     );
-    assert!(metric_until(&daemon, "plantwatch_outbox_enqueued_total", |v| v > 0).await > Some(0));
+    metric_until(
+        &daemon,
+        "plantwatch_outbox_enqueued_total",
+        |v| v > 0,
+        "polls are stored",
+    )
+    .await;
     daemon.kill_hard();
     // Without its WAL, which could otherwise hold a good copy of the first page.
     let _gone = std::fs::remove_file(dir.path().join("state.db-wal"));
@@ -264,14 +295,20 @@ async fn a_corrupt_state_file_is_moved_aside_unless_refused() {
     bytes[..100].copy_from_slice(&[0x5a; 100]);
     std::fs::write(&db, &bytes).unwrap();
     daemon.start();
-    let enqueued = metric_until(&daemon, "plantwatch_outbox_enqueued_total", |v| v > 0).await;
-    assert!(enqueued > Some(0), "stores again\n{}", daemon.log());
-    assert_eq!(
-        metric_until(&daemon, "plantwatch_store_losses_total", |v| v == 1).await,
-        Some(1),
-        "{}",
-        daemon.log()
-    );
+    metric_until(
+        &daemon,
+        "plantwatch_outbox_enqueued_total",
+        |v| v > 0,
+        "stores again",
+    )
+    .await;
+    metric_until(
+        &daemon,
+        "plantwatch_store_losses_total",
+        |v| v == 1,
+        "1 loss counted",
+    )
+    .await;
     let status = status_until(&sock, |s| s.contains("state lost at start"));
     assert!(status.is_ok(), "{status:?}");
     let aside: Vec<String> = std::fs::read_dir(dir.path())
@@ -320,8 +357,13 @@ async fn a_clean_stop_leaves_everything_in_the_main_file() {
         dir.path(),
         &config("f4", no_broker(), dir.path(), &plant, ""),
     );
-    let enqueued = metric_until(&daemon, "plantwatch_outbox_enqueued_total", |v| v >= 20).await;
-    assert!(enqueued >= Some(20), "{}", daemon.log());
+    metric_until(
+        &daemon,
+        "plantwatch_outbox_enqueued_total",
+        |v| v >= 20,
+        "20 polls stored",
+    )
+    .await;
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(LIMIT), Some(0), "{}", daemon.log());
     let db = dir.path().join("state.db");

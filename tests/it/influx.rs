@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::harness::within;
+use super::harness::{eventually, eventually_async, within};
 
 const VM_BIN: &str = "/usr/bin/victoria-metrics";
 
@@ -79,16 +79,6 @@ fn meter(device: &str, ts: i64, ua: f64) -> SampleBatch {
     )
 }
 
-/// Polls `check` every 20 ms until it holds, failing after `limit`.
-async fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    within(limit, what, async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-}
-
 // ---------------------------------------------------------------------------------------------
 // VictoriaMetrics
 
@@ -143,18 +133,28 @@ impl Vm {
                 base: format!("http://127.0.0.1:{port}"),
                 _dir: dir,
             };
-            for _ in 0..300 {
-                if vm.child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                let health = http.get(format!("{}/health", vm.base)).send().await;
-                if health.is_ok_and(|r| r.status().is_success()) {
-                    return Some(vm);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // Healthy (true), or exited (false): the port was taken, try another.
+            let healthy =
+                eventually_async(Duration::from_secs(45), "victoria-metrics /health", || {
+                    let exited = vm.child.try_wait().unwrap().is_some();
+                    let health = http.get(format!("{}/health", vm.base)).send();
+                    async move {
+                        if exited {
+                            return Ok(false);
+                        }
+                        match health.await {
+                            Ok(r) if r.status().is_success() => Ok(true),
+                            Ok(r) => Err(format!("/health answers {}", r.status())),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                })
+                .await;
+            if healthy {
+                return Some(vm);
             }
         }
-        panic!("victoria-metrics did not become healthy within 3 tries of 15 s");
+        panic!("victoria-metrics exited on start 3 times");
     }
 
     /// Every series whose name starts with `plantwatch_`, keyed by (name, device), after
@@ -215,20 +215,21 @@ async fn samples_land_in_victoria_metrics_with_tags_and_timestamps() {
     handle.offer(&a1);
     handle.offer(&meter("meter-b", t0 + 5, 229.9));
     handle.offer(&meter("meter-a", t0 + 1000, 231.6));
-    until(Duration::from_secs(10), "12 points written", || {
+    eventually(Duration::from_secs(10), "12 points written", || {
         stats.written.load(Ordering::Relaxed) == 12
     })
     .await;
     assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
 
-    let mut series = BTreeMap::new();
-    for _ in 0..100 {
-        series = vm.export().await;
+    let series = eventually_async(Duration::from_secs(10), "8 series in VM", || async {
+        let series = vm.export().await;
         if series.len() == 8 {
-            break;
+            Ok(series)
+        } else {
+            Err(format!("{:?}", series.keys().collect::<Vec<_>>()))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     println!("victoria-metrics holds: {series:#?}");
     let keys: Vec<_> = series.keys().cloned().collect();
     let expected: Vec<(String, String)> = [
@@ -420,7 +421,7 @@ async fn requests_carry_the_token_the_query_and_line_protocol() {
         "plant\\ power,device=meter-a,gateway=gw-1,site=hq \
          ua=231.4,model=\"DTSU \\\"666\\\"\" 1700000000003\n"
     );
-    until(Duration::from_secs(5), "2 points written", || {
+    eventually(Duration::from_secs(5), "2 points written", || {
         stats.written.load(Ordering::Relaxed) == 2
     })
     .await;
@@ -448,7 +449,7 @@ async fn batches_are_cut_by_size_and_by_time() {
     }
     // Two full batches at once, the rest when the interval is up.
     assert_eq!(sizes, [3, 3, 1]);
-    until(Duration::from_secs(5), "28 points written", || {
+    eventually(Duration::from_secs(5), "28 points written", || {
         stats.written.load(Ordering::Relaxed) == 28
     })
     .await;
@@ -472,7 +473,7 @@ async fn failed_writes_are_retried_until_one_succeeds() {
     for _ in 0..3 {
         assert_eq!(next(&mut rx).await.body, first.body, "the same batch again");
     }
-    until(Duration::from_secs(5), "4 points written", || {
+    eventually(Duration::from_secs(5), "4 points written", || {
         stats.written.load(Ordering::Relaxed) == 4
     })
     .await;
@@ -493,7 +494,7 @@ async fn retries_are_bounded_then_the_points_count_as_dropped() {
         &cancel,
     );
     handle.offer(&meter("meter-a", 1_700_000_000_000, 231.4));
-    until(Duration::from_secs(5), "4 points dropped", || {
+    eventually(Duration::from_secs(5), "4 points dropped", || {
         stats.dropped.load(Ordering::Relaxed) == 4
     })
     .await;
@@ -519,7 +520,7 @@ async fn a_rejected_batch_is_dropped_without_retrying() {
         &cancel,
     );
     handle.offer(&meter("meter-a", 1_700_000_000_000, 231.4));
-    until(Duration::from_secs(5), "4 points dropped", || {
+    eventually(Duration::from_secs(5), "4 points dropped", || {
         stats.dropped.load(Ordering::Relaxed) == 4
     })
     .await;
@@ -527,7 +528,7 @@ async fn a_rejected_batch_is_dropped_without_retrying() {
     // The next batch goes through: a rejection is not an outage of the database.
     handle.offer(&meter("meter-a", 1_700_000_001_000, 231.5));
     next(&mut rx).await;
-    until(Duration::from_secs(5), "4 points written", || {
+    eventually(Duration::from_secs(5), "4 points written", || {
         stats.written.load(Ordering::Relaxed) == 4
     })
     .await;
@@ -583,7 +584,7 @@ async fn a_dead_database_never_blocks_offer_and_drops_are_counted() {
     assert_eq!(stats.dropped.load(Ordering::Relaxed), 4000 - 100);
     assert_eq!(stats.written.load(Ordering::Relaxed), 0);
     // The queued 25 polls time out twice per batch of 5 and are dropped too.
-    until(Duration::from_secs(20), "every point accounted for", || {
+    eventually(Duration::from_secs(20), "every point accounted for", || {
         stats.dropped.load(Ordering::Relaxed) == 4000
     })
     .await;
@@ -613,7 +614,7 @@ async fn nothing_listening_is_a_retryable_failure_too() {
         &cancel,
     );
     handle.offer(&meter("meter-a", 1_700_000_000_000, 230.0));
-    until(Duration::from_secs(10), "4 points dropped", || {
+    eventually(Duration::from_secs(10), "4 points dropped", || {
         stats.dropped.load(Ordering::Relaxed) == 4
     })
     .await;
@@ -638,19 +639,29 @@ async fn the_daemon_writes_every_poll_to_victoria_metrics() {
         dir.path().join("state.db").display()
     );
     let daemon = crate::harness::daemon::Daemon::spawn(dir.path(), &config);
-    let mut series = BTreeMap::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        series = vm.export().await;
-        let samples = |d: &str| {
-            series
-                .get(&("plantwatch_motor_temp".to_owned(), d.to_owned()))
-                .and_then(|s| s["values"].as_array().map(Vec::len))
-        };
-        if samples("plc-1").unwrap_or(0) >= 5 && samples("plc-2").unwrap_or(0) >= 5 {
-            break;
-        }
-    }
+    let series = eventually_async(
+        Duration::from_secs(30),
+        "5 motor_temp samples of each PLC in VM",
+        || async {
+            let series = vm.export().await;
+            let samples = |d: &str| {
+                series
+                    .get(&("plantwatch_motor_temp".to_owned(), d.to_owned()))
+                    .and_then(|s| s["values"].as_array().map(Vec::len))
+            };
+            if samples("plc-1").unwrap_or(0) >= 5 && samples("plc-2").unwrap_or(0) >= 5 {
+                Ok(series)
+            } else {
+                Err(format!(
+                    "{:?} samples of plc-1, {:?} of plc-2\n{}",
+                    samples("plc-1"),
+                    samples("plc-2"),
+                    daemon.log()
+                ))
+            }
+        },
+    )
+    .await;
     let s = series
         .get(&("plantwatch_motor_temp".to_owned(), "plc-1".to_owned()))
         .unwrap_or_else(|| {

@@ -16,6 +16,7 @@ use plantwatch::sink::mqtt::{MqttStats, Outbox, OutboxError, OutboxItem, Rendere
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::eventually;
 use crate::harness::proxy::Proxy;
 use crate::harness::subscriber::Subscriber;
 
@@ -116,23 +117,28 @@ fn listener(broker: &EmbeddedBroker, protocol: Protocol) -> SocketAddr {
 
 /// Waits (bounded) until the session's connected gauge shows `state`.
 async fn wait_connected(stats: &MqttStats, state: u64) {
-    for _ in 0..200 {
-        if stats.connected.load(std::sync::atomic::Ordering::Relaxed) == state {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("connected never became {state}");
+    eventually(
+        Duration::from_secs(10),
+        &format!("connected = {state}"),
+        || {
+            let now = stats.connected.load(std::sync::atomic::Ordering::Relaxed);
+            if now == state {
+                Ok(())
+            } else {
+                Err(format!("connected = {now}"))
+            }
+        },
+    )
+    .await;
 }
 
-/// Waits (bounded) until every row has been acknowledged and deleted.
-async fn wait_empty(outbox: &MemOutbox) {
-    for _ in 0..200 {
-        if outbox.len() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits (bounded) until every row has been acknowledged and deleted, failing with `what`.
+async fn wait_empty(outbox: &MemOutbox, what: &str) {
+    eventually(Duration::from_secs(10), what, || match outbox.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} rows left")),
+    })
+    .await;
 }
 
 fn numbers(got: &[crate::harness::subscriber::Received]) -> Vec<i64> {
@@ -205,8 +211,7 @@ async fn live_rows_interleave_with_a_long_backlog_instead_of_waiting_behind_it()
         let live = m.json()["n"].as_i64().unwrap() > 400;
         assert_eq!(m.json()["backfill"], !live, "{:?}", m.json());
     }
-    wait_empty(&outbox).await;
-    assert_eq!(outbox.len(), 0, "every row acknowledged and deleted");
+    wait_empty(&outbox, "every row acknowledged and deleted").await;
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
@@ -240,8 +245,11 @@ async fn every_row_arrives_once_in_order(protocol: Protocol) {
         .expect("status published");
     assert_eq!(status.json()["state"], "online");
     // Acks are processed after arrival; wait (bounded) for the outbox to empty.
-    wait_empty(&outbox).await;
-    assert_eq!(outbox.len(), 0, "{protocol}: every PUBACK deleted its row");
+    wait_empty(
+        &outbox,
+        &format!("{protocol}: every PUBACK deleted its row"),
+    )
+    .await;
     assert_eq!(stats.acked.load(std::sync::atomic::Ordering::Relaxed), 200);
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -290,12 +298,11 @@ async fn outage_is_replayed_as_backfill(protocol: Protocol) {
     );
     // The PUBACKs of rows 1..=20 may still be on their way; a row cut off before its PUBACK is
     // (rightly) sent again, so let them land first: this test is about rows stored meanwhile.
-    wait_empty(&outbox).await;
-    assert_eq!(
-        outbox.len(),
-        0,
-        "{protocol}: rows 1..=20 acknowledged before the cut"
-    );
+    wait_empty(
+        &outbox,
+        &format!("{protocol}: rows 1..=20 acknowledged before the cut"),
+    )
+    .await;
 
     proxy.cut();
     // Wait until the session noticed, then store rows while it is down.
@@ -340,8 +347,7 @@ async fn outage_is_replayed_as_backfill(protocol: Protocol) {
         );
     }
     // Every replayed row was acknowledged and left the outbox.
-    wait_empty(&outbox).await;
-    assert_eq!(outbox.len(), 0, "{protocol}: replayed rows acknowledged");
+    wait_empty(&outbox, &format!("{protocol}: replayed rows acknowledged")).await;
     assert!(
         stats.connects.load(std::sync::atomic::Ordering::Relaxed) >= 2,
         "{protocol}: reconnected after the outage"

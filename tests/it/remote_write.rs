@@ -20,6 +20,7 @@ use crate::harness::commands::{
 };
 use crate::harness::daemon::Daemon;
 use crate::harness::subscriber::{Received, Subscriber};
+use crate::harness::{eventually, eventually_async};
 
 const PREFIX: &str = "rw";
 
@@ -322,16 +323,18 @@ async fn issue_17_every_refused_write_is_answered_audited_and_writes_nothing() {
     let rows = audit_rows(&site.state());
     assert_eq!(outcomes(&rows, "w-2"), ["intent", "done"], "{rows:?}");
     // The device that stopped answering: refused as offline once it is marked so.
-    let mut last = Json::Null;
-    for attempt in 0..40 {
+    let mut attempt = 0;
+    let last = eventually_async(Duration::from_secs(20), "refused as offline", async || {
         let id = format!("r-offline-{attempt}");
-        last = site.ask(&id, &ops(&id, "gone", "sp", &json!(5))).await;
-        if last["refused"] == "offline" {
-            break;
+        attempt += 1;
+        let r = site.ask(&id, &ops(&id, "gone", "sp", &json!(5))).await;
+        if r["refused"] == "offline" {
+            Ok(r)
+        } else {
+            Err(r)
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(last["refused"], "offline", "{last}");
+    })
+    .await;
     assert!(
         last["error"].as_str().unwrap().contains("gone/sp"),
         "{last}"
@@ -507,21 +510,25 @@ async fn issue_17_garbage_oversized_and_malformed_commands_change_nothing_and_ar
     }
     // Every command reaches the audit trail, handled or dropped on a full queue: wait for the
     // count (bounded), then check nothing changed and polling went on.
-    let mut rows = Vec::new();
-    let mut accounted = 0;
-    for _ in 0..120 {
-        rows = audit_rows(&state).split_off(audited_before);
-        let beyond: u64 = rows
-            .iter()
-            .filter(|r| r["command"] == "*")
-            .filter_map(|r| r["reply"].as_str()?.split(' ').next()?.parse::<u64>().ok())
-            .sum();
-        accounted = rows.iter().filter(|r| r["command"] != "*").count() as u64 + beyond;
-        if accounted >= sent {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let (rows, accounted) = eventually(
+        Duration::from_secs(30),
+        "every command answered or audited as dropped",
+        || {
+            let rows = audit_rows(&state).split_off(audited_before);
+            let beyond: u64 = rows
+                .iter()
+                .filter(|r| r["command"] == "*")
+                .filter_map(|r| r["reply"].as_str()?.split(' ').next()?.parse::<u64>().ok())
+                .sum();
+            let accounted = rows.iter().filter(|r| r["command"] != "*").count() as u64 + beyond;
+            if accounted >= sent {
+                Ok((rows, accounted))
+            } else {
+                Err(format!("{accounted} of {sent} accounted for"))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         accounted, sent,
         "commands neither answered nor audited as dropped"
@@ -603,16 +610,22 @@ async fn issue_17_after_a_reload_writes_go_to_the_new_links() {
     write_config(&format!("{old_plant}{other_plant}"));
     site.daemon.signal("HUP");
     // Until the reload is done: the running configuration knows no `plc` before it.
-    let mut r = Json::Null;
-    for attempt in 0..40 {
-        let id = format!("before-{attempt}");
-        r = site.ask(&id, &ops(&id, "plc", "sp", &json!(11))).await;
-        if r["ok"] == true {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(r["ok"], true, "{r}\n{}", site.daemon.log());
+    let mut attempt = 0;
+    eventually_async(
+        Duration::from_secs(20),
+        "a write to `plc` done",
+        async || {
+            let id = format!("before-{attempt}");
+            attempt += 1;
+            let r = site.ask(&id, &ops(&id, "plc", "sp", &json!(11))).await;
+            if r["ok"] == true {
+                Ok(())
+            } else {
+                Err(format!("{r}\n{}", site.daemon.log()))
+            }
+        },
+    )
+    .await;
     assert_eq!(held(&old_sim, "plc", "sp"), Value::F64(11.0));
     let r = site
         .ask("aux-1", &ops("aux-1", "aux", "sp", &json!(1)))
@@ -622,17 +635,26 @@ async fn issue_17_after_a_reload_writes_go_to_the_new_links() {
     // `plc` moves to link b; `aux` goes away.
     write_config(&new_plant);
     site.daemon.signal("HUP");
-    let mut moved = Json::Null;
-    for attempt in 0..40 {
-        let id = format!("after-{attempt}");
-        moved = site.ask(&id, &ops(&id, "plc", "sp", &json!(22))).await;
-        if moved["ok"] == true && held(&new_sim, "plc", "sp") == Value::F64(22.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(moved["ok"], true, "{moved}\n{}", site.daemon.log());
-    assert_eq!(held(&new_sim, "plc", "sp"), Value::F64(22.0));
+    let mut attempt = 0;
+    eventually_async(
+        Duration::from_secs(20),
+        "a write to `plc` done on link b",
+        async || {
+            let id = format!("after-{attempt}");
+            attempt += 1;
+            let moved = site.ask(&id, &ops(&id, "plc", "sp", &json!(22))).await;
+            let held = held(&new_sim, "plc", "sp");
+            if moved["ok"] == true && held == Value::F64(22.0) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{moved}, link b holds {held:?}\n{}",
+                    site.daemon.log()
+                ))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         held(&old_sim, "plc", "sp"),
         Value::F64(11.0),

@@ -34,7 +34,7 @@ use plantwatch::store::outbox::OutboxMessage;
 use plantwatch::store::{OutboxLimits, Store, StoreHandle, record};
 
 use crate::harness::proxy::Proxy;
-use crate::harness::within;
+use crate::harness::{eventually, eventually_async, eventually_blocking, within};
 
 const T0: i64 = 1_700_000_000_000;
 const WAIT: Duration = Duration::from_secs(20);
@@ -396,37 +396,39 @@ impl Rig {
 
     /// Waits (bounded) until the queue holds `n` rows.
     pub(crate) async fn wait_rows(&self, n: u64) {
-        for _ in 0..400 {
-            if self.rows().await == n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "the queue never held {n} rows (holds {})",
-            self.rows().await
-        );
+        eventually_async(
+            Duration::from_secs(20),
+            &format!("the queue holding {n} rows"),
+            || async {
+                match self.rows().await {
+                    rows if rows == n => Ok(()),
+                    rows => Err(format!("holds {rows}")),
+                }
+            },
+        )
+        .await;
     }
 
     /// Waits (bounded) until the sink has connected `n` times in all.
     async fn wait_connects(&self, n: u64) {
-        for _ in 0..400 {
-            if self.stats.connects.load(Ordering::Relaxed) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the sink never connected {n} times");
+        eventually(
+            Duration::from_secs(20),
+            &format!("the sink connecting {n} times"),
+            || match self.stats.connects.load(Ordering::Relaxed) {
+                c if c >= n => Ok(()),
+                c => Err(format!("{c} times")),
+            },
+        )
+        .await;
     }
 
     async fn wait_disconnected(&self) {
-        for _ in 0..400 {
-            if self.stats.connected.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the sink never noticed the outage");
+        eventually(
+            Duration::from_secs(20),
+            "the sink noticing the outage",
+            || self.stats.connected.load(Ordering::Relaxed) == 0,
+        )
+        .await;
     }
 
     /// The persisted next bdSeq of `plant/gw-01`.
@@ -935,13 +937,12 @@ impl Mosquitto {
             _dir: dir,
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return broker;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("mosquitto did not listen on {addr}");
+        eventually_blocking(
+            Duration::from_secs(15),
+            &format!("mosquitto listening on {addr}"),
+            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)),
+        );
+        broker
     }
 }
 

@@ -108,16 +108,9 @@ impl Daemon {
 
     /// Waits (bounded) for the process to exit; its exit code.
     pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let child = self.child.as_mut()?;
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        let status = super::exited_within(self.child.as_mut()?, limit)?;
+        self.child = None;
+        status.code()
     }
 
     /// Whether the process is still running.
