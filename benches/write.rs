@@ -10,6 +10,11 @@
 //! its 100 ms commit window, so `0`, back-to-back writes, measures that limit). It also prints the
 //! median of each phase of the daemon's own timing line (intent committed, link, waiting for
 //! the core, outcome committed, reply stored), read from its DEBUG log.
+//!
+//! `BENCH_BROKER_NODELAY=true` sets mosquitto's `set_tcp_nodelay` (default false, mosquitto's
+//! own). With Nagle on in the broker, the reply's forward to this client waits for this
+//! client's delayed ACK of the command's PUBACK (40 ms on Linux), so the round trip is about
+//! 43 ms whatever the daemon does; with it off, the round trip is the daemon's and loopback's.
 #![allow(
     clippy::print_stdout,
     clippy::unwrap_used,
@@ -52,6 +57,11 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// mosquitto's `set_tcp_nodelay`: `BENCH_BROKER_NODELAY`, else mosquitto's own default.
+fn broker_nodelay() -> bool {
+    std::env::var("BENCH_BROKER_NODELAY").is_ok_and(|v| v == "true" || v == "1")
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -73,7 +83,7 @@ async fn main() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
     let mut _broker = None;
-    let (broker_port, broker_name) = match mosquitto {
+    let (broker_port, broker_name): (u16, String) = match mosquitto {
         Some(m) => {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -83,7 +93,10 @@ async fn main() {
             let conf = dir.path().join("mosquitto.conf");
             std::fs::write(
                 &conf,
-                format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay {}\n",
+                    broker_nodelay()
+                ),
             )
             .unwrap();
             _broker = Some(Guard(
@@ -102,11 +115,14 @@ async fn main() {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            (port, "mosquitto")
+            (
+                port,
+                format!("mosquitto (set_tcp_nodelay {})", broker_nodelay()),
+            )
         }
         None => (
             EmbeddedBroker::start().unwrap().addr.port(),
-            "embedded rumqttd",
+            "embedded rumqttd".to_owned(),
         ),
     };
     let plant = "[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 502\n\n\

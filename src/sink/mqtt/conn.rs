@@ -348,6 +348,11 @@ pub(crate) fn connect(plan: &Mqtt, now: Timestamp) -> Result<(Client, Events), M
 /// As [`connect`], with the caller's Last Will (replace it before a reconnect with
 /// [`Events::set_will`]).
 ///
+/// The socket has `TCP_NODELAY` set. A command's PUBACK, its intent's audit row and its reply
+/// are small writes a few milliseconds apart; with Nagle's algorithm each waited for the
+/// broker's delayed ACK of the one before (40 ms on Linux), which was most of a write's round
+/// trip. The outbox already batches a replay's publishes into one write.
+///
 /// # Errors
 /// [`MqttError`] when a password or TLS file cannot be read.
 pub(crate) fn connect_with_will(plan: &Mqtt, will: Will) -> Result<(Client, Events), MqttError> {
@@ -356,7 +361,11 @@ pub(crate) fn connect_with_will(plan: &Mqtt, will: Will) -> Result<(Client, Even
     let cap = usize::from(plan.max_inflight) + 4;
     Ok(match plan.protocol {
         Protocol::V311 => {
-            let (c, l) = rumqttc::AsyncClient::new(v311_options(plan, common), cap);
+            let (c, mut l) = rumqttc::AsyncClient::new(v311_options(plan, common), cap);
+            // 3.1.1 keeps its socket options on the event loop, 5 on its MQTT options.
+            let mut network = l.network_options();
+            network.set_tcp_nodelay(true);
+            l.set_network_options(network);
             (Client::V311(c), Events::V311(Box::new(l)))
         }
         Protocol::V5 => {
@@ -391,6 +400,9 @@ fn v5_options(plan: &Mqtt, common: Common) -> v5::MqttOptions {
         .set_outgoing_inflight_upper_limit(plan.max_inflight.max(1))
         .set_max_packet_size(Some(MAX_PACKET))
         .set_last_will(common.will.v5());
+    let mut network = o.network_options();
+    network.set_tcp_nodelay(true);
+    o.set_network_options(network);
     if let Some((user, password)) = common.credentials {
         o.set_credentials(user, password.0);
     }
