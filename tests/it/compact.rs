@@ -349,6 +349,7 @@ fn sink(name: &str, format: Format, port: u16, prefix: &str) -> Mqtt {
         password: None,
         tls: None,
         protocol: Protocol::V311,
+        topic_aliases: false,
     }
 }
 
