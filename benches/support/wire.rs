@@ -296,10 +296,15 @@ pub(crate) fn run(
         "positional %",
         "model B/v/p"
     );
-    // `BENCH_WIRE_ONLY=on change` runs only the cases whose label contains it.
+    // `BENCH_WIRE_ONLY=on change` runs only the cases whose label contains it; a final `$`
+    // asks for the label that ends there.
     let only = std::env::var("BENCH_WIRE_ONLY").unwrap_or_default();
     for (i, case) in CASES.iter().enumerate() {
-        if !case.label.contains(only.as_str()) {
+        let wanted = match only.strip_suffix('$') {
+            Some(end) => case.label.ends_with(end),
+            None => case.label.contains(only.as_str()),
+        };
+        if !wanted {
             continue;
         }
         let t = Arc::new(Tally::default());
