@@ -62,7 +62,7 @@ pub struct RuleCommon {
 }
 
 /// `[[rules]]` as written: the common keys, and the kind with its own. Read in two parts
-/// (see [`read_rules`]), so that a bad value of a common key is named by `config` itself and
+/// (see `read_rules`), so that a bad value of a common key is named by `config` itself and
 /// only the kind goes through serde's tagged-enum buffer.
 #[derive(Debug, Clone)]
 pub struct RawRule {

@@ -24,7 +24,7 @@ pub const COMM_ALPHA: f64 = 0.1;
 /// What each part deducts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Parts {
-    /// Communication.
+    /// Deducted for polls that went unanswered.
     pub comm: f64,
     /// Raised alarms.
     pub alarms: f64,

@@ -53,7 +53,7 @@ pub struct AlarmEvent {
     pub point: Option<String>,
     /// The state after this change.
     pub state: AlarmStatus,
-    /// Priority.
+    /// The rule's severity, which the platform maps to its alarm level.
     pub severity: Severity,
     /// When it was raised (ms).
     pub raised: i64,

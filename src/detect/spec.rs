@@ -19,7 +19,7 @@ use crate::process::coal::EnergyKind;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
-    /// Advisory.
+    /// Advisory: worth a look, no one is woken.
     Low,
     /// Needs attention this shift.
     #[default]
@@ -100,7 +100,7 @@ pub struct Rule {
     pub key: String,
     /// What it detects, with the kind's parameters.
     pub kind: RuleKind,
-    /// Priority.
+    /// How urgent its alarm is, carried in every alarm message.
     pub severity: Severity,
     /// Message template.
     pub message: String,
@@ -144,7 +144,7 @@ pub struct Quota {
     pub limit: f64,
     /// Earliest projection, as a share of the period.
     pub min_elapsed: f64,
-    /// Severity.
+    /// How urgent the overuse alarm is.
     pub severity: Severity,
     /// Indices of the meters that count towards it.
     pub meters: Vec<usize>,
@@ -165,7 +165,7 @@ pub struct Baseline {
     pub min_weeks: usize,
     /// Threshold above the baseline, percent.
     pub over_percent: f64,
-    /// Severity.
+    /// How urgent the overuse alarm is.
     pub severity: Severity,
     /// Indices of the meters that count.
     pub meters: Vec<usize>,

@@ -107,7 +107,7 @@ impl Engine {
     /// whose duration ran out (raised at its exact time, so replay, which learns of it at the
     /// next poll, raises the same alarm), and shelves that expired.
     ///
-    /// Only the devices with a timer due are looked at (see the [module](self)).
+    /// Only the devices with a timer due are looked at (the `detect::timers` module says how).
     pub fn tick(&mut self, now: i64, events: &mut Vec<AlarmEvent>) {
         let due = self.timers.take_due(now);
         if due.is_empty() {

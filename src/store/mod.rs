@@ -155,7 +155,7 @@ pub enum StoreError {
     Open {
         /// The database file.
         path: PathBuf,
-        /// Why.
+        /// SQLite's error.
         #[source]
         source: Arc<rusqlite::Error>,
     },
@@ -235,7 +235,7 @@ pub enum StoreError {
     Spawn {
         /// The database file.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: Arc<std::io::Error>,
     },
@@ -256,7 +256,7 @@ pub enum StoreError {
         path: PathBuf,
         /// Where it was to go.
         to: PathBuf,
-        /// Why.
+        /// The operating system's error.
         #[source]
         source: Arc<std::io::Error>,
     },
@@ -277,7 +277,7 @@ pub enum StoreError {
     Lock {
         /// The database file.
         path: PathBuf,
-        /// Why.
+        /// What the lock file refused.
         #[source]
         source: Arc<lock::LockError>,
     },

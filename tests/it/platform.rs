@@ -6,7 +6,6 @@
 //! reordering a record.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -612,23 +611,7 @@ use plantwatch::store::{OutboxLimits, Store, StoreHandle};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Polls `check` every 20 ms, at most 1000 times (20 s), failing the test if it never holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    crate::harness::within(Duration::from_secs(30), what, async {
-        for _ in 0..1000 {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{what}: never happened in 1000 tries");
-    })
-    .await;
-}
+use crate::harness::{eventually, eventually_async};
 
 /// A running uploader against a fake platform, over a temporary state file.
 struct Rig {
@@ -718,7 +701,7 @@ impl Rig {
 
     /// Waits until the platform has accepted `n` records and the queue is empty.
     async fn drained(&self, n: usize) {
-        eventually("the queue drains", || async {
+        eventually_async(Duration::from_secs(30), "the queue drains", || async {
             self.platform.lock().unwrap().accepted.len() >= n && self.rows().await == 0
         })
         .await;
@@ -881,9 +864,11 @@ async fn a_wrong_password_keeps_every_row_names_the_key_and_recovers_once_the_fi
     let mut rig = Rig::start("654321", |_| {}).await;
     let records = day_records(10);
     rig.enqueue(&records).await;
-    eventually("the login is refused a few times", || async {
-        rig.stat(|s| &s.retried) >= 3
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the login is refused a few times",
+        || (rig.stat(|s| &s.retried) >= 3).then_some(()),
+    )
     .await;
     let problem = rig.stats.problem().expect("a problem is reported");
     assert!(
@@ -1097,19 +1082,19 @@ async fn the_upload_command_sends_records_to_the_https_platform_and_the_energy_p
     assert_eq!(day[0]["dataValue"], "240.00");
     assert!((quarters - 240.0).abs() < 1e-9, "{quarters}");
 
-    eventually("the HTTPS platform has all 97", || {
-        let n = platform.lock().unwrap().accepted.len();
-        async move { n == 97 }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the HTTPS platform has all 97",
+        || (platform.lock().unwrap().accepted.len() == 97).then_some(()),
+    )
     .await;
     sub.publish(
         "tp/plant/cmd/upload",
         br#"{"id":"u2","from":"2026-10-05","to":"2026-10-05","stat_type":[1]}"#,
     )
     .await;
-    eventually("the day is re-sent", || {
-        let n = platform.lock().unwrap().accepted.len();
-        async move { n == 98 }
+    eventually(Duration::from_secs(30), "the day is re-sent", || {
+        (platform.lock().unwrap().accepted.len() == 98).then_some(())
     })
     .await;
     let p = platform.lock().unwrap();

@@ -15,7 +15,7 @@ use plantwatch::store::{
 };
 use proptest::prelude::*;
 
-use crate::harness::within;
+use crate::harness::{eventually, within};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -38,11 +38,25 @@ fn msg(key: &str, seq: u64, payload: Vec<u8>) -> OutboxMessage {
 }
 
 /// Drops `store`, waits for its thread to close the file, and opens the file again.
+///
+/// The lock is an `flock` on a file descriptor, and a test running in parallel that spawns a
+/// process holds a copy of every open descriptor between its fork and its exec: for that
+/// moment the closed store's lock is still taken (`InUse` naming this very process), so the
+/// open is retried until it is free.
 async fn reopen(store: StoreHandle, path: &Path, limits: OutboxLimits) -> StoreHandle {
     let closed = store.closed();
     drop(store);
     within(Duration::from_secs(10), "store thread stops", closed).await;
-    Store::open(path, limits).unwrap()
+    eventually(
+        Duration::from_secs(10),
+        "the closed store's lock is free",
+        || match Store::open(path, limits) {
+            Ok(store) => Some(store),
+            Err(StoreError::InUse { holder, .. }) if holder == Some(std::process::id()) => None,
+            Err(e) => panic!("reopening {}: {e}", path.display()),
+        },
+    )
+    .await
 }
 
 #[tokio::test]

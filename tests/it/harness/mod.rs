@@ -51,6 +51,26 @@ pub(crate) async fn eventually<T>(
     panic!("{what}: not seen within {limit:?}")
 }
 
+/// [`eventually`] for a check that has to await its answer (a store query): polled every 50 ms
+/// until it holds, failing the test after `limit`.
+pub(crate) async fn eventually_async<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    for _ in 0..72_000 {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not seen within {limit:?}")
+}
+
 /// The plantwatch binary under test.
 pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plantwatch"))
