@@ -1,6 +1,7 @@
 //! The MQTT session against a real broker (the embedded rumqttd) on loopback, with a TCP
 //! proxy in between so that tests can cut the network. Each scenario runs over MQTT 3.1.1 and
 //! over MQTT 5; the subscriber always speaks 3.1.1, so the v5 runs also cross protocols.
+//! MQTT 5 topic aliases run against mosquitto, which forwards them soundly.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
