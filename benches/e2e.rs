@@ -14,7 +14,8 @@
 //! `BENCH_WIRE=1` measures bytes on the wire instead (issue 19, `support/wire.rs`): per delivered
 //! value, per value and poll, and per device-day, for json, json_compact and sparkplug_b with
 //! every-poll and on-change reporting, and for the energy-platform records. Bytes do not depend on the build, so
-//! `PLANTWATCH_BIN=target/debug/plantwatch` serves. `BENCH_WIRE_ONLY=TEXT` runs only the cases
+//! `PLANTWATCH_BIN=target/debug/plantwatch` serves. `BENCH_TOPIC_ALIASES=N` has mosquitto grant N
+//! MQTT 5 topic aliases (its default is 10). `BENCH_WIRE_ONLY=TEXT` runs only the cases
 //! whose label contains TEXT.
 //!
 //! `BENCH_BACKLOG_HOURS=H` (unset by default; needs mosquitto) measures a real backlog of H
@@ -277,7 +278,12 @@ fn main() {
     let (broker, broker_name) = match mosquitto {
         Some(m) => {
             let conf = dir.join("mosquitto.conf");
-            std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n")).unwrap();
+            // `BENCH_TOPIC_ALIASES=N`: the MQTT 5 topic aliases the broker grants a client
+            // (mosquitto's default is 10).
+            let aliases = std::env::var("BENCH_TOPIC_ALIASES")
+                .map(|n| format!("max_topic_alias {n}\n"))
+                .unwrap_or_default();
+            std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n{aliases}")).unwrap();
             _broker_guard = Some(Guard(
                 Command::new(m)
                     .arg("-c")

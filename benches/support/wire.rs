@@ -2,8 +2,12 @@
 //! `BENCH_WIRE=1` runs the daemon once per case against the same simulated plant and counts
 //! every MQTT packet the daemon's messages cost on the broker link.
 //!
-//! A message costs its PUBLISH packet (fixed header, topic, packet id at QoS 1, payload) and,
-//! at QoS 1, the 4-byte PUBACK; TCP/IP and TLS framing are left out, as they depend on the link.
+//! The bytes are counted on the daemon's link itself: the daemon connects to the broker through
+//! a counting relay (`Relay`), so every MQTT byte either way is in the figure (PUBLISH with its
+//! topic or topic alias, PUBACK, PINGREQ and PINGRESP); TCP/IP and TLS framing are left out, as
+//! they depend on the link. The per-message model the first figures used (PUBLISH with its
+//! full topic and packet id, plus a 4-byte PUBACK) is printed beside it; the two differ by the
+//! pings, by MQTT 5's property bytes, and by what topic aliases save.
 //! Values are those a platform receives: v1 points, v2 entries of `p` and `bad`, Sparkplug DDATA
 //! metrics. Messages sent once at start (births, schemas, status) fall in the warm-up and are
 //! not counted. For json_compact it also shows the share of messages written positionally
@@ -12,7 +16,8 @@
 //! every 15 minutes.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +39,7 @@ struct Case {
     device: &'static str,
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 10] = [
     Case {
         label: "json every poll",
         mqtt: "",
@@ -53,6 +58,21 @@ const CASES: [Case; 7] = [
     Case {
         label: "json_compact on change (its default)",
         mqtt: "format = \"json_compact\"\n",
+        device: "",
+    },
+    Case {
+        label: "json every poll, MQTT 5 topic aliases",
+        mqtt: "protocol = \"5\"\ntopic_aliases = true\n",
+        device: "",
+    },
+    Case {
+        label: "json_compact every poll, MQTT 5 aliases",
+        mqtt: "format = \"json_compact\"\nprotocol = \"5\"\ntopic_aliases = true\n",
+        device: "report = \"every_poll\"\n",
+    },
+    Case {
+        label: "json_compact on change (its default), MQTT 5 aliases",
+        mqtt: "format = \"json_compact\"\nprotocol = \"5\"\ntopic_aliases = true\n",
         device: "",
     },
     Case {
@@ -85,6 +105,69 @@ struct Tally {
     /// on-change bytes go.
     telemetry: AtomicU64,
     reported: Mutex<BTreeMap<String, u64>>,
+    /// Of v2 telemetry messages, modelled: MQTT bytes (full topic), payload bytes outside the
+    /// values (the envelope), and the values' own text (names with their values in a named
+    /// `p`, values and separators in a positional one, and `bad`/`unc` entries).
+    v2_mqtt: AtomicU64,
+    v2_envelope: AtomicU64,
+    v2_values: AtomicU64,
+}
+
+/// A TCP relay between the daemon and the broker that counts every byte it passes, both ways:
+/// what the daemon's MQTT link carries. Its threads end with their connections; the listener's
+/// thread stops at the next connection attempt after the relay is dropped (it polls a flag).
+struct Relay {
+    addr: SocketAddr,
+    bytes: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(broker: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (b, st) = (bytes.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((daemon, _)) => {
+                        daemon.set_nonblocking(false).unwrap();
+                        let Ok(up) = TcpStream::connect(broker) else {
+                            continue;
+                        };
+                        for (mut from, mut to) in [
+                            (daemon.try_clone().unwrap(), up.try_clone().unwrap()),
+                            (up, daemon),
+                        ] {
+                            let b = b.clone();
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 16 * 1024];
+                                while let Ok(n) = from.read(&mut buf) {
+                                    if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                    b.fetch_add(n as u64, Ordering::Relaxed);
+                                }
+                                to.shutdown(Shutdown::Both).ok();
+                                from.shutdown(Shutdown::Both).ok();
+                            });
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Self { addr, bytes, stop }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Points of the DTSU666 profile.
@@ -148,6 +231,19 @@ fn tally(t: &Tally, topic: &str, payload: &[u8], qos: QoS) {
             for k in &named {
                 *reported.entry(k.clone()).or_default() += 1;
             }
+            // The values' text: each of `p`, `bad` and `unc` as written, less its brackets.
+            let inner = |k: &str| {
+                (!j[k].is_null()).then(|| serde_json::to_string(&j[k]).map_or(0, |t| t.len() - 2))
+            };
+            let values_text = ["p", "bad", "unc"]
+                .iter()
+                .filter_map(|k| inner(k))
+                .sum::<usize>() as u64;
+            t.v2_values.fetch_add(values_text, Ordering::Relaxed);
+            t.v2_envelope
+                .fetch_add(payload.len() as u64 - values_text, Ordering::Relaxed);
+            t.v2_mqtt
+                .fetch_add(packet - payload.len() as u64, Ordering::Relaxed);
             (named.len() + bad) as u64
         } else {
             payload.windows(5).filter(|w| w == b"\"q\":\"").count() as u64
@@ -188,21 +284,27 @@ pub(crate) fn run(
         seconds,
     } = *workload;
     println!(
-        "wire: {devices} devices × {POINTS} values polled at 1 s, {seconds} s per case; MQTT bytes (PUBLISH + PUBACK) on the daemon's link"
+        "wire: {devices} devices × {POINTS} values polled at 1 s, {seconds} s per case; MQTT bytes both ways on the daemon's link"
     );
     println!(
-        "  {:<40} {:>8} {:>12} {:>14} {:>12} {:>12}",
+        "  {:<52} {:>8} {:>12} {:>14} {:>12} {:>12} {:>12}",
         "profile, reporting",
         "B/value",
         "B/value/poll",
         "MB/device-day",
         "values/poll",
-        "positional %"
+        "positional %",
+        "model B/v/p"
     );
-    // `BENCH_WIRE_ONLY=on change` runs only the cases whose label contains it.
+    // `BENCH_WIRE_ONLY=on change` runs only the cases whose label contains it; a final `$`
+    // asks for the label that ends there.
     let only = std::env::var("BENCH_WIRE_ONLY").unwrap_or_default();
     for (i, case) in CASES.iter().enumerate() {
-        if !case.label.contains(only.as_str()) {
+        let wanted = match only.strip_suffix('$') {
+            Some(end) => case.label.ends_with(end),
+            None => case.label.contains(only.as_str()),
+        };
+        if !wanted {
             continue;
         }
         let t = Arc::new(Tally::default());
@@ -225,6 +327,7 @@ pub(crate) fn run(
                 },
             )
         };
+        let relay = Relay::start(broker);
         let case_dir = dir.join(format!("wire-{i}"));
         std::fs::create_dir_all(&case_dir).unwrap();
         let cfg = case_dir.join("plantwatch.toml");
@@ -234,7 +337,7 @@ pub(crate) fn run(
             format!(
                 "[gateway]\nsite = \"bench\"\nid = \"gw\"\n\n[store]\npath = \"{}\"\n\n{plant}\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n{}",
                 case_dir.join("state.db").display(),
-                broker.port(),
+                relay.addr.port(),
                 case.mqtt
             ),
         )
@@ -254,6 +357,8 @@ pub(crate) fn run(
         );
         std::thread::sleep(Duration::from_secs(warmup));
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let link0 = load(&relay.bytes);
+        let parts0 = [&t.v2_mqtt, &t.v2_envelope, &t.v2_values].map(load);
         let (b0, v0, q0, m0, t0) = (
             load(&t.bytes),
             load(&t.values),
@@ -270,24 +375,39 @@ pub(crate) fn run(
             load(&t.telemetry) - m0,
             t0.elapsed().as_secs_f64(),
         );
+        let link = load(&relay.bytes) - link0;
+        let parts = [&t.v2_mqtt, &t.v2_envelope, &t.v2_values].map(load);
         let reported = t.reported.lock().unwrap().clone();
         drop(daemon);
+        drop(relay);
         sub.abort();
         let polled = devices as f64 * POINTS as f64 * dt;
         let compact = case.mqtt.contains("json_compact");
         println!(
-            "  {:<40} {:>8.1} {:>12.2} {:>14.3} {:>12.2} {:>12}",
+            "  {:<52} {:>8.1} {:>12.2} {:>14.3} {:>12.2} {:>12} {:>12.2}",
             case.label,
-            bytes as f64 / values.max(1) as f64,
-            bytes as f64 / polled,
-            bytes as f64 / devices as f64 / dt * 86_400.0 / 1e6,
+            link as f64 / values.max(1) as f64,
+            link as f64 / polled,
+            link as f64 / devices as f64 / dt * 86_400.0 / 1e6,
             values as f64 / polled * POINTS as f64,
             if compact {
                 format!("{:.0}", positional as f64 / telemetry.max(1) as f64 * 100.0)
             } else {
                 "-".to_owned()
             },
+            bytes as f64 / polled,
         );
+        if compact {
+            let per = |k: usize| (parts[k] - parts0[k]) as f64 / telemetry.max(1) as f64;
+            println!(
+                "    per telemetry message: {:.0} B on the link; modelled {:.0} MQTT (full topic) + {:.0} envelope + {:.0} values ({:.1} values)",
+                link as f64 / telemetry.max(1) as f64,
+                per(0),
+                per(1),
+                per(2),
+                values as f64 / telemetry.max(1) as f64,
+            );
+        }
         if compact && !case.device.contains("every_poll") {
             let polls = devices as f64 * dt;
             let shares: Vec<String> = reported
@@ -306,7 +426,7 @@ pub(crate) fn run(
     }
     energy_platform();
     println!(
-        "  B/value: per value delivered; B/value/poll: per value polled (22 a device each second), what on-change saves shows here; positional %: json_compact telemetry messages written against the schema (`p` an array)"
+        "  B/value: link bytes per value delivered; B/value/poll: per value polled (22 a device each second), what on-change saves shows here; positional %: json_compact telemetry messages written against the schema (`p` an array); model B/v/p: the per-message model (PUBLISH with the full topic + 4-byte PUBACK) per value polled"
     );
 }
 
@@ -378,12 +498,13 @@ fn energy_platform() {
     // A month record, the size of a day's, once a month.
     let per_day = bytes as f64 + day_record as f64 / 30.4;
     println!(
-        "  {:<40} {:>8.1} {:>12.4} {:>14.3} {:>12} {:>12}",
+        "  {:<52} {:>8.1} {:>12.4} {:>14.3} {:>12} {:>12} {:>12}",
         "energy_platform, 15 min (computed)",
         bytes as f64 / count.max(1) as f64,
         per_day / (POINTS as f64 * 86_400.0),
         per_day / 1e6,
         format!("{count}/day"),
+        "-",
         "-",
     );
 }

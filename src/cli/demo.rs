@@ -140,6 +140,7 @@ pub(super) async fn run(args: &Args) -> anyhow::Result<ExitCode> {
         password: None,
         tls: None,
         protocol: Default::default(),
+        topic_aliases: false,
     }];
     let state = std::env::temp_dir().join(format!("plantwatch-demo-{}.db", std::process::id()));
     plan.store.path = state.clone();

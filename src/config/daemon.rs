@@ -70,6 +70,10 @@ pub struct RawMqtt {
     /// MQTT protocol version: `"3.1.1"` (default) or `"5"`, quoted or a bare `5`.
     #[serde(default)]
     pub protocol: Option<RawProtocol>,
+    /// MQTT 5 topic aliases: name a topic published often by an alias the broker grants, so
+    /// later messages carry 2 bytes instead of the topic. Needs `protocol = "5"`.
+    #[serde(default)]
+    pub topic_aliases: bool,
     /// `[mqtt.sparkplug]`: the edge node, for `format = "sparkplug_b"`.
     #[serde(default)]
     pub sparkplug: Option<super::sparkplug::RawSparkplug>,
@@ -366,6 +370,18 @@ pub fn resolve_mqtt(
             Protocol::default()
         }),
     };
+    if raw.topic_aliases && protocol != Protocol::V5 {
+        issues.push(
+            key("topic_aliases"),
+            "topic aliases are an MQTT 5 feature; set protocol = \"5\" or remove `topic_aliases`",
+        );
+    }
+    if raw.topic_aliases && format == Format::SparkplugB {
+        issues.push(
+            key("topic_aliases"),
+            "a Sparkplug B sink names its metrics by alias already and does not use topic aliases; remove `topic_aliases`",
+        );
+    }
     let sparkplug = match (&raw.sparkplug, format) {
         (Some(sp), Format::SparkplugB) => super::sparkplug::resolve(
             sp,
@@ -416,6 +432,7 @@ pub fn resolve_mqtt(
         password,
         tls,
         protocol,
+        topic_aliases: raw.topic_aliases,
     })
 }
 
@@ -512,6 +529,29 @@ mod tests {
             assert!(
                 issue.message.contains("\"3.1.1\" or \"5\""),
                 "{bad}: {issue:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_aliases_need_mqtt_5_and_a_json_or_energy_sink() {
+        let aliases = |mqtt: &str| load(mqtt).map(|p| p.mqtt[0].topic_aliases);
+        assert!(!aliases("protocol = \"5\"").unwrap(), "off by default");
+        assert!(aliases("protocol = \"5\"\ntopic_aliases = true").unwrap());
+        for bad in [
+            "topic_aliases = true",
+            "protocol = \"3.1.1\"\ntopic_aliases = true",
+        ] {
+            let errors = aliases(bad).unwrap_err();
+            let issue = errors
+                .issues
+                .iter()
+                .find(|i| i.key == "mqtt.topic_aliases")
+                .unwrap_or_else(|| panic!("{bad}: {errors}"));
+            assert!(
+                issue.message.contains("protocol = \"5\""),
+                "{}",
+                issue.message
             );
         }
     }

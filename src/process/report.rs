@@ -34,8 +34,10 @@ pub struct Report {
     pub deadband_percent: f64,
     /// Report anyway after this long without a report.
     pub max_silence: Duration,
-    /// The deadband is at least this many times the reading's own poll-to-poll scatter,
-    /// estimated online ([`Scatter`]); 0 disables it. The compact profile's default.
+    /// The deadband is at least this many deviations of the noise in the difference between
+    /// two readings (√2 times the reading's own poll-to-poll scatter σ, estimated online by
+    /// [`Scatter`]), since a move is judged against the last reported reading, which carries
+    /// noise too; 0 disables it. The compact profile's default.
     pub noise: f64,
 }
 
@@ -109,8 +111,8 @@ pub struct Scatter {
     seen: u32,
 }
 
-/// The compact profile's default [`Report::noise`]: a change within three deviations of a
-/// reading's own scatter is not reported (docs/payload.md says what it saves).
+/// The compact profile's default [`Report::noise`]: a change within three deviations of the
+/// noise between two readings (3 √2 σ) is not reported (docs/payload.md says what it saves).
 pub const DEFAULT_NOISE: f64 = 3.0;
 
 /// Polls the scatter's moving mean spans.
@@ -162,7 +164,8 @@ fn moved(r: &Report, noise: f64, before: Option<&Value>, now: Option<&Value>) ->
         (Some(a), Some(b)) => match (a.as_f64(), b.as_f64()) {
             (Some(x), Some(y)) => {
                 let delta = (y - x).abs();
-                let deadband = r.deadband.max(r.noise * noise);
+                // Both readings carry the noise: their difference has √2 times its deviation.
+                let deadband = r.deadband.max(r.noise * std::f64::consts::SQRT_2 * noise);
                 if deadband == 0.0 && r.deadband_percent == 0.0 {
                     return delta > 0.0;
                 }
@@ -433,6 +436,58 @@ mod tests {
             batch(110.0, 110.0, Quality::Bad(BadReason::Timeout)),
             Timestamp(301_000),
         );
+        assert_eq!(names(&b), ["t", "u"]);
+    }
+
+    /// A standard normal draw from a fixed generator (xorshift and Box-Muller), so that the
+    /// test sees the same noise every run.
+    fn normal(state: &mut u64) -> f64 {
+        let mut uniform = || {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (u1, u2) = (uniform().max(f64::MIN_POSITIVE), uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    #[test]
+    fn white_noise_is_judged_on_the_difference_of_two_readings() {
+        // A steady reading of 100 with white noise of deviation 1: the difference between a
+        // reading and the last reported one has deviation √2. A deadband of 3 σ let 4.6 % of
+        // polls through on noise alone here (3.4 % in theory, more because the reference is a
+        // reading that was reported for being far out); 3 √2 σ lets about 1 % through.
+        let d = device("");
+        let policy = Report {
+            mode: ReportMode::OnChange,
+            deadband: 0.05,
+            noise: DEFAULT_NOISE,
+            ..Report::default()
+        };
+        let d = DeviceReport {
+            name: d.name.clone(),
+            points: vec![policy; 2],
+        };
+        let mut r = Reporter::default();
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut sent = 0_u32;
+        let polls = 20_000_i64;
+        for i in 0..polls {
+            let x = 100.0 + normal(&mut rng);
+            let b = r.filter(&d, batch(x, x, Quality::Good), Timestamp(i));
+            if i >= 50 {
+                sent += b.map_or(0, |b| b.samples.len() as u32);
+            }
+        }
+        let share = f64::from(sent) / (2.0 * (polls - 50) as f64);
+        assert!(
+            share < 0.015,
+            "{:.2} % of polls sent on noise",
+            share * 100.0
+        );
+        // A real move of 8 σ goes out at once.
+        let b = r.filter(&d, batch(108.0, 108.0, Quality::Good), Timestamp(polls));
         assert_eq!(names(&b), ["t", "u"]);
     }
 

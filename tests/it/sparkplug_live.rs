@@ -33,8 +33,9 @@ use plantwatch::sparkplug::{DataMode, DeviceSpec, HostState, Id, NodeConfig, Poi
 use plantwatch::store::outbox::OutboxMessage;
 use plantwatch::store::{OutboxLimits, Store, StoreHandle, record};
 
+use crate::harness::mosquitto::Mosquitto;
 use crate::harness::proxy::Proxy;
-use crate::harness::{eventually, eventually_async, eventually_blocking, within};
+use crate::harness::{eventually, eventually_async, within};
 
 const T0: i64 = 1_700_000_000_000;
 const WAIT: Duration = Duration::from_secs(20);
@@ -322,6 +323,7 @@ pub(crate) fn plan(port: u16, protocol: Protocol, client_id: &str) -> Mqtt {
         password: None,
         tls: None,
         protocol,
+        topic_aliases: false,
     }
 }
 
@@ -900,57 +902,6 @@ async fn interop_script_judges_the_sink_on_the_embedded_broker() {
     assert!(python_deps(), "pip install paho-mqtt==1.6.1 pysparkplug");
     let broker = EmbeddedBroker::start().unwrap();
     run_interop(broker.addr.port(), false).await;
-}
-
-/// A mosquitto of our own on a free loopback port, stopped (by its pid) when dropped.
-struct Mosquitto {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> Self {
-        let bin = std::env::var("MOSQUITTO").unwrap_or_else(|_| "/usr/sbin/mosquitto".into());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .unwrap();
-        // Owned by `Self` at once, so that every path (a panic too) stops it on drop.
-        let broker = Self {
-            child: std::process::Command::new(bin)
-                .arg("-c")
-                .arg(&conf)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-            port,
-            _dir: dir,
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        eventually_blocking(
-            Duration::from_secs(15),
-            &format!("mosquitto listening on {addr}"),
-            || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)),
-        );
-        broker
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _killed = self.child.kill();
-        let _reaped = self.child.wait();
-    }
 }
 
 /// The same against mosquitto, the reference broker: it forwards at min(published, subscribed)

@@ -16,6 +16,7 @@ use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use rumqttc::{Outgoing, QoS};
 use tracing::debug;
 
+use super::alias::Alias;
 use super::spec::{Mqtt, Protocol};
 use super::{MqttError, Secret, status_topic};
 use crate::encode::json_v1;
@@ -32,7 +33,11 @@ const MIN_V5_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Event {
     /// The broker accepted the connection; the session on it is fresh.
-    ConnAck,
+    ConnAck {
+        /// The Topic Alias Maximum of its CONNACK: how many topic aliases this connection may
+        /// use (0 over MQTT 3.1.1, or when the broker grants none).
+        topic_alias_max: u16,
+    },
     /// The client wrote a PUBLISH with this packet id (0 for QoS 0).
     OutgoingPublish(u16),
     /// The broker accepted the publish with this packet id.
@@ -108,6 +113,20 @@ impl Client {
         retain: bool,
         payload: Vec<u8>,
     ) -> Result<(), Option<Returned>> {
+        self.try_publish_aliased(topic, qos, retain, payload, Alias::None)
+    }
+
+    /// [`Self::try_publish`] naming the topic as `alias` says (MQTT 5; 3.1.1 always sends the
+    /// topic). A refused publish comes back with the topic as given, even when only its alias
+    /// was to be sent.
+    pub(crate) fn try_publish_aliased(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        alias: Alias,
+    ) -> Result<(), Option<Returned>> {
         use rumqttc::ClientError as E3;
         use rumqttc::v5::ClientError as E5;
         match self {
@@ -122,15 +141,35 @@ impl Client {
                     E3::Request(_) | E3::TryRequest(_) => None,
                 }),
             Self::V5(c) => {
-                c.try_publish(topic, v5_qos(qos), retain, payload)
-                    .map_err(|e| match e {
-                        E5::Request(v5::Request::Publish(p))
-                        | E5::TryRequest(v5::Request::Publish(p)) => Some(Returned {
-                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                            payload: p.payload.to_vec(),
-                        }),
-                        E5::Request(_) | E5::TryRequest(_) => None,
-                    })
+                // An alias used alone goes out with an empty topic; the topic is kept to be
+                // handed back if the client refuses.
+                let (sent, kept, properties) = match alias {
+                    Alias::None => (topic, None, None),
+                    Alias::Set(a) => (topic, None, Some(a)),
+                    Alias::Use(a) => (String::new(), Some(topic), Some(a)),
+                };
+                let result = match properties {
+                    None => c.try_publish(sent, v5_qos(qos), retain, payload),
+                    Some(a) => c.try_publish_with_properties(
+                        sent,
+                        v5_qos(qos),
+                        retain,
+                        payload,
+                        v5::mqttbytes::v5::PublishProperties {
+                            topic_alias: Some(a),
+                            ..Default::default()
+                        },
+                    ),
+                };
+                result.map_err(|e| match e {
+                    E5::Request(v5::Request::Publish(p))
+                    | E5::TryRequest(v5::Request::Publish(p)) => Some(Returned {
+                        topic: kept
+                            .unwrap_or_else(|| String::from_utf8_lossy(&p.topic).into_owned()),
+                        payload: p.payload.to_vec(),
+                    }),
+                    E5::Request(_) | E5::TryRequest(_) => None,
+                })
             }
         }
     }
@@ -217,7 +256,7 @@ fn outgoing(o: Outgoing) -> Event {
 fn from_v311(polled: Result<rumqttc::Event, rumqttc::ConnectionError>) -> Event {
     use rumqttc::{Event as E, Packet};
     match polled {
-        Ok(E::Incoming(Packet::ConnAck(_))) => Event::ConnAck,
+        Ok(E::Incoming(Packet::ConnAck(_))) => Event::ConnAck { topic_alias_max: 0 },
         Ok(E::Incoming(Packet::PubAck(ack))) => Event::PubAck(ack.pkid),
         Ok(E::Incoming(Packet::Publish(p))) => Event::Message {
             topic: p.topic,
@@ -242,7 +281,9 @@ fn from_v5(polled: Result<v5::Event, v5::ConnectionError>) -> Event {
     use v5::Event as E;
     use v5::mqttbytes::v5::Packet;
     match polled {
-        Ok(E::Incoming(Packet::ConnAck(_))) => Event::ConnAck,
+        Ok(E::Incoming(Packet::ConnAck(ack))) => Event::ConnAck {
+            topic_alias_max: ack.properties.and_then(|p| p.topic_alias_max).unwrap_or(0),
+        },
         Ok(E::Incoming(Packet::PubAck(ack))) => match ack.reason {
             PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Event::PubAck(ack.pkid),
             reason => Event::PubRejected {
@@ -444,7 +485,7 @@ mod tests {
             from_v5(Ok(v5::Event::Outgoing(Outgoing::PingReq))),
         ];
         let expected = [
-            Event::ConnAck,
+            Event::ConnAck { topic_alias_max: 0 },
             Event::OutgoingPublish(7),
             Event::PubAck(7),
             Event::OutgoingDisconnect,
@@ -452,6 +493,39 @@ mod tests {
         ];
         assert_eq!(v4, expected);
         assert_eq!(v5, expected);
+    }
+
+    #[test]
+    fn an_mqtt5_connack_grants_the_topic_aliases_it_names() {
+        let granted = from_v5(Ok(v5::Event::Incoming(p5::Packet::ConnAck(p5::ConnAck {
+            session_present: false,
+            code: p5::ConnectReturnCode::Success,
+            properties: Some(p5::ConnAckProperties {
+                session_expiry_interval: None,
+                receive_max: None,
+                max_qos: None,
+                retain_available: None,
+                max_packet_size: None,
+                assigned_client_identifier: None,
+                topic_alias_max: Some(10),
+                reason_string: None,
+                user_properties: Vec::new(),
+                wildcard_subscription_available: None,
+                subscription_identifiers_available: None,
+                shared_subscription_available: None,
+                server_keep_alive: None,
+                response_information: None,
+                server_reference: None,
+                authentication_method: None,
+                authentication_data: None,
+            }),
+        }))));
+        assert_eq!(
+            granted,
+            Event::ConnAck {
+                topic_alias_max: 10
+            }
+        );
     }
 
     #[test]
@@ -495,6 +569,7 @@ mod tests {
             password: None,
             tls: None,
             protocol,
+            topic_aliases: false,
         }
     }
 

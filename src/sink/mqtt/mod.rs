@@ -21,6 +21,7 @@
 //!   only option building and event translation differ. An MQTT 5 PUBACK with an error reason
 //!   code is not a delivery: the row stays and goes out again after the next reconnect.
 
+pub(crate) mod alias;
 #[cfg(feature = "demo")]
 pub mod broker;
 pub(crate) mod conn;
@@ -47,6 +48,7 @@ use crate::model::Timestamp;
 use crate::runtime::log_limit::{REPEAT_WINDOW, RepeatLimit, peer_text};
 use crate::secret::PasswordSource;
 use crate::sink::backoff::Backoff;
+use alias::TopicAliases;
 use conn::{Client, Event, Returned};
 use downlink::CommandGate;
 use feed::{Feed, FeedPlan, Ready};
@@ -461,6 +463,8 @@ impl<O: Outbox> Session<O> {
             QoS::AtLeastOnce
         };
         let mut inflight = InFlight::default();
+        // MQTT 5 topic aliases of the current connection (none over 3.1.1).
+        let mut aliases = TopicAliases::default();
         // Present while connected: the feeder reading ahead for this connection.
         let mut feed: Option<Feed> = None;
         // Rendered messages taken from the feeder, waiting for room in the window.
@@ -520,8 +524,12 @@ impl<O: Outbox> Session<O> {
                     }
                 }
                 match event {
-                    Event::ConnAck => {
+                    Event::ConnAck { topic_alias_max } => {
                         inflight.on_connection_lost();
+                        // Only where the configuration asks for them (a broker's alias support
+                        // is not always sound: the embedded rumqttd 0.20 cannot forward such a
+                        // publish to a 3.1.1 subscriber).
+                        aliases.reset(if self.plan.topic_aliases { topic_alias_max } else { 0 });
                         ready.clear();
                         let now = self.clock.now();
                         let backfill_before = if outage_since.is_some() { now } else { started };
@@ -611,7 +619,7 @@ impl<O: Outbox> Session<O> {
                 }));
             }
             if let Some(f) = feed.as_mut() {
-                self.hand_over(&client, qos, &mut inflight, &mut ready, f, window);
+                self.hand_over(&client, qos, &mut inflight, &mut aliases, &mut ready, f);
                 if commands.should_subscribe(tokio::time::Instant::now()) {
                     if client
                         .try_subscribe_commands(commands_topic.clone())
@@ -689,14 +697,18 @@ impl<O: Outbox> Session<O> {
         client: &Client,
         qos: QoS,
         inflight: &mut InFlight,
+        aliases: &mut TopicAliases,
         ready: &mut VecDeque<Ready>,
         feed: &mut Feed,
-        window: usize,
     ) {
+        let window = usize::from(self.plan.max_inflight);
         while inflight.len() < window
             && let Some(m) = ready.pop_front()
         {
-            match client.try_publish(m.topic, qos, m.retain, m.payload) {
+            let alias = aliases.for_topic(&m.topic);
+            // Recorded before the topic moves into the client; undone below if refused.
+            aliases.sent(&m.topic, alias);
+            match client.try_publish_aliased(m.topic, qos, m.retain, m.payload, alias) {
                 Ok(()) => {
                     inflight.handed_to_client(Tracked::Row(m.row));
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -704,6 +716,7 @@ impl<O: Outbox> Session<O> {
                 // The request channel is full (it holds a window, so only if the event loop
                 // stalls): keep the message first in line and try after the next event.
                 Err(Some(Returned { topic, payload })) => {
+                    aliases.refused(&topic, alias);
                     ready.push_front(Ready {
                         row: m.row,
                         topic,
@@ -768,7 +781,10 @@ async fn drain_pubacks(events: &mut conn::Events, inflight: &mut InFlight, acked
                 let _kept = inflight.on_puback(pkid);
             }
             // A new connection has a fresh session: what was in flight is unsent again.
-            Event::ConnAck | Event::Error(_) | Event::TooLarge(_) | Event::OutgoingDisconnect => {
+            Event::ConnAck { .. }
+            | Event::Error(_)
+            | Event::TooLarge(_)
+            | Event::OutgoingDisconnect => {
                 return;
             }
             Event::Message { .. } | Event::Other => {}

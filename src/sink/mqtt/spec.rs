@@ -137,4 +137,7 @@ pub struct Mqtt {
     pub tls: Option<Tls>,
     /// Protocol version.
     pub protocol: Protocol,
+    /// Use MQTT 5 topic aliases for topics published often (`mqtt.topic_aliases`; only with
+    /// [`Protocol::V5`]), as many as the broker grants.
+    pub topic_aliases: bool,
 }

@@ -254,7 +254,7 @@ impl<O: Outbox> SparkplugSink<O> {
                     }
                 }
                 event = events.poll() => match event {
-                    Event::ConnAck => {
+                    Event::ConnAck { .. } => {
                         abort(&mut fetching);
                         flow.reset(true);
                         backoff.reset();

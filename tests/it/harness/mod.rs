@@ -9,6 +9,7 @@ use plantwatch::config::{EnvOverrides, Plan, load_str};
 #[cfg(feature = "demo")]
 pub(crate) mod commands;
 pub(crate) mod daemon;
+pub(crate) mod mosquitto;
 pub(crate) mod proxy;
 pub(crate) mod subscriber;
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +17,8 @@ pub(crate) struct Proxy {
     generation: watch::Sender<u64>,
     /// While true, bytes from the upstream are held back (the connection stays open).
     held: watch::Sender<bool>,
+    /// Bytes clients sent upstream, over every connection.
+    sent: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -30,6 +32,8 @@ impl Proxy {
         let (held, _) = watch::channel(false);
         let held_tx = held.clone();
         let up2 = up.clone();
+        let sent = Arc::new(AtomicU64::new(0));
+        let sent2 = sent.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -41,13 +45,26 @@ impl Proxy {
                 }
                 let mut cut = gen_tx.subscribe();
                 let held = held_tx.subscribe();
+                let sent = sent2.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
                     };
                     let (mut client_rx, mut client_tx) = client.into_split();
                     let (mut server_rx, mut server_tx) = server.into_split();
-                    let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                    let up = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match client_rx.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if server_tx.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                            sent.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    };
                     let down = async move {
                         let mut held = held;
                         let mut buf = vec![0u8; 64 * 1024];
@@ -65,7 +82,7 @@ impl Proxy {
                         }
                     };
                     tokio::select! {
-                        _ = up => {}
+                        () = up => {}
                         () = down => {}
                         _ = cut.changed() => {}
                     }
@@ -77,7 +94,13 @@ impl Proxy {
             up,
             generation,
             held,
+            sent,
         }
+    }
+
+    /// Bytes clients have sent upstream so far, over every connection.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Holds back what the upstream sends (PUBACKs, say) until [`Self::release`].
