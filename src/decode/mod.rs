@@ -228,15 +228,10 @@ impl Precision {
                 if !single.is_finite() {
                     return value;
                 }
-                // The shortest text that reads back as `single`, read back as an f64: no
-                // allocation, ryu's buffer lives on the stack.
-                ryu::Buffer::new()
-                    .format_finite(single)
-                    .parse()
-                    .unwrap_or(value)
+                shortest_decimal(single).unwrap_or(value)
             }
             Precision::Decimals(n) => {
-                let factor = 10f64.powi(i32::from(n.min(MAX_DECIMALS)));
+                let factor = POWERS_OF_TEN[usize::from(n.min(MAX_DECIMALS))];
                 // Dividing an integral f64 by an exact power of ten rounds once, to the f64
                 // nearest the decimal. `+ 0.0` turns a rounded -0.04 into 0, not "-0.0".
                 let rounded = (value * factor).round() / factor + 0.0;
@@ -244,6 +239,40 @@ impl Precision {
             }
         }
     }
+}
+
+/// 10⁰ to 10⁹, each exact in an f64.
+const POWERS_OF_TEN: [f64; MAX_DECIMALS as usize + 1] =
+    [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// The f64 nearest the shortest decimal that reads back as `single` (what ryu writes for it).
+///
+/// Decoding runs for every value of every poll, and ryu's text plus a parse cost several
+/// times the rest of the decode. For the magnitudes meters show, the same decimal is the first
+/// of `single` rounded to 0, 1, 2… decimals that reads back as `single`: at a fixed magnitude
+/// fewer decimals are fewer digits, and the nearest decimal of a length is the one that can
+/// read back. Elsewhere, and past 9 decimals, ryu decides.
+fn shortest_decimal(single: f32) -> Option<f64> {
+    let exact = f64::from(single);
+    if exact == 0.0 {
+        return Some(exact);
+    }
+    if (1e-3..1e7).contains(&exact.abs()) {
+        for factor in POWERS_OF_TEN {
+            // `exact * factor` is exact or one rounding from it (24 + 30 bits), and the
+            // division rounds once, to the f64 nearest the decimal. A tie goes to the even
+            // digit, as ryu breaks it (4.22265625 is 4.2226562).
+            let rounded = (exact * factor).round_ties_even() / factor;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "the point is whether it reads back as the f32"
+            )]
+            if (rounded as f32).to_bits() == single.to_bits() {
+                return Some(rounded);
+            }
+        }
+    }
+    ryu::Buffer::new().format_finite(single).parse().ok()
 }
 
 impl Codec {
@@ -966,6 +995,38 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_point_search_agrees_with_ryu_across_its_range() {
+        // Every 1021st f32 from 1e-3 to 1e7 (about 270 000), and the f32s on either side of
+        // decimals a meter shows, where a tie or a one-bit miss would show.
+        let mut checked = 0_u32;
+        let mut check = |x: f32| {
+            let ryus: f64 = ryu::Buffer::new().format(x).parse().unwrap();
+            assert_eq!(
+                shortest_decimal(x).map(f64::to_bits),
+                Some(ryus.to_bits()),
+                "{x:e} ({:#x})",
+                x.to_bits()
+            );
+            checked += 1;
+        };
+        for bits in (0x3a83_126f_u32..0x4b18_9680).step_by(1021) {
+            check(f32::from_bits(bits));
+        }
+        for k in 0..20_000_u32 {
+            #[expect(clippy::cast_precision_loss, reason = "k is small")]
+            let decimal = 231.0 + k as f32 * 0.001;
+            for bits in [
+                decimal.to_bits() - 1,
+                decimal.to_bits(),
+                decimal.to_bits() + 1,
+            ] {
+                check(f32::from_bits(bits));
+            }
+        }
+        assert!(checked > 300_000, "{checked}");
+    }
+
+    #[test]
     fn f32_registers_are_written_as_the_shortest_decimal_of_the_f32() {
         let plain = Codec::plain(DataType::F32);
         let classes: [(&str, f32); 8] = [
@@ -1118,6 +1179,15 @@ mod tests {
             prop_assert_eq!((back as f32).to_bits(), v.to_bits());
             let c = codec(DataType::F64, order);
             prop_assert_eq!(decode(&encode(&Value::F64(d), &c).unwrap(), &c), Ok(Value::F64(d)));
+        }
+
+        #[test]
+        fn the_fixed_point_search_gives_ryus_decimal(bits in 0x3a83_126fu32..0x4b18_9680) {
+            // 1e-3 to 1e7, where the search runs instead of ryu.
+            let x = f32::from_bits(bits);
+            let ryus: f64 = ryu::Buffer::new().format(x).parse().unwrap();
+            prop_assert_eq!(shortest_decimal(x).map(f64::to_bits), Some(ryus.to_bits()));
+            prop_assert_eq!(shortest_decimal(-x).map(f64::to_bits), Some((-ryus).to_bits()));
         }
 
         #[test]
