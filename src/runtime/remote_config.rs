@@ -199,7 +199,10 @@ impl Answering {
         let mut seen = HashMap::new();
         for (device, stats) in &acquire.devices {
             let ok = stats.polls_ok.load(Ordering::Relaxed);
-            if self.last.get(device).is_some_and(|before| ok > *before) {
+            // A device the last look did not know (the first look, a reload that added it)
+            // counts from 0: its good polls all came since, and a push right after the start
+            // must still see it answering.
+            if ok > self.last.get(device).copied().unwrap_or(0) {
                 self.recent.insert(device.clone());
             }
             seen.insert(device.clone(), ok);
@@ -412,6 +415,23 @@ mod tests {
             w.judge(t0 + s(35), false, &answering),
             Verdict::Failed(why) if why.contains("broker")
         ));
+    }
+
+    #[test]
+    fn a_device_that_answered_before_the_first_look_counts_as_answering() {
+        let stats = std::sync::Arc::new(crate::acquire::DeviceStats::default());
+        let acquire = AcquireStats {
+            devices: vec![("m".to_owned(), stats.clone())],
+        };
+        let mut answering = Answering::default();
+        // A push a moment after the start: one good poll, no look taken before it.
+        stats.polls_ok.store(1, Ordering::Relaxed);
+        answering.look(&acquire);
+        assert_eq!(answering.lately(), HashSet::from(["m".to_owned()]));
+        // Silent over two looks: no longer answering.
+        answering.look(&acquire);
+        answering.look(&acquire);
+        assert!(answering.lately().is_empty());
     }
 
     #[test]
