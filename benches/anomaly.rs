@@ -36,8 +36,10 @@
 //!   baselines turn outlier detectors into change-point detectors, the change points at
 //!   every *edge* of the outlier prediction (raised or cleared), and both together.
 //!
-//! The predictions are written to `target/anomaly-bench/` and scored by
-//! `benches/skab_score.py` with tsad, the scorer of SKAB's own leaderboard
+//! The predictions (timestamps and 0/1 outputs, no labels) are written to
+//! `plantwatch-anomaly-bench/` in the system's temporary directory, outside the checkout, and
+//! scored by `benches/skab_score.py`, which reads the labels from SKAB's own files, with tsad,
+//! the scorer of SKAB's own leaderboard
 //! (`pip install --no-deps tsad` plus numpy, pandas, matplotlib): NAB standard / low FP /
 //! low FN with a 60 s window right of each change point, and binary F1, per folder.
 //! valve1/ is the only folder defaults may be tuned on; valve2/ and other/ are held out.
@@ -102,7 +104,6 @@ struct Row {
     ts_ms: i64,
     values: [f64; 8],
     anomaly: u8,
-    changepoint: u8,
 }
 
 fn read_skab(path: &Path) -> Vec<Row> {
@@ -116,7 +117,7 @@ fn read_skab(path: &Path) -> Vec<Row> {
         .iter()
         .map(|p| col(p).unwrap_or_else(|| panic!("{}: no column {p}", path.display())))
         .collect();
-    let (anomaly, changepoint) = (col("anomaly"), col("changepoint"));
+    let anomaly = col("anomaly");
     let mut rows = Vec::new();
     for (line, record) in reader.records().enumerate() {
         let record = record.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -137,7 +138,6 @@ fn read_skab(path: &Path) -> Vec<Row> {
             ts_ms: ts.and_utc().timestamp_millis(),
             values,
             anomaly: flag(anomaly),
-            changepoint: flag(changepoint),
         });
     }
     rows
@@ -283,16 +283,14 @@ fn experiments(dir: &Path, quick: bool) -> Vec<PathBuf> {
 }
 
 fn write_predictions(path: &Path, rows: &[Row], run: &Run) {
-    let mut text = String::from("datetime;anomaly;changepoint;pred_outlier;pred_cp;pred_edge\n");
+    let mut text = String::from("datetime;pred_outlier;pred_cp;pred_edge\n");
     let mut before = 0;
     for (i, r) in rows.iter().enumerate() {
         let outlier = run.pred_outlier[i];
         writeln!(
             text,
-            "{};{};{};{};{};{}",
+            "{};{};{};{}",
             r.datetime,
-            r.anomaly,
-            r.changepoint,
             outlier,
             run.pred_cp[i],
             u8::from(outlier != before)
@@ -384,7 +382,9 @@ fn main() {
         return;
     };
     let quick = std::env::var_os("PLANTWATCH_SKAB_QUICK").is_some_and(|v| v != "0");
-    let out_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/anomaly-bench");
+    // Outside the checkout: the files name SKAB's experiments and carry its timestamps, and
+    // its GPL data stays where it was read from (the scorer takes the labels from there).
+    let out_root = std::env::temp_dir().join("plantwatch-anomaly-bench");
     let (use_points, use_device) = mode();
     let models = match (use_points, use_device) {
         (true, true) => "one model per point and one per device",
@@ -487,7 +487,7 @@ fn main() {
 
     let scorer = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/skab_score.py");
     let mut command = Command::new("python3");
-    command.arg(&scorer).arg(&out_root);
+    command.arg(&scorer).arg(&out_root).arg(&skab);
     if let Some(f1) = floor("PLANTWATCH_SKAB_MIN_F1") {
         command.arg(format!("--min-f1={f1}"));
     }

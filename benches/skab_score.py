@@ -3,12 +3,13 @@
 
 tsad (PyPI) is the scorer SKAB's own leaderboard was produced with, so the figures are
 comparable with the published ones.
-Usage: skab_score.py PREDICTIONS_DIR [--min-f1=F] [--min-nab=N]
+Usage: skab_score.py PREDICTIONS_DIR SKAB_DATA_DIR [--min-f1=F] [--min-nab=N]
 (exits 1 when the F1 or the NAB standard on score onsets of all folders is below its floor)
 
 PREDICTIONS_DIR holds one folder per SKAB folder, each with one `;`-separated file per
-experiment: `datetime;anomaly;changepoint;pred_outlier;pred_cp;pred_edge` (labels, then the
-detector's 0/1 outputs). Prints, per folder and for the tuned and held-out groups, NAB
+experiment: `datetime;pred_outlier;pred_cp;pred_edge` (the detector's 0/1 outputs, row for row).
+The labels (`anomaly`, `changepoint`) are read from the same file under SKAB_DATA_DIR, so no
+copy of them is written anywhere. Prints, per folder and for the tuned and held-out groups, NAB
 standard / low FP / low FN (window 60 s right of each change point) on `pred_cp` (score
 onsets: what the issue says an evaluation scores), the NAB standard on `pred_edge` (raises
 and clears, SKAB's protocol for outlier detectors) and on both together, and binary F1
@@ -29,15 +30,19 @@ TUNED = ["valve1"]
 HELD_OUT = ["valve2", "other"]
 
 
-def load(folder):
+def load(folder, labels_folder):
     series = []
     for name in sorted(os.listdir(folder), key=lambda n: (len(n), n)):
         if not name.endswith(".csv"):
             continue
-        df = pd.read_csv(
-            os.path.join(folder, name), sep=";", index_col="datetime", parse_dates=True
-        )
-        series.append(df)
+        read = lambda path: pd.read_csv(path, sep=";", index_col="datetime", parse_dates=True)
+        pred = read(os.path.join(folder, name))
+        truth = read(os.path.join(labels_folder, name))
+        if not pred.index.equals(truth.index):
+            sys.exit(f"{folder}/{name}: the predictions' timestamps differ from SKAB's file")
+        for column in ("anomaly", "changepoint"):
+            pred[column] = (truth[column] > 0.5).astype(int)
+        series.append(pred)
     return series
 
 
@@ -85,13 +90,13 @@ def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     floors = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
     unknown = set(floors) - {"min-f1", "min-nab"}
-    if len(args) != 1 or unknown:
-        sys.exit("usage: skab_score.py PREDICTIONS_DIR [--min-f1=F] [--min-nab=N]")
-    root = args[0]
+    if len(args) != 2 or unknown:
+        sys.exit("usage: skab_score.py PREDICTIONS_DIR SKAB_DATA_DIR [--min-f1=F] [--min-nab=N]")
+    root, skab = args
     folders = [f for f in TUNED + HELD_OUT if os.path.isdir(os.path.join(root, f))]
     if not folders:
         sys.exit(f"{root}: no SKAB prediction folders (valve1, valve2, other)")
-    frames = {f: load(os.path.join(root, f)) for f in folders}
+    frames = {f: load(os.path.join(root, f), os.path.join(skab, f)) for f in folders}
     rows = [(f, frames[f]) for f in folders]
     rows.append(("tuned (valve1)", [x for f in TUNED if f in frames for x in frames[f]]))
     rows.append(
