@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The anomaly rule on real labelled recordings, in a quick mode, so a regression turns CI red:
-# fetches SKAB (github.com/waico/SKAB, pinned commit, GPL-3.0 data: downloaded, never
-# committed here), installs its scorer tsad, and runs benches/anomaly.rs on the first two
-# experiments of each folder plus the fault-free run, with floors a little below today's
+# reads SKAB (github.com/waico/SKAB, pinned commit, GPL-3.0 data) beside the checkout or
+# downloads it to a cache outside it, never into it; installs its scorer tsad, and runs
+# benches/anomaly.rs on the first two experiments of each folder plus the fault-free run,
+# with floors a little below today's
 # figures: the device model (quick mode measured 2.03 false episodes per device per 10k
 # normal samples, F1 0.70, NAB standard 37.72 on score onsets), then a model per point (0.64
 # per point per 10k, F1 0.74, NAB 21.29 on score onsets).
@@ -31,7 +32,8 @@ if [[ -z "${PLANTWATCH_SKAB_DIR:-}" && -d "$BESIDE" ]]; then
   export PLANTWATCH_SKAB_DIR="$BESIDE"
 fi
 if [[ -z "${PLANTWATCH_SKAB_DIR:-}" ]]; then
-  DEST="$ROOT/target/skab-$COMMIT"
+  # A cache outside the checkout: the GPL data never sits in the repository's tree.
+  DEST="${XDG_CACHE_HOME:-$HOME/.cache}/plantwatch/skab-$COMMIT"
   if [[ ! -d "$DEST/data" ]]; then
     TMP="$(mktemp -d)"
     trap 'rm -rf "$TMP"' EXIT
