@@ -113,8 +113,17 @@ impl Engine {
         if due.is_empty() {
             return;
         }
+        self.tick_devices(&due, now, events);
+        for di in due {
+            self.reschedule(di);
+        }
+    }
+
+    /// What time alone decides at `now` on the devices `due`: their comm-loss instances, then
+    /// their shelves that expired.
+    fn tick_devices(&mut self, due: &[usize], now: i64, events: &mut Vec<AlarmEvent>) {
         let policy = &self.policy;
-        for &di in &due {
+        for &di in due {
             let Some(dev) = self.devices.get_mut(di) else {
                 continue;
             };
@@ -131,7 +140,7 @@ impl Engine {
                 }
             }
         }
-        for &di in &due {
+        for &di in due {
             for ii in 0..self.devices[di].instances.len() {
                 let state = &mut self.devices[di].instances[ii].state;
                 if state.is_raised() && state.shelved_until.is_some_and(|u| now >= u) {
@@ -140,9 +149,6 @@ impl Engine {
                     events.extend(self.emit((di, ii), status, now));
                 }
             }
-        }
-        for di in due {
-            self.reschedule(di);
         }
     }
 
@@ -167,34 +173,11 @@ mod tests {
     use super::*;
     use crate::model::{BadReason, Name, PointSample, Quality, SampleBatch, Timestamp, Value};
 
-    /// What `tick` did before it kept timers: every comm-loss instance of every device, then
-    /// every shelve of every device. The timers must give exactly its events.
+    /// What `tick` did before it kept timers: every device looked at, due or not. The timers
+    /// must give exactly its events.
     fn tick_by_scan(engine: &mut Engine, now: i64, events: &mut Vec<AlarmEvent>) {
-        let policy = &engine.policy;
-        for dev in &mut engine.devices {
-            let mut owner = Owner {
-                name: &dev.name,
-                points: &dev.point_names,
-                units: &dev.units,
-                flood: &mut dev.flood,
-                policy,
-            };
-            for inst in &mut dev.instances {
-                if let RuleKind::CommLoss(_) = inst.kind {
-                    owner.observe(inst, None, now, events);
-                }
-            }
-        }
-        for di in 0..engine.devices.len() {
-            for ii in 0..engine.devices[di].instances.len() {
-                let state = &mut engine.devices[di].instances[ii].state;
-                if state.is_raised() && state.shelved_until.is_some_and(|u| now >= u) {
-                    state.shelved_until = None;
-                    let status = status_of(state, now);
-                    events.extend(engine.emit((di, ii), status, now));
-                }
-            }
-        }
+        let every: Vec<usize> = (0..engine.devices.len()).collect();
+        engine.tick_devices(&every, now, events);
     }
 
     fn engine(devices: usize) -> Engine {
