@@ -394,15 +394,20 @@ mod tests {
         assert!(young.sigma().abs() < f64::MIN_POSITIVE);
     }
 
-    #[test]
-    fn the_noise_deadband_holds_back_scatter_but_passes_a_real_move_and_quality() {
-        let d = device("");
-        let policy = Report {
+    /// On change, a 0.05 resolution deadband and the compact profile's noise deadband.
+    fn on_change_with_noise() -> Report {
+        Report {
             mode: ReportMode::OnChange,
             deadband: 0.05,
             noise: DEFAULT_NOISE,
             ..Report::default()
-        };
+        }
+    }
+
+    #[test]
+    fn the_noise_deadband_holds_back_scatter_but_passes_a_real_move_and_quality() {
+        let d = device("");
+        let policy = on_change_with_noise();
         let d = DeviceReport {
             name: d.name.clone(),
             points: vec![
@@ -459,12 +464,7 @@ mod tests {
         // polls through on noise alone here (3.4 % in theory, more because the reference is a
         // reading that was reported for being far out); 3 √2 σ lets about 1 % through.
         let d = device("");
-        let policy = Report {
-            mode: ReportMode::OnChange,
-            deadband: 0.05,
-            noise: DEFAULT_NOISE,
-            ..Report::default()
-        };
+        let policy = on_change_with_noise();
         let d = DeviceReport {
             name: d.name.clone(),
             points: vec![policy; 2],
