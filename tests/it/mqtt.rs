@@ -151,6 +151,14 @@ fn numbers(got: &[crate::harness::subscriber::Received]) -> Vec<i64> {
         .collect()
 }
 
+/// [`numbers`] in order, each once: what arrived, duplicates of a redelivery aside.
+fn distinct_numbers(got: &[crate::harness::subscriber::Received]) -> Vec<i64> {
+    let mut n = numbers(got);
+    n.sort_unstable();
+    n.dedup();
+    n
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_row_arrives_once_in_order_and_leaves_the_outbox_on_its_puback() {
     every_row_arrives_once_in_order(Protocol::V311).await;
@@ -318,18 +326,11 @@ async fn outage_is_replayed_as_backfill(protocol: Protocol) {
     proxy.restore();
     let got = sub
         .collect_until(Duration::from_secs(30), |g| {
-            numbers(g).contains(&120) && {
-                let mut n = numbers(g);
-                n.sort_unstable();
-                n.dedup();
-                n.len() >= 100
-            }
+            numbers(g).contains(&120) && distinct_numbers(g).len() >= 100
         })
         .await;
-    let mut arrived = numbers(&got);
-    let in_order = arrived.clone();
-    arrived.sort_unstable();
-    arrived.dedup();
+    let in_order = numbers(&got);
+    let arrived = distinct_numbers(&got);
     assert_eq!(
         arrived,
         (21..=120).collect::<Vec<_>>(),
@@ -468,16 +469,9 @@ async fn oversized_retained_command(protocol: Protocol) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = sub
-        .collect_until(Duration::from_secs(20), |g| {
-            let mut n = numbers(g);
-            n.sort_unstable();
-            n.dedup();
-            n.len() >= 60
-        })
+        .collect_until(Duration::from_secs(20), |g| distinct_numbers(g).len() >= 60)
         .await;
-    let mut arrived = numbers(&got);
-    arrived.sort_unstable();
-    arrived.dedup();
+    let arrived = distinct_numbers(&got);
     assert_eq!(
         arrived,
         (1..=60).collect::<Vec<_>>(),
@@ -741,12 +735,7 @@ async fn two_topics_across_a_reconnect(broker: &Mosquitto, topic_aliases: bool) 
         wake.notify_one();
     }
     let got = sub
-        .collect_until(Duration::from_secs(30), |g| {
-            let mut n = numbers(g);
-            n.sort_unstable();
-            n.dedup();
-            n.len() >= 80
-        })
+        .collect_until(Duration::from_secs(30), |g| distinct_numbers(g).len() >= 80)
         .await;
     check(&got, 41, 120);
     wait_empty(&outbox, "rows 41-120 acknowledged after the reconnect").await;
