@@ -39,7 +39,7 @@ struct Case {
     device: &'static str,
 }
 
-const CASES: [Case; 10] = [
+const CASES: [Case; 12] = [
     Case {
         label: "json every poll",
         mqtt: "",
@@ -74,6 +74,16 @@ const CASES: [Case; 10] = [
         label: "json_compact on change (its default), MQTT 5 aliases",
         mqtt: "format = \"json_compact\"\nprotocol = \"5\"\ntopic_aliases = true\n",
         device: "",
+    },
+    Case {
+        label: "json_compact on change, moves at once (min_interval_ms = 0)",
+        mqtt: "format = \"json_compact\"\n",
+        device: "min_interval_ms = 0\n",
+    },
+    Case {
+        label: "json_compact on change, min_interval_ms = 10000",
+        mqtt: "format = \"json_compact\"\n",
+        device: "min_interval_ms = 10000\n",
     },
     Case {
         label: "json_compact on change, 1 % deadband",

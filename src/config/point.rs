@@ -368,6 +368,7 @@ fn resolve_report(
     });
     let percent = p.deadband_percent.or(device.deadband_percent);
     let silence = p.max_silence_ms.or(device.max_silence_ms);
+    let interval = p.min_interval_ms.or(device.min_interval_ms);
     // Name the key where the value was written: the point's own, or the device's.
     let at = |field: &str, on_point: bool| {
         if on_point {
@@ -391,6 +392,11 @@ fn resolve_report(
                 "max_silence_ms",
                 silence.is_some(),
                 p.max_silence_ms.is_some(),
+            ),
+            (
+                "min_interval_ms",
+                interval.is_some(),
+                p.min_interval_ms.is_some(),
             ),
         ] {
             if given {
@@ -423,6 +429,18 @@ fn resolve_report(
             format!("{s} is out of range; use 1000 ms to 7 days (604800000)"),
         );
     }
+    let max_silence = silence.map_or(defaults.max_silence, Duration::from_millis);
+    if let Some(i) = interval.filter(|i| u128::from(*i) >= max_silence.as_millis()) {
+        push(
+            issues,
+            at("min_interval_ms", p.min_interval_ms.is_some()),
+            format!(
+                "{i} is out of range; use 0 (a move goes at once) up to less than \
+                 max_silence_ms ({} ms)",
+                max_silence.as_millis()
+            ),
+        );
+    }
     if issues.0.len() != before {
         return None;
     }
@@ -430,7 +448,19 @@ fn resolve_report(
         mode,
         deadband: deadband.unwrap_or(defaults.deadband),
         deadband_percent: percent.unwrap_or(defaults.deadband_percent),
-        max_silence: silence.map_or(defaults.max_silence, Duration::from_millis),
+        max_silence,
+        // A compact-only gateway is on a metered link: a device that keeps moving sends at
+        // most one message per interval (docs/payload.md, "Reporting by exception").
+        min_interval: interval.map_or_else(
+            || {
+                if compact.is_some() && mode == raw::ReportMode::OnChange {
+                    crate::process::report::DEFAULT_MIN_INTERVAL
+                } else {
+                    Duration::ZERO
+                }
+            },
+            Duration::from_millis,
+        ),
         // The metered default also ignores what the reading's own scatter moves it by
         // (docs/payload.md, "Reporting by exception is the default").
         noise: if derived {

@@ -191,6 +191,10 @@ pub struct RawDevice {
     /// With `on_change`: report anyway after this long without a report.
     #[serde(default)]
     pub max_silence_ms: Option<u64>,
+    /// With `on_change`: a move alone sends a message at most this often per device; it
+    /// waits until then, or rides along with a message something else sends.
+    #[serde(default)]
+    pub min_interval_ms: Option<u64>,
     /// Write registers with function 16 (coils with 15) even when one would do: many devices
     /// accept only the multiple forms.
     #[serde(default)]
@@ -305,6 +309,10 @@ pub struct RawPoint {
     /// With `on_change`: report anyway after this long without a report.
     #[serde(default)]
     pub max_silence_ms: Option<u64>,
+    /// With `on_change`: a move alone sends a message at most this often per device; it
+    /// waits until then, or rides along with a message something else sends.
+    #[serde(default)]
+    pub min_interval_ms: Option<u64>,
     /// Opt in to writes (inline only, never from a profile).
     #[serde(default)]
     pub writable: Option<bool>,

@@ -34,6 +34,10 @@ pub struct Report {
     pub deadband_percent: f64,
     /// Report anyway after this long without a report.
     pub max_silence: Duration,
+    /// A move alone opens a message only this long after the device's last one; until then it
+    /// waits, and rides along when a quality change or another point opens one. What is
+    /// reported is the reading of the poll that sends it. 0 sends a move at once.
+    pub min_interval: Duration,
     /// The deadband is at least this many deviations of the noise in the difference between
     /// two readings (√2 times the reading's own poll-to-poll scatter σ, estimated online by
     /// [`Scatter`]), since a move is judged against the last reported reading, which carries
@@ -48,6 +52,7 @@ impl Default for Report {
             deadband: 0.0,
             deadband_percent: 0.0,
             max_silence: Duration::from_secs(300),
+            min_interval: Duration::ZERO,
             noise: 0.0,
         }
     }
@@ -115,6 +120,10 @@ pub struct Scatter {
 /// noise between two readings (3 √2 σ) is not reported (docs/payload.md says what it saves).
 pub const DEFAULT_NOISE: f64 = 3.0;
 
+/// The compact profile's default [`Report::min_interval`]: a device that keeps moving sends a
+/// message at most this often (docs/payload.md says what it saves and what it delays).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Polls the scatter's moving mean spans.
 const SCATTER_POLLS: f64 = 32.0;
 /// A second difference counts at most this many times the mean so far.
@@ -151,12 +160,31 @@ impl Scatter {
     }
 }
 
+/// What was last reported of one device, and when it last sent a message.
+#[derive(Debug, Default)]
+struct Reported {
+    /// Each point's last report.
+    last: Vec<Option<Last>>,
+    /// Each point's scatter, for points whose policy uses it.
+    scatter: Vec<Scatter>,
+    /// When the device last sent a message.
+    message_at: Option<Timestamp>,
+}
+
+impl Reported {
+    fn new(points: usize) -> Self {
+        Self {
+            last: vec![None; points],
+            scatter: vec![Scatter::default(); points],
+            message_at: None,
+        }
+    }
+}
+
 /// What was last reported, per device and point.
 #[derive(Debug, Default)]
 pub struct Reporter {
-    last: HashMap<String, Vec<Option<Last>>>,
-    /// Each point's scatter, for points whose policy uses it.
-    scatter: HashMap<String, Vec<Scatter>>,
+    devices: HashMap<String, Reported>,
 }
 
 fn moved(r: &Report, noise: f64, before: Option<&Value>, now: Option<&Value>) -> bool {
@@ -179,6 +207,23 @@ fn moved(r: &Report, noise: f64, before: Option<&Value>, now: Option<&Value>) ->
     }
 }
 
+/// Whether `span` has passed from `since` to `now` (milliseconds on the same clock).
+fn elapsed(since: Timestamp, now: Timestamp, span: Duration) -> bool {
+    now.0 - since.0 >= i64::try_from(span.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Why a point's sample may go out at this poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Not at all.
+    Hold,
+    /// It moved beyond its deadband: at once if its minimum interval has passed since the
+    /// device's last message, or with a message something else opens.
+    Moved,
+    /// At once: every-poll, a first sample, a quality change or the maximum silence.
+    Now,
+}
+
 impl Reporter {
     /// Keeps the samples of `batch` that the policy reports at `now`; `None` when none are.
     pub fn filter(
@@ -187,56 +232,73 @@ impl Reporter {
         mut batch: SampleBatch,
         now: Timestamp,
     ) -> Option<SampleBatch> {
-        let last = self
-            .last
+        let points = device.point_count();
+        let state = self
+            .devices
             .entry(device.name().to_owned())
-            .or_insert_with(|| vec![None; device.point_count()]);
-        let scatter = self
-            .scatter
-            .entry(device.name().to_owned())
-            .or_insert_with(|| vec![Scatter::default(); device.point_count()]);
-        if last.len() != device.point_count() {
+            .or_insert_with(|| Reported::new(points));
+        if state.last.len() != points {
             // The device's points changed (reload): start afresh.
-            *last = vec![None; device.point_count()];
-            *scatter = vec![Scatter::default(); device.point_count()];
+            *state = Reported::new(points);
         }
-        let mut keep = Vec::with_capacity(batch.samples.len());
+        let mut verdicts = Vec::with_capacity(batch.samples.len());
+        let mut open = false;
         for (i, sample) in batch.samples.iter().enumerate() {
             let Some(policy) = device.policy(i) else {
+                verdicts.push(Verdict::Hold);
                 continue;
             };
             let noise = if policy.noise > 0.0 {
                 // The scatter before this poll: a step is judged against the calm before it.
-                let sigma = scatter[i].sigma();
+                let sigma = state.scatter[i].sigma();
                 if sample.quality == Quality::Good
                     && let Some(x) = sample.value.as_ref().and_then(Value::as_f64)
                 {
-                    scatter[i].observe(x);
+                    state.scatter[i].observe(x);
                 }
                 sigma
             } else {
                 0.0
             };
-            let report = match (&last[i], policy.mode) {
-                (_, ReportMode::EveryPoll) | (None, _) => true,
+            let verdict = match (&state.last[i], policy.mode) {
+                (_, ReportMode::EveryPoll) | (None, _) => Verdict::Now,
                 (Some(prev), ReportMode::OnChange) => {
-                    prev.quality != sample.quality
-                        || moved(policy, noise, prev.value.as_ref(), sample.value.as_ref())
-                        || now.0 - prev.at.0
-                            >= i64::try_from(policy.max_silence.as_millis()).unwrap_or(i64::MAX)
+                    if prev.quality != sample.quality || elapsed(prev.at, now, policy.max_silence) {
+                        Verdict::Now
+                    } else if moved(policy, noise, prev.value.as_ref(), sample.value.as_ref()) {
+                        Verdict::Moved
+                    } else {
+                        Verdict::Hold
+                    }
                 }
             };
-            keep.push(report);
-            if report {
-                last[i] = Some(Last {
+            open |= match verdict {
+                Verdict::Now => true,
+                Verdict::Moved => state
+                    .message_at
+                    .is_none_or(|at| elapsed(at, now, policy.min_interval)),
+                Verdict::Hold => false,
+            };
+            verdicts.push(verdict);
+        }
+        if !open {
+            return None;
+        }
+        state.message_at = Some(now);
+        let mut verdicts = verdicts.into_iter();
+        let mut index = 0;
+        batch.samples.retain(|sample| {
+            let keep = verdicts.next() != Some(Verdict::Hold);
+            if keep {
+                state.last[index] = Some(Last {
                     value: sample.value.clone(),
                     quality: sample.quality,
                     at: now,
                 });
             }
-        }
-        let mut flags = keep.into_iter();
-        batch.samples.retain(|_| flags.next().unwrap_or(false));
+            index += 1;
+            keep
+        });
         (!batch.samples.is_empty()).then_some(batch)
     }
 }
@@ -503,6 +565,76 @@ mod tests {
         assert_eq!(
             names(&r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(60_000))),
             ["t", "u"]
+        );
+    }
+
+    fn value_of(b: &Option<SampleBatch>, point: &str) -> Option<f64> {
+        b.as_ref()?
+            .samples
+            .iter()
+            .find(|s| s.point.as_str() == point)?
+            .value
+            .as_ref()?
+            .as_f64()
+    }
+
+    #[test]
+    fn a_move_waits_out_the_minimum_interval_and_goes_as_the_reading_of_then() {
+        let d = device("report = \"on_change\"\ndeadband = 0.5\nmin_interval_ms = 5000");
+        let mut r = Reporter::default();
+        let first = r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
+        assert_eq!(names(&first), ["t", "u"]);
+        // Both move within the interval after that message: held.
+        assert!(
+            r.filter(&d, batch(2.0, 5.0, Quality::Good), Timestamp(1000))
+                .is_none()
+        );
+        assert!(
+            r.filter(&d, batch(3.0, 5.0, Quality::Good), Timestamp(4999))
+                .is_none()
+        );
+        // At the interval `t` goes with its reading then; `u` went back within its deadband of
+        // what was last reported, so the subscriber's picture of it is still right.
+        let sent = r.filter(&d, batch(3.0, 1.2, Quality::Good), Timestamp(5000));
+        assert_eq!(names(&sent), ["t"]);
+        assert_eq!(value_of(&sent, "t"), Some(3.0));
+        // The interval counts from that message.
+        assert!(
+            r.filter(&d, batch(9.0, 1.0, Quality::Good), Timestamp(9999))
+                .is_none()
+        );
+        assert_eq!(
+            names(&r.filter(&d, batch(9.0, 1.0, Quality::Good), Timestamp(10_000))),
+            ["t"]
+        );
+    }
+
+    #[test]
+    fn a_quality_change_goes_at_once_and_held_moves_ride_along() {
+        let d = device("report = \"on_change\"\ndeadband = 0.5\nmin_interval_ms = 5000");
+        let mut r = Reporter::default();
+        r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
+        assert!(
+            r.filter(&d, batch(4.0, 1.0, Quality::Good), Timestamp(1000))
+                .is_none()
+        );
+        // A timeout opens a message within the interval, and the held move goes with it.
+        let mut b = batch(4.0, 1.0, Quality::Good);
+        b.samples[1].quality = Quality::Bad(BadReason::Timeout);
+        b.samples[1].value = None;
+        let sent = r.filter(&d, b, Timestamp(2000));
+        assert_eq!(names(&sent), ["t", "u"]);
+        assert_eq!(value_of(&sent, "t"), Some(4.0));
+    }
+
+    #[test]
+    fn without_a_minimum_interval_a_move_goes_at_once() {
+        let d = device("report = \"on_change\"\ndeadband = 0.5");
+        let mut r = Reporter::default();
+        r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
+        assert_eq!(
+            names(&r.filter(&d, batch(2.0, 1.0, Quality::Good), Timestamp(1))),
+            ["t"]
         );
     }
 }

@@ -573,10 +573,12 @@ fn insecure_settings_are_warnings_without_strict_security_and_local_hosts_are_no
 
 /// Issue 19: a gateway whose JSON sinks are all compact reports on change by default, with a
 /// deadband of half a step of each point's resolution or three deviations of its own scatter,
-/// whichever is wider, and at most 5 minutes of silence.
+/// whichever is wider, at most 5 minutes of silence, and at most a message per 5 seconds from a
+/// device whose readings keep moving.
 #[test]
 fn a_compact_only_gateway_reports_on_change_by_default() {
     use plantwatch::config::plan::ReportMode;
+    use plantwatch::process::report::DEFAULT_MIN_INTERVAL;
     let points = "[devices.points.u]\naddress = 0\nscale = 0.1\n\
                   [devices.points.f]\naddress = 1\ntype = \"f32\"\n\
                   [devices.points.n]\naddress = 3\n\
@@ -608,6 +610,19 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
         (u.noise - plantwatch::process::report::DEFAULT_NOISE).abs() < 1e-12,
         "{u:?}"
     );
+    // A device that keeps moving sends at most one message per interval, whatever its
+    // deadbands, unless the point says otherwise.
+    assert_eq!(u.min_interval, DEFAULT_MIN_INTERVAL);
+    assert_eq!(report(&compact, "w").min_interval, DEFAULT_MIN_INTERVAL);
+    let at_once = ok(&format!(
+        "{}{METER}{points}min_interval_ms = 0\n",
+        sinks(&["json_compact"])
+    ));
+    assert_eq!(
+        report(&at_once, "w").min_interval,
+        std::time::Duration::ZERO
+    );
+    assert_eq!(report(&at_once, "u").min_interval, DEFAULT_MIN_INTERVAL);
     // A deadband written out is taken as written, with no scatter term.
     let w = report(&compact, "w");
     assert_eq!(w.mode, ReportMode::OnChange);
@@ -627,4 +642,6 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
         sinks(&["json_compact", "json"])
     ));
     assert_eq!(report(&mixed, "u").mode, ReportMode::EveryPoll);
+    // On change beside a v1 sink sends a move at once unless told otherwise.
+    assert_eq!(report(&mixed, "w").min_interval, std::time::Duration::ZERO);
 }
