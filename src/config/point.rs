@@ -35,17 +35,45 @@ pub fn modicon(register: u32) -> Result<(Function, u16), String> {
 
 /// Overlays `top` (inline) on `base` (profile): fields given inline win.
 pub(super) fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
+    // Every field is named: a key added to `RawPoint` fails the build here until it is
+    // overlaid, instead of being dropped from profile overrides without a word.
+    let RawPoint {
+        function,
+        address,
+        register,
+        data_type,
+        order,
+        scale,
+        offset,
+        unit,
+        decimals,
+        bit,
+        length,
+        ratio,
+        description,
+        report,
+        deadband,
+        deadband_percent,
+        max_silence_ms,
+        min_interval_ms,
+        writable,
+        min,
+        max,
+        allowed,
+        max_rate,
+        verify,
+    } = top;
     let mut p = base.clone();
-    if top.address.is_some() || top.register.is_some() {
-        p.address = top.address;
-        p.register = top.register;
+    if address.is_some() || register.is_some() {
+        p.address = *address;
+        p.register = *register;
     }
-    if top.register.is_some() {
+    if register.is_some() {
         // A Modicon register names its own table; the profile's `function` no longer applies.
         p.function = None;
     }
     macro_rules! take {
-        ($($f:ident),*) => { $( if top.$f.is_some() { p.$f = top.$f.clone(); } )* };
+        ($($f:ident),*) => { $( if $f.is_some() { p.$f = $f.clone(); } )* };
     }
     take!(
         function,
@@ -63,6 +91,7 @@ pub(super) fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
         deadband,
         deadband_percent,
         max_silence_ms,
+        min_interval_ms,
         writable,
         min,
         max,
@@ -430,13 +459,21 @@ fn resolve_report(
         );
     }
     let max_silence = silence.map_or(defaults.max_silence, Duration::from_millis);
-    if let Some(i) = interval.filter(|i| u128::from(*i) >= max_silence.as_millis()) {
+    // Judged against a valid silence only: a bad one has its own error.
+    if issues.0.len() == before
+        && let Some(i) = interval.filter(|i| u128::from(*i) >= max_silence.as_millis())
+    {
+        let whose = if p.max_silence_ms.is_some() && p.min_interval_ms.is_none() {
+            format!(" (this point's, `{key}.max_silence_ms`)")
+        } else {
+            String::new()
+        };
         push(
             issues,
             at("min_interval_ms", p.min_interval_ms.is_some()),
             format!(
                 "{i} is out of range; use 0 (a move goes at once) up to less than \
-                 max_silence_ms ({} ms)",
+                 max_silence_ms, which is {} ms{whose}",
                 max_silence.as_millis()
             ),
         );
@@ -449,12 +486,13 @@ fn resolve_report(
         deadband: deadband.unwrap_or(defaults.deadband),
         deadband_percent: percent.unwrap_or(defaults.deadband_percent),
         max_silence,
-        // A compact-only gateway is on a metered link: a device that keeps moving sends at
-        // most one message per interval (docs/payload.md, "Reporting by exception").
+        // A compact-only gateway is on a metered link, whoever chose on-change: a device that
+        // keeps moving sends at most one message per interval, and never waits so long that
+        // a short silence could not end (docs/payload.md, "Reporting by exception").
         min_interval: interval.map_or_else(
             || {
                 if compact.is_some() && mode == raw::ReportMode::OnChange {
-                    crate::process::report::DEFAULT_MIN_INTERVAL
+                    crate::process::report::DEFAULT_MIN_INTERVAL.min(max_silence / 2)
                 } else {
                     Duration::ZERO
                 }

@@ -1,8 +1,9 @@
 //! The reporting policy (per device or point): every poll, or on change with an absolute or
 //! percent deadband and a maximum silence, because many gateways sit on metered 4G links.
 //!
-//! Invariants: a change of quality is always reported; a point is never silent for longer than
-//! its `max_silence`; a point's first sample is always reported. Pure.
+//! Invariants: a change of quality is always reported at once; a point is never silent for
+//! longer than its `max_silence`; a point's first sample is always reported; a move waits at
+//! most its `min_interval` after the device's last message. Pure.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -167,8 +168,9 @@ struct Reported {
     last: Vec<Option<Last>>,
     /// Each point's scatter, for points whose policy uses it.
     scatter: Vec<Scatter>,
-    /// When the device last sent a message.
-    message_at: Option<Timestamp>,
+    /// The poll tick of the device's last message: the interval is counted on the poll grid,
+    /// so a poll answered a little sooner than the last one is not held for a whole poll more.
+    message_tick: Option<Timestamp>,
 }
 
 impl Reported {
@@ -176,7 +178,7 @@ impl Reported {
         Self {
             last: vec![None; points],
             scatter: vec![Scatter::default(); points],
-            message_at: None,
+            message_tick: None,
         }
     }
 }
@@ -207,9 +209,11 @@ fn moved(r: &Report, noise: f64, before: Option<&Value>, now: Option<&Value>) ->
     }
 }
 
-/// Whether `span` has passed from `since` to `now` (milliseconds on the same clock).
+/// Whether `span` has passed from `since` to `now` (milliseconds on the same clock). A clock
+/// stepped back before `since` counts as passed: what waits on it goes now rather than for as
+/// long as the step.
 fn elapsed(since: Timestamp, now: Timestamp, span: Duration) -> bool {
-    now.0 - since.0 >= i64::try_from(span.as_millis()).unwrap_or(i64::MAX)
+    now.0 < since.0 || now.0 - since.0 >= i64::try_from(span.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Why a point's sample may go out at this poll.
@@ -275,8 +279,8 @@ impl Reporter {
             open |= match verdict {
                 Verdict::Now => true,
                 Verdict::Moved => state
-                    .message_at
-                    .is_none_or(|at| elapsed(at, now, policy.min_interval)),
+                    .message_tick
+                    .is_none_or(|at| elapsed(at, batch.tick, policy.min_interval)),
                 Verdict::Hold => false,
             };
             verdicts.push(verdict);
@@ -284,7 +288,7 @@ impl Reporter {
         if !open {
             return None;
         }
-        state.message_at = Some(now);
+        state.message_tick = Some(batch.tick);
         let mut verdicts = verdicts.into_iter();
         let mut index = 0;
         batch.samples.retain(|sample| {
@@ -311,9 +315,14 @@ mod tests {
     use crate::model::{BadReason, PointSample};
 
     fn device(report: &str) -> Device {
+        device_with(report, "")
+    }
+
+    /// A device with `report` at device level and `t_keys` on its point `t`.
+    fn device_with(report: &str, t_keys: &str) -> Device {
         let text = format!(
             "[gateway]\nsite = \"s\"\nid = \"g\"\n[[links]]\nname = \"l\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\n\
-             [[devices]]\nname = \"d\"\nlink = \"l\"\n{report}\n[devices.points.t]\naddress = 0\n[devices.points.u]\naddress = 1\n"
+             [[devices]]\nname = \"d\"\nlink = \"l\"\n{report}\n[devices.points.t]\naddress = 0\n{t_keys}\n[devices.points.u]\naddress = 1\n"
         );
         load_str(
             "t",
@@ -328,6 +337,11 @@ mod tests {
     }
 
     fn batch(t: f64, u: f64, quality: Quality) -> SampleBatch {
+        batch_at(t, u, quality, 0)
+    }
+
+    /// A poll of the grid tick `tick` (milliseconds).
+    fn batch_at(t: f64, u: f64, quality: Quality, tick: i64) -> SampleBatch {
         let s = |n: &str, v: f64| PointSample {
             point: crate::model::Name::new(n).unwrap(),
             ts: Timestamp(0),
@@ -336,7 +350,7 @@ mod tests {
         };
         SampleBatch {
             device: crate::model::Name::new("d").unwrap(),
-            tick: Timestamp(0),
+            tick: Timestamp(tick),
             samples: vec![s("t", t), s("u", u)],
         }
     }
@@ -578,48 +592,39 @@ mod tests {
             .as_f64()
     }
 
+    /// A poll of tick `at` whose batch the core takes at the same time.
+    fn poll(r: &mut Reporter, d: &Device, t: f64, u: f64, at: i64) -> Option<SampleBatch> {
+        r.filter(d, batch_at(t, u, Quality::Good, at), Timestamp(at))
+    }
+
+    const HELD: &str = "report = \"on_change\"\ndeadband = 0.5\nmin_interval_ms = 5000";
+
     #[test]
     fn a_move_waits_out_the_minimum_interval_and_goes_as_the_reading_of_then() {
-        let d = device("report = \"on_change\"\ndeadband = 0.5\nmin_interval_ms = 5000");
+        let d = device(HELD);
         let mut r = Reporter::default();
-        let first = r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
-        assert_eq!(names(&first), ["t", "u"]);
+        assert_eq!(names(&poll(&mut r, &d, 1.0, 1.0, 0)), ["t", "u"]);
         // Both move within the interval after that message: held.
-        assert!(
-            r.filter(&d, batch(2.0, 5.0, Quality::Good), Timestamp(1000))
-                .is_none()
-        );
-        assert!(
-            r.filter(&d, batch(3.0, 5.0, Quality::Good), Timestamp(4999))
-                .is_none()
-        );
+        assert!(poll(&mut r, &d, 2.0, 5.0, 1000).is_none());
+        assert!(poll(&mut r, &d, 3.0, 5.0, 4999).is_none());
         // At the interval `t` goes with its reading then; `u` went back within its deadband of
         // what was last reported, so the subscriber's picture of it is still right.
-        let sent = r.filter(&d, batch(3.0, 1.2, Quality::Good), Timestamp(5000));
+        let sent = poll(&mut r, &d, 3.0, 1.2, 5000);
         assert_eq!(names(&sent), ["t"]);
         assert_eq!(value_of(&sent, "t"), Some(3.0));
         // The interval counts from that message.
-        assert!(
-            r.filter(&d, batch(9.0, 1.0, Quality::Good), Timestamp(9999))
-                .is_none()
-        );
-        assert_eq!(
-            names(&r.filter(&d, batch(9.0, 1.0, Quality::Good), Timestamp(10_000))),
-            ["t"]
-        );
+        assert!(poll(&mut r, &d, 9.0, 1.0, 9999).is_none());
+        assert_eq!(names(&poll(&mut r, &d, 9.0, 1.0, 10_000)), ["t"]);
     }
 
     #[test]
     fn a_quality_change_goes_at_once_and_held_moves_ride_along() {
-        let d = device("report = \"on_change\"\ndeadband = 0.5\nmin_interval_ms = 5000");
+        let d = device(HELD);
         let mut r = Reporter::default();
-        r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
-        assert!(
-            r.filter(&d, batch(4.0, 1.0, Quality::Good), Timestamp(1000))
-                .is_none()
-        );
+        poll(&mut r, &d, 1.0, 1.0, 0);
+        assert!(poll(&mut r, &d, 4.0, 1.0, 1000).is_none());
         // A timeout opens a message within the interval, and the held move goes with it.
-        let mut b = batch(4.0, 1.0, Quality::Good);
+        let mut b = batch_at(4.0, 1.0, Quality::Good, 2000);
         b.samples[1].quality = Quality::Bad(BadReason::Timeout);
         b.samples[1].value = None;
         let sent = r.filter(&d, b, Timestamp(2000));
@@ -628,13 +633,59 @@ mod tests {
     }
 
     #[test]
+    fn max_silence_opens_a_message_that_held_moves_ride_along() {
+        let d = device_with(HELD, "max_silence_ms = 3000\nmin_interval_ms = 2000");
+        let mut r = Reporter::default();
+        poll(&mut r, &d, 1.0, 1.0, 0);
+        // `u` moved and waits for its 5 s; `t` has not moved, but its silence ends at 3 s.
+        assert!(poll(&mut r, &d, 1.0, 7.0, 1000).is_none());
+        assert_eq!(names(&poll(&mut r, &d, 1.0, 7.0, 3000)), ["t", "u"]);
+    }
+
+    #[test]
+    fn an_every_poll_point_opens_a_message_each_poll_and_moves_go_with_it() {
+        let d = device_with("report = \"every_poll\"", HELD);
+        let mut r = Reporter::default();
+        poll(&mut r, &d, 1.0, 1.0, 0);
+        assert_eq!(names(&poll(&mut r, &d, 1.0, 1.0, 1000)), ["u"]);
+        assert_eq!(names(&poll(&mut r, &d, 2.0, 1.0, 2000)), ["t", "u"]);
+    }
+
+    #[test]
+    fn a_point_with_a_shorter_interval_opens_the_message_for_the_others() {
+        let d = device_with(HELD, "min_interval_ms = 1000");
+        let mut r = Reporter::default();
+        poll(&mut r, &d, 1.0, 1.0, 0);
+        // `u` alone waits; once `t` moves past its own 1 s, both go.
+        assert!(poll(&mut r, &d, 1.0, 3.0, 1000).is_none());
+        assert_eq!(names(&poll(&mut r, &d, 2.0, 3.0, 2000)), ["t", "u"]);
+    }
+
+    #[test]
+    fn the_interval_is_counted_on_the_poll_grid_not_when_the_core_takes_the_batch() {
+        let d = device(HELD);
+        let mut r = Reporter::default();
+        // The message of tick 0 was taken late, the poll of tick 5000 a little early.
+        r.filter(&d, batch_at(1.0, 1.0, Quality::Good, 0), Timestamp(40));
+        let sent = r.filter(&d, batch_at(2.0, 1.0, Quality::Good, 5000), Timestamp(5001));
+        assert_eq!(names(&sent), ["t"]);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_hold_moves_for_the_length_of_the_step() {
+        let d = device(HELD);
+        let mut r = Reporter::default();
+        poll(&mut r, &d, 1.0, 1.0, 3_600_000);
+        // Every point goes once (its silence counts as over too), and counts afresh from there.
+        assert_eq!(names(&poll(&mut r, &d, 2.0, 1.0, 1000)), ["t", "u"]);
+        assert!(poll(&mut r, &d, 3.0, 1.0, 2000).is_none());
+    }
+
+    #[test]
     fn without_a_minimum_interval_a_move_goes_at_once() {
         let d = device("report = \"on_change\"\ndeadband = 0.5");
         let mut r = Reporter::default();
-        r.filter(&d, batch(1.0, 1.0, Quality::Good), Timestamp(0));
-        assert_eq!(
-            names(&r.filter(&d, batch(2.0, 1.0, Quality::Good), Timestamp(1))),
-            ["t"]
-        );
+        poll(&mut r, &d, 1.0, 1.0, 0);
+        assert_eq!(names(&poll(&mut r, &d, 2.0, 1.0, 1)), ["t"]);
     }
 }

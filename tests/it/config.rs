@@ -320,6 +320,32 @@ fn an_inline_point_overrides_scale_and_keeps_the_profile_address() {
     assert_eq!(plan.devices[0].points.len(), base.devices[0].points.len());
 }
 
+/// The reporting keys written over a profile's point are the point's, not dropped: the
+/// override docs/payload.md tells a metered gateway to write.
+#[test]
+fn an_inline_point_overrides_a_profile_points_reporting() {
+    use plantwatch::process::report::DEFAULT_MIN_INTERVAL;
+    let plan = ok(&format!(
+        "[[mqtt]]\nname = \"s\"\nhost = \"127.0.0.1\"\nformat = \"json_compact\"\n\
+         {METER}profile = \"chint-dtsu666\"\n\
+         [devices.points.ua]\nmin_interval_ms = 0\nmax_silence_ms = 60000\ndeadband = 0.5\n"
+    ));
+    let report = |n: &str| {
+        plan.devices[0]
+            .points
+            .iter()
+            .find(|p| p.name.as_str() == n)
+            .unwrap()
+            .report
+    };
+    let ua = report("ua");
+    assert_eq!(ua.min_interval, std::time::Duration::ZERO, "{ua:?}");
+    assert_eq!(ua.max_silence, std::time::Duration::from_secs(60));
+    assert!((ua.deadband - 0.5).abs() < 1e-12, "{ua:?}");
+    let ub = report("ub");
+    assert_eq!(ub.min_interval, DEFAULT_MIN_INTERVAL, "{ub:?}");
+}
+
 #[test]
 fn an_inline_point_extends_a_profile() {
     let plan = ok(&format!(
@@ -623,6 +649,15 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
         std::time::Duration::ZERO
     );
     assert_eq!(report(&at_once, "u").min_interval, DEFAULT_MIN_INTERVAL);
+    // A short silence is not outlasted by the default interval: it waits at most half of it.
+    let short = ok(&format!(
+        "{}{METER}[devices.points.u]\naddress = 0\nscale = 0.1\nmax_silence_ms = 4000\n",
+        sinks(&["json_compact"])
+    ));
+    assert_eq!(
+        report(&short, "u").min_interval,
+        std::time::Duration::from_secs(2)
+    );
     // A deadband written out is taken as written, with no scatter term.
     let w = report(&compact, "w");
     assert_eq!(w.mode, ReportMode::OnChange);
@@ -636,6 +671,14 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
     assert!(report(&compact, "f").deadband.abs() < 1e-12);
     assert_eq!(report(&compact, "n").mode, ReportMode::OnChange);
     assert_eq!(report(&compact, "kept").mode, ReportMode::EveryPoll);
+    // `kept` opens a message every poll, so the others' interval saves nothing: `check` says so.
+    let warned: Vec<String> = compact.warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("devices[0].points.kept.report") && w.contains("min_interval_ms")),
+        "{warned:?}"
+    );
     // A v1 sink beside it (both get the same reports) keeps every poll.
     let mixed = ok(&format!(
         "{}{METER}{points}",
