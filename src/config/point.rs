@@ -35,45 +35,22 @@ pub fn modicon(register: u32) -> Result<(Function, u16), String> {
 
 /// Overlays `top` (inline) on `base` (profile): fields given inline win.
 pub(super) fn overlay(base: &RawPoint, top: &RawPoint) -> RawPoint {
-    // Every field is named: a key added to `RawPoint` fails the build here until it is
-    // overlaid, instead of being dropped from profile overrides without a word.
-    let RawPoint {
-        function,
-        address,
-        register,
-        data_type,
-        order,
-        scale,
-        offset,
-        unit,
-        decimals,
-        bit,
-        length,
-        ratio,
-        description,
-        report,
-        deadband,
-        deadband_percent,
-        max_silence_ms,
-        min_interval_ms,
-        writable,
-        min,
-        max,
-        allowed,
-        max_rate,
-        verify,
-    } = top;
     let mut p = base.clone();
-    if address.is_some() || register.is_some() {
-        p.address = *address;
-        p.register = *register;
+    if top.address.is_some() || top.register.is_some() {
+        p.address = top.address;
+        p.register = top.register;
     }
-    if register.is_some() {
+    if top.register.is_some() {
         // A Modicon register names its own table; the profile's `function` no longer applies.
         p.function = None;
     }
+    // The pattern names every field but the two above: a key added to `RawPoint` fails the
+    // build here until it is overlaid, instead of being dropped from profile overrides.
     macro_rules! take {
-        ($($f:ident),*) => { $( if $f.is_some() { p.$f = $f.clone(); } )* };
+        ($($f:ident),*) => {
+            let RawPoint { address: _, register: _, $($f),* } = top;
+            $( if $f.is_some() { p.$f = $f.clone(); } )*
+        };
     }
     take!(
         function,

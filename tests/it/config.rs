@@ -26,6 +26,15 @@ fn ok(text: &str) -> Plan {
     }
 }
 
+/// The point `name` of the plan's first device.
+fn first_point<'a>(plan: &'a Plan, name: &str) -> &'a plantwatch::config::plan::Point {
+    plan.devices[0]
+        .points
+        .iter()
+        .find(|p| p.name.as_str() == name)
+        .unwrap_or_else(|| panic!("no point {name}"))
+}
+
 /// One expected issue from a fixture header.
 #[derive(Debug)]
 struct Expect {
@@ -301,16 +310,8 @@ fn an_inline_point_overrides_scale_and_keeps_the_profile_address() {
     let plan = ok(&format!(
         "{METER}profile = \"chint-dtsu666\"\n[devices.points.ua]\nscale = 1.0\n"
     ));
-    let before = base.devices[0]
-        .points
-        .iter()
-        .find(|p| p.name.as_str() == "ua")
-        .unwrap();
-    let after = plan.devices[0]
-        .points
-        .iter()
-        .find(|p| p.name.as_str() == "ua")
-        .unwrap();
+    let before = first_point(&base, "ua");
+    let after = first_point(&plan, "ua");
     assert_eq!(after.address, 0x2006);
     assert_eq!(after.address, before.address);
     assert_eq!(after.function, Function::Holding);
@@ -330,14 +331,7 @@ fn an_inline_point_overrides_a_profile_points_reporting() {
          {METER}profile = \"chint-dtsu666\"\n\
          [devices.points.ua]\nmin_interval_ms = 0\nmax_silence_ms = 60000\ndeadband = 0.5\n"
     ));
-    let report = |n: &str| {
-        plan.devices[0]
-            .points
-            .iter()
-            .find(|p| p.name.as_str() == n)
-            .unwrap()
-            .report
-    };
+    let report = |n: &str| first_point(&plan, n).report;
     let ua = report("ua");
     assert_eq!(ua.min_interval, std::time::Duration::ZERO, "{ua:?}");
     assert_eq!(ua.max_silence, std::time::Duration::from_secs(60));
@@ -365,11 +359,7 @@ fn an_inline_register_moves_a_profile_point_to_its_own_table() {
         "{METER}profile = \"generic-plc\"\n\
          [devices.points.ready]\nregister = 40101\ntype = \"bit\"\nbit = 2\n"
     ));
-    let ready = plan.devices[0]
-        .points
-        .iter()
-        .find(|p| p.name.as_str() == "ready")
-        .unwrap();
+    let ready = first_point(&plan, "ready");
     assert_eq!(ready.function, Function::Holding);
     assert_eq!(ready.address, 100);
     assert_eq!(ready.codec.bit, 2);
@@ -397,13 +387,7 @@ fn ratio_pt_ct_multiplies_scale_by_both_ratios() {
     let plan = ok(&format!(
         "{METER}profile = \"acrel-adl400\"\npt_ratio = 10.0\nct_ratio = 40\n"
     ));
-    let point = |n: &str| {
-        plan.devices[0]
-            .points
-            .iter()
-            .find(|p| p.name.as_str() == n)
-            .unwrap()
-    };
+    let point = |n: &str| first_point(&plan, n);
     // ep_total: scale 0.01 × PT 10 × CT 40.
     assert!((point("ep_total").codec.scale - 4.0).abs() < 1e-9);
     // p: scale 0.001 × 400.
@@ -619,15 +603,9 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
             })
             .collect::<String>()
     };
-    let compact = ok(&format!("{}{METER}{points}", sinks(&["json_compact"])));
-    let report = |plan: &Plan, n: &str| {
-        plan.devices[0]
-            .points
-            .iter()
-            .find(|p| p.name.as_str() == n)
-            .unwrap()
-            .report
-    };
+    let compact_with = |rest: &str| ok(&format!("{}{METER}{rest}", sinks(&["json_compact"])));
+    let compact = compact_with(points);
+    let report = |plan: &Plan, n: &str| first_point(plan, n).report;
     let u = report(&compact, "u");
     assert_eq!(u.mode, ReportMode::OnChange);
     assert!((u.deadband - 0.05).abs() < 1e-12, "{u:?}");
@@ -640,20 +618,15 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
     // deadbands, unless the point says otherwise.
     assert_eq!(u.min_interval, DEFAULT_MIN_INTERVAL);
     assert_eq!(report(&compact, "w").min_interval, DEFAULT_MIN_INTERVAL);
-    let at_once = ok(&format!(
-        "{}{METER}{points}min_interval_ms = 0\n",
-        sinks(&["json_compact"])
-    ));
+    let at_once = compact_with(&format!("{points}min_interval_ms = 0\n"));
     assert_eq!(
         report(&at_once, "w").min_interval,
         std::time::Duration::ZERO
     );
     assert_eq!(report(&at_once, "u").min_interval, DEFAULT_MIN_INTERVAL);
     // A short silence is not outlasted by the default interval: it waits at most half of it.
-    let short = ok(&format!(
-        "{}{METER}[devices.points.u]\naddress = 0\nscale = 0.1\nmax_silence_ms = 4000\n",
-        sinks(&["json_compact"])
-    ));
+    let short =
+        compact_with("[devices.points.u]\naddress = 0\nscale = 0.1\nmax_silence_ms = 4000\n");
     assert_eq!(
         report(&short, "u").min_interval,
         std::time::Duration::from_secs(2)
