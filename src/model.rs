@@ -235,7 +235,7 @@ pub struct PointSample<N = PointId> {
 pub struct SampleBatch {
     /// The polled device.
     pub device: DeviceId,
-    /// The grid tick this poll belongs to.
+    /// When this poll started (the clock's time as the link got to the device).
     pub tick: Timestamp,
     /// One entry per configured point, in config order.
     pub samples: Vec<PointSample>,

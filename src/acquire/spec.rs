@@ -230,6 +230,10 @@ impl ReportedDevice for Device {
     fn policy(&self, index: usize) -> Option<&Report> {
         self.points.get(index).map(|p| &p.report)
     }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
 }
 
 impl Point {

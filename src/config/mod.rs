@@ -264,7 +264,7 @@ pub fn resolve(
         }
     }
     share_point_tables(&mut devices);
-    let interval_undone = every_poll_beside_an_interval(&devices, &device_keys);
+    let interval_warnings = warn_every_poll_beside_an_interval(&devices, &device_keys);
     if raw_devices.as_ref().is_some_and(Vec::is_empty) {
         issues.push(
             "devices",
@@ -327,7 +327,7 @@ pub fn resolve(
     let store = raw_store
         .and_then(|s| daemon::resolve_store(&s, env.state_directory.as_deref(), &mut issues));
     let mut warnings = std::mem::take(&mut energy.warnings);
-    warnings.extend(interval_undone);
+    warnings.extend(interval_warnings);
     if issues.is_empty() {
         let sections: Vec<(&str, &daemon::Mqtt)> = raw_mqtt
             .iter()
@@ -371,7 +371,7 @@ pub fn resolve(
 /// A point that reports every poll opens a message at every poll, and the moves its device's
 /// other points hold back for their minimum interval ride along with it: the interval then
 /// saves nothing, which a metered gateway should hear about (docs/payload.md).
-fn every_poll_beside_an_interval(
+fn warn_every_poll_beside_an_interval(
     devices: &[plan::Device],
     keys: &HashMap<String, String>,
 ) -> Vec<ConfigIssue> {
@@ -388,12 +388,12 @@ fn every_poll_beside_an_interval(
             let key = keys.get(d.name.as_str())?;
             waits.then(|| {
                 ConfigIssue::new(
-                    format!("{key}.points.{}.report", every.name),
+                    key.clone(),
                     format!(
-                        "reports every poll, so device `{}` sends a message at every poll and \
-                         its other points' min_interval_ms saves no bytes; set \
-                         report = \"on_change\" here too unless every poll of it is needed",
-                        d.name
+                        "point `{}` reports every poll, so device `{}` sends a message at every \
+                         poll and its other points' min_interval_ms saves no bytes; give that \
+                         point report = \"on_change\" unless every poll of it is needed",
+                        every.name, d.name
                     ),
                 )
             })

@@ -103,6 +103,7 @@ impl Plan {
                 .map(|d| DeviceReport {
                     name: d.name.clone(),
                     points: d.points.iter().map(|p| p.report).collect(),
+                    poll_interval: d.poll_interval,
                 })
                 .collect(),
         }

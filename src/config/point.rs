@@ -386,6 +386,9 @@ fn resolve_report(
             )
         }
     };
+    // A device's keys are for its on-change points: one of its points that chose every poll
+    // itself just does not use them.
+    let inherits_quietly = p.report == Some(raw::ReportMode::EveryPoll);
     if mode == raw::ReportMode::EveryPoll {
         for (field, given, on_point) in [
             ("deadband", deadband.is_some(), p.deadband.is_some()),
@@ -405,7 +408,7 @@ fn resolve_report(
                 p.min_interval_ms.is_some(),
             ),
         ] {
-            if given {
+            if given && (on_point || !inherits_quietly) {
                 push(
                     issues,
                     at(field, on_point),
@@ -437,8 +440,8 @@ fn resolve_report(
     }
     let max_silence = silence.map_or(defaults.max_silence, Duration::from_millis);
     // Judged against a valid silence only: a bad one has its own error.
-    if issues.0.len() == before
-        && let Some(i) = interval.filter(|i| u128::from(*i) >= max_silence.as_millis())
+    let silence_valid = silence.is_none_or(|s| (1000..=604_800_000).contains(&s));
+    if silence_valid && let Some(i) = interval.filter(|i| u128::from(*i) >= max_silence.as_millis())
     {
         let whose = if p.max_silence_ms.is_some() && p.min_interval_ms.is_none() {
             format!(" (this point's, `{key}.max_silence_ms`)")

@@ -1,5 +1,6 @@
 //! The reporting policy (per device or point): every poll, or on change with an absolute or
-//! percent deadband and a maximum silence, because many gateways sit on metered 4G links.
+//! percent deadband, a maximum silence and a minimum interval between a device's messages,
+//! because many gateways sit on metered 4G links.
 //!
 //! Invariants: a change of quality is always reported at once; a point is never silent for
 //! longer than its `max_silence`; a point's first sample is always reported; a move waits at
@@ -19,8 +20,8 @@ pub enum ReportMode {
     /// Every poll.
     #[default]
     EveryPoll,
-    /// When it changes beyond the deadband, when its quality changes, or after the maximum
-    /// silence (for metered 4G links).
+    /// When it changes beyond the deadband (once the device's minimum interval has passed),
+    /// when its quality changes, or after the maximum silence (for metered 4G links).
     OnChange,
 }
 
@@ -68,6 +69,9 @@ pub trait ReportedDevice {
     fn point_count(&self) -> usize;
     /// The policy of point `index`; `None` past the last point.
     fn policy(&self, index: usize) -> Option<&Report>;
+    /// How often the device is polled: a minimum interval is met by the poll that comes at
+    /// it, give or take half of this, however late or early that poll started.
+    fn poll_interval(&self) -> Duration;
 }
 
 /// A device's reporting policies, as the pipeline holds them: its name and each point's policy,
@@ -78,6 +82,8 @@ pub struct DeviceReport {
     pub name: crate::model::Name,
     /// Each point's policy.
     pub points: Vec<Report>,
+    /// How often the device is polled.
+    pub poll_interval: Duration,
 }
 
 impl ReportedDevice for DeviceReport {
@@ -91,6 +97,10 @@ impl ReportedDevice for DeviceReport {
 
     fn policy(&self, index: usize) -> Option<&Report> {
         self.points.get(index)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
     }
 }
 
@@ -163,17 +173,16 @@ impl Scatter {
 
 /// What was last reported of one device, and when it last sent a message.
 #[derive(Debug, Default)]
-struct Reported {
+struct DeviceMemory {
     /// Each point's last report.
     last: Vec<Option<Last>>,
     /// Each point's scatter, for points whose policy uses it.
     scatter: Vec<Scatter>,
-    /// The poll tick of the device's last message: the interval is counted on the poll grid,
-    /// so a poll answered a little sooner than the last one is not held for a whole poll more.
+    /// When the poll of the device's last message started.
     message_tick: Option<Timestamp>,
 }
 
-impl Reported {
+impl DeviceMemory {
     fn new(points: usize) -> Self {
         Self {
             last: vec![None; points],
@@ -186,7 +195,7 @@ impl Reported {
 /// What was last reported, per device and point.
 #[derive(Debug, Default)]
 pub struct Reporter {
-    devices: HashMap<String, Reported>,
+    devices: HashMap<String, DeviceMemory>,
 }
 
 fn moved(r: &Report, noise: f64, before: Option<&Value>, now: Option<&Value>) -> bool {
@@ -240,11 +249,14 @@ impl Reporter {
         let state = self
             .devices
             .entry(device.name().to_owned())
-            .or_insert_with(|| Reported::new(points));
+            .or_insert_with(|| DeviceMemory::new(points));
         if state.last.len() != points {
             // The device's points changed (reload): start afresh.
-            *state = Reported::new(points);
+            *state = DeviceMemory::new(points);
         }
+        // A poll starts when its link gets to it, a little late or early against the one of
+        // the last message: the poll that comes at the interval meets it.
+        let slack = device.poll_interval() / 2;
         let mut verdicts = Vec::with_capacity(batch.samples.len());
         let mut open = false;
         for (i, sample) in batch.samples.iter().enumerate() {
@@ -278,9 +290,9 @@ impl Reporter {
             };
             open |= match verdict {
                 Verdict::Now => true,
-                Verdict::Moved => state
-                    .message_tick
-                    .is_none_or(|at| elapsed(at, batch.tick, policy.min_interval)),
+                Verdict::Moved => state.message_tick.is_none_or(|at| {
+                    elapsed(at, batch.tick, policy.min_interval.saturating_sub(slack))
+                }),
                 Verdict::Hold => false,
             };
             verdicts.push(verdict);
@@ -493,6 +505,7 @@ mod tests {
                     ..policy
                 },
             ],
+            poll_interval: d.poll_interval,
         };
         let mut r = Reporter::default();
         let mut sent = [0, 0];
@@ -544,6 +557,7 @@ mod tests {
         let d = DeviceReport {
             name: d.name.clone(),
             points: vec![policy; 2],
+            poll_interval: d.poll_interval,
         };
         let mut r = Reporter::default();
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
@@ -606,14 +620,14 @@ mod tests {
         assert_eq!(names(&poll(&mut r, &d, 1.0, 1.0, 0)), ["t", "u"]);
         // Both move within the interval after that message: held.
         assert!(poll(&mut r, &d, 2.0, 5.0, 1000).is_none());
-        assert!(poll(&mut r, &d, 3.0, 5.0, 4999).is_none());
+        assert!(poll(&mut r, &d, 3.0, 5.0, 4000).is_none());
         // At the interval `t` goes with its reading then; `u` went back within its deadband of
         // what was last reported, so the subscriber's picture of it is still right.
         let sent = poll(&mut r, &d, 3.0, 1.2, 5000);
         assert_eq!(names(&sent), ["t"]);
         assert_eq!(value_of(&sent, "t"), Some(3.0));
         // The interval counts from that message.
-        assert!(poll(&mut r, &d, 9.0, 1.0, 9999).is_none());
+        assert!(poll(&mut r, &d, 9.0, 1.0, 9000).is_none());
         assert_eq!(names(&poll(&mut r, &d, 9.0, 1.0, 10_000)), ["t"]);
     }
 
@@ -634,6 +648,7 @@ mod tests {
 
     #[test]
     fn max_silence_opens_a_message_that_held_moves_ride_along() {
+        // `t`'s interval must stay below its short silence; it never moves, so it only waits.
         let d = device_with(HELD, "max_silence_ms = 3000\nmin_interval_ms = 2000");
         let mut r = Reporter::default();
         poll(&mut r, &d, 1.0, 1.0, 0);
@@ -649,6 +664,11 @@ mod tests {
         poll(&mut r, &d, 1.0, 1.0, 0);
         assert_eq!(names(&poll(&mut r, &d, 1.0, 1.0, 1000)), ["u"]);
         assert_eq!(names(&poll(&mut r, &d, 2.0, 1.0, 2000)), ["t", "u"]);
+        // Alone, the same move of `t` would have waited.
+        let alone = device(HELD);
+        let mut r = Reporter::default();
+        poll(&mut r, &alone, 1.0, 1.0, 0);
+        assert!(poll(&mut r, &alone, 2.0, 1.0, 2000).is_none());
     }
 
     #[test]
@@ -662,13 +682,14 @@ mod tests {
     }
 
     #[test]
-    fn the_interval_is_counted_on_the_poll_grid_not_when_the_core_takes_the_batch() {
+    fn the_poll_that_comes_at_the_interval_meets_it_though_it_started_a_little_early() {
+        // Polled every second; the poll of the first message started 3 ms late.
         let d = device(HELD);
         let mut r = Reporter::default();
-        // The message of tick 0 was taken late, the poll of tick 5000 a little early.
-        r.filter(&d, batch_at(1.0, 1.0, Quality::Good, 0), Timestamp(40));
-        let sent = r.filter(&d, batch_at(2.0, 1.0, Quality::Good, 5000), Timestamp(5001));
-        assert_eq!(names(&sent), ["t"]);
+        poll(&mut r, &d, 1.0, 1.0, 3);
+        assert!(poll(&mut r, &d, 2.0, 1.0, 4001).is_none());
+        // The fifth poll on started on time, 4998 ms after the late one.
+        assert_eq!(names(&poll(&mut r, &d, 2.0, 1.0, 5001)), ["t"]);
     }
 
     #[test]

@@ -321,6 +321,21 @@ fn an_inline_point_overrides_scale_and_keeps_the_profile_address() {
     assert_eq!(plan.devices[0].points.len(), base.devices[0].points.len());
 }
 
+/// A device's on-change keys are for its on-change points: a point that chose every poll
+/// itself does not use them, and that is no error (the docs tell a device to set
+/// `min_interval_ms = 0`, whatever its points do).
+#[test]
+fn a_point_that_chose_every_poll_ignores_its_devices_on_change_keys() {
+    use plantwatch::config::plan::ReportMode;
+    let plan = ok(&format!(
+        "{METER}report = \"on_change\"\nmin_interval_ms = 0\ndeadband = 1.0\n\
+         [devices.points.a]\naddress = 0\n\
+         [devices.points.b]\naddress = 1\nreport = \"every_poll\"\n"
+    ));
+    assert_eq!(first_point(&plan, "a").report.mode, ReportMode::OnChange);
+    assert_eq!(first_point(&plan, "b").report.mode, ReportMode::EveryPoll);
+}
+
 /// The reporting keys written over a profile's point are the point's, not dropped: the
 /// override docs/payload.md tells a metered gateway to write.
 #[test]
@@ -649,7 +664,7 @@ fn a_compact_only_gateway_reports_on_change_by_default() {
     assert!(
         warned
             .iter()
-            .any(|w| w.contains("devices[0].points.kept.report") && w.contains("min_interval_ms")),
+            .any(|w| w.starts_with("devices[0]:") && w.contains("point `kept` reports every poll")),
         "{warned:?}"
     );
     // A v1 sink beside it (both get the same reports) keeps every poll.
