@@ -264,7 +264,6 @@ pub fn resolve(
         }
     }
     share_point_tables(&mut devices);
-    let interval_warnings = warn_every_poll_beside_an_interval(&devices, &device_keys);
     if raw_devices.as_ref().is_some_and(Vec::is_empty) {
         issues.push(
             "devices",
@@ -327,7 +326,7 @@ pub fn resolve(
     let store = raw_store
         .and_then(|s| daemon::resolve_store(&s, env.state_directory.as_deref(), &mut issues));
     let mut warnings = std::mem::take(&mut energy.warnings);
-    warnings.extend(interval_warnings);
+    warnings.extend(warn_every_poll_beside_an_interval(&devices, &device_keys));
     if issues.is_empty() {
         let sections: Vec<(&str, &daemon::Mqtt)> = raw_mqtt
             .iter()
